@@ -1,0 +1,189 @@
+//! The local-directory bucket of `skycut serve`: objects are files under one directory, written
+//! to a temporary name and renamed into place so a reader never sees half an object.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uws::UwsError;
+use uws::results::{ObjectMeta, ResultStore};
+
+use crate::signing::UrlSigner;
+
+/// The path of the route that serves local objects, under the service's base URL.
+pub const FILES_ROUTE: &str = "files";
+
+/// A result store in a local directory. Cloning shares nothing mutable (a path and a key).
+#[derive(Clone, Debug)]
+pub struct LocalBucket {
+    root: PathBuf,
+    signer: UrlSigner,
+}
+
+impl LocalBucket {
+    pub fn new(root: PathBuf, signer: UrlSigner) -> LocalBucket {
+        LocalBucket { root, signer }
+    }
+
+    pub fn signer(&self) -> &UrlSigner {
+        &self.signer
+    }
+
+    /// The file that holds an object, or None for a key that could escape the bucket.
+    pub fn object_path(&self, key: &str) -> Option<PathBuf> {
+        if !is_safe_key(key) {
+            return None;
+        }
+        Some(self.root.join(key))
+    }
+
+    fn meta_path(path: &Path) -> PathBuf {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".meta");
+        PathBuf::from(p)
+    }
+
+    /// Reads the content type and file name stored beside an object.
+    pub async fn object_meta(&self, key: &str) -> Option<ObjectMeta> {
+        let path = self.object_path(key)?;
+        let text = tokio::fs::read_to_string(Self::meta_path(&path))
+            .await
+            .ok()?;
+        let mut lines = text.lines();
+        Some(ObjectMeta {
+            content_type: lines.next()?.to_owned(),
+            filename: lines.next()?.to_owned(),
+        })
+    }
+}
+
+/// Keys are what the worker makes (`{job}/{result}.fits`): plain path segments only.
+fn is_safe_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+fn io(e: std::io::Error) -> UwsError {
+    UwsError::Store(format!("local bucket: {e}"))
+}
+
+#[async_trait]
+impl ResultStore for LocalBucket {
+    async fn put_file(&self, key: &str, source: &Path, meta: &ObjectMeta) -> Result<u64, UwsError> {
+        let path = self
+            .object_path(key)
+            .ok_or_else(|| UwsError::Store(format!("unsafe object key {key:?}")))?;
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        }
+        let meta_text = format!("{}\n{}\n", meta.content_type, meta.filename);
+        tokio::fs::write(Self::meta_path(&path), meta_text)
+            .await
+            .map_err(io)?;
+        let tmp = path.with_extension("partial");
+        // A rename is atomic only within one file system; the scratch file may be elsewhere.
+        let size = tokio::fs::copy(source, &tmp).await.map_err(io)?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+        Ok(size)
+    }
+
+    async fn signed_url(
+        &self,
+        key: &str,
+        valid_for: Duration,
+        public_base: &str,
+    ) -> Result<String, UwsError> {
+        let expires = OffsetDateTime::now_utc().unix_timestamp()
+            + i64::try_from(valid_for.as_secs()).unwrap_or(i64::MAX / 2);
+        let signature = self.signer.sign(key, expires);
+        Ok(format!(
+            "{}/{FILES_ROUTE}/{key}?expires={expires}&signature={signature}",
+            public_base.trim_end_matches('/')
+        ))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), UwsError> {
+        let Some(path) = self.object_path(key) else {
+            return Ok(());
+        };
+        for p in [Self::meta_path(&path), path.clone()] {
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        if let Some(parent) = path.parent() {
+            // Removes the job's directory once its last object is gone; fails harmlessly otherwise.
+            let _ = tokio::fs::remove_dir(parent).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cannot_escape_the_bucket() {
+        for bad in [
+            "",
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a//b",
+            "a/./b",
+            "a b",
+            "a\\b",
+        ] {
+            assert!(!is_safe_key(bad), "{bad:?}");
+        }
+        assert!(is_safe_key("0123abcd/result.fits"));
+    }
+
+    #[tokio::test]
+    async fn objects_are_written_whole_and_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bucket = LocalBucket::new(dir.path().join("bucket"), UrlSigner::new(b"k"));
+        let src = dir.path().join("src.fits");
+        std::fs::write(&src, b"SIMPLE").expect("write");
+        let meta = ObjectMeta {
+            content_type: "application/fits".into(),
+            filename: "x.fits".into(),
+        };
+        let size = bucket
+            .put_file("job/result.fits", &src, &meta)
+            .await
+            .expect("put");
+        assert_eq!(size, 6);
+        let path = bucket.object_path("job/result.fits").expect("path");
+        assert_eq!(std::fs::read(&path).expect("read"), b"SIMPLE");
+        assert_eq!(
+            bucket
+                .object_meta("job/result.fits")
+                .await
+                .map(|m| m.filename),
+            Some("x.fits".to_owned())
+        );
+        let url = bucket
+            .signed_url(
+                "job/result.fits",
+                Duration::from_secs(60),
+                "http://h/api/cutout/",
+            )
+            .await
+            .expect("url");
+        assert!(url.starts_with("http://h/api/cutout/files/job/result.fits?expires="));
+        bucket.delete("job/result.fits").await.expect("delete");
+        assert!(!path.exists());
+    }
+}

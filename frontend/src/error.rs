@@ -1,0 +1,111 @@
+//! The one place where an error becomes an HTTP response.
+//!
+//! Every error a handler returns is a [`FrontendError`]; each variant names its DALI/SODA label
+//! and status, and the body is `text/plain; charset=utf-8` starting with the label, as SODA 1.0
+//! §5.2 asks and as pyvo shows it. Conversions from the library errors are exhaustive matches,
+//! so a new library error forces a choice of label here.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use soda::SodaError;
+use uws::{ErrorCode, JobError, UwsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    /// 400 `UsageError`.
+    #[error("{0}")]
+    Usage(String),
+    /// 400 `MultiValuedParamNotSupported`.
+    #[error("{0}")]
+    MultiValued(String),
+    /// 404 `UsageError`: an unknown job, job resource or image.
+    #[error("{0}")]
+    NotFound(String),
+    /// 403 `AuthorizationError`: a refused signature, a change not allowed in this phase.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 503 `ServiceUnavailable`: a dependency is down or the request could not be served in time.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500 `Error`: a bug or an unexpected failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl FrontendError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            FrontendError::Usage(_) | FrontendError::MultiValued(_) => StatusCode::BAD_REQUEST,
+            FrontendError::NotFound(_) => StatusCode::NOT_FOUND,
+            FrontendError::Forbidden(_) => StatusCode::FORBIDDEN,
+            FrontendError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            FrontendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            FrontendError::Usage(_) | FrontendError::NotFound(_) => "UsageError",
+            FrontendError::MultiValued(_) => "MultiValuedParamNotSupported",
+            FrontendError::Forbidden(_) => "AuthorizationError",
+            FrontendError::Unavailable(_) => "ServiceUnavailable",
+            FrontendError::Internal(_) => "Error",
+        }
+    }
+
+    /// How a failed job's error is told to a synchronous client.
+    pub fn from_job_error(error: &JobError) -> FrontendError {
+        let message = error.message.clone();
+        match error.code {
+            ErrorCode::Usage | ErrorCode::NoData => FrontendError::Usage(message),
+            ErrorCode::NotFound => FrontendError::NotFound(message),
+            ErrorCode::Unavailable => FrontendError::Unavailable(message),
+            ErrorCode::Internal => FrontendError::Internal(message),
+        }
+    }
+}
+
+impl From<UwsError> for FrontendError {
+    fn from(e: UwsError) -> Self {
+        match e {
+            UwsError::Usage(m) => FrontendError::Usage(m),
+            UwsError::JobNotFound(_) | UwsError::ResourceNotFound(_) => {
+                FrontendError::NotFound(e.to_string())
+            }
+            UwsError::WrongPhase { .. } => FrontendError::Forbidden(e.to_string()),
+            // A client asked for a change the state machine refuses.
+            UwsError::IllegalTransition { .. } => FrontendError::Usage(e.to_string()),
+            UwsError::Store(_) | UwsError::Queue(_) => FrontendError::Unavailable(e.to_string()),
+            _ => FrontendError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SodaError> for FrontendError {
+    fn from(e: SodaError) -> Self {
+        match e {
+            SodaError::Usage(_) | SodaError::NoOverlap { .. } => {
+                FrontendError::Usage(e.to_string())
+            }
+            SodaError::MultiValued(_) => FrontendError::MultiValued(e.to_string()),
+            SodaError::UnknownImage(_) => FrontendError::NotFound(e.to_string()),
+            SodaError::BadImage(_) | SodaError::Fits(_) => FrontendError::Internal(e.to_string()),
+            _ => FrontendError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for FrontendError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), error = %self, "request failed");
+        }
+        let mut response = (status, format!("{}: {}", self.label(), self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}

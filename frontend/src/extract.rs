@@ -1,0 +1,136 @@
+//! Extractors that turn an HTTP request into what the protocol talks about: DALI parameters, the
+//! caller, and the base URL that every link in a response starts with.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use uws::Parameters;
+
+use crate::error::FrontendError;
+use crate::state::AppState;
+
+/// The path under which the service lives; every URL the service writes starts with it.
+pub const SERVICE_PATH: &str = "/api/cutout";
+
+/// The DALI parameters of a request: the query string, plus the form body of a POST. Names are
+/// case-insensitive; values are kept as sent.
+#[derive(Debug, Clone)]
+pub struct DaliParams(pub Parameters);
+
+impl<S: Send + Sync> FromRequest<S> for DaliParams {
+    type Rejection = FrontendError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let mut params = Parameters::new();
+        if let Some(query) = req.uri().query() {
+            for (n, v) in form_urlencoded::parse(query.as_bytes()) {
+                params.push(&n, &v);
+            }
+        }
+        if req.method() == Method::POST {
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/x-www-form-urlencoded")
+                .to_ascii_lowercase();
+            let body = Bytes::from_request(req, state)
+                .await
+                .map_err(|e| FrontendError::Usage(format!("cannot read the request body: {e}")))?;
+            if !body.is_empty() {
+                if !content_type.starts_with("application/x-www-form-urlencoded") {
+                    return Err(FrontendError::Usage(format!(
+                        "POST bodies must be application/x-www-form-urlencoded, not {content_type}"
+                    )));
+                }
+                for (n, v) in form_urlencoded::parse(&body) {
+                    params.push(&n, &v);
+                }
+            }
+        }
+        Ok(DaliParams(params))
+    }
+}
+
+/// The caller. Every request is the configured anonymous owner until authentication lands.
+#[derive(Debug, Clone)]
+pub struct Owner(pub String);
+
+impl<S> FromRequestParts<S> for Owner
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = FrontendError;
+
+    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let app = AppState::from_ref(state);
+        Ok(Owner(app.settings.anonymous_owner.clone()))
+    }
+}
+
+/// The absolute base URL of the service as the client sees it, e.g. `https://host/api/cutout`:
+/// from configuration if set, else from `Host`, with `X-Forwarded-Proto` / `X-Forwarded-Host`
+/// believed only from a trusted proxy.
+#[derive(Debug, Clone)]
+pub struct PublicBase(pub String);
+
+impl PublicBase {
+    pub fn jobs(&self) -> String {
+        format!("{}/jobs", self.0)
+    }
+
+    pub fn job(&self, id: &str) -> String {
+        format!("{}/jobs/{id}", self.0)
+    }
+}
+
+impl<S> FromRequestParts<S> for PublicBase
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = FrontendError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let app = AppState::from_ref(state);
+        if let Some(url) = &app.settings.public_url {
+            return Ok(PublicBase(url.trim_end_matches('/').to_owned()));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let trusted = peer.is_some_and(|ip| app.settings.trusted_proxies.contains(&ip));
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let forwarded = |name: &str| if trusted { header(name) } else { None };
+        let scheme = forwarded("x-forwarded-proto")
+            .filter(|s| s == "http" || s == "https")
+            .unwrap_or_else(|| "http".to_owned());
+        let host = forwarded("x-forwarded-host")
+            .or_else(|| header("host"))
+            .filter(|h| is_plausible_host(h))
+            .unwrap_or_else(|| "localhost".to_owned());
+        Ok(PublicBase(format!("{scheme}://{host}{SERVICE_PATH}")))
+    }
+}
+
+/// A host (and port) as a URL authority may hold it; anything else could inject into the URLs
+/// the service writes.
+fn is_plausible_host(host: &str) -> bool {
+    host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}

@@ -1,0 +1,316 @@
+//! The UWS 1.1 job routes: the job list, job creation, and every child resource of a job.
+//! Each handler parses, calls [`uws::service::Uws`], and renders.
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use uws::{ExecutionPhase, Job, Parameters, UwsError, timestamp, xml};
+
+use crate::cutout;
+use crate::error::FrontendError;
+use crate::extract::{DaliParams, Owner, PublicBase};
+use crate::state::AppState;
+
+type Result<T> = std::result::Result<T, FrontendError>;
+
+fn xml_response(body: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn text_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// Freshly signed URLs for a job's results, in result order.
+pub async fn result_urls(app: &AppState, base: &PublicBase, job: &Job) -> Result<Vec<String>> {
+    let mut urls = Vec::with_capacity(job.results.len());
+    for result in &job.results {
+        urls.push(
+            app.uws
+                .results()
+                .signed_url(&result.key, app.settings.url_lifetime, &base.0)
+                .await?,
+        );
+    }
+    Ok(urls)
+}
+
+/// `GET /jobs`: the caller's jobs, newest first, filtered by `PHASE`, `AFTER`, `LAST`.
+pub async fn list(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    DaliParams(params): DaliParams,
+) -> Result<Response> {
+    let jobs = app.uws.list(&owner, &params).await?;
+    Ok(xml_response(xml::job_list(&jobs, |id| base.job(id))))
+}
+
+/// `POST /jobs`: creates a job (303 to it); `PHASE=RUN` starts it at once.
+pub async fn create(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    DaliParams(params): DaliParams,
+) -> Result<Response> {
+    let job_parameters = cutout::job_parameters(&app, &params)?;
+    let job = app
+        .uws
+        .create(&owner, &params, job_parameters, uws::queue::Priority::Async)
+        .await?;
+    tracing::info!(job = %job.id, owner = %owner, phase = %job.phase, "job created");
+    Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
+}
+
+/// `GET /jobs/{id}`, with `WAIT` (and `PHASE`) blocking until the phase changes.
+pub async fn get(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    Path(id): Path<String>,
+    DaliParams(params): DaliParams,
+) -> Result<Response> {
+    let job = match params.first("WAIT") {
+        Some(wait) => {
+            app.uws
+                .wait(&owner, &id, wait, params.first("PHASE"))
+                .await?
+        }
+        None => app.uws.job(&owner, &id).await?,
+    };
+    let urls = result_urls(&app, &base, &job).await?;
+    Ok(xml_response(xml::job(&job, &urls)))
+}
+
+/// `POST /jobs/{id}`: only `ACTION=DELETE` (DALI: no parameters on the job URL itself).
+pub async fn post(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    Path(id): Path<String>,
+    DaliParams(params): DaliParams,
+) -> Result<Response> {
+    match params.first("ACTION") {
+        Some(a) if a.trim().eq_ignore_ascii_case("DELETE") => {
+            app.uws.delete(&owner, &id).await?;
+            Ok(Redirect::to(&base.jobs()).into_response())
+        }
+        Some(a) => Err(FrontendError::Usage(format!(
+            "ACTION must be DELETE, got {a:?}"
+        ))),
+        None => {
+            // Still a 404 for an unknown job, so IDs cannot be probed through this route.
+            app.uws.job(&owner, &id).await?;
+            Err(FrontendError::Usage(
+                "POST to a job URL accepts only ACTION=DELETE; parameters go to /parameters and phase changes to /phase".into(),
+            ))
+        }
+    }
+}
+
+/// `DELETE /jobs/{id}`.
+pub async fn delete(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    app.uws.delete(&owner, &id).await?;
+    Ok(Redirect::to(&base.jobs()).into_response())
+}
+
+pub async fn get_phase(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    Ok(text_response(job.phase.to_string()))
+}
+
+/// `POST /phase` with `PHASE=RUN` or `PHASE=ABORT`.
+pub async fn post_phase(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    Path(id): Path<String>,
+    DaliParams(params): DaliParams,
+) -> Result<Response> {
+    let job = app
+        .uws
+        .set_phase(&owner, &id, params.first("PHASE"))
+        .await?;
+    Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
+}
+
+pub async fn get_execution_duration(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    Ok(text_response(job.execution_duration.to_string()))
+}
+
+pub async fn post_execution_duration(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    Path(id): Path<String>,
+    DaliParams(params): DaliParams,
+) -> Result<Response> {
+    let job = app
+        .uws
+        .set_execution_duration(&owner, &id, params.first("EXECUTIONDURATION"))
+        .await?;
+    Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
+}
+
+pub async fn get_destruction(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    Ok(text_response(timestamp::format(job.destruction)))
+}
+
+pub async fn post_destruction(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    Path(id): Path<String>,
+    DaliParams(params): DaliParams,
+) -> Result<Response> {
+    let job = app
+        .uws
+        .set_destruction(&owner, &id, params.first("DESTRUCTION"))
+        .await?;
+    Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
+}
+
+/// `GET /error`: the DALI error VOTable of a failed job; 404 for any other job.
+pub async fn get_error(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    match (&job.error, job.phase) {
+        (Some(error), ExecutionPhase::Error) => Ok((
+            [(header::CONTENT_TYPE, "application/x-votable+xml")],
+            xml::error_votable(error),
+        )
+            .into_response()),
+        _ => Err(UwsError::ResourceNotFound(format!(
+            "job {} has no error: it is {}",
+            job.id, job.phase
+        ))
+        .into()),
+    }
+}
+
+/// `GET /quote`: empty (nil) until estimates exist.
+pub async fn get_quote(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    Ok(text_response(
+        job.quote.map(timestamp::format).unwrap_or_default(),
+    ))
+}
+
+pub async fn get_owner(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    Ok(text_response(job.owner))
+}
+
+pub async fn get_parameters(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    Ok(xml_response(xml::parameters(&job)))
+}
+
+/// `POST /parameters`: while PENDING, replaces the named parameters (the whole set is validated
+/// again) and accepts `RUNID`; 403 in any other phase.
+pub async fn post_parameters(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    Path(id): Path<String>,
+    DaliParams(params): DaliParams,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    let changed = params.without(uws::service::CONTROL_PARAMETERS);
+    let mut merged = Parameters::new();
+    for (name, value) in &job.parameters {
+        if !changed.contains(name) {
+            merged.push(name, value);
+        }
+    }
+    for (name, value) in changed.iter() {
+        merged.push(name, value);
+    }
+    let merged = if changed.is_empty() {
+        Parameters::new()
+    } else {
+        cutout::job_parameters(&app, &merged)?
+    };
+    let job = app
+        .uws
+        .set_parameters(&job, merged, params.first("RUNID"))
+        .await?;
+    Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
+}
+
+/// `GET /results`: the result list; 404 for a job without results.
+pub async fn get_results(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    if job.results.is_empty() {
+        return Err(UwsError::ResourceNotFound(format!(
+            "job {} has no results: it is {}",
+            job.id, job.phase
+        ))
+        .into());
+    }
+    let urls = result_urls(&app, &base, &job).await?;
+    Ok(xml_response(xml::results(&job, &urls)))
+}
+
+/// `GET /results/{result}`: a stable link that redirects to a freshly signed URL, so a bookmarked
+/// result keeps working until the job is destroyed.
+pub async fn get_result(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    Path((id, result)): Path<(String, String)>,
+) -> Result<Response> {
+    let job = app.uws.job(&owner, &id).await?;
+    let found = job.results.iter().find(|r| r.id == result).ok_or_else(|| {
+        UwsError::ResourceNotFound(format!("job {} has no result {result:?}", job.id))
+    })?;
+    let url = app
+        .uws
+        .results()
+        .signed_url(&found.key, app.settings.url_lifetime, &base.0)
+        .await?;
+    Ok(Redirect::to(&url).into_response())
+}

@@ -1,0 +1,44 @@
+//! The whole URL space of the service, on one screen.
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::extract::SERVICE_PATH;
+use crate::state::AppState;
+use crate::{files, jobs, sync, vosi};
+
+/// Every route under `/api/cutout`.
+pub fn build(state: AppState) -> Router {
+    let service = Router::new()
+        .route("/sync", get(sync::sync).post(sync::sync))
+        .route("/jobs", get(jobs::list).post(jobs::create))
+        .route(
+            "/jobs/{id}",
+            get(jobs::get).post(jobs::post).delete(jobs::delete),
+        )
+        .route(
+            "/jobs/{id}/phase",
+            get(jobs::get_phase).post(jobs::post_phase),
+        )
+        .route(
+            "/jobs/{id}/executionduration",
+            get(jobs::get_execution_duration).post(jobs::post_execution_duration),
+        )
+        .route(
+            "/jobs/{id}/destruction",
+            get(jobs::get_destruction).post(jobs::post_destruction),
+        )
+        .route("/jobs/{id}/error", get(jobs::get_error))
+        .route("/jobs/{id}/quote", get(jobs::get_quote))
+        .route("/jobs/{id}/owner", get(jobs::get_owner))
+        .route(
+            "/jobs/{id}/parameters",
+            get(jobs::get_parameters).post(jobs::post_parameters),
+        )
+        .route("/jobs/{id}/results", get(jobs::get_results))
+        .route("/jobs/{id}/results/{result}", get(jobs::get_result))
+        .route("/availability", get(vosi::availability))
+        .route("/capabilities", get(vosi::capabilities))
+        .route("/files/{*key}", get(files::get));
+    Router::new().nest(SERVICE_PATH, service).with_state(state)
+}

@@ -1,0 +1,63 @@
+//! The state every handler shares: one [`AppState`] wrapping one [`App`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bucket::LocalBucket;
+use soda::repository::Repositories;
+use time::OffsetDateTime;
+use uws::service::Uws;
+
+/// Frontend settings, taken from the binary's configuration.
+#[derive(Debug, Clone)]
+pub struct FrontendSettings {
+    /// The external base URL (`https://host/api/cutout`) if fixed by configuration; otherwise it
+    /// is derived from each request's `Host` (and forwarded headers from trusted proxies).
+    pub public_url: Option<String>,
+    /// Peers whose `X-Forwarded-Proto` and `X-Forwarded-Host` are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// How long a signed result URL stays valid.
+    pub url_lifetime: Duration,
+    /// How long a synchronous request waits for its cutout before answering 503.
+    pub sync_timeout: Duration,
+    /// The owner of every request until authentication exists (issue: embedded mode).
+    pub anonymous_owner: String,
+}
+
+impl Default for FrontendSettings {
+    fn default() -> Self {
+        FrontendSettings {
+            public_url: None,
+            trusted_proxies: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            ],
+            url_lifetime: Duration::from_secs(15 * 60),
+            sync_timeout: Duration::from_secs(60),
+            anonymous_owner: "anonymous".to_owned(),
+        }
+    }
+}
+
+/// Everything a request may need.
+pub struct App {
+    pub uws: Uws,
+    pub repositories: Arc<Repositories>,
+    /// Present when results live in a local directory that this frontend serves itself.
+    pub local_bucket: Option<LocalBucket>,
+    pub settings: FrontendSettings,
+    pub started: OffsetDateTime,
+}
+
+/// Shared handle to the [`App`]; cloning copies one pointer.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

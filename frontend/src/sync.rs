@@ -1,0 +1,59 @@
+//! SODA synchronous cutouts: an async job that the frontend runs at sync priority and waits on
+//! (woken by phase events), answering 303 to the signed URL of the result.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use uws::ErrorCode;
+use uws::ExecutionPhase;
+use uws::queue::Priority;
+
+use crate::cutout;
+use crate::error::FrontendError;
+use crate::extract::{DaliParams, Owner, PublicBase};
+use crate::jobs::result_urls;
+use crate::state::AppState;
+
+/// `GET|POST /sync`: 303 to the FITS cutout, 204 if the stencil misses the image, or the job's
+/// error as text/plain.
+pub async fn sync(
+    State(app): State<AppState>,
+    Owner(owner): Owner,
+    base: PublicBase,
+    DaliParams(params): DaliParams,
+) -> Result<Response, FrontendError> {
+    // UWS control parameters mean nothing here; only the SODA ones are kept.
+    let job_parameters = cutout::job_parameters(&app, &params)?;
+    let mut run = uws::Parameters::new();
+    run.push("PHASE", "RUN");
+    let job = app
+        .uws
+        .create(&owner, &run, job_parameters, Priority::Sync)
+        .await?;
+    let job = app
+        .uws
+        .wait_final(&job.id, app.settings.sync_timeout)
+        .await?;
+    match job.phase {
+        ExecutionPhase::Completed => {
+            let urls = result_urls(&app, &base, &job).await?;
+            let url = urls.first().ok_or_else(|| {
+                FrontendError::Internal(format!("job {} completed without a result", job.id))
+            })?;
+            Ok(Redirect::to(url).into_response())
+        }
+        ExecutionPhase::Error => match &job.error {
+            Some(e) if e.code == ErrorCode::NoData => Ok(StatusCode::NO_CONTENT.into_response()),
+            Some(e) => Err(FrontendError::from_job_error(e)),
+            None => Err(FrontendError::Internal(format!(
+                "job {} failed without an error",
+                job.id
+            ))),
+        },
+        phase => Err(FrontendError::Unavailable(format!(
+            "the cutout did not finish within {} s (job {} is {phase}); try the async endpoint",
+            app.settings.sync_timeout.as_secs(),
+            job.id
+        ))),
+    }
+}

@@ -1,0 +1,53 @@
+//! VOSI 1.1 availability and capabilities for the cutout service.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use quick_xml::escape::escape;
+use uws::timestamp;
+
+use crate::extract::PublicBase;
+use crate::state::AppState;
+
+/// `GET /availability`: whether the service can take requests now (200 even when it cannot).
+pub async fn availability(State(app): State<AppState>) -> Response {
+    let (available, note) = match app.uws.queue().depth().await {
+        Ok(depth) => (
+            true,
+            format!("service is accepting requests; {depth} jobs queued"),
+        ),
+        Err(e) => (false, format!("job queue unavailable: {e}")),
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<vosi:availability xmlns:vosi=\"http://www.ivoa.net/xml/VOSIAvailability/v1.0\">\n  <vosi:available>{available}</vosi:available>\n  <vosi:upSince>{}</vosi:upSince>\n  <vosi:note>{}</vosi:note>\n</vosi:availability>\n",
+        timestamp::format(app.started),
+        escape(note.as_str())
+    );
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /capabilities`: the VOSI and SODA endpoints with their standard IDs.
+pub async fn capabilities(base: PublicBase) -> Response {
+    let capability = |standard: &str, path: &str| {
+        format!(
+            "  <capability standardID=\"{standard}\">\n    <interface xsi:type=\"vs:ParamHTTP\" role=\"std\">\n      <accessURL use=\"full\">{}/{path}</accessURL>\n    </interface>\n  </capability>\n",
+            escape(base.0.as_str())
+        )
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<vosi:capabilities xmlns:vosi=\"http://www.ivoa.net/xml/VOSICapabilities/v1.0\" xmlns:vr=\"http://www.ivoa.net/xml/VOResource/v1.0\" xmlns:vs=\"http://www.ivoa.net/xml/VODataService/v1.1\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n{}{}{}{}</vosi:capabilities>\n",
+        capability("ivo://ivoa.net/std/VOSI#capabilities", "capabilities"),
+        capability("ivo://ivoa.net/std/VOSI#availability", "availability"),
+        capability("ivo://ivoa.net/std/SODA#sync-1.0", "sync"),
+        capability("ivo://ivoa.net/std/SODA#async-1.0", "jobs"),
+    );
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}

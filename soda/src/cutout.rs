@@ -1,0 +1,672 @@
+//! Cutting a stencil out of a FITS image: find the image HDU, turn the stencil into a pixel
+//! rectangle, copy exactly those pixels (no resampling) into a new file whose WCS keeps every
+//! pixel's sky position, and stamp it with provenance.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Mutex;
+
+use fitsio::FitsFile;
+use fitsio::hdu::{FitsHdu, HduInfo};
+use fitsio::images::{ImageDescription, ImageType, ReadImage, WriteImage};
+
+use crate::SodaError;
+use crate::celestial::CelestialWcs;
+use crate::header::WcsKeywords;
+pub use crate::region::PixelBox;
+use crate::region::pixel_box;
+use crate::stencil::Stencil;
+
+/// Where a cutout came from, written into its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// The `ID` the user asked for, e.g. `butler://demo/m31`.
+    pub source_id: String,
+    /// The stencil in its canonical POS form.
+    pub stencil: String,
+    /// Name and version of the software that made the cutout.
+    pub software: String,
+    /// When the cutout was made, ISO 8601 UTC (`2024-05-01T12:00:00` or with a trailing `Z`).
+    pub time_utc: String,
+}
+
+/// What `cut_to_file` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutout {
+    /// The source pixels that were copied.
+    pub region: PixelBox,
+    /// Size of the output file.
+    pub bytes: u64,
+}
+
+/// Pixels copied per read/write call, so that a whole-image cutout never sits in memory.
+const BLOCK_PIXELS: usize = 1 << 22;
+
+/// cfitsio shares one internal file structure (and its buffers) between all handles that open
+/// the same file in a process, so concurrent readers of one file must take turns. Files are
+/// spread over a fixed set of locks by path, which bounds memory and still lets different files
+/// be cut in parallel.
+static SOURCE_LOCKS: [Mutex<()>; 64] = [const { Mutex::new(()) }; 64];
+
+/// Cuts `stencil` out of the FITS image at `source` and writes a new FITS file at `out`,
+/// replacing any file there.
+///
+/// The output has an empty primary HDU and one IMAGE extension named `CUTOUT` with the source's
+/// BITPIX, WCS (reference pixel shifted) and provenance keywords. Safe to call from many threads
+/// at once, on the same or different sources, as long as each call has its own `out`.
+pub fn cut_to_file(
+    source: &Path,
+    stencil: &Stencil,
+    provenance: &Provenance,
+    out: &Path,
+) -> Result<Cutout, SodaError> {
+    let key = source
+        .canonicalize()
+        .unwrap_or_else(|_| source.to_path_buf());
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    let lock = &SOURCE_LOCKS[(hasher.finish() % SOURCE_LOCKS.len() as u64) as usize];
+    let _guard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+
+    let mut src = FitsFile::open(source)?;
+    let image = SourceImage::find(&mut src)?;
+    let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
+    let Some(region) = pixel_box(&wcs, image.nx, image.ny, stencil) else {
+        let name = if provenance.source_id.is_empty() {
+            source.display().to_string()
+        } else {
+            provenance.source_id.clone()
+        };
+        return Err(SodaError::NoOverlap { source: name });
+    };
+
+    if out.exists() {
+        std::fs::remove_file(out)?;
+    }
+    {
+        let mut dst = FitsFile::create(out).open()?;
+        match image.pixel_type {
+            ImageType::UnsignedByte => copy::<u8>(&mut src, &image, region, &mut dst, provenance),
+            ImageType::Byte => copy::<i8>(&mut src, &image, region, &mut dst, provenance),
+            ImageType::Short => copy::<i16>(&mut src, &image, region, &mut dst, provenance),
+            ImageType::UnsignedShort => copy::<u16>(&mut src, &image, region, &mut dst, provenance),
+            ImageType::Long => copy::<i32>(&mut src, &image, region, &mut dst, provenance),
+            ImageType::UnsignedLong => copy::<u32>(&mut src, &image, region, &mut dst, provenance),
+            ImageType::LongLong => copy::<i64>(&mut src, &image, region, &mut dst, provenance),
+            ImageType::Float => copy::<f32>(&mut src, &image, region, &mut dst, provenance),
+            ImageType::Double => copy::<f64>(&mut src, &image, region, &mut dst, provenance),
+        }?;
+        // Dropping `dst` closes the file and flushes cfitsio's buffers before we stat it.
+    }
+    let bytes = std::fs::metadata(out)?.len();
+    Ok(Cutout { region, bytes })
+}
+
+/// The image HDU of a source file and what we need to know about it.
+struct SourceImage {
+    hdu: FitsHdu,
+    nx: usize,
+    ny: usize,
+    /// Number of axes; axes beyond the second all have length 1.
+    naxis: usize,
+    /// The type cfitsio reads and writes losslessly (BZERO offsets for unsigned types included).
+    pixel_type: ImageType,
+    keywords: WcsKeywords,
+    blank: Option<i64>,
+    bunit: Option<String>,
+}
+
+impl SourceImage {
+    /// The primary HDU if it holds an image of 2 or more axes, else the first such extension.
+    fn find(file: &mut FitsFile) -> Result<SourceImage, SodaError> {
+        let count = file.num_hdus()?;
+        for index in 0..count {
+            let hdu = file.hdu(index)?;
+            let HduInfo::ImageInfo { shape, image_type } = &hdu.info else {
+                continue;
+            };
+            // fitsio lists axes in C order: the last is NAXIS1.
+            if shape.len() < 2 || shape.contains(&0) {
+                continue;
+            }
+            let (nx, ny) = (shape[shape.len() - 1], shape[shape.len() - 2]);
+            let extra: usize = shape[..shape.len() - 2].iter().product();
+            if extra != 1 {
+                return Err(SodaError::BadImage(format!(
+                    "HDU {index} has axes {shape:?}: only 2-d images are supported"
+                )));
+            }
+            let bitpix: i64 = hdu.read_key(file, "BITPIX")?;
+            let pixel_type = *image_type;
+            if bitpix > 0 && matches!(pixel_type, ImageType::Float | ImageType::Double) {
+                return Err(SodaError::BadImage(format!(
+                    "BITPIX {bitpix} with BSCALE/BZERO scaling is not supported: \
+                     its pixels could not be copied exactly"
+                )));
+            }
+            let keywords = WcsKeywords::read(file, &hdu);
+            let blank = if bitpix > 0 {
+                hdu.read_key::<i64>(file, "BLANK").ok()
+            } else {
+                None
+            };
+            let bunit = hdu.read_key::<String>(file, "BUNIT").ok();
+            return Ok(SourceImage {
+                naxis: shape.len(),
+                hdu,
+                nx,
+                ny,
+                pixel_type,
+                keywords,
+                blank,
+                bunit,
+            });
+        }
+        Err(SodaError::BadImage(
+            "no image HDU with 2 or more axes".to_owned(),
+        ))
+    }
+}
+
+/// Copies `region` of the source into a new `CUTOUT` extension of `dst`, a block of rows at a
+/// time, with `T` the pixel type that cfitsio reads and writes without conversion.
+fn copy<T: WriteImage>(
+    src: &mut FitsFile,
+    image: &SourceImage,
+    region: PixelBox,
+    dst: &mut FitsFile,
+    provenance: &Provenance,
+) -> Result<(), SodaError>
+where
+    Vec<T>: ReadImage,
+{
+    let (width, height) = (region.width(), region.height());
+    let description = ImageDescription {
+        data_type: image.pixel_type,
+        dimensions: &[height, width],
+    };
+    let hdu = dst.create_image("CUTOUT", &description)?;
+    write_header(dst, &hdu, image, region, provenance)?;
+
+    let rows_per_block = (BLOCK_PIXELS / width).max(1);
+    let columns = region.x0..region.x1 + 1;
+    let mut row = 0;
+    while row < height {
+        let rows = rows_per_block.min(height - row);
+        let source_rows = region.y0 + row..region.y0 + row + rows;
+        let mut ranges: Vec<&Range<usize>> = vec![&columns, &source_rows];
+        let plane = 0..1;
+        ranges.resize(image.naxis, &plane);
+        let pixels: Vec<T> = image.hdu.read_region(src, &ranges)?;
+        hdu.write_region(dst, &[&(0..width), &(row..row + rows)], &pixels)?;
+        row += rows;
+    }
+    Ok(())
+}
+
+fn write_header(
+    dst: &mut FitsFile,
+    hdu: &FitsHdu,
+    image: &SourceImage,
+    region: PixelBox,
+    provenance: &Provenance,
+) -> Result<(), SodaError> {
+    image
+        .keywords
+        .write_shifted(dst, hdu, region.x0, region.y0)?;
+    if let Some(bunit) = &image.bunit {
+        hdu.write_key(dst, "BUNIT", bunit.as_str())?;
+    }
+    if let Some(blank) = image.blank {
+        hdu.write_key(dst, "BLANK", blank)?;
+    }
+    let date = provenance.time_utc.trim_end_matches('Z');
+    hdu.write_key(dst, "DATE", (date, "UTC time the cutout was made"))?;
+    hdu.write_key(
+        dst,
+        "CREATOR",
+        (
+            provenance.software.as_str(),
+            "software that made the cutout",
+        ),
+    )?;
+    write_text(
+        dst,
+        hdu,
+        "SKYCSRC",
+        &provenance.source_id,
+        "ID of the source image",
+    )?;
+    write_text(
+        dst,
+        hdu,
+        "SKYCSTCL",
+        &provenance.stencil,
+        "SODA stencil of the cutout",
+    )?;
+    hdu.write_key(
+        dst,
+        "SKYCX0",
+        (region.x0 as i64 + 1, "source column of pixel 1 (1-based)"),
+    )?;
+    hdu.write_key(
+        dst,
+        "SKYCY0",
+        (region.y0 as i64 + 1, "source row of pixel 1 (1-based)"),
+    )?;
+    Ok(())
+}
+
+/// Most characters of a string value that fit on one header card (80 minus key, `= ` and the
+/// quotes); a quote counts twice because FITS doubles it.
+const CARD_TEXT: usize = 68;
+
+/// Most continuation keys written for one value.
+const MAX_CONTINUATIONS: usize = 99;
+
+/// Writes a string that may not fit on one card.
+///
+/// fitsio cannot write the CONTINUE long-string convention (cfitsio silently truncates at 68
+/// characters), so a long value goes on in numbered keys: `SKYCSTCL` holds the first part, then
+/// `SKYCST01`, `SKYCST02`, ... (the name's first 6 characters and a 2-digit counter), to be
+/// concatenated in order. Characters outside printable ASCII, which FITS forbids, become `?`.
+fn write_text(
+    dst: &mut FitsFile,
+    hdu: &FitsHdu,
+    name: &str,
+    value: &str,
+    comment: &str,
+) -> Result<(), SodaError> {
+    let chunks = split_for_cards(value);
+    let stem: String = name.chars().take(6).collect();
+    let continued;
+    let comment = if chunks.len() > 1 {
+        continued = format!("{comment}, continued in {stem}01..");
+        continued.as_str()
+    } else {
+        comment
+    };
+    for (i, chunk) in chunks.iter().take(MAX_CONTINUATIONS + 1).enumerate() {
+        if i == 0 {
+            hdu.write_key(dst, name, (chunk.as_str(), comment))?;
+        } else {
+            hdu.write_key(dst, &format!("{stem}{i:02}"), chunk.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+fn split_for_cards(value: &str) -> Vec<String> {
+    let mut chunks = vec![String::new()];
+    let mut used = 0;
+    for c in value.chars() {
+        let c = if c.is_ascii_graphic() || c == ' ' {
+            c
+        } else {
+            '?'
+        };
+        let width = if c == '\'' { 2 } else { 1 };
+        // Trailing blanks of a FITS string are not significant, so a space never ends a part.
+        if used + width > CARD_TEXT || (c == ' ' && used + width == CARD_TEXT) {
+            chunks.push(String::new());
+            used = 0;
+        }
+        used += width;
+        if let Some(last) = chunks.last_mut() {
+            last.push(c);
+        }
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::{SyntheticImage, write_synthetic_image};
+
+    const SCALE: f64 = 1.0 / 3600.0;
+    const NX: usize = 300;
+    const NY: usize = 200;
+
+    fn synthetic(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("src.fits");
+        let image = SyntheticImage {
+            nx: NX,
+            ny: NY,
+            ra_deg: 10.0,
+            dec_deg: 41.0,
+            pixel_scale_deg: SCALE,
+        };
+        write_synthetic_image(&path, &image).unwrap();
+        path
+    }
+
+    fn provenance(stencil: &Stencil) -> Provenance {
+        Provenance {
+            source_id: "butler://demo/src".to_owned(),
+            stencil: stencil.to_string(),
+            software: "skycut 0.1.0".to_owned(),
+            time_utc: "2025-01-02T03:04:05Z".to_owned(),
+        }
+    }
+
+    fn wcs_of(path: &Path, hdu: usize) -> CelestialWcs {
+        let mut f = FitsFile::open(path).unwrap();
+        let h = f.hdu(hdu).unwrap();
+        let HduInfo::ImageInfo { shape, .. } = &h.info else {
+            panic!("not an image")
+        };
+        let (ny, nx) = (shape[0], shape[1]);
+        CelestialWcs::new(nx, ny, &WcsKeywords::read(&mut f, &h)).unwrap()
+    }
+
+    /// A circle of `radius_px` pixels centred on source pixel (`x`, `y`).
+    fn circle_at(source: &Path, x: f64, y: f64, radius_px: f64) -> Stencil {
+        let (ra, dec) = wcs_of(source, 0).pixel_to_sky(x, y).unwrap();
+        Stencil::parse_circle(&format!("{ra} {dec} {}", radius_px * SCALE)).unwrap()
+    }
+
+    #[test]
+    fn cutout_copies_source_pixels_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 80.0, 120.0, 20.0);
+        let out = dir.path().join("out.fits");
+        let cutout = cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap();
+        let r = cutout.region;
+        assert_eq!((r.x0, r.x1, r.y0, r.y1), (60, 100, 100, 140), "{r:?}");
+        assert_eq!(cutout.bytes, std::fs::metadata(&out).unwrap().len());
+
+        let mut f = FitsFile::open(&out).unwrap();
+        assert_eq!(f.num_hdus().unwrap(), 2);
+        let primary = f.primary_hdu().unwrap();
+        assert!(matches!(&primary.info, HduInfo::ImageInfo { shape, .. } if shape.is_empty()));
+        let hdu = f.hdu("CUTOUT").unwrap();
+        let HduInfo::ImageInfo { shape, image_type } = &hdu.info else {
+            panic!("not an image")
+        };
+        assert_eq!(
+            (shape.as_slice(), *image_type),
+            (&[r.height(), r.width()][..], ImageType::Float)
+        );
+        let pixels: Vec<f32> = hdu.read_image(&mut f).unwrap();
+        for j in 0..r.height() {
+            for i in 0..r.width() {
+                let expected = ((r.y0 + j) * NX + r.x0 + i) as f32;
+                assert_eq!(
+                    pixels[j * r.width() + i],
+                    expected,
+                    "cutout pixel ({i}, {j})"
+                );
+            }
+        }
+        let mut src = FitsFile::open(&source).unwrap();
+        let src_hdu = src.primary_hdu().unwrap();
+        let section: Vec<f32> = src_hdu
+            .read_region(&mut src, &[&(r.x0..r.x1 + 1), &(r.y0..r.y1 + 1)])
+            .unwrap();
+        assert_eq!(section, pixels);
+    }
+
+    #[test]
+    fn cutout_keeps_sky_position_of_every_pixel() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 250.0, 30.0, 40.0);
+        let out = dir.path().join("out.fits");
+        let r = cut_to_file(&source, &stencil, &provenance(&stencil), &out)
+            .unwrap()
+            .region;
+        let (src_wcs, out_wcs) = (wcs_of(&source, 0), wcs_of(&out, 1));
+        for (i, j) in [
+            (0, 0),
+            (r.width() - 1, 0),
+            (0, r.height() - 1),
+            (17, 23),
+            (40, 40),
+        ] {
+            let a = out_wcs.pixel_to_sky(i as f64, j as f64).unwrap();
+            let b = src_wcs
+                .pixel_to_sky((r.x0 + i) as f64, (r.y0 + j) as f64)
+                .unwrap();
+            assert!(
+                (a.0 - b.0).abs() < 1e-9 && (a.1 - b.1).abs() < 1e-9,
+                "{a:?} {b:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cutout_header_carries_provenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let (ra, dec) = wcs_of(&source, 0).pixel_to_sky(150.0, 100.0).unwrap();
+        let d = 10.0 * SCALE;
+        // A long polygon stencil, which does not fit on one header card.
+        let stencil = Stencil::parse_polygon(&format!(
+            "{} {} {} {} {} {} {} {}",
+            ra - d,
+            dec - d,
+            ra + d,
+            dec - d,
+            ra + d,
+            dec + d,
+            ra - d,
+            dec + d
+        ))
+        .unwrap();
+        let out = dir.path().join("out.fits");
+        let r = cut_to_file(&source, &stencil, &provenance(&stencil), &out)
+            .unwrap()
+            .region;
+
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        let text = |f: &mut FitsFile, k: &str| hdu.read_key::<String>(f, k).unwrap();
+        assert_eq!(text(&mut f, "EXTNAME"), "CUTOUT");
+        assert_eq!(text(&mut f, "SKYCSRC"), "butler://demo/src");
+        assert_eq!(text(&mut f, "DATE"), "2025-01-02T03:04:05");
+        assert_eq!(text(&mut f, "CREATOR"), "skycut 0.1.0");
+        assert_eq!(text(&mut f, "RADESYS"), "ICRS");
+        assert_eq!(text(&mut f, "CTYPE1"), "RA---TAN");
+        assert_eq!(
+            hdu.read_key::<i64>(&mut f, "SKYCX0").unwrap(),
+            r.x0 as i64 + 1
+        );
+        assert_eq!(
+            hdu.read_key::<i64>(&mut f, "SKYCY0").unwrap(),
+            r.y0 as i64 + 1
+        );
+        let mut stencil_text = text(&mut f, "SKYCSTCL");
+        for i in 1.. {
+            match hdu.read_key::<String>(&mut f, &format!("SKYCST{i:02}")) {
+                Ok(part) => stencil_text.push_str(&part),
+                Err(_) => break,
+            }
+        }
+        assert!(stencil.to_string().len() > 68);
+        assert_eq!(stencil_text, stencil.to_string());
+    }
+
+    #[test]
+    fn long_values_split_without_trailing_blanks() {
+        let value = format!("{} {}", "x".repeat(67), "y'z".repeat(40));
+        let parts = split_for_cards(&value);
+        assert_eq!(parts.concat(), value);
+        for part in &parts {
+            assert!(!part.ends_with(' ') && part.len() + part.matches('\'').count() <= 68);
+        }
+    }
+
+    #[test]
+    fn stencil_off_the_image_is_no_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = Stencil::parse_circle("200 -41 0.1").unwrap();
+        let out = dir.path().join("out.fits");
+        let error = cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap_err();
+        assert_eq!(
+            error,
+            SodaError::NoOverlap {
+                source: "butler://demo/src".to_owned()
+            }
+        );
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn existing_output_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let out = dir.path().join("out.fits");
+        std::fs::write(&out, b"old").unwrap();
+        let stencil = circle_at(&source, 10.0, 10.0, 5.0);
+        let cutout = cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap();
+        assert!(cutout.bytes >= 2 * 2880);
+    }
+
+    /// Writes a 64 x 48 integer image in an IMAGE extension after an empty primary, with
+    /// pixel (x, y) = 1000 * y + x + offset.
+    fn integer_image<T: WriteImage>(
+        path: &Path,
+        data_type: ImageType,
+        offset: i64,
+        cast: fn(i64) -> T,
+    ) {
+        let mut f = FitsFile::create(path).open().unwrap();
+        let hdu = f
+            .create_image(
+                "SCI",
+                &ImageDescription {
+                    data_type,
+                    dimensions: &[48, 64],
+                },
+            )
+            .unwrap();
+        for (k, v) in [
+            ("CTYPE1", "RA---TAN"),
+            ("CTYPE2", "DEC--TAN"),
+            ("RADESYS", "ICRS"),
+        ] {
+            hdu.write_key(&mut f, k, v).unwrap();
+        }
+        for (k, v) in [
+            ("CRPIX1", 32.5),
+            ("CRPIX2", 24.5),
+            ("CRVAL1", 83.8),
+            ("CRVAL2", -5.4),
+            ("CDELT1", -SCALE),
+            ("CDELT2", SCALE),
+            ("PC1_1", 1.0),
+            ("PC2_2", 1.0),
+        ] {
+            hdu.write_key(&mut f, k, v).unwrap();
+        }
+        hdu.write_key(&mut f, "BLANK", -1_i64).unwrap();
+        let data: Vec<T> = (0..48)
+            .flat_map(|y| (0..64).map(move |x| cast(1000 * y + x + offset)))
+            .collect();
+        hdu.write_image(&mut f, &data).unwrap();
+    }
+
+    fn check_integer_cutout<T>(data_type: ImageType, offset: i64, cast: fn(i64) -> T)
+    where
+        T: WriteImage + PartialEq + std::fmt::Debug,
+        Vec<T>: ReadImage,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("int.fits");
+        integer_image(&source, data_type, offset, cast);
+        let (ra, dec) = wcs_of(&source, 1).pixel_to_sky(20.0, 30.0).unwrap();
+        let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+        let out = dir.path().join("out.fits");
+        let r = cut_to_file(&source, &stencil, &provenance(&stencil), &out)
+            .unwrap()
+            .region;
+        assert_eq!((r.x0, r.x1, r.y0, r.y1), (15, 25, 25, 35));
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        assert!(
+            matches!(&hdu.info, HduInfo::ImageInfo { image_type, .. } if *image_type == data_type)
+        );
+        let blank = hdu.read_key::<i64>(&mut f, "BLANK").ok();
+        let integer = !matches!(data_type, ImageType::Float | ImageType::Double);
+        assert_eq!(blank, integer.then_some(-1));
+        let pixels: Vec<T> = hdu.read_image(&mut f).unwrap();
+        let expected: Vec<T> = (r.y0..=r.y1)
+            .flat_map(|y| (r.x0..=r.x1).map(move |x| cast(1000 * y as i64 + x as i64 + offset)))
+            .collect();
+        assert_eq!(pixels, expected);
+    }
+
+    #[test]
+    fn integer_images_are_copied_exactly() {
+        check_integer_cutout(ImageType::Short, -20_000, |v| v as i16);
+        check_integer_cutout(ImageType::UnsignedShort, 20_000, |v| v as u16);
+        check_integer_cutout(ImageType::Long, 2_000_000_000, |v| v as i32);
+        check_integer_cutout(ImageType::Double, 0, |v| v as f64 + 0.25);
+    }
+
+    #[test]
+    fn image_without_celestial_wcs_is_bad_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("nowcs.fits");
+        let description = ImageDescription {
+            data_type: ImageType::Float,
+            dimensions: &[10, 10],
+        };
+        let mut f = FitsFile::create(&source)
+            .with_custom_primary(&description)
+            .open()
+            .unwrap();
+        f.primary_hdu()
+            .unwrap()
+            .write_image(&mut f, &[0.0_f32; 100])
+            .unwrap();
+        drop(f);
+        let stencil = Stencil::parse_circle("10 10 1").unwrap();
+        let out = dir.path().join("out.fits");
+        let error = cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap_err();
+        assert!(matches!(error, SodaError::BadImage(_)), "{error:?}");
+    }
+
+    #[test]
+    fn missing_source_is_a_fits_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let stencil = Stencil::parse_circle("10 10 1").unwrap();
+        let error = cut_to_file(
+            &dir.path().join("absent.fits"),
+            &stencil,
+            &provenance(&stencil),
+            &dir.path().join("out.fits"),
+        )
+        .unwrap_err();
+        assert!(matches!(error, SodaError::Fits(_)), "{error:?}");
+    }
+
+    #[test]
+    fn many_threads_can_cut_the_same_source_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 150.0, 100.0, 60.0);
+        let provenance = provenance(&stencil);
+        let outputs: Vec<Vec<f32>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (source, stencil, provenance) = (&source, &stencil, &provenance);
+                    let out = dir.path().join(format!("out{i}.fits"));
+                    scope.spawn(move || {
+                        cut_to_file(source, stencil, provenance, &out).unwrap();
+                        let mut f = FitsFile::open(&out).unwrap();
+                        let hdu = f.hdu(1).unwrap();
+                        hdu.read_image::<Vec<f32>>(&mut f).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(outputs.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(outputs[0].len(), 121 * 121);
+    }
+}

@@ -1,0 +1,133 @@
+//! The header keywords that carry an image's celestial WCS: which ones we read from a source
+//! image, and how they are written into a cutout with the reference pixel moved, so that every
+//! copied pixel keeps its sky position.
+
+use fitsio::FitsFile;
+use fitsio::hdu::FitsHdu;
+
+use crate::SodaError;
+
+/// A header value we know how to copy: WCS keywords are either text or real numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Text(String),
+    Real(f64),
+}
+
+/// The celestial WCS keywords of one image, in a fixed order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WcsKeywords {
+    pub(crate) entries: Vec<(String, Value)>,
+}
+
+impl WcsKeywords {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    pub(crate) fn text(&self, name: &str) -> Option<&str> {
+        match self.get(name) {
+            Some(Value::Text(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn real(&self, name: &str) -> Option<f64> {
+        match self.get(name) {
+            Some(Value::Real(x)) => Some(*x),
+            _ => None,
+        }
+    }
+
+    /// Reads every WCS keyword present in `hdu`; absent ones are simply left out.
+    pub(crate) fn read(file: &mut FitsFile, hdu: &FitsHdu) -> WcsKeywords {
+        let mut entries = Vec::new();
+        for name in text_names() {
+            if let Ok(value) = hdu.read_key::<String>(file, &name) {
+                entries.push((name, Value::Text(value.trim().to_owned())));
+            }
+        }
+        // RADECSYS is the pre-2002 spelling; keep one name in the cutout.
+        if !entries.iter().any(|(n, _)| n == "RADESYS")
+            && let Ok(value) = hdu.read_key::<String>(file, "RADECSYS")
+        {
+            entries.push(("RADESYS".to_owned(), Value::Text(value.trim().to_owned())));
+        }
+        for name in real_names() {
+            if let Ok(value) = hdu.read_key::<f64>(file, &name) {
+                entries.push((name, Value::Real(value)));
+            }
+        }
+        WcsKeywords { entries }
+    }
+
+    /// Writes the keywords into `hdu` of a cutout whose pixel (0, 0) is source pixel
+    /// (`x0`, `y0`); only CRPIXi change, because SIP and every other term are relative to it.
+    pub(crate) fn write_shifted(
+        &self,
+        file: &mut FitsFile,
+        hdu: &FitsHdu,
+        x0: usize,
+        y0: usize,
+    ) -> Result<(), SodaError> {
+        for (name, value) in &self.entries {
+            match value {
+                Value::Text(s) => hdu.write_key(file, name, s.as_str())?,
+                Value::Real(x) => {
+                    if name != "CRPIX1" && name != "CRPIX2" {
+                        hdu.write_key(file, name, *x)?;
+                    }
+                }
+            }
+        }
+        // A missing CRPIXi means 0, so the shifted value must be written even then.
+        let crpix1 = self.real("CRPIX1").unwrap_or(0.0) - x0 as f64;
+        let crpix2 = self.real("CRPIX2").unwrap_or(0.0) - y0 as f64;
+        hdu.write_key(file, "CRPIX1", crpix1)?;
+        hdu.write_key(file, "CRPIX2", crpix2)?;
+        Ok(())
+    }
+}
+
+fn text_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 1..=2 {
+        names.push(format!("CTYPE{i}"));
+        names.push(format!("CUNIT{i}"));
+    }
+    names.push("RADESYS".to_owned());
+    names
+}
+
+fn real_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 1..=2 {
+        for prefix in ["CRVAL", "CRPIX", "CDELT", "CROTA"] {
+            names.push(format!("{prefix}{i}"));
+        }
+    }
+    for i in 1..=2 {
+        for j in 1..=2 {
+            names.push(format!("CD{i}_{j}"));
+            names.push(format!("PC{i}_{j}"));
+        }
+    }
+    for name in ["EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS"] {
+        names.push(name.to_owned());
+    }
+    for i in 1..=2 {
+        for m in 0..=20 {
+            names.push(format!("PV{i}_{m}"));
+        }
+    }
+    // SIP distortion: orders and coefficients up to the order 6 that the wcs crate supports.
+    for prefix in ["A", "B", "AP", "BP"] {
+        names.push(format!("{prefix}_ORDER"));
+        for p in 0..=6 {
+            for q in 0..=(6 - p) {
+                names.push(format!("{prefix}_{p}_{q}"));
+            }
+        }
+    }
+    names
+}

@@ -1,0 +1,37 @@
+//! The science of Skycut: SODA stencils in, FITS cutouts out.
+//!
+//! This crate owns parsing of the SODA `ID`, `CIRCLE`, `POLYGON` and `POS` parameters, the
+//! geometry from a stencil on the sky to a rectangle of pixels, and the cutout itself. It knows
+//! nothing of HTTP, queues, databases or the environment: callers pass paths and values in.
+//!
+//! # Layout
+//!
+//! The pipeline is parse → locate → cut:
+//!
+//! - [`SourceId::parse`] and [`Stencil::parse_pos`] (and friends) turn request strings into
+//!   valid values, or a [`SodaError::Usage`].
+//! - `region` projects the stencil through the image WCS (`celestial`, the only user of the
+//!   `wcs` crate) into a [`PixelBox`], using the sphere maths in `sphere`.
+//! - [`cut_to_file`] (in `cutout`) reads just that box and writes a new FITS file whose WCS
+//!   keywords (`header`) keep every pixel's sky position, plus provenance.
+//! - `demo` writes synthetic images with a real WCS for tests and `skycut serve --demo`.
+//!
+//! Read `cutout` first: it is short and calls everything else.
+
+mod celestial;
+mod cutout;
+mod demo;
+mod error;
+mod header;
+mod region;
+pub mod repository;
+pub mod request;
+mod source_id;
+mod sphere;
+mod stencil;
+
+pub use cutout::{Cutout, PixelBox, Provenance, cut_to_file};
+pub use demo::{DemoImage, SyntheticImage, write_demo_repository, write_synthetic_image};
+pub use error::SodaError;
+pub use source_id::SourceId;
+pub use stencil::{Circle, Polygon, Range, Stencil};

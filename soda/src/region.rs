@@ -1,0 +1,383 @@
+//! From a stencil on the sky to the rectangle of source pixels to copy: the smallest pixel
+//! rectangle containing the stencil, clipped to the image.
+//!
+//! The stencil's boundary is sampled densely on the sphere (about one sample per pixel) and
+//! projected through the image WCS, rather than projecting a few corners, because straight
+//! lines on the sky are curves in pixel space. Image points that fall inside the stencil are
+//! added as well, which covers stencils that contain the whole image (whose boundary may not
+//! even be projectable).
+
+use crate::celestial::CelestialWcs;
+use crate::sphere::{self, Vec3};
+use crate::stencil::Stencil;
+
+/// A 0-based inclusive pixel rectangle in the source image (x along NAXIS1, y along NAXIS2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelBox {
+    /// First column.
+    pub x0: usize,
+    /// First row.
+    pub y0: usize,
+    /// Last column (inclusive).
+    pub x1: usize,
+    /// Last row (inclusive).
+    pub y1: usize,
+}
+
+impl PixelBox {
+    /// Number of columns.
+    pub fn width(&self) -> usize {
+        self.x1 - self.x0 + 1
+    }
+
+    /// Number of rows.
+    pub fn height(&self) -> usize {
+        self.y1 - self.y0 + 1
+    }
+}
+
+/// Continuous pixel bounds; pixel i covers [i - 0.5, i + 0.5].
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    x: (f64, f64),
+    y: (f64, f64),
+}
+
+impl Bounds {
+    fn empty() -> Bounds {
+        Bounds {
+            x: (f64::INFINITY, f64::NEG_INFINITY),
+            y: (f64::INFINITY, f64::NEG_INFINITY),
+        }
+    }
+
+    fn add(&mut self, (x, y): (f64, f64)) {
+        self.x = (self.x.0.min(x), self.x.1.max(x));
+        self.y = (self.y.0.min(y), self.y.1.max(y));
+    }
+
+    fn contains(&self, (x, y): (f64, f64)) -> bool {
+        (self.x.0..=self.x.1).contains(&x) && (self.y.0..=self.y.1).contains(&y)
+    }
+}
+
+/// The pixel rectangle of an `nx` x `ny` image covered by `stencil`, or `None` if the stencil
+/// misses the image.
+///
+/// The bounding box of (stencil ∩ image) is that of its outline, which is made of the parts of
+/// the stencil boundary inside the image and the parts of the image border inside the stencil.
+/// So it is enough to collect boundary samples inside the image, the points where the sampled
+/// boundary crosses the image border, and border samples inside the stencil. Points far outside
+/// the image never count, which matters because a TAN projection sends points near 90 degrees
+/// from its centre to huge pixel coordinates.
+pub(crate) fn pixel_box(
+    wcs: &CelestialWcs,
+    nx: usize,
+    ny: usize,
+    stencil: &Stencil,
+) -> Option<PixelBox> {
+    if nx == 0 || ny == 0 {
+        return None;
+    }
+    let image = Bounds {
+        x: (-0.5, nx as f64 - 0.5),
+        y: (-0.5, ny as f64 - 0.5),
+    };
+    let scale = pixel_scale_deg(wcs, nx, ny);
+    let ring: Vec<(Vec3, Option<(f64, f64)>)> = stencil
+        .boundary(scale)
+        .into_iter()
+        .map(|v| {
+            let (ra, dec) = sphere::ra_dec(v);
+            (v, wcs.sky_to_pixel(ra, dec))
+        })
+        .collect();
+
+    let mut bounds = Bounds::empty();
+    for &(_, p) in &ring {
+        if let Some(p) = p.filter(|&p| image.contains(p)) {
+            bounds.add(p);
+        }
+    }
+    for pair in ring.windows(2) {
+        let [(sky_a, Some(a)), (sky_b, Some(b))] = pair else {
+            continue;
+        };
+        if image.contains(*a) && image.contains(*b) {
+            continue;
+        }
+        let Some((c, d)) = clip(&image, *a, *b) else {
+            continue;
+        };
+        if follows_sky(wcs, (*sky_a, a), (*sky_b, b), scale) {
+            bounds.add(c);
+            bounds.add(d);
+        }
+    }
+    let inside_stencil = |p: (f64, f64)| {
+        wcs.pixel_to_sky(p.0, p.1)
+            .is_some_and(|(ra, dec)| stencil.contains(ra, dec))
+    };
+    for p in border(&image, 64) {
+        if inside_stencil(p) {
+            bounds.add(p);
+        }
+    }
+    if bounds.x.0 > bounds.x.1 || bounds.y.0 > bounds.y.1 {
+        return None;
+    }
+    let first = |lo: f64| (lo + 0.5).floor().max(0.0) as usize;
+    let last = |hi: f64, n: usize| ((hi + 0.5).floor().max(0.0) as usize).min(n - 1);
+    Some(PixelBox {
+        x0: first(bounds.x.0),
+        y0: first(bounds.y.0),
+        x1: last(bounds.x.1, nx),
+        y1: last(bounds.y.1, ny),
+    })
+}
+
+/// Whether the straight pixel-space segment between two consecutive boundary samples stays
+/// near the sky arc between them. It does not when the samples straddle the edge of the
+/// projection's domain, where the segment joins two far-apart pixel positions through the image.
+fn follows_sky(
+    wcs: &CelestialWcs,
+    (sky_a, a): (Vec3, &(f64, f64)),
+    (sky_b, b): (Vec3, &(f64, f64)),
+    scale: f64,
+) -> bool {
+    let mid = ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
+    let Some((ra, dec)) = wcs.pixel_to_sky(mid.0, mid.1) else {
+        return false;
+    };
+    let sky_mid = [
+        sky_a[0] + sky_b[0],
+        sky_a[1] + sky_b[1],
+        sky_a[2] + sky_b[2],
+    ];
+    let (mid_ra, mid_dec) = sphere::ra_dec(sky_mid);
+    let off = sphere::separation_deg(
+        sphere::unit_vector(ra, dec),
+        sphere::unit_vector(mid_ra, mid_dec),
+    );
+    off <= sphere::separation_deg(sky_a, sky_b) + 2.0 * scale
+}
+
+/// The part of segment `a`-`b` inside `r` (Liang-Barsky), if any.
+fn clip(r: &Bounds, a: (f64, f64), b: (f64, f64)) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut t0, mut t1) = (0.0_f64, 1.0_f64);
+    for (p, q) in [
+        (-dx, a.0 - r.x.0),
+        (dx, r.x.1 - a.0),
+        (-dy, a.1 - r.y.0),
+        (dy, r.y.1 - a.1),
+    ] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return None;
+            }
+        } else {
+            let t = q / p;
+            if p < 0.0 {
+                t0 = t0.max(t);
+            } else {
+                t1 = t1.min(t);
+            }
+        }
+    }
+    let at = |t: f64| (a.0 + t * dx, a.1 + t * dy);
+    (t0 <= t1).then(|| (at(t0), at(t1)))
+}
+
+/// `n` points along each side of `b`, corners included.
+fn border(b: &Bounds, n: usize) -> impl Iterator<Item = (f64, f64)> + '_ {
+    let at = move |(lo, hi): (f64, f64), i: usize| lo + (hi - lo) * i as f64 / n as f64;
+    (0..=n).flat_map(move |i| {
+        let (x, y) = (at(b.x, i), at(b.y, i));
+        [(x, b.y.0), (x, b.y.1), (b.x.0, y), (b.x.1, y)]
+    })
+}
+
+/// The angular size of one pixel at the image centre, which sets the boundary sampling step.
+fn pixel_scale_deg(wcs: &CelestialWcs, nx: usize, ny: usize) -> f64 {
+    let (cx, cy) = (nx as f64 / 2.0, ny as f64 / 2.0);
+    let sky = |x, y| {
+        wcs.pixel_to_sky(x, y)
+            .map(|(ra, dec)| sphere::unit_vector(ra, dec))
+    };
+    match (sky(cx, cy), sky(cx + 1.0, cy), sky(cx, cy + 1.0)) {
+        (Some(c), Some(a), Some(b)) => {
+            let scale = sphere::separation_deg(c, a).min(sphere::separation_deg(c, b));
+            if scale > 0.0 { scale } else { 1.0 / 3600.0 }
+        }
+        _ => 1.0 / 3600.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::{Value, WcsKeywords};
+
+    const SCALE: f64 = 1.0 / 3600.0;
+    const N: usize = 512;
+
+    /// A north-up TAN WCS with its reference point at the centre of an N x N image.
+    fn tan_wcs(ra: f64, dec: f64) -> CelestialWcs {
+        let text = |k: &str, v: &str| (k.to_owned(), Value::Text(v.to_owned()));
+        let real = |k: &str, v: f64| (k.to_owned(), Value::Real(v));
+        let keywords = WcsKeywords {
+            entries: vec![
+                text("CTYPE1", "RA---TAN"),
+                text("CTYPE2", "DEC--TAN"),
+                text("RADESYS", "ICRS"),
+                real("CRPIX1", (N as f64 + 1.0) / 2.0),
+                real("CRPIX2", (N as f64 + 1.0) / 2.0),
+                real("CRVAL1", ra),
+                real("CRVAL2", dec),
+                real("CD1_1", -SCALE),
+                real("CD2_2", SCALE),
+                real("EQUINOX", 2000.0),
+            ],
+        };
+        CelestialWcs::new(N, N, &keywords).unwrap()
+    }
+
+    fn sky(wcs: &CelestialWcs, x: f64, y: f64) -> (f64, f64) {
+        wcs.pixel_to_sky(x, y).unwrap()
+    }
+
+    fn full() -> PixelBox {
+        PixelBox {
+            x0: 0,
+            y0: 0,
+            x1: N - 1,
+            y1: N - 1,
+        }
+    }
+
+    #[test]
+    fn wcs_round_trips_and_puts_crval_at_the_image_centre() {
+        let wcs = tan_wcs(10.0, 41.0);
+        let (ra, dec) = sky(&wcs, 255.5, 255.5);
+        assert!(
+            (ra - 10.0).abs() < 1e-12 && (dec - 41.0).abs() < 1e-12,
+            "{ra} {dec}"
+        );
+        let (x, y) = wcs.sky_to_pixel(ra, dec + 10.0 * SCALE).unwrap();
+        assert!(
+            (x - 255.5).abs() < 1e-6 && (y - 265.5).abs() < 1e-6,
+            "{x} {y}"
+        );
+        // East is to the left: RA grows as x shrinks.
+        assert!(sky(&wcs, 100.0, 255.5).0 > 10.0);
+    }
+
+    #[test]
+    fn circle_at_the_centre_covers_its_diameter() {
+        let wcs = tan_wcs(10.0, 41.0);
+        let (ra, dec) = sky(&wcs, 256.0, 256.0);
+        let circle = Stencil::parse_circle(&format!("{ra} {dec} {}", 50.0 * SCALE)).unwrap();
+        let b = pixel_box(&wcs, N, N, &circle).unwrap();
+        assert_eq!((b.width(), b.height()), (101, 101), "{b:?}");
+        assert_eq!((b.x0, b.y0), (206, 206));
+    }
+
+    #[test]
+    fn circle_over_the_edge_is_clipped() {
+        let wcs = tan_wcs(10.0, 41.0);
+        let (ra, dec) = sky(&wcs, 0.0, 300.0);
+        let circle = Stencil::parse_circle(&format!("{ra} {dec} {}", 20.0 * SCALE)).unwrap();
+        let b = pixel_box(&wcs, N, N, &circle).unwrap();
+        assert_eq!((b.x0, b.x1, b.y0, b.y1), (0, 20, 280, 320), "{b:?}");
+    }
+
+    #[test]
+    fn circle_off_the_image_misses() {
+        let wcs = tan_wcs(10.0, 41.0);
+        let circle = Stencil::parse_circle("20 41 0.01").unwrap();
+        assert_eq!(pixel_box(&wcs, N, N, &circle), None);
+        let behind = Stencil::parse_circle("190 -41 1").unwrap();
+        assert_eq!(pixel_box(&wcs, N, N, &behind), None);
+    }
+
+    #[test]
+    fn circle_whose_bounding_box_only_grazes_a_corner_misses() {
+        let wcs = tan_wcs(10.0, 41.0);
+        // Centre 15 px diagonally beyond the corner, radius 18 px: the bounding box overlaps
+        // the corner pixel region but the circle does not reach (21 px away).
+        let (ra, dec) = sky(&wcs, -15.5, -15.5);
+        let circle = Stencil::parse_circle(&format!("{ra} {dec} {}", 18.0 * SCALE)).unwrap();
+        assert_eq!(pixel_box(&wcs, N, N, &circle), None);
+    }
+
+    #[test]
+    fn circle_containing_the_whole_image_gives_the_whole_image() {
+        let wcs = tan_wcs(10.0, 41.0);
+        for radius in ["1", "120", "180"] {
+            let circle = Stencil::parse_circle(&format!("10 41 {radius}")).unwrap();
+            assert_eq!(
+                pixel_box(&wcs, N, N, &circle),
+                Some(full()),
+                "radius {radius}"
+            );
+        }
+    }
+
+    #[test]
+    fn polygon_gives_the_box_of_its_vertices() {
+        let wcs = tan_wcs(83.8, -5.4);
+        let corners = [(100.0, 50.0), (200.0, 60.0), (180.0, 150.0), (90.0, 140.0)];
+        let value: Vec<String> = corners
+            .iter()
+            .map(|&(x, y)| {
+                let (ra, dec) = sky(&wcs, x, y);
+                format!("{ra} {dec}")
+            })
+            .collect();
+        let polygon = Stencil::parse_polygon(&value.join(" ")).unwrap();
+        let b = pixel_box(&wcs, N, N, &polygon).unwrap();
+        assert_eq!((b.x0, b.x1, b.y0, b.y1), (90, 200, 50, 150), "{b:?}");
+    }
+
+    #[test]
+    fn polygon_across_ra_zero_is_found() {
+        let wcs = tan_wcs(0.0, 0.0);
+        let polygon =
+            Stencil::parse_polygon("359.99 -0.01 0.01 -0.01 0.01 0.01 359.99 0.01").unwrap();
+        let b = pixel_box(&wcs, N, N, &polygon).unwrap();
+        // 72 pixels wide, centred on a pixel corner, plus TAN's slight stretch off centre.
+        assert!(
+            (72..=74).contains(&b.width()) && b.width() == b.height(),
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn range_with_infinite_bounds_reaches_the_image_edge() {
+        let wcs = tan_wcs(10.0, 41.0);
+        let everything = Stencil::parse_pos("RANGE -inf +inf -inf +inf").unwrap();
+        assert_eq!(pixel_box(&wcs, N, N, &everything), Some(full()));
+
+        let (_, dec) = sky(&wcs, 255.5, 300.0);
+        let north = Stencil::parse_pos(&format!("RANGE -inf +inf {dec} +inf")).unwrap();
+        let b = pixel_box(&wcs, N, N, &north).unwrap();
+        assert_eq!((b.x0, b.x1, b.y1), (0, N - 1, N - 1), "{b:?}");
+        // The parallel curves away from the pole on a TAN projection, so the box reaches down
+        // to the row of the parallel at the image centre, and slightly lower at its edges.
+        assert!((295..=300).contains(&b.y0), "{b:?}");
+
+        let (ra, _) = sky(&wcs, 100.0, 255.5);
+        let east = Stencil::parse_pos(&format!("RANGE {ra} +inf -inf +inf")).unwrap();
+        let b = pixel_box(&wcs, N, N, &east).unwrap();
+        assert_eq!((b.x0, b.y0, b.y1), (0, 0, N - 1), "{b:?}");
+        assert!((100..=102).contains(&b.x1), "{b:?}");
+    }
+
+    #[test]
+    fn range_off_the_image_misses() {
+        let wcs = tan_wcs(10.0, 41.0);
+        let range = Stencil::parse_pos("RANGE 20 30 -inf +inf").unwrap();
+        assert_eq!(pixel_box(&wcs, N, N, &range), None);
+    }
+}

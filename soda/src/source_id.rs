@@ -1,0 +1,130 @@
+//! The `ID` of a SODA request, parsed once so that nothing downstream can be handed a path
+//! traversal or a name that does not map to exactly one file in one repository.
+
+use std::fmt;
+
+use crate::SodaError;
+
+const SCHEME: &str = "butler://";
+
+/// `butler://<repository>/<image>`, both names matching `[A-Za-z0-9][A-Za-z0-9._-]*`.
+///
+/// Because neither name may start with a dot or contain a slash, `image` is always a plain
+/// file name inside the repository directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceId {
+    repository: String,
+    image: String,
+}
+
+impl SourceId {
+    /// Parses an `ID` parameter value.
+    pub fn parse(s: &str) -> Result<SourceId, SodaError> {
+        let malformed = || {
+            SodaError::usage(format!(
+                "malformed ID {s:?}: expected butler://<repository>/<image>"
+            ))
+        };
+        let rest = s.strip_prefix(SCHEME).ok_or_else(malformed)?;
+        let (repository, image) = rest.split_once('/').ok_or_else(malformed)?;
+        if !is_name(repository) || !is_name(image) {
+            return Err(malformed());
+        }
+        Ok(SourceId {
+            repository: repository.to_owned(),
+            image: image.to_owned(),
+        })
+    }
+
+    /// The repository name, which configuration maps to a directory or bucket prefix.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The image name inside the repository.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// The FITS file name of the image inside its repository.
+    pub fn file_name(&self) -> String {
+        format!("{}.fits", self.image)
+    }
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{SCHEME}{}/{}", self.repository, self.image)
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: Result<(&str, &str), ()>) {
+        match (SourceId::parse(input), expected) {
+            (Ok(id), Ok((repository, image))) => {
+                assert_eq!(
+                    (id.repository(), id.image()),
+                    (repository, image),
+                    "{input}"
+                );
+                assert_eq!(id.to_string(), input);
+                assert_eq!(id.file_name(), format!("{image}.fits"));
+            }
+            (Err(SodaError::Usage(message)), Err(())) => {
+                assert!(message.starts_with("malformed ID"), "{message}");
+                assert!(
+                    message.contains("butler://<repository>/<image>"),
+                    "{message}"
+                );
+            }
+            (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn good_ids_split_into_repository_and_image() {
+        check("butler://demo/m31", Ok(("demo", "m31")));
+        check(
+            "butler://dp1/3f2a9c1e-0b7d-4d4e-9a51-8c1f1b2d3e4f",
+            Ok(("dp1", "3f2a9c1e-0b7d-4d4e-9a51-8c1f1b2d3e4f")),
+        );
+        check("butler://Demo_2/calexp.r.v1", Ok(("Demo_2", "calexp.r.v1")));
+    }
+
+    #[test]
+    fn path_traversal_is_rejected() {
+        check("butler://demo/../x", Err(()));
+        check("butler://demo/..", Err(()));
+        check("butler://../demo/x", Err(()));
+        check("butler://demo/.hidden", Err(()));
+        check("butler://demo/a/b", Err(()));
+        check("butler://demo/a\\b", Err(()));
+    }
+
+    #[test]
+    fn empty_and_incomplete_ids_are_rejected() {
+        check("", Err(()));
+        check("butler://", Err(()));
+        check("butler://demo", Err(()));
+        check("butler://demo/", Err(()));
+        check("butler:///x", Err(()));
+        check("butler://demo/x ", Err(()));
+    }
+
+    #[test]
+    fn other_schemes_are_rejected() {
+        check("ivo://demo/x", Err(()));
+        check("BUTLER://demo/x", Err(()));
+        check("file:///etc/passwd", Err(()));
+        check("demo/x", Err(()));
+    }
+}

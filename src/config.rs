@@ -1,0 +1,202 @@
+//! Skycut's configuration: one typed tree, loaded once at start.
+//!
+//! Layers, each overriding the one before: built-in defaults, the TOML file given with
+//! `--config`, environment variables `SKYCUT_KEY` or `SKYCUT_SECTION__KEY` (values in TOML
+//! syntax, or plain strings), then command-line flags. `docs/configuration.md` lists every key.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// A secret that never shows up in logs or debug output.
+#[derive(Clone, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Holds the SQLite job store, the local result bucket, scratch files and the signing key.
+    pub data_dir: PathBuf,
+    /// Job store URL; default: the SQLite file `jobs.sqlite` in `data_dir`.
+    pub database_url: Option<Secret>,
+    /// External base URL of the service (`https://host/api/cutout`); default: from each request.
+    pub public_url: Option<String>,
+    /// Hex key for signing result URLs; default: generated once into `data_dir/signing.key`.
+    pub signing_key: Option<Secret>,
+    /// Proxies whose `X-Forwarded-Proto`/`X-Forwarded-Host` headers are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Image repositories: name → directory.
+    pub repositories: BTreeMap<String, PathBuf>,
+    pub jobs: JobsConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Seconds a job may run when the client does not say; 0 = unlimited.
+    pub default_execution_duration: u32,
+    /// Upper bound on a job's execution duration, in seconds; 0 = unlimited.
+    pub max_execution_duration: u32,
+    /// Seconds from creation to destruction when the client does not say.
+    pub default_lifetime: u64,
+    /// Latest destruction a client may ask for, in seconds after creation.
+    pub max_lifetime: u64,
+    /// Server cap on `WAIT`, in seconds (and what `WAIT=-1` means).
+    pub max_wait: u64,
+    /// Seconds a synchronous request waits for its cutout before answering 503.
+    pub sync_timeout: u64,
+    /// Seconds a signed result URL stays valid.
+    pub result_url_lifetime: u64,
+    /// Seconds between sweeps that delete jobs past their destruction time.
+    pub sweep_interval: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Jobs one worker runs at once.
+    pub concurrency: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./skycut-data"),
+            database_url: None,
+            public_url: None,
+            signing_key: None,
+            trusted_proxies: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            ],
+            repositories: BTreeMap::new(),
+            jobs: JobsConfig::default(),
+            worker: WorkerConfig::default(),
+        }
+    }
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            default_execution_duration: 600,
+            max_execution_duration: 3600,
+            default_lifetime: 7 * 24 * 3600,
+            max_lifetime: 30 * 24 * 3600,
+            max_wait: 60,
+            sync_timeout: 60,
+            result_url_lifetime: 15 * 60,
+            sweep_interval: 60,
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file, then `SKYCUT_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read configuration {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("invalid TOML in {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in std::env::vars() {
+            if let Some(key) = name.strip_prefix("SKYCUT_") {
+                overlay(&mut table, key, &value);
+            }
+        }
+        Config::deserialize(toml::Value::Table(table)).context("invalid configuration")
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("jobs.sqlite").display()
+            ),
+        }
+    }
+}
+
+/// Puts `SKYCUT_JOBS__MAX_WAIT=30` at `jobs.max_wait`. The value is read as TOML if it parses
+/// (numbers, booleans, arrays), else as a string.
+fn overlay(table: &mut toml::Table, key: &str, value: &str) {
+    let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+    let Some((last, sections)) = path.split_last() else {
+        return;
+    };
+    let mut node = table;
+    for section in sections {
+        let entry = node
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(next) = entry.as_table_mut() else {
+            return;
+        };
+        node = next;
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    node.insert(last.clone(), parsed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let mut t = toml::Table::new();
+        overlay(&mut t, "JOBS__MAX_WAIT", "30");
+        overlay(&mut t, "PUBLIC_URL", "https://example.org/api/cutout");
+        let c = Config::deserialize(toml::Value::Table(t)).expect("config");
+        assert_eq!(c.jobs.max_wait, 30);
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://example.org/api/cutout")
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = Config {
+            signing_key: Some(Secret("abc123".into())),
+            ..Config::default()
+        };
+        assert!(!format!("{c:?}").contains("abc123"));
+    }
+}

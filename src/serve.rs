@@ -1,0 +1,225 @@
+//! `skycut serve`: frontend, worker and job store in one process, wired from the configuration.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bucket::{LocalBucket, UrlSigner};
+use frontend::{App, AppState, FrontendSettings};
+use soda::repository::Repositories;
+use tokio_util::sync::CancellationToken;
+use uws::events::{LocalPhaseEvents, PhaseEvents};
+use uws::queue::{JobQueue, Priority, QueuedJob};
+use uws::service::{JobLimits, Uws};
+use uws::store::{JobStore, Transition};
+use uws::{ExecutionPhase, timestamp};
+use worker::{LocalQueue, Worker, WorkerSettings};
+
+use crate::config::Config;
+
+/// The service name under which this service's jobs are kept in the job store.
+pub const SERVICE_NAME: &str = "cutout";
+
+pub async fn run(mut config: Config, demo: bool) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let demo_images = if demo {
+        let dir = data_dir.join("demo");
+        std::fs::create_dir_all(&dir)?;
+        let images = soda::write_demo_repository(&dir).context("cannot write demo images")?;
+        config.repositories.entry("demo".into()).or_insert(dir);
+        images
+    } else {
+        Vec::new()
+    };
+    for (name, dir) in &config.repositories {
+        if !dir.is_dir() {
+            tracing::warn!(repository = %name, dir = %dir.display(), "repository directory does not exist");
+        }
+    }
+
+    let signer = UrlSigner::new(&signing_key(&config, &data_dir)?);
+    let store = wobbly::SqlJobStore::connect(&config.database_url(), SERVICE_NAME, 8)
+        .await
+        .context("cannot open the job store")?;
+    let store: Arc<dyn JobStore> = Arc::new(store);
+    let events = Arc::new(LocalPhaseEvents::new());
+    let (queue, queue_rx) = LocalQueue::new();
+    let queue = Arc::new(queue);
+    let bucket = LocalBucket::new(data_dir.join("bucket"), signer);
+    let jobs = &config.jobs;
+    let limits = JobLimits {
+        default_execution_duration: jobs.default_execution_duration,
+        max_execution_duration: jobs.max_execution_duration,
+        default_lifetime: Duration::from_secs(jobs.default_lifetime),
+        max_lifetime: Duration::from_secs(jobs.max_lifetime),
+        max_wait: Duration::from_secs(jobs.max_wait),
+    };
+    let uws = Uws::new(
+        store.clone(),
+        queue.clone(),
+        events.clone(),
+        Arc::new(bucket.clone()),
+        limits,
+    );
+    let repositories = Arc::new(Repositories::new(config.repositories.clone()));
+
+    let scratch_dir = data_dir.join("scratch");
+    std::fs::create_dir_all(&scratch_dir)?;
+    let worker = Worker::new(
+        uws.clone(),
+        repositories.clone(),
+        WorkerSettings {
+            scratch_dir,
+            software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let worker_task = tokio::spawn(worker::run_local(
+        worker,
+        queue_rx,
+        events.clone() as Arc<dyn PhaseEvents>,
+        config.worker.concurrency,
+        shutdown.clone(),
+    ));
+    requeue_unfinished(store.as_ref(), queue.as_ref()).await?;
+    tokio::spawn(sweep(
+        uws.clone(),
+        Duration::from_secs(config.jobs.sweep_interval.max(1)),
+        shutdown.clone(),
+    ));
+
+    let app = AppState(Arc::new(App {
+        uws,
+        repositories,
+        local_bucket: Some(bucket),
+        settings: FrontendSettings {
+            public_url: config.public_url.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            url_lifetime: Duration::from_secs(config.jobs.result_url_lifetime),
+            sync_timeout: Duration::from_secs(config.jobs.sync_timeout),
+            ..FrontendSettings::default()
+        },
+        started: timestamp::now(),
+    }));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let base = format!("http://{local}/api/cutout");
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "skycut listening on {base}")?;
+        if let Some(image) = demo_images.first() {
+            writeln!(
+                out,
+                "try: curl -L -o cutout.fits '{base}/sync?ID=butler://demo/{}&CIRCLE={}+{}+{}'",
+                image.name,
+                image.ra_deg,
+                image.dec_deg,
+                (image.radius_deg / 4.0 * 1e4).round() / 1e4
+            )?;
+        }
+        out.flush()?;
+    }
+    let router = frontend::build(app);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal(shutdown.clone()))
+    .await?;
+    shutdown.cancel();
+    worker_task.await.ok();
+    Ok(())
+}
+
+/// The URL-signing key: from configuration, or generated once into the data directory.
+fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(key) = &config.signing_key {
+        return hex::decode(key.expose().trim()).context("signing_key must be hex");
+    }
+    let path = data_dir.join("signing.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return hex::decode(text.trim())
+            .with_context(|| format!("{} must hold a hex key", path.display()));
+    }
+    let key: [u8; 32] = rand::random();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(hex::encode(key).as_bytes())?;
+    Ok(key.to_vec())
+}
+
+/// Puts back on the queue the jobs a previous run left QUEUED or EXECUTING: the in-process queue
+/// died with that process, the job store did not.
+async fn requeue_unfinished(store: &dyn JobStore, queue: &dyn JobQueue) -> anyhow::Result<()> {
+    let ids = store
+        .in_phases(
+            &[ExecutionPhase::Queued, ExecutionPhase::Executing],
+            100_000,
+        )
+        .await?;
+    for id in &ids {
+        // EXECUTING → QUEUED; a QUEUED job refuses this, which is fine.
+        let _ = store
+            .transition(id, Transition::Queue, timestamp::now())
+            .await;
+        queue
+            .enqueue(QueuedJob {
+                id: id.clone(),
+                priority: Priority::Async,
+            })
+            .await?;
+    }
+    if !ids.is_empty() {
+        tracing::info!(
+            jobs = ids.len(),
+            "requeued unfinished jobs from the last run"
+        );
+    }
+    Ok(())
+}
+
+/// Deletes jobs past their destruction time, with their results, until shutdown.
+async fn sweep(uws: Uws, every: Duration, shutdown: CancellationToken) {
+    loop {
+        match uws.sweep_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "destroyed expired jobs"),
+            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn shutdown_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = term => {}
+        () = shutdown.cancelled() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

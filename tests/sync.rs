@@ -1,0 +1,288 @@
+//! SODA synchronous cutouts (`/sync`): redirects to a signed FITS file, 204 for no overlap,
+//! DALI errors for bad input, and results that keep every pixel's value and sky position.
+
+use fitsio::FitsFile;
+use fitsio::hdu::HduInfo;
+
+use crate::common::*;
+
+/// GETs a sync cutout and returns the signed URL it redirects to.
+fn sync_redirect(app: &TestApp, params: &[(&str, &str)]) -> String {
+    let r = app.get("/sync", params);
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap_or_default());
+    location(&r)
+}
+
+fn download(app: &TestApp, url: &str) -> std::path::PathBuf {
+    let r = app.get_url(url);
+    assert_eq!(r.status(), 200);
+    assert_eq!(content_type(&r), "application/fits");
+    let path = app
+        .dir
+        .path()
+        .join(format!("dl-{}.fits", uws_like_random()));
+    std::fs::write(&path, r.bytes().expect("body")).expect("write");
+    path
+}
+
+fn uws_like_random() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+fn read_f32(path: &std::path::Path, hdu: usize) -> (Vec<f32>, usize, usize) {
+    let mut f = FitsFile::open(path).expect("open");
+    let hdu = f.hdu(hdu).expect("hdu");
+    let shape = match &hdu.info {
+        HduInfo::ImageInfo { shape, .. } => shape.clone(),
+        other => panic!("not an image: {other:?}"),
+    };
+    let data: Vec<f32> = hdu.read_image(&mut f).expect("pixels");
+    (data, shape[1], shape[0])
+}
+
+fn key_f64(path: &std::path::Path, hdu: usize, key: &str) -> f64 {
+    let mut f = FitsFile::open(path).expect("open");
+    let hdu = f.hdu(hdu).expect("hdu");
+    hdu.read_key::<f64>(&mut f, key)
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+fn key_string(path: &std::path::Path, hdu: usize, key: &str) -> String {
+    let mut f = FitsFile::open(path).expect("open");
+    let hdu = f.hdu(hdu).expect("hdu");
+    hdu.read_key::<String>(&mut f, key)
+        .unwrap_or_else(|e| panic!("{key}: {e}"))
+}
+
+#[test]
+fn sync_cutout_redirects_to_signed_fits_with_exact_pixels() {
+    let app = spawn_app();
+    let url = sync_redirect(&app, &[("ID", IMAGE), ("CIRCLE", &circle(RA, DEC, 50.0))]);
+    assert!(url.starts_with(&app.url("/files/")), "{url}");
+    assert!(url.contains("signature="));
+    let cut = download(&app, &url);
+
+    let mut f = FitsFile::open(&cut).expect("open");
+    match &f.primary_hdu().expect("primary").info {
+        HduInfo::ImageInfo { shape, .. } => assert!(shape.is_empty(), "primary HDU must be empty"),
+        other => panic!("{other:?}"),
+    }
+    drop(f);
+    let (pixels, w, h) = read_f32(&cut, 1);
+    assert!(
+        (100..=102).contains(&w) && (100..=102).contains(&h),
+        "{w}x{h}"
+    );
+    let (source, sw, _) = read_f32(&source_image(&app), 0);
+    // SKYCX0/SKYCY0: 1-based source pixel of the cutout's first pixel.
+    let x0 = key_f64(&cut, 1, "SKYCX0") as usize - 1;
+    let y0 = key_f64(&cut, 1, "SKYCY0") as usize - 1;
+    for y in 0..h {
+        for x in 0..w {
+            assert_eq!(
+                pixels[y * w + x],
+                source[(y0 + y) * sw + x0 + x],
+                "pixel ({x},{y})"
+            );
+        }
+    }
+    // The WCS moves with the pixels: CRPIX shifted by the offset, CRVAL unchanged.
+    let crpix1 = key_f64(&source_image(&app), 0, "CRPIX1");
+    let crpix2 = key_f64(&source_image(&app), 0, "CRPIX2");
+    assert_eq!(key_f64(&cut, 1, "CRPIX1"), crpix1 - x0 as f64);
+    assert_eq!(key_f64(&cut, 1, "CRPIX2"), crpix2 - y0 as f64);
+    assert_eq!(key_f64(&cut, 1, "CRVAL1"), RA);
+    assert_eq!(key_f64(&cut, 1, "CRVAL2"), DEC);
+    assert_eq!(key_string(&cut, 1, "SKYCSRC"), IMAGE);
+    assert!(key_string(&cut, 1, "CREATOR").starts_with("Skycut"));
+}
+
+#[test]
+fn sync_accepts_post_and_case_insensitive_names() {
+    let app = spawn_app();
+    let r = app.post(
+        "/sync",
+        &[("id", IMAGE), ("Circle", &circle(RA, DEC, 10.0))],
+    );
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap_or_default());
+    download(&app, &location(&r));
+}
+
+#[test]
+fn sync_accepts_polygon_and_pos_stencils() {
+    let app = spawn_app();
+    let d = 20.0 * PIXEL_DEG;
+    let polygon = format!(
+        "{} {} {} {} {} {}",
+        RA - d,
+        DEC - d,
+        RA + d,
+        DEC - d,
+        RA,
+        DEC + d
+    );
+    for (name, value) in [
+        ("POLYGON", polygon.clone()),
+        ("POS", format!("POLYGON {polygon}")),
+        ("POS", format!("CIRCLE {}", circle(RA, DEC, 10.0))),
+        (
+            "POS",
+            format!("RANGE {} {} {} {}", RA - d, RA + d, DEC - d, DEC + d),
+        ),
+    ] {
+        let url = sync_redirect(&app, &[("ID", IMAGE), (name, &value)]);
+        download(&app, &url);
+    }
+}
+
+#[test]
+fn sync_clips_a_stencil_at_the_image_edge() {
+    let app = spawn_app();
+    // Centred on the image's left edge: only half of the circle is inside.
+    let edge_ra = RA + 256.0 * PIXEL_DEG / DEC.to_radians().cos();
+    let url = sync_redirect(
+        &app,
+        &[("ID", IMAGE), ("CIRCLE", &circle(edge_ra, DEC, 30.0))],
+    );
+    let (_, w, h) = read_f32(&download(&app, &url), 1);
+    assert!(w < 40 && h > 55, "{w}x{h}");
+}
+
+#[test]
+fn sync_stencil_outside_the_image_answers_204() {
+    let app = spawn_app();
+    let r = app.get(
+        "/sync",
+        &[("ID", IMAGE), ("CIRCLE", &circle(RA + 10.0, DEC, 10.0))],
+    );
+    assert_eq!(r.status(), 204);
+}
+
+#[test]
+fn sync_unknown_image_is_404_naming_it() {
+    let app = spawn_app();
+    let r = app.get(
+        "/sync",
+        &[
+            ("ID", "butler://test/missing"),
+            ("CIRCLE", &circle(RA, DEC, 5.0)),
+        ],
+    );
+    assert_eq!(r.status(), 404);
+    assert_eq!(content_type(&r), "text/plain; charset=utf-8");
+    let body = r.text().expect("body");
+    assert!(
+        body.starts_with("UsageError: ") && body.contains("butler://test/missing"),
+        "{body}"
+    );
+    let r = app.get(
+        "/sync",
+        &[
+            ("ID", "butler://nowhere/field"),
+            ("CIRCLE", &circle(RA, DEC, 5.0)),
+        ],
+    );
+    assert_eq!(r.status(), 404);
+}
+
+#[test]
+fn sync_bad_input_is_a_usage_error_and_creates_no_job() {
+    let app = spawn_app();
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
+    let cases: &[Case] = &[
+        (
+            &[("ID", IMAGE), ("CIRCLE", "150 2 -1")],
+            400,
+            "UsageError: ",
+        ),
+        (&[("ID", IMAGE), ("CIRCLE", "150 2")], 400, "UsageError: "),
+        (
+            &[("ID", IMAGE), ("CIRCLE", "nan 2 0.1")],
+            400,
+            "UsageError: ",
+        ),
+        (
+            &[("ID", IMAGE), ("CIRCLE", "150 95 0.1")],
+            400,
+            "UsageError: ",
+        ),
+        (
+            &[("ID", IMAGE), ("POLYGON", "1 1 2 2")],
+            400,
+            "UsageError: ",
+        ),
+        (
+            &[("ID", IMAGE), ("POS", "BOX 1 2 3 4")],
+            400,
+            "UsageError: ",
+        ),
+        (&[("ID", IMAGE)], 400, "UsageError: "),
+        (&[("CIRCLE", "150 2 0.1")], 400, "UsageError: "),
+        (
+            &[
+                ("ID", "butler://test/../etc/passwd"),
+                ("CIRCLE", "150 2 0.1"),
+            ],
+            400,
+            "UsageError: ",
+        ),
+        (
+            &[("ID", "file:///etc/passwd"), ("CIRCLE", "150 2 0.1")],
+            400,
+            "UsageError: ",
+        ),
+        (
+            &[("ID", IMAGE), ("ID", IMAGE), ("CIRCLE", "150 2 0.1")],
+            400,
+            "MultiValuedParamNotSupported: ",
+        ),
+        (
+            &[
+                ("ID", IMAGE),
+                ("CIRCLE", "150 2 0.1"),
+                ("POS", "CIRCLE 150 2 0.1"),
+            ],
+            400,
+            "MultiValuedParamNotSupported: ",
+        ),
+    ];
+    for (params, status, label) in cases {
+        let r = app.get("/sync", params);
+        assert_eq!(r.status().as_u16(), *status, "{params:?}");
+        assert_eq!(content_type(&r), "text/plain; charset=utf-8");
+        let body = r.text().expect("body");
+        assert!(body.starts_with(label), "{params:?}: {body}");
+    }
+    assert!(
+        app.job_ids(&[]).is_empty(),
+        "a rejected request must not create a job"
+    );
+}
+
+#[test]
+fn tampered_or_expired_result_urls_get_403_and_no_data() {
+    let app = app().config("JOBS__RESULT_URL_LIFETIME", "0").start();
+    let url = sync_redirect(&app, &[("ID", IMAGE), ("CIRCLE", &circle(RA, DEC, 5.0))]);
+    let tampered = url.replace("result.fits", "result-2.fits");
+    let r = app.get_url(&tampered);
+    assert_eq!(r.status(), 403);
+    assert!(r.text().expect("body").starts_with("AuthorizationError: "));
+    let forged = format!("{}0", url);
+    assert_eq!(app.get_url(&forged).status(), 403);
+    let unsigned = url.split('?').next().expect("path").to_owned();
+    assert_eq!(app.get_url(&unsigned).status(), 403);
+    // Valid for 0 s: expired as soon as the second it was made in has passed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = app.get_url(&url);
+        if r.status() == 403 {
+            assert!(r.text().expect("body").contains("expired"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "URL never expired");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,346 @@
+//! The UWS job model and the execution-phase state machine.
+//!
+//! Every store applies [`ExecutionPhase::can_become`] before it writes a phase, so a duplicate or
+//! late message (a worker that was presumed dead, a second `PHASE=RUN`) can never move a job
+//! backwards or out of a final phase.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::RngCore;
+use time::OffsetDateTime;
+
+use crate::error::UwsError;
+
+/// An unguessable job identifier: 128 random bits, lower-case hex.
+///
+/// Unguessable matters: another user's job answers 404 exactly as a missing one, so an ID must
+/// not be derivable from another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(String);
+
+impl JobId {
+    pub fn random() -> JobId {
+        let mut bytes = [0u8; 16];
+        rand::rng().fill_bytes(&mut bytes);
+        JobId(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// Accepts what [`JobId::random`] produces; anything else cannot name a job.
+    pub fn parse(s: &str) -> Result<JobId, UwsError> {
+        if s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(JobId(s.to_owned()))
+        } else {
+            Err(UwsError::JobNotFound(s.chars().take(64).collect()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The UWS `ExecutionPhase`. `HELD`, `SUSPENDED` and `ARCHIVED` are never entered by this
+/// service (clients such as pyvo treat them as stuck) but are parsed for completeness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecutionPhase {
+    Pending,
+    Queued,
+    Executing,
+    Completed,
+    Error,
+    Aborted,
+    Unknown,
+    Held,
+    Suspended,
+    Archived,
+}
+
+impl ExecutionPhase {
+    pub const ALL: [ExecutionPhase; 10] = [
+        ExecutionPhase::Pending,
+        ExecutionPhase::Queued,
+        ExecutionPhase::Executing,
+        ExecutionPhase::Completed,
+        ExecutionPhase::Error,
+        ExecutionPhase::Aborted,
+        ExecutionPhase::Unknown,
+        ExecutionPhase::Held,
+        ExecutionPhase::Suspended,
+        ExecutionPhase::Archived,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionPhase::Pending => "PENDING",
+            ExecutionPhase::Queued => "QUEUED",
+            ExecutionPhase::Executing => "EXECUTING",
+            ExecutionPhase::Completed => "COMPLETED",
+            ExecutionPhase::Error => "ERROR",
+            ExecutionPhase::Aborted => "ABORTED",
+            ExecutionPhase::Unknown => "UNKNOWN",
+            ExecutionPhase::Held => "HELD",
+            ExecutionPhase::Suspended => "SUSPENDED",
+            ExecutionPhase::Archived => "ARCHIVED",
+        }
+    }
+
+    /// Phases in which a job may still change by itself; `WAIT` blocks only in these.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            ExecutionPhase::Pending | ExecutionPhase::Queued | ExecutionPhase::Executing
+        )
+    }
+
+    /// Phases that never change again (except by deletion).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ExecutionPhase::Completed
+                | ExecutionPhase::Error
+                | ExecutionPhase::Aborted
+                | ExecutionPhase::Archived
+        )
+    }
+
+    /// The UWS state machine as this service runs it:
+    /// PENDING → QUEUED → EXECUTING → COMPLETED | ERROR, and ABORTED or ERROR from any active phase.
+    /// `EXECUTING → QUEUED` hands a job back to the queue (a draining or dead worker).
+    pub fn can_become(self, next: ExecutionPhase) -> bool {
+        use ExecutionPhase::*;
+        matches!(
+            (self, next),
+            (Pending, Queued)
+                | (Queued, Executing)
+                | (Executing, Queued)
+                | (Executing, Completed)
+                | (Pending | Queued | Executing, Error)
+                | (Pending | Queued | Executing, Aborted)
+        )
+    }
+}
+
+impl fmt::Display for ExecutionPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ExecutionPhase {
+    type Err = UwsError;
+
+    /// Phase names are enumerations declared case-insensitive (clients send `run` as well as `RUN`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ExecutionPhase::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UwsError::Usage(format!("unknown PHASE {s:?}")))
+    }
+}
+
+/// `errorSummary/@type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    Fatal,
+    Transient,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Fatal => "fatal",
+            ErrorType::Transient => "transient",
+        }
+    }
+}
+
+/// Why a job failed, in the words of the DALI/SODA error labels.
+///
+/// The code decides the label a client reads and, for a synchronous request, the HTTP status;
+/// the store keeps it so that a sync waiter can answer exactly as the job failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Bad input (`UsageError`, 400).
+    Usage,
+    /// The input names something that does not exist (`UsageError`, 404).
+    NotFound,
+    /// The request is valid but selects no data (`UsageError`; a synchronous SODA request
+    /// answers 204 No Content).
+    NoData,
+    /// A dependency failed; trying again later may work (`ServiceUnavailable`, 503).
+    Unavailable,
+    /// The service failed (`Error`, 500).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The DALI error label that starts the message a client reads.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorCode::Usage | ErrorCode::NotFound | ErrorCode::NoData => "UsageError",
+            ErrorCode::Unavailable => "ServiceUnavailable",
+            ErrorCode::Internal => "Error",
+        }
+    }
+
+    /// Stable name for storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Usage => "usage",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::NoData => "no-data",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        [
+            ErrorCode::Usage,
+            ErrorCode::NotFound,
+            ErrorCode::NoData,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
+    pub fn error_type(self) -> ErrorType {
+        match self {
+            ErrorCode::Unavailable => ErrorType::Transient,
+            _ => ErrorType::Fatal,
+        }
+    }
+}
+
+/// The error of a job in phase `ERROR`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobError {
+    pub code: ErrorCode,
+    /// Human text without the label, e.g. `CIRCLE radius must be positive`.
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> JobError {
+        JobError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The text a client reads: `UsageError: CIRCLE radius must be positive`.
+    pub fn labelled(&self) -> String {
+        format!("{}: {}", self.code.label(), self.message)
+    }
+}
+
+/// One entry of a job's result list. The key names the object in the result store; the URL a
+/// client follows is signed afresh from it on every read and never stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    pub id: String,
+    pub key: String,
+    pub mime_type: String,
+    pub size: Option<u64>,
+}
+
+/// What a job is created with; the store fills in the rest.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub owner: String,
+    pub run_id: Option<String>,
+    pub parameters: Vec<(String, String)>,
+    pub execution_duration: u32,
+    pub destruction: OffsetDateTime,
+    pub creation_time: OffsetDateTime,
+}
+
+/// A UWS job as the store holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub run_id: Option<String>,
+    pub owner: String,
+    pub phase: ExecutionPhase,
+    pub quote: Option<OffsetDateTime>,
+    pub creation_time: OffsetDateTime,
+    pub start_time: Option<OffsetDateTime>,
+    pub end_time: Option<OffsetDateTime>,
+    /// Seconds; 0 means unlimited.
+    pub execution_duration: u32,
+    pub destruction: OffsetDateTime,
+    /// Parameter names upper-cased (DALI names are case-insensitive), values as the client sent them.
+    pub parameters: Vec<(String, String)>,
+    pub results: Vec<JobResult>,
+    pub error: Option<JobError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExecutionPhase::*;
+    use super::*;
+
+    #[test]
+    fn job_runs_through_queue_and_execution() {
+        assert!(Pending.can_become(Queued));
+        assert!(Queued.can_become(Executing));
+        assert!(Executing.can_become(Completed));
+        assert!(Executing.can_become(Error));
+    }
+
+    #[test]
+    fn final_phases_never_change() {
+        for from in [Completed, Error, Aborted, Archived] {
+            for to in ExecutionPhase::ALL {
+                assert!(!from.can_become(to), "{from} -> {to} must be refused");
+            }
+        }
+    }
+
+    #[test]
+    fn phases_never_move_backwards() {
+        assert!(!Queued.can_become(Pending));
+        assert!(!Executing.can_become(Pending));
+        assert!(!Pending.can_become(Executing));
+        assert!(!Pending.can_become(Completed));
+        assert!(!Queued.can_become(Completed));
+    }
+
+    #[test]
+    fn active_jobs_can_be_aborted() {
+        for from in [Pending, Queued, Executing] {
+            assert!(from.can_become(Aborted));
+        }
+    }
+
+    #[test]
+    fn phase_names_are_case_insensitive() {
+        assert_eq!("run".parse::<ExecutionPhase>().ok(), None);
+        assert_eq!("queued".parse::<ExecutionPhase>().ok(), Some(Queued));
+        assert_eq!("EXECUTING".parse::<ExecutionPhase>().ok(), Some(Executing));
+        assert!("FINISHED".parse::<ExecutionPhase>().is_err());
+    }
+
+    #[test]
+    fn job_ids_are_unguessable_hex() {
+        let a = JobId::random();
+        let b = JobId::random();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+        assert_eq!(JobId::parse(a.as_str()).ok(), Some(a));
+        assert!(JobId::parse("../etc/passwd").is_err());
+        assert!(JobId::parse("ABCDEF00ABCDEF00ABCDEF00ABCDEF00").is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! API boundary: where result objects live and how a client is handed one.
+//!
+//! A result is written once, completely, before its job becomes COMPLETED; the URL a client
+//! follows is signed afresh from the object key on every read and never stored.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::UwsError;
+
+/// What a client needs to know about a result object when it downloads it.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    pub content_type: String,
+    /// The file name offered in `Content-Disposition`.
+    pub filename: String,
+}
+
+#[async_trait]
+pub trait ResultStore: Send + Sync {
+    /// Stores the file at `path` under `key`, all or nothing, and returns its size in bytes.
+    async fn put_file(&self, key: &str, path: &Path, meta: &ObjectMeta) -> Result<u64, UwsError>;
+
+    /// A URL that gives the object to anyone holding it, for `valid_for`. `public_base` is the
+    /// service's external base URL, for stores the service itself serves.
+    async fn signed_url(
+        &self,
+        key: &str,
+        valid_for: Duration,
+        public_base: &str,
+    ) -> Result<String, UwsError>;
+
+    /// Removes an object; a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), UwsError>;
+}

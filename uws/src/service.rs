@@ -1,0 +1,479 @@
+//! The UWS operations on jobs, written once over the store, queue and event traits.
+//!
+//! Handlers call these and render what comes back; every rule of the protocol that does not
+//! depend on what a job computes lives here (owner checks, phase changes, WAIT, the limits on
+//! destruction and execution duration).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use crate::error::UwsError;
+use crate::events::{PhaseChange, PhaseEvents};
+use crate::job::{ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob};
+use crate::params::Parameters;
+use crate::queue::{JobQueue, Priority, QueuedJob};
+use crate::results::ResultStore;
+use crate::store::{JobFilter, JobStore, JobSummary, JobUpdate, Transition};
+use crate::timestamp;
+
+/// The UWS control parameters: read by this module, never stored as job parameters.
+pub const CONTROL_PARAMETERS: &[&str] = &[
+    "PHASE",
+    "RUNID",
+    "DESTRUCTION",
+    "EXECUTIONDURATION",
+    "WAIT",
+    "ACTION",
+    "AFTER",
+    "LAST",
+];
+
+/// How long a waiter sleeps between re-reads of the store when no event arrives: the safety
+/// net for a lost event, not the normal wake-up.
+const FALLBACK_REREAD: Duration = Duration::from_secs(5);
+
+/// Limits that the service enforces on every job.
+#[derive(Debug, Clone)]
+pub struct JobLimits {
+    /// Seconds; 0 means unlimited.
+    pub default_execution_duration: u32,
+    /// Seconds; 0 means unlimited. Requests above it are capped to it.
+    pub max_execution_duration: u32,
+    pub default_lifetime: Duration,
+    /// A destruction time later than creation + this is clamped.
+    pub max_lifetime: Duration,
+    /// The server's cap on `WAIT`, and what `WAIT=-1` means.
+    pub max_wait: Duration,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        JobLimits {
+            default_execution_duration: 600,
+            max_execution_duration: 3600,
+            default_lifetime: Duration::from_secs(7 * 24 * 3600),
+            max_lifetime: Duration::from_secs(30 * 24 * 3600),
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The UWS service. Cloning shares the same store, queue and event channel.
+#[derive(Clone)]
+pub struct Uws {
+    store: Arc<dyn JobStore>,
+    queue: Arc<dyn JobQueue>,
+    events: Arc<dyn PhaseEvents>,
+    results: Arc<dyn ResultStore>,
+    limits: JobLimits,
+}
+
+impl Uws {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        queue: Arc<dyn JobQueue>,
+        events: Arc<dyn PhaseEvents>,
+        results: Arc<dyn ResultStore>,
+        limits: JobLimits,
+    ) -> Uws {
+        Uws {
+            store,
+            queue,
+            events,
+            results,
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &JobLimits {
+        &self.limits
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    pub fn queue(&self) -> &Arc<dyn JobQueue> {
+        &self.queue
+    }
+
+    pub fn results(&self) -> &Arc<dyn ResultStore> {
+        &self.results
+    }
+
+    /// Creates a job from a creation request. `job_parameters` are the service's own parameters,
+    /// already validated; the UWS control parameters are read from `request`. `PHASE=RUN` in
+    /// the request starts the job at once.
+    pub async fn create(
+        &self,
+        owner: &str,
+        request: &Parameters,
+        job_parameters: Parameters,
+        priority: Priority,
+    ) -> Result<Job, UwsError> {
+        let run = match request.first("PHASE") {
+            None => false,
+            Some(p) if p.trim().eq_ignore_ascii_case("RUN") => true,
+            Some(p) => {
+                return Err(UwsError::Usage(format!(
+                    "PHASE={p} is not allowed when creating a job (only RUN)"
+                )));
+            }
+        };
+        let now = timestamp::now();
+        let execution_duration = match request.first("EXECUTIONDURATION") {
+            Some(v) => self.execution_duration(v)?,
+            None => self.limits.default_execution_duration,
+        };
+        let destruction = match request.first("DESTRUCTION") {
+            Some(v) => self.destruction(v, now)?,
+            None => now + self.limits.default_lifetime,
+        };
+        let job = self
+            .store
+            .create(NewJob {
+                owner: owner.to_owned(),
+                run_id: request.first("RUNID").map(str::to_owned),
+                parameters: job_parameters.into_vec(),
+                execution_duration,
+                destruction,
+                creation_time: now,
+            })
+            .await?;
+        if run {
+            self.start(&job.id, priority).await
+        } else {
+            Ok(job)
+        }
+    }
+
+    /// The owner's job; another owner's job is reported exactly as a missing one.
+    pub async fn job(&self, owner: &str, id: &str) -> Result<Job, UwsError> {
+        let id = JobId::parse(id)?;
+        match self.store.get(&id).await? {
+            Some(job) if job.owner == owner => Ok(job),
+            _ => Err(UwsError::JobNotFound(id.to_string())),
+        }
+    }
+
+    /// The job list with the UWS filters `PHASE` (repeatable), `AFTER` and `LAST`.
+    pub async fn list(
+        &self,
+        owner: &str,
+        request: &Parameters,
+    ) -> Result<Vec<JobSummary>, UwsError> {
+        let phases = request
+            .all("PHASE")
+            .map(str::parse)
+            .collect::<Result<Vec<ExecutionPhase>, _>>()?;
+        let after = request.first("AFTER").map(timestamp::parse).transpose()?;
+        let last = request
+            .first("LAST")
+            .map(|v| {
+                v.trim().parse::<u32>().map_err(|_| {
+                    UwsError::Usage(format!("LAST must be a non-negative integer, got {v:?}"))
+                })
+            })
+            .transpose()?;
+        self.store
+            .list(
+                owner,
+                &JobFilter {
+                    phases,
+                    after,
+                    last,
+                },
+            )
+            .await
+    }
+
+    /// `POST /phase` with `PHASE=RUN` or `PHASE=ABORT`.
+    pub async fn set_phase(
+        &self,
+        owner: &str,
+        id: &str,
+        phase: Option<&str>,
+    ) -> Result<Job, UwsError> {
+        let job = self.job(owner, id).await?;
+        match phase.map(str::trim) {
+            Some(p) if p.eq_ignore_ascii_case("RUN") => {
+                if job.phase != ExecutionPhase::Pending {
+                    return Err(UwsError::Usage(format!(
+                        "job {} is {}: PHASE=RUN is only allowed while PENDING",
+                        job.id, job.phase
+                    )));
+                }
+                self.start(&job.id, Priority::Async).await
+            }
+            Some(p) if p.eq_ignore_ascii_case("ABORT") => self.abort(job).await,
+            Some(p) => Err(UwsError::Usage(format!(
+                "PHASE must be RUN or ABORT, got {p:?}"
+            ))),
+            None => Err(UwsError::Usage("PHASE is required (RUN or ABORT)".into())),
+        }
+    }
+
+    /// Queues a PENDING job. The job is QUEUED in the store before this returns, so a client that
+    /// reads it right after sees it QUEUED or later.
+    async fn start(&self, id: &JobId, priority: Priority) -> Result<Job, UwsError> {
+        let job = self
+            .store
+            .transition(id, Transition::Queue, timestamp::now())
+            .await?;
+        self.events.publish(PhaseChange {
+            id: id.clone(),
+            phase: job.phase,
+        });
+        if let Err(e) = self
+            .queue
+            .enqueue(QueuedJob {
+                id: id.clone(),
+                priority,
+            })
+            .await
+        {
+            // A job that can never be picked up must not sit QUEUED forever.
+            let error = JobError::new(ErrorCode::Unavailable, format!("could not queue: {e}"));
+            self.finish(id, Transition::Fail(error)).await.ok();
+            return Err(e);
+        }
+        Ok(job)
+    }
+
+    /// Aborts an active job; a finished job is left as it is.
+    async fn abort(&self, job: Job) -> Result<Job, UwsError> {
+        if !job.phase.is_active() {
+            return Ok(job);
+        }
+        match self.finish(&job.id, Transition::Abort).await {
+            Ok(job) => Ok(job),
+            // The job finished between the read and the abort: nothing to do.
+            Err(UwsError::IllegalTransition { .. }) => self.job(&job.owner, job.id.as_str()).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies a transition and announces it.
+    pub async fn finish(&self, id: &JobId, transition: Transition) -> Result<Job, UwsError> {
+        let job = self
+            .store
+            .transition(id, transition, timestamp::now())
+            .await?;
+        self.events.publish(PhaseChange {
+            id: id.clone(),
+            phase: job.phase,
+        });
+        Ok(job)
+    }
+
+    /// Deletes a job and its result objects. A running job is told to stop.
+    pub async fn delete(&self, owner: &str, id: &str) -> Result<(), UwsError> {
+        let job = self.job(owner, id).await?;
+        self.purge(&job.id).await
+    }
+
+    /// Deletes a job whatever its owner (the destruction sweeper).
+    pub async fn purge(&self, id: &JobId) -> Result<(), UwsError> {
+        if let Some(job) = self.store.delete(id).await? {
+            if job.phase.is_active() {
+                self.events.publish(PhaseChange {
+                    id: job.id.clone(),
+                    phase: ExecutionPhase::Aborted,
+                });
+            }
+            for result in &job.results {
+                if let Err(e) = self.results.delete(&result.key).await {
+                    tracing::warn!(job = %job.id, key = %result.key, error = %e, "result object not deleted");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every job past its destruction time; returns how many.
+    pub async fn sweep_expired(&self) -> Result<usize, UwsError> {
+        let expired = self.store.expired(timestamp::now(), 500).await?;
+        for id in &expired {
+            self.purge(id).await?;
+        }
+        Ok(expired.len())
+    }
+
+    pub async fn set_destruction(
+        &self,
+        owner: &str,
+        id: &str,
+        value: Option<&str>,
+    ) -> Result<Job, UwsError> {
+        let job = self.job(owner, id).await?;
+        let value = value.ok_or_else(|| UwsError::Usage("DESTRUCTION is required".to_owned()))?;
+        let destruction = self.destruction(value, job.creation_time)?;
+        self.store
+            .update(&job.id, JobUpdate::Destruction(destruction))
+            .await
+    }
+
+    pub async fn set_execution_duration(
+        &self,
+        owner: &str,
+        id: &str,
+        value: Option<&str>,
+    ) -> Result<Job, UwsError> {
+        let job = self.job(owner, id).await?;
+        let value =
+            value.ok_or_else(|| UwsError::Usage("EXECUTIONDURATION is required".to_owned()))?;
+        let seconds = self.execution_duration(value)?;
+        if job.phase != ExecutionPhase::Pending {
+            return Err(UwsError::WrongPhase {
+                id: job.id.to_string(),
+                phase: job.phase,
+                what: "executionduration can only be changed while PENDING".into(),
+            });
+        }
+        self.store
+            .update(&job.id, JobUpdate::ExecutionDuration(seconds))
+            .await
+    }
+
+    /// `POST /parameters`: replaces the named parameters of a PENDING job (already validated as
+    /// a whole by the caller) and its run ID if given.
+    pub async fn set_parameters(
+        &self,
+        job: &Job,
+        parameters: Parameters,
+        run_id: Option<&str>,
+    ) -> Result<Job, UwsError> {
+        if job.phase != ExecutionPhase::Pending {
+            return Err(UwsError::WrongPhase {
+                id: job.id.to_string(),
+                phase: job.phase,
+                what: "parameters can only be changed while PENDING".into(),
+            });
+        }
+        let mut job = job.clone();
+        if let Some(run_id) = run_id {
+            job = self
+                .store
+                .update(&job.id, JobUpdate::RunId(Some(run_id.to_owned())))
+                .await?;
+        }
+        if parameters.is_empty() {
+            return Ok(job);
+        }
+        self.store
+            .update(&job.id, JobUpdate::Parameters(parameters.into_vec()))
+            .await
+    }
+
+    /// `GET job?WAIT=n[&PHASE=p]`: blocks while the job is active (and, with `PHASE`, in that
+    /// phase) until its phase changes or the wait ends, then returns the job as it is.
+    pub async fn wait(
+        &self,
+        owner: &str,
+        id: &str,
+        wait: &str,
+        phase: Option<&str>,
+    ) -> Result<Job, UwsError> {
+        let seconds: i64 = wait.trim().parse().map_err(|_| {
+            UwsError::Usage(format!(
+                "WAIT must be an integer number of seconds, got {wait:?}"
+            ))
+        })?;
+        let timeout = match seconds {
+            -1 => self.limits.max_wait,
+            s if s < -1 => {
+                return Err(UwsError::Usage(format!("WAIT must be -1 or more, got {s}")));
+            }
+            s => Duration::from_secs(s.unsigned_abs()).min(self.limits.max_wait),
+        };
+        let expected = phase.map(str::parse::<ExecutionPhase>).transpose()?;
+        // Subscribe before reading, so a change between the read and the wait is not missed.
+        let events = self.events.subscribe();
+        let job = self.job(owner, id).await?;
+        if !job.phase.is_active() || expected.is_some_and(|p| p != job.phase) {
+            return Ok(job);
+        }
+        let from = job.phase;
+        self.wait_while(events, job, Instant::now() + timeout, |p| p == from)
+            .await
+    }
+
+    /// Waits until the job reaches a final phase or the deadline passes (synchronous requests).
+    pub async fn wait_final(&self, id: &JobId, timeout: Duration) -> Result<Job, UwsError> {
+        let events = self.events.subscribe();
+        let job = self
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| UwsError::JobNotFound(id.to_string()))?;
+        self.wait_while(events, job, Instant::now() + timeout, |p| !p.is_final())
+            .await
+    }
+
+    async fn wait_while(
+        &self,
+        mut events: tokio::sync::broadcast::Receiver<PhaseChange>,
+        mut job: Job,
+        deadline: Instant,
+        keep_waiting: impl Fn(ExecutionPhase) -> bool,
+    ) -> Result<Job, UwsError> {
+        while keep_waiting(job.phase) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let nap = (deadline - now).min(FALLBACK_REREAD);
+            let reread = match tokio::time::timeout(nap, events.recv()).await {
+                Ok(Ok(change)) => change.id == job.id,
+                // Missed events or a closed channel: the store still knows.
+                Ok(Err(RecvError::Lagged(_))) => true,
+                Ok(Err(RecvError::Closed)) => {
+                    tokio::time::sleep(nap).await;
+                    true
+                }
+                Err(_elapsed) => true,
+            };
+            if reread {
+                job = self
+                    .store
+                    .get(&job.id)
+                    .await?
+                    .ok_or_else(|| UwsError::JobNotFound(job.id.to_string()))?;
+            }
+        }
+        Ok(job)
+    }
+
+    fn execution_duration(&self, value: &str) -> Result<u32, UwsError> {
+        let seconds: i64 = value.trim().parse().map_err(|_| {
+            UwsError::Usage(format!(
+                "EXECUTIONDURATION must be an integer number of seconds, got {value:?}"
+            ))
+        })?;
+        if seconds < 0 {
+            return Err(UwsError::Usage(format!(
+                "EXECUTIONDURATION must be 0 (unlimited) or more, got {seconds}"
+            )));
+        }
+        let max = self.limits.max_execution_duration;
+        let seconds = u32::try_from(seconds).unwrap_or(u32::MAX);
+        Ok(if max > 0 && (seconds == 0 || seconds > max) {
+            max
+        } else {
+            seconds
+        })
+    }
+
+    fn destruction(
+        &self,
+        value: &str,
+        created: OffsetDateTime,
+    ) -> Result<OffsetDateTime, UwsError> {
+        let wanted = timestamp::parse(value)?;
+        Ok(wanted.min(created + self.limits.max_lifetime))
+    }
+}

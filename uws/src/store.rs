@@ -1,0 +1,103 @@
+//! API boundary: what the service needs from a job store.
+//!
+//! The store is the truth about every job. It applies the phase state machine itself
+//! ([`crate::ExecutionPhase::can_become`]) atomically with the write, so two workers that both
+//! believe they own a job, or a message that arrives late, cannot corrupt it.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::error::UwsError;
+use crate::job::{ExecutionPhase, Job, JobError, JobId, JobResult, NewJob};
+
+/// A phase change and the data that goes with it.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// PENDING → QUEUED (`PHASE=RUN`), or EXECUTING → QUEUED (handed back to the queue).
+    Queue,
+    /// QUEUED → EXECUTING; records the start time.
+    Start,
+    /// EXECUTING → COMPLETED with the results, all of them already fully written.
+    Complete(Vec<JobResult>),
+    /// Any active phase → ERROR.
+    Fail(JobError),
+    /// Any active phase → ABORTED.
+    Abort,
+}
+
+impl Transition {
+    pub fn target(&self) -> ExecutionPhase {
+        match self {
+            Transition::Queue => ExecutionPhase::Queued,
+            Transition::Start => ExecutionPhase::Executing,
+            Transition::Complete(_) => ExecutionPhase::Completed,
+            Transition::Fail(_) => ExecutionPhase::Error,
+            Transition::Abort => ExecutionPhase::Aborted,
+        }
+    }
+}
+
+/// Filters of the UWS job list (`PHASE` repeatable, `AFTER` strict, `LAST` newest first).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub phases: Vec<ExecutionPhase>,
+    pub after: Option<OffsetDateTime>,
+    pub last: Option<u32>,
+}
+
+/// A job list entry (`uws:jobref`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub run_id: Option<String>,
+    pub owner: String,
+    pub phase: ExecutionPhase,
+    pub creation_time: OffsetDateTime,
+}
+
+/// Settable job attributes outside the state machine.
+#[derive(Debug, Clone)]
+pub enum JobUpdate {
+    Destruction(OffsetDateTime),
+    ExecutionDuration(u32),
+    /// Replaces the job's parameters (only while PENDING).
+    Parameters(Vec<(String, String)>),
+    RunId(Option<String>),
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a new PENDING job.
+    async fn create(&self, job: NewJob) -> Result<Job, UwsError>;
+
+    /// Reads a job whatever its owner; owner checks belong to the caller.
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, UwsError>;
+
+    /// The owner's jobs matching the filter, newest first.
+    async fn list(&self, owner: &str, filter: &JobFilter) -> Result<Vec<JobSummary>, UwsError>;
+
+    /// Applies a transition if the state machine allows it from the job's current phase,
+    /// atomically. Refused transitions give [`UwsError::IllegalTransition`] and change nothing.
+    async fn transition(
+        &self,
+        id: &JobId,
+        transition: Transition,
+        at: OffsetDateTime,
+    ) -> Result<Job, UwsError>;
+
+    /// Changes an attribute. Parameter and run-ID updates apply only while the job is PENDING.
+    async fn update(&self, id: &JobId, update: JobUpdate) -> Result<Job, UwsError>;
+
+    /// Deletes a job and returns it, so the caller can remove its result objects.
+    async fn delete(&self, id: &JobId) -> Result<Option<Job>, UwsError>;
+
+    /// Jobs whose destruction time has passed.
+    async fn expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<JobId>, UwsError>;
+
+    /// Jobs in the given phases, oldest first (to rebuild a lost queue).
+    async fn in_phases(
+        &self,
+        phases: &[ExecutionPhase],
+        limit: u32,
+    ) -> Result<Vec<JobId>, UwsError>;
+}

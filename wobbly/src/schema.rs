@@ -1,0 +1,30 @@
+//! The job-store schema as an ordered list of migrations, written in the SQL that PostgreSQL and
+//! SQLite share. Each migration runs once, in order, recorded in `wobbly_migrations`.
+
+/// Applied in order; never edit one that has shipped, append a new one.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "jobs",
+    r#"
+CREATE TABLE IF NOT EXISTS uws_job (
+    id TEXT PRIMARY KEY,
+    service TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    run_id TEXT,
+    phase TEXT NOT NULL,
+    quote BIGINT,
+    creation_time BIGINT NOT NULL,
+    start_time BIGINT,
+    end_time BIGINT,
+    execution_duration BIGINT NOT NULL,
+    destruction BIGINT NOT NULL,
+    parameters TEXT NOT NULL,
+    results TEXT NOT NULL,
+    error_code TEXT,
+    error_message TEXT
+);
+CREATE INDEX IF NOT EXISTS uws_job_by_owner ON uws_job (service, owner, creation_time DESC, id DESC);
+CREATE INDEX IF NOT EXISTS uws_job_by_destruction ON uws_job (destruction);
+CREATE INDEX IF NOT EXISTS uws_job_by_phase ON uws_job (phase, creation_time);
+"#,
+)];

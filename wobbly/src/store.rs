@@ -1,0 +1,459 @@
+//! [`SqlJobStore`]: every [`JobStore`] operation as one SQL statement (or two), identical for
+//! PostgreSQL and SQLite.
+//!
+//! Instants are stored as microseconds since the epoch (`BIGINT`) so both databases compare and
+//! sort them the same way; parameters and results are JSON in `TEXT` columns.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+use time::OffsetDateTime;
+use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, Transition};
+use uws::{
+    ErrorCode, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob, UwsError, timestamp,
+};
+
+use crate::WobblyError;
+use crate::schema::MIGRATIONS;
+use crate::wire::{StoredParameter, StoredResult};
+
+const COLUMNS: &str = "id, owner, run_id, phase, quote, creation_time, start_time, end_time, \
+     execution_duration, destruction, parameters, results, error_code, error_message";
+
+/// The job store over one connection pool. Cloning shares the pool.
+#[derive(Clone, Debug)]
+pub struct SqlJobStore {
+    pool: AnyPool,
+    /// Jobs are scoped by the service that owns them, so one database serves several services.
+    service: String,
+    is_sqlite: bool,
+}
+
+impl SqlJobStore {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`) and applies pending migrations.
+    pub async fn connect(
+        url: &str,
+        service: &str,
+        max_connections: u32,
+    ) -> Result<SqlJobStore, WobblyError> {
+        sqlx::any::install_default_drivers();
+        let is_sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await
+            .map_err(|source| WobblyError::Connect {
+                url: redact(url),
+                source,
+            })?;
+        if is_sqlite {
+            // Readers must not wait for the writer: WAL lets the frontend list jobs while a
+            // worker records a result.
+            sqlx::raw_sql("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .map_err(WobblyError::Migrate)?;
+        }
+        let store = SqlJobStore {
+            pool,
+            service: service.to_owned(),
+            is_sqlite,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations that have not run yet, in one transaction. On PostgreSQL an
+    /// advisory lock makes processes that start together (frontends, workers, `skycut migrate`)
+    /// migrate one after the other instead of racing on `CREATE TABLE`.
+    pub async fn migrate(&self) -> Result<(), WobblyError> {
+        let mut tx = self.pool.begin().await.map_err(WobblyError::Migrate)?;
+        if !self.is_sqlite {
+            sqlx::query("SELECT pg_advisory_xact_lock(7271208)")
+                .execute(&mut *tx)
+                .await
+                .map_err(WobblyError::Migrate)?;
+        }
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS wobbly_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(WobblyError::Migrate)?;
+        for (version, name, sql) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM wobbly_migrations WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(WobblyError::Migrate)?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(AssertSqlSafe(*sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(WobblyError::Migrate)?;
+            sqlx::query("INSERT INTO wobbly_migrations (version, name) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(*name)
+                .execute(&mut *tx)
+                .await
+                .map_err(WobblyError::Migrate)?;
+            tracing::info!(version, name, "job store migrated");
+        }
+        tx.commit().await.map_err(WobblyError::Migrate)
+    }
+
+    /// True when the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query_scalar::<_, i64>("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .is_ok()
+    }
+}
+
+#[async_trait]
+impl JobStore for SqlJobStore {
+    async fn create(&self, job: NewJob) -> Result<Job, UwsError> {
+        let id = JobId::random();
+        let parameters = encode_parameters(&job.parameters)?;
+        let sql = format!(
+            "INSERT INTO uws_job (id, service, owner, run_id, phase, creation_time, execution_duration, \
+             destruction, parameters, results) VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $7, $8, '[]') \
+             RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(id.as_str())
+            .bind(self.service.as_str())
+            .bind(job.owner.as_str())
+            .bind(job.run_id.as_deref())
+            .bind(timestamp::to_micros(job.creation_time))
+            .bind(i64::from(job.execution_duration))
+            .bind(timestamp::to_micros(job.destruction))
+            .bind(parameters)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        decode_job(&row)
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
+        let sql = format!("SELECT {COLUMNS} FROM uws_job WHERE id = $1 AND service = $2");
+        sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(id.as_str())
+            .bind(self.service.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .as_ref()
+            .map(decode_job)
+            .transpose()
+    }
+
+    async fn list(&self, owner: &str, filter: &JobFilter) -> Result<Vec<JobSummary>, UwsError> {
+        let mut sql = String::from(
+            "SELECT id, run_id, owner, phase, creation_time FROM uws_job \
+             WHERE service = $1 AND owner = $2 AND creation_time > $3",
+        );
+        if !filter.phases.is_empty() {
+            sql.push_str(" AND phase IN (");
+            sql.push_str(&phase_list(filter.phases.iter().copied()));
+            sql.push(')');
+        }
+        sql.push_str(" ORDER BY creation_time DESC, id DESC LIMIT $4");
+        let after = filter.after.map_or(i64::MIN, timestamp::to_micros);
+        let limit = filter.last.map_or(i64::MAX, i64::from);
+        let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(self.service.as_str())
+            .bind(owner)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(JobSummary {
+                    id: decode_id(row)?,
+                    run_id: row.try_get("run_id").map_err(store_error)?,
+                    owner: row.try_get("owner").map_err(store_error)?,
+                    phase: decode_phase(row)?,
+                    creation_time: timestamp::from_micros(
+                        row.try_get("creation_time").map_err(store_error)?,
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    async fn transition(
+        &self,
+        id: &JobId,
+        transition: Transition,
+        at: OffsetDateTime,
+    ) -> Result<Job, UwsError> {
+        let target = transition.target();
+        let from = phase_list(
+            ExecutionPhase::ALL
+                .into_iter()
+                .filter(|p| p.can_become(target)),
+        );
+        let at = timestamp::to_micros(at);
+        // $1 is always the new phase; the data columns follow; id and service come last.
+        let (set, data): (&str, Vec<Bind>) = match &transition {
+            Transition::Queue => ("", vec![]),
+            Transition::Start => (", start_time = $2", vec![Bind::Int(at)]),
+            Transition::Complete(results) => (
+                ", results = $2, end_time = $3",
+                vec![Bind::Text(encode_results(results)?), Bind::Int(at)],
+            ),
+            Transition::Fail(error) => (
+                ", error_code = $2, error_message = $3, end_time = $4",
+                vec![
+                    Bind::Text(error.code.as_str().to_owned()),
+                    Bind::Text(error.message.clone()),
+                    Bind::Int(at),
+                ],
+            ),
+            Transition::Abort => (", end_time = $2", vec![Bind::Int(at)]),
+        };
+        let n = data.len();
+        let sql = format!(
+            "UPDATE uws_job SET phase = $1{set} WHERE id = ${} AND service = ${} AND phase IN ({from}) \
+             RETURNING {COLUMNS}",
+            n + 2,
+            n + 3
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql.clone())).bind(target.as_str());
+        for bind in data {
+            query = match bind {
+                Bind::Int(v) => query.bind(v),
+                Bind::Text(v) => query.bind(v),
+                Bind::OptText(v) => query.bind(v),
+            };
+        }
+        let row = query
+            .bind(id.as_str())
+            .bind(self.service.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        match row {
+            Some(row) => decode_job(&row),
+            None => match self.get(id).await? {
+                Some(job) => Err(UwsError::IllegalTransition {
+                    id: id.to_string(),
+                    from: job.phase,
+                    to: target,
+                }),
+                None => Err(UwsError::JobNotFound(id.to_string())),
+            },
+        }
+    }
+
+    async fn update(&self, id: &JobId, update: JobUpdate) -> Result<Job, UwsError> {
+        let (sql, bind, pending_only) = match update {
+            JobUpdate::Destruction(t) => (
+                "destruction = $1",
+                Bind::Int(timestamp::to_micros(t)),
+                false,
+            ),
+            JobUpdate::ExecutionDuration(s) => {
+                ("execution_duration = $1", Bind::Int(i64::from(s)), true)
+            }
+            JobUpdate::Parameters(p) => {
+                ("parameters = $1", Bind::Text(encode_parameters(&p)?), true)
+            }
+            JobUpdate::RunId(r) => ("run_id = $1", Bind::OptText(r), true),
+        };
+        let guard = if pending_only {
+            " AND phase = 'PENDING'"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE uws_job SET {sql} WHERE id = $2 AND service = $3{guard} RETURNING {COLUMNS}"
+        );
+        let query = match bind {
+            Bind::Int(v) => sqlx::query(AssertSqlSafe(sql.clone())).bind(v),
+            Bind::Text(v) => sqlx::query(AssertSqlSafe(sql.clone())).bind(v),
+            Bind::OptText(v) => sqlx::query(AssertSqlSafe(sql.clone())).bind(v),
+        };
+        let row = query
+            .bind(id.as_str())
+            .bind(self.service.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        match row {
+            Some(row) => decode_job(&row),
+            None => match self.get(id).await? {
+                Some(job) => Err(UwsError::WrongPhase {
+                    id: id.to_string(),
+                    phase: job.phase,
+                    what: "this can only be changed while PENDING".into(),
+                }),
+                None => Err(UwsError::JobNotFound(id.to_string())),
+            },
+        }
+    }
+
+    async fn delete(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
+        let sql = format!("DELETE FROM uws_job WHERE id = $1 AND service = $2 RETURNING {COLUMNS}");
+        sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(id.as_str())
+            .bind(self.service.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?
+            .as_ref()
+            .map(decode_job)
+            .transpose()
+    }
+
+    async fn expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<JobId>, UwsError> {
+        let rows = sqlx::query(
+            "SELECT id FROM uws_job WHERE service = $1 AND destruction <= $2 ORDER BY destruction LIMIT $3",
+        )
+        .bind(self.service.as_str())
+        .bind(timestamp::to_micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(decode_id).collect()
+    }
+
+    async fn in_phases(
+        &self,
+        phases: &[ExecutionPhase],
+        limit: u32,
+    ) -> Result<Vec<JobId>, UwsError> {
+        if phases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id FROM uws_job WHERE service = $1 AND phase IN ({}) ORDER BY creation_time LIMIT $2",
+            phase_list(phases.iter().copied())
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+            .bind(self.service.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(decode_id).collect()
+    }
+}
+
+enum Bind {
+    Int(i64),
+    Text(String),
+    OptText(Option<String>),
+}
+
+/// Phase names are a closed set of upper-case words, so writing them into SQL is safe.
+fn phase_list(phases: impl Iterator<Item = ExecutionPhase>) -> String {
+    let list: Vec<String> = phases.map(|p| format!("'{}'", p.as_str())).collect();
+    if list.is_empty() {
+        "NULL".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
+fn store_error(e: sqlx::Error) -> UwsError {
+    UwsError::Store(e.to_string())
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://[redacted]{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn encode_parameters(parameters: &[(String, String)]) -> Result<String, UwsError> {
+    let stored: Vec<StoredParameter> = parameters
+        .iter()
+        .map(|(name, value)| StoredParameter {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    serde_json::to_string(&stored).map_err(|e| UwsError::Store(e.to_string()))
+}
+
+fn encode_results(results: &[JobResult]) -> Result<String, UwsError> {
+    let stored: Vec<StoredResult> = results
+        .iter()
+        .map(|r| StoredResult {
+            id: r.id.clone(),
+            key: r.key.clone(),
+            mime_type: r.mime_type.clone(),
+            size: r.size,
+        })
+        .collect();
+    serde_json::to_string(&stored).map_err(|e| UwsError::Store(e.to_string()))
+}
+
+fn decode_id(row: &AnyRow) -> Result<JobId, UwsError> {
+    let id: String = row.try_get("id").map_err(store_error)?;
+    JobId::parse(&id).map_err(|_| UwsError::Store(format!("malformed job id {id:?} in store")))
+}
+
+fn decode_phase(row: &AnyRow) -> Result<ExecutionPhase, UwsError> {
+    let phase: String = row.try_get("phase").map_err(store_error)?;
+    ExecutionPhase::from_str(&phase)
+        .map_err(|_| UwsError::Store(format!("unknown phase {phase:?} in store")))
+}
+
+fn decode_job(row: &AnyRow) -> Result<Job, UwsError> {
+    let time = |name: &str| -> Result<Option<OffsetDateTime>, UwsError> {
+        let v: Option<i64> = row.try_get(name).map_err(store_error)?;
+        Ok(v.map(timestamp::from_micros))
+    };
+    let parameters: String = row.try_get("parameters").map_err(store_error)?;
+    let parameters: Vec<StoredParameter> =
+        serde_json::from_str(&parameters).map_err(|e| UwsError::Store(e.to_string()))?;
+    let results: String = row.try_get("results").map_err(store_error)?;
+    let results: Vec<StoredResult> =
+        serde_json::from_str(&results).map_err(|e| UwsError::Store(e.to_string()))?;
+    let error_code: Option<String> = row.try_get("error_code").map_err(store_error)?;
+    let error_message: Option<String> = row.try_get("error_message").map_err(store_error)?;
+    let execution_duration: i64 = row.try_get("execution_duration").map_err(store_error)?;
+    Ok(Job {
+        id: decode_id(row)?,
+        run_id: row.try_get("run_id").map_err(store_error)?,
+        owner: row.try_get("owner").map_err(store_error)?,
+        phase: decode_phase(row)?,
+        quote: time("quote")?,
+        creation_time: time("creation_time")?.unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        start_time: time("start_time")?,
+        end_time: time("end_time")?,
+        execution_duration: u32::try_from(execution_duration).unwrap_or(0),
+        destruction: time("destruction")?.unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        parameters: parameters.into_iter().map(|p| (p.name, p.value)).collect(),
+        results: results
+            .into_iter()
+            .map(|r| JobResult {
+                id: r.id,
+                key: r.key,
+                mime_type: r.mime_type,
+                size: r.size,
+            })
+            .collect(),
+        error: error_code.map(|code| {
+            JobError::new(
+                ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal),
+                error_message.unwrap_or_default(),
+            )
+        }),
+    })
+}

@@ -1,0 +1,237 @@
+//! The job store against both real databases: SQLite in a temporary file and the PostgreSQL
+//! server at `SKYCUT_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! Each test uses its own service name, so tests never see each other's jobs.
+
+use std::time::Duration;
+
+use uws::store::{JobFilter, JobStore, JobUpdate, Transition};
+use uws::{ErrorCode, ExecutionPhase, JobError, JobResult, NewJob, UwsError, timestamp};
+use wobbly::SqlJobStore;
+
+fn postgres_url() -> String {
+    std::env::var("SKYCUT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+fn unique_service(name: &str) -> String {
+    format!("test-{name}-{}", uws::JobId::random())
+}
+
+async fn sqlite(dir: &tempfile::TempDir, name: &str) -> SqlJobStore {
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("jobs.sqlite").display()
+    );
+    SqlJobStore::connect(&url, &unique_service(name), 4)
+        .await
+        .expect("sqlite store")
+}
+
+async fn postgres(name: &str) -> SqlJobStore {
+    SqlJobStore::connect(&postgres_url(), &unique_service(name), 4)
+        .await
+        .expect("postgres store (is PostgreSQL running on 127.0.0.1:5432?)")
+}
+
+fn new_job(owner: &str, offset_ms: i64) -> NewJob {
+    let now = timestamp::now() + time::Duration::milliseconds(offset_ms);
+    NewJob {
+        owner: owner.into(),
+        run_id: Some("run".into()),
+        parameters: vec![
+            ("ID".into(), "butler://demo/a".into()),
+            ("CIRCLE".into(), "1 2 3".into()),
+        ],
+        execution_duration: 60,
+        destruction: now + Duration::from_secs(3600),
+        creation_time: now,
+    }
+}
+
+async fn job_lifecycle_is_stored_exactly(store: SqlJobStore) {
+    let job = store.create(new_job("alice", 0)).await.expect("create");
+    assert_eq!(job.phase, ExecutionPhase::Pending);
+    assert_eq!(store.get(&job.id).await.expect("get"), Some(job.clone()));
+
+    let at = timestamp::now();
+    let queued = store
+        .transition(&job.id, Transition::Queue, at)
+        .await
+        .expect("queue");
+    assert_eq!(queued.phase, ExecutionPhase::Queued);
+    let started = store
+        .transition(&job.id, Transition::Start, at)
+        .await
+        .expect("start");
+    assert_eq!(started.start_time, Some(at));
+    let result = JobResult {
+        id: "result".into(),
+        key: "k/1.fits".into(),
+        mime_type: "application/fits".into(),
+        size: Some(5760),
+    };
+    let done = store
+        .transition(&job.id, Transition::Complete(vec![result.clone()]), at)
+        .await
+        .expect("complete");
+    assert_eq!(done.phase, ExecutionPhase::Completed);
+    assert_eq!(done.results, vec![result]);
+    assert_eq!(done.end_time, Some(at));
+    assert_eq!(done.parameters, job.parameters);
+}
+
+async fn illegal_transitions_change_nothing(store: SqlJobStore) {
+    let job = store.create(new_job("alice", 0)).await.expect("create");
+    let at = timestamp::now();
+    let err = store.transition(&job.id, Transition::Start, at).await;
+    assert!(matches!(
+        err,
+        Err(UwsError::IllegalTransition {
+            from: ExecutionPhase::Pending,
+            ..
+        })
+    ));
+    store
+        .transition(&job.id, Transition::Abort, at)
+        .await
+        .expect("abort");
+    let late = store
+        .transition(&job.id, Transition::Complete(vec![]), at)
+        .await;
+    assert!(matches!(
+        late,
+        Err(UwsError::IllegalTransition {
+            from: ExecutionPhase::Aborted,
+            ..
+        })
+    ));
+    let failed = store
+        .transition(
+            &job.id,
+            Transition::Fail(JobError::new(ErrorCode::Internal, "x")),
+            at,
+        )
+        .await;
+    assert!(failed.is_err());
+    let job = store.get(&job.id).await.expect("get").expect("job");
+    assert_eq!(job.phase, ExecutionPhase::Aborted);
+    assert_eq!(job.error, None);
+}
+
+async fn list_is_newest_first_and_filtered(store: SqlJobStore) {
+    let a = store.create(new_job("alice", -3000)).await.expect("a");
+    let b = store.create(new_job("alice", -2000)).await.expect("b");
+    let c = store.create(new_job("alice", -1000)).await.expect("c");
+    store.create(new_job("bob", 0)).await.expect("bob");
+    store
+        .transition(&b.id, Transition::Queue, timestamp::now())
+        .await
+        .expect("queue");
+
+    let all = store
+        .list("alice", &JobFilter::default())
+        .await
+        .expect("list");
+    let ids: Vec<_> = all.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(ids, [c.id.clone(), b.id.clone(), a.id.clone()]);
+
+    let last = store
+        .list(
+            "alice",
+            &JobFilter {
+                last: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("last");
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].id, c.id);
+
+    let after = store
+        .list(
+            "alice",
+            &JobFilter {
+                after: Some(b.creation_time),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("after");
+    assert_eq!(
+        after.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        [c.id.clone()]
+    );
+
+    let queued = store
+        .list(
+            "alice",
+            &JobFilter {
+                phases: vec![ExecutionPhase::Queued],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("phase");
+    assert_eq!(
+        queued.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        [b.id.clone()]
+    );
+}
+
+async fn updates_apply_only_while_pending(store: SqlJobStore) {
+    let job = store.create(new_job("alice", 0)).await.expect("create");
+    let updated = store
+        .update(&job.id, JobUpdate::ExecutionDuration(5))
+        .await
+        .expect("duration");
+    assert_eq!(updated.execution_duration, 5);
+    store
+        .transition(&job.id, Transition::Queue, timestamp::now())
+        .await
+        .expect("queue");
+    let refused = store.update(&job.id, JobUpdate::ExecutionDuration(9)).await;
+    assert!(matches!(refused, Err(UwsError::WrongPhase { .. })));
+    let t = timestamp::now();
+    let later = store
+        .update(&job.id, JobUpdate::Destruction(t))
+        .await
+        .expect("destruction");
+    assert_eq!(later.destruction, t);
+    assert_eq!(
+        store.expired(t, 10).await.expect("expired"),
+        vec![job.id.clone()]
+    );
+    assert!(store.delete(&job.id).await.expect("delete").is_some());
+    assert_eq!(store.get(&job.id).await.expect("get"), None);
+    assert!(store.delete(&job.id).await.expect("delete twice").is_none());
+}
+
+macro_rules! both_databases {
+    ($($name:ident),*) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    super::$name(super::sqlite(&dir, stringify!($name)).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::postgres(stringify!($name)).await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_databases!(
+    job_lifecycle_is_stored_exactly,
+    illegal_transitions_change_nothing,
+    list_is_newest_first_and_filtered,
+    updates_apply_only_while_pending
+);

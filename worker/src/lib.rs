@@ -1,0 +1,16 @@
+//! Cutout workers: take a job from the queue, cut its images, store the results, and record each
+//! phase in the job store.
+//!
+//! [`runner::Worker::run_job`] is one job from QUEUED to a final phase; [`local`] is the
+//! in-process queue of `skycut serve` and the loop that feeds jobs from it to a worker, many at
+//! once. The FITS work runs on blocking threads so that a slow image never stalls the others.
+//!
+//! Architecture invariant: a worker never talks HTTP to clients and never trusts a queue message
+//! beyond the job ID in it; the job store says what to do and refuses late or duplicate phase
+//! changes.
+
+pub mod local;
+pub mod runner;
+
+pub use local::{LocalQueue, LocalQueueReceiver, run_local};
+pub use runner::{Outcome, Worker, WorkerSettings};

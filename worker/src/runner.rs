@@ -1,0 +1,236 @@
+//! One job, from QUEUED to COMPLETED, ERROR or ABORTED.
+//!
+//! The job store is the truth: the worker moves a job to EXECUTING only if the store agrees it is
+//! QUEUED, and a result counts only if the store accepts COMPLETED afterwards. A job aborted or
+//! deleted while it runs is cancelled at once (its cutout thread finishes in the background and
+//! its objects are removed).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use soda::repository::Repositories;
+use soda::request::{CutoutRequest, FITS};
+use soda::{Provenance, SodaError, SourceId, Stencil};
+use tokio_util::sync::CancellationToken;
+use uws::results::ObjectMeta;
+use uws::service::Uws;
+use uws::store::Transition;
+use uws::{ErrorCode, ExecutionPhase, JobError, JobId, JobResult, UwsError, timestamp};
+
+/// What a worker needs to know beyond its collaborators.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Where cutouts are written before they are stored.
+    pub scratch_dir: PathBuf,
+    /// Recorded in every result's provenance.
+    pub software: String,
+}
+
+/// What happened to one job, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed,
+    Aborted,
+    /// The job was not QUEUED (a duplicate or late message, or a deleted job): nothing done.
+    Skipped,
+}
+
+/// A cutout worker. Cloning is cheap: everything is behind `Arc`s.
+#[derive(Clone)]
+pub struct Worker {
+    uws: Uws,
+    repositories: Arc<Repositories>,
+    settings: Arc<WorkerSettings>,
+    running: Arc<Mutex<HashMap<JobId, CancellationToken>>>,
+}
+
+impl Worker {
+    pub fn new(uws: Uws, repositories: Arc<Repositories>, settings: WorkerSettings) -> Worker {
+        Worker {
+            uws,
+            repositories,
+            settings: Arc::new(settings),
+            running: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Cancels a running job (its phase has already been set by whoever aborted or deleted it).
+    pub fn cancel(&self, id: &JobId) {
+        if let Some(token) = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|running| running.get(id).cloned())
+        {
+            token.cancel();
+        }
+    }
+
+    /// Records a running job so that an abort can reach it.
+    fn register(&self, id: &JobId) -> CancellationToken {
+        let token = CancellationToken::new();
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(id.clone(), token.clone());
+        }
+        token
+    }
+
+    fn unregister(&self, id: &JobId) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(id);
+        }
+    }
+
+    /// Runs one job to a final phase.
+    pub async fn run_job(&self, id: &JobId) -> Result<Outcome, UwsError> {
+        let job = match self.uws.finish(id, Transition::Start).await {
+            Ok(job) => job,
+            Err(UwsError::IllegalTransition { .. } | UwsError::JobNotFound(_)) => {
+                return Ok(Outcome::Skipped);
+            }
+            Err(e) => return Err(e),
+        };
+        let token = self.register(id);
+        let work = self.cut_all(&job);
+        let limit = match job.execution_duration {
+            0 => Duration::MAX,
+            s => Duration::from_secs(u64::from(s)),
+        };
+        let outcome = tokio::select! {
+            result = tokio::time::timeout(limit, work) => match result {
+                Ok(Ok(results)) => self.complete(id, results).await,
+                Ok(Err(error)) => self.fail(id, error).await,
+                Err(_elapsed) => {
+                    self.fail(id, JobError::new(
+                        ErrorCode::Internal,
+                        format!("the job exceeded its execution duration of {} s", job.execution_duration),
+                    )).await
+                }
+            },
+            () = token.cancelled() => Ok(Outcome::Aborted),
+        };
+        self.unregister(id);
+        outcome
+    }
+
+    async fn complete(&self, id: &JobId, results: Vec<JobResult>) -> Result<Outcome, UwsError> {
+        match self
+            .uws
+            .finish(id, Transition::Complete(results.clone()))
+            .await
+        {
+            Ok(_) => Ok(Outcome::Completed),
+            // Aborted or deleted while the last cutout was written: its objects are orphans.
+            Err(UwsError::IllegalTransition { .. } | UwsError::JobNotFound(_)) => {
+                for r in &results {
+                    self.uws.results().delete(&r.key).await.ok();
+                }
+                Ok(Outcome::Aborted)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fail(&self, id: &JobId, error: JobError) -> Result<Outcome, UwsError> {
+        tracing::info!(job = %id, error = %error.labelled(), "job failed");
+        match self.uws.finish(id, Transition::Fail(error)).await {
+            Ok(_) => Ok(Outcome::Failed),
+            Err(UwsError::IllegalTransition { .. } | UwsError::JobNotFound(_)) => {
+                Ok(Outcome::Aborted)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Cuts every (image, stencil) pair of the job and stores each result.
+    async fn cut_all(&self, job: &uws::Job) -> Result<Vec<JobResult>, JobError> {
+        let request = CutoutRequest::from_parameters(
+            job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        )
+        .map_err(job_error)?;
+        let mut results = Vec::new();
+        for (n, (id, stencil)) in request.pairs().enumerate() {
+            let result_id = if n == 0 {
+                "result".to_owned()
+            } else {
+                format!("result-{}", n + 1)
+            };
+            results.push(self.cut_one(job, &result_id, id, stencil).await?);
+        }
+        Ok(results)
+    }
+
+    async fn cut_one(
+        &self,
+        job: &uws::Job,
+        result_id: &str,
+        id: &SourceId,
+        stencil: &Stencil,
+    ) -> Result<JobResult, JobError> {
+        let source = self.repositories.resolve(id).map_err(job_error)?;
+        let scratch = self
+            .settings
+            .scratch_dir
+            .join(format!("{}-{result_id}.fits", job.id));
+        let provenance = Provenance {
+            source_id: id.to_string(),
+            stencil: stencil.to_string(),
+            software: self.settings.software.clone(),
+            time_utc: timestamp::format(timestamp::now()),
+        };
+        let stencil = stencil.clone();
+        let out = scratch.clone();
+        let cut = tokio::task::spawn_blocking(move || {
+            soda::cut_to_file(&source, &stencil, &provenance, &out)
+        })
+        .await
+        .map_err(|e| JobError::new(ErrorCode::Internal, format!("cutout thread failed: {e}")))?;
+        let stored = match cut {
+            Ok(_) => {
+                let key = format!("{}/{result_id}.fits", job.id);
+                let meta = ObjectMeta {
+                    content_type: FITS.to_owned(),
+                    filename: format!("{}-cutout.fits", id.image()),
+                };
+                self.uws
+                    .results()
+                    .put_file(&key, &scratch, &meta)
+                    .await
+                    .map(|size| JobResult {
+                        id: result_id.to_owned(),
+                        key,
+                        mime_type: FITS.to_owned(),
+                        size: Some(size),
+                    })
+                    .map_err(|e| {
+                        JobError::new(
+                            ErrorCode::Unavailable,
+                            format!("storing the result failed: {e}"),
+                        )
+                    })
+            }
+            Err(e) => Err(job_error(e)),
+        };
+        tokio::fs::remove_file(&scratch).await.ok();
+        stored
+    }
+}
+
+/// How a science error becomes a job error: the user's fault is a UsageError, ours is an Error.
+fn job_error(e: SodaError) -> JobError {
+    let code = match &e {
+        SodaError::Usage(_) | SodaError::MultiValued(_) => ErrorCode::Usage,
+        SodaError::UnknownImage(_) => ErrorCode::NotFound,
+        SodaError::NoOverlap { .. } => ErrorCode::NoData,
+        _ => ErrorCode::Internal,
+    };
+    JobError::new(code, e.to_string())
+}
+
+/// Phases in which a job needs its worker; used by the abort watcher.
+pub(crate) fn needs_worker(phase: ExecutionPhase) -> bool {
+    phase == ExecutionPhase::Executing
+}
