@@ -1,8 +1,10 @@
 //! The `skycut` binary: reads the configuration, opens the connections, and runs a role.
 //!
 //! `serve` runs everything in one process with embedded defaults (SQLite, an in-process queue, a
-//! local result directory); `demo-data` writes the demo images; `migrate` prepares a job store.
+//! local result directory); `demo-data` writes the demo images; `migrate` prepares a job store;
+//! `bench` measures a sync cutout against its floor.
 
+mod bench;
 mod config;
 mod serve;
 
@@ -29,6 +31,8 @@ enum Command {
         #[arg(long, default_value = "./skycut-data/demo")]
         dir: PathBuf,
     },
+    /// Measure a sync cutout against its floor (cfitsio alone) on this machine.
+    Bench(bench::BenchArgs),
     /// Create or upgrade the job-store schema.
     Migrate {
         #[arg(long)]
@@ -98,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             let config = args.config()?;
             runtime.block_on(serve::run(config, args.demo))
         }
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::DemoData { dir } => {
             std::fs::create_dir_all(&dir)?;
             let images = soda::write_demo_repository(&dir)?;

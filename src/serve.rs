@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use bucket::{LocalBucket, UrlSigner};
 use frontend::{App, AppState, FrontendSettings};
 use soda::repository::Repositories;
@@ -22,7 +23,51 @@ use crate::config::Config;
 /// The service name under which this service's jobs are kept in the job store.
 pub const SERVICE_NAME: &str = "cutout";
 
-pub async fn run(mut config: Config, demo: bool) -> anyhow::Result<()> {
+/// A started embedded service.
+pub struct Running {
+    /// `http://ADDR/api/cutout`.
+    pub base: String,
+    pub demo_images: Vec<soda::DemoImage>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops taking requests, lets running jobs finish, and returns when everything has stopped.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let served = self.server.await;
+        self.worker.await.ok();
+        served?
+    }
+}
+
+/// `skycut serve`: starts, prints where it listens, and runs until SIGINT or SIGTERM.
+pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
+    let running = start(config, demo).await?;
+    {
+        let base = &running.base;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "skycut listening on {base}")?;
+        if let Some(image) = running.demo_images.first() {
+            writeln!(
+                out,
+                "try: curl -L -o cutout.fits '{base}/sync?ID=butler://demo/{}&CIRCLE={}+{}+{}'",
+                image.name,
+                image.ra_deg,
+                image.dec_deg,
+                (image.radius_deg / 4.0 * 1e4).round() / 1e4
+            )?;
+        }
+        out.flush()?;
+    }
+    shutdown_signal(running.shutdown.clone()).await;
+    running.stop().await
+}
+
+/// Builds the embedded service from the configuration and starts serving on its listen address.
+pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -109,32 +154,33 @@ pub async fn run(mut config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let base = format!("http://{local}/api/cutout");
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "skycut listening on {base}")?;
-        if let Some(image) = demo_images.first() {
-            writeln!(
-                out,
-                "try: curl -L -o cutout.fits '{base}/sync?ID=butler://demo/{}&CIRCLE={}+{}+{}'",
-                image.name,
-                image.ra_deg,
-                image.dec_deg,
-                (image.radius_deg / 4.0 * 1e4).round() / 1e4
-            )?;
-        }
-        out.flush()?;
-    }
     let router = frontend::build(app);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal(shutdown.clone()))
-    .await?;
-    shutdown.cancel();
-    worker_task.await.ok();
-    Ok(())
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            // Without TCP_NODELAY a response written in pieces (headers, then body) waits for the
+            // client's delayed ACK: 40 ms per result download.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+            anyhow::Ok(())
+        }
+    });
+    Ok(Running {
+        base: format!("http://{local}/api/cutout"),
+        demo_images,
+        shutdown,
+        server,
+        worker: worker_task,
+    })
 }
 
 /// The URL-signing key: from configuration, or generated once into the data directory.
@@ -204,6 +250,7 @@ async fn sweep(uws: Uws, every: Duration, shutdown: CancellationToken) {
     }
 }
 
+/// Returns on SIGINT, SIGTERM or when `shutdown` is cancelled.
 async fn shutdown_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -221,5 +268,4 @@ async fn shutdown_signal(shutdown: CancellationToken) {
         () = shutdown.cancelled() => {}
     }
     tracing::info!("shutting down");
-    shutdown.cancel();
 }

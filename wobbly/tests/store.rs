@@ -159,8 +159,8 @@ async fn list_is_newest_first_and_filtered(store: SqlJobStore) {
         .await
         .expect("after");
     assert_eq!(
-        after.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
-        [c.id.clone()]
+        after.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [c.id.as_str()]
     );
 
     let queued = store
@@ -174,8 +174,8 @@ async fn list_is_newest_first_and_filtered(store: SqlJobStore) {
         .await
         .expect("phase");
     assert_eq!(
-        queued.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
-        [b.id.clone()]
+        queued.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [b.id.as_str()]
     );
 }
 

@@ -1,0 +1,172 @@
+//! `skycut bench`: measures a sync cutout against its floor on this machine.
+//!
+//! The floor is the cutout done in-process by `soda::cut_to_file` alone (cfitsio reads the
+//! section and writes the result file): what any service must pay. The service figure is a
+//! real `skycut serve` in this process, driven over loopback HTTP: GET `/sync` → 303 → GET of
+//! the signed URL, sequentially. Both are measured in the same run, so the ratio means
+//! something even on a busy machine.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::serve;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Sequential sync requests (and floor repetitions) to time.
+    #[arg(long, default_value_t = 200)]
+    requests: usize,
+    /// Side of the square float32 source image, in pixels.
+    #[arg(long, default_value_t = 4096)]
+    image_size: usize,
+    /// Side of the square cutout, in pixels.
+    #[arg(long, default_value_t = 100)]
+    cutout_size: usize,
+}
+
+/// Median and 95th percentile of a set of durations.
+struct Stats {
+    median: Duration,
+    p95: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).copied().unwrap_or_default()
+    };
+    Stats {
+        median: at(0.5),
+        p95: at(0.95),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("skycut-bench-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("images"))?;
+    let result = measure(&args, &dir).await;
+    std::fs::remove_dir_all(&dir).ok();
+    result
+}
+
+async fn measure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    let scale = 0.2 / 3600.0;
+    let (ra, dec) = (150.0, 2.0);
+    let image = dir.join("images/bench.fits");
+    eprintln!(
+        "writing a {0}x{0} float32 image ({1} MiB)…",
+        args.image_size,
+        args.image_size * args.image_size * 4 / (1 << 20)
+    );
+    soda::write_synthetic_image(
+        &image,
+        &soda::SyntheticImage {
+            nx: args.image_size,
+            ny: args.image_size,
+            ra_deg: ra,
+            dec_deg: dec,
+            pixel_scale_deg: scale,
+        },
+    )?;
+    // A circle of diameter N−1 pixels spans N pixel centres.
+    let radius = (args.cutout_size as f64 - 1.0) / 2.0 * scale;
+    let circle = format!("{ra} {dec} {radius}");
+
+    // Floor: the cutout alone, in this process.
+    let stencil = soda::Stencil::parse_circle(&circle)?;
+    let provenance = soda::Provenance {
+        source_id: "butler://bench/bench".into(),
+        stencil: stencil.to_string(),
+        software: "bench".into(),
+        time_utc: uws::timestamp::format(uws::timestamp::now()),
+    };
+    let out = dir.join("floor.fits");
+    let mut floor = Vec::with_capacity(args.requests);
+    let mut shape = (0, 0);
+    for _ in 0..args.requests {
+        let started = Instant::now();
+        let cut = soda::cut_to_file(&image, &stencil, &provenance, &out)?;
+        floor.push(started.elapsed());
+        shape = (cut.region.width(), cut.region.height());
+    }
+    let floor = stats(floor);
+
+    // The service, embedded, over loopback HTTP.
+    let mut config = Config::load(None)?;
+    config.listen = "127.0.0.1:0".parse()?;
+    config.data_dir = dir.join("data");
+    config
+        .repositories
+        .insert("bench".into(), dir.join("images"));
+    let running = serve::start(config, false).await?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let url = format!("{}/sync", running.base);
+    let query = [("ID", "butler://bench/bench"), ("CIRCLE", circle.as_str())];
+    let mut sync = Vec::with_capacity(args.requests);
+    let mut errors = 0usize;
+    for i in 0..args.requests + 5 {
+        let started = Instant::now();
+        let ok = one_sync(&client, &url, &query).await;
+        // The first few requests warm connections and caches; they are not counted.
+        if i >= 5 {
+            sync.push(started.elapsed());
+            errors += usize::from(ok.is_err());
+        }
+        if let Err(e) = ok {
+            eprintln!("request failed: {e:#}");
+        }
+    }
+    running.stop().await?;
+    let sync = stats(sync);
+
+    println!(
+        "sync cutout {}x{} of a {n}x{n} float32 image, {} sequential requests",
+        shape.0,
+        shape.1,
+        args.requests,
+        n = args.image_size
+    );
+    println!("| measure | median ms | p95 ms | median / floor |");
+    println!("|---|---|---|---|");
+    println!(
+        "| floor: soda::cut_to_file in-process | {} | {} | 1.00 |",
+        ms(floor.median),
+        ms(floor.p95)
+    );
+    println!(
+        "| skycut serve: GET sync → 303 → GET signed URL | {} | {} | {:.2} |",
+        ms(sync.median),
+        ms(sync.p95),
+        sync.median.as_secs_f64() / floor.median.as_secs_f64().max(1e-9)
+    );
+    println!("errors: {errors}");
+    Ok(())
+}
+
+async fn one_sync(
+    client: &reqwest::Client,
+    url: &str,
+    query: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let r = client.get(url).query(query).send().await?;
+    anyhow::ensure!(r.status() == 303, "sync answered {}", r.status());
+    let location = r
+        .headers()
+        .get("location")
+        .context("303 without Location")?
+        .to_str()?
+        .to_owned();
+    let r = client.get(location).send().await?;
+    anyhow::ensure!(r.status() == 200, "result answered {}", r.status());
+    r.bytes().await?;
+    Ok(())
+}
