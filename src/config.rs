@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -45,6 +46,13 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Image repositories: name → directory.
     pub repositories: BTreeMap<String, PathBuf>,
+    /// Name under which this service's jobs are kept in the job store (one database may serve
+    /// several services).
+    pub service_name: String,
+    /// Redis, for the queue and phase events of the distributed topology.
+    pub redis_url: Secret,
+    /// Prefix of every Redis key and channel, so deployments can share a Redis.
+    pub redis_prefix: String,
     pub jobs: JobsConfig,
     pub worker: WorkerConfig,
 }
@@ -75,6 +83,12 @@ pub struct JobsConfig {
 pub struct WorkerConfig {
     /// Jobs one worker runs at once.
     pub concurrency: usize,
+    /// Seconds a queue entry may go without a heartbeat before another worker takes the job.
+    pub visibility_timeout: u64,
+    /// Seconds a stopping worker lets running jobs finish before handing them back.
+    pub drain_timeout: u64,
+    /// Seconds between checks that Redis still holds the queue (rebuilt from the store if not).
+    pub recovery_interval: u64,
 }
 
 impl Default for Config {
@@ -90,6 +104,9 @@ impl Default for Config {
                 IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
             ],
             repositories: BTreeMap::new(),
+            service_name: "cutout".to_owned(),
+            redis_url: Secret("redis://127.0.0.1:6379".to_owned()),
+            redis_prefix: "skycut".to_owned(),
             jobs: JobsConfig::default(),
             worker: WorkerConfig::default(),
         }
@@ -111,10 +128,25 @@ impl Default for JobsConfig {
     }
 }
 
+impl JobsConfig {
+    pub fn limits(&self) -> uws::service::JobLimits {
+        uws::service::JobLimits {
+            default_execution_duration: self.default_execution_duration,
+            max_execution_duration: self.max_execution_duration,
+            default_lifetime: Duration::from_secs(self.default_lifetime),
+            max_lifetime: Duration::from_secs(self.max_lifetime),
+            max_wait: Duration::from_secs(self.max_wait),
+        }
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            visibility_timeout: 30,
+            drain_timeout: 20,
+            recovery_interval: 10,
         }
     }
 }
@@ -137,6 +169,17 @@ impl Config {
             }
         }
         Config::deserialize(toml::Value::Table(table)).context("invalid configuration")
+    }
+
+    /// The frontend's share of the configuration.
+    pub fn frontend_settings(&self) -> frontend::FrontendSettings {
+        frontend::FrontendSettings {
+            public_url: self.public_url.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            url_lifetime: Duration::from_secs(self.jobs.result_url_lifetime),
+            sync_timeout: Duration::from_secs(self.jobs.sync_timeout),
+            ..frontend::FrontendSettings::default()
+        }
     }
 
     pub fn database_url(&self) -> String {

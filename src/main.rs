@@ -6,6 +6,7 @@
 
 mod bench;
 mod config;
+mod distributed;
 mod serve;
 
 use std::path::PathBuf;
@@ -25,6 +26,10 @@ struct Cli {
 enum Command {
     /// Run the whole service in one process (frontend, worker, job store).
     Serve(ServeArgs),
+    /// Run the public HTTP service of the distributed topology (PostgreSQL + Redis).
+    Frontend(RoleArgs),
+    /// Run a cutout worker of the distributed topology (PostgreSQL + Redis).
+    Worker(RoleArgs),
     /// Write the demo images into a directory.
     DemoData {
         /// Directory to write them into.
@@ -41,6 +46,44 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+}
+
+/// Flags of the distributed roles; everything else comes from the configuration.
+#[derive(clap::Args)]
+pub struct RoleArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (frontend).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// An image repository, NAME=DIR (repeatable).
+    #[arg(long = "repository", value_name = "NAME=DIR")]
+    repositories: Vec<String>,
+}
+
+impl RoleArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        add_repositories(&mut config, &self.repositories)?;
+        Ok(config)
+    }
+}
+
+fn add_repositories(config: &mut Config, specs: &[String]) -> anyhow::Result<()> {
+    for spec in specs {
+        let (name, dir) = spec
+            .split_once('=')
+            .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--repository takes NAME=DIR, got {spec:?}"))?;
+        config
+            .repositories
+            .insert(name.to_owned(), PathBuf::from(dir));
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -102,6 +145,8 @@ fn main() -> anyhow::Result<()> {
             let config = args.config()?;
             runtime.block_on(serve::run(config, args.demo))
         }
+        Command::Frontend(args) => runtime.block_on(distributed::frontend(args.config()?)),
+        Command::Worker(args) => runtime.block_on(distributed::worker(args.config()?)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::DemoData { dir } => {
             std::fs::create_dir_all(&dir)?;
@@ -118,7 +163,7 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(config.as_deref())?;
             let url = database_url.unwrap_or_else(|| config.database_url());
             runtime.block_on(async {
-                wobbly::SqlJobStore::connect(&url, serve::SERVICE_NAME, 1).await?;
+                wobbly::SqlJobStore::connect(&url, &config.service_name, 1).await?;
                 println!("job store is up to date");
                 anyhow::Ok(())
             })

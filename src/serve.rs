@@ -8,20 +8,17 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use bucket::{LocalBucket, UrlSigner};
-use frontend::{App, AppState, FrontendSettings};
+use frontend::{App, AppState};
 use soda::repository::Repositories;
 use tokio_util::sync::CancellationToken;
 use uws::events::{LocalPhaseEvents, PhaseEvents};
 use uws::queue::{JobQueue, Priority, QueuedJob};
-use uws::service::{JobLimits, Uws};
+use uws::service::Uws;
 use uws::store::{JobStore, Transition};
 use uws::{ExecutionPhase, timestamp};
 use worker::{LocalQueue, Worker, WorkerSettings};
 
 use crate::config::Config;
-
-/// The service name under which this service's jobs are kept in the job store.
-pub const SERVICE_NAME: &str = "cutout";
 
 /// A started embedded service.
 pub struct Running {
@@ -87,7 +84,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     }
 
     let signer = UrlSigner::new(&signing_key(&config, &data_dir)?);
-    let store = wobbly::SqlJobStore::connect(&config.database_url(), SERVICE_NAME, 8)
+    let store = wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 8)
         .await
         .context("cannot open the job store")?;
     let store: Arc<dyn JobStore> = Arc::new(store);
@@ -95,14 +92,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let (queue, queue_rx) = LocalQueue::new();
     let queue = Arc::new(queue);
     let bucket = LocalBucket::new(data_dir.join("bucket"), signer);
-    let jobs = &config.jobs;
-    let limits = JobLimits {
-        default_execution_duration: jobs.default_execution_duration,
-        max_execution_duration: jobs.max_execution_duration,
-        default_lifetime: Duration::from_secs(jobs.default_lifetime),
-        max_lifetime: Duration::from_secs(jobs.max_lifetime),
-        max_wait: Duration::from_secs(jobs.max_wait),
-    };
+    let limits = config.jobs.limits();
     let uws = Uws::new(
         store.clone(),
         queue.clone(),
@@ -141,39 +131,14 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         uws,
         repositories,
         local_bucket: Some(bucket),
-        settings: FrontendSettings {
-            public_url: config.public_url.clone(),
-            trusted_proxies: config.trusted_proxies.clone(),
-            url_lifetime: Duration::from_secs(config.jobs.result_url_lifetime),
-            sync_timeout: Duration::from_secs(config.jobs.sync_timeout),
-            ..FrontendSettings::default()
-        },
+        settings: config.frontend_settings(),
         started: timestamp::now(),
     }));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let router = frontend::build(app);
-    let server = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            // Without TCP_NODELAY a response written in pieces (headers, then body) waits for the
-            // client's delayed ACK: 40 ms per result download.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
-            anyhow::Ok(())
-        }
-    });
+    let server = serve_http(listener, app, shutdown.clone());
     Ok(Running {
         base: format!("http://{local}/api/cutout"),
         demo_images,
@@ -183,8 +148,33 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     })
 }
 
+/// Serves the frontend's routes until `shutdown`.
+pub(crate) fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: AppState,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let router = frontend::build(app);
+    tokio::spawn(async move {
+        // Without TCP_NODELAY a response written in pieces (headers, then body) waits for the
+        // client's delayed ACK: 40 ms per result download.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+        anyhow::Ok(())
+    })
+}
+
 /// The URL-signing key: from configuration, or generated once into the data directory.
-fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     if let Some(key) = &config.signing_key {
         return hex::decode(key.expose().trim()).context("signing_key must be hex");
     }
@@ -198,11 +188,20 @@ fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(hex::encode(key).as_bytes())?;
-    Ok(key.to_vec())
+    match options.open(&path) {
+        Ok(mut file) => {
+            file.write_all(hex::encode(key).as_bytes())?;
+            Ok(key.to_vec())
+        }
+        // Another process sharing the data directory made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::thread::sleep(Duration::from_millis(50));
+            let text = std::fs::read_to_string(&path)?;
+            hex::decode(text.trim())
+                .with_context(|| format!("{} must hold a hex key", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
 }
 
 /// Puts back on the queue the jobs a previous run left QUEUED or EXECUTING: the in-process queue
@@ -236,7 +235,7 @@ async fn requeue_unfinished(store: &dyn JobStore, queue: &dyn JobQueue) -> anyho
 }
 
 /// Deletes jobs past their destruction time, with their results, until shutdown.
-async fn sweep(uws: Uws, every: Duration, shutdown: CancellationToken) {
+pub(crate) async fn sweep(uws: Uws, every: Duration, shutdown: CancellationToken) {
     loop {
         match uws.sweep_expired().await {
             Ok(0) => {}
@@ -251,7 +250,7 @@ async fn sweep(uws: Uws, every: Duration, shutdown: CancellationToken) {
 }
 
 /// Returns on SIGINT, SIGTERM or when `shutdown` is cancelled.
-async fn shutdown_signal(shutdown: CancellationToken) {
+pub(crate) async fn shutdown_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {

@@ -25,20 +25,59 @@ pub fn schemas() -> PathBuf {
         .unwrap_or_else(|| manifest.join("../shared/schemas"))
 }
 
-/// A running `skycut serve` with its own data directory; killed on drop.
+/// Which processes a test talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// `skycut serve`: everything in one process, SQLite, in-process queue.
+    Embedded,
+    /// `skycut frontend` + `skycut worker` × N as separate processes, PostgreSQL and Redis.
+    Distributed { workers: usize },
+}
+
+impl Topology {
+    /// The suites run once per topology: `E2E_TOPOLOGY=distributed` selects the
+    /// distributed one (scripts/test runs both).
+    pub fn from_env() -> Topology {
+        match std::env::var("E2E_TOPOLOGY").as_deref() {
+            Ok("distributed") => Topology::Distributed { workers: 2 },
+            _ => Topology::Embedded,
+        }
+    }
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A running Skycut (one process or several) with its own data directory, job-store scope and
+/// Redis prefix; every process is killed on drop.
 pub struct TestApp {
     pub base: String,
     pub dir: tempfile::TempDir,
-    child: Child,
+    pub topology: Topology,
+    /// Unique per app: the Redis key prefix and job-store service name.
+    pub scope: String,
+    frontend: Child,
+    pub workers: Vec<Child>,
+    env: Vec<(String, String)>,
     http: Client,
 }
 
 pub struct AppBuilder {
     env: Vec<(String, String)>,
+    topology: Topology,
 }
 
 pub fn app() -> AppBuilder {
-    AppBuilder { env: Vec::new() }
+    AppBuilder {
+        env: Vec::new(),
+        topology: Topology::from_env(),
+    }
 }
 
 pub fn spawn_app() -> TestApp {
@@ -49,6 +88,11 @@ impl AppBuilder {
     /// Sets a configuration key through the environment, e.g. `("JOBS__MAX_WAIT", "5")`.
     pub fn config(mut self, key: &str, value: &str) -> AppBuilder {
         self.env.push((format!("SKYCUT_{key}"), value.to_owned()));
+        self
+    }
+
+    pub fn topology(mut self, topology: Topology) -> AppBuilder {
+        self.topology = topology;
         self
     }
 
@@ -67,47 +111,130 @@ impl AppBuilder {
             },
         )
         .expect("test image");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_skycut"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .arg("--repository")
-            .arg(format!("test={}", images.display()))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in &self.env {
-            command.env(k, v);
+        let scope = format!("t{:032x}", rand_u128());
+        let mut env = vec![
+            (
+                "SKYCUT_DATA_DIR".to_owned(),
+                dir.path().join("data").display().to_string(),
+            ),
+            (
+                "SKYCUT_SIGNING_KEY".to_owned(),
+                format!("{:032x}", rand_u128()),
+            ),
+            (
+                "SKYCUT_REPOSITORIES__TEST".to_owned(),
+                images.display().to_string(),
+            ),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ];
+        if let Topology::Distributed { .. } = self.topology {
+            env.push(("SKYCUT_DATABASE_URL".to_owned(), postgres_url()));
+            env.push(("SKYCUT_REDIS_URL".to_owned(), redis_url()));
+            env.push(("SKYCUT_REDIS_PREFIX".to_owned(), scope.clone()));
+            env.push(("SKYCUT_SERVICE_NAME".to_owned(), scope.clone()));
         }
-        let mut child = command.spawn().expect("start skycut");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read skycut's first line");
+        env.extend(self.env);
+        let role = match self.topology {
+            Topology::Embedded => "serve",
+            Topology::Distributed { .. } => "frontend",
+        };
+        let (frontend, line) = start_process(&[role, "--listen", "127.0.0.1:0"], &env);
         let base = line
-            .trim()
-            .strip_prefix("skycut listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+            .split_once(" listening on ")
+            .map(|(_, url)| url.trim().to_owned())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         let http = Client::builder()
             .redirect(Policy::none())
             .timeout(Duration::from_secs(120))
             .build()
             .expect("client");
-        TestApp {
+        let mut app = TestApp {
             base,
             dir,
-            child,
+            topology: self.topology,
+            scope,
+            frontend,
+            workers: Vec::new(),
+            env,
             http,
+        };
+        if let Topology::Distributed { workers } = self.topology {
+            for _ in 0..workers {
+                app.start_worker();
+            }
         }
+        app
+    }
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let a = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let b = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (u128::from(a) << 64) | u128::from(b)
+}
+
+/// Starts `skycut ARGS` with `env` and returns it with the first line it prints.
+fn start_process(args: &[&str], env: &[(String, String)]) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skycut"));
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // Hermetic: only the configuration the test chose, never the caller's SKYCUT_* settings.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SKYCUT_") {
+            command.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("start skycut");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .expect("read skycut's first line");
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    (child, line)
+}
+
+impl TestApp {
+    /// Starts one more `skycut worker` (distributed topology only).
+    pub fn start_worker(&mut self) -> usize {
+        let (child, line) = start_process(&["worker"], &self.env);
+        assert!(line.contains("ready"), "worker did not start: {line:?}");
+        self.workers.push(child);
+        self.workers.len() - 1
+    }
+
+    pub fn is_distributed(&self) -> bool {
+        matches!(self.topology, Topology::Distributed { .. })
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.frontend))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The job store against both real databases: SQLite in a temporary file and the PostgreSQL
-//! server at `SKYCUT_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! server at `TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
 //! Each test uses its own service name, so tests never see each other's jobs.
 
 use std::time::Duration;
@@ -9,7 +9,7 @@ use uws::{ErrorCode, ExecutionPhase, JobError, JobResult, NewJob, UwsError, time
 use wobbly::SqlJobStore;
 
 fn postgres_url() -> String {
-    std::env::var("SKYCUT_TEST_POSTGRES")
+    std::env::var("TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 

@@ -3,13 +3,18 @@
 //!
 //! [`runner::Worker::run_job`] is one job from QUEUED to a final phase; [`local`] is the
 //! in-process queue of `skycut serve` and the loop that feeds jobs from it to a worker, many at
-//! once. The FITS work runs on blocking threads so that a slow image never stalls the others.
+//! once; [`redis`], [`redis_events`] and [`distributed`] are the same for `skycut worker` on Redis
+//! Streams and pub/sub, with reclaim of jobs from dead workers and a drain on shutdown. The FITS
+//! work runs on blocking threads so that a slow image never stalls the others.
 //!
 //! Architecture invariant: a worker never talks HTTP to clients and never trusts a queue message
 //! beyond the job ID in it; the job store says what to do and refuses late or duplicate phase
 //! changes.
 
+pub mod distributed;
 pub mod local;
+pub mod redis;
+pub mod redis_events;
 pub mod runner;
 
 pub use local::{LocalQueue, LocalQueueReceiver, run_local};

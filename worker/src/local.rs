@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uws::events::PhaseEvents;
 use uws::queue::{JobQueue, Priority, QueuedJob};
 use uws::{JobId, UwsError};
 
-use crate::runner::{Worker, needs_worker};
+use crate::runner::Worker;
 
 /// The sending side; cloning shares the channels.
 #[derive(Clone)]
@@ -97,12 +97,10 @@ pub async fn run_local(
 ) {
     let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let watcher = tokio::spawn(watch_aborts(worker.clone(), events, shutdown.clone()));
-    let queue_lock = Mutex::new(());
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
-        let _guard = queue_lock.lock().await;
         let next = tokio::select! {
             () = shutdown.cancelled() => None,
             id = queue.next() => id,
@@ -110,7 +108,7 @@ pub async fn run_local(
         let Some(id) = next else { break };
         let worker = worker.clone();
         tokio::spawn(async move {
-            match worker.run_job(&id).await {
+            match worker.run_job(&id, false).await {
                 Ok(outcome) => tracing::debug!(job = %id, ?outcome, "job done"),
                 Err(e) => tracing::error!(job = %id, error = %e, "job could not be recorded"),
             }
@@ -125,13 +123,17 @@ pub async fn run_local(
 }
 
 /// Cancels a running job as soon as its phase event says it was aborted or deleted.
-async fn watch_aborts(worker: Worker, events: Arc<dyn PhaseEvents>, shutdown: CancellationToken) {
+pub(crate) async fn watch_aborts(
+    worker: Worker,
+    events: Arc<dyn PhaseEvents>,
+    shutdown: CancellationToken,
+) {
     let mut rx = events.subscribe();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             change = rx.recv() => match change {
-                Ok(change) if !needs_worker(change.phase) && change.phase.is_final() => {
+                Ok(change) if change.phase.is_final() => {
                     worker.cancel(&change.id);
                 }
                 Ok(_) => {}

@@ -84,8 +84,20 @@ impl Worker {
         }
     }
 
-    /// Runs one job to a final phase.
-    pub async fn run_job(&self, id: &JobId) -> Result<Outcome, UwsError> {
+    /// Runs one job to a final phase. With `takeover`, a job the store says is EXECUTING is
+    /// taken over (its worker died, or Redis lost its entry): handed back to QUEUED, then run.
+    pub async fn run_job(&self, id: &JobId, takeover: bool) -> Result<Outcome, UwsError> {
+        if takeover {
+            match self.uws.store().get(id).await? {
+                Some(job) if job.phase == ExecutionPhase::Executing => {
+                    match self.uws.finish(id, Transition::Queue).await {
+                        Ok(_) | Err(UwsError::IllegalTransition { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ => {}
+            }
+        }
         let job = match self.uws.finish(id, Transition::Start).await {
             Ok(job) => job,
             Err(UwsError::IllegalTransition { .. } | UwsError::JobNotFound(_)) => {
@@ -190,7 +202,9 @@ impl Worker {
         .map_err(|e| JobError::new(ErrorCode::Internal, format!("cutout thread failed: {e}")))?;
         let stored = match cut {
             Ok(_) => {
-                let key = format!("{}/{result_id}.fits", job.id);
+                // A per-attempt prefix: a job run twice (a worker presumed dead was only slow)
+                // never overwrites or deletes the result that the store recorded.
+                let key = format!("{}/{:016x}/{result_id}.fits", job.id, rand::random::<u64>());
                 let meta = ObjectMeta {
                     content_type: FITS.to_owned(),
                     filename: format!("{}-cutout.fits", id.image()),
@@ -228,9 +242,4 @@ fn job_error(e: SodaError) -> JobError {
         _ => ErrorCode::Internal,
     };
     JobError::new(code, e.to_string())
-}
-
-/// Phases in which a job needs its worker; used by the abort watcher.
-pub(crate) fn needs_worker(phase: ExecutionPhase) -> bool {
-    phase == ExecutionPhase::Executing
 }

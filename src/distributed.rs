@@ -1,0 +1,177 @@
+//! The roles of the distributed topology, each its own process: `skycut frontend` (HTTP, enqueues
+//! into Redis) and `skycut worker` (any number, on any host, taking jobs from Redis). They share
+//! the job store (PostgreSQL) and the result bucket, and hear each other through Redis pub/sub.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bucket::{LocalBucket, UrlSigner};
+use frontend::{App, AppState};
+use soda::repository::Repositories;
+use tokio_util::sync::CancellationToken;
+use uws::events::PhaseEvents;
+use uws::service::Uws;
+use uws::store::JobStore;
+use uws::timestamp;
+use worker::distributed::{LoopSettings, run_redis};
+use worker::redis::{RedisConsumer, RedisQueue, Streams};
+use worker::redis_events::RedisPhaseEvents;
+use worker::{Worker, WorkerSettings};
+
+use crate::config::Config;
+use crate::serve::{serve_http, shutdown_signal, signing_key, sweep};
+
+/// What both roles connect to.
+struct Shared {
+    uws: Uws,
+    queue: RedisQueue,
+    events: Arc<RedisPhaseEvents>,
+    bucket: LocalBucket,
+    repositories: Arc<Repositories>,
+    streams: Streams,
+}
+
+async fn connect(config: &Config) -> anyhow::Result<Shared> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = connect_store(config).await?;
+    let redis_url = config.redis_url.expose();
+    let client = worker::redis::connect(redis_url)
+        .await
+        .context("cannot connect to Redis")?;
+    let streams = Streams::new(&config.redis_prefix);
+    let events = Arc::new(
+        RedisPhaseEvents::start(client.clone(), redis_url, &streams.events_channel())
+            .await
+            .context("cannot subscribe to phase events")?,
+    );
+    let queue = RedisQueue::new(client, streams.clone());
+    let signer = UrlSigner::new(&signing_key(config, &config.data_dir)?);
+    let bucket = LocalBucket::new(config.data_dir.join("bucket"), signer);
+    let uws = Uws::new(
+        store,
+        Arc::new(queue.clone()),
+        events.clone(),
+        Arc::new(bucket.clone()),
+        config.jobs.limits(),
+    );
+    Ok(Shared {
+        uws,
+        queue,
+        events,
+        bucket,
+        repositories: Arc::new(Repositories::new(config.repositories.clone())),
+        streams,
+    })
+}
+
+/// Opens the job store, retrying with backoff: a role started before its database waits.
+async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 16).await {
+            Ok(store) => return Ok(Arc::new(store)),
+            Err(e) if delay < Duration::from_secs(30) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "job store not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e).context("cannot open the job store"),
+        }
+    }
+}
+
+/// `skycut frontend`: the public HTTP service.
+pub async fn frontend(config: Config) -> anyhow::Result<()> {
+    let shared = connect(&config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(sweep(
+        shared.uws.clone(),
+        Duration::from_secs(config.jobs.sweep_interval.max(1)),
+        shutdown.clone(),
+    ));
+    let app = AppState(Arc::new(App {
+        uws: shared.uws,
+        repositories: shared.repositories,
+        local_bucket: Some(shared.bucket),
+        settings: config.frontend_settings(),
+        started: timestamp::now(),
+    }));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let base = format!("http://{}/api/cutout", listener.local_addr()?);
+    let server = serve_http(listener, app, shutdown.clone());
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "skycut frontend listening on {base}")?;
+        out.flush()?;
+    }
+    shutdown_signal(shutdown.clone()).await;
+    shutdown.cancel();
+    server.await?
+}
+
+/// `skycut worker`: takes jobs from Redis until SIGTERM, then drains and exits 0.
+pub async fn worker(config: Config) -> anyhow::Result<()> {
+    let shared = connect(&config).await?;
+    let redis_url = config.redis_url.expose();
+    let reader = worker::redis::connect(redis_url)
+        .await
+        .context("cannot connect to Redis")?;
+    let commands = worker::redis::connect(redis_url)
+        .await
+        .context("cannot connect to Redis")?;
+    let name = format!(
+        "{}-{}-{:08x}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned()),
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let settings = &config.worker;
+    let consumer = Arc::new(RedisConsumer::new(
+        reader,
+        commands,
+        shared.streams.clone(),
+        name.clone(),
+        Duration::from_secs(settings.visibility_timeout.max(1)),
+    ));
+    consumer.ensure_groups().await?;
+    let scratch_dir = config.data_dir.join("scratch");
+    std::fs::create_dir_all(&scratch_dir)?;
+    let runner = Worker::new(
+        shared.uws.clone(),
+        shared.repositories.clone(),
+        WorkerSettings {
+            scratch_dir,
+            software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
+        },
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_redis(
+        runner,
+        shared.uws,
+        consumer,
+        shared.queue,
+        shared.events as Arc<dyn PhaseEvents>,
+        LoopSettings {
+            concurrency: settings.concurrency,
+            visibility_timeout: Duration::from_secs(settings.visibility_timeout.max(1)),
+            drain_timeout: Duration::from_secs(settings.drain_timeout),
+            recovery_interval: Duration::from_secs(settings.recovery_interval.max(1)),
+        },
+        shutdown.clone(),
+    ));
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "skycut worker {name} ready")?;
+        out.flush()?;
+    }
+    shutdown_signal(shutdown.clone()).await;
+    shutdown.cancel();
+    task.await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The worker process of the distributed topology: jobs from Redis Streams, many at once,
+//! heartbeats while they run, and a drain on shutdown that finishes or hands back every job.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uws::events::PhaseEvents;
+use uws::service::Uws;
+use uws::store::Transition;
+use uws::{ExecutionPhase, JobId, UwsError};
+
+use crate::local::watch_aborts;
+use crate::redis::{Delivery, RedisConsumer, RedisQueue};
+use crate::runner::Worker;
+
+/// How the worker loop behaves.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub concurrency: usize,
+    /// An entry idle this long is presumed abandoned by a dead worker.
+    pub visibility_timeout: Duration,
+    /// On shutdown, how long running jobs may take before they are handed back to the queue.
+    pub drain_timeout: Duration,
+    /// How often to check whether Redis lost its data (and rebuild the queue if so).
+    pub recovery_interval: Duration,
+}
+
+/// Runs jobs from Redis until `shutdown`, then drains. Returns when every job this worker took
+/// has finished or been handed back.
+pub async fn run_redis(
+    worker: Worker,
+    uws: Uws,
+    consumer: Arc<RedisConsumer>,
+    queue: RedisQueue,
+    events: Arc<dyn PhaseEvents>,
+    settings: LoopSettings,
+    shutdown: CancellationToken,
+) {
+    let watcher_stop = CancellationToken::new();
+    let watcher = tokio::spawn(watch_aborts(worker.clone(), events, watcher_stop.clone()));
+    let recovery = tokio::spawn(recover_periodically(
+        uws.clone(),
+        consumer.clone(),
+        queue.clone(),
+        settings.recovery_interval,
+        shutdown.clone(),
+    ));
+    let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let running: Arc<Mutex<HashMap<JobId, Delivery>>> = Arc::default();
+    let mut tasks = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let next = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = consumer.next(Duration::from_secs(1)) => next,
+        };
+        let delivery = match next {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "queue read failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if let Ok(mut r) = running.lock() {
+            r.insert(delivery.job.id.clone(), delivery.clone());
+        }
+        let worker = worker.clone();
+        let consumer = consumer.clone();
+        let running = running.clone();
+        let heartbeat_every = settings.visibility_timeout / 3;
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let id = delivery.job.id.clone();
+            let work = worker.run_job(&id, delivery.takeover);
+            tokio::pin!(work);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut work => break outcome,
+                    () = tokio::time::sleep(heartbeat_every) => {
+                        if let Err(e) = consumer.heartbeat(&delivery).await {
+                            tracing::warn!(job = %id, error = %e, "heartbeat failed");
+                        }
+                    }
+                }
+            };
+            let handed_back = running.lock().map(|mut r| r.remove(&id).is_none()).unwrap_or(false);
+            match outcome {
+                Ok(outcome) => tracing::debug!(job = %id, ?outcome, "job done"),
+                // The store could not be reached: leave the entry pending so another attempt
+                // (after the visibility timeout) records the job.
+                Err(e) => {
+                    tracing::error!(job = %id, error = %e, "job could not be recorded; left for retry");
+                    drop(permit);
+                    return;
+                }
+            }
+            if !handed_back
+                && let Err(e) = consumer.ack(&delivery).await
+            {
+                tracing::warn!(job = %id, error = %e, "ack failed; the entry will be retried harmlessly");
+            }
+            drop(permit);
+        });
+    }
+    recovery.abort();
+    drain(
+        &worker,
+        &uws,
+        &consumer,
+        &queue,
+        &running,
+        &mut tasks,
+        settings.drain_timeout,
+    )
+    .await;
+    watcher_stop.cancel();
+    watcher.await.ok();
+}
+
+/// Lets running jobs finish until the deadline, then hands each remaining one back to the
+/// queue: cancelled here, QUEUED in the store, a new entry in the stream, the old one acked.
+async fn drain(
+    worker: &Worker,
+    uws: &Uws,
+    consumer: &RedisConsumer,
+    queue: &RedisQueue,
+    running: &Mutex<HashMap<JobId, Delivery>>,
+    tasks: &mut JoinSet<()>,
+    deadline: Duration,
+) {
+    let count = running.lock().map(|r| r.len()).unwrap_or(0);
+    tracing::info!(running = count, "draining: no new jobs taken");
+    let finished = tokio::time::timeout(deadline, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_ok() {
+        return;
+    }
+    let left: Vec<Delivery> = running
+        .lock()
+        .map(|mut r| r.drain().map(|(_, d)| d).collect())
+        .unwrap_or_default();
+    for d in left {
+        worker.cancel(&d.job.id);
+        match uws.finish(&d.job.id, Transition::Queue).await {
+            Ok(_) => {
+                if let Err(e) = queue.add(&d.job, false).await {
+                    tracing::error!(job = %d.job.id, error = %e, "could not hand back; the stale entry will be reclaimed");
+                    continue;
+                }
+                tracing::info!(job = %d.job.id, "handed back to the queue");
+            }
+            // It finished (or was aborted) meanwhile: nothing to hand back.
+            Err(UwsError::IllegalTransition { .. } | UwsError::JobNotFound(_)) => {}
+            Err(e) => {
+                tracing::error!(job = %d.job.id, error = %e, "could not hand back; the stale entry will be reclaimed");
+                continue;
+            }
+        }
+        consumer.ack(&d).await.ok();
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Rebuilds the queue from the job store whenever Redis turns out to have lost its data.
+async fn recover_periodically(
+    uws: Uws,
+    consumer: Arc<RedisConsumer>,
+    queue: RedisQueue,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match consumer.claim_recovery().await {
+            Ok(true) => match requeue_from_store(&uws, &queue).await {
+                Ok(n) => tracing::info!(jobs = n, "queue rebuilt from the job store"),
+                Err(e) => tracing::warn!(error = %e, "queue rebuild failed"),
+            },
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "recovery check failed"),
+        }
+        if let Err(e) = consumer.ensure_groups().await {
+            tracing::debug!(error = %e, "consumer groups not ensured");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Puts every QUEUED and EXECUTING job back in the stream. Duplicates are harmless: the store
+/// refuses a second start, and a takeover of a job whose worker still lives ends with one result.
+pub async fn requeue_from_store(uws: &Uws, queue: &RedisQueue) -> Result<usize, UwsError> {
+    let ids = uws
+        .store()
+        .in_phases(
+            &[ExecutionPhase::Queued, ExecutionPhase::Executing],
+            1_000_000,
+        )
+        .await?;
+    for id in &ids {
+        queue
+            .add(
+                &uws::queue::QueuedJob {
+                    id: id.clone(),
+                    priority: uws::queue::Priority::Async,
+                },
+                true,
+            )
+            .await?;
+    }
+    Ok(ids.len())
+}

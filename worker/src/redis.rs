@@ -1,0 +1,408 @@
+//! The job queue on Redis Streams: one stream per priority, one consumer group shared by every
+//! worker on every host.
+//!
+//! A worker reads an entry, runs the job, then acknowledges and deletes the entry. An entry whose
+//! worker died stays pending in the group; once it has been idle longer than the visibility
+//! timeout another worker claims it (`XAUTOCLAIM`). A live worker keeps its entries fresh with a
+//! heartbeat (`XCLAIM … JUSTID` to itself resets the idle time), so long jobs are not stolen.
+//!
+//! The entry carries only the job ID and whether the job may be taken over from a dead worker;
+//! the job store decides everything else.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::prelude::*;
+use fred::types::Value;
+use uws::queue::{JobQueue, Priority, QueuedJob};
+use uws::{JobId, UwsError};
+
+const GROUP: &str = "workers";
+
+/// Connects a Redis client that reconnects by itself, with backoff, forever: a worker or
+/// frontend started before Redis waits for it instead of crashing.
+pub async fn connect(url: &str) -> Result<Client, fred::error::Error> {
+    let config = Config::from_url(url)?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()?;
+    client.init().await?;
+    Ok(client)
+}
+
+/// Stream names under one key prefix, so several deployments (or tests) can share a Redis.
+#[derive(Debug, Clone)]
+pub struct Streams {
+    prefix: String,
+}
+
+impl Streams {
+    pub fn new(prefix: &str) -> Streams {
+        Streams {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn stream(&self, priority: Priority) -> String {
+        match priority {
+            Priority::Sync => format!("{}:jobs:sync", self.prefix),
+            Priority::Async => format!("{}:jobs:async", self.prefix),
+        }
+    }
+
+    /// Present while Redis still holds what Skycut wrote; its absence means Redis lost its data.
+    pub fn epoch_key(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    pub fn events_channel(&self) -> String {
+        format!("{}:phase", self.prefix)
+    }
+
+    fn priority_of(&self, stream: &str) -> Priority {
+        if stream == self.stream(Priority::Sync) {
+            Priority::Sync
+        } else {
+            Priority::Async
+        }
+    }
+}
+
+fn redis_error(e: fred::error::Error) -> UwsError {
+    UwsError::Queue(format!("redis: {e}"))
+}
+
+/// The enqueueing side (frontends, and workers handing jobs back). Cloning shares the client.
+#[derive(Clone)]
+pub struct RedisQueue {
+    client: Client,
+    streams: Streams,
+}
+
+impl RedisQueue {
+    pub fn new(client: Client, streams: Streams) -> RedisQueue {
+        RedisQueue { client, streams }
+    }
+
+    /// Adds a job; `takeover` lets the worker take a job that the store says is EXECUTING (its
+    /// worker or its queue entry is gone).
+    pub async fn add(&self, job: &QueuedJob, takeover: bool) -> Result<(), UwsError> {
+        let _: String = self
+            .client
+            .xadd(
+                self.streams.stream(job.priority),
+                false,
+                None,
+                "*",
+                vec![
+                    ("id", job.id.as_str()),
+                    ("takeover", if takeover { "1" } else { "0" }),
+                ],
+            )
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    /// True when the Redis server answers.
+    pub async fn ping(&self) -> bool {
+        self.client.ping::<String>(None).await.is_ok()
+    }
+}
+
+#[async_trait]
+impl JobQueue for RedisQueue {
+    async fn enqueue(&self, job: QueuedJob) -> Result<(), UwsError> {
+        self.add(&job, false).await
+    }
+
+    async fn depth(&self) -> Result<u64, UwsError> {
+        let mut total = 0;
+        for priority in [Priority::Sync, Priority::Async] {
+            let n: u64 = self
+                .client
+                .xlen(self.streams.stream(priority))
+                .await
+                .map_err(redis_error)?;
+            total += n;
+        }
+        Ok(total)
+    }
+}
+
+/// One queue entry handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub job: QueuedJob,
+    /// The stream entry, acknowledged when the job is done.
+    pub entry: String,
+    /// The job may be EXECUTING in the store: its previous worker died or Redis lost its data.
+    pub takeover: bool,
+}
+
+/// The consuming side of one worker process.
+pub struct RedisConsumer {
+    /// Used only for blocking reads, which hold their connection while they wait.
+    reader: Client,
+    commands: Client,
+    streams: Streams,
+    consumer: String,
+    visibility: Duration,
+}
+
+impl RedisConsumer {
+    pub fn new(
+        reader: Client,
+        commands: Client,
+        streams: Streams,
+        consumer: String,
+        visibility: Duration,
+    ) -> RedisConsumer {
+        RedisConsumer {
+            reader,
+            commands,
+            streams,
+            consumer,
+            visibility,
+        }
+    }
+
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Creates the consumer group on both streams if missing (after a Redis restart too). The
+    /// group starts at the beginning, so entries added before it existed are delivered.
+    pub async fn ensure_groups(&self) -> Result<(), UwsError> {
+        for priority in [Priority::Sync, Priority::Async] {
+            let created: Result<(), _> = self
+                .commands
+                .xgroup_create(self.streams.stream(priority), GROUP, "0", true)
+                .await;
+            match created {
+                Ok(()) => {}
+                Err(e) if e.details().contains("BUSYGROUP") => {}
+                Err(e) => return Err(redis_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next job: a new sync entry, else an entry abandoned by a dead worker, else (waiting
+    /// up to `block`) a new entry of either priority, sync first.
+    pub async fn next(&self, block: Duration) -> Result<Option<Delivery>, UwsError> {
+        match self.next_inner(block).await {
+            Err(UwsError::Queue(m)) if m.contains("NOGROUP") => {
+                // Redis lost the streams: recreate the groups and read again next time.
+                self.ensure_groups().await?;
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    async fn next_inner(&self, block: Duration) -> Result<Option<Delivery>, UwsError> {
+        let sync = self.streams.stream(Priority::Sync);
+        let async_ = self.streams.stream(Priority::Async);
+        if let Some(d) = self.read(&self.commands, &[sync.as_str()], None).await? {
+            return Ok(Some(d));
+        }
+        for stream in [&sync, &async_] {
+            if let Some(d) = self.reclaim(stream).await? {
+                return Ok(Some(d));
+            }
+        }
+        let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.read(
+            &self.reader,
+            &[sync.as_str(), async_.as_str()],
+            Some(block_ms),
+        )
+        .await
+    }
+
+    async fn read(
+        &self,
+        client: &Client,
+        streams: &[&str],
+        block_ms: Option<u64>,
+    ) -> Result<Option<Delivery>, UwsError> {
+        let ids: Vec<&str> = streams.iter().map(|_| ">").collect();
+        let keys: Vec<String> = streams.iter().map(|s| (*s).to_owned()).collect();
+        let response: Value = client
+            .xreadgroup(
+                GROUP,
+                self.consumer.as_str(),
+                Some(1),
+                block_ms,
+                false,
+                keys,
+                ids,
+            )
+            .await
+            .map_err(redis_error)?;
+        // [[stream, [[entry-id, [field, value, …]], …]], …], or nil when nothing came.
+        let Value::Array(per_stream) = response else {
+            return Ok(None);
+        };
+        // Prefer the sync stream when both answered.
+        let mut best: Option<Delivery> = None;
+        for item in &per_stream {
+            let Value::Array(pair) = item else { continue };
+            let (Some(stream), Some(entries)) =
+                (pair.first().and_then(Value::as_string), pair.get(1))
+            else {
+                continue;
+            };
+            for (entry, fields) in parse_entries(entries) {
+                if let Some(d) = self.delivery(&stream, entry, &fields, false)
+                    && (best.is_none() || d.job.priority == Priority::Sync)
+                {
+                    best = Some(d);
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    fn delivery(
+        &self,
+        stream: &str,
+        entry: String,
+        fields: &HashMap<String, String>,
+        reclaimed: bool,
+    ) -> Option<Delivery> {
+        let id = fields.get("id").and_then(|id| JobId::parse(id).ok());
+        let Some(id) = id else {
+            tracing::warn!(stream, entry, "malformed queue entry ignored");
+            return None;
+        };
+        Some(Delivery {
+            job: QueuedJob {
+                id,
+                priority: self.streams.priority_of(stream),
+            },
+            entry,
+            takeover: reclaimed || fields.get("takeover").is_some_and(|t| t == "1"),
+        })
+    }
+
+    /// Claims one entry that has been pending longer than the visibility timeout.
+    async fn reclaim(&self, stream: &str) -> Result<Option<Delivery>, UwsError> {
+        let min_idle = u64::try_from(self.visibility.as_millis()).unwrap_or(u64::MAX);
+        let value: Value = self
+            .commands
+            .custom(
+                fred::cmd!("XAUTOCLAIM"),
+                vec![
+                    stream.to_owned(),
+                    GROUP.to_owned(),
+                    self.consumer.clone(),
+                    min_idle.to_string(),
+                    "0-0".to_owned(),
+                    "COUNT".to_owned(),
+                    "1".to_owned(),
+                ],
+            )
+            .await
+            .map_err(redis_error)?;
+        // [next-cursor, [[entry-id, [field, value, …]], …], [deleted-ids…]]
+        let Value::Array(parts) = value else {
+            return Ok(None);
+        };
+        let Some(entries) = parts.get(1) else {
+            return Ok(None);
+        };
+        for (entry, fields) in parse_entries(entries) {
+            if let Some(d) = self.delivery(stream, entry, &fields, true) {
+                tracing::info!(job = %d.job.id, entry = %d.entry, "reclaimed a job from a dead worker");
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Resets the idle time of an entry this worker is still working on.
+    pub async fn heartbeat(&self, d: &Delivery) -> Result<(), UwsError> {
+        let _: Value = self
+            .commands
+            .xclaim(
+                self.streams.stream(d.job.priority),
+                GROUP,
+                self.consumer.as_str(),
+                0,
+                d.entry.as_str(),
+                None,
+                None,
+                None,
+                false,
+                true,
+            )
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    /// Acknowledges and deletes a finished entry.
+    pub async fn ack(&self, d: &Delivery) -> Result<(), UwsError> {
+        let stream = self.streams.stream(d.job.priority);
+        let _: i64 = self
+            .commands
+            .xack(stream.as_str(), GROUP, d.entry.as_str())
+            .await
+            .map_err(redis_error)?;
+        let _: i64 = self
+            .commands
+            .xdel(stream.as_str(), d.entry.as_str())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    /// Sets the epoch marker if it is missing; true means Redis had lost (or never had) Skycut's
+    /// data, and whoever got `true` must rebuild the queue from the job store.
+    pub async fn claim_recovery(&self) -> Result<bool, UwsError> {
+        let token = format!("{}", rand::random::<u64>());
+        let set: Option<String> = self
+            .commands
+            .set(
+                self.streams.epoch_key(),
+                token,
+                None,
+                Some(fred::types::SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(redis_error)?;
+        Ok(set.is_some())
+    }
+}
+
+/// Stream entries as Redis sends them: `[[entry-id, [field, value, …]], …]`. Entries deleted
+/// while pending come back with nil fields and are skipped.
+fn parse_entries(entries: &Value) -> Vec<(String, HashMap<String, String>)> {
+    let Value::Array(entries) = entries else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let Value::Array(pair) = entry else {
+                return None;
+            };
+            let id = pair.first()?.as_string()?;
+            let Value::Array(flat) = pair.get(1)? else {
+                return None;
+            };
+            let fields = flat
+                .chunks(2)
+                .filter_map(|kv| Some((kv.first()?.as_string()?, kv.get(1)?.as_string()?)))
+                .collect();
+            Some((id, fields))
+        })
+        .collect()
+}
