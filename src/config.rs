@@ -163,9 +163,26 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        for (name, value) in std::env::vars() {
-            if let Some(key) = name.strip_prefix("SKYCUT_") {
-                overlay(&mut table, key, &value);
+        Config::deserialize(toml::Value::Table(table.clone())).context("invalid configuration")?;
+        let mut env: Vec<(String, String)> = std::env::vars()
+            .filter(|(name, _)| name.starts_with("SKYCUT_"))
+            .collect();
+        env.sort();
+        for (name, value) in env {
+            let key = &name["SKYCUT_".len()..];
+            let mut candidate = table.clone();
+            overlay(&mut candidate, key, &value);
+            // Platforms set variables of their own under the same prefix (Kubernetes writes
+            // SKYCUT_PORT for a service named skycut): one that names no setting is skipped
+            // with a warning, one that names a setting with a bad value is an error.
+            match Config::deserialize(toml::Value::Table(candidate.clone())) {
+                Ok(_) => table = candidate,
+                Err(e) if e.to_string().contains("unknown field") => {
+                    tracing::warn!(variable = %name, "environment variable names no setting; ignored");
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("invalid value in {name}")));
+                }
             }
         }
         Config::deserialize(toml::Value::Table(table)).context("invalid configuration")
