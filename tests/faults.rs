@@ -1,0 +1,210 @@
+//! Faults in the distributed topology (frontend and workers as separate processes, PostgreSQL,
+//! Redis): a worker killed mid-job, a worker stopped while busy, Redis losing its data, and a
+//! load of many clients at once. These tests always run distributed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn distributed(workers: usize) -> AppBuilder {
+    app().topology(Topology::Distributed { workers })
+}
+
+/// Writes an image big enough that cutting all of it takes a noticeable time.
+fn big_image(app: &TestApp) -> &'static str {
+    soda::write_synthetic_image(
+        &app.dir.path().join("images/big.fits"),
+        &soda::SyntheticImage {
+            nx: 8192,
+            ny: 4096,
+            ra_deg: RA,
+            dec_deg: DEC,
+            pixel_scale_deg: PIXEL_DEG,
+        },
+    )
+    .expect("big image");
+    "butler://test/big"
+}
+
+/// Blocks until the job leaves QUEUED (WAIT wakes on the phase event), returns the new phase.
+fn wait_until_not_queued(app: &TestApp, id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let doc = app
+            .get(
+                &format!("/jobs/{id}"),
+                &[("WAIT", "10"), ("PHASE", "QUEUED")],
+            )
+            .text()
+            .expect("body");
+        let phase = element(&doc, "uws:phase").expect("phase");
+        if phase != "QUEUED" {
+            return phase;
+        }
+        assert!(Instant::now() < deadline, "job {id} never started");
+    }
+}
+
+fn count_with_phase(app: &TestApp, phase: &str) -> usize {
+    app.job_ids(&[("PHASE", phase)]).len()
+}
+
+fn result_objects(app: &TestApp, id: &str) -> usize {
+    let dir = app.dir.path().join("data/bucket").join(id);
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn a_job_whose_worker_is_killed_completes_once() {
+    let mut app = distributed(1)
+        .config("WORKER__VISIBILITY_TIMEOUT", "2")
+        .config("WORKER__CONCURRENCY", "1")
+        .start();
+    let image = big_image(&app);
+    let id = app.create_job(&[
+        ("ID", image),
+        ("CIRCLE", &format!("{RA} {DEC} 1")),
+        ("PHASE", "RUN"),
+    ]);
+    assert_eq!(wait_until_not_queued(&app, &id), "EXECUTING");
+    app.workers[0].kill().expect("SIGKILL the worker");
+    app.workers[0].wait().expect("reap");
+    // The store still believes the dead worker is running it.
+    assert_eq!(app.phase(&id), "EXECUTING");
+
+    app.start_worker();
+    let doc = app.wait_final(&id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    let hrefs = attributes(&doc, "uws:result", "xlink:href");
+    assert_eq!(hrefs.len(), 1);
+    let r = app.get_url(&hrefs[0]);
+    assert_eq!(r.status(), 200);
+    let size: usize = attributes(&doc, "uws:result", "size")[0]
+        .parse()
+        .expect("size");
+    assert_eq!(r.bytes().expect("body").len(), size);
+    assert_eq!(result_objects(&app, &id), 1, "exactly one stored attempt");
+    assert_eq!(app.job_ids(&[]), [id.as_str()]);
+}
+
+#[test]
+fn a_stopped_busy_worker_exits_cleanly_and_loses_no_job() {
+    let mut app = distributed(1)
+        .config("WORKER__CONCURRENCY", "2")
+        .config("WORKER__DRAIN_TIMEOUT", "0")
+        .start();
+    let image = big_image(&app);
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            app.create_job(&[
+                ("ID", image),
+                ("CIRCLE", &format!("{RA} {DEC} 1")),
+                ("PHASE", "RUN"),
+            ])
+        })
+        .collect();
+    assert_eq!(wait_until_not_queued(&app, &ids[0]), "EXECUTING");
+    let pid = app.workers[0].id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let status = app.workers[0].wait().expect("worker exit");
+    assert!(status.success(), "worker exited with {status}");
+    // Nothing is left EXECUTING by the stopped worker: finished or handed back to the queue.
+    assert_eq!(count_with_phase(&app, "EXECUTING"), 0);
+
+    app.start_worker();
+    for id in &ids {
+        let doc = app.wait_final(id);
+        assert_eq!(
+            element(&doc, "uws:phase").as_deref(),
+            Some("COMPLETED"),
+            "{doc}"
+        );
+    }
+}
+
+#[test]
+fn jobs_survive_redis_losing_its_data() {
+    let app = distributed(2)
+        .config("WORKER__RECOVERY_INTERVAL", "1")
+        .start();
+    let circle = circle(RA, DEC, 5.0);
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        if n == 100 {
+            // Everything this deployment had in Redis is gone, queued entries included.
+            let keys = [
+                format!("{}:jobs:sync", app.scope),
+                format!("{}:jobs:async", app.scope),
+                format!("{}:epoch", app.scope),
+            ];
+            let status = Command::new("redis-cli")
+                .args(["-u", &redis_url(), "DEL"])
+                .args(&keys)
+                .status()
+                .expect("redis-cli");
+            assert!(status.success());
+        }
+        ids.push(app.create_job(&[("ID", IMAGE), ("CIRCLE", &circle), ("PHASE", "RUN")]));
+    }
+    for id in &ids {
+        let doc = app.wait_final(id);
+        assert_eq!(
+            element(&doc, "uws:phase").as_deref(),
+            Some("COMPLETED"),
+            "{id}: {doc}"
+        );
+    }
+    assert_eq!(count_with_phase(&app, "COMPLETED"), 200);
+}
+
+#[test]
+fn many_clients_at_once_all_complete_with_correct_results() {
+    let app = distributed(2).start();
+    let circle = circle(RA, DEC, 5.0);
+    let clients = 32;
+    let per_client = 2000 / clients;
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..per_client)
+                        .map(|_| {
+                            app.create_job(&[("ID", IMAGE), ("CIRCLE", &circle), ("PHASE", "RUN")])
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client"))
+            .collect()
+    });
+    assert_eq!(ids.len(), clients * per_client);
+    let mut sizes = std::collections::HashSet::new();
+    for id in &ids {
+        let doc = app.wait_final(id);
+        assert_eq!(
+            element(&doc, "uws:phase").as_deref(),
+            Some("COMPLETED"),
+            "{doc}"
+        );
+        sizes.extend(attributes(&doc, "uws:result", "size"));
+    }
+    // Every job cut the same region, so every result has the same size.
+    assert_eq!(sizes.len(), 1, "{sizes:?}");
+    let sample = app.wait_final(&ids[ids.len() / 2]);
+    let href = attributes(&sample, "uws:result", "xlink:href").remove(0);
+    assert_eq!(app.get_url(&href).status(), 200);
+    assert_eq!(app.job_ids(&[]).len(), ids.len());
+    assert_eq!(count_with_phase(&app, "COMPLETED"), ids.len());
+}
