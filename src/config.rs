@@ -55,6 +55,39 @@ pub struct Config {
     pub redis_prefix: String,
     pub jobs: JobsConfig,
     pub worker: WorkerConfig,
+    pub wobbly: WobblyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WobblyConfig {
+    /// Address `skycut wobbly` binds.
+    pub listen: SocketAddr,
+    /// Where frontends and workers reach the job-store service; unset: they open `database_url`
+    /// themselves.
+    pub url: Option<String>,
+    /// Shared secret that signs the tokens callers present to wobbly (required to run or use it).
+    pub token_key: Option<Secret>,
+}
+
+impl Default for WobblyConfig {
+    fn default() -> Self {
+        WobblyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            url: None,
+            token_key: None,
+        }
+    }
+}
+
+impl WobblyConfig {
+    pub fn token_key(&self) -> anyhow::Result<wobbly::TokenKey> {
+        let secret = self
+            .token_key
+            .as_ref()
+            .context("wobbly.token_key must be set (SKYCUT_WOBBLY__TOKEN_KEY)")?;
+        wobbly::TokenKey::new(secret.expose().as_bytes()).context("invalid wobbly.token_key")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +142,7 @@ impl Default for Config {
             redis_prefix: "skycut".to_owned(),
             jobs: JobsConfig::default(),
             worker: WorkerConfig::default(),
+            wobbly: WobblyConfig::default(),
         }
     }
 }

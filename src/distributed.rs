@@ -67,9 +67,24 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
     })
 }
 
-/// Opens the job store, retrying with backoff: a role started before its database waits.
+/// Opens the job store (the wobbly service if configured, else the database itself), retrying
+/// with backoff: a role started before its job store waits for it.
 async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
     let mut delay = Duration::from_millis(200);
+    if let Some(url) = &config.wobbly.url {
+        let client =
+            wobbly::WobblyClient::new(url, &config.service_name, config.wobbly.token_key()?)?;
+        while !client.ping().await {
+            anyhow::ensure!(
+                delay < Duration::from_secs(30),
+                "job store service {url} is not reachable"
+            );
+            tracing::warn!(url, retry_in = ?delay, "job store service not reachable yet");
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        return Ok(Arc::new(client));
+    }
     loop {
         match wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 16).await {
             Ok(store) => return Ok(Arc::new(store)),
@@ -112,6 +127,41 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
     shutdown_signal(shutdown.clone()).await;
     shutdown.cancel();
     server.await?
+}
+
+/// `skycut wobbly`: the job store as an HTTP+JSON service over the database.
+pub async fn wobbly(config: Config) -> anyhow::Result<()> {
+    let key = config.wobbly.token_key()?;
+    let mut delay = Duration::from_millis(200);
+    let store = loop {
+        match wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 32).await {
+            Ok(store) => break store,
+            Err(e) if delay < Duration::from_secs(30) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e).context("cannot open the job store"),
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.wobbly.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.wobbly.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "skycut wobbly listening on {url}")?;
+        out.flush()?;
+    }
+    let shutdown = CancellationToken::new();
+    let router = wobbly::service::router(store, key);
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tokio::select! {
+        served = server => served?,
+        () = shutdown_signal(shutdown.clone()) => {}
+    }
+    Ok(())
 }
 
 /// `skycut worker`: takes jobs from Redis until SIGTERM, then drains and exits 0.

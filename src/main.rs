@@ -30,6 +30,8 @@ enum Command {
     Frontend(RoleArgs),
     /// Run a cutout worker of the distributed topology (PostgreSQL + Redis).
     Worker(RoleArgs),
+    /// Run the job-store service of the distributed topology (HTTP+JSON over PostgreSQL).
+    Wobbly(RoleArgs),
     /// Write the demo images into a directory.
     DemoData {
         /// Directory to write them into.
@@ -146,6 +148,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve::run(config, args.demo))
         }
         Command::Frontend(args) => runtime.block_on(distributed::frontend(args.config()?)),
+        Command::Wobbly(args) => runtime.block_on(distributed::wobbly(args.config()?)),
         Command::Worker(args) => runtime.block_on(distributed::worker(args.config()?)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::DemoData { dir } => {

@@ -6,13 +6,23 @@
 //! phase state machine is applied inside the `UPDATE … WHERE phase IN (…)` itself, so concurrent
 //! writers cannot move a job backwards.
 //!
+//! [`service`] serves the store over HTTP+JSON (`skycut wobbly`), authenticated with JWTs
+//! ([`auth`]), in the wire format of [`api`]; [`client::WobblyClient`] is the `JobStore` that
+//! frontends and workers use to reach it.
+//!
 //! Architecture invariant: wobbly knows UWS jobs, not what they compute (no SODA here), and
 //! never reads configuration: the binary hands it a database URL.
 
+pub mod api;
+pub mod auth;
+pub mod client;
 pub mod schema;
+pub mod service;
 pub mod store;
 mod wire;
 
+pub use auth::TokenKey;
+pub use client::WobblyClient;
 pub use store::SqlJobStore;
 
 /// Errors of opening and migrating a store; per-operation errors are [`uws::UwsError`].

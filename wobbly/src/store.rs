@@ -107,6 +107,15 @@ impl SqlJobStore {
         tx.commit().await.map_err(WobblyError::Migrate)
     }
 
+    /// The same database, for another service's jobs.
+    pub fn for_service(&self, service: &str) -> SqlJobStore {
+        SqlJobStore {
+            pool: self.pool.clone(),
+            service: service.to_owned(),
+            is_sqlite: self.is_sqlite,
+        }
+    }
+
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query_scalar::<_, i64>("SELECT 1")

@@ -1,0 +1,193 @@
+//! [`WobblyClient`]: the job store as frontends and workers see it in the distributed topology,
+//! an implementation of [`uws::store::JobStore`] over wobbly's HTTP+JSON API.
+//!
+//! Connection failures and 5xx answers become [`UwsError::Store`] (the frontend answers 503
+//! ServiceUnavailable); 404 and 409 answers become the same errors the SQL store gives.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, Transition};
+use uws::{ExecutionPhase, Job, JobId, NewJob, UwsError, timestamp};
+
+use crate::api::{
+    IdsQuery, JobJson, ListQuery, NewJobJson, Problem, SummaryJson, TransitionJson,
+    TransitionRequest, UpdateJson, phase_list,
+};
+use crate::auth::TokenKey;
+
+/// Lifetime of the tokens the client mints for itself; a fresh one is made per request.
+const TOKEN_TTL: u64 = 300;
+
+/// A client of the wobbly service for one service's jobs. Cloning shares the connection pool.
+#[derive(Clone, Debug)]
+pub struct WobblyClient {
+    http: reqwest::Client,
+    base: String,
+    service: String,
+    key: TokenKey,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> UwsError {
+    UwsError::Store(format!("job store service: {e}"))
+}
+
+impl WobblyClient {
+    pub fn new(base: &str, service: &str, key: TokenKey) -> Result<WobblyClient, UwsError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(unavailable)?;
+        Ok(WobblyClient {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            service: service.to_owned(),
+            key,
+        })
+    }
+
+    fn token(&self) -> Result<String, UwsError> {
+        self.key
+            .issue(&self.service, None, TOKEN_TTL)
+            .map_err(unavailable)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, UwsError> {
+        let response = request
+            .bearer_auth(self.token()?)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = response.status();
+        if status.is_success() {
+            return response.json::<T>().await.map_err(unavailable);
+        }
+        match response.json::<Problem>().await {
+            Ok(problem) if status.is_client_error() => Err(problem.into_error()),
+            Ok(problem) => Err(unavailable(problem.message)),
+            Err(_) => Err(unavailable(format!("answered {status}"))),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1{path}", self.base)
+    }
+
+    /// True when the service and its database answer.
+    pub async fn ping(&self) -> bool {
+        self.http
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+fn ids(list: Vec<String>) -> Result<Vec<JobId>, UwsError> {
+    list.iter().map(|id| JobId::parse(id)).collect()
+}
+
+#[async_trait]
+impl JobStore for WobblyClient {
+    async fn create(&self, job: NewJob) -> Result<Job, UwsError> {
+        let body = NewJobJson::from(&job);
+        let job: JobJson = self
+            .send(self.http.post(self.url("/jobs")).json(&body))
+            .await?;
+        Job::try_from(job)
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
+        let got: Result<JobJson, _> = self
+            .send(self.http.get(self.url(&format!("/jobs/{id}"))))
+            .await;
+        match got {
+            Ok(job) => Job::try_from(job).map(Some),
+            Err(UwsError::JobNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(&self, owner: &str, filter: &JobFilter) -> Result<Vec<JobSummary>, UwsError> {
+        let query = ListQuery::new(owner, filter);
+        let jobs: Vec<SummaryJson> = self
+            .send(self.http.get(self.url("/jobs")).query(&query))
+            .await?;
+        jobs.into_iter().map(JobSummary::try_from).collect()
+    }
+
+    async fn transition(
+        &self,
+        id: &JobId,
+        transition: Transition,
+        at: OffsetDateTime,
+    ) -> Result<Job, UwsError> {
+        let body = TransitionRequest {
+            transition: TransitionJson::from(&transition),
+            at: timestamp::format(at),
+        };
+        let job: JobJson = self
+            .send(
+                self.http
+                    .post(self.url(&format!("/jobs/{id}/transition")))
+                    .json(&body),
+            )
+            .await?;
+        Job::try_from(job)
+    }
+
+    async fn update(&self, id: &JobId, update: JobUpdate) -> Result<Job, UwsError> {
+        let body = UpdateJson::from(&update);
+        let job: JobJson = self
+            .send(
+                self.http
+                    .patch(self.url(&format!("/jobs/{id}")))
+                    .json(&body),
+            )
+            .await?;
+        Job::try_from(job)
+    }
+
+    async fn delete(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
+        let got: Result<JobJson, _> = self
+            .send(self.http.delete(self.url(&format!("/jobs/{id}"))))
+            .await;
+        match got {
+            Ok(job) => Job::try_from(job).map(Some),
+            Err(UwsError::JobNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<JobId>, UwsError> {
+        let query = IdsQuery {
+            phases: None,
+            now: Some(timestamp::format(now)),
+            limit,
+        };
+        ids(self
+            .send(self.http.get(self.url("/expired")).query(&query))
+            .await?)
+    }
+
+    async fn in_phases(
+        &self,
+        phases: &[ExecutionPhase],
+        limit: u32,
+    ) -> Result<Vec<JobId>, UwsError> {
+        let query = IdsQuery {
+            phases: Some(phase_list(phases)),
+            now: None,
+            limit,
+        };
+        ids(self
+            .send(self.http.get(self.url("/active")).query(&query))
+            .await?)
+    }
+}

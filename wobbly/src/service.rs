@@ -1,0 +1,223 @@
+//! `skycut wobbly`: the job store as an HTTP+JSON service, so that frontends and workers reach
+//! PostgreSQL through one component that owns the schema and its migrations.
+//!
+//! Every request needs a valid token (see [`crate::auth`]); a missing or bad one gets 401 and
+//! changes nothing. A token that names a user confines the caller to that user's jobs.
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use uws::store::{JobStore, JobUpdate, Transition};
+use uws::{Job, JobId, NewJob, UwsError, timestamp};
+
+use crate::api::{
+    IdsQuery, JobJson, ListQuery, NewJobJson, Problem, SummaryJson, TransitionRequest, UpdateJson,
+    phases,
+};
+use crate::auth::{Claims, TokenKey};
+use crate::store::SqlJobStore;
+
+#[derive(Clone)]
+struct ServiceState {
+    store: SqlJobStore,
+    key: TokenKey,
+}
+
+/// The routes of the job-store service, under `/v1`, plus an unauthenticated `/healthz`.
+pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
+    let state = ServiceState { store, key };
+    let v1 = Router::new()
+        .route("/jobs", post(create).get(list))
+        .route("/jobs/{id}", get(read).patch(update).delete(delete))
+        .route("/jobs/{id}/transition", post(transition))
+        .route("/expired", get(expired))
+        .route("/active", get(active))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state.clone());
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(health))
+        .with_state(state)
+}
+
+/// An error answer: the status tells the kind, the body lets the client rebuild the error.
+struct Failure(UwsError);
+
+impl From<UwsError> for Failure {
+    fn from(e: UwsError) -> Self {
+        Failure(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = match &self.0 {
+            UwsError::JobNotFound(_) => StatusCode::NOT_FOUND,
+            UwsError::IllegalTransition { .. } | UwsError::WrongPhase { .. } => {
+                StatusCode::CONFLICT
+            }
+            UwsError::Usage(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, Json(Problem::from_error(&self.0))).into_response()
+    }
+}
+
+async fn authenticate(
+    State(state): State<ServiceState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token.map(|t| state.key.verify(t)) {
+        Some(Ok(claims)) => {
+            request.extensions_mut().insert(claims);
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid bearer token is required",
+        )
+            .into_response(),
+    }
+}
+
+/// The store scoped to the caller's service.
+fn scoped(state: &ServiceState, claims: &Claims) -> SqlJobStore {
+    state.store.for_service(&claims.service)
+}
+
+/// A user-confined caller sees only their own jobs; anything else is reported as missing.
+fn visible(claims: &Claims, job: Job) -> Result<Job, UwsError> {
+    match &claims.user {
+        Some(user) if *user != job.owner => Err(UwsError::JobNotFound(job.id.to_string())),
+        _ => Ok(job),
+    }
+}
+
+async fn find(store: &SqlJobStore, claims: &Claims, id: &str) -> Result<Job, UwsError> {
+    let id = JobId::parse(id)?;
+    let job = store
+        .get(&id)
+        .await?
+        .ok_or_else(|| UwsError::JobNotFound(id.to_string()))?;
+    visible(claims, job)
+}
+
+async fn health(State(state): State<ServiceState>) -> Response {
+    if state.store.ping().await {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+    }
+}
+
+async fn create(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Json(body): Json<NewJobJson>,
+) -> Result<Json<JobJson>, Failure> {
+    let mut job = NewJob::try_from(body)?;
+    if let Some(user) = &claims.user {
+        job.owner = user.clone();
+    }
+    let job = scoped(&state, &claims).create(job).await?;
+    Ok(Json(JobJson::from(&job)))
+}
+
+async fn read(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(id): Path<String>,
+) -> Result<Json<JobJson>, Failure> {
+    let job = find(&scoped(&state, &claims), &claims, &id).await?;
+    Ok(Json(JobJson::from(&job)))
+}
+
+async fn list(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<SummaryJson>>, Failure> {
+    let owner = claims.user.clone().unwrap_or_else(|| query.owner.clone());
+    let jobs = scoped(&state, &claims)
+        .list(&owner, &query.filter()?)
+        .await?;
+    Ok(Json(jobs.iter().map(SummaryJson::from).collect()))
+}
+
+async fn transition(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(id): Path<String>,
+    Json(body): Json<TransitionRequest>,
+) -> Result<Json<JobJson>, Failure> {
+    let store = scoped(&state, &claims);
+    let job = find(&store, &claims, &id).await?;
+    let at = timestamp::parse(&body.at)?;
+    let job = store
+        .transition(&job.id, Transition::from(body.transition), at)
+        .await?;
+    Ok(Json(JobJson::from(&job)))
+}
+
+async fn update(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(id): Path<String>,
+    Json(body): Json<UpdateJson>,
+) -> Result<Json<JobJson>, Failure> {
+    let store = scoped(&state, &claims);
+    let job = find(&store, &claims, &id).await?;
+    let job = store.update(&job.id, JobUpdate::try_from(body)?).await?;
+    Ok(Json(JobJson::from(&job)))
+}
+
+async fn delete(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Path(id): Path<String>,
+) -> Result<Json<JobJson>, Failure> {
+    let store = scoped(&state, &claims);
+    let job = find(&store, &claims, &id).await?;
+    let job = store
+        .delete(&job.id)
+        .await?
+        .ok_or_else(|| UwsError::JobNotFound(id.clone()))?;
+    Ok(Json(JobJson::from(&job)))
+}
+
+async fn expired(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Query(query): Query<IdsQuery>,
+) -> Result<Json<Vec<String>>, Failure> {
+    let now = query
+        .now
+        .as_deref()
+        .map(timestamp::parse)
+        .transpose()?
+        .unwrap_or_else(timestamp::now);
+    let ids = scoped(&state, &claims).expired(now, query.limit).await?;
+    Ok(Json(ids.iter().map(ToString::to_string).collect()))
+}
+
+async fn active(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Query(query): Query<IdsQuery>,
+) -> Result<Json<Vec<String>>, Failure> {
+    let list = phases(query.phases.as_deref().unwrap_or_default())?;
+    let ids = scoped(&state, &claims)
+        .in_phases(&list, query.limit)
+        .await?;
+    Ok(Json(ids.iter().map(ToString::to_string).collect()))
+}
