@@ -13,7 +13,6 @@ use soda::repository::Repositories;
 use tokio_util::sync::CancellationToken;
 use uws::events::PhaseEvents;
 use uws::service::Uws;
-use uws::store::JobStore;
 use uws::timestamp;
 use worker::distributed::{LoopSettings, run_redis};
 use worker::redis::{RedisConsumer, RedisQueue, Streams};
@@ -31,6 +30,8 @@ struct Shared {
     bucket: LocalBucket,
     repositories: Arc<Repositories>,
     streams: Streams,
+    /// The job store as VOSI availability asks it.
+    store_health: Arc<dyn uws::health::HealthCheck>,
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Shared> {
@@ -50,6 +51,7 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
     let queue = RedisQueue::new(client, streams.clone());
     let signer = UrlSigner::new(&signing_key(config, &config.data_dir)?);
     let bucket = LocalBucket::new(config.data_dir.join("bucket"), signer);
+    let store_health: Arc<dyn uws::health::HealthCheck> = store.clone();
     let uws = Uws::new(
         store,
         Arc::new(queue.clone()),
@@ -64,11 +66,12 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
         bucket,
         repositories: Arc::new(Repositories::new(config.repositories.clone())),
         streams,
+        store_health,
     })
 }
 
 /// Opens the job store, retrying with backoff: a role started before its database waits.
-async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
+async fn connect_store(config: &Config) -> anyhow::Result<Arc<wobbly::SqlJobStore>> {
     let mut delay = Duration::from_millis(200);
     loop {
         match wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 16).await {
@@ -95,9 +98,15 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
     let app = AppState(Arc::new(App {
         uws: shared.uws,
         repositories: shared.repositories,
-        local_bucket: Some(shared.bucket),
+        local_bucket: Some(shared.bucket.clone()),
         settings: config.frontend_settings(),
         started: timestamp::now(),
+        // Queue depth is read from Redis, so the queue check is the Redis check.
+        health: vec![
+            shared.store_health,
+            Arc::new(uws::health::QueueHealth(Arc::new(shared.queue.clone()))),
+            Arc::new(shared.bucket),
+        ],
     }));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -4,7 +4,9 @@
 mod common;
 
 mod async_jobs;
+mod datalink;
 mod faults;
+mod openapi;
 mod sync;
 mod tidy;
 mod vosi;

@@ -9,6 +9,7 @@
 //! Architecture invariant: wobbly knows UWS jobs, not what they compute (no SODA here), and
 //! never reads configuration: the binary hands it a database URL.
 
+mod health;
 pub mod schema;
 pub mod store;
 mod wire;
