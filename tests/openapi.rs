@@ -47,10 +47,16 @@ fn openapi_describes_every_route_and_only_those() {
     );
     assert_eq!(doc["servers"][0]["url"], "/api/cutout");
     let mut described = BTreeSet::new();
+    let mut operation_ids = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in METHODS {
-            if item.get(method).is_some() {
+            if let Some(operation) = item.get(method) {
                 described.insert((path.clone(), method.to_owned()));
+                let id = operation["operationId"].as_str().expect("operationId");
+                assert!(
+                    operation_ids.insert(id.to_owned()),
+                    "operationId {id} twice"
+                );
             }
         }
     }

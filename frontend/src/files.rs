@@ -13,6 +13,7 @@ use crate::state::AppState;
 /// `GET /files/{key}?expires=…&signature=…`: the object, or 403 for a tampered or expired URL.
 #[utoipa::path(
     get,
+    operation_id = "get_file",
     path = "/files/{key}",
     tag = "service",
     params(("key" = String, Path, description = "Object key, e.g. JOB/result.fits"), crate::openapi::SignedUrlParams),

@@ -42,6 +42,7 @@ pub async fn result_urls(app: &AppState, base: &PublicBase, job: &Job) -> Result
 /// `GET /jobs`: the caller's jobs, newest first, filtered by `PHASE`, `AFTER`, `LAST`.
 #[utoipa::path(
     get,
+    operation_id = "list_jobs",
     path = "/jobs",
     tag = "UWS",
     params(crate::openapi::JobListParams),
@@ -64,6 +65,7 @@ pub async fn list(
 /// `POST /jobs`: creates a job (303 to it); `PHASE=RUN` starts it at once.
 #[utoipa::path(
     post,
+    operation_id = "create_job",
     path = "/jobs",
     tag = "UWS",
     request_body(content = crate::openapi::JobCreation, content_type = "application/x-www-form-urlencoded"),
@@ -92,6 +94,7 @@ pub async fn create(
 /// `GET /jobs/{id}`, with `WAIT` (and `PHASE`) blocking until the phase changes.
 #[utoipa::path(
     get,
+    operation_id = "get_job",
     path = "/jobs/{id}",
     tag = "UWS",
     params(("id" = String, Path, description = "Job ID"), crate::openapi::JobWaitParams),
@@ -124,6 +127,7 @@ pub async fn get(
 /// `POST /jobs/{id}`: only `ACTION=DELETE` (DALI: no parameters on the job URL itself).
 #[utoipa::path(
     post,
+    operation_id = "post_job",
     path = "/jobs/{id}",
     tag = "UWS",
     params(("id" = String, Path, description = "Job ID")),
@@ -163,6 +167,7 @@ pub async fn post(
 /// `DELETE /jobs/{id}`.
 #[utoipa::path(
     delete,
+    operation_id = "delete_job",
     path = "/jobs/{id}",
     tag = "UWS",
     params(("id" = String, Path, description = "Job ID")),

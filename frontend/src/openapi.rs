@@ -9,7 +9,7 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::{datalink, files, jobs, sync, vosi};
 
@@ -25,6 +25,7 @@ use crate::{datalink, files, jobs, sync, vosi};
         license(name = "MIT OR Apache-2.0")
     ),
     servers((url = "/api/cutout", description = "this service")),
+    modifiers(&DistinctOperationIds),
     paths(
         sync::sync,
         datalink::links,
@@ -59,6 +60,24 @@ use crate::{datalink, files, jobs, sync, vosi};
     )
 )]
 pub struct ApiDoc;
+
+/// One handler serving GET and POST (DALI allows both for `/sync` and `/links`) gets one
+/// operation ID from utoipa for both; OpenAPI wants them unique, so the POST one gets `_post`.
+struct DistinctOperationIds;
+
+impl Modify for DistinctOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let get_id = item.get.as_ref().and_then(|op| op.operation_id.clone());
+            if let Some(post) = item.post.as_mut()
+                && post.operation_id.is_some()
+                && post.operation_id == get_id
+            {
+                post.operation_id = get_id.map(|id| format!("{id}_post"));
+            }
+        }
+    }
+}
 
 /// `GET /openapi.json`: this description.
 #[utoipa::path(
