@@ -6,13 +6,18 @@ row whose ``access_url`` is a DataLink document; pyvo then looks for a
 ``#this`` row, a processing row (``service_def``) and an ``adhoc:service``
 resource with a SODA sync standardID, and builds a ``SodaQuery`` from its
 ``inputParams``. These tests run exactly those pyvo code paths against the
-real binary, so a descriptor pyvo cannot use fails here.
+real binary, so a descriptor pyvo cannot use fails here. The last test does
+the same with the STIL classes behind TOPCAT's DataLink window.
 """
 
 import io
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
@@ -117,3 +122,62 @@ def test_pyvo_reports_an_unknown_image_with_its_name(base_url):
     with pytest.raises((DALQueryError, DALServiceError)) as raised:
         DatalinkQuery(f"{base_url}/links", id="butler://demo/nothing").execute()
     assert "butler://demo/nothing" in str(raised.value)
+
+
+# TOPCAT's DataLink window is built on STIL's uk.ac.starlink.vo.datalink;
+# the Debian stilts package (scripts/install-deps) ships those classes.
+STIL_JARS = ["starlink-vo", "starlink-votable", "starlink-table",
+             "starlink-util", "starlink-fits", "starlink-connect"]
+TOPCAT_DATALINK = Path(__file__).with_name("TopcatDatalink.java")
+
+
+def run_topcat_datalink(url, circle):
+    jars = [Path("/usr/share/java") / f"{name}.jar" for name in STIL_JARS]
+    missing = [str(j) for j in jars if not j.is_file()]
+    assert not missing and shutil.which("java"), (
+        f"STIL jars {missing} or java missing: run scripts/install-deps")
+    result = subprocess.run(
+        ["java", "-cp", ":".join(str(j) for j in jars),
+         str(TOPCAT_DATALINK), url, circle],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(": ")
+        facts.setdefault(key, []).append(value)
+    return facts
+
+
+def test_topcat_datalink_classes_build_a_cutout_form_and_invoke_it(base_url):
+    radius = 15 / 3600
+    facts = run_topcat_datalink(
+        links_url(base_url), f"{M31_CENTRE[0]} {M31_CENTRE[1]} {radius}")
+    assert facts["rows"] == ["2"]
+    assert facts["descriptor"] == [
+        f"cutout ivo://ivoa.net/std/SODA#sync-1.0 {base_url}/sync"]
+    # ID comes from the row (ref), so the form does not ask for it.
+    assert facts["row param"] == ["ID"]
+    user = {line.split()[0]: line for line in facts["user param"]}
+    assert set(user) == {"POS", "CIRCLE", "POLYGON"}
+    assert "xtype=circle max=10.684708 41.26875 " in user["CIRCLE"]
+    assert "xtype=polygon max=" in user["POLYGON"]
+    [url] = facts["invoke"]
+    resp = requests.get(url, timeout=60)
+    assert resp.status_code == 200, (url, resp.status_code, resp.text[:300])
+    with fits.open(io.BytesIO(resp.content)) as hdul:
+        assert hdul["CUTOUT"].header["SKYCSRC"] == M31
+        assert 29 <= hdul["CUTOUT"].data.shape[0] <= 32
+
+
+def test_stilts_votlint_finds_nothing_wrong_in_the_links_document(base_url):
+    # votlint checks what the schema cannot: values against datatype and
+    # arraysize, xtypes, VALUES. It reports on stdout/stderr and exits 0.
+    doc = requests.get(links_url(base_url), timeout=60).text
+    result = subprocess.run(
+        ["stilts", "votlint", "votable=-"], input=doc,
+        capture_output=True, text=True, timeout=120,
+    )
+    report = [line for line in (result.stdout + result.stderr).splitlines()
+              if line.startswith(("ERROR", "WARNING"))]
+    assert result.returncode == 0 and not report, report or result.stderr
