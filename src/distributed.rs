@@ -12,6 +12,7 @@ use frontend::{App, AppState};
 use soda::repository::Repositories;
 use tokio_util::sync::CancellationToken;
 use uws::events::PhaseEvents;
+use uws::health::HealthCheck;
 use uws::service::Uws;
 use uws::store::JobStore;
 use uws::timestamp;
@@ -31,12 +32,14 @@ struct Shared {
     bucket: LocalBucket,
     repositories: Arc<Repositories>,
     streams: Streams,
+    /// The job store as VOSI availability asks it.
+    store_health: Arc<dyn HealthCheck>,
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Shared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = connect_store(config).await?;
+    let (store, store_health) = connect_store(config).await?;
     let redis_url = config.redis_url.expose();
     let client = worker::redis::connect(redis_url)
         .await
@@ -64,12 +67,15 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
         bucket,
         repositories: Arc::new(Repositories::new(config.repositories.clone())),
         streams,
+        store_health,
     })
 }
 
 /// Opens the job store (the wobbly service if configured, else the database itself), retrying
 /// with backoff: a role started before its job store waits for it.
-async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
+async fn connect_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn JobStore>, Arc<dyn HealthCheck>)> {
     let mut delay = Duration::from_millis(200);
     if let Some(url) = &config.wobbly.url {
         let client =
@@ -83,11 +89,15 @@ async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
             tokio::time::sleep(delay).await;
             delay *= 2;
         }
-        return Ok(Arc::new(client));
+        let client = Arc::new(client);
+        return Ok((client.clone(), client));
     }
     loop {
         match wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 16).await {
-            Ok(store) => return Ok(Arc::new(store)),
+            Ok(store) => {
+                let store = Arc::new(store);
+                return Ok((store.clone(), store));
+            }
             Err(e) if delay < Duration::from_secs(30) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "job store not reachable yet");
                 tokio::time::sleep(delay).await;
@@ -110,9 +120,15 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
     let app = AppState(Arc::new(App {
         uws: shared.uws,
         repositories: shared.repositories,
-        local_bucket: Some(shared.bucket),
+        local_bucket: Some(shared.bucket.clone()),
         settings: config.frontend_settings(),
         started: timestamp::now(),
+        // Queue depth is read from Redis, so the queue check is the Redis check.
+        health: vec![
+            shared.store_health,
+            Arc::new(uws::health::QueueHealth(Arc::new(shared.queue.clone()))),
+            Arc::new(shared.bucket),
+        ],
     }));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -87,7 +87,9 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let store = wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 8)
         .await
         .context("cannot open the job store")?;
-    let store: Arc<dyn JobStore> = Arc::new(store);
+    let store = Arc::new(store);
+    let store_health: Arc<dyn uws::health::HealthCheck> = store.clone();
+    let store: Arc<dyn JobStore> = store;
     let events = Arc::new(LocalPhaseEvents::new());
     let (queue, queue_rx) = LocalQueue::new();
     let queue = Arc::new(queue);
@@ -130,9 +132,14 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let app = AppState(Arc::new(App {
         uws,
         repositories,
-        local_bucket: Some(bucket),
+        local_bucket: Some(bucket.clone()),
         settings: config.frontend_settings(),
         started: timestamp::now(),
+        health: vec![
+            store_health,
+            Arc::new(uws::health::QueueHealth(queue.clone())),
+            Arc::new(bucket.clone()),
+        ],
     }));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

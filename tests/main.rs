@@ -4,7 +4,10 @@
 mod common;
 
 mod async_jobs;
+mod datalink;
 mod faults;
+mod openapi;
 mod sync;
 mod tidy;
 mod vosi;
+mod wobbly;

@@ -37,4 +37,27 @@ fn availability_says_the_service_is_up() {
     let doc = r.text().expect("body");
     assert_valid(&doc, "VOSIAvailability-v1.0.xsd");
     assert_eq!(element(&doc, "vosi:available").as_deref(), Some("true"));
+    let note = element(&doc, "vosi:note").expect("note");
+    for component in ["job store: ", "job queue: ", "result bucket: "] {
+        assert!(note.contains(component), "{note}");
+    }
+}
+
+#[test]
+fn availability_names_the_failing_component() {
+    let app = spawn_app();
+    // A result bucket that cannot take files: its directory replaced by a plain file.
+    let bucket = app.dir.path().join("data/bucket");
+    if bucket.is_dir() {
+        std::fs::remove_dir_all(&bucket).expect("remove bucket");
+    }
+    std::fs::write(&bucket, b"not a directory").expect("write");
+    let r = app.get("/availability", &[]);
+    assert_eq!(r.status(), 200);
+    let doc = r.text().expect("body");
+    assert_valid(&doc, "VOSIAvailability-v1.0.xsd");
+    assert_eq!(element(&doc, "vosi:available").as_deref(), Some("false"));
+    let note = element(&doc, "vosi:note").expect("note");
+    assert!(note.starts_with("result bucket unavailable: "), "{note}");
+    assert!(note.contains("job store: "), "{note}");
 }

@@ -129,6 +129,32 @@ impl ResultStore for LocalBucket {
     }
 }
 
+/// The local bucket works when its directory takes a new file: a full or read-only disk would
+/// fail every job at its last step.
+#[async_trait]
+impl uws::health::HealthCheck for LocalBucket {
+    fn component(&self) -> &str {
+        "result bucket"
+    }
+
+    async fn check(&self) -> Result<String, UwsError> {
+        let failed = |e: std::io::Error| {
+            UwsError::ResultStore(format!("{} is not writable: {e}", self.root.display()))
+        };
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(failed)?;
+        // A name no object key can have (keys are `{job}/{result}`), unique per probe.
+        let probe = self.root.join(format!(
+            ".health-{}",
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        ));
+        tokio::fs::write(&probe, b"ok").await.map_err(failed)?;
+        tokio::fs::remove_file(&probe).await.map_err(failed)?;
+        Ok(format!("{} is writable", self.root.display()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +211,25 @@ mod tests {
         assert!(url.starts_with("http://h/api/cutout/files/job/result.fits?expires="));
         bucket.delete("job/result.fits").await.expect("delete");
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn health_check_fails_when_the_bucket_cannot_take_a_file() {
+        use uws::health::HealthCheck;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bucket = LocalBucket::new(dir.path().join("bucket"), UrlSigner::new(b"k"));
+        bucket.check().await.expect("a fresh directory is writable");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("bucket"))
+                .expect("bucket dir")
+                .count(),
+            0,
+            "the probe file is removed"
+        );
+        // A bucket whose root is a plain file cannot hold objects.
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").expect("write");
+        let broken = LocalBucket::new(file, UrlSigner::new(b"k"));
+        assert!(broken.check().await.is_err());
     }
 }

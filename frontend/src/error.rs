@@ -75,7 +75,9 @@ impl From<UwsError> for FrontendError {
             UwsError::WrongPhase { .. } => FrontendError::Forbidden(e.to_string()),
             // A client asked for a change the state machine refuses.
             UwsError::IllegalTransition { .. } => FrontendError::Usage(e.to_string()),
-            UwsError::Store(_) | UwsError::Queue(_) => FrontendError::Unavailable(e.to_string()),
+            UwsError::Store(_) | UwsError::Queue(_) | UwsError::ResultStore(_) => {
+                FrontendError::Unavailable(e.to_string())
+            }
             _ => FrontendError::Internal(e.to_string()),
         }
     }

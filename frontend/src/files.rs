@@ -11,6 +11,18 @@ use crate::error::FrontendError;
 use crate::state::AppState;
 
 /// `GET /files/{key}?expires=…&signature=…`: the object, or 403 for a tampered or expired URL.
+#[utoipa::path(
+    get,
+    operation_id = "get_file",
+    path = "/files/{key}",
+    tag = "service",
+    params(("key" = String, Path, description = "Object key, e.g. JOB/result.fits"), crate::openapi::SignedUrlParams),
+    responses(
+        (status = 200, description = "The result file", content_type = "application/fits", body = Vec<u8>),
+        (status = 403, description = "AuthorizationError: the URL is not signed, tampered with or expired", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: the result no longer exists", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get(
     State(app): State<AppState>,
     Path(key): Path<String>,

@@ -40,6 +40,18 @@ pub async fn result_urls(app: &AppState, base: &PublicBase, job: &Job) -> Result
 }
 
 /// `GET /jobs`: the caller's jobs, newest first, filtered by `PHASE`, `AFTER`, `LAST`.
+#[utoipa::path(
+    get,
+    operation_id = "list_jobs",
+    path = "/jobs",
+    tag = "UWS",
+    params(crate::openapi::JobListParams),
+    responses(
+        (status = 200, description = "uws:jobs, newest first", content_type = "application/xml", body = String),
+        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn list(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -51,6 +63,19 @@ pub async fn list(
 }
 
 /// `POST /jobs`: creates a job (303 to it); `PHASE=RUN` starts it at once.
+#[utoipa::path(
+    post,
+    operation_id = "create_job",
+    path = "/jobs",
+    tag = "UWS",
+    request_body(content = crate::openapi::JobCreation, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "See Other: Location is the job"),
+        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: the image is unknown", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn create(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -67,6 +92,19 @@ pub async fn create(
 }
 
 /// `GET /jobs/{id}`, with `WAIT` (and `PHASE`) blocking until the phase changes.
+#[utoipa::path(
+    get,
+    operation_id = "get_job",
+    path = "/jobs/{id}",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID"), crate::openapi::JobWaitParams),
+    responses(
+        (status = 200, description = "uws:job", content_type = "application/xml", body = String),
+        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -87,6 +125,20 @@ pub async fn get(
 }
 
 /// `POST /jobs/{id}`: only `ACTION=DELETE` (DALI: no parameters on the job URL itself).
+#[utoipa::path(
+    post,
+    operation_id = "post_job",
+    path = "/jobs/{id}",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    request_body(content = crate::openapi::ActionForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "See Other: Location is the job list"),
+        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn post(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -113,6 +165,18 @@ pub async fn post(
 }
 
 /// `DELETE /jobs/{id}`.
+#[utoipa::path(
+    delete,
+    operation_id = "delete_job",
+    path = "/jobs/{id}",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 303, description = "See Other: Location is the job list"),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn delete(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -123,6 +187,17 @@ pub async fn delete(
     Ok(Redirect::to(&base.jobs()).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/phase",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "The phase, e.g. EXECUTING", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get_phase(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -133,6 +208,20 @@ pub async fn get_phase(
 }
 
 /// `POST /phase` with `PHASE=RUN` or `PHASE=ABORT`.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/phase",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    request_body(content = crate::openapi::PhaseForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "See Other: Location is the job"),
+        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 403, description = "AuthorizationError: not allowed in the job's current phase", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn post_phase(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -147,6 +236,17 @@ pub async fn post_phase(
     Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/executionduration",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "Seconds the job may run; 0 is unlimited", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get_execution_duration(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -156,6 +256,20 @@ pub async fn get_execution_duration(
     Ok(text_response(job.execution_duration.to_string()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/executionduration",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    request_body(content = crate::openapi::ExecutionDurationForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "See Other: Location is the job"),
+        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 403, description = "AuthorizationError: not allowed in the job's current phase", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn post_execution_duration(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -170,6 +284,17 @@ pub async fn post_execution_duration(
     Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/destruction",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "When the job is destroyed (ISO 8601 UTC)", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get_destruction(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -179,6 +304,20 @@ pub async fn get_destruction(
     Ok(text_response(timestamp::format(job.destruction)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/destruction",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    request_body(content = crate::openapi::DestructionForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "See Other: Location is the job"),
+        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 403, description = "AuthorizationError: not allowed in the job's current phase", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn post_destruction(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -194,6 +333,17 @@ pub async fn post_destruction(
 }
 
 /// `GET /error`: the DALI error VOTable of a failed job; 404 for any other job.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/error",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "DALI error VOTable of a failed job", content_type = "application/x-votable+xml", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get_error(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -215,6 +365,17 @@ pub async fn get_error(
 }
 
 /// `GET /quote`: empty (nil) until estimates exist.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/quote",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "Estimated completion instant; empty when unknown", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get_quote(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -226,6 +387,17 @@ pub async fn get_quote(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/owner",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "The job's owner", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get_owner(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -235,6 +407,17 @@ pub async fn get_owner(
     Ok(text_response(job.owner))
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/parameters",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "uws:parameters", content_type = "application/xml", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get_parameters(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -246,6 +429,20 @@ pub async fn get_parameters(
 
 /// `POST /parameters`: while PENDING, replaces the named parameters (the whole set is validated
 /// again) and accepts `RUNID`; 403 in any other phase.
+#[utoipa::path(
+    post,
+    path = "/jobs/{id}/parameters",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    request_body(content = crate::openapi::ParametersForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "See Other: Location is the job"),
+        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 403, description = "AuthorizationError: not allowed in the job's current phase", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn post_parameters(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -277,6 +474,17 @@ pub async fn post_parameters(
 }
 
 /// `GET /results`: the result list; 404 for a job without results.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/results",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID")),
+    responses(
+        (status = 200, description = "uws:results with freshly signed URLs", content_type = "application/xml", body = String),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get_results(
     State(app): State<AppState>,
     Owner(owner): Owner,
@@ -297,6 +505,17 @@ pub async fn get_results(
 
 /// `GET /results/{result}`: a stable link that redirects to a freshly signed URL, so a bookmarked
 /// result keeps working until the job is destroyed.
+#[utoipa::path(
+    get,
+    path = "/jobs/{id}/results/{result}",
+    tag = "UWS",
+    params(("id" = String, Path, description = "Job ID"), ("result" = String, Path, description = "Result ID")),
+    responses(
+        (status = 303, description = "See Other: Location is a freshly signed URL of the result"),
+        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn get_result(
     State(app): State<AppState>,
     Owner(owner): Owner,

@@ -1,5 +1,6 @@
-//! The public HTTP face of Skycut: SODA 1.0 sync and async cutouts over UWS 1.1, VOSI
-//! availability and capabilities, and the route that serves signed local result URLs.
+//! The public HTTP face of Skycut: SODA 1.0 sync and async cutouts over UWS 1.1, DataLink
+//! `{links}` with a SODA service descriptor, VOSI availability and capabilities, the OpenAPI
+//! description, and the route that serves signed local result URLs.
 //!
 //! Start at [`router::build`], which lays out the whole URL space on one screen. Every handler is
 //! parse → call → render: [`extract`] turns a request into DALI parameters, the caller's identity
@@ -10,10 +11,12 @@
 //! signed URL (they are made afresh on each read).
 
 pub mod cutout;
+pub mod datalink;
 pub mod error;
 pub mod extract;
 pub mod files;
 pub mod jobs;
+pub mod openapi;
 pub mod router;
 pub mod state;
 pub mod sync;

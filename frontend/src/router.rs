@@ -5,12 +5,13 @@ use axum::routing::get;
 
 use crate::extract::SERVICE_PATH;
 use crate::state::AppState;
-use crate::{files, jobs, sync, vosi};
+use crate::{datalink, files, jobs, openapi, sync, vosi};
 
 /// Every route under `/api/cutout`.
 pub fn build(state: AppState) -> Router {
     let service = Router::new()
         .route("/sync", get(sync::sync).post(sync::sync))
+        .route("/links", get(datalink::links).post(datalink::links))
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route(
             "/jobs/{id}",
@@ -39,6 +40,7 @@ pub fn build(state: AppState) -> Router {
         .route("/jobs/{id}/results/{result}", get(jobs::get_result))
         .route("/availability", get(vosi::availability))
         .route("/capabilities", get(vosi::capabilities))
-        .route("/files/{*key}", get(files::get));
+        .route("/files/{*key}", get(files::get))
+        .route("/openapi.json", get(openapi::openapi_json));
     Router::new().nest(SERVICE_PATH, service).with_state(state)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bucket::LocalBucket;
 use soda::repository::Repositories;
 use time::OffsetDateTime;
+use uws::health::HealthCheck;
 use uws::service::Uws;
 
 /// Frontend settings, taken from the binary's configuration.
@@ -48,6 +49,8 @@ pub struct App {
     pub local_bucket: Option<LocalBucket>,
     pub settings: FrontendSettings,
     pub started: OffsetDateTime,
+    /// Every dependency VOSI availability asks before saying the service is up.
+    pub health: Vec<Arc<dyn HealthCheck>>,
 }
 
 /// Shared handle to the [`App`]; cloning copies one pointer.

@@ -16,6 +16,19 @@ use crate::state::AppState;
 
 /// `GET|POST /sync`: 303 to the FITS cutout, 204 if the stencil misses the image, or the job's
 /// error as text/plain.
+#[utoipa::path(
+    method(get, post),
+    path = "/sync",
+    tag = "SODA",
+    params(crate::openapi::SodaParams),
+    responses(
+        (status = 303, description = "See Other: Location is the signed URL of the FITS cutout"),
+        (status = 204, description = "The stencil does not overlap the image (SODA 1.0 §5.1)"),
+        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 404, description = "UsageError: the image is unknown", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: a dependency is down or the cutout took too long", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn sync(
     State(app): State<AppState>,
     Owner(owner): Owner,

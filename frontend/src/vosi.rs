@@ -1,5 +1,7 @@
 //! VOSI 1.1 availability and capabilities for the cutout service.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -9,15 +11,40 @@ use uws::timestamp;
 use crate::extract::PublicBase;
 use crate::state::AppState;
 
-/// `GET /availability`: whether the service can take requests now (200 even when it cannot).
+/// How long one component may take to answer before it counts as down: availability must
+/// answer even when a dependency hangs.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `GET /availability`: whether the service can take requests now (200 even when it cannot),
+/// with a note naming each component's state, failing ones first.
+#[utoipa::path(
+    get,
+    path = "/availability",
+    tag = "VOSI",
+    responses(
+        (status = 200, description = "vosi:availability; available is false when a component is down, and the note names it", content_type = "application/xml", body = String)
+    )
+)]
 pub async fn availability(State(app): State<AppState>) -> Response {
-    let (available, note) = match app.uws.queue().depth().await {
-        Ok(depth) => (
-            true,
-            format!("service is accepting requests; {depth} jobs queued"),
-        ),
-        Err(e) => (false, format!("job queue unavailable: {e}")),
-    };
+    let mut failing = Vec::new();
+    let mut working = Vec::new();
+    for check in &app.health {
+        let component = check.component();
+        match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
+            Ok(Ok(status)) => working.push(format!("{component}: {status}")),
+            Ok(Err(e)) => failing.push(format!("{component} unavailable: {e}")),
+            Err(_) => failing.push(format!(
+                "{component} unavailable: no answer within {} s",
+                CHECK_TIMEOUT.as_secs()
+            )),
+        }
+    }
+    let available = failing.is_empty();
+    let note = failing
+        .into_iter()
+        .chain(working)
+        .collect::<Vec<_>>()
+        .join("; ");
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<vosi:availability xmlns:vosi=\"http://www.ivoa.net/xml/VOSIAvailability/v1.0\">\n  <vosi:available>{available}</vosi:available>\n  <vosi:upSince>{}</vosi:upSince>\n  <vosi:note>{}</vosi:note>\n</vosi:availability>\n",
         timestamp::format(app.started),
@@ -31,6 +58,14 @@ pub async fn availability(State(app): State<AppState>) -> Response {
 }
 
 /// `GET /capabilities`: the VOSI and SODA endpoints with their standard IDs.
+#[utoipa::path(
+    get,
+    path = "/capabilities",
+    tag = "VOSI",
+    responses(
+        (status = 200, description = "vosi:capabilities listing the SODA sync and async and VOSI endpoints", content_type = "application/xml", body = String)
+    )
+)]
 pub async fn capabilities(base: PublicBase) -> Response {
     let capability = |standard: &str, path: &str| {
         format!(

@@ -49,6 +49,17 @@ const BLOCK_PIXELS: usize = 1 << 22;
 /// be cut in parallel.
 static SOURCE_LOCKS: [Mutex<()>; 64] = [const { Mutex::new(()) }; 64];
 
+/// Takes the lock that serialises cfitsio access to the file at `source` (see [`SOURCE_LOCKS`]).
+pub(crate) fn lock_source(source: &Path) -> std::sync::MutexGuard<'static, ()> {
+    let key = source
+        .canonicalize()
+        .unwrap_or_else(|_| source.to_path_buf());
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    let lock = &SOURCE_LOCKS[(hasher.finish() % SOURCE_LOCKS.len() as u64) as usize];
+    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Cuts `stencil` out of the FITS image at `source` and writes a new FITS file at `out`,
 /// replacing any file there.
 ///
@@ -61,13 +72,7 @@ pub fn cut_to_file(
     provenance: &Provenance,
     out: &Path,
 ) -> Result<Cutout, SodaError> {
-    let key = source
-        .canonicalize()
-        .unwrap_or_else(|_| source.to_path_buf());
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    let lock = &SOURCE_LOCKS[(hasher.finish() % SOURCE_LOCKS.len() as u64) as usize];
-    let _guard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = lock_source(source);
 
     let mut src = FitsFile::open(source)?;
     let image = SourceImage::find(&mut src)?;
@@ -104,22 +109,22 @@ pub fn cut_to_file(
 }
 
 /// The image HDU of a source file and what we need to know about it.
-struct SourceImage {
+pub(crate) struct SourceImage {
     hdu: FitsHdu,
-    nx: usize,
-    ny: usize,
+    pub(crate) nx: usize,
+    pub(crate) ny: usize,
     /// Number of axes; axes beyond the second all have length 1.
     naxis: usize,
     /// The type cfitsio reads and writes losslessly (BZERO offsets for unsigned types included).
     pixel_type: ImageType,
-    keywords: WcsKeywords,
+    pub(crate) keywords: WcsKeywords,
     blank: Option<i64>,
     bunit: Option<String>,
 }
 
 impl SourceImage {
     /// The primary HDU if it holds an image of 2 or more axes, else the first such extension.
-    fn find(file: &mut FitsFile) -> Result<SourceImage, SodaError> {
+    pub(crate) fn find(file: &mut FitsFile) -> Result<SourceImage, SodaError> {
         let count = file.num_hdus()?;
         for index in 0..count {
             let hdu = file.hdu(index)?;

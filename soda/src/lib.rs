@@ -14,6 +14,7 @@
 //!   `wcs` crate) into a [`PixelBox`], using the sphere maths in `sphere`.
 //! - [`cut_to_file`] (in `cutout`) reads just that box and writes a new FITS file whose WCS
 //!   keywords (`header`) keep every pixel's sky position, plus provenance.
+//! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
 //! - `demo` writes synthetic images with a real WCS for tests and `skycut serve --demo`.
 //!
 //! Read `cutout` first: it is short and calls everything else.
@@ -22,6 +23,7 @@ mod celestial;
 mod cutout;
 mod demo;
 mod error;
+mod footprint;
 mod header;
 mod region;
 pub mod repository;
@@ -33,5 +35,6 @@ mod stencil;
 pub use cutout::{Cutout, PixelBox, Provenance, cut_to_file};
 pub use demo::{DemoImage, SyntheticImage, write_demo_repository, write_synthetic_image};
 pub use error::SodaError;
+pub use footprint::{Footprint, footprint};
 pub use source_id::SourceId;
 pub use stencil::{Circle, Polygon, Range, Stencil};

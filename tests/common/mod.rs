@@ -64,6 +64,8 @@ pub struct TestApp {
     pub scope: String,
     frontend: Child,
     pub workers: Vec<Child>,
+    /// The job-store service and its URL (distributed topology).
+    wobbly: Option<(Child, String)>,
     env: Vec<(String, String)>,
     http: Client,
 }
@@ -127,13 +129,29 @@ impl AppBuilder {
             ),
             ("RUST_LOG".to_owned(), "warn".to_owned()),
         ];
+        let mut wobbly = None;
         if let Topology::Distributed { .. } = self.topology {
             env.push(("SKYCUT_DATABASE_URL".to_owned(), postgres_url()));
             env.push(("SKYCUT_REDIS_URL".to_owned(), redis_url()));
             env.push(("SKYCUT_REDIS_PREFIX".to_owned(), scope.clone()));
             env.push(("SKYCUT_SERVICE_NAME".to_owned(), scope.clone()));
+            env.push((
+                "SKYCUT_WOBBLY__TOKEN_KEY".to_owned(),
+                format!("{:032x}", rand_u128()),
+            ));
+            env.push(("SKYCUT_WOBBLY__LISTEN".to_owned(), "127.0.0.1:0".to_owned()));
+            env.extend(self.env.iter().cloned());
+            // Frontend and workers reach the job store only through the wobbly service.
+            let (child, line) = start_process(&["wobbly"], &env);
+            let url = line
+                .split_once(" listening on ")
+                .map(|(_, url)| url.trim().to_owned())
+                .unwrap_or_else(|| panic!("wobbly did not start: {line:?}"));
+            env.push(("SKYCUT_WOBBLY__URL".to_owned(), url.clone()));
+            wobbly = Some((child, url));
+        } else {
+            env.extend(self.env);
         }
-        env.extend(self.env);
         let role = match self.topology {
             Topology::Embedded => "serve",
             Topology::Distributed { .. } => "frontend",
@@ -155,6 +173,7 @@ impl AppBuilder {
             scope,
             frontend,
             workers: Vec::new(),
+            wobbly,
             env,
             http,
         };
@@ -220,6 +239,11 @@ impl TestApp {
         self.workers.len() - 1
     }
 
+    /// The wobbly service's base URL (distributed topology).
+    pub fn wobbly_url(&self) -> Option<&str> {
+        self.wobbly.as_ref().map(|(_, url)| url.as_str())
+    }
+
     pub fn is_distributed(&self) -> bool {
         matches!(self.topology, Topology::Distributed { .. })
     }
@@ -227,10 +251,12 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        let wobbly = self.wobbly.as_mut().map(|(child, _)| child);
         for child in self
             .workers
             .iter_mut()
             .chain(std::iter::once(&mut self.frontend))
+            .chain(wobbly)
         {
             let _ = child.kill();
             let _ = child.wait();

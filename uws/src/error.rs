@@ -37,4 +37,7 @@ pub enum UwsError {
     /// The queue could not be reached or failed.
     #[error("job queue: {0}")]
     Queue(String),
+    /// The result store could not be reached or failed.
+    #[error("result store: {0}")]
+    ResultStore(String),
 }

@@ -3,7 +3,8 @@
 //! Read [`job`] first: the job model and the phase state machine that every store enforces.
 //! A request flows through the crate as: [`params::Parameters`] (DALI parameter list, names
 //! case-insensitive) → [`service::Uws`] (create, run, abort, wait, delete a job through the
-//! [`store::JobStore`], [`queue::JobQueue`] and [`events::PhaseEvents`] traits) → [`xml`]
+//! [`store::JobStore`], [`queue::JobQueue`] and [`events::PhaseEvents`] traits, and
+//! [`health::HealthCheck`] for availability) → [`xml`]
 //! (the UWS and DALI documents a client reads).
 //!
 //! What a job *does* is someone else's business: the service that embeds this crate validates
@@ -15,6 +16,7 @@
 
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod job;
 pub mod params;
 pub mod queue;

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+mod health;
 pub mod schema;
 pub mod service;
 pub mod store;
