@@ -24,6 +24,10 @@ pub struct BenchArgs {
     /// Side of the square cutout, in pixels.
     #[arg(long, default_value_t = 100)]
     cutout_size: usize,
+    /// Also leave a copy of the source image here (to time other tools on the same image; the
+    /// stencil is the circle printed as `stencil:`).
+    #[arg(long)]
+    keep_image: Option<std::path::PathBuf>,
 }
 
 /// Median and 95th percentile of a set of durations.
@@ -89,14 +93,25 @@ async fn measure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
     };
     let out = dir.join("floor.fits");
     let mut floor = Vec::with_capacity(args.requests);
+    let mut masked = Vec::with_capacity(args.requests);
     let mut shape = (0, 0);
+    let mask = soda::CutOptions { mask: true };
+    // Masked and plain cutouts alternate, so that both see the same machine load.
     for _ in 0..args.requests {
         let started = Instant::now();
         let cut = soda::cut_to_file(&image, &stencil, &provenance, &out)?;
         floor.push(started.elapsed());
         shape = (cut.region.width(), cut.region.height());
+        let started = Instant::now();
+        soda::cut_to_file_with(&image, &stencil, &provenance, &out, mask)?;
+        masked.push(started.elapsed());
     }
     let floor = stats(floor);
+    let masked = stats(masked);
+    if let Some(keep) = &args.keep_image {
+        std::fs::copy(&image, keep)
+            .with_context(|| format!("copying the image to {}", keep.display()))?;
+    }
 
     // The service, embedded, over loopback HTTP.
     let mut config = Config::load(None)?;
@@ -135,12 +150,19 @@ async fn measure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
         args.requests,
         n = args.image_size
     );
+    println!("stencil: CIRCLE {circle}");
     println!("| measure | median ms | p95 ms | median / floor |");
     println!("|---|---|---|---|");
     println!(
         "| floor: soda::cut_to_file in-process | {} | {} | 1.00 |",
         ms(floor.median),
         ms(floor.p95)
+    );
+    println!(
+        "| soda::cut_to_file_with MASK=true in-process | {} | {} | {:.2} |",
+        ms(masked.median),
+        ms(masked.p95),
+        masked.median.as_secs_f64() / floor.median.as_secs_f64().max(1e-9)
     );
     println!(
         "| skycut serve: GET sync → 303 → GET signed URL | {} | {} | {:.2} |",

@@ -6,6 +6,7 @@ mod common;
 mod async_jobs;
 mod datalink;
 mod faults;
+mod many_cutouts;
 mod openapi;
 mod sync;
 mod tidy;

@@ -235,18 +235,9 @@ fn sync_bad_input_is_a_usage_error_and_creates_no_job() {
             "UsageError: ",
         ),
         (
-            &[("ID", IMAGE), ("ID", IMAGE), ("CIRCLE", "150 2 0.1")],
+            &[("ID", IMAGE), ("CIRCLE", "150 2 0.1"), ("MASK", "perhaps")],
             400,
-            "MultiValuedParamNotSupported: ",
-        ),
-        (
-            &[
-                ("ID", IMAGE),
-                ("CIRCLE", "150 2 0.1"),
-                ("POS", "CIRCLE 150 2 0.1"),
-            ],
-            400,
-            "MultiValuedParamNotSupported: ",
+            "UsageError: ",
         ),
     ];
     for (params, status, label) in cases {

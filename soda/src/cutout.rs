@@ -40,6 +40,15 @@ pub struct Cutout {
     pub bytes: u64,
 }
 
+/// How to cut, beyond where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CutOptions {
+    /// Blank the pixels of the rectangle whose centres lie outside the stencil: NaN for
+    /// floating-point images, the BLANK value for integer images (the source's BLANK, or the
+    /// type's smallest value, which is then declared as BLANK).
+    pub mask: bool,
+}
+
 /// Pixels copied per read/write call, so that a whole-image cutout never sits in memory.
 const BLOCK_PIXELS: usize = 1 << 22;
 
@@ -72,6 +81,17 @@ pub fn cut_to_file(
     provenance: &Provenance,
     out: &Path,
 ) -> Result<Cutout, SodaError> {
+    cut_to_file_with(source, stencil, provenance, out, CutOptions::default())
+}
+
+/// [`cut_to_file`] with options.
+pub fn cut_to_file_with(
+    source: &Path,
+    stencil: &Stencil,
+    provenance: &Provenance,
+    out: &Path,
+    options: CutOptions,
+) -> Result<Cutout, SodaError> {
     let _guard = lock_source(source);
 
     let mut src = FitsFile::open(source)?;
@@ -91,21 +111,51 @@ pub fn cut_to_file(
     }
     {
         let mut dst = FitsFile::create(out).open()?;
+        let cut = Cut {
+            image: &image,
+            region,
+            provenance,
+            mask: options.mask.then_some((&wcs, stencil)),
+        };
         match image.pixel_type {
-            ImageType::UnsignedByte => copy::<u8>(&mut src, &image, region, &mut dst, provenance),
-            ImageType::Byte => copy::<i8>(&mut src, &image, region, &mut dst, provenance),
-            ImageType::Short => copy::<i16>(&mut src, &image, region, &mut dst, provenance),
-            ImageType::UnsignedShort => copy::<u16>(&mut src, &image, region, &mut dst, provenance),
-            ImageType::Long => copy::<i32>(&mut src, &image, region, &mut dst, provenance),
-            ImageType::UnsignedLong => copy::<u32>(&mut src, &image, region, &mut dst, provenance),
-            ImageType::LongLong => copy::<i64>(&mut src, &image, region, &mut dst, provenance),
-            ImageType::Float => copy::<f32>(&mut src, &image, region, &mut dst, provenance),
-            ImageType::Double => copy::<f64>(&mut src, &image, region, &mut dst, provenance),
+            ImageType::UnsignedByte => cut.copy::<u8>(&mut src, &mut dst),
+            ImageType::Byte => cut.copy::<i8>(&mut src, &mut dst),
+            ImageType::Short => cut.copy::<i16>(&mut src, &mut dst),
+            ImageType::UnsignedShort => cut.copy::<u16>(&mut src, &mut dst),
+            ImageType::Long => cut.copy::<i32>(&mut src, &mut dst),
+            ImageType::UnsignedLong => cut.copy::<u32>(&mut src, &mut dst),
+            ImageType::LongLong => cut.copy::<i64>(&mut src, &mut dst),
+            ImageType::Float => cut.copy::<f32>(&mut src, &mut dst),
+            ImageType::Double => cut.copy::<f64>(&mut src, &mut dst),
         }?;
         // Dropping `dst` closes the file and flushes cfitsio's buffers before we stat it.
     }
     let bytes = std::fs::metadata(out)?.len();
     Ok(Cutout { region, bytes })
+}
+
+/// Writes one multi-extension FITS file at `out` holding the `CUTOUT` extension of each file
+/// of `cutouts` (files written by [`cut_to_file`]), in order, numbered by `EXTVER` 1, 2, ...
+/// Returns the size of the file.
+pub fn combine_to_file(cutouts: &[&Path], out: &Path) -> Result<u64, SodaError> {
+    if out.exists() {
+        std::fs::remove_file(out)?;
+    }
+    {
+        let mut dst = FitsFile::create(out).open()?;
+        for (n, part) in cutouts.iter().enumerate() {
+            let mut src = FitsFile::open(part)?;
+            let hdu = src.hdu("CUTOUT")?;
+            hdu.copy_to(&mut src, &mut dst)?;
+            let copied = dst.hdu(n + 1)?;
+            copied.write_key(
+                &mut dst,
+                "EXTVER",
+                (n as i64 + 1, "cutout number in this file"),
+            )?;
+        }
+    }
+    Ok(std::fs::metadata(out)?.len())
 }
 
 /// The image HDU of a source file and what we need to know about it.
@@ -174,40 +224,125 @@ impl SourceImage {
     }
 }
 
-/// Copies `region` of the source into a new `CUTOUT` extension of `dst`, a block of rows at a
-/// time, with `T` the pixel type that cfitsio reads and writes without conversion.
-fn copy<T: WriteImage>(
-    src: &mut FitsFile,
-    image: &SourceImage,
-    region: PixelBox,
-    dst: &mut FitsFile,
-    provenance: &Provenance,
-) -> Result<(), SodaError>
-where
-    Vec<T>: ReadImage,
-{
-    let (width, height) = (region.width(), region.height());
-    let description = ImageDescription {
-        data_type: image.pixel_type,
-        dimensions: &[height, width],
-    };
-    let hdu = dst.create_image("CUTOUT", &description)?;
-    write_header(dst, &hdu, image, region, provenance)?;
+/// A pixel type that cfitsio reads and writes without conversion, and its blank value.
+trait Pixel: WriteImage + Copy {
+    /// What cfitsio adds to the stored value to get this type (the standard BZERO of the
+    /// unsigned-as-signed conventions).
+    const ZERO: i64;
+    /// The value that stands for "no data": NaN for floats; for integers the one stored as the
+    /// source's BLANK, else the type's smallest value. Returns the stored BLANK to declare.
+    fn blank(source_blank: Option<i64>) -> (Self, Option<i64>);
+}
 
-    let rows_per_block = (BLOCK_PIXELS / width).max(1);
-    let columns = region.x0..region.x1 + 1;
-    let mut row = 0;
-    while row < height {
-        let rows = rows_per_block.min(height - row);
-        let source_rows = region.y0 + row..region.y0 + row + rows;
-        let mut ranges: Vec<&Range<usize>> = vec![&columns, &source_rows];
-        let plane = 0..1;
-        ranges.resize(image.naxis, &plane);
-        let pixels: Vec<T> = image.hdu.read_region(src, &ranges)?;
-        hdu.write_region(dst, &[&(0..width), &(row..row + rows)], &pixels)?;
-        row += rows;
+macro_rules! integer_pixel {
+    ($($t:ty => $zero:expr),*) => {$(
+        impl Pixel for $t {
+            const ZERO: i64 = $zero;
+            fn blank(source_blank: Option<i64>) -> ($t, Option<i64>) {
+                let stored = source_blank.unwrap_or(<$t>::MIN as i64 - Self::ZERO);
+                let value = <$t>::try_from(stored + Self::ZERO).unwrap_or(<$t>::MIN);
+                (value, Some(value as i64 - Self::ZERO))
+            }
+        }
+    )*};
+}
+
+integer_pixel!(u8 => 0, i8 => -128, i16 => 0, u16 => 32768, i32 => 0, u32 => 2_147_483_648);
+
+impl Pixel for i64 {
+    const ZERO: i64 = 0;
+    fn blank(source_blank: Option<i64>) -> (i64, Option<i64>) {
+        let value = source_blank.unwrap_or(i64::MIN);
+        (value, Some(value))
     }
-    Ok(())
+}
+
+impl Pixel for f32 {
+    const ZERO: i64 = 0;
+    fn blank(_: Option<i64>) -> (f32, Option<i64>) {
+        (f32::NAN, None)
+    }
+}
+
+impl Pixel for f64 {
+    const ZERO: i64 = 0;
+    fn blank(_: Option<i64>) -> (f64, Option<i64>) {
+        (f64::NAN, None)
+    }
+}
+
+/// One cutout being written: what to copy and whether to mask it.
+struct Cut<'a> {
+    image: &'a SourceImage,
+    region: PixelBox,
+    provenance: &'a Provenance,
+    /// The WCS and stencil that decide which pixels are kept, when masking.
+    mask: Option<(&'a CelestialWcs, &'a Stencil)>,
+}
+
+impl Cut<'_> {
+    /// Copies `region` of the source into a new `CUTOUT` extension of `dst`, a block of rows
+    /// at a time, with `T` the pixel type that cfitsio reads and writes without conversion.
+    fn copy<T: Pixel>(&self, src: &mut FitsFile, dst: &mut FitsFile) -> Result<(), SodaError>
+    where
+        Vec<T>: ReadImage,
+    {
+        let (image, region) = (self.image, self.region);
+        let (width, height) = (region.width(), region.height());
+        let description = ImageDescription {
+            data_type: image.pixel_type,
+            dimensions: &[height, width],
+        };
+        let hdu = dst.create_image("CUTOUT", &description)?;
+        let (blank, declared_blank) = T::blank(image.blank);
+        let declared_blank = if self.mask.is_some() {
+            declared_blank
+        } else {
+            image.blank
+        };
+        write_header(dst, &hdu, image, region, self.provenance, declared_blank)?;
+
+        let rows_per_block = (BLOCK_PIXELS / width).max(1);
+        let columns = region.x0..region.x1 + 1;
+        let mut row = 0;
+        while row < height {
+            let rows = rows_per_block.min(height - row);
+            let source_rows = region.y0 + row..region.y0 + row + rows;
+            let mut ranges: Vec<&Range<usize>> = vec![&columns, &source_rows];
+            let plane = 0..1;
+            ranges.resize(image.naxis, &plane);
+            let mut pixels: Vec<T> = image.hdu.read_region(src, &ranges)?;
+            if let Some((wcs, stencil)) = self.mask {
+                mask_rows(&mut pixels, blank, wcs, stencil, &columns, &source_rows);
+            }
+            hdu.write_region(dst, &[&(0..width), &(row..row + rows)], &pixels)?;
+            row += rows;
+        }
+        Ok(())
+    }
+}
+
+/// Sets to `blank` the pixels of a block (rows `rows`, columns `columns` of the source) whose
+/// centres lie outside the stencil (or off the sky of the projection).
+fn mask_rows<T: Copy>(
+    pixels: &mut [T],
+    blank: T,
+    wcs: &CelestialWcs,
+    stencil: &Stencil,
+    columns: &Range<usize>,
+    rows: &Range<usize>,
+) {
+    let width = columns.len();
+    for (j, y) in rows.clone().enumerate() {
+        for (i, x) in columns.clone().enumerate() {
+            let inside = wcs
+                .pixel_to_sky(x as f64, y as f64)
+                .is_some_and(|(ra, dec)| stencil.contains(ra, dec));
+            if !inside {
+                pixels[j * width + i] = blank;
+            }
+        }
+    }
 }
 
 fn write_header(
@@ -216,6 +351,7 @@ fn write_header(
     image: &SourceImage,
     region: PixelBox,
     provenance: &Provenance,
+    blank: Option<i64>,
 ) -> Result<(), SodaError> {
     image
         .keywords
@@ -223,7 +359,7 @@ fn write_header(
     if let Some(bunit) = &image.bunit {
         hdu.write_key(dst, "BUNIT", bunit.as_str())?;
     }
-    if let Some(blank) = image.blank {
+    if let Some(blank) = blank {
         hdu.write_key(dst, "BLANK", blank)?;
     }
     let date = provenance.time_utc.trim_end_matches('Z');
@@ -539,6 +675,16 @@ mod tests {
         offset: i64,
         cast: fn(i64) -> T,
     ) {
+        integer_image_with_blank(path, data_type, offset, cast, Some(-1));
+    }
+
+    fn integer_image_with_blank<T: WriteImage>(
+        path: &Path,
+        data_type: ImageType,
+        offset: i64,
+        cast: fn(i64) -> T,
+        blank: Option<i64>,
+    ) {
         let mut f = FitsFile::create(path).open().unwrap();
         let hdu = f
             .create_image(
@@ -568,7 +714,9 @@ mod tests {
         ] {
             hdu.write_key(&mut f, k, v).unwrap();
         }
-        hdu.write_key(&mut f, "BLANK", -1_i64).unwrap();
+        if let Some(blank) = blank {
+            hdu.write_key(&mut f, "BLANK", blank).unwrap();
+        }
         let data: Vec<T> = (0..48)
             .flat_map(|y| (0..64).map(move |x| cast(1000 * y + x + offset)))
             .collect();
@@ -673,5 +821,115 @@ mod tests {
         });
         assert!(outputs.windows(2).all(|w| w[0] == w[1]));
         assert_eq!(outputs[0].len(), 121 * 121);
+    }
+
+    #[test]
+    fn mask_blanks_float_pixels_outside_the_stencil_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 80.0, 120.0, 20.0);
+        let out = dir.path().join("out.fits");
+        let options = CutOptions { mask: true };
+        let r = cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options)
+            .unwrap()
+            .region;
+        let wcs = wcs_of(&source, 0);
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        let pixels: Vec<f32> = hdu.read_image(&mut f).unwrap();
+        let (mut kept, mut blanked) = (0, 0);
+        for j in 0..r.height() {
+            for i in 0..r.width() {
+                let (x, y) = (r.x0 + i, r.y0 + j);
+                let (ra, dec) = wcs.pixel_to_sky(x as f64, y as f64).unwrap();
+                let value = pixels[j * r.width() + i];
+                if stencil.contains(ra, dec) {
+                    assert_eq!(value, (y * NX + x) as f32);
+                    kept += 1;
+                } else {
+                    assert!(value.is_nan(), "({i}, {j}) = {value}");
+                    blanked += 1;
+                }
+            }
+        }
+        // A disc of radius 20 px in a 41 x 41 square: about pi/4 of it is kept.
+        assert!(
+            (1200..1330).contains(&kept),
+            "{kept} kept, {blanked} blanked"
+        );
+        assert!(hdu.read_key::<i64>(&mut f, "BLANK").is_err());
+    }
+
+    #[test]
+    fn mask_uses_the_blank_value_of_integer_images() {
+        let dir = tempfile::tempdir().unwrap();
+        for (data_type, offset, blank) in [
+            (ImageType::Short, -20_000, -1_i64),
+            (ImageType::UnsignedShort, 100, 32767),
+            (ImageType::Long, 100, -1),
+        ] {
+            let source = dir.path().join("int.fits");
+            if source.exists() {
+                std::fs::remove_file(&source).unwrap();
+            }
+            integer_image(&source, data_type, offset, |v| v as i32);
+            let (ra, dec) = wcs_of(&source, 1).pixel_to_sky(20.0, 30.0).unwrap();
+            let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+            let out = dir.path().join("out.fits");
+            let options = CutOptions { mask: true };
+            cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options).unwrap();
+            let mut f = FitsFile::open(&out).unwrap();
+            let hdu = f.hdu(1).unwrap();
+            assert_eq!(hdu.read_key::<i64>(&mut f, "BLANK").unwrap(), -1);
+            let pixels: Vec<i64> = hdu.read_image(&mut f).unwrap();
+            // 11 x 11 box; the corner is outside the circle, the centre inside.
+            assert_eq!(pixels[0], blank, "{data_type:?}");
+            assert_eq!(pixels[5 * 11 + 5], 1000 * 30 + 20 + offset, "{data_type:?}");
+        }
+    }
+
+    #[test]
+    fn mask_declares_a_blank_for_integer_images_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("int.fits");
+        integer_image_with_blank(&source, ImageType::Short, 0, |v| v as i16, None);
+        let (ra, dec) = wcs_of(&source, 1).pixel_to_sky(20.0, 30.0).unwrap();
+        let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+        let out = dir.path().join("out.fits");
+        let options = CutOptions { mask: true };
+        cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options).unwrap();
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        assert_eq!(hdu.read_key::<i64>(&mut f, "BLANK").unwrap(), -32768);
+        let pixels: Vec<i16> = hdu.read_image(&mut f).unwrap();
+        assert_eq!(pixels[0], i16::MIN);
+    }
+
+    #[test]
+    fn cutouts_combine_into_one_multi_extension_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let mut parts = Vec::new();
+        for (n, (x, y)) in [(50.0, 50.0), (200.0, 100.0)].into_iter().enumerate() {
+            let stencil = circle_at(&source, x, y, 10.0 + n as f64);
+            let out = dir.path().join(format!("part{n}.fits"));
+            cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap();
+            parts.push(out);
+        }
+        let out = dir.path().join("all.fits");
+        let paths: Vec<&Path> = parts.iter().map(|p| p.as_path()).collect();
+        let bytes = combine_to_file(&paths, &out).unwrap();
+        assert_eq!(bytes, std::fs::metadata(&out).unwrap().len());
+        let mut f = FitsFile::open(&out).unwrap();
+        assert_eq!(f.num_hdus().unwrap(), 3);
+        for (n, part) in parts.iter().enumerate() {
+            let hdu = f.hdu(n + 1).unwrap();
+            assert_eq!(hdu.read_key::<String>(&mut f, "EXTNAME").unwrap(), "CUTOUT");
+            assert_eq!(hdu.read_key::<i64>(&mut f, "EXTVER").unwrap(), n as i64 + 1);
+            let pixels: Vec<f32> = hdu.read_image(&mut f).unwrap();
+            let mut p = FitsFile::open(part).unwrap();
+            let original: Vec<f32> = p.hdu(1).unwrap().read_image(&mut p).unwrap();
+            assert_eq!(pixels, original);
+        }
     }
 }

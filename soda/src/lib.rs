@@ -32,7 +32,9 @@ mod source_id;
 mod sphere;
 mod stencil;
 
-pub use cutout::{Cutout, PixelBox, Provenance, cut_to_file};
+pub use cutout::{
+    CutOptions, Cutout, PixelBox, Provenance, combine_to_file, cut_to_file, cut_to_file_with,
+};
 pub use demo::{DemoImage, SyntheticImage, write_demo_repository, write_synthetic_image};
 pub use error::SodaError;
 pub use footprint::{Footprint, footprint};

@@ -12,14 +12,21 @@ pub const FITS: &str = "application/fits";
 /// The spatial-stencil parameters, in the order SODA lists them.
 const STENCIL_PARAMETERS: [&str; 3] = ["POS", "CIRCLE", "POLYGON"];
 
+/// Most (ID, stencil) pairs one request may ask for: each pair is a cutout and a result, and
+/// a job's result list must stay a size a client can read.
+pub const MAX_PAIRS: usize = 100;
+
 /// A validated cutout request: which images, cut with which stencils.
 ///
-/// The job model allows several IDs and several stencils (one cutout per pair); this version of
-/// the service accepts one of each and says so with `MultiValuedParamNotSupported`.
+/// SODA allows several IDs and several stencils: every image is cut with every stencil, one
+/// cutout (one result) per pair, IDs in the outer loop.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CutoutRequest {
     pub ids: Vec<SourceId>,
     pub stencils: Vec<Stencil>,
+    /// `MASK=true` (a Skycut extension): pixels of each rectangle outside the stencil are
+    /// blanked (NaN for floating-point images, BLANK for integer ones).
+    pub mask: bool,
 }
 
 impl CutoutRequest {
@@ -30,6 +37,7 @@ impl CutoutRequest {
     ) -> Result<CutoutRequest, SodaError> {
         let mut ids = Vec::new();
         let mut stencils = Vec::new();
+        let mut mask = false;
         for (name, value) in parameters {
             let name = name.to_ascii_uppercase();
             match name.as_str() {
@@ -45,6 +53,7 @@ impl CutoutRequest {
                         )));
                     }
                 }
+                "MASK" => mask = parse_bool("MASK", value)?,
                 _ => {}
             }
         }
@@ -53,26 +62,25 @@ impl CutoutRequest {
                 "ID is required: the image to cut, e.g. ID=butler://<repository>/<image>".into(),
             ));
         }
-        if ids.len() > 1 {
-            return Err(SodaError::MultiValued(format!(
-                "ID given {} times; one image per request is supported",
-                ids.len()
-            )));
-        }
         if stencils.is_empty() {
             return Err(SodaError::Usage(format!(
                 "a spatial stencil is required: one of {}",
                 STENCIL_PARAMETERS.join(", ")
             )));
         }
-        if stencils.len() > 1 {
-            return Err(SodaError::MultiValued(format!(
-                "{} stencils given ({}); one per request is supported",
+        if ids.len() * stencils.len() > MAX_PAIRS {
+            return Err(SodaError::Usage(format!(
+                "{} IDs and {} stencils make {} cutouts; at most {MAX_PAIRS} per request",
+                ids.len(),
                 stencils.len(),
-                STENCIL_PARAMETERS.join(", ")
+                ids.len() * stencils.len()
             )));
         }
-        Ok(CutoutRequest { ids, stencils })
+        Ok(CutoutRequest {
+            ids,
+            stencils,
+            mask,
+        })
     }
 
     /// Every (image, stencil) pair, each of which gives one result.
@@ -80,6 +88,17 @@ impl CutoutRequest {
         self.ids
             .iter()
             .flat_map(|id| self.stencils.iter().map(move |s| (id, s)))
+    }
+}
+
+/// A DALI boolean: `true`/`false` (any case), also `1`/`0` and `yes`/`no` for hand-typed URLs.
+fn parse_bool(name: &str, value: &str) -> Result<bool, SodaError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        other => Err(SodaError::Usage(format!(
+            "{name} must be true or false, not {other:?}"
+        ))),
     }
 }
 
@@ -121,19 +140,44 @@ mod tests {
     }
 
     #[test]
-    fn repeated_parameters_are_not_supported_yet() {
+    fn every_id_is_cut_with_every_stencil() {
         let r = CutoutRequest::from_parameters([
             ("ID", "butler://demo/a"),
             ("ID", "butler://demo/b"),
             ("CIRCLE", "10 20 0.1"),
-        ]);
-        assert!(matches!(r, Err(SodaError::MultiValued(_))));
-        let r = CutoutRequest::from_parameters([
-            ("ID", "butler://demo/a"),
-            ("CIRCLE", "10 20 0.1"),
-            ("POS", "CIRCLE 10 20 0.1"),
-        ]);
-        assert!(matches!(r, Err(SodaError::MultiValued(_))));
+            ("POS", "CIRCLE 10 20 0.2"),
+            ("POLYGON", "1 1 2 1 2 2"),
+        ])
+        .unwrap();
+        let pairs: Vec<String> = r
+            .pairs()
+            .map(|(id, s)| format!("{} {s}", id.image()))
+            .collect();
+        assert_eq!(pairs.len(), 6);
+        assert!(pairs[0].starts_with("a CIRCLE 10 20 0.1"), "{pairs:?}");
+        assert!(pairs[3].starts_with("b CIRCLE 10 20 0.1"), "{pairs:?}");
+        assert!(!r.mask);
+    }
+
+    #[test]
+    fn too_many_pairs_are_refused() {
+        let mut params = vec![("CIRCLE", "10 20 0.1"); 11];
+        params.extend(vec![("ID", "butler://demo/a"); 10]);
+        check(&params, Err("at most 100"));
+    }
+
+    #[test]
+    fn mask_is_a_boolean() {
+        let r = |v| {
+            CutoutRequest::from_parameters([
+                ("ID", "butler://demo/a"),
+                ("CIRCLE", "10 20 0.1"),
+                ("mask", v),
+            ])
+        };
+        assert!(r("TRUE").unwrap().mask);
+        assert!(!r("false").unwrap().mask);
+        assert!(matches!(r("maybe"), Err(SodaError::Usage(_))));
     }
 
     #[test]

@@ -7,6 +7,7 @@ free loopback port, learns its base URL from the first stdout line, and makes
 sure the process is killed at the end, also when a test or the start-up fails.
 """
 
+import contextlib
 import os
 import queue
 import re
@@ -46,24 +47,27 @@ def _pump(stream, lines, first_line):
         stream.close()
 
 
-@pytest.fixture(scope="session")
-def skycut(tmp_path_factory):
+@contextlib.contextmanager
+def running_skycut(data_dir, extra_args):
+    """Runs ``skycut serve`` with ``extra_args`` (image sources) until the block ends."""
     binary = Path(os.environ.get("SKYCUT_BIN", str(DEFAULT_BIN)))
     if not binary.is_file():
         pytest.fail(
             f"skycut binary not found at {binary}: run `cargo build` "
             "or set SKYCUT_BIN"
         )
-    data_dir = tmp_path_factory.mktemp("skycut-data")
-    stderr_path = data_dir.parent / "skycut-stderr.log"
+    stderr_path = data_dir.parent / f"{data_dir.name}-stderr.log"
     stderr_file = open(stderr_path, "wb")
     proc = subprocess.Popen(
         [str(binary), "serve", "--listen", "127.0.0.1:0",
-         "--data-dir", str(data_dir), "--demo"],
+         "--data-dir", str(data_dir), *extra_args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr_file,
         text=True,
+        # SKYCUT_BIN tells this suite where the binary is; skycut would read it as a
+        # configuration key (every SKYCUT_* variable is one) and refuse it.
+        env={k: v for k, v in os.environ.items() if k != "SKYCUT_BIN"},
     )
     lines = []
     first_line = queue.Queue()
@@ -96,6 +100,13 @@ def skycut(tmp_path_factory):
         proc.wait(timeout=30)
         pump.join(timeout=10)
         stderr_file.close()
+
+
+@pytest.fixture(scope="session")
+def skycut(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("skycut-data")
+    with running_skycut(data_dir, ["--demo"]) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use soda::repository::Repositories;
-use soda::request::{CutoutRequest, FITS};
-use soda::{Provenance, SodaError, SourceId, Stencil};
 use tokio_util::sync::CancellationToken;
-use uws::results::ObjectMeta;
 use uws::service::Uws;
 use uws::store::Transition;
-use uws::{ErrorCode, ExecutionPhase, JobError, JobId, JobResult, UwsError, timestamp};
+use uws::{ErrorCode, ExecutionPhase, JobError, JobId, JobResult, UwsError};
 
 /// What a worker needs to know beyond its collaborators.
 #[derive(Debug, Clone)]
@@ -157,89 +154,14 @@ impl Worker {
         }
     }
 
-    /// Cuts every (image, stencil) pair of the job and stores each result.
+    /// Cuts every (image, stencil) pair of the job and stores the results (see `cutouts`).
     async fn cut_all(&self, job: &uws::Job) -> Result<Vec<JobResult>, JobError> {
-        let request = CutoutRequest::from_parameters(
-            job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        crate::cutouts::cut_all(
+            job,
+            &self.repositories,
+            &self.settings,
+            self.uws.results().as_ref(),
         )
-        .map_err(job_error)?;
-        let mut results = Vec::new();
-        for (n, (id, stencil)) in request.pairs().enumerate() {
-            let result_id = if n == 0 {
-                "result".to_owned()
-            } else {
-                format!("result-{}", n + 1)
-            };
-            results.push(self.cut_one(job, &result_id, id, stencil).await?);
-        }
-        Ok(results)
-    }
-
-    async fn cut_one(
-        &self,
-        job: &uws::Job,
-        result_id: &str,
-        id: &SourceId,
-        stencil: &Stencil,
-    ) -> Result<JobResult, JobError> {
-        let source = self.repositories.resolve(id).map_err(job_error)?;
-        let scratch = self
-            .settings
-            .scratch_dir
-            .join(format!("{}-{result_id}.fits", job.id));
-        let provenance = Provenance {
-            source_id: id.to_string(),
-            stencil: stencil.to_string(),
-            software: self.settings.software.clone(),
-            time_utc: timestamp::format(timestamp::now()),
-        };
-        let stencil = stencil.clone();
-        let out = scratch.clone();
-        let cut = tokio::task::spawn_blocking(move || {
-            soda::cut_to_file(&source, &stencil, &provenance, &out)
-        })
         .await
-        .map_err(|e| JobError::new(ErrorCode::Internal, format!("cutout thread failed: {e}")))?;
-        let stored = match cut {
-            Ok(_) => {
-                // A per-attempt prefix: a job run twice (a worker presumed dead was only slow)
-                // never overwrites or deletes the result that the store recorded.
-                let key = format!("{}/{:016x}/{result_id}.fits", job.id, rand::random::<u64>());
-                let meta = ObjectMeta {
-                    content_type: FITS.to_owned(),
-                    filename: format!("{}-cutout.fits", id.image()),
-                };
-                self.uws
-                    .results()
-                    .put_file(&key, &scratch, &meta)
-                    .await
-                    .map(|size| JobResult {
-                        id: result_id.to_owned(),
-                        key,
-                        mime_type: FITS.to_owned(),
-                        size: Some(size),
-                    })
-                    .map_err(|e| {
-                        JobError::new(
-                            ErrorCode::Unavailable,
-                            format!("storing the result failed: {e}"),
-                        )
-                    })
-            }
-            Err(e) => Err(job_error(e)),
-        };
-        tokio::fs::remove_file(&scratch).await.ok();
-        stored
     }
-}
-
-/// How a science error becomes a job error: the user's fault is a UsageError, ours is an Error.
-fn job_error(e: SodaError) -> JobError {
-    let code = match &e {
-        SodaError::Usage(_) | SodaError::MultiValued(_) => ErrorCode::Usage,
-        SodaError::UnknownImage(_) => ErrorCode::NotFound,
-        SodaError::NoOverlap { .. } => ErrorCode::NoData,
-        _ => ErrorCode::Internal,
-    };
-    JobError::new(code, e.to_string())
 }

@@ -1,0 +1,220 @@
+"""Skycut's cutouts against astropy, projection by projection.
+
+Why this file exists: a cutout service must be right to the pixel on the
+projections archives use. For each projection (TAN, TAN-SIP, SIN, ZEA, ARC,
+STG, AIT, CAR, MOL, HPX; CD-matrix and PC+CDELT forms), this suite writes an
+image with astropy, cuts it through a real ``skycut serve`` with several
+stencils (centred, clipped by the edge, over a pole, across RA=0), and checks
+with astropy's own WCS that:
+
+- every cutout pixel holds the source's value at the same sky position;
+- the cutout's WCS maps each pixel centre to the sky position of the source
+  pixel it came from, to 1e-6 degrees;
+- the rectangle holds every source pixel whose centre lies in the stencil and
+  reaches at most one pixel beyond them on each side.
+"""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import requests
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from conftest import running_skycut
+
+HTTP_TIMEOUT = 60
+REPOSITORY = "wcs"
+
+
+def header(proj, nx, ny, crval, scale, matrix="pc", rotation_deg=0.0, extra=None):
+    """A celestial header; `matrix` picks the PC+CDELT or the CD form."""
+    h = fits.Header()
+    base = proj.split("-")[0]
+    h["CTYPE1"] = f"RA---{base}" + ("-SIP" if proj.endswith("SIP") else "")
+    h["CTYPE2"] = f"DEC--{base}" + ("-SIP" if proj.endswith("SIP") else "")
+    h["CRPIX1"] = (nx + 1) / 2
+    h["CRPIX2"] = (ny + 1) / 2
+    h["CRVAL1"], h["CRVAL2"] = crval
+    h["CUNIT1"] = h["CUNIT2"] = "deg"
+    h["RADESYS"] = "ICRS"
+    c, s = math.cos(math.radians(rotation_deg)), math.sin(math.radians(rotation_deg))
+    if matrix == "cd":
+        h["CD1_1"], h["CD1_2"] = -scale * c, scale * s
+        h["CD2_1"], h["CD2_2"] = scale * s, scale * c
+    else:
+        h["CDELT1"], h["CDELT2"] = -scale, scale
+        h["PC1_1"], h["PC1_2"], h["PC2_1"], h["PC2_2"] = c, -s, s, c
+    for k, v in (extra or {}).items():
+        h[k] = v
+    return h
+
+
+# Small SIP terms with their (approximate) inverse, as archives ship them.
+SIP = {
+    "A_ORDER": 2, "B_ORDER": 2, "A_2_0": 2e-6, "A_0_2": -1e-6, "B_1_1": 1.5e-6,
+    "AP_ORDER": 2, "BP_ORDER": 2, "AP_2_0": -2e-6, "AP_0_2": 1e-6, "BP_1_1": -1.5e-6,
+}
+
+# (name, header) of every test image. Small-field projections get a field
+# straddling RA=0 and one over the north pole; all-sky ones a whole-sky image.
+IMAGES = []
+for proj, matrix, rot in [
+    ("TAN", "pc", 0.0), ("TAN-SIP", "pc", 0.0), ("SIN", "pc", 20.0),
+    ("ZEA", "pc", 0.0), ("ARC", "cd", 0.0), ("STG", "cd", 30.0),
+]:
+    extra = SIP if proj == "TAN-SIP" else None
+    name = proj.lower().replace("-", "")
+    IMAGES.append((f"{name}-ra0", header(proj, 240, 200, (0.0, 10.0), 10 / 3600,
+                                         matrix, rot, extra)))
+    IMAGES.append((f"{name}-pole", header(proj, 240, 200, (0.0, 89.8), 18 / 3600,
+                                          matrix, rot, extra)))
+for proj in ["AIT", "CAR", "MOL", "HPX"]:
+    IMAGES.append((f"{proj.lower()}-sky", header(proj, 360, 180, (0.0, 0.0), 1.0)))
+
+STENCILS = {
+    "ra0": [
+        ("CIRCLE", "0.0 10.0 0.05"),  # centred, across RA=0
+        ("CIRCLE", "359.91 10.0 0.04"),  # clipped by the left... or right edge
+        ("POLYGON", "359.98 9.98 0.02 9.98 0.02 10.02 359.98 10.02"),
+        ("POS", "RANGE 0.01 0.05 -Inf +Inf"),
+    ],
+    "pole": [
+        ("CIRCLE", "120 89.95 0.1"),  # holds the pole
+        ("POLYGON", "0 89.9 120 89.9 240 89.9"),  # around the pole
+        ("CIRCLE", "45 89.5 0.15"),  # clipped by the edge
+    ],
+    "sky": [
+        ("CIRCLE", "0.0 0.0 5"),  # centred, across RA=0
+        ("CIRCLE", "30 85 6"),  # over the pole
+        ("CIRCLE", "175 20 12"),  # at the edge of the projection
+        ("POLYGON", "350 -5 10 -5 10 5 350 5"),  # across RA=0
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    images = tmp_path_factory.mktemp("wcs-images")
+    for name, h in IMAGES:
+        ny, nx = h["CRPIX2"] * 2 - 1, h["CRPIX1"] * 2 - 1
+        data = np.arange(int(nx) * int(ny), dtype=np.float32).reshape(int(ny), int(nx))
+        fits.PrimaryHDU(data=data, header=h).writeto(images / f"{name}.fits")
+    data_dir = tmp_path_factory.mktemp("wcs-data")
+    with running_skycut(data_dir, ["--repository", f"{REPOSITORY}={images}"]) as s:
+        yield s, images
+
+
+def unit(ra, dec):
+    ra, dec = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1)
+
+
+def inside(kind, value, ra, dec):
+    """Which sky positions lie in the stencil, computed independently of Skycut."""
+    numbers = [float(v) for v in value.split()[1 if kind == "POS" else 0:]]
+    p = unit(ra, dec)
+    if kind == "CIRCLE":
+        c = unit(numbers[0], numbers[1])
+        return p @ c >= math.cos(math.radians(numbers[2]))
+    if kind == "POLYGON":
+        v = unit(np.array(numbers[0::2]), np.array(numbers[1::2]))
+        signs = [p @ np.cross(v[i], v[(i + 1) % len(v)]) for i in range(len(v))]
+        signs = np.stack(signs)
+        # The same half-spaces also bound the antipodal mirror of the polygon.
+        near = p @ v.sum(axis=0) > 0
+        return near & (np.all(signs >= 0, axis=0) | np.all(signs <= 0, axis=0))
+    lo, hi, dlo, dhi = numbers
+    return (ra >= lo) & (ra <= hi) & (dec >= dlo) & (dec <= dhi)
+
+
+def separation_deg(ra1, dec1, ra2, dec2):
+    # atan2 of |a x b| and a . b keeps its precision at tiny angles (arccos does not).
+    a, b = unit(ra1, dec1), unit(ra2, dec2)
+    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, -1)))
+
+
+# Known failures, kept visible (strict: they fail the suite once fixed, so the
+# mark is removed then). Each is an open bug of the geometry, not of the test.
+KNOWN_BAD = {
+    "tansip": "TAN-SIP: every stencil answers 204 (the SIP WCS built from the "
+              "header maps no sky position into the image)",
+    ("zea-pole", "POLYGON"): "ZEA near the pole: the rectangle misses part of a "
+                             "polygon around the pole",
+    ("mol-sky", "CIRCLE 30 85 6"): "MOL: the rectangle of a circle over the pole "
+                                   "reaches 2 pixels beyond it",
+    ("hpx-sky", "CIRCLE 30 85 6"): "HPX: the rectangle of a circle over the pole "
+                                   "reaches 4 pixels beyond it",
+}
+
+
+def known_bad(name, kind, value):
+    for key, reason in KNOWN_BAD.items():
+        if key == name.rsplit("-", 1)[0] or key in {(name, kind), (name, f"{kind} {value}")}:
+            return reason
+    return None
+
+
+CASES = [
+    pytest.param(
+        name, kind, value,
+        marks=[pytest.mark.xfail(reason=known_bad(name, kind, value), strict=True)]
+        if known_bad(name, kind, value) else [],
+    )
+    for name, _ in IMAGES
+    for kind, value in STENCILS[name.rsplit("-", 1)[1]]
+]
+
+
+@pytest.mark.parametrize("name,kind,value", CASES)
+def test_cutout_matches_astropy(server, name, kind, value):
+    skycut, images = server
+    with fits.open(images / f"{name}.fits") as f:
+        source = f[0].data
+        src_wcs = WCS(f[0].header)
+    r = requests.get(
+        f"{skycut.base_url}/sync",
+        params={"ID": f"butler://{REPOSITORY}/{name}", kind: value},
+        timeout=HTTP_TIMEOUT,
+        allow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    cut = requests.get(r.headers["Location"], timeout=HTTP_TIMEOUT)
+    assert cut.status_code == 200
+    with fits.open(io.BytesIO(cut.content)) as f:
+        hdu = f["CUTOUT"]
+        data = hdu.data
+        cut_wcs = WCS(hdu.header)
+        x0, y0 = hdu.header["SKYCX0"] - 1, hdu.header["SKYCY0"] - 1
+    h, w = data.shape
+
+    # The cutout's WCS puts each pixel where the source pixel it came from is.
+    j, i = np.mgrid[0:h, 0:w]
+    ra_c, dec_c = cut_wcs.all_pix2world(i, j, 0)
+    ra_s, dec_s = src_wcs.all_pix2world(i + x0, j + y0, 0)
+    on_sky = np.isfinite(ra_s) & np.isfinite(dec_s)
+    assert on_sky.any()
+    assert np.array_equal(np.isfinite(ra_c), on_sky)
+    sep = separation_deg(ra_c[on_sky], dec_c[on_sky], ra_s[on_sky], dec_s[on_sky])
+    assert sep.max() < 1e-6, f"WCS off by {sep.max()} deg"
+
+    # Each cutout pixel holds the source's value at its sky position.
+    px, py = src_wcs.all_world2pix(ra_c[on_sky], dec_c[on_sky], 0)
+    px, py = np.rint(px).astype(int), np.rint(py).astype(int)
+    np.testing.assert_array_equal(data[on_sky], source[py, px])
+
+    # The rectangle holds every pixel whose centre is in the stencil, and at most
+    # one pixel more on each side.
+    sy, sx = np.mgrid[0:source.shape[0], 0:source.shape[1]]
+    ra, dec = src_wcs.all_pix2world(sx, sy, 0)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    hit = np.zeros_like(ok)
+    hit[ok] = inside(kind, value, ra[ok], dec[ok])
+    assert hit.any(), "test stencil misses the image"
+    ys, xs = np.nonzero(hit)
+    assert x0 <= xs.min() and xs.max() <= x0 + w - 1, (x0, w, xs.min(), xs.max())
+    assert y0 <= ys.min() and ys.max() <= y0 + h - 1, (y0, h, ys.min(), ys.max())
+    assert x0 >= xs.min() - 1 and x0 + w - 1 <= xs.max() + 1, (x0, w, xs.min(), xs.max())
+    assert y0 >= ys.min() - 1 and y0 + h - 1 <= ys.max() + 1, (y0, h, ys.min(), ys.max())

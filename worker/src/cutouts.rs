@@ -1,0 +1,218 @@
+//! The cutouts of one job and the results they become, apart from the job's phases (which are
+//! `runner`'s business).
+//!
+//! SODA's rule: every (ID, stencil) pair is one cutout and one result. A job of one pair keeps
+//! the result ID `result` (pyvo looks for it); with several pairs the results are `cutout-1`,
+//! `cutout-2`, … in pair order (IDs outer, stencils inner), and a pair that cannot be cut (its
+//! stencil misses the image, say) becomes a `text/plain` result holding the labelled error
+//! (`UsageError: …`, SODA §6) instead of failing the others. A job of several pairs also gets
+//! `cutouts`, one multi-extension FITS file holding every cutout that was made. A job none of
+//! whose pairs could be cut fails with the first pair's error.
+
+use std::path::PathBuf;
+
+use soda::repository::Repositories;
+use soda::request::{CutoutRequest, FITS};
+use soda::{CutOptions, Provenance, SodaError, SourceId, Stencil};
+use uws::results::{ObjectMeta, ResultStore};
+use uws::{ErrorCode, JobError, JobResult, timestamp};
+
+use crate::runner::WorkerSettings;
+
+/// The media type of a pair's error result.
+const TEXT: &str = "text/plain";
+
+/// Scratch files of one job, removed when the job's cutouts are done with, however that ends
+/// (including an abort that drops the job's future half-way).
+struct Scratch {
+    files: Vec<PathBuf>,
+}
+
+impl Scratch {
+    fn file(&mut self, path: PathBuf) -> PathBuf {
+        self.files.push(path.clone());
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for f in &self.files {
+            std::fs::remove_file(f).ok();
+        }
+    }
+}
+
+/// What became of one pair.
+enum Pair {
+    /// The cutout was written to this scratch file.
+    Cut(PathBuf),
+    Failed(JobError),
+}
+
+/// Cuts every (image, stencil) pair of `job`, stores the results and returns them in the order
+/// a client should see them. Fails only when no pair could be cut, or a result cannot be stored.
+pub(crate) async fn cut_all(
+    job: &uws::Job,
+    repositories: &Repositories,
+    settings: &WorkerSettings,
+    results: &dyn ResultStore,
+) -> Result<Vec<JobResult>, JobError> {
+    let request = CutoutRequest::from_parameters(
+        job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    )
+    .map_err(job_error)?;
+    let options = CutOptions { mask: request.mask };
+    let pairs: Vec<(&SourceId, &Stencil)> = request.pairs().collect();
+    let mut scratch = Scratch { files: Vec::new() };
+    let mut outcomes = Vec::with_capacity(pairs.len());
+    for (n, (id, stencil)) in pairs.iter().enumerate() {
+        let out = scratch.file(settings.scratch_dir.join(format!("{}-{n}.fits", job.id)));
+        outcomes.push(
+            match cut_one(repositories, settings, id, stencil, &out, options).await {
+                Ok(()) => Pair::Cut(out),
+                Err(e) => Pair::Failed(e),
+            },
+        );
+    }
+
+    if !outcomes.iter().any(|o| matches!(o, Pair::Cut(_))) {
+        return Err(outcomes
+            .into_iter()
+            .find_map(|o| match o {
+                Pair::Failed(e) => Some(e),
+                Pair::Cut(_) => None,
+            })
+            .unwrap_or_else(|| JobError::new(ErrorCode::Internal, "the job has no cutout")));
+    }
+
+    let single = pairs.len() == 1;
+    let mut stored = Vec::new();
+    for (n, ((id, _), outcome)) in pairs.iter().zip(&outcomes).enumerate() {
+        let result_id = if single {
+            "result".to_owned()
+        } else {
+            format!("cutout-{}", n + 1)
+        };
+        let result = match outcome {
+            Pair::Cut(path) => {
+                let meta = ObjectMeta {
+                    content_type: FITS.to_owned(),
+                    filename: format!("{}-{result_id}.fits", id.image()),
+                };
+                store(job, results, &result_id, "fits", path, meta).await?
+            }
+            Pair::Failed(error) => {
+                let path = scratch.file(settings.scratch_dir.join(format!("{}-{n}.txt", job.id)));
+                tokio::fs::write(&path, format!("{}\n", error.labelled()))
+                    .await
+                    .map_err(|e| unavailable(format!("writing an error result failed: {e}")))?;
+                let meta = ObjectMeta {
+                    content_type: TEXT.to_owned(),
+                    filename: format!("{}-{result_id}-error.txt", id.image()),
+                };
+                store(job, results, &result_id, "txt", &path, meta).await?
+            }
+        };
+        stored.push(result);
+    }
+
+    if !single {
+        let parts: Vec<PathBuf> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Pair::Cut(p) => Some(p.clone()),
+                Pair::Failed(_) => None,
+            })
+            .collect();
+        let out = scratch.file(settings.scratch_dir.join(format!("{}-all.fits", job.id)));
+        let mef = out.clone();
+        tokio::task::spawn_blocking(move || {
+            let parts: Vec<&std::path::Path> = parts.iter().map(|p| p.as_path()).collect();
+            soda::combine_to_file(&parts, &mef)
+        })
+        .await
+        .map_err(|e| internal(format!("cutout thread failed: {e}")))?
+        .map_err(job_error)?;
+        let meta = ObjectMeta {
+            content_type: FITS.to_owned(),
+            filename: format!("{}-cutouts.fits", job.id),
+        };
+        stored.push(store(job, results, "cutouts", "fits", &out, meta).await?);
+    }
+    Ok(stored)
+}
+
+/// Cuts one pair into `out` on a blocking thread.
+async fn cut_one(
+    repositories: &Repositories,
+    settings: &WorkerSettings,
+    id: &SourceId,
+    stencil: &Stencil,
+    out: &std::path::Path,
+    options: CutOptions,
+) -> Result<(), JobError> {
+    let source = repositories.resolve(id).map_err(job_error)?;
+    let provenance = Provenance {
+        source_id: id.to_string(),
+        stencil: stencil.to_string(),
+        software: settings.software.clone(),
+        time_utc: timestamp::format(timestamp::now()),
+    };
+    let stencil = stencil.clone();
+    let out = out.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        soda::cut_to_file_with(&source, &stencil, &provenance, &out, options)
+    })
+    .await
+    .map_err(|e| internal(format!("cutout thread failed: {e}")))?
+    .map(|_| ())
+    .map_err(job_error)
+}
+
+async fn store(
+    job: &uws::Job,
+    results: &dyn ResultStore,
+    result_id: &str,
+    extension: &str,
+    path: &std::path::Path,
+    meta: ObjectMeta,
+) -> Result<JobResult, JobError> {
+    // A per-attempt prefix: a job run twice (a worker presumed dead was only slow) never
+    // overwrites or deletes the result that the store recorded.
+    let key = format!(
+        "{}/{:016x}/{result_id}.{extension}",
+        job.id,
+        rand::random::<u64>()
+    );
+    let mime_type = meta.content_type.clone();
+    let size = results
+        .put_file(&key, path, &meta)
+        .await
+        .map_err(|e| unavailable(format!("storing the result failed: {e}")))?;
+    Ok(JobResult {
+        id: result_id.to_owned(),
+        key,
+        mime_type,
+        size: Some(size),
+    })
+}
+
+fn internal(message: String) -> JobError {
+    JobError::new(ErrorCode::Internal, message)
+}
+
+fn unavailable(message: String) -> JobError {
+    JobError::new(ErrorCode::Unavailable, message)
+}
+
+/// How a science error becomes a job error: the user's fault is a UsageError, ours is an Error.
+pub(crate) fn job_error(e: SodaError) -> JobError {
+    let code = match &e {
+        SodaError::Usage(_) | SodaError::MultiValued(_) => ErrorCode::Usage,
+        SodaError::UnknownImage(_) => ErrorCode::NotFound,
+        SodaError::NoOverlap { .. } => ErrorCode::NoData,
+        _ => ErrorCode::Internal,
+    };
+    JobError::new(code, e.to_string())
+}
