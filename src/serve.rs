@@ -81,7 +81,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         Vec::new()
     };
     for (name, dir) in &config.repositories {
-        if !dir.is_dir() {
+        if !dir.is_dir() && !bucket::BucketUrl::is_bucket_url(&dir.to_string_lossy()) {
             tracing::warn!(repository = %name, dir = %dir.display(), "repository directory does not exist");
         }
     }
@@ -94,7 +94,10 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let events = Arc::new(LocalPhaseEvents::new());
     let (queue, queue_rx) = LocalQueue::new();
     let queue = Arc::new(queue);
-    let bucket = LocalBucket::new(data_dir.join("bucket"), signer);
+    let (results, local_bucket) = crate::buckets::build_result_store(
+        &config,
+        LocalBucket::new(data_dir.join("bucket"), signer),
+    )?;
     let jobs = &config.jobs;
     let limits = JobLimits {
         default_execution_duration: jobs.default_execution_duration,
@@ -107,7 +110,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         store.clone(),
         queue.clone(),
         events.clone(),
-        Arc::new(bucket.clone()),
+        results,
         limits,
     );
     let repositories = Arc::new(Repositories::new(config.repositories.clone()));
@@ -122,6 +125,10 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
         },
     );
+    let worker = match crate::buckets::build_source_cache(&config, &data_dir)? {
+        Some(cache) => worker.with_source_cache(cache),
+        None => worker,
+    };
     let shutdown = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run_local(
         worker,
@@ -140,7 +147,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let app = AppState(Arc::new(App {
         uws,
         repositories,
-        local_bucket: Some(bucket),
+        local_bucket,
         settings: FrontendSettings {
             public_url: config.public_url.clone(),
             trusted_proxies: config.trusted_proxies.clone(),

@@ -3,7 +3,8 @@
 //!
 //! [`runner::Worker::run_job`] is one job from QUEUED to a final phase; [`local`] is the
 //! in-process queue of `skycut serve` and the loop that feeds jobs from it to a worker, many at
-//! once. The FITS work runs on blocking threads so that a slow image never stalls the others.
+//! once; [`sources`] turns an image ID into a local file, through the bucket source cache when
+//! the image lives in a bucket. The FITS work runs on blocking threads so that a slow image never stalls the others.
 //!
 //! Architecture invariant: a worker never talks HTTP to clients and never trusts a queue message
 //! beyond the job ID in it; the job store says what to do and refuses late or duplicate phase
@@ -11,6 +12,7 @@
 
 pub mod local;
 pub mod runner;
+pub mod sources;
 
 pub use local::{LocalQueue, LocalQueueReceiver, run_local};
 pub use runner::{Outcome, Worker, WorkerSettings};

@@ -43,6 +43,8 @@ pub enum Outcome {
 pub struct Worker {
     uws: Uws,
     repositories: Arc<Repositories>,
+    /// Where images from bucket repositories are kept; None when every repository is local.
+    source_cache: Option<Arc<bucket::SourceCache>>,
     settings: Arc<WorkerSettings>,
     running: Arc<Mutex<HashMap<JobId, CancellationToken>>>,
 }
@@ -52,9 +54,16 @@ impl Worker {
         Worker {
             uws,
             repositories,
+            source_cache: None,
             settings: Arc::new(settings),
             running: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Reads images of bucket repositories through `cache`.
+    pub fn with_source_cache(mut self, cache: Arc<bucket::SourceCache>) -> Worker {
+        self.source_cache = Some(cache);
+        self
     }
 
     /// Cancels a running job (its phase has already been set by whoever aborted or deleted it).
@@ -170,7 +179,13 @@ impl Worker {
         id: &SourceId,
         stencil: &Stencil,
     ) -> Result<JobResult, JobError> {
-        let source = self.repositories.resolve(id).map_err(job_error)?;
+        let source = crate::sources::open(
+            &self.repositories,
+            self.source_cache.as_deref(),
+            id,
+            job_error,
+        )
+        .await?;
         let scratch = self
             .settings
             .scratch_dir
@@ -181,10 +196,12 @@ impl Worker {
             software: self.settings.software.clone(),
             time_utc: timestamp::format(timestamp::now()),
         };
+        let filename = crate::sources::result_filename(id, &provenance.stencil);
         let stencil = stencil.clone();
         let out = scratch.clone();
+        let source_path = source.path.clone();
         let cut = tokio::task::spawn_blocking(move || {
-            soda::cut_to_file(&source, &stencil, &provenance, &out)
+            soda::cut_to_file(&source_path, &stencil, &provenance, &out)
         })
         .await
         .map_err(|e| JobError::new(ErrorCode::Internal, format!("cutout thread failed: {e}")))?;
@@ -193,7 +210,7 @@ impl Worker {
                 let key = format!("{}/{result_id}.fits", job.id);
                 let meta = ObjectMeta {
                     content_type: FITS.to_owned(),
-                    filename: format!("{}-cutout.fits", id.image()),
+                    filename,
                 };
                 self.uws
                     .results()
@@ -212,7 +229,7 @@ impl Worker {
                         )
                     })
             }
-            Err(e) => Err(job_error(e)),
+            Err(e) => Err(source.explain(job_error(e))),
         };
         tokio::fs::remove_file(&scratch).await.ok();
         stored
