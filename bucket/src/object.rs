@@ -58,29 +58,26 @@ impl ObjectBucket {
         );
         let mut writer = BufWriter::new(self.store.clone(), self.url.object_path(key))
             .with_attributes(attributes);
-        let written = async {
-            let size = tokio::io::copy(&mut file, &mut writer).await?;
-            writer.shutdown().await?;
-            Ok::<u64, std::io::Error>(size)
-        }
-        .await;
-        match written {
-            Ok(size) => Ok(size),
+        let copied = tokio::io::copy(&mut file, &mut writer).await;
+        let written = match copied {
+            Ok(size) => writer.shutdown().await.map(|()| size),
             Err(e) => {
                 // A multipart upload that is not completed never becomes an object; aborting it
-                // frees its parts now instead of at the bucket's cleanup rule.
+                // frees its parts now instead of at the bucket's lifecycle rule. (After a failed
+                // shutdown the writer can no longer abort: that rule cleans up.)
                 if let Err(abort) = writer.abort().await {
                     tracing::debug!(object = %object, error = %abort, "aborting the upload failed");
                 }
-                Err(match e.downcast::<object_store::Error>() {
-                    Ok(store) => BucketError::from_store(&object, store),
-                    Err(e) => BucketError::Unavailable {
-                        url: object,
-                        message: e.to_string(),
-                    },
-                })
+                Err(e)
             }
-        }
+        };
+        written.map_err(|e| match e.downcast::<object_store::Error>() {
+            Ok(store) => BucketError::from_store(&object, store),
+            Err(e) => BucketError::Unavailable {
+                url: object.clone(),
+                message: e.to_string(),
+            },
+        })
     }
 }
 
