@@ -311,4 +311,71 @@ mod tests {
         assert!(index.evict(0).is_empty());
         assert_eq!(index.total, 10);
     }
+
+    /// A cache whose bucket `s3://b` is an in-memory store holding `p/{x,y,w}.fits`, 5000 bytes
+    /// each.
+    async fn cache_over_memory(dir: &Path, max_bytes: u64) -> Arc<SourceCache> {
+        let cache = SourceCache::new(dir.join("cache"), max_bytes, CloudSettings::default())
+            .expect("cache");
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        for (name, byte) in [("p/x.fits", 1u8), ("p/y.fits", 2u8), ("p/w.fits", 3u8)] {
+            store
+                .put(
+                    &object_store::path::Path::from(name),
+                    vec![byte; 5000].into(),
+                )
+                .await
+                .expect("put");
+        }
+        cache
+            .stores
+            .lock()
+            .expect("stores")
+            .insert((Scheme::S3, "b".into()), store);
+        Arc::new(cache)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_of_one_image_share_one_download() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = cache_over_memory(dir.path(), 1 << 20).await;
+        let fetches: Vec<_> = (0..4)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.fetch("s3://b/p", "x.fits").await })
+            })
+            .collect();
+        let mut paths = Vec::new();
+        for f in fetches {
+            let got = f.await.expect("task").expect("fetch");
+            assert_eq!(std::fs::read(got.path()).expect("read"), vec![1u8; 5000]);
+            paths.push(got.path().to_path_buf());
+        }
+        paths.dedup();
+        assert_eq!(paths.len(), 1);
+        assert_eq!(cache.stats(), CacheStats { hits: 3, misses: 1 });
+        assert_eq!(cache.size(), 5000);
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_image_leaves_when_the_cache_is_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = cache_over_memory(dir.path(), 6000).await;
+        let x = cache.fetch("s3://b/p", "x.fits").await.expect("x");
+        let x_path = x.path().to_path_buf();
+        // x is in use, so fetching y overfills the cache rather than pull x from under its job.
+        let y = cache.fetch("s3://b/p", "y.fits").await.expect("y");
+        assert!(x_path.exists());
+        assert_eq!(cache.size(), 10_000);
+        drop((x, y));
+        // A failed download changes nothing; the next one evicts unpinned images, least recently
+        // used first, until the cache fits again: x, then y.
+        let missing = cache.fetch("s3://b/p", "z.fits").await;
+        assert!(matches!(missing, Err(BucketError::NotFound(ref u)) if u == "s3://b/p/z.fits"));
+        assert_eq!(cache.size(), 10_000);
+        let _w = cache.fetch("s3://b/p", "w.fits").await.expect("w");
+        assert!(!x_path.exists());
+        assert_eq!(cache.stats(), CacheStats { hits: 0, misses: 4 });
+        assert_eq!(cache.size(), 5000);
+    }
 }
