@@ -83,3 +83,36 @@ impl Repositories {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_repositories_locate_objects_without_touching_them() {
+        let dir = std::env::temp_dir();
+        let repositories = Repositories::new([
+            ("wide".to_owned(), PathBuf::from("s3://survey/wide/v2")),
+            ("local".to_owned(), dir.clone()),
+        ]);
+        let id = SourceId::parse("butler://wide/tile-42").expect("id");
+        assert_eq!(
+            repositories.locate(&id).expect("located"),
+            SourceLocation::Bucket {
+                repository: "s3://survey/wide/v2".into(),
+                name: "tile-42.fits".into(),
+            }
+        );
+        // A bucket repository is no directory: resolve refuses it, and the directory list omits it.
+        assert!(repositories.resolve(&id).is_err());
+        assert_eq!(
+            repositories.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            ["local"]
+        );
+        let missing = SourceId::parse("butler://local/no-such-image").expect("id");
+        assert!(matches!(
+            repositories.locate(&missing),
+            Err(SodaError::UnknownImage(_))
+        ));
+    }
+}
