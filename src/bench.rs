@@ -5,6 +5,10 @@
 //! real `skycut serve` in this process, driven over loopback HTTP: GET `/sync` → 303 → GET of
 //! the signed URL, sequentially. Both are measured in the same run, so the ratio means
 //! something even on a busy machine.
+//!
+//! With `--s3-endpoint` it also measures a cutout whose source lives in an S3 bucket, through
+//! the worker's source cache: a miss (download into an empty cache, then cut) against a hit (the
+//! cached copy, then cut). Any S3-compatible server on loopback will do, e.g. `moto_server`.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +32,13 @@ pub struct BenchArgs {
     /// stencil is the circle printed as `stencil:`).
     #[arg(long)]
     keep_image: Option<std::path::PathBuf>,
+    /// Also measure source-cache hits and misses against the S3 server at this endpoint
+    /// (`http://127.0.0.1:5000`); the bucket `skycut-bench` is created there.
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// Repetitions of each source-cache measurement (a miss downloads the whole image).
+    #[arg(long, default_value_t = 20)]
+    cache_requests: usize,
 }
 
 /// Median and 95th percentile of a set of durations.
@@ -112,6 +123,9 @@ async fn measure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
         std::fs::copy(&image, keep)
             .with_context(|| format!("copying the image to {}", keep.display()))?;
     }
+    if let Some(endpoint) = &args.s3_endpoint {
+        measure_source_cache(args, endpoint, dir, &image, &stencil, &provenance).await?;
+    }
 
     // The service, embedded, over loopback HTTP.
     let mut config = Config::load(None)?;
@@ -190,5 +204,93 @@ async fn one_sync(
     let r = client.get(location).send().await?;
     anyhow::ensure!(r.status() == 200, "result answered {}", r.status());
     r.bytes().await?;
+    Ok(())
+}
+
+/// Cutouts whose source is in an S3 bucket: miss (empty cache: download, then cut) and hit.
+async fn measure_source_cache(
+    args: &BenchArgs,
+    endpoint: &str,
+    dir: &std::path::Path,
+    image: &std::path::Path,
+    stencil: &soda::Stencil,
+    provenance: &soda::Provenance,
+) -> anyhow::Result<()> {
+    use object_store::ObjectStoreExt;
+
+    // S3 servers for tests (moto) create a bucket on an authorised PUT; the signature itself is
+    // not checked. A bucket that already exists answers an error, which is fine.
+    let create = reqwest::Client::new()
+        .put(format!("{}/skycut-bench", endpoint.trim_end_matches('/')))
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=bench/20200101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .send()
+        .await;
+    if let Err(e) = create {
+        anyhow::bail!("cannot reach the S3 server at {endpoint}: {e}");
+    }
+    let settings = bucket::CloudSettings {
+        s3_endpoint: Some(endpoint.to_owned()),
+        s3_region: Some("us-east-1".into()),
+        s3_access_key_id: Some("bench".into()),
+        s3_secret_access_key: Some("bench".into()),
+        request_timeout: Duration::from_secs(120),
+        max_retries: 0,
+        ..bucket::CloudSettings::default()
+    };
+    let repository = "s3://skycut-bench/images";
+    let url = bucket::BucketUrl::parse(repository)?;
+    let store = settings.open(&url)?.store;
+    let bytes = std::fs::read(image)?;
+    let mib = bytes.len() >> 20;
+    store
+        .put(&url.object_path("bench.fits"), bytes.into())
+        .await
+        .context("cannot upload the bench image")?;
+    let out = dir.join("cached.fits");
+    let cut = |source: &std::path::Path| -> anyhow::Result<()> {
+        soda::cut_to_file(source, stencil, provenance, &out)?;
+        Ok(())
+    };
+    let mut misses = Vec::with_capacity(args.cache_requests);
+    for _ in 0..args.cache_requests {
+        let cache = bucket::SourceCache::new(dir.join("source-cache"), u64::MAX, settings.clone())?;
+        let started = Instant::now();
+        let source = cache.fetch(repository, "bench.fits").await?;
+        cut(source.path())?;
+        misses.push(started.elapsed());
+    }
+    let cache = bucket::SourceCache::new(dir.join("source-cache"), u64::MAX, settings.clone())?;
+    drop(cache.fetch(repository, "bench.fits").await?);
+    let mut hits = Vec::with_capacity(args.cache_requests);
+    for _ in 0..args.cache_requests {
+        let started = Instant::now();
+        let source = cache.fetch(repository, "bench.fits").await?;
+        cut(source.path())?;
+        hits.push(started.elapsed());
+    }
+    let (misses, hits) = (stats(misses), stats(hits));
+    println!(
+        "{}x{} cutout of an S3-held {n}x{n} float32 image ({} MiB), {} repetitions each",
+        args.cutout_size,
+        args.cutout_size,
+        mib,
+        args.cache_requests,
+        n = args.image_size
+    );
+    println!("| source cache | median ms | p95 ms |");
+    println!("|---|---|---|");
+    println!(
+        "| miss: download + cut | {} | {} |",
+        ms(misses.median),
+        ms(misses.p95)
+    );
+    println!(
+        "| hit: cached copy + cut | {} | {} |",
+        ms(hits.median),
+        ms(hits.p95)
+    );
     Ok(())
 }

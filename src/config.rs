@@ -55,6 +55,7 @@ pub struct Config {
     pub redis_prefix: String,
     pub jobs: JobsConfig,
     pub worker: WorkerConfig,
+    pub bucket: BucketConfig,
     pub wobbly: WobblyConfig,
 }
 
@@ -143,6 +144,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             worker: WorkerConfig::default(),
             wobbly: WobblyConfig::default(),
+            bucket: BucketConfig::default(),
         }
     }
 }
@@ -181,6 +183,56 @@ impl Default for WorkerConfig {
             visibility_timeout: 30,
             drain_timeout: 20,
             recovery_interval: 10,
+        }
+    }
+}
+
+/// Where results live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketKind {
+    /// `data_dir/bucket`, served by the frontend itself.
+    #[default]
+    Local,
+    S3,
+    Gcs,
+}
+
+/// The result bucket, and the credentials for buckets that hold source images.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BucketConfig {
+    pub kind: BucketKind,
+    /// `s3://BUCKET/PREFIX` or `gs://BUCKET/PREFIX` for the s3 and gcs kinds.
+    pub url: Option<String>,
+    /// Endpoint of an S3-compatible store (`http://minio:9000`); default: AWS.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
+    /// Service-account key file (JSON) for GCS; it also signs the result URLs.
+    pub gcs_service_account_path: Option<PathBuf>,
+    /// Seconds one store request may take.
+    pub request_timeout: u64,
+    /// Retries of a failed store request before the job sees the error.
+    pub max_retries: usize,
+    /// Bytes of source images from bucket repositories a worker keeps on local disk.
+    pub source_cache_max_bytes: u64,
+}
+
+impl Default for BucketConfig {
+    fn default() -> Self {
+        BucketConfig {
+            kind: BucketKind::Local,
+            url: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            gcs_service_account_path: None,
+            request_timeout: 30,
+            max_retries: 3,
+            source_cache_max_bytes: 4 << 30,
         }
     }
 }

@@ -22,14 +22,14 @@ use worker::redis_events::RedisPhaseEvents;
 use worker::{Worker, WorkerSettings};
 
 use crate::config::Config;
-use crate::serve::{serve_http, shutdown_signal, signing_key, sweep};
+use crate::serve::{health_checks, serve_http, shutdown_signal, signing_key, sweep};
 
 /// What both roles connect to.
 struct Shared {
     uws: Uws,
     queue: RedisQueue,
     events: Arc<RedisPhaseEvents>,
-    bucket: LocalBucket,
+    local_bucket: Option<LocalBucket>,
     repositories: Arc<Repositories>,
     streams: Streams,
     /// The job store as VOSI availability asks it.
@@ -52,19 +52,22 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
     );
     let queue = RedisQueue::new(client, streams.clone());
     let signer = UrlSigner::new(&signing_key(config, &config.data_dir)?);
-    let bucket = LocalBucket::new(config.data_dir.join("bucket"), signer);
+    let (results, local_bucket) = crate::buckets::build_result_store(
+        config,
+        LocalBucket::new(config.data_dir.join("bucket"), signer),
+    )?;
     let uws = Uws::new(
         store,
         Arc::new(queue.clone()),
         events.clone(),
-        Arc::new(bucket.clone()),
+        results,
         config.jobs.limits(),
     );
     Ok(Shared {
         uws,
         queue,
         events,
-        bucket,
+        local_bucket,
         repositories: Arc::new(Repositories::new(config.repositories.clone())),
         streams,
         store_health,
@@ -120,15 +123,15 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
     let app = AppState(Arc::new(App {
         uws: shared.uws,
         repositories: shared.repositories,
-        local_bucket: Some(shared.bucket.clone()),
+        local_bucket: shared.local_bucket.clone(),
         settings: config.frontend_settings(),
         started: timestamp::now(),
         // Queue depth is read from Redis, so the queue check is the Redis check.
-        health: vec![
+        health: health_checks(
             shared.store_health,
             Arc::new(uws::health::QueueHealth(Arc::new(shared.queue.clone()))),
-            Arc::new(shared.bucket),
-        ],
+            shared.local_bucket,
+        ),
     }));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -215,6 +218,10 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
         },
     );
+    let runner = match crate::buckets::build_source_cache(&config, &config.data_dir)? {
+        Some(cache) => runner.with_source_cache(cache),
+        None => runner,
+    };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run_redis(
         runner,

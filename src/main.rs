@@ -5,6 +5,7 @@
 //! `bench` measures a sync cutout against its floor.
 
 mod bench;
+mod buckets;
 mod config;
 mod distributed;
 mod serve;

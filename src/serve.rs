@@ -78,7 +78,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         Vec::new()
     };
     for (name, dir) in &config.repositories {
-        if !dir.is_dir() {
+        if !dir.is_dir() && !bucket::BucketUrl::is_bucket_url(&dir.to_string_lossy()) {
             tracing::warn!(repository = %name, dir = %dir.display(), "repository directory does not exist");
         }
     }
@@ -93,13 +93,17 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let events = Arc::new(LocalPhaseEvents::new());
     let (queue, queue_rx) = LocalQueue::new();
     let queue = Arc::new(queue);
-    let bucket = LocalBucket::new(data_dir.join("bucket"), signer);
+    let (results, local_bucket) = crate::buckets::build_result_store(
+        &config,
+        LocalBucket::new(data_dir.join("bucket"), signer),
+    )?;
+    let bucket_health = local_bucket.clone();
     let limits = config.jobs.limits();
     let uws = Uws::new(
         store.clone(),
         queue.clone(),
         events.clone(),
-        Arc::new(bucket.clone()),
+        results,
         limits,
     );
     let repositories = Arc::new(Repositories::new(config.repositories.clone()));
@@ -114,6 +118,10 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
         },
     );
+    let worker = match crate::buckets::build_source_cache(&config, &data_dir)? {
+        Some(cache) => worker.with_source_cache(cache),
+        None => worker,
+    };
     let shutdown = CancellationToken::new();
     let worker_task = tokio::spawn(worker::run_local(
         worker,
@@ -132,14 +140,14 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let app = AppState(Arc::new(App {
         uws,
         repositories,
-        local_bucket: Some(bucket.clone()),
+        local_bucket,
         settings: config.frontend_settings(),
         started: timestamp::now(),
-        health: vec![
+        health: health_checks(
             store_health,
             Arc::new(uws::health::QueueHealth(queue.clone())),
-            Arc::new(bucket.clone()),
-        ],
+            bucket_health,
+        ),
     }));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -153,6 +161,20 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         server,
         worker: worker_task,
     })
+}
+
+/// What VOSI availability asks: the job store, the queue, and the result bucket where it can
+/// (a cloud bucket is not probed yet).
+pub(crate) fn health_checks(
+    store: Arc<dyn uws::health::HealthCheck>,
+    queue: Arc<dyn uws::health::HealthCheck>,
+    local_bucket: Option<LocalBucket>,
+) -> Vec<Arc<dyn uws::health::HealthCheck>> {
+    let mut checks = vec![store, queue];
+    if let Some(bucket) = local_bucket {
+        checks.push(Arc::new(bucket));
+    }
+    checks
 }
 
 /// Serves the frontend's routes until `shutdown`.

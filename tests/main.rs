@@ -4,6 +4,7 @@
 mod common;
 
 mod async_jobs;
+mod buckets;
 mod datalink;
 mod faults;
 mod many_cutouts;

@@ -5,10 +5,22 @@
 //! [`UrlSigner`] is that signature, shared by the bucket that issues URLs and the route that
 //! checks them.
 //!
+//! [`ObjectBucket`] keeps them in a GCS or S3 bucket and hands out the store's own signed URLs;
+//! [`SourceCache`] reads source images from buckets into a size-bounded local cache shared by
+//! every job of a worker. Both go through `object_store` ([`cloud`] opens the clients).
+//!
 //! Architecture invariant: a bucket knows object keys, never jobs or what the objects contain.
 
+pub mod cloud;
+mod error;
 mod local;
+mod object;
 mod signing;
+mod source_cache;
 
+pub use cloud::{BucketUrl, CloudSettings};
+pub use error::BucketError;
 pub use local::LocalBucket;
+pub use object::ObjectBucket;
 pub use signing::{SignatureError, UrlSigner};
+pub use source_cache::{CacheStats, CachedSource, SourceCache};

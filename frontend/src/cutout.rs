@@ -14,7 +14,7 @@ pub fn job_parameters(app: &App, request: &Parameters) -> Result<Parameters, Fro
     let parameters = request.without(CONTROL_PARAMETERS);
     let cutout = CutoutRequest::from_parameters(parameters.iter())?;
     for id in &cutout.ids {
-        app.repositories.resolve(id)?;
+        app.repositories.locate(id)?;
     }
     Ok(parameters)
 }

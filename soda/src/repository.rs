@@ -2,6 +2,10 @@
 //!
 //! A repository is a name and a directory; `butler://NAME/X` is the file `X.fits` in NAME's
 //! directory. [`SourceId`] already guarantees that X cannot climb out of the directory.
+//!
+//! A repository may also be a bucket prefix (`s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`): then
+//! the ID names the object `PREFIX/X.fits`, which the worker fetches through its source cache.
+//! This crate only tells the two apart; it never opens a connection.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,20 +17,57 @@ use crate::source_id::SourceId;
 #[derive(Debug, Clone, Default)]
 pub struct Repositories {
     dirs: BTreeMap<String, PathBuf>,
+    /// Repositories in buckets: name → `s3://…` or `gs://…` prefix.
+    buckets: BTreeMap<String, String>,
+}
+
+/// Where the file an ID names lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceLocation {
+    /// A local file that exists.
+    File(PathBuf),
+    /// The object `name` under the bucket prefix `repository`; not checked here.
+    Bucket { repository: String, name: String },
+}
+
+/// Whether a configured repository location is a bucket prefix rather than a directory.
+pub fn is_bucket_location(location: &str) -> bool {
+    location.starts_with("s3://") || location.starts_with("gs://")
 }
 
 impl Repositories {
     pub fn new(dirs: impl IntoIterator<Item = (String, PathBuf)>) -> Repositories {
-        Repositories {
-            dirs: dirs.into_iter().collect(),
+        let mut repositories = Repositories::default();
+        for (name, location) in dirs {
+            match location.to_str() {
+                Some(url) if is_bucket_location(url) => {
+                    repositories.buckets.insert(name, url.to_owned());
+                }
+                _ => {
+                    repositories.dirs.insert(name, location);
+                }
+            }
         }
+        repositories
+    }
+
+    /// Where the image an ID names lives: a local file (which must exist) or a bucket object
+    /// (whose existence only the fetch can tell).
+    pub fn locate(&self, id: &SourceId) -> Result<SourceLocation, SodaError> {
+        if let Some(url) = self.buckets.get(id.repository()) {
+            return Ok(SourceLocation::Bucket {
+                repository: url.clone(),
+                name: id.file_name(),
+            });
+        }
+        self.resolve(id).map(SourceLocation::File)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &PathBuf)> {
         self.dirs.iter().map(|(n, d)| (n.as_str(), d))
     }
 
-    /// The file an ID names, if the repository is known and the file exists.
+    /// The file an ID names, if its repository is a known directory and the file exists.
     pub fn resolve(&self, id: &SourceId) -> Result<PathBuf, SodaError> {
         let dir = self.dirs.get(id.repository()).ok_or_else(|| {
             SodaError::UnknownImage(format!(
@@ -40,5 +81,38 @@ impl Repositories {
         } else {
             Err(SodaError::UnknownImage(format!("image {id} is unknown")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_repositories_locate_objects_without_touching_them() {
+        let dir = std::env::temp_dir();
+        let repositories = Repositories::new([
+            ("wide".to_owned(), PathBuf::from("s3://survey/wide/v2")),
+            ("local".to_owned(), dir.clone()),
+        ]);
+        let id = SourceId::parse("butler://wide/tile-42").expect("id");
+        assert_eq!(
+            repositories.locate(&id).expect("located"),
+            SourceLocation::Bucket {
+                repository: "s3://survey/wide/v2".into(),
+                name: "tile-42.fits".into(),
+            }
+        );
+        // A bucket repository is no directory: resolve refuses it, and the directory list omits it.
+        assert!(repositories.resolve(&id).is_err());
+        assert_eq!(
+            repositories.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            ["local"]
+        );
+        let missing = SourceId::parse("butler://local/no-such-image").expect("id");
+        assert!(matches!(
+            repositories.locate(&missing),
+            Err(SodaError::UnknownImage(_))
+        ));
     }
 }

@@ -57,6 +57,7 @@ pub(crate) async fn cut_all(
     repositories: &Repositories,
     settings: &WorkerSettings,
     results: &dyn ResultStore,
+    cache: Option<&bucket::SourceCache>,
 ) -> Result<Vec<JobResult>, JobError> {
     let request = CutoutRequest::from_parameters(
         job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
@@ -69,7 +70,7 @@ pub(crate) async fn cut_all(
     for (n, (id, stencil)) in pairs.iter().enumerate() {
         let out = scratch.file(settings.scratch_dir.join(format!("{}-{n}.fits", job.id)));
         outcomes.push(
-            match cut_one(repositories, settings, id, stencil, &out, options).await {
+            match cut_one(repositories, cache, settings, id, stencil, &out, options).await {
                 Ok(()) => Pair::Cut(out),
                 Err(e) => Pair::Failed(e),
             },
@@ -88,7 +89,7 @@ pub(crate) async fn cut_all(
 
     let single = pairs.len() == 1;
     let mut stored = Vec::new();
-    for (n, ((id, _), outcome)) in pairs.iter().zip(&outcomes).enumerate() {
+    for (n, ((id, stencil), outcome)) in pairs.iter().zip(&outcomes).enumerate() {
         let result_id = if single {
             "result".to_owned()
         } else {
@@ -98,7 +99,7 @@ pub(crate) async fn cut_all(
             Pair::Cut(path) => {
                 let meta = ObjectMeta {
                     content_type: FITS.to_owned(),
-                    filename: format!("{}-{result_id}.fits", id.image()),
+                    filename: crate::sources::result_filename(id, &stencil.to_string()),
                 };
                 store(job, results, &result_id, "fits", path, meta).await?
             }
@@ -146,13 +147,16 @@ pub(crate) async fn cut_all(
 /// Cuts one pair into `out` on a blocking thread.
 async fn cut_one(
     repositories: &Repositories,
+    cache: Option<&bucket::SourceCache>,
     settings: &WorkerSettings,
     id: &SourceId,
     stencil: &Stencil,
     out: &std::path::Path,
     options: CutOptions,
 ) -> Result<(), JobError> {
-    let source = repositories.resolve(id).map_err(job_error)?;
+    // Pinned in the source cache until the cut is done.
+    let source = crate::sources::open(repositories, cache, id, job_error).await?;
+    let path = source.path.clone();
     let provenance = Provenance {
         source_id: id.to_string(),
         stencil: stencil.to_string(),
@@ -162,12 +166,12 @@ async fn cut_one(
     let stencil = stencil.clone();
     let out = out.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        soda::cut_to_file_with(&source, &stencil, &provenance, &out, options)
+        soda::cut_to_file_with(&path, &stencil, &provenance, &out, options)
     })
     .await
     .map_err(|e| internal(format!("cutout thread failed: {e}")))?
     .map(|_| ())
-    .map_err(job_error)
+    .map_err(|e| source.explain(job_error(e)))
 }
 
 async fn store(

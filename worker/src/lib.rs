@@ -6,7 +6,8 @@
 //! the loop that feeds jobs from it to a worker, many at once; [`redis`], [`redis_events`] and
 //! [`distributed`] are the same for `skycut worker` on Redis Streams and pub/sub, with reclaim of
 //! jobs from dead workers and a drain on shutdown. The FITS work runs on blocking threads so that
-//! a slow image never stalls the others.
+//! a slow image never stalls the others. [`sources`] turns an image ID into a local file,
+//! through the bucket source cache when the image lives in a bucket.
 //!
 //! Architecture invariant: a worker never talks HTTP to clients and never trusts a queue message
 //! beyond the job ID in it; the job store says what to do and refuses late or duplicate phase
@@ -18,6 +19,7 @@ pub mod local;
 pub mod redis;
 pub mod redis_events;
 pub mod runner;
+pub mod sources;
 
 pub use local::{LocalQueue, LocalQueueReceiver, run_local};
 pub use runner::{Outcome, Worker, WorkerSettings};

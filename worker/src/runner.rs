@@ -40,6 +40,8 @@ pub enum Outcome {
 pub struct Worker {
     uws: Uws,
     repositories: Arc<Repositories>,
+    /// Where images from bucket repositories are kept; None when every repository is local.
+    source_cache: Option<Arc<bucket::SourceCache>>,
     settings: Arc<WorkerSettings>,
     running: Arc<Mutex<HashMap<JobId, CancellationToken>>>,
 }
@@ -49,9 +51,16 @@ impl Worker {
         Worker {
             uws,
             repositories,
+            source_cache: None,
             settings: Arc::new(settings),
             running: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Reads images of bucket repositories through `cache`.
+    pub fn with_source_cache(mut self, cache: Arc<bucket::SourceCache>) -> Worker {
+        self.source_cache = Some(cache);
+        self
     }
 
     /// Cancels a running job (its phase has already been set by whoever aborted or deleted it).
@@ -161,6 +170,7 @@ impl Worker {
             &self.repositories,
             &self.settings,
             self.uws.results().as_ref(),
+            self.source_cache.as_deref(),
         )
         .await
     }

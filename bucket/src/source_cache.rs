@@ -1,0 +1,381 @@
+//! Source images read from buckets, kept in a size-bounded local cache that every job of a
+//! worker shares: a popular image is downloaded once, the least recently used files are evicted
+//! when the cache outgrows its bound, and concurrent jobs that need the same uncached image wait
+//! for one download instead of starting their own (single flight).
+//!
+//! A file in use by a job is pinned ([`CachedSource`]) and never evicted under it; the cache may
+//! exceed its bound while every file in it is pinned. The cache directory is emptied at start:
+//! its index lives in memory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::cloud::{BucketUrl, CloudSettings, Scheme};
+use crate::error::BucketError;
+
+/// Cache hits and misses since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+struct Entry {
+    path: PathBuf,
+    size: u64,
+    last_used: u64,
+    pins: usize,
+}
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<String, Entry>,
+    total: u64,
+    clock: u64,
+}
+
+impl Index {
+    /// Pins and touches an entry; None if it is not cached.
+    fn pin(&mut self, url: &str) -> Option<PathBuf> {
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self.entries.get_mut(url)?;
+        entry.pins += 1;
+        entry.last_used = clock;
+        Some(entry.path.clone())
+    }
+
+    /// Least recently used unpinned entries to remove until the total fits `max_bytes`.
+    fn evict(&mut self, max_bytes: u64) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        while self.total > max_bytes {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.pins == 0)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else { break };
+            if let Some(e) = self.entries.remove(&victim) {
+                self.total -= e.size;
+                removed.push(e.path);
+            }
+        }
+        removed
+    }
+}
+
+/// A worker's cache of source images from buckets. Share it behind an `Arc`.
+pub struct SourceCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    settings: CloudSettings,
+    stores: Mutex<HashMap<(Scheme, String), Arc<dyn ObjectStore>>>,
+    index: Arc<Mutex<Index>>,
+    /// One lock per image being downloaded: the single-flight gate.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// A cached source file, pinned until this is dropped.
+pub struct CachedSource {
+    path: PathBuf,
+    url: String,
+    index: Arc<Mutex<Index>>,
+}
+
+impl CachedSource {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for CachedSource {
+    fn drop(&mut self) {
+        if let Ok(mut index) = self.index.lock()
+            && let Some(e) = index.entries.get_mut(&self.url)
+        {
+            e.pins = e.pins.saturating_sub(1);
+        }
+    }
+}
+
+impl SourceCache {
+    /// A cache in `dir` (emptied now) holding at most about `max_bytes` of source files.
+    pub fn new(
+        dir: PathBuf,
+        max_bytes: u64,
+        settings: CloudSettings,
+    ) -> Result<SourceCache, BucketError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| BucketError::io(&dir, e))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| BucketError::io(&dir, e))?;
+        Ok(SourceCache {
+            dir,
+            max_bytes,
+            settings,
+            stores: Mutex::new(HashMap::new()),
+            index: Arc::new(Mutex::new(Index::default())),
+            flights: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Bytes of source files the cache holds now.
+    pub fn size(&self) -> u64 {
+        self.index.lock().map_or(0, |i| i.total)
+    }
+
+    fn store(&self, url: &BucketUrl) -> Result<Arc<dyn ObjectStore>, BucketError> {
+        let mut stores = self
+            .stores
+            .lock()
+            .map_err(|_| BucketError::Config("source store table poisoned".into()))?;
+        let key = (url.scheme, url.bucket.clone());
+        if let Some(store) = stores.get(&key) {
+            return Ok(store.clone());
+        }
+        let store = self.settings.open(url)?.store;
+        stores.insert(key, store.clone());
+        Ok(store)
+    }
+
+    fn pinned(&self, url: &str) -> Option<CachedSource> {
+        let path = self.index.lock().ok()?.pin(url)?;
+        Some(CachedSource {
+            path,
+            url: url.to_owned(),
+            index: self.index.clone(),
+        })
+    }
+
+    /// The local copy of object `name` in the bucket `repository` (`s3://BUCKET/PREFIX`),
+    /// downloaded first if it is not cached.
+    pub async fn fetch(&self, repository: &str, name: &str) -> Result<CachedSource, BucketError> {
+        let bucket = BucketUrl::parse(repository)?;
+        let url = bucket.display_object(name);
+        if let Some(hit) = self.pinned(&url) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        let gate = {
+            let mut flights = self
+                .flights
+                .lock()
+                .map_err(|_| BucketError::Config("flight table poisoned".into()))?;
+            flights.entry(url.clone()).or_default().clone()
+        };
+        let _flight = gate.lock().await;
+        // Whoever held the gate before us may have cached it.
+        if let Some(hit) = self.pinned(&url) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let result = self.download(&bucket, name, &url).await;
+        if let Ok(mut flights) = self.flights.lock() {
+            flights.remove(&url);
+        }
+        result
+    }
+
+    async fn download(
+        &self,
+        bucket: &BucketUrl,
+        name: &str,
+        url: &str,
+    ) -> Result<CachedSource, BucketError> {
+        let store = self.store(bucket)?;
+        let file_name = hex::encode(Sha256::digest(url.as_bytes()));
+        let path = self.dir.join(format!("{file_name}.fits"));
+        let partial = self.dir.join(format!("{file_name}.partial"));
+        let got = store
+            .get(&bucket.object_path(name))
+            .await
+            .map_err(|e| BucketError::from_store(url, e))?;
+        let written = async {
+            let mut file = tokio::fs::File::create(&partial)
+                .await
+                .map_err(|e| BucketError::io(&partial, e))?;
+            let mut size = 0u64;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| BucketError::from_store(url, e))?;
+                size += chunk.len() as u64;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| BucketError::io(&partial, e))?;
+            }
+            file.flush()
+                .await
+                .map_err(|e| BucketError::io(&partial, e))?;
+            tokio::fs::rename(&partial, &path)
+                .await
+                .map_err(|e| BucketError::io(&path, e))?;
+            Ok::<u64, BucketError>(size)
+        }
+        .await;
+        let size = match written {
+            Ok(size) => size,
+            Err(e) => {
+                tokio::fs::remove_file(&partial).await.ok();
+                return Err(e);
+            }
+        };
+        let evicted = {
+            let mut index = self
+                .index
+                .lock()
+                .map_err(|_| BucketError::Config("source cache index poisoned".into()))?;
+            index.clock += 1;
+            let clock = index.clock;
+            index.entries.insert(
+                url.to_owned(),
+                Entry {
+                    path: path.clone(),
+                    size,
+                    last_used: clock,
+                    pins: 1,
+                },
+            );
+            index.total += size;
+            index.evict(self.max_bytes)
+        };
+        for old in evicted {
+            tokio::fs::remove_file(&old).await.ok();
+        }
+        Ok(CachedSource {
+            path,
+            url: url.to_owned(),
+            index: self.index.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, size: u64, last_used: u64, pins: usize) -> (String, Entry) {
+        (
+            name.to_owned(),
+            Entry {
+                path: PathBuf::from(name),
+                size,
+                last_used,
+                pins,
+            },
+        )
+    }
+
+    #[test]
+    fn eviction_takes_least_recently_used_unpinned_files() {
+        let mut index = Index {
+            entries: [
+                entry("a", 10, 1, 1),
+                entry("b", 10, 2, 0),
+                entry("c", 10, 3, 0),
+                entry("d", 10, 4, 0),
+            ]
+            .into_iter()
+            .collect(),
+            total: 40,
+            clock: 4,
+        };
+        // "a" is oldest but pinned: "b" then "c" go.
+        assert_eq!(
+            index.evict(20),
+            vec![PathBuf::from("b"), PathBuf::from("c")]
+        );
+        assert_eq!(index.total, 20);
+        // Touching "a" makes "d" the oldest; everything pinned stays even past the bound.
+        assert!(index.pin("a").is_some());
+        assert_eq!(index.evict(10), vec![PathBuf::from("d")]);
+        assert!(index.evict(0).is_empty());
+        assert_eq!(index.total, 10);
+    }
+
+    /// A cache whose bucket `s3://b` is an in-memory store holding `p/{x,y,w}.fits`, 5000 bytes
+    /// each.
+    async fn cache_over_memory(dir: &Path, max_bytes: u64) -> Arc<SourceCache> {
+        let cache = SourceCache::new(dir.join("cache"), max_bytes, CloudSettings::default())
+            .expect("cache");
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        for (name, byte) in [("p/x.fits", 1u8), ("p/y.fits", 2u8), ("p/w.fits", 3u8)] {
+            store
+                .put(
+                    &object_store::path::Path::from(name),
+                    vec![byte; 5000].into(),
+                )
+                .await
+                .expect("put");
+        }
+        cache
+            .stores
+            .lock()
+            .expect("stores")
+            .insert((Scheme::S3, "b".into()), store);
+        Arc::new(cache)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_of_one_image_share_one_download() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = cache_over_memory(dir.path(), 1 << 20).await;
+        let fetches: Vec<_> = (0..4)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.fetch("s3://b/p", "x.fits").await })
+            })
+            .collect();
+        let mut paths = Vec::new();
+        for f in fetches {
+            let got = f.await.expect("task").expect("fetch");
+            assert_eq!(std::fs::read(got.path()).expect("read"), vec![1u8; 5000]);
+            paths.push(got.path().to_path_buf());
+        }
+        paths.dedup();
+        assert_eq!(paths.len(), 1);
+        assert_eq!(cache.stats(), CacheStats { hits: 3, misses: 1 });
+        assert_eq!(cache.size(), 5000);
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_image_leaves_when_the_cache_is_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = cache_over_memory(dir.path(), 6000).await;
+        let x = cache.fetch("s3://b/p", "x.fits").await.expect("x");
+        let x_path = x.path().to_path_buf();
+        // x is in use, so fetching y overfills the cache rather than pull x from under its job.
+        let y = cache.fetch("s3://b/p", "y.fits").await.expect("y");
+        assert!(x_path.exists());
+        assert_eq!(cache.size(), 10_000);
+        drop((x, y));
+        // A failed download changes nothing; the next one evicts unpinned images, least recently
+        // used first, until the cache fits again: x, then y.
+        let missing = cache.fetch("s3://b/p", "z.fits").await;
+        assert!(matches!(missing, Err(BucketError::NotFound(ref u)) if u == "s3://b/p/z.fits"));
+        assert_eq!(cache.size(), 10_000);
+        let _w = cache.fetch("s3://b/p", "w.fits").await.expect("w");
+        assert!(!x_path.exists());
+        assert_eq!(cache.stats(), CacheStats { hits: 0, misses: 4 });
+        assert_eq!(cache.size(), 5000);
+    }
+}

@@ -1,0 +1,233 @@
+//! Results in an S3 bucket and source images read from one, against a real S3 protocol server
+//! (moto) on loopback: signed URLs straight into the bucket, expiry sweeping, the source cache,
+//! and faults of the store.
+
+use std::time::{Duration, Instant};
+
+use crate::common::moto::Moto;
+use crate::common::*;
+
+const RESULTS: &str = "results";
+const IMAGES: &str = "images";
+/// `butler://sky/X` is `s3://images/survey/X.fits`.
+const SKY_FIELD: &str = "butler://sky/field";
+
+/// A moto server with a result bucket and an image bucket, and an app configured to use both.
+fn s3_app(extra: &[(&str, &str)]) -> (Moto, TestApp) {
+    let moto = Moto::start();
+    moto.create_bucket(RESULTS);
+    moto.create_bucket(IMAGES);
+    let mut builder = app()
+        .config("BUCKET__KIND", "s3")
+        .config("BUCKET__URL", "s3://results/skycut")
+        .config("BUCKET__S3_ENDPOINT", &moto.endpoint)
+        .config("BUCKET__S3_REGION", "us-east-1")
+        .config("BUCKET__S3_ACCESS_KEY_ID", "testing")
+        .config("BUCKET__S3_SECRET_ACCESS_KEY", "testing")
+        .config("BUCKET__MAX_RETRIES", "0")
+        .config("REPOSITORIES__SKY", "s3://images/survey");
+    for (k, v) in extra {
+        builder = builder.config(k, v);
+    }
+    let app = builder.start();
+    let image = std::fs::read(source_image(&app)).expect("test image");
+    moto.put_object(IMAGES, "survey/field.fits", image);
+    (moto, app)
+}
+
+fn sync_cutout(app: &TestApp, id: &str) -> reqwest::blocking::Response {
+    app.get("/sync", &[("ID", id), ("CIRCLE", &circle(RA, DEC, 50.0))])
+}
+
+fn plain_get(url: &str) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::new()
+        .get(url)
+        .send()
+        .expect("GET signed URL")
+}
+
+#[test]
+fn sync_cutout_redirects_straight_to_a_presigned_bucket_url() {
+    let (moto, app) = s3_app(&[]);
+    let r = sync_cutout(&app, SKY_FIELD);
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap_or_default());
+    let url = location(&r);
+    assert!(
+        url.starts_with(&format!("{}/{RESULTS}/skycut/", moto.endpoint)),
+        "{url}"
+    );
+    for part in [
+        "X-Amz-Signature=",
+        "X-Amz-Expires=900",
+        "X-Amz-Credential=testing",
+    ] {
+        assert!(url.contains(part), "{part} missing from {url}");
+    }
+    let got = plain_get(&url);
+    assert_eq!(got.status(), 200);
+    assert_eq!(content_type(&got), "application/fits");
+    let disposition = got
+        .headers()
+        .get("content-disposition")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\"field_circle-150-2-"),
+        "{disposition}"
+    );
+    let body = got.bytes().expect("body");
+    assert!(body.starts_with(b"SIMPLE  ="), "not FITS");
+    assert_eq!(body.len() % 2880, 0);
+}
+
+#[test]
+fn job_results_are_signed_afresh_on_every_read() {
+    let (_moto, app) = s3_app(&[]);
+    let id = app.create_job(&[("ID", SKY_FIELD), ("CIRCLE", &circle(RA, DEC, 30.0))]);
+    app.run_job(&id);
+    let doc = app.wait_final(&id);
+    assert_eq!(element(&doc, "uws:phase").as_deref(), Some("COMPLETED"));
+    assert_uws_valid(&doc);
+    let first = attributes(&doc, "uws:result", "xlink:href");
+    assert_eq!(first.len(), 1);
+    let url = first[0].replace("&amp;", "&");
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    assert_eq!(plain_get(&url).status(), 200);
+    // A later read signs again: a different URL for the same object, also valid.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        let doc = app.job_xml(&id);
+        let href = attributes(&doc, "uws:result", "xlink:href")[0].replace("&amp;", "&");
+        if href != url {
+            break href;
+        }
+        assert!(Instant::now() < deadline, "the URL was never re-signed");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(plain_get(&again).status(), 200);
+}
+
+#[test]
+fn bucket_sources_are_read_once_through_the_cache() {
+    let (moto, app) = s3_app(&[]);
+    assert_eq!(sync_cutout(&app, SKY_FIELD).status(), 303);
+    // The object is gone from the bucket, but the worker's copy still serves cutouts.
+    moto.delete_object(IMAGES, "survey/field.fits");
+    let r = sync_cutout(&app, SKY_FIELD);
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap_or_default());
+    // An image that was never cached and is not in the bucket is unknown.
+    let r = sync_cutout(&app, "butler://sky/nothing");
+    assert_eq!(r.status(), 404);
+    let text = r.text().expect("body");
+    assert!(text.contains("s3://images/survey/nothing.fits"), "{text}");
+}
+
+#[test]
+fn expired_jobs_lose_their_bucket_objects() {
+    let (moto, app) = s3_app(&[("JOBS__SWEEP_INTERVAL", "1")]);
+    let destruction = time_in(3);
+    let id = app.create_job(&[
+        ("ID", SKY_FIELD),
+        ("CIRCLE", &circle(RA, DEC, 30.0)),
+        ("DESTRUCTION", &destruction),
+    ]);
+    app.run_job(&id);
+    let doc = app.wait_final(&id);
+    assert_eq!(element(&doc, "uws:phase").as_deref(), Some("COMPLETED"));
+    let key = format!("skycut/{id}/result.fits");
+    assert!(moto.object_exists(RESULTS, &key));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while moto.object_exists(RESULTS, &key) {
+        assert!(Instant::now() < deadline, "{key} outlived its job");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(app.get(&format!("/jobs/{id}"), &[]).status(), 404);
+}
+
+#[test]
+fn a_store_that_goes_away_fails_the_job_as_transient_never_completed() {
+    let (mut moto, app) = s3_app(&[]);
+    // The source is local, so only writing the result needs the store.
+    let id = app.cutout_job();
+    moto.stop();
+    app.run_job(&id);
+    let doc = app.wait_final(&id);
+    assert_uws_valid(&doc);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("ERROR"),
+        "{doc}"
+    );
+    assert!(
+        doc.contains("<uws:errorSummary type=\"transient\""),
+        "{doc}"
+    );
+    assert!(attributes(&doc, "uws:result", "id").is_empty(), "{doc}");
+    let error = app
+        .get(&format!("/jobs/{id}/error"), &[])
+        .text()
+        .expect("error");
+    assert!(error.contains("storing the result failed"), "{error}");
+    // The same for a sync request whose source is in the vanished store: 503, not a result.
+    let r = sync_cutout(&app, SKY_FIELD);
+    assert_eq!(r.status(), 503);
+    assert!(r.text().expect("body").starts_with("ServiceUnavailable:"));
+}
+
+#[test]
+fn a_corrupt_bucket_source_is_a_fatal_error_naming_the_file() {
+    let (moto, app) = s3_app(&[]);
+    let mut image = std::fs::read(source_image(&app)).expect("image");
+    image.truncate(2880 + 1000);
+    moto.put_object(IMAGES, "survey/broken.fits", image);
+    let id = app.create_job(&[
+        ("ID", "butler://sky/broken"),
+        ("CIRCLE", &circle(RA, DEC, 30.0)),
+    ]);
+    app.run_job(&id);
+    let doc = app.wait_final(&id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("ERROR"),
+        "{doc}"
+    );
+    assert!(doc.contains("<uws:errorSummary type=\"fatal\""), "{doc}");
+    let error = app
+        .get(&format!("/jobs/{id}/error"), &[])
+        .text()
+        .expect("error");
+    assert!(error.contains("s3://images/survey/broken.fits"), "{error}");
+}
+
+/// An ISO 8601 UTC instant `seconds` from now, for `DESTRUCTION`.
+fn time_in(seconds: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + seconds;
+    let days = now / 86_400;
+    let rem = now % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}

@@ -1,0 +1,114 @@
+//! Source images as local files, whether their repository is a directory or a bucket, and the
+//! names results are offered under.
+//!
+//! A bucket image comes through the worker's [`SourceCache`] and stays pinned there while the
+//! job cuts it. Failures become job errors a client can act on: a missing object is `NotFound`,
+//! a refused credential is fatal (an operator must fix it), an unreachable store is transient.
+
+use std::path::PathBuf;
+
+use bucket::{BucketError, CachedSource, SourceCache};
+use soda::repository::{Repositories, SourceLocation};
+use soda::{SodaError, SourceId};
+use uws::{ErrorCode, JobError};
+
+/// A source file ready to be read; a cached one is pinned until this is dropped.
+pub struct SourceFile {
+    pub path: PathBuf,
+    /// What to call the file in messages: the bucket URL, not the cache's file name.
+    pub label: Option<String>,
+    _pin: Option<CachedSource>,
+}
+
+impl SourceFile {
+    /// Names the bucket object in an error about the file, since the cache path means nothing
+    /// to the client.
+    pub fn explain(&self, mut error: JobError) -> JobError {
+        if let Some(label) = &self.label {
+            error.message = format!("{} (source {label})", error.message);
+        }
+        error
+    }
+}
+
+/// The local file for `id`, fetched into the cache first when its repository is a bucket.
+pub async fn open(
+    repositories: &Repositories,
+    cache: Option<&SourceCache>,
+    id: &SourceId,
+    science_error: impl Fn(SodaError) -> JobError,
+) -> Result<SourceFile, JobError> {
+    match repositories.locate(id).map_err(science_error)? {
+        SourceLocation::File(path) => Ok(SourceFile {
+            path,
+            label: None,
+            _pin: None,
+        }),
+        SourceLocation::Bucket { repository, name } => {
+            let cache = cache.ok_or_else(|| {
+                JobError::new(
+                    ErrorCode::Internal,
+                    format!("image {id} is in a bucket but this worker has no source cache"),
+                )
+            })?;
+            let pin = cache
+                .fetch(&repository, &name)
+                .await
+                .map_err(|e| fetch_error(id, e))?;
+            Ok(SourceFile {
+                path: pin.path().to_path_buf(),
+                label: Some(format!("{}/{name}", repository.trim_end_matches('/'))),
+                _pin: Some(pin),
+            })
+        }
+    }
+}
+
+fn fetch_error(id: &SourceId, e: BucketError) -> JobError {
+    match e {
+        BucketError::NotFound(url) => JobError::new(
+            ErrorCode::NotFound,
+            format!("image {id} is unknown: no {url}"),
+        ),
+        BucketError::PermissionDenied { .. } | BucketError::Config(_) => {
+            JobError::new(ErrorCode::Internal, format!("cannot read image {id}: {e}"))
+        }
+        other => JobError::new(
+            ErrorCode::Unavailable,
+            format!("cannot read image {id} now: {other}"),
+        ),
+    }
+}
+
+/// `{image}_{stencil}.fits`, with the stencil made safe for a file name, so a downloaded file
+/// says what it holds: `m31_circle-10.684708-41.26875-0.0178.fits`.
+pub fn result_filename(id: &SourceId, stencil: &str) -> String {
+    let mut slug = String::new();
+    for c in stencil.chars() {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    format!("{}_{slug}.fits", id.image())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_filenames_name_image_and_stencil() {
+        let id = SourceId::parse("butler://demo/m31").expect("id");
+        assert_eq!(
+            result_filename(&id, "CIRCLE 10.684708 41.26875 0.0178"),
+            "m31_circle-10.684708-41.26875-0.0178.fits"
+        );
+        assert_eq!(
+            result_filename(&id, "POLYGON 1 2, 3 -4, 5 6"),
+            "m31_polygon-1-2-3-4-5-6.fits"
+        );
+    }
+}
