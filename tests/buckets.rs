@@ -135,7 +135,12 @@ fn expired_jobs_lose_their_bucket_objects() {
     app.run_job(&id);
     let doc = app.wait_final(&id);
     assert_eq!(element(&doc, "uws:phase").as_deref(), Some("COMPLETED"));
-    let key = format!("skycut/{id}/result.fits");
+    // The signed URL names the object: {endpoint}/{bucket}/{key}?{signature}.
+    let href = attributes(&doc, "uws:result", "xlink:href").remove(0);
+    let marker = format!("/{RESULTS}/");
+    let start = href.find(&marker).expect("bucket in URL") + marker.len();
+    let key = href[start..].split('?').next().expect("key").to_owned();
+    assert!(key.starts_with(&format!("skycut/{id}/")), "{key}");
     assert!(moto.object_exists(RESULTS, &key));
     let deadline = Instant::now() + Duration::from_secs(30);
     while moto.object_exists(RESULTS, &key) {
