@@ -118,15 +118,7 @@ impl ServeArgs {
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
         }
-        for spec in &self.repositories {
-            let (name, dir) = spec
-                .split_once('=')
-                .filter(|(n, d)| !n.is_empty() && !d.is_empty())
-                .ok_or_else(|| anyhow::anyhow!("--repository takes NAME=DIR, got {spec:?}"))?;
-            config
-                .repositories
-                .insert(name.to_owned(), PathBuf::from(dir));
-        }
+        add_repositories(&mut config, &self.repositories)?;
         Ok(config)
     }
 }

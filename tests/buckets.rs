@@ -17,7 +17,10 @@ fn s3_app(extra: &[(&str, &str)]) -> (Moto, TestApp) {
     let moto = Moto::start();
     moto.create_bucket(RESULTS);
     moto.create_bucket(IMAGES);
+    // The bucket behaviour is the same in both topologies, and the source cache is per process:
+    // these tests run once, embedded (scripts/test skips them in the distributed pass).
     let mut builder = app()
+        .topology(Topology::Embedded)
         .config("BUCKET__KIND", "s3")
         .config("BUCKET__URL", "s3://results/skycut")
         .config("BUCKET__S3_ENDPOINT", &moto.endpoint)
