@@ -1,5 +1,6 @@
 //! Faults in the distributed topology (frontend and workers as separate processes, PostgreSQL,
-//! Redis): a worker killed mid-job, a worker stopped while busy, Redis losing its data, and a
+//! Redis): a worker killed mid-job, a worker stopped while busy, Redis losing its data, the
+//! database stopping under a running service, and a
 //! load of many clients at once. These tests always run distributed.
 
 use std::process::Command;
@@ -207,4 +208,63 @@ fn many_clients_at_once_all_complete_with_correct_results() {
     assert_eq!(app.get_url(&href).status(), 200);
     assert_eq!(app.job_ids(&[]).len(), ids.len());
     assert_eq!(count_with_phase(&app, "COMPLETED"), ids.len());
+}
+
+#[test]
+fn a_stopped_database_gives_503_and_the_service_recovers_by_itself() {
+    let pg = postgres::PrivatePostgres::start();
+    let app = distributed(1)
+        .config("DATABASE_URL", &pg.url)
+        .config("WORKER__VISIBILITY_TIMEOUT", "2")
+        .config("WORKER__RECOVERY_INTERVAL", "1")
+        .start();
+    let circle = circle(RA, DEC, 5.0);
+    let before = app.create_job(&[("ID", IMAGE), ("CIRCLE", &circle), ("PHASE", "RUN")]);
+    assert_eq!(
+        element(&app.wait_final(&before), "uws:phase").as_deref(),
+        Some("COMPLETED")
+    );
+    // Jobs in flight when the database goes away.
+    let in_flight: Vec<String> = (0..5)
+        .map(|_| app.create_job(&[("ID", IMAGE), ("CIRCLE", &circle), ("PHASE", "RUN")]))
+        .collect();
+
+    pg.stop();
+    let refused = app.post("/jobs", &[("ID", IMAGE), ("CIRCLE", &circle)]);
+    assert_eq!(refused.status(), 503);
+    assert!(
+        refused
+            .text()
+            .expect("body")
+            .starts_with("ServiceUnavailable:")
+    );
+    let read = app.get(&format!("/jobs/{before}"), &[]);
+    assert_eq!(read.status(), 503);
+    let availability = app.get("/availability", &[]).text().expect("body");
+    assert!(availability.contains(">false<"), "{availability}");
+
+    pg.resume();
+    // No restart of any Skycut process: the first reads after the outage may still fail while
+    // connections are re-established, then everything answers again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.get(&format!("/jobs/{before}"), &[]).status() != 200 {
+        assert!(Instant::now() < deadline, "the frontend did not recover");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(app.phase(&before), "COMPLETED");
+    for id in &in_flight {
+        let doc = app.wait_final(id);
+        assert_eq!(
+            element(&doc, "uws:phase").as_deref(),
+            Some("COMPLETED"),
+            "{id}: {doc}"
+        );
+    }
+    let after = app.create_job(&[("ID", IMAGE), ("CIRCLE", &circle), ("PHASE", "RUN")]);
+    assert_eq!(
+        element(&app.wait_final(&after), "uws:phase").as_deref(),
+        Some("COMPLETED")
+    );
+    // The refused request created nothing.
+    assert_eq!(app.job_ids(&[]).len(), 7);
 }

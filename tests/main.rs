@@ -6,6 +6,7 @@ mod common;
 mod async_jobs;
 mod buckets;
 mod datalink;
+mod events;
 mod faults;
 mod many_cutouts;
 mod openapi;

@@ -13,6 +13,7 @@
 pub mod cutout;
 pub mod datalink;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod files;
 pub mod jobs;

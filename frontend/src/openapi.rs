@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use crate::{datalink, files, jobs, sync, vosi};
+use crate::{datalink, events, files, jobs, sync, vosi};
 
 /// The document: every route of [`crate::router::build`], relative to the service path.
 #[derive(OpenApi)]
@@ -30,6 +30,7 @@ use crate::{datalink, files, jobs, sync, vosi};
         sync::sync,
         datalink::links,
         jobs::list,
+        events::events,
         jobs::create,
         jobs::get,
         jobs::post,

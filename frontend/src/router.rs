@@ -5,7 +5,7 @@ use axum::routing::get;
 
 use crate::extract::SERVICE_PATH;
 use crate::state::AppState;
-use crate::{datalink, files, jobs, openapi, sync, vosi};
+use crate::{datalink, events, files, jobs, openapi, sync, vosi};
 
 /// Every route under `/api/cutout`.
 pub fn build(state: AppState) -> Router {
@@ -13,6 +13,7 @@ pub fn build(state: AppState) -> Router {
         .route("/sync", get(sync::sync).post(sync::sync))
         .route("/links", get(datalink::links).post(datalink::links))
         .route("/jobs", get(jobs::list).post(jobs::create))
+        .route("/jobs/events", get(events::events))
         .route(
             "/jobs/{id}",
             get(jobs::get).post(jobs::post).delete(jobs::delete),

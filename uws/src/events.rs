@@ -10,6 +10,8 @@ use crate::job::{ExecutionPhase, JobId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhaseChange {
     pub id: JobId,
+    /// Whose job it is, so that a per-user event stream can filter without reading the store.
+    pub owner: String,
     pub phase: ExecutionPhase,
 }
 

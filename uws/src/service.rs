@@ -93,6 +93,11 @@ impl Uws {
         &self.limits
     }
 
+    /// Every phase change announced after this call (for live progress streams).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PhaseChange> {
+        self.events.subscribe()
+    }
+
     pub fn store(&self) -> &Arc<dyn JobStore> {
         &self.store
     }
@@ -186,6 +191,7 @@ impl Uws {
                     phases,
                     after,
                     last,
+                    cursor: None,
                 },
             )
             .await
@@ -226,6 +232,7 @@ impl Uws {
             .await?;
         self.events.publish(PhaseChange {
             id: id.clone(),
+            owner: job.owner.clone(),
             phase: job.phase,
         });
         if let Err(e) = self
@@ -265,6 +272,7 @@ impl Uws {
             .await?;
         self.events.publish(PhaseChange {
             id: id.clone(),
+            owner: job.owner.clone(),
             phase: job.phase,
         });
         Ok(job)
@@ -282,6 +290,7 @@ impl Uws {
             if job.phase.is_active() {
                 self.events.publish(PhaseChange {
                     id: job.id.clone(),
+                    owner: job.owner.clone(),
                     phase: ExecutionPhase::Aborted,
                 });
             }

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::error::UwsError;
 use crate::job::{ExecutionPhase, Job, JobError, JobId, JobResult, NewJob};
+use crate::timestamp;
 
 /// A phase change and the data that goes with it.
 #[derive(Debug, Clone)]
@@ -43,6 +44,42 @@ pub struct JobFilter {
     pub phases: Vec<ExecutionPhase>,
     pub after: Option<OffsetDateTime>,
     pub last: Option<u32>,
+    /// Continue a paged list: only entries that come after this cursor in list order.
+    pub cursor: Option<ListCursor>,
+}
+
+/// Where a page of the job list ended: the position of its last entry in list order (newest
+/// first, ties broken by ID). Keyset paging stays fast however deep the page and never skips or
+/// repeats an entry when jobs are created or deleted between pages, which an offset would.
+///
+/// Callers see it only as an opaque token ([`ListCursor::token`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    pub creation_time: OffsetDateTime,
+    pub id: JobId,
+}
+
+impl ListCursor {
+    /// The cursor just past `entry`.
+    pub fn after(entry: &JobSummary) -> ListCursor {
+        ListCursor {
+            creation_time: entry.creation_time,
+            id: entry.id.clone(),
+        }
+    }
+
+    pub fn token(&self) -> String {
+        format!("{}.{}", timestamp::to_micros(self.creation_time), self.id)
+    }
+
+    pub fn parse(token: &str) -> Result<ListCursor, UwsError> {
+        let bad = || UwsError::Usage(format!("not a job-list cursor: {token:?}"));
+        let (micros, id) = token.split_once('.').ok_or_else(bad)?;
+        Ok(ListCursor {
+            creation_time: timestamp::from_micros(micros.parse().map_err(|_| bad())?),
+            id: JobId::parse(id).map_err(|_| bad())?,
+        })
+    }
 }
 
 /// A job list entry (`uws:jobref`).
@@ -100,4 +137,33 @@ pub trait JobStore: Send + Sync {
         phases: &[ExecutionPhase],
         limit: u32,
     ) -> Result<Vec<JobId>, UwsError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_token_round_trips() {
+        let cursor = ListCursor {
+            creation_time: timestamp::from_micros(1_764_000_000_123_456),
+            id: JobId::random(),
+        };
+        assert_eq!(ListCursor::parse(&cursor.token()).ok(), Some(cursor));
+    }
+
+    #[test]
+    fn a_forged_cursor_is_a_usage_error() {
+        for token in [
+            "",
+            "12",
+            "x.0123456789abcdef0123456789abcdef",
+            "12.not-an-id",
+        ] {
+            assert!(
+                matches!(ListCursor::parse(token), Err(UwsError::Usage(_))),
+                "{token}"
+            );
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! `/v1`). Only these types are serialised; they convert to and from the `uws` domain types.
 
 use serde::{Deserialize, Serialize};
-use uws::store::{JobFilter, JobSummary, JobUpdate, Transition};
+use uws::store::{JobFilter, JobSummary, JobUpdate, ListCursor, Transition};
 use uws::{
     ErrorCode, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob, UwsError, timestamp,
 };
@@ -83,8 +83,20 @@ pub struct ListQuery {
     pub phases: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// The page size (the caller's `LAST`, capped by the service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<u32>,
+    /// The `next` token of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// One page of the job list; `next` is present when more entries may follow.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobPage {
+    pub jobs: Vec<SummaryJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -347,6 +359,7 @@ impl ListQuery {
             phases: (!filter.phases.is_empty()).then(|| phase_list(&filter.phases)),
             after: filter.after.map(timestamp::format),
             last: filter.last,
+            cursor: filter.cursor.as_ref().map(ListCursor::token),
         }
     }
 
@@ -360,6 +373,7 @@ impl ListQuery {
                 .unwrap_or_default(),
             after: self.after.as_deref().map(timestamp::parse).transpose()?,
             last: self.last,
+            cursor: self.cursor.as_deref().map(ListCursor::parse).transpose()?,
         })
     }
 }

@@ -9,12 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
-use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, Transition};
+use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, ListCursor, Transition};
 use uws::{ExecutionPhase, Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
-    IdsQuery, JobJson, ListQuery, NewJobJson, Problem, SummaryJson, TransitionJson,
-    TransitionRequest, UpdateJson, phase_list,
+    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, TransitionJson, TransitionRequest,
+    UpdateJson, phase_list,
 };
 use crate::auth::TokenKey;
 
@@ -28,6 +28,8 @@ pub struct WobblyClient {
     base: String,
     service: String,
     key: TokenKey,
+    /// Jobs asked for per list request.
+    page_size: u32,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> UwsError {
@@ -46,7 +48,15 @@ impl WobblyClient {
             base: base.trim_end_matches('/').to_owned(),
             service: service.to_owned(),
             key,
+            page_size: crate::service::MAX_PAGE,
         })
+    }
+
+    /// Reads job lists in pages of `size` (at most the service's own page size); smaller pages
+    /// let a test cross page boundaries with few jobs.
+    pub fn with_page_size(mut self, size: u32) -> WobblyClient {
+        self.page_size = size.clamp(1, crate::service::MAX_PAGE);
+        self
     }
 
     fn token(&self) -> Result<String, UwsError> {
@@ -114,12 +124,30 @@ impl JobStore for WobblyClient {
         }
     }
 
+    /// Follows the service's pages until `last` entries or the end of the list.
     async fn list(&self, owner: &str, filter: &JobFilter) -> Result<Vec<JobSummary>, UwsError> {
-        let query = ListQuery::new(owner, filter);
-        let jobs: Vec<SummaryJson> = self
-            .send(self.http.get(self.url("/jobs")).query(&query))
-            .await?;
-        jobs.into_iter().map(JobSummary::try_from).collect()
+        let mut jobs = Vec::new();
+        let mut page_filter = filter.clone();
+        loop {
+            let wanted = filter
+                .last
+                .map(|last| last.saturating_sub(u32::try_from(jobs.len()).unwrap_or(u32::MAX)));
+            if wanted == Some(0) {
+                return Ok(jobs);
+            }
+            page_filter.last = Some(wanted.map_or(self.page_size, |w| w.min(self.page_size)));
+            let query = ListQuery::new(owner, &page_filter);
+            let page: JobPage = self
+                .send(self.http.get(self.url("/jobs")).query(&query))
+                .await?;
+            for entry in page.jobs {
+                jobs.push(JobSummary::try_from(entry)?);
+            }
+            match page.next {
+                Some(token) => page_filter.cursor = Some(ListCursor::parse(&token)?),
+                None => return Ok(jobs),
+            }
+        }
     }
 
     async fn transition(

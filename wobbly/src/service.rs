@@ -10,15 +10,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use uws::store::{JobStore, JobUpdate, Transition};
+use uws::store::{JobStore, JobUpdate, ListCursor, Transition};
 use uws::{Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
-    IdsQuery, JobJson, ListQuery, NewJobJson, Problem, SummaryJson, TransitionRequest, UpdateJson,
-    phases,
+    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, SummaryJson, TransitionRequest,
+    UpdateJson, phases,
 };
 use crate::auth::{Claims, TokenKey};
 use crate::store::SqlJobStore;
+
+/// The most jobs one list answer holds; longer lists are read page by page with the cursor.
+pub const MAX_PAGE: u32 = 1000;
 
 #[derive(Clone)]
 struct ServiceState {
@@ -142,16 +145,26 @@ async fn read(
     Ok(Json(JobJson::from(&job)))
 }
 
+/// One page of the owner's list; a page holds at most [`MAX_PAGE`] jobs, and `next` continues it.
 async fn list(
     State(state): State<ServiceState>,
     axum::Extension(claims): axum::Extension<Claims>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<SummaryJson>>, Failure> {
+) -> Result<Json<JobPage>, Failure> {
     let owner = claims.user.clone().unwrap_or_else(|| query.owner.clone());
-    let jobs = scoped(&state, &claims)
-        .list(&owner, &query.filter()?)
-        .await?;
-    Ok(Json(jobs.iter().map(SummaryJson::from).collect()))
+    let mut filter = query.filter()?;
+    let page_size = filter.last.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+    filter.last = Some(page_size);
+    let jobs = scoped(&state, &claims).list(&owner, &filter).await?;
+    let full = jobs.len() == page_size as usize;
+    let next = jobs
+        .last()
+        .filter(|_| full)
+        .map(|last| ListCursor::after(last).token());
+    Ok(Json(JobPage {
+        jobs: jobs.iter().map(SummaryJson::from).collect(),
+        next,
+    }))
 }
 
 async fn transition(

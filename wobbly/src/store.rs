@@ -31,6 +31,9 @@ pub struct SqlJobStore {
     is_sqlite: bool,
 }
 
+/// How long an operation waits for a database connection before failing.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl SqlJobStore {
     /// Connects to `url` (`postgres://…` or `sqlite://…`) and applies pending migrations.
     pub async fn connect(
@@ -42,6 +45,9 @@ impl SqlJobStore {
         let is_sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
+            // A database that is down must give a prompt 503, not a request hung for sqlx's
+            // default 30 s while it retries the connection.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(|source| WobblyError::Connect {
@@ -173,17 +179,24 @@ impl JobStore for SqlJobStore {
             sql.push_str(&phase_list(filter.phases.iter().copied()));
             sql.push(')');
         }
+        if filter.cursor.is_some() {
+            // A row-value comparison, so both databases walk the owner index from the cursor.
+            sql.push_str(" AND (creation_time, id) < ($5, $6)");
+        }
         sql.push_str(" ORDER BY creation_time DESC, id DESC LIMIT $4");
         let after = filter.after.map_or(i64::MIN, timestamp::to_micros);
         let limit = filter.last.map_or(i64::MAX, i64::from);
-        let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+        let mut query = sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(self.service.as_str())
             .bind(owner)
             .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?;
+            .bind(limit);
+        if let Some(cursor) = &filter.cursor {
+            query = query
+                .bind(timestamp::to_micros(cursor.creation_time))
+                .bind(cursor.id.as_str().to_owned());
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(store_error)?;
         rows.iter()
             .map(|row| {
                 Ok(JobSummary {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use uws::store::{JobFilter, JobStore, JobUpdate, Transition};
+use uws::store::{JobFilter, JobStore, JobUpdate, ListCursor, Transition};
 use uws::{ErrorCode, ExecutionPhase, JobError, JobResult, NewJob, UwsError, timestamp};
 use wobbly::SqlJobStore;
 
@@ -207,6 +207,37 @@ async fn updates_apply_only_while_pending(store: SqlJobStore) {
     assert!(store.delete(&job.id).await.expect("delete twice").is_none());
 }
 
+/// Pages read with the cursor give the whole list once, in order, even where creation times tie.
+async fn cursor_pages_cover_the_list_once_in_order(store: SqlJobStore) {
+    let tied = new_job("carol", -500);
+    for i in 0..25 {
+        let job = if i % 3 == 0 {
+            tied.clone()
+        } else {
+            new_job("carol", -10_000 + i)
+        };
+        store.create(job).await.expect("create");
+    }
+    let whole = store
+        .list("carol", &JobFilter::default())
+        .await
+        .expect("whole list");
+    assert_eq!(whole.len(), 25);
+
+    let mut paged = Vec::new();
+    let mut filter = JobFilter {
+        last: Some(4),
+        ..Default::default()
+    };
+    loop {
+        let page = store.list("carol", &filter).await.expect("page");
+        let Some(last) = page.last() else { break };
+        filter.cursor = Some(ListCursor::after(last));
+        paged.extend(page);
+    }
+    assert_eq!(paged, whole);
+}
+
 macro_rules! both_databases {
     ($($name:ident),*) => {
         mod sqlite {
@@ -233,5 +264,6 @@ both_databases!(
     job_lifecycle_is_stored_exactly,
     illegal_transitions_change_nothing,
     list_is_newest_first_and_filtered,
-    updates_apply_only_while_pending
+    updates_apply_only_while_pending,
+    cursor_pages_cover_the_list_once_in_order
 );

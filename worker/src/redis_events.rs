@@ -57,19 +57,24 @@ impl RedisPhaseEvents {
     }
 }
 
+/// `ID PHASE OWNER`: the owner last, since it is the only part that may contain spaces.
+fn encode(change: &PhaseChange) -> String {
+    format!("{} {} {}", change.id, change.phase, change.owner)
+}
+
 fn decode(text: &str) -> Option<PhaseChange> {
-    let (id, phase) = text.split_once(' ')?;
-    Some(PhaseChange {
-        id: JobId::parse(id).ok()?,
-        phase: phase.parse::<ExecutionPhase>().ok()?,
-    })
+    let mut parts = text.splitn(3, ' ');
+    let id = JobId::parse(parts.next()?).ok()?;
+    let phase = parts.next()?.parse::<ExecutionPhase>().ok()?;
+    let owner = parts.next()?.to_owned();
+    Some(PhaseChange { id, owner, phase })
 }
 
 impl PhaseEvents for RedisPhaseEvents {
     fn publish(&self, change: PhaseChange) {
         let publisher = self.publisher.clone();
         let channel = self.channel.clone();
-        let text = format!("{} {}", change.id, change.phase);
+        let text = encode(&change);
         // An event is a hint; a lost one costs a waiter a fallback re-read, not correctness.
         tokio::spawn(async move {
             let sent: Result<i64, _> = publisher.publish(channel, text).await;
@@ -81,5 +86,26 @@ impl PhaseEvents for RedisPhaseEvents {
 
     fn subscribe(&self) -> broadcast::Receiver<PhaseChange> {
         self.local.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_survives_the_wire_with_spaces_in_the_owner() {
+        let change = PhaseChange {
+            id: JobId::random(),
+            owner: "Ada Lovelace".to_owned(),
+            phase: ExecutionPhase::Completed,
+        };
+        assert_eq!(decode(&encode(&change)), Some(change));
+    }
+
+    #[test]
+    fn a_malformed_message_is_ignored() {
+        assert_eq!(decode("not-a-job EXECUTING someone"), None);
+        assert_eq!(decode(&format!("{} EXECUTING", JobId::random())), None);
     }
 }
