@@ -5,7 +5,8 @@ problem. What it checks, in order:
 
 1. yamllint (config `.yamllint`) on every YAML file the repository tracks, templates excepted.
 2. Every `.Values.x.y` path a chart template reads exists in values.yaml, every key of
-   values.yaml is read by some template, and every key a `ci/*.yaml` values file sets exists.
+   values.yaml is read by some template and has a comment above it, and every key a
+   `ci/*.yaml` values file sets exists.
 3. With Helm's own engine (helm-python-sdk: Helm's Go SDK, no binary needed): `helm lint
    --strict` and `helm template` with each `ci/*.yaml`; every rendered manifest passes yamllint
    and names apiVersion, kind and metadata.name; the default values alone must fail (the chart
@@ -129,9 +130,32 @@ def unknown_keys(overrides: dict, defaults: dict, prefix: tuple[str, ...] = ()) 
     return out
 
 
+def undocumented_keys(text: str, refs: dict[tuple[str, ...], list[str]]) -> list[str]:
+    """Keys of values.yaml without a comment line right above them. Keys inside a value that
+    the templates pass through whole (resources, security contexts) are Kubernetes's, not ours."""
+    out = []
+    stack: list[tuple[int, str]] = []
+    previous = ""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"^( *)([A-Za-z_]\w*):", line)
+        if m:
+            indent = len(m.group(1))
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, m.group(2)))
+            path = tuple(key for _, key in stack)
+            ours = any(r[: len(path)] == path for r in refs)
+            if ours and not previous.lstrip().startswith("#"):
+                out.append(f"values.yaml:{lineno}: {'.'.join(path)} has no comment above it")
+        if line.strip():
+            previous = line
+    return out
+
+
 def check_values(values: dict) -> list[str]:
     errors = []
     refs = template_references()
+    errors += undocumented_keys((CHART / "values.yaml").read_text(), refs)
     for path, wheres in sorted(refs.items()):
         if not lookup(values, path):
             errors.append(f"{wheres[0]}: .Values.{'.'.join(path)} is not in values.yaml")
