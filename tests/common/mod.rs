@@ -5,6 +5,7 @@
 
 pub mod moto;
 pub mod postgres;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
