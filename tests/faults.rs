@@ -1,7 +1,7 @@
 //! Faults in the distributed topology (frontend and workers as separate processes, PostgreSQL,
-//! Redis): a worker killed mid-job, a worker stopped while busy, a private Redis restarted empty, the
-//! database stopping under a running service, and a
-//! load of many clients at once. These tests always run distributed.
+//! Redis): a worker killed mid-job, a worker stopped while busy, a private Redis restarted empty,
+//! a private PostgreSQL stopped under a running service, and a load of many clients at once.
+//! These tests always run distributed.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
