@@ -14,8 +14,9 @@ use fitsio::images::{ImageDescription, ImageType, ReadImage, WriteImage};
 use crate::SodaError;
 use crate::celestial::CelestialWcs;
 use crate::header::WcsKeywords;
+use crate::mask::Mask;
 pub use crate::region::PixelBox;
-use crate::region::pixel_box;
+use crate::region::{pixel_box, pixel_scale_deg};
 use crate::stencil::Stencil;
 
 /// Where a cutout came from, written into its header.
@@ -115,7 +116,10 @@ pub fn cut_to_file_with(
             image: &image,
             region,
             provenance,
-            mask: options.mask.then_some((&wcs, stencil)),
+            mask: options.mask.then(|| {
+                let step = pixel_scale_deg(&wcs, image.nx, image.ny);
+                Mask::new(&wcs, stencil, region, step)
+            }),
         };
         match image.pixel_type {
             ImageType::UnsignedByte => cut.copy::<u8>(&mut src, &mut dst),
@@ -276,8 +280,8 @@ struct Cut<'a> {
     image: &'a SourceImage,
     region: PixelBox,
     provenance: &'a Provenance,
-    /// The WCS and stencil that decide which pixels are kept, when masking.
-    mask: Option<(&'a CelestialWcs, &'a Stencil)>,
+    /// Which pixels are kept, when masking.
+    mask: Option<Mask<'a>>,
 }
 
 impl Cut<'_> {
@@ -312,36 +316,13 @@ impl Cut<'_> {
             let plane = 0..1;
             ranges.resize(image.naxis, &plane);
             let mut pixels: Vec<T> = image.hdu.read_region(src, &ranges)?;
-            if let Some((wcs, stencil)) = self.mask {
-                mask_rows(&mut pixels, blank, wcs, stencil, &columns, &source_rows);
+            if let Some(mask) = &self.mask {
+                mask.apply(&mut pixels, blank, source_rows.clone());
             }
             hdu.write_region(dst, &[&(0..width), &(row..row + rows)], &pixels)?;
             row += rows;
         }
         Ok(())
-    }
-}
-
-/// Sets to `blank` the pixels of a block (rows `rows`, columns `columns` of the source) whose
-/// centres lie outside the stencil (or off the sky of the projection).
-fn mask_rows<T: Copy>(
-    pixels: &mut [T],
-    blank: T,
-    wcs: &CelestialWcs,
-    stencil: &Stencil,
-    columns: &Range<usize>,
-    rows: &Range<usize>,
-) {
-    let width = columns.len();
-    for (j, y) in rows.clone().enumerate() {
-        for (i, x) in columns.clone().enumerate() {
-            let inside = wcs
-                .pixel_to_sky(x as f64, y as f64)
-                .is_some_and(|(ra, dec)| stencil.contains(ra, dec));
-            if !inside {
-                pixels[j * width + i] = blank;
-            }
-        }
     }
 }
 

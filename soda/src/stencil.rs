@@ -113,28 +113,26 @@ impl Stencil {
 
     /// Whether the sky position is inside the stencil (boundary included).
     pub(crate) fn contains(&self, ra_deg: f64, dec_deg: f64) -> bool {
-        match self {
-            Stencil::Circle(c) => {
-                let d = sphere::separation_deg(
-                    sphere::unit_vector(c.ra, c.dec),
-                    sphere::unit_vector(ra_deg, dec_deg),
-                );
-                d <= c.radius
-            }
-            Stencil::Polygon(p) => {
-                let vertices: Vec<Vec3> = p
-                    .vertices
+        self.test().contains(ra_deg, dec_deg)
+    }
+
+    /// The stencil prepared for many [`StencilTest::contains`] calls.
+    pub(crate) fn test(&self) -> StencilTest {
+        let (centre, vertices) = match self {
+            Stencil::Circle(c) => (sphere::unit_vector(c.ra, c.dec), Vec::new()),
+            Stencil::Polygon(p) => (
+                [0.0; 3],
+                p.vertices
                     .iter()
                     .map(|&(r, d)| sphere::unit_vector(r, d))
-                    .collect();
-                sphere::polygon_contains(&vertices, sphere::unit_vector(ra_deg, dec_deg))
-            }
-            Stencil::Range(r) => {
-                let ((ra_lo, ra_hi), (dec_lo, dec_hi)) = r.finite();
-                let ra = ra_deg.rem_euclid(360.0);
-                let in_ra = (ra_lo..=ra_hi).contains(&ra) || (ra == 0.0 && ra_hi >= 360.0);
-                in_ra && (dec_lo..=dec_hi).contains(&dec_deg)
-            }
+                    .collect(),
+            ),
+            Stencil::Range(_) => ([0.0; 3], Vec::new()),
+        };
+        StencilTest {
+            stencil: self.clone(),
+            centre,
+            vertices,
         }
     }
 
@@ -188,6 +186,35 @@ impl Stencil {
                     .into_iter()
                     .map(|(ra, dec)| sphere::unit_vector(ra, dec))
                     .collect()
+            }
+        }
+    }
+}
+
+/// A stencil with its unit vectors computed once, for testing many points.
+#[derive(Debug, Clone)]
+pub(crate) struct StencilTest {
+    stencil: Stencil,
+    centre: Vec3,
+    vertices: Vec<Vec3>,
+}
+
+impl StencilTest {
+    /// Whether the sky position is inside the stencil (boundary included).
+    pub(crate) fn contains(&self, ra_deg: f64, dec_deg: f64) -> bool {
+        match &self.stencil {
+            Stencil::Circle(c) => {
+                let d = sphere::separation_deg(self.centre, sphere::unit_vector(ra_deg, dec_deg));
+                d <= c.radius
+            }
+            Stencil::Polygon(_) => {
+                sphere::polygon_contains(&self.vertices, sphere::unit_vector(ra_deg, dec_deg))
+            }
+            Stencil::Range(r) => {
+                let ((ra_lo, ra_hi), (dec_lo, dec_hi)) = r.finite();
+                let ra = ra_deg.rem_euclid(360.0);
+                let in_ra = (ra_lo..=ra_hi).contains(&ra) || (ra == 0.0 && ra_hi >= 360.0);
+                in_ra && (dec_lo..=dec_hi).contains(&dec_deg)
             }
         }
     }
