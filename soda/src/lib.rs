@@ -31,6 +31,7 @@ pub mod repository;
 pub mod request;
 mod sip;
 mod source_id;
+mod spectral;
 mod sphere;
 mod stencil;
 

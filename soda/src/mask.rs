@@ -147,12 +147,13 @@ fn near_boundary(
     let span = |lo: f64, hi: f64, first: usize, last: usize| {
         let lo = lo.ceil().max(first as f64);
         let hi = hi.floor().min(last as f64);
-        (lo <= hi).then(|| (lo as usize, hi as usize))
+        (lo <= hi).then_some((lo as usize, hi as usize))
     };
     for chord in &chords {
         // A row segment whose ends differ crosses the boundary within a pixel of both ends, so
-        // each end lies within 1 + sag of the chord; the rest is margin for rounding.
-        let reach = 1.5 + 2.0 * chord.sag;
+        // each end lies within 1 + sag of the chord. The sag is measured at the chord's middle,
+        // and doubled in case the arc strays further elsewhere; the rest is for rounding.
+        let reach = 1.05 + 2.0 * chord.sag;
         let xs = span(
             chord.a.0.min(chord.b.0) - reach,
             chord.a.0.max(chord.b.0) + reach,

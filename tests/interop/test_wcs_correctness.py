@@ -2,9 +2,11 @@
 
 Why this file exists: a cutout service must be right to the pixel on the
 projections archives use. For each projection (TAN, TAN-SIP, SIN, ZEA, ARC,
-STG, AIT, CAR, MOL, HPX; CD-matrix and PC+CDELT forms), this suite writes an
+STG, AIT, CAR, MOL, HPX; CD-matrix and PC+CDELT forms; equatorial and
+galactic axes, with ICRS stencils), this suite writes an
 image with astropy, cuts it through a real ``skycut serve`` with several
-stencils (centred, clipped by the edge, over a pole, across RA=0), and checks
+stencils (centred, clipped by the edge, over a pole, across RA=0, a RANGE
+wrapping through RA=0), and checks
 with astropy's own WCS that:
 
 - every cutout pixel holds the source's value at the same sky position;
@@ -23,6 +25,7 @@ import math
 import numpy as np
 import pytest
 import requests
+from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
@@ -32,17 +35,20 @@ HTTP_TIMEOUT = 60
 REPOSITORY = "wcs"
 
 
-def header(proj, nx, ny, crval, scale, matrix="pc", rotation_deg=0.0, extra=None):
+def header(proj, nx, ny, crval, scale, matrix="pc", rotation_deg=0.0, extra=None,
+           frame="icrs"):
     """A celestial header; `matrix` picks the PC+CDELT or the CD form."""
     h = fits.Header()
     base = proj.split("-")[0]
-    h["CTYPE1"] = f"RA---{base}" + ("-SIP" if proj.endswith("SIP") else "")
-    h["CTYPE2"] = f"DEC--{base}" + ("-SIP" if proj.endswith("SIP") else "")
+    lon, lat = ("RA--", "DEC-") if frame == "icrs" else ("GLON", "GLAT")
+    h["CTYPE1"] = f"{lon}-{base}" + ("-SIP" if proj.endswith("SIP") else "")
+    h["CTYPE2"] = f"{lat}-{base}" + ("-SIP" if proj.endswith("SIP") else "")
     h["CRPIX1"] = (nx + 1) / 2
     h["CRPIX2"] = (ny + 1) / 2
     h["CRVAL1"], h["CRVAL2"] = crval
     h["CUNIT1"] = h["CUNIT2"] = "deg"
-    h["RADESYS"] = "ICRS"
+    if frame == "icrs":
+        h["RADESYS"] = "ICRS"
     c, s = math.cos(math.radians(rotation_deg)), math.sin(math.radians(rotation_deg))
     if matrix == "cd":
         h["CD1_1"], h["CD1_2"] = -scale * c, scale * s
@@ -79,6 +85,11 @@ for proj, matrix, rot in [
                                           matrix, rot, extra)))
 for proj in ["AIT", "CAR", "MOL", "HPX"]:
     IMAGES.append((f"{proj.lower()}-sky", header(proj, 360, 180, (0.0, 0.0), 1.0)))
+# Galactic images: stencils stay ICRS. A field whose ICRS footprint straddles
+# RA=0 (l=102.626, b=-50.833 is RA 0, Dec 10), and a whole-sky one.
+IMAGES.append(("gtan-ra0", header("TAN", 240, 200, (102.62624, -50.83256), 10 / 3600,
+                                  "cd", 0.0, frame="galactic")))
+IMAGES.append(("gcar-sky", header("CAR", 360, 180, (0.0, 0.0), 1.0, frame="galactic")))
 
 STENCILS = {
     "ra0": [
@@ -86,6 +97,7 @@ STENCILS = {
         ("CIRCLE", "359.91 10.0 0.04"),  # clipped by the left... or right edge
         ("POLYGON", "359.98 9.98 0.02 9.98 0.02 10.02 359.98 10.02"),
         ("POS", "RANGE 0.01 0.05 -Inf +Inf"),
+        ("POS", "RANGE 359.96 0.03 -Inf +Inf"),  # wraps through RA=0
     ],
     "pole": [
         ("CIRCLE", "120 89.95 0.1"),  # holds the pole
@@ -118,6 +130,26 @@ def unit(ra, dec):
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1)
 
 
+def is_galactic(wcs):
+    return wcs.wcs.ctype[0].startswith("GLON")
+
+
+def to_icrs(wcs, lon, lat):
+    """ICRS (ra, dec) of the image frame's (lon, lat)."""
+    if not is_galactic(wcs):
+        return lon, lat
+    c = SkyCoord(lon, lat, unit="deg", frame="galactic").icrs
+    return c.ra.deg, c.dec.deg
+
+
+def from_icrs(wcs, ra, dec):
+    """The image frame's (lon, lat) of ICRS (ra, dec)."""
+    if not is_galactic(wcs):
+        return ra, dec
+    c = SkyCoord(ra, dec, unit="deg", frame="icrs").galactic
+    return c.l.deg, c.b.deg
+
+
 def inside(kind, value, ra, dec):
     """Which sky positions lie in the stencil, computed independently of Skycut."""
     numbers = [float(v) for v in value.split()[1 if kind == "POS" else 0:]]
@@ -133,7 +165,8 @@ def inside(kind, value, ra, dec):
         near = p @ v.sum(axis=0) > 0
         return near & (np.all(signs >= 0, axis=0) | np.all(signs <= 0, axis=0))
     lo, hi, dlo, dhi = numbers
-    return (ra >= lo) & (ra <= hi) & (dec >= dlo) & (dec <= dhi)
+    in_ra = (ra >= lo) & (ra <= hi) if lo <= hi else (ra >= lo) | (ra <= hi)
+    return in_ra & (dec >= dlo) & (dec <= dhi)
 
 
 def slerp(a, b, n):
@@ -160,6 +193,8 @@ def boundary(kind, value):
         p = np.concatenate([slerp(v[i], v[(i + 1) % len(v)], 5000) for i in range(len(v))])
         return np.degrees(np.arctan2(p[:, 1], p[:, 0])) % 360, np.degrees(np.arcsin(p[:, 2]))
     lo, hi, dlo, dhi = np.clip(numbers, [0, 0, -90, -90], [360, 360, 90, 90])
+    if lo > hi:
+        hi += 360
     t = np.linspace(0, 1, 40000)
     ra = np.concatenate([lo + (hi - lo) * t, np.full_like(t, hi), lo + (hi - lo) * t, np.full_like(t, lo)])
     dec = np.concatenate([np.full_like(t, dlo), dlo + (dhi - dlo) * t, np.full_like(t, dhi), dlo + (dhi - dlo) * t])
@@ -174,12 +209,13 @@ def touched(kind, value, wcs, shape):
     """
     ny, nx = shape
     ra, dec = boundary(kind, value)
-    x, y = wcs.all_world2pix(ra, dec, 0, quiet=True)
+    lon, lat = from_icrs(wcs, ra, dec)
+    x, y = wcs.all_world2pix(lon, lat, 0, quiet=True)
     # A point must also map back to where it came from: all-sky projections
     # send points beyond their domain to positions that belong to other ones.
-    back_ra, back_dec = wcs.all_pix2world(x, y, 0)
-    good = np.isfinite(x) & np.isfinite(y) & np.isfinite(back_ra)
-    good[good] &= separation_deg(ra[good], dec[good], back_ra[good], back_dec[good]) < 1e-6
+    back_lon, back_lat = wcs.all_pix2world(x, y, 0)
+    good = np.isfinite(x) & np.isfinite(y) & np.isfinite(back_lon)
+    good[good] &= separation_deg(lon[good], lat[good], back_lon[good], back_lat[good]) < 1e-6
     good &= (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
     xs, ys = list(x[good]), list(y[good])
     t = np.arange(-0.5, max(nx, ny), 0.05)
@@ -189,7 +225,7 @@ def touched(kind, value, wcs, shape):
         bra, bdec = wcs.all_pix2world(ex, ey, 0)
         ok = np.isfinite(bra) & np.isfinite(bdec)
         hit = np.zeros_like(ok)
-        hit[ok] = inside(kind, value, bra[ok], bdec[ok])
+        hit[ok] = inside(kind, value, *to_icrs(wcs, bra[ok], bdec[ok]))
         xs += list(ex[hit])
         ys += list(ey[hit])
     pixel = lambda v: int(math.floor(v + 0.5))
@@ -258,7 +294,7 @@ def test_cutout_matches_astropy(server, name, kind, value):
     ra, dec = src_wcs.all_pix2world(sx, sy, 0)
     ok = np.isfinite(ra) & np.isfinite(dec)
     hit = np.zeros_like(ok)
-    hit[ok] = inside(kind, value, ra[ok], dec[ok])
+    hit[ok] = inside(kind, value, *to_icrs(src_wcs, ra[ok], dec[ok]))
     assert hit.any(), "test stencil misses the image"
     ys, xs = np.nonzero(hit)
     assert x0 <= xs.min() and xs.max() <= x0 + w - 1, (x0, w, xs.min(), xs.max())
