@@ -106,7 +106,10 @@ async fn measure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
     let mut floor = Vec::with_capacity(args.requests);
     let mut masked = Vec::with_capacity(args.requests);
     let mut shape = (0, 0);
-    let mask = soda::CutOptions { mask: true };
+    let mask = soda::CutOptions {
+        mask: true,
+        ..soda::CutOptions::default()
+    };
     // Masked and plain cutouts alternate, so that both see the same machine load.
     for _ in 0..args.requests {
         let started = Instant::now();

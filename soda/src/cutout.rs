@@ -14,8 +14,10 @@ use fitsio::images::{ImageDescription, ImageType, ReadImage, WriteImage};
 use crate::SodaError;
 use crate::celestial::CelestialWcs;
 use crate::header::WcsKeywords;
+use crate::mask::Mask;
 pub use crate::region::PixelBox;
-use crate::region::pixel_box;
+use crate::region::{pixel_box, pixel_scale_deg};
+use crate::spectral::SpectralAxis;
 use crate::stencil::Stencil;
 
 /// Where a cutout came from, written into its header.
@@ -41,12 +43,16 @@ pub struct Cutout {
 }
 
 /// How to cut, beyond where.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CutOptions {
     /// Blank the pixels of the rectangle whose centres lie outside the stencil: NaN for
     /// floating-point images, the BLANK value for integer images (the source's BLANK, or the
     /// type's smallest value, which is then declared as BLANK).
     pub mask: bool,
+    /// SODA `BAND`: keep only the planes of the wavelength axis whose centres lie in this
+    /// interval (metres, bounds possibly infinite). Other axes beyond the celestial two are
+    /// always kept whole.
+    pub band: Option<(f64, f64)>,
 }
 
 /// Pixels copied per read/write call, so that a whole-image cutout never sits in memory.
@@ -97,14 +103,29 @@ pub fn cut_to_file_with(
     let mut src = FitsFile::open(source)?;
     let image = SourceImage::find(&mut src)?;
     let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
-    let Some(region) = pixel_box(&wcs, image.nx, image.ny, stencil) else {
-        let name = if provenance.source_id.is_empty() {
+    let name = || {
+        if provenance.source_id.is_empty() {
             source.display().to_string()
         } else {
             provenance.source_id.clone()
-        };
-        return Err(SodaError::NoOverlap { source: name });
+        }
     };
+    let Some(region) = pixel_box(&wcs, image.nx, image.ny, stencil) else {
+        return Err(SodaError::NoOverlap { source: name() });
+    };
+    let mut planes: Vec<Range<usize>> = image.extra.iter().map(|&n| 0..n).collect();
+    if let Some(band) = options.band {
+        let Some(axis) = SpectralAxis::find(&image.keywords, &image.extra)? else {
+            return Err(SodaError::usage(format!(
+                "BAND was given but {} has no wavelength axis",
+                name()
+            )));
+        };
+        let Some(range) = axis.planes(band) else {
+            return Err(SodaError::NoOverlap { source: name() });
+        };
+        planes[axis.extra_index] = range;
+    }
 
     if out.exists() {
         std::fs::remove_file(out)?;
@@ -114,8 +135,12 @@ pub fn cut_to_file_with(
         let cut = Cut {
             image: &image,
             region,
+            planes: &planes,
             provenance,
-            mask: options.mask.then_some((&wcs, stencil)),
+            mask: options.mask.then(|| {
+                let step = pixel_scale_deg(&wcs, image.nx, image.ny);
+                Mask::new(&wcs, stencil, region, step)
+            }),
         };
         match image.pixel_type {
             ImageType::UnsignedByte => cut.copy::<u8>(&mut src, &mut dst),
@@ -163,8 +188,8 @@ pub(crate) struct SourceImage {
     hdu: FitsHdu,
     pub(crate) nx: usize,
     pub(crate) ny: usize,
-    /// Number of axes; axes beyond the second all have length 1.
-    naxis: usize,
+    /// Lengths of the axes beyond the celestial two, NAXIS3 first.
+    pub(crate) extra: Vec<usize>,
     /// The type cfitsio reads and writes losslessly (BZERO offsets for unsigned types included).
     pixel_type: ImageType,
     pub(crate) keywords: WcsKeywords,
@@ -186,12 +211,7 @@ impl SourceImage {
                 continue;
             }
             let (nx, ny) = (shape[shape.len() - 1], shape[shape.len() - 2]);
-            let extra: usize = shape[..shape.len() - 2].iter().product();
-            if extra != 1 {
-                return Err(SodaError::BadImage(format!(
-                    "HDU {index} has axes {shape:?}: only 2-d images are supported"
-                )));
-            }
+            let extra: Vec<usize> = shape[..shape.len() - 2].iter().rev().copied().collect();
             let bitpix: i64 = hdu.read_key(file, "BITPIX")?;
             let pixel_type = *image_type;
             if bitpix > 0 && matches!(pixel_type, ImageType::Float | ImageType::Double) {
@@ -208,7 +228,7 @@ impl SourceImage {
             };
             let bunit = hdu.read_key::<String>(file, "BUNIT").ok();
             return Ok(SourceImage {
-                naxis: shape.len(),
+                extra,
                 hdu,
                 nx,
                 ny,
@@ -275,23 +295,29 @@ impl Pixel for f64 {
 struct Cut<'a> {
     image: &'a SourceImage,
     region: PixelBox,
+    /// The planes kept of each axis beyond the celestial two, NAXIS3 first.
+    planes: &'a [Range<usize>],
     provenance: &'a Provenance,
-    /// The WCS and stencil that decide which pixels are kept, when masking.
-    mask: Option<(&'a CelestialWcs, &'a Stencil)>,
+    /// Which pixels are kept, when masking.
+    mask: Option<Mask<'a>>,
 }
 
 impl Cut<'_> {
-    /// Copies `region` of the source into a new `CUTOUT` extension of `dst`, a block of rows
-    /// at a time, with `T` the pixel type that cfitsio reads and writes without conversion.
+    /// Copies `region` of the source (in each kept plane) into a new `CUTOUT` extension of
+    /// `dst`, a block of rows at a time, with `T` the pixel type that cfitsio reads and writes
+    /// without conversion.
     fn copy<T: Pixel>(&self, src: &mut FitsFile, dst: &mut FitsFile) -> Result<(), SodaError>
     where
         Vec<T>: ReadImage,
     {
         let (image, region) = (self.image, self.region);
         let (width, height) = (region.width(), region.height());
+        // fitsio wants the dimensions in C order: NAXISn first, NAXIS1 last.
+        let mut dimensions: Vec<usize> = self.planes.iter().rev().map(|r| r.len()).collect();
+        dimensions.extend([height, width]);
         let description = ImageDescription {
             data_type: image.pixel_type,
-            dimensions: &[height, width],
+            dimensions: &dimensions,
         };
         let hdu = dst.create_image("CUTOUT", &description)?;
         let (blank, declared_blank) = T::blank(image.blank);
@@ -300,48 +326,43 @@ impl Cut<'_> {
         } else {
             image.blank
         };
-        write_header(dst, &hdu, image, region, self.provenance, declared_blank)?;
+        let mut offsets = vec![region.x0, region.y0];
+        offsets.extend(self.planes.iter().map(|r| r.start));
+        write_header(dst, &hdu, image, &offsets, self.provenance, declared_blank)?;
 
         let rows_per_block = (BLOCK_PIXELS / width).max(1);
         let columns = region.x0..region.x1 + 1;
-        let mut row = 0;
-        while row < height {
-            let rows = rows_per_block.min(height - row);
-            let source_rows = region.y0 + row..region.y0 + row + rows;
-            let mut ranges: Vec<&Range<usize>> = vec![&columns, &source_rows];
-            let plane = 0..1;
-            ranges.resize(image.naxis, &plane);
-            let mut pixels: Vec<T> = image.hdu.read_region(src, &ranges)?;
-            if let Some((wcs, stencil)) = self.mask {
-                mask_rows(&mut pixels, blank, wcs, stencil, &columns, &source_rows);
+        let plane_count: usize = self.planes.iter().map(|r| r.len()).product();
+        for plane in 0..plane_count {
+            // The plane's index along each extra axis, NAXIS3 varying fastest as in the file.
+            let mut rest = plane;
+            let mut source_planes = Vec::with_capacity(self.planes.len());
+            let mut output_planes = Vec::with_capacity(self.planes.len());
+            for r in self.planes {
+                let i = rest % r.len();
+                rest /= r.len();
+                source_planes.push(r.start + i..r.start + i + 1);
+                output_planes.push(i..i + 1);
             }
-            hdu.write_region(dst, &[&(0..width), &(row..row + rows)], &pixels)?;
-            row += rows;
+            let mut row = 0;
+            while row < height {
+                let rows = rows_per_block.min(height - row);
+                let source_rows = region.y0 + row..region.y0 + row + rows;
+                let mut ranges: Vec<&Range<usize>> = vec![&columns, &source_rows];
+                ranges.extend(source_planes.iter());
+                let mut pixels: Vec<T> = image.hdu.read_region(src, &ranges)?;
+                if let Some(mask) = &self.mask {
+                    mask.apply(&mut pixels, blank, source_rows.clone());
+                }
+                let output_rows = row..row + rows;
+                let columns_out = 0..width;
+                let mut ranges: Vec<&Range<usize>> = vec![&columns_out, &output_rows];
+                ranges.extend(output_planes.iter());
+                hdu.write_region(dst, &ranges, &pixels)?;
+                row += rows;
+            }
         }
         Ok(())
-    }
-}
-
-/// Sets to `blank` the pixels of a block (rows `rows`, columns `columns` of the source) whose
-/// centres lie outside the stencil (or off the sky of the projection).
-fn mask_rows<T: Copy>(
-    pixels: &mut [T],
-    blank: T,
-    wcs: &CelestialWcs,
-    stencil: &Stencil,
-    columns: &Range<usize>,
-    rows: &Range<usize>,
-) {
-    let width = columns.len();
-    for (j, y) in rows.clone().enumerate() {
-        for (i, x) in columns.clone().enumerate() {
-            let inside = wcs
-                .pixel_to_sky(x as f64, y as f64)
-                .is_some_and(|(ra, dec)| stencil.contains(ra, dec));
-            if !inside {
-                pixels[j * width + i] = blank;
-            }
-        }
     }
 }
 
@@ -349,13 +370,11 @@ fn write_header(
     dst: &mut FitsFile,
     hdu: &FitsHdu,
     image: &SourceImage,
-    region: PixelBox,
+    offsets: &[usize],
     provenance: &Provenance,
     blank: Option<i64>,
 ) -> Result<(), SodaError> {
-    image
-        .keywords
-        .write_shifted(dst, hdu, region.x0, region.y0)?;
+    image.keywords.write_shifted(dst, hdu, offsets)?;
     if let Some(bunit) = &image.bunit {
         hdu.write_key(dst, "BUNIT", bunit.as_str())?;
     }
@@ -389,12 +408,12 @@ fn write_header(
     hdu.write_key(
         dst,
         "SKYCX0",
-        (region.x0 as i64 + 1, "source column of pixel 1 (1-based)"),
+        (offsets[0] as i64 + 1, "source column of pixel 1 (1-based)"),
     )?;
     hdu.write_key(
         dst,
         "SKYCY0",
-        (region.y0 as i64 + 1, "source row of pixel 1 (1-based)"),
+        (offsets[1] as i64 + 1, "source row of pixel 1 (1-based)"),
     )?;
     Ok(())
 }
@@ -829,7 +848,10 @@ mod tests {
         let source = synthetic(dir.path());
         let stencil = circle_at(&source, 80.0, 120.0, 20.0);
         let out = dir.path().join("out.fits");
-        let options = CutOptions { mask: true };
+        let options = CutOptions {
+            mask: true,
+            ..CutOptions::default()
+        };
         let r = cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options)
             .unwrap()
             .region;
@@ -876,7 +898,10 @@ mod tests {
             let (ra, dec) = wcs_of(&source, 1).pixel_to_sky(20.0, 30.0).unwrap();
             let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
             let out = dir.path().join("out.fits");
-            let options = CutOptions { mask: true };
+            let options = CutOptions {
+                mask: true,
+                ..CutOptions::default()
+            };
             cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options).unwrap();
             let mut f = FitsFile::open(&out).unwrap();
             let hdu = f.hdu(1).unwrap();
@@ -896,13 +921,144 @@ mod tests {
         let (ra, dec) = wcs_of(&source, 1).pixel_to_sky(20.0, 30.0).unwrap();
         let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
         let out = dir.path().join("out.fits");
-        let options = CutOptions { mask: true };
+        let options = CutOptions {
+            mask: true,
+            ..CutOptions::default()
+        };
         cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options).unwrap();
         let mut f = FitsFile::open(&out).unwrap();
         let hdu = f.hdu(1).unwrap();
         assert_eq!(hdu.read_key::<i64>(&mut f, "BLANK").unwrap(), -32768);
         let pixels: Vec<i16> = hdu.read_image(&mut f).unwrap();
         assert_eq!(pixels[0], i16::MIN);
+    }
+
+    /// Writes a 64 x 48 x 6 float cube (NAXIS3 a wavelength axis, 500, 510, ... 550 nm) with
+    /// pixel (x, y, k) = 100000 * k + 1000 * y + x.
+    fn cube(path: &Path) {
+        let mut f = FitsFile::create(path).open().unwrap();
+        let hdu = f
+            .create_image(
+                "CUBE",
+                &ImageDescription {
+                    data_type: ImageType::Float,
+                    dimensions: &[6, 48, 64],
+                },
+            )
+            .unwrap();
+        for (k, v) in [
+            ("CTYPE1", "RA---TAN"),
+            ("CTYPE2", "DEC--TAN"),
+            ("CTYPE3", "WAVE"),
+            ("CUNIT3", "nm"),
+        ] {
+            hdu.write_key(&mut f, k, v).unwrap();
+        }
+        for (k, v) in [
+            ("CRPIX1", 32.5),
+            ("CRPIX2", 24.5),
+            ("CRVAL1", 83.8),
+            ("CRVAL2", -5.4),
+            ("CDELT1", -SCALE),
+            ("CDELT2", SCALE),
+            ("CRPIX3", 1.0),
+            ("CRVAL3", 500.0),
+            ("CDELT3", 10.0),
+        ] {
+            hdu.write_key(&mut f, k, v).unwrap();
+        }
+        let data: Vec<f32> = (0..6)
+            .flat_map(|k| {
+                (0..48).flat_map(move |y| (0..64).map(move |x| (100_000 * k + 1000 * y + x) as f32))
+            })
+            .collect();
+        hdu.write_image(&mut f, &data).unwrap();
+    }
+
+    /// Cuts the cube with a 5-pixel circle around (20, 30) and `options`; returns the output
+    /// shape (C order), its pixels and its CRPIX3.
+    fn cut_cube(options: CutOptions) -> Result<(Vec<usize>, Vec<f32>, f64, PixelBox), SodaError> {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("cube.fits");
+        cube(&source);
+        let mut f = FitsFile::open(&source).unwrap();
+        let h = f.hdu(1).unwrap();
+        let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h)).unwrap();
+        let (ra, dec) = wcs.pixel_to_sky(20.0, 30.0).unwrap();
+        let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+        let out = dir.path().join("out.fits");
+        let r = cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options)?.region;
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        let HduInfo::ImageInfo { shape, .. } = &hdu.info else {
+            panic!("not an image")
+        };
+        let shape = shape.clone();
+        let crpix3 = hdu.read_key::<f64>(&mut f, "CRPIX3").unwrap();
+        assert_eq!(hdu.read_key::<String>(&mut f, "CTYPE3").unwrap(), "WAVE");
+        Ok((shape, hdu.read_image(&mut f).unwrap(), crpix3, r))
+    }
+
+    #[test]
+    fn cube_keeps_every_plane_of_the_extra_axis() {
+        let (shape, pixels, crpix3, r) = cut_cube(CutOptions::default()).unwrap();
+        assert_eq!(shape, vec![6, 11, 11]);
+        assert_eq!(crpix3, 1.0);
+        let (w, h) = (r.width(), r.height());
+        for k in 0..6 {
+            for j in 0..h {
+                for i in 0..w {
+                    let expected = 100_000 * k + 1000 * (r.y0 + j) + r.x0 + i;
+                    assert_eq!(pixels[(k * h + j) * w + i], expected as f32);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn band_keeps_the_planes_whose_wavelength_it_holds() {
+        // 515 to 540 nm: planes 2, 3 and 4 (520, 530, 540 nm).
+        let options = CutOptions {
+            band: Some((515e-9, 540e-9)),
+            mask: true,
+        };
+        let (shape, pixels, crpix3, r) = cut_cube(options).unwrap();
+        assert_eq!(shape, vec![3, 11, 11]);
+        // Plane 0 of the cutout is source plane 2: its wavelength stays 520 nm.
+        assert_eq!(crpix3, -1.0);
+        let (w, h) = (r.width(), r.height());
+        let centre = |k: usize| pixels[(k * h + 5) * w + 5];
+        assert_eq!(centre(0), (200_000 + 1000 * 30 + 20) as f32);
+        assert_eq!(centre(2), (400_000 + 1000 * 30 + 20) as f32);
+        // The mask blanks the same corner pixel in every plane.
+        assert!((0..3).all(|k| pixels[k * h * w].is_nan()));
+    }
+
+    #[test]
+    fn band_outside_the_cube_is_no_overlap() {
+        let options = CutOptions {
+            band: Some((600e-9, f64::INFINITY)),
+            mask: false,
+        };
+        assert!(matches!(
+            cut_cube(options),
+            Err(SodaError::NoOverlap { .. })
+        ));
+    }
+
+    #[test]
+    fn band_on_an_image_without_wavelength_axis_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 50.0, 50.0, 5.0);
+        let options = CutOptions {
+            band: Some((1e-7, 1e-6)),
+            mask: false,
+        };
+        let out = dir.path().join("out.fits");
+        let error =
+            cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options).unwrap_err();
+        assert!(matches!(error, SodaError::Usage(_)), "{error:?}");
     }
 
     #[test]

@@ -61,37 +61,61 @@ impl WcsKeywords {
         WcsKeywords { entries }
     }
 
-    /// Writes the keywords into `hdu` of a cutout whose pixel (0, 0) is source pixel
-    /// (`x0`, `y0`); only CRPIXi change, because SIP and every other term are relative to it.
+    /// Writes the keywords into `hdu` of a cutout whose first pixel is source pixel
+    /// `offsets` (0-based, NAXIS1 first); only CRPIXi change, because SIP and every other term
+    /// are relative to it.
     pub(crate) fn write_shifted(
         &self,
         file: &mut FitsFile,
         hdu: &FitsHdu,
-        x0: usize,
-        y0: usize,
+        offsets: &[usize],
     ) -> Result<(), SodaError> {
+        let crpix_names: Vec<String> = (1..=offsets.len()).map(|i| format!("CRPIX{i}")).collect();
         for (name, value) in &self.entries {
             match value {
                 Value::Text(s) => hdu.write_key(file, name, s.as_str())?,
                 Value::Real(x) => {
-                    if name != "CRPIX1" && name != "CRPIX2" {
+                    if !crpix_names.contains(name) {
                         hdu.write_key(file, name, *x)?;
                     }
                 }
             }
         }
         // A missing CRPIXi means 0, so the shifted value must be written even then.
-        let crpix1 = self.real("CRPIX1").unwrap_or(0.0) - x0 as f64;
-        let crpix2 = self.real("CRPIX2").unwrap_or(0.0) - y0 as f64;
-        hdu.write_key(file, "CRPIX1", crpix1)?;
-        hdu.write_key(file, "CRPIX2", crpix2)?;
+        for (name, &offset) in crpix_names.iter().zip(offsets) {
+            let crpix = self.real(name).unwrap_or(0.0) - offset as f64;
+            hdu.write_key(file, name, crpix)?;
+        }
         Ok(())
     }
 }
 
+/// Axes whose keywords are kept: the celestial two, and two more (a spectral axis, Stokes).
+const AXES: usize = 4;
+
+/// Whether a keyword belongs to an axis beyond the celestial two (`CTYPE3`, `PC3_3`, `PC1_3`...),
+/// which the celestial WCS must not see.
+pub(crate) fn is_extra_axis_keyword(name: &str) -> bool {
+    let digits =
+        |rest: &str| -> Vec<usize> { rest.split('_').filter_map(|d| d.parse().ok()).collect() };
+    for prefix in [
+        "CTYPE", "CUNIT", "CRVAL", "CDELT", "CRPIX", "CROTA", "PC", "CD", "PV",
+    ] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            let axes = digits(rest);
+            if prefix == "PV" {
+                // PVi_m: only i names an axis.
+                return axes.first().is_some_and(|&i| i >= 3);
+            }
+            return axes.iter().any(|&i| i >= 3);
+        }
+    }
+    false
+}
+
 fn text_names() -> Vec<String> {
     let mut names = Vec::new();
-    for i in 1..=2 {
+    for i in 1..=AXES {
         names.push(format!("CTYPE{i}"));
         names.push(format!("CUNIT{i}"));
     }
@@ -101,13 +125,13 @@ fn text_names() -> Vec<String> {
 
 fn real_names() -> Vec<String> {
     let mut names = Vec::new();
-    for i in 1..=2 {
+    for i in 1..=AXES {
         for prefix in ["CRVAL", "CRPIX", "CDELT", "CROTA"] {
             names.push(format!("{prefix}{i}"));
         }
     }
-    for i in 1..=2 {
-        for j in 1..=2 {
+    for i in 1..=AXES {
+        for j in 1..=AXES {
             names.push(format!("CD{i}_{j}"));
             names.push(format!("PC{i}_{j}"));
         }

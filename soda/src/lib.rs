@@ -25,10 +25,13 @@ mod demo;
 mod error;
 mod footprint;
 mod header;
+mod mask;
 mod region;
 pub mod repository;
 pub mod request;
+mod sip;
 mod source_id;
+mod spectral;
 mod sphere;
 mod stencil;
 

@@ -199,7 +199,7 @@ fn border(b: &Bounds, n: usize) -> impl Iterator<Item = (f64, f64)> + '_ {
 }
 
 /// The angular size of one pixel at the image centre, which sets the boundary sampling step.
-fn pixel_scale_deg(wcs: &CelestialWcs, nx: usize, ny: usize) -> f64 {
+pub(crate) fn pixel_scale_deg(wcs: &CelestialWcs, nx: usize, ny: usize) -> f64 {
     let (cx, cy) = (nx as f64 / 2.0, ny as f64 / 2.0);
     let sky = |x, y| {
         wcs.pixel_to_sky(x, y)

@@ -27,6 +27,9 @@ pub struct CutoutRequest {
     /// `MASK=true` (a Skycut extension): pixels of each rectangle outside the stencil are
     /// blanked (NaN for floating-point images, BLANK for integer ones).
     pub mask: bool,
+    /// SODA `BAND`: the wavelength interval in metres (bounds possibly infinite) of the planes
+    /// to keep along an image's wavelength axis.
+    pub band: Option<(f64, f64)>,
 }
 
 impl CutoutRequest {
@@ -38,6 +41,7 @@ impl CutoutRequest {
         let mut ids = Vec::new();
         let mut stencils = Vec::new();
         let mut mask = false;
+        let mut band = None;
         for (name, value) in parameters {
             let name = name.to_ascii_uppercase();
             match name.as_str() {
@@ -54,6 +58,14 @@ impl CutoutRequest {
                     }
                 }
                 "MASK" => mask = parse_bool("MASK", value)?,
+                "BAND" => {
+                    if band.is_some() {
+                        return Err(SodaError::MultiValued(
+                            "BAND given more than once: one wavelength interval per request".into(),
+                        ));
+                    }
+                    band = Some(parse_band(value)?);
+                }
                 _ => {}
             }
         }
@@ -80,6 +92,7 @@ impl CutoutRequest {
             ids,
             stencils,
             mask,
+            band,
         })
     }
 
@@ -89,6 +102,29 @@ impl CutoutRequest {
             .iter()
             .flat_map(|id| self.stencils.iter().map(move |s| (id, s)))
     }
+}
+
+/// A DALI interval of wavelengths in metres, `lo hi`; `-Inf`/`+Inf` leave a side open.
+fn parse_band(value: &str) -> Result<(f64, f64), SodaError> {
+    let numbers: Vec<f64> = value
+        .split_whitespace()
+        .map(|word| {
+            word.parse::<f64>()
+                .map_err(|_| SodaError::Usage(format!("BAND value {word:?} is not a number")))
+        })
+        .collect::<Result<_, _>>()?;
+    let [lo, hi] = numbers[..] else {
+        return Err(SodaError::Usage(format!(
+            "BAND needs 2 numbers (lo hi, in metres), got {}",
+            numbers.len()
+        )));
+    };
+    if lo.is_nan() || hi.is_nan() || lo > hi || lo == f64::INFINITY || hi == f64::NEG_INFINITY {
+        return Err(SodaError::Usage(format!(
+            "BAND {value:?} is not an interval lo <= hi"
+        )));
+    }
+    Ok((lo, hi))
 }
 
 /// A DALI boolean: `true`/`false` (any case), also `1`/`0` and `yes`/`no` for hand-typed URLs.
@@ -178,6 +214,25 @@ mod tests {
         assert!(r("TRUE").unwrap().mask);
         assert!(!r("false").unwrap().mask);
         assert!(matches!(r("maybe"), Err(SodaError::Usage(_))));
+    }
+
+    #[test]
+    fn band_is_one_interval_in_metres() {
+        let r = |v: &[&'static str]| {
+            let mut params = vec![("ID", "butler://demo/a"), ("CIRCLE", "10 20 0.1")];
+            params.extend(v.iter().map(|v| ("band", *v)));
+            CutoutRequest::from_parameters(params)
+        };
+        assert_eq!(r(&[]).unwrap().band, None);
+        assert_eq!(r(&["5e-7 6e-7"]).unwrap().band, Some((5e-7, 6e-7)));
+        assert_eq!(
+            r(&["-Inf 6e-7"]).unwrap().band,
+            Some((f64::NEG_INFINITY, 6e-7))
+        );
+        for bad in ["6e-7 5e-7", "1", "a b", "NaN 1", "+Inf +Inf"] {
+            assert!(matches!(r(&[bad]), Err(SodaError::Usage(_))), "{bad}");
+        }
+        assert!(matches!(r(&["1 2", "3 4"]), Err(SodaError::MultiValued(_))));
     }
 
     #[test]

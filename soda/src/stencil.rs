@@ -16,7 +16,8 @@ pub enum Stencil {
     Circle(Circle),
     /// `POLYGON ra1 dec1 ra2 dec2 ra3 dec3 ...`, edges along great circles.
     Polygon(Polygon),
-    /// `RANGE ra1 ra2 dec1 dec2`; infinite bounds reach to the image edge.
+    /// `RANGE ra1 ra2 dec1 dec2`; infinite bounds reach to the image edge, and `ra1 > ra2`
+    /// wraps through RA 0 (`RANGE 350 10 ...` is 20 degrees wide).
     Range(Range),
 }
 
@@ -53,7 +54,8 @@ impl Polygon {
     }
 }
 
-/// A box in RA and Dec; bounds may be infinite.
+/// A box in RA and Dec; bounds may be infinite, and a low RA above the high one wraps
+/// through RA 0.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Range {
     ra: (f64, f64),
@@ -61,7 +63,7 @@ pub struct Range {
 }
 
 impl Range {
-    /// RA bounds (low, high) in degrees, possibly infinite.
+    /// RA bounds (low, high) in degrees, possibly infinite; low > high wraps through RA 0.
     pub fn ra(&self) -> (f64, f64) {
         self.ra
     }
@@ -71,12 +73,12 @@ impl Range {
         self.dec
     }
 
-    /// The bounds with infinities replaced by the edge of the sky.
+    /// The bounds with infinities replaced by the edge of the sky; a wrapping RA interval
+    /// gets a high bound above 360, so that low..high is always increasing.
     fn finite(&self) -> ((f64, f64), (f64, f64)) {
-        (
-            (self.ra.0.max(0.0), self.ra.1.min(360.0)),
-            (self.dec.0.max(-90.0), self.dec.1.min(90.0)),
-        )
+        let (lo, hi) = (self.ra.0.max(0.0), self.ra.1.min(360.0));
+        let hi = if lo > hi { hi + 360.0 } else { hi };
+        ((lo, hi), (self.dec.0.max(-90.0), self.dec.1.min(90.0)))
     }
 }
 
@@ -113,28 +115,26 @@ impl Stencil {
 
     /// Whether the sky position is inside the stencil (boundary included).
     pub(crate) fn contains(&self, ra_deg: f64, dec_deg: f64) -> bool {
-        match self {
-            Stencil::Circle(c) => {
-                let d = sphere::separation_deg(
-                    sphere::unit_vector(c.ra, c.dec),
-                    sphere::unit_vector(ra_deg, dec_deg),
-                );
-                d <= c.radius
-            }
-            Stencil::Polygon(p) => {
-                let vertices: Vec<Vec3> = p
-                    .vertices
+        self.test().contains(ra_deg, dec_deg)
+    }
+
+    /// The stencil prepared for many [`StencilTest::contains`] calls.
+    pub(crate) fn test(&self) -> StencilTest {
+        let (centre, vertices) = match self {
+            Stencil::Circle(c) => (sphere::unit_vector(c.ra, c.dec), Vec::new()),
+            Stencil::Polygon(p) => (
+                [0.0; 3],
+                p.vertices
                     .iter()
                     .map(|&(r, d)| sphere::unit_vector(r, d))
-                    .collect();
-                sphere::polygon_contains(&vertices, sphere::unit_vector(ra_deg, dec_deg))
-            }
-            Stencil::Range(r) => {
-                let ((ra_lo, ra_hi), (dec_lo, dec_hi)) = r.finite();
-                let ra = ra_deg.rem_euclid(360.0);
-                let in_ra = (ra_lo..=ra_hi).contains(&ra) || (ra == 0.0 && ra_hi >= 360.0);
-                in_ra && (dec_lo..=dec_hi).contains(&dec_deg)
-            }
+                    .collect(),
+            ),
+            Stencil::Range(_) => ([0.0; 3], Vec::new()),
+        };
+        StencilTest {
+            stencil: self.clone(),
+            centre,
+            vertices,
         }
     }
 
@@ -188,6 +188,36 @@ impl Stencil {
                     .into_iter()
                     .map(|(ra, dec)| sphere::unit_vector(ra, dec))
                     .collect()
+            }
+        }
+    }
+}
+
+/// A stencil with its unit vectors computed once, for testing many points.
+#[derive(Debug, Clone)]
+pub(crate) struct StencilTest {
+    stencil: Stencil,
+    centre: Vec3,
+    vertices: Vec<Vec3>,
+}
+
+impl StencilTest {
+    /// Whether the sky position is inside the stencil (boundary included).
+    pub(crate) fn contains(&self, ra_deg: f64, dec_deg: f64) -> bool {
+        match &self.stencil {
+            Stencil::Circle(c) => {
+                let d = sphere::separation_deg(self.centre, sphere::unit_vector(ra_deg, dec_deg));
+                d <= c.radius
+            }
+            Stencil::Polygon(_) => {
+                sphere::polygon_contains(&self.vertices, sphere::unit_vector(ra_deg, dec_deg))
+            }
+            Stencil::Range(r) => {
+                let ((ra_lo, ra_hi), (dec_lo, dec_hi)) = r.finite();
+                let ra = ra_deg.rem_euclid(360.0);
+                let in_ra =
+                    (ra_lo..=ra_hi).contains(&ra) || (ra_lo..=ra_hi).contains(&(ra + 360.0));
+                in_ra && (dec_lo..=dec_hi).contains(&dec_deg)
             }
         }
     }
@@ -352,7 +382,10 @@ fn range(label: &str, value: &str) -> Result<Stencil, SodaError> {
         for x in [lo, hi].into_iter().filter(|x| x.is_finite()) {
             check(label, x)?;
         }
-        if lo > hi {
+        // Finite RA bounds in decreasing order wrap through RA 0; reversed latitudes and
+        // reversed infinities have no such meaning.
+        let wraps = what == "longitude" && lo.is_finite() && hi.is_finite();
+        if lo > hi && !wraps {
             return Err(SodaError::usage(format!(
                 "{label} {what} bounds {} {} are reversed: need low <= high",
                 Num(lo),
@@ -519,6 +552,26 @@ mod tests {
     }
 
     #[test]
+    fn range_with_decreasing_ra_wraps_through_zero() {
+        let range = Stencil::parse_pos("RANGE 350 10 -5 5").unwrap();
+        assert_eq!(range.to_string(), "RANGE 350 10 -5 5");
+        for ra in [350.0, 355.0, 0.0, 359.999, 5.0, 10.0] {
+            assert!(range.contains(ra, 0.0), "{ra}");
+        }
+        for ra in [349.9, 10.1, 180.0] {
+            assert!(!range.contains(ra, 0.0), "{ra}");
+        }
+        assert!(!range.contains(0.0, 6.0));
+        // The boundary runs east from 350 through 0 to 10, not west across the whole sky.
+        let ras: Vec<f64> = range
+            .boundary(0.1)
+            .into_iter()
+            .map(|v| sphere::ra_dec(v).0)
+            .collect();
+        assert!(ras.iter().all(|&ra| ra >= 349.99 || ra <= 10.01), "{ras:?}");
+    }
+
+    #[test]
     fn pos_rejects_bad_shapes_and_values() {
         let pos = Stencil::parse_pos;
         check(
@@ -553,8 +606,8 @@ mod tests {
         );
         check(
             pos,
-            "RANGE 20 10 0 1",
-            "error: POS RANGE longitude bounds 20 10 are reversed: need low <= high",
+            "RANGE +inf 10 0 1",
+            "error: POS RANGE longitude bounds +Inf 10 are reversed: need low <= high",
         );
         check(
             pos,

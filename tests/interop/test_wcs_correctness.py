@@ -2,16 +2,21 @@
 
 Why this file exists: a cutout service must be right to the pixel on the
 projections archives use. For each projection (TAN, TAN-SIP, SIN, ZEA, ARC,
-STG, AIT, CAR, MOL, HPX; CD-matrix and PC+CDELT forms), this suite writes an
+STG, AIT, CAR, MOL, HPX; CD-matrix and PC+CDELT forms; equatorial and
+galactic axes, with ICRS stencils), this suite writes an
 image with astropy, cuts it through a real ``skycut serve`` with several
-stencils (centred, clipped by the edge, over a pole, across RA=0), and checks
+stencils (centred, clipped by the edge, over a pole, across RA=0, a RANGE
+wrapping through RA=0), and checks
 with astropy's own WCS that:
 
 - every cutout pixel holds the source's value at the same sky position;
 - the cutout's WCS maps each pixel centre to the sky position of the source
   pixel it came from, to 1e-6 degrees;
 - the rectangle holds every source pixel whose centre lies in the stencil and
-  reaches at most one pixel beyond them on each side.
+  reaches at most one pixel beyond the stencil on each side: beyond the pixels
+  the stencil touches, which may lie further out than the pixels whose centres
+  it holds (a sharp polygon tip, or a sliver along the edge of an all-sky
+  projection).
 """
 
 import io
@@ -20,6 +25,7 @@ import math
 import numpy as np
 import pytest
 import requests
+from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
@@ -29,17 +35,20 @@ HTTP_TIMEOUT = 60
 REPOSITORY = "wcs"
 
 
-def header(proj, nx, ny, crval, scale, matrix="pc", rotation_deg=0.0, extra=None):
+def header(proj, nx, ny, crval, scale, matrix="pc", rotation_deg=0.0, extra=None,
+           frame="icrs"):
     """A celestial header; `matrix` picks the PC+CDELT or the CD form."""
     h = fits.Header()
     base = proj.split("-")[0]
-    h["CTYPE1"] = f"RA---{base}" + ("-SIP" if proj.endswith("SIP") else "")
-    h["CTYPE2"] = f"DEC--{base}" + ("-SIP" if proj.endswith("SIP") else "")
+    lon, lat = ("RA--", "DEC-") if frame == "icrs" else ("GLON", "GLAT")
+    h["CTYPE1"] = f"{lon}-{base}" + ("-SIP" if proj.endswith("SIP") else "")
+    h["CTYPE2"] = f"{lat}-{base}" + ("-SIP" if proj.endswith("SIP") else "")
     h["CRPIX1"] = (nx + 1) / 2
     h["CRPIX2"] = (ny + 1) / 2
     h["CRVAL1"], h["CRVAL2"] = crval
     h["CUNIT1"] = h["CUNIT2"] = "deg"
-    h["RADESYS"] = "ICRS"
+    if frame == "icrs":
+        h["RADESYS"] = "ICRS"
     c, s = math.cos(math.radians(rotation_deg)), math.sin(math.radians(rotation_deg))
     if matrix == "cd":
         h["CD1_1"], h["CD1_2"] = -scale * c, scale * s
@@ -52,10 +61,13 @@ def header(proj, nx, ny, crval, scale, matrix="pc", rotation_deg=0.0, extra=None
     return h
 
 
-# Small SIP terms with their (approximate) inverse, as archives ship them.
+# SIP terms that move the image edges by about a pixel (third order included),
+# with the rough first-order inverse that archives ship as AP/BP.
 SIP = {
-    "A_ORDER": 2, "B_ORDER": 2, "A_2_0": 2e-6, "A_0_2": -1e-6, "B_1_1": 1.5e-6,
-    "AP_ORDER": 2, "BP_ORDER": 2, "AP_2_0": -2e-6, "AP_0_2": 1e-6, "BP_1_1": -1.5e-6,
+    "A_ORDER": 3, "B_ORDER": 3, "A_2_0": 5e-5, "A_0_2": -3e-5, "A_1_1": 2e-5,
+    "A_3_0": 1e-7, "B_1_1": 4e-5, "B_0_2": 2e-5, "B_2_1": -5e-8,
+    "AP_ORDER": 2, "BP_ORDER": 2, "AP_2_0": -5e-5, "AP_0_2": 3e-5, "AP_1_1": -2e-5,
+    "BP_1_1": -4e-5, "BP_0_2": -2e-5,
 }
 
 # (name, header) of every test image. Small-field projections get a field
@@ -73,6 +85,11 @@ for proj, matrix, rot in [
                                           matrix, rot, extra)))
 for proj in ["AIT", "CAR", "MOL", "HPX"]:
     IMAGES.append((f"{proj.lower()}-sky", header(proj, 360, 180, (0.0, 0.0), 1.0)))
+# Galactic images: stencils stay ICRS. A field whose ICRS footprint straddles
+# RA=0 (l=102.626, b=-50.833 is RA 0, Dec 10), and a whole-sky one.
+IMAGES.append(("gtan-ra0", header("TAN", 240, 200, (102.62624, -50.83256), 10 / 3600,
+                                  "cd", 0.0, frame="galactic")))
+IMAGES.append(("gcar-sky", header("CAR", 360, 180, (0.0, 0.0), 1.0, frame="galactic")))
 
 STENCILS = {
     "ra0": [
@@ -80,6 +97,7 @@ STENCILS = {
         ("CIRCLE", "359.91 10.0 0.04"),  # clipped by the left... or right edge
         ("POLYGON", "359.98 9.98 0.02 9.98 0.02 10.02 359.98 10.02"),
         ("POS", "RANGE 0.01 0.05 -Inf +Inf"),
+        ("POS", "RANGE 359.96 0.03 -Inf +Inf"),  # wraps through RA=0
     ],
     "pole": [
         ("CIRCLE", "120 89.95 0.1"),  # holds the pole
@@ -112,6 +130,26 @@ def unit(ra, dec):
     return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1)
 
 
+def is_galactic(wcs):
+    return wcs.wcs.ctype[0].startswith("GLON")
+
+
+def to_icrs(wcs, lon, lat):
+    """ICRS (ra, dec) of the image frame's (lon, lat)."""
+    if not is_galactic(wcs):
+        return lon, lat
+    c = SkyCoord(lon, lat, unit="deg", frame="galactic").icrs
+    return c.ra.deg, c.dec.deg
+
+
+def from_icrs(wcs, ra, dec):
+    """The image frame's (lon, lat) of ICRS (ra, dec)."""
+    if not is_galactic(wcs):
+        return ra, dec
+    c = SkyCoord(ra, dec, unit="deg", frame="icrs").galactic
+    return c.l.deg, c.b.deg
+
+
 def inside(kind, value, ra, dec):
     """Which sky positions lie in the stencil, computed independently of Skycut."""
     numbers = [float(v) for v in value.split()[1 if kind == "POS" else 0:]]
@@ -127,7 +165,71 @@ def inside(kind, value, ra, dec):
         near = p @ v.sum(axis=0) > 0
         return near & (np.all(signs >= 0, axis=0) | np.all(signs <= 0, axis=0))
     lo, hi, dlo, dhi = numbers
-    return (ra >= lo) & (ra <= hi) & (dec >= dlo) & (dec <= dhi)
+    in_ra = (ra >= lo) & (ra <= hi) if lo <= hi else (ra >= lo) | (ra <= hi)
+    return in_ra & (dec >= dlo) & (dec <= dhi)
+
+
+def slerp(a, b, n):
+    """`n` points along the shorter great-circle arc from unit vector a to b."""
+    omega = math.atan2(np.linalg.norm(np.cross(a, b)), a @ b)
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    if omega < 1e-15:
+        return np.repeat(a[None, :], n, axis=0)
+    return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / math.sin(omega)
+
+
+def boundary(kind, value):
+    """(ra, dec) arrays densely sampled along the stencil's boundary."""
+    numbers = [float(v) for v in value.split()[1 if kind == "POS" else 0:]]
+    if kind == "CIRCLE":
+        ra0, dec0, r = (math.radians(v) for v in numbers)
+        pa = np.linspace(0, 2 * math.pi, 40000)
+        dec = np.arcsin(np.sin(dec0) * math.cos(r) + np.cos(dec0) * math.sin(r) * np.cos(pa))
+        ra = ra0 + np.arctan2(np.sin(pa) * math.sin(r) * math.cos(dec0),
+                              math.cos(r) - math.sin(dec0) * np.sin(dec))
+        return np.degrees(ra) % 360, np.degrees(dec)
+    if kind == "POLYGON":
+        v = unit(np.array(numbers[0::2]), np.array(numbers[1::2]))
+        p = np.concatenate([slerp(v[i], v[(i + 1) % len(v)], 5000) for i in range(len(v))])
+        return np.degrees(np.arctan2(p[:, 1], p[:, 0])) % 360, np.degrees(np.arcsin(p[:, 2]))
+    lo, hi, dlo, dhi = np.clip(numbers, [0, 0, -90, -90], [360, 360, 90, 90])
+    if lo > hi:
+        hi += 360
+    t = np.linspace(0, 1, 40000)
+    ra = np.concatenate([lo + (hi - lo) * t, np.full_like(t, hi), lo + (hi - lo) * t, np.full_like(t, lo)])
+    dec = np.concatenate([np.full_like(t, dlo), dlo + (dhi - dlo) * t, np.full_like(t, dhi), dlo + (dhi - dlo) * t])
+    return ra, dec
+
+
+def touched(kind, value, wcs, shape):
+    """The first and last columns and rows of pixels that the stencil reaches into.
+
+    The extent of (stencil and image) is that of its outline: the boundary
+    inside the image, and the image border inside the stencil.
+    """
+    ny, nx = shape
+    ra, dec = boundary(kind, value)
+    lon, lat = from_icrs(wcs, ra, dec)
+    x, y = wcs.all_world2pix(lon, lat, 0, quiet=True)
+    # A point must also map back to where it came from: all-sky projections
+    # send points beyond their domain to positions that belong to other ones.
+    back_lon, back_lat = wcs.all_pix2world(x, y, 0)
+    good = np.isfinite(x) & np.isfinite(y) & np.isfinite(back_lon)
+    good[good] &= separation_deg(lon[good], lat[good], back_lon[good], back_lat[good]) < 1e-6
+    good &= (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
+    xs, ys = list(x[good]), list(y[good])
+    t = np.arange(-0.5, max(nx, ny), 0.05)
+    bx = np.concatenate([t[t <= nx - 0.5], np.full(np.sum(t <= ny - 0.5), -0.5)])
+    by = np.concatenate([np.full(np.sum(t <= nx - 0.5), -0.5), t[t <= ny - 0.5]])
+    for ex, ey in [(bx, by), (nx - 1 - bx, ny - 1 - by)]:
+        bra, bdec = wcs.all_pix2world(ex, ey, 0)
+        ok = np.isfinite(bra) & np.isfinite(bdec)
+        hit = np.zeros_like(ok)
+        hit[ok] = inside(kind, value, *to_icrs(wcs, bra[ok], bdec[ok]))
+        xs += list(ex[hit])
+        ys += list(ey[hit])
+    pixel = lambda v: int(math.floor(v + 0.5))
+    return pixel(min(xs)), pixel(max(xs)), pixel(min(ys)), pixel(max(ys))
 
 
 def separation_deg(ra1, dec1, ra2, dec2):
@@ -136,33 +238,8 @@ def separation_deg(ra1, dec1, ra2, dec2):
     return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, -1)))
 
 
-# Known failures, kept visible (strict: they fail the suite once fixed, so the
-# mark is removed then). Each is an open bug of the geometry, not of the test.
-KNOWN_BAD = {
-    "tansip": "TAN-SIP: every stencil answers 204 (the SIP WCS built from the "
-              "header maps no sky position into the image)",
-    ("zea-pole", "POLYGON"): "ZEA near the pole: the rectangle misses part of a "
-                             "polygon around the pole",
-    ("mol-sky", "CIRCLE 30 85 6"): "MOL: the rectangle of a circle over the pole "
-                                   "reaches 2 pixels beyond it",
-    ("hpx-sky", "CIRCLE 30 85 6"): "HPX: the rectangle of a circle over the pole "
-                                   "reaches 4 pixels beyond it",
-}
-
-
-def known_bad(name, kind, value):
-    for key, reason in KNOWN_BAD.items():
-        if key == name.rsplit("-", 1)[0] or key in {(name, kind), (name, f"{kind} {value}")}:
-            return reason
-    return None
-
-
 CASES = [
-    pytest.param(
-        name, kind, value,
-        marks=[pytest.mark.xfail(reason=known_bad(name, kind, value), strict=True)]
-        if known_bad(name, kind, value) else [],
-    )
+    (name, kind, value)
     for name, _ in IMAGES
     for kind, value in STENCILS[name.rsplit("-", 1)[1]]
 ]
@@ -200,21 +277,28 @@ def test_cutout_matches_astropy(server, name, kind, value):
     sep = separation_deg(ra_c[on_sky], dec_c[on_sky], ra_s[on_sky], dec_s[on_sky])
     assert sep.max() < 1e-6, f"WCS off by {sep.max()} deg"
 
-    # Each cutout pixel holds the source's value at its sky position.
+    # Each cutout pixel holds the source's value at its sky position. HPX has
+    # pixels outside its map (between the polar triangles) whose sky position
+    # belongs to another pixel; only pixels that are their position's own are
+    # compared that way, and every pixel must be the source pixel it claims.
     px, py = src_wcs.all_world2pix(ra_c[on_sky], dec_c[on_sky], 0)
     px, py = np.rint(px).astype(int), np.rint(py).astype(int)
-    np.testing.assert_array_equal(data[on_sky], source[py, px])
+    own = (px == (i + x0)[on_sky]) & (py == (j + y0)[on_sky])
+    assert own.mean() > 0.5
+    np.testing.assert_array_equal(data[on_sky][own], source[py[own], px[own]])
+    np.testing.assert_array_equal(data, source[y0:y0 + h, x0:x0 + w])
 
-    # The rectangle holds every pixel whose centre is in the stencil, and at most
-    # one pixel more on each side.
+    # The rectangle holds every pixel whose centre is in the stencil, and reaches
+    # at most one pixel beyond the stencil on each side.
     sy, sx = np.mgrid[0:source.shape[0], 0:source.shape[1]]
     ra, dec = src_wcs.all_pix2world(sx, sy, 0)
     ok = np.isfinite(ra) & np.isfinite(dec)
     hit = np.zeros_like(ok)
-    hit[ok] = inside(kind, value, ra[ok], dec[ok])
+    hit[ok] = inside(kind, value, *to_icrs(src_wcs, ra[ok], dec[ok]))
     assert hit.any(), "test stencil misses the image"
     ys, xs = np.nonzero(hit)
     assert x0 <= xs.min() and xs.max() <= x0 + w - 1, (x0, w, xs.min(), xs.max())
     assert y0 <= ys.min() and ys.max() <= y0 + h - 1, (y0, h, ys.min(), ys.max())
-    assert x0 >= xs.min() - 1 and x0 + w - 1 <= xs.max() + 1, (x0, w, xs.min(), xs.max())
-    assert y0 >= ys.min() - 1 and y0 + h - 1 <= ys.max() + 1, (y0, h, ys.min(), ys.max())
+    tx0, tx1, ty0, ty1 = touched(kind, value, src_wcs, source.shape)
+    assert x0 >= tx0 - 1 and x0 + w - 1 <= tx1 + 1, (x0, w, tx0, tx1, xs.min(), xs.max())
+    assert y0 >= ty0 - 1 and y0 + h - 1 <= ty1 + 1, (y0, h, ty0, ty1, ys.min(), ys.max())

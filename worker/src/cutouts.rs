@@ -63,7 +63,10 @@ pub(crate) async fn cut_all(
         job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
     )
     .map_err(job_error)?;
-    let options = CutOptions { mask: request.mask };
+    let options = CutOptions {
+        mask: request.mask,
+        band: request.band,
+    };
     let pairs: Vec<(&SourceId, &Stencil)> = request.pairs().collect();
     let mut scratch = Scratch { files: Vec::new() };
     let mut outcomes = Vec::with_capacity(pairs.len());
