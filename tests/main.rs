@@ -9,6 +9,7 @@ mod datalink;
 mod faults;
 mod many_cutouts;
 mod openapi;
+mod ops;
 mod sync;
 mod tidy;
 mod vosi;
