@@ -37,13 +37,6 @@ from yamllint.config import YamlLintConfig
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "skycut"
 
-# Environment variables that name settings of a branch not merged yet: the binary warns that they
-# name no setting and ignores them. Remove an entry once its setting exists.
-PENDING_SETTINGS = {
-    # `[worker] health_listen`, added with the health endpoints (issue 8, Rust side).
-    "SKYCUT_WORKER__HEALTH_LISTEN",
-}
-
 VALUES_REF = re.compile(r"\.Values((?:\.[A-Za-z_]\w*)+)")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ALIAS_DEF = re.compile(r"\$([A-Za-z_]\w*)\s*:?=\s*\.Values((?:\.[A-Za-z_]\w*)+)")
@@ -202,9 +195,7 @@ def check_configuration(binary: str, toml: str | None, env: dict[str, str], wher
     errors = []
     for line in stderr.splitlines():
         if "names no setting" in line:
-            named = [v for v in env if v in line]
-            if not set(named) <= PENDING_SETTINGS or not named:
-                errors.append(f"{where}: {line.strip()}")
+            errors.append(f"{where}: {line.strip()}")
     return errors
 
 

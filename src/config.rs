@@ -123,6 +123,9 @@ pub struct WorkerConfig {
     pub drain_timeout: u64,
     /// Seconds between checks that Redis still holds the queue (rebuilt from the store if not).
     pub recovery_interval: u64,
+    /// Address where `skycut worker` serves `/healthz`, `/readyz` and `/metrics`; unset: none
+    /// (the worker has no other HTTP port).
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -183,6 +186,7 @@ impl Default for WorkerConfig {
             visibility_timeout: 30,
             drain_timeout: 20,
             recovery_interval: 10,
+            health_listen: None,
         }
     }
 }
@@ -335,6 +339,18 @@ mod tests {
             c.public_url.as_deref(),
             Some("https://example.org/api/cutout")
         );
+    }
+
+    #[test]
+    fn worker_health_listen_is_set_from_the_environment() {
+        let mut t = toml::Table::new();
+        overlay(&mut t, "WORKER__HEALTH_LISTEN", "0.0.0.0:9090");
+        let c = Config::deserialize(toml::Value::Table(t)).expect("config");
+        assert_eq!(
+            c.worker.health_listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 9090)))
+        );
+        assert_eq!(Config::default().worker.health_listen, None);
     }
 
     #[test]

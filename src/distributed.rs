@@ -120,24 +120,27 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.jobs.sweep_interval.max(1)),
         shutdown.clone(),
     ));
+    let queue: Arc<dyn uws::queue::JobQueue> = Arc::new(shared.queue.clone());
+    // Queue depth is read from Redis, so the queue check is the Redis check.
+    let health = health_checks(
+        shared.store_health,
+        Arc::new(uws::health::QueueHealth(queue.clone())),
+        shared.local_bucket.clone(),
+    );
+    let ops = crate::ops::routes(health.clone(), queue)?;
     let app = AppState(Arc::new(App {
         uws: shared.uws,
         repositories: shared.repositories,
-        local_bucket: shared.local_bucket.clone(),
+        local_bucket: shared.local_bucket,
         settings: config.frontend_settings(),
         started: timestamp::now(),
-        // Queue depth is read from Redis, so the queue check is the Redis check.
-        health: health_checks(
-            shared.store_health,
-            Arc::new(uws::health::QueueHealth(Arc::new(shared.queue.clone()))),
-            shared.local_bucket,
-        ),
+        health,
     }));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let base = format!("http://{}/api/cutout", listener.local_addr()?);
-    let server = serve_http(listener, app, shutdown.clone());
+    let server = serve_http(listener, app, ops, shutdown.clone());
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "skycut frontend listening on {base}")?;
@@ -173,7 +176,11 @@ pub async fn wobbly(config: Config) -> anyhow::Result<()> {
         out.flush()?;
     }
     let shutdown = CancellationToken::new();
-    let router = wobbly::service::router(store, key);
+    // wobbly's own router has its probes; the binary adds what only it may serve.
+    let router = crate::ops::track_requests(
+        wobbly::service::router(store, key)
+            .merge(crate::ops::metrics_routes(crate::ops::recorder()?, None)),
+    );
     let server =
         axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::select! {
@@ -223,6 +230,19 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         None => runner,
     };
     let shutdown = CancellationToken::new();
+    let health_url = match settings.health_listen {
+        Some(addr) => {
+            let queue: Arc<dyn uws::queue::JobQueue> = Arc::new(shared.queue.clone());
+            let checks = health_checks(
+                shared.store_health.clone(),
+                Arc::new(uws::health::QueueHealth(queue.clone())),
+                shared.local_bucket.clone(),
+            );
+            let ops = crate::ops::routes(checks, queue)?;
+            Some(serve_ops(addr, ops, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let task = tokio::spawn(run_redis(
         runner,
         shared.uws,
@@ -239,7 +259,10 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     ));
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "skycut worker {name} ready")?;
+        match &health_url {
+            Some(url) => writeln!(out, "skycut worker {name} ready; health on {url}")?,
+            None => writeln!(out, "skycut worker {name} ready")?,
+        }
         out.flush()?;
     }
     shutdown_signal(shutdown.clone()).await;
@@ -247,4 +270,26 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     task.await?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Serves the worker's probes and metrics on their own port until `shutdown`; returns `http://ADDR`.
+async fn serve_ops(
+    addr: std::net::SocketAddr,
+    ops: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (worker.health_listen)"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let router = crate::ops::track_requests(ops);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "health endpoint failed");
+        }
+    });
+    Ok(url)
 }

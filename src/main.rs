@@ -8,6 +8,7 @@ mod bench;
 mod buckets;
 mod config;
 mod distributed;
+mod ops;
 mod serve;
 
 use std::path::PathBuf;

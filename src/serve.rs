@@ -137,23 +137,25 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         shutdown.clone(),
     ));
 
+    let health = health_checks(
+        store_health,
+        Arc::new(uws::health::QueueHealth(queue.clone())),
+        bucket_health,
+    );
+    let ops = crate::ops::routes(health.clone(), queue.clone())?;
     let app = AppState(Arc::new(App {
         uws,
         repositories,
         local_bucket,
         settings: config.frontend_settings(),
         started: timestamp::now(),
-        health: health_checks(
-            store_health,
-            Arc::new(uws::health::QueueHealth(queue.clone())),
-            bucket_health,
-        ),
+        health,
     }));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let server = serve_http(listener, app, shutdown.clone());
+    let server = serve_http(listener, app, ops, shutdown.clone());
     Ok(Running {
         base: format!("http://{local}/api/cutout"),
         demo_images,
@@ -177,13 +179,14 @@ pub(crate) fn health_checks(
     checks
 }
 
-/// Serves the frontend's routes until `shutdown`.
+/// Serves the frontend's routes and the operations routes `ops` until `shutdown`.
 pub(crate) fn serve_http(
     listener: tokio::net::TcpListener,
     app: AppState,
+    ops: axum::Router,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    let router = frontend::build(app);
+    let router = crate::ops::track_requests(frontend::build(app).merge(ops));
     tokio::spawn(async move {
         // Without TCP_NODELAY a response written in pieces (headers, then body) waits for the
         // client's delayed ACK: 40 ms per result download.

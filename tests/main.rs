@@ -10,6 +10,7 @@ mod events;
 mod faults;
 mod many_cutouts;
 mod openapi;
+mod ops;
 mod sync;
 mod tidy;
 mod vosi;

@@ -173,6 +173,7 @@ impl SourceCache {
         let url = bucket.display_object(name);
         if let Some(hit) = self.pinned(&url) {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("skycut_source_cache_lookups_total", "result" => "hit").increment(1);
             return Ok(hit);
         }
         let gate = {
@@ -186,9 +187,11 @@ impl SourceCache {
         // Whoever held the gate before us may have cached it.
         if let Some(hit) = self.pinned(&url) {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("skycut_source_cache_lookups_total", "result" => "hit").increment(1);
             return Ok(hit);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("skycut_source_cache_lookups_total", "result" => "miss").increment(1);
         let result = self.download(&bucket, name, &url).await;
         if let Ok(mut flights) = self.flights.lock() {
             flights.remove(&url);

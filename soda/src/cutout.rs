@@ -40,6 +40,8 @@ pub struct Cutout {
     pub region: PixelBox,
     /// Size of the output file.
     pub bytes: u64,
+    /// Bytes of source pixel data read: the region's pixels at the source's pixel size.
+    pub source_bytes: u64,
 }
 
 /// How to cut, beyond where.
@@ -156,7 +158,18 @@ pub fn cut_to_file_with(
         // Dropping `dst` closes the file and flushes cfitsio's buffers before we stat it.
     }
     let bytes = std::fs::metadata(out)?.len();
-    Ok(Cutout { region, bytes })
+    let pixel_size: u64 = match image.pixel_type {
+        ImageType::UnsignedByte | ImageType::Byte => 1,
+        ImageType::Short | ImageType::UnsignedShort => 2,
+        ImageType::Long | ImageType::UnsignedLong | ImageType::Float => 4,
+        ImageType::LongLong | ImageType::Double => 8,
+    };
+    let source_bytes = (region.width() * region.height()) as u64 * pixel_size;
+    Ok(Cutout {
+        region,
+        bytes,
+        source_bytes,
+    })
 }
 
 /// Writes one multi-extension FITS file at `out` holding the `CUTOUT` extension of each file

@@ -68,6 +68,8 @@ pub struct TestApp {
     pub scope: String,
     frontend: Child,
     pub workers: Vec<Child>,
+    /// `http://ADDR` of each worker's probe and metrics port, in the order of `workers`.
+    pub worker_ops: Vec<String>,
     /// The job-store service and its URL (distributed topology).
     wobbly: Option<(Child, String)>,
     env: Vec<(String, String)>,
@@ -144,6 +146,10 @@ impl AppBuilder {
                 format!("{:032x}", rand_u128()),
             ));
             env.push(("SKYCUT_WOBBLY__LISTEN".to_owned(), "127.0.0.1:0".to_owned()));
+            env.push((
+                "SKYCUT_WORKER__HEALTH_LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ));
             env.extend(self.env.iter().cloned());
             // Frontend and workers reach the job store only through the wobbly service.
             let (child, line) = start_process(&["wobbly"], &env);
@@ -177,6 +183,7 @@ impl AppBuilder {
             scope,
             frontend,
             workers: Vec::new(),
+            worker_ops: Vec::new(),
             wobbly,
             env,
             http,
@@ -239,13 +246,32 @@ impl TestApp {
     pub fn start_worker(&mut self) -> usize {
         let (child, line) = start_process(&["worker"], &self.env);
         assert!(line.contains("ready"), "worker did not start: {line:?}");
+        let ops = line
+            .split_once("health on ")
+            .map(|(_, url)| url.trim().to_owned())
+            .unwrap_or_else(|| panic!("worker serves no health port: {line:?}"));
         self.workers.push(child);
+        self.worker_ops.push(ops);
         self.workers.len() - 1
     }
 
     /// The wobbly service's base URL (distributed topology).
     pub fn wobbly_url(&self) -> Option<&str> {
         self.wobbly.as_ref().map(|(_, url)| url.as_str())
+    }
+
+    /// Kills the wobbly service (distributed topology): the job store becomes unreachable.
+    pub fn kill_wobbly(&mut self) {
+        if let Some((child, _)) = self.wobbly.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `http://ADDR` of the frontend, where the probes and `/metrics` live (outside the
+    /// service path).
+    pub fn root(&self) -> &str {
+        self.base.trim_end_matches("/api/cutout")
     }
 
     pub fn is_distributed(&self) -> bool {

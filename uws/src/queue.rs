@@ -26,4 +26,8 @@ pub trait JobQueue: Send + Sync {
 
     /// Number of jobs waiting (for availability and throttling).
     async fn depth(&self) -> Result<u64, UwsError>;
+
+    /// How long the oldest job counted by [`JobQueue::depth`] has been in the queue; `None` when
+    /// the queue is empty. Operators alert on it: a growing age means workers fall behind.
+    async fn oldest_age(&self) -> Result<Option<std::time::Duration>, UwsError>;
 }

@@ -230,6 +230,7 @@ impl Uws {
             .store
             .transition(id, Transition::Queue, timestamp::now())
             .await?;
+        count_transition(job.phase);
         self.events.publish(PhaseChange {
             id: id.clone(),
             owner: job.owner.clone(),
@@ -270,6 +271,7 @@ impl Uws {
             .store
             .transition(id, transition, timestamp::now())
             .await?;
+        count_transition(job.phase);
         self.events.publish(PhaseChange {
             id: id.clone(),
             owner: job.owner.clone(),
@@ -485,4 +487,10 @@ impl Uws {
         let wanted = timestamp::parse(value)?;
         Ok(wanted.min(created + self.limits.max_lifetime))
     }
+}
+
+/// Counts a phase change the store accepted, by the phase entered (`skycut_job_phase_transitions_total`).
+/// Refused transitions are not counted, so duplicates and late messages do not inflate it.
+fn count_transition(phase: ExecutionPhase) {
+    metrics::counter!("skycut_job_phase_transitions_total", "phase" => phase.as_str()).increment(1);
 }

@@ -92,7 +92,7 @@ impl WobblyClient {
     /// True when the service and its database answer.
     pub async fn ping(&self) -> bool {
         self.http
-            .get(format!("{}/healthz", self.base))
+            .get(format!("{}/readyz", self.base))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())

@@ -29,7 +29,8 @@ struct ServiceState {
     key: TokenKey,
 }
 
-/// The routes of the job-store service, under `/v1`, plus an unauthenticated `/healthz`.
+/// The routes of the job-store service, under `/v1`, plus the unauthenticated probes `/healthz`
+/// (the process serves) and `/readyz` (its database answers).
 pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
     let state = ServiceState { store, key };
     let v1 = Router::new()
@@ -42,7 +43,8 @@ pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
         .with_state(state.clone());
     Router::new()
         .nest("/v1", v1)
-        .route("/healthz", get(health))
+        .route("/healthz", get(alive))
+        .route("/readyz", get(ready))
         .with_state(state)
 }
 
@@ -115,11 +117,20 @@ async fn find(store: &SqlJobStore, claims: &Claims, id: &str) -> Result<Job, Uws
     visible(claims, job)
 }
 
-async fn health(State(state): State<ServiceState>) -> Response {
+/// Answering is the whole check: a database outage must not get the process restarted.
+async fn alive() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn ready(State(state): State<ServiceState>) -> Response {
     if state.store.ping().await {
-        (StatusCode::OK, "ok").into_response()
+        (StatusCode::OK, "ready\njob store: database answers\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready\njob store unavailable: the database does not answer\n",
+        )
+            .into_response()
     }
 }
 

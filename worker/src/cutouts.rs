@@ -10,6 +10,7 @@
 //! whose pairs could be cut fails with the first pair's error.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use soda::repository::Repositories;
 use soda::request::{CutoutRequest, FITS};
@@ -168,13 +169,18 @@ async fn cut_one(
     };
     let stencil = stencil.clone();
     let out = out.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let started = Instant::now();
+    let cut = tokio::task::spawn_blocking(move || {
         soda::cut_to_file_with(&path, &stencil, &provenance, &out, options)
     })
     .await
-    .map_err(|e| internal(format!("cutout thread failed: {e}")))?
-    .map(|_| ())
-    .map_err(|e| source.explain(job_error(e)))
+    .map_err(|e| internal(format!("cutout thread failed: {e}")))?;
+    let outcome = if cut.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("skycut_cutout_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    let cutout = cut.map_err(|e| source.explain(job_error(e)))?;
+    metrics::counter!("skycut_source_bytes_read_total").increment(cutout.source_bytes);
+    Ok(())
 }
 
 async fn store(
@@ -193,10 +199,13 @@ async fn store(
         rand::random::<u64>()
     );
     let mime_type = meta.content_type.clone();
-    let size = results
-        .put_file(&key, path, &meta)
-        .await
-        .map_err(|e| unavailable(format!("storing the result failed: {e}")))?;
+    let started = Instant::now();
+    let stored = results.put_file(&key, path, &meta).await;
+    let outcome = if stored.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("skycut_result_store_latency_seconds", "operation" => "put", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    let size = stored.map_err(|e| unavailable(format!("storing the result failed: {e}")))?;
+    metrics::counter!("skycut_result_bytes_written_total").increment(size);
     Ok(JobResult {
         id: result_id.to_owned(),
         key,

@@ -3,7 +3,9 @@
 //! Two channels give synchronous requests priority: a worker slot always takes a waiting sync job
 //! before an async one. Concurrency is a semaphore of worker slots; each job runs in its own task.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc};
@@ -20,6 +22,7 @@ pub struct LocalQueue {
     sync: mpsc::UnboundedSender<JobId>,
     async_: mpsc::UnboundedSender<JobId>,
     depth: Arc<std::sync::atomic::AtomicU64>,
+    waiting: Arc<Waiting>,
 }
 
 /// The receiving side, owned by [`run_local`].
@@ -27,6 +30,32 @@ pub struct LocalQueueReceiver {
     sync: mpsc::UnboundedReceiver<JobId>,
     async_: mpsc::UnboundedReceiver<JobId>,
     depth: Arc<std::sync::atomic::AtomicU64>,
+    waiting: Arc<Waiting>,
+}
+
+/// When each waiting job was enqueued, per channel. Channels are FIFO, so the front of each list
+/// belongs to the job its channel hands out next, and the oldest waiting job is the older front.
+#[derive(Default)]
+struct Waiting {
+    sync: Mutex<VecDeque<Instant>>,
+    async_: Mutex<VecDeque<Instant>>,
+}
+
+impl Waiting {
+    fn list(&self, priority: Priority) -> &Mutex<VecDeque<Instant>> {
+        match priority {
+            Priority::Sync => &self.sync,
+            Priority::Async => &self.async_,
+        }
+    }
+
+    fn oldest(&self) -> Option<Instant> {
+        let front = |list: &Mutex<VecDeque<Instant>>| list.lock().ok()?.front().copied();
+        match (front(&self.sync), front(&self.async_)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl LocalQueue {
@@ -34,16 +63,19 @@ impl LocalQueue {
         let (sync_tx, sync_rx) = mpsc::unbounded_channel();
         let (async_tx, async_rx) = mpsc::unbounded_channel();
         let depth = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let waiting = Arc::new(Waiting::default());
         (
             LocalQueue {
                 sync: sync_tx,
                 async_: async_tx,
                 depth: depth.clone(),
+                waiting: waiting.clone(),
             },
             LocalQueueReceiver {
                 sync: sync_rx,
                 async_: async_rx,
                 depth,
+                waiting,
             },
         )
     }
@@ -56,9 +88,17 @@ impl JobQueue for LocalQueue {
             Priority::Sync => &self.sync,
             Priority::Async => &self.async_,
         };
-        channel
-            .send(job.id)
-            .map_err(|_| UwsError::Queue("the worker has stopped".into()))?;
+        // Recorded before the send, so the receiver never pops an instant that is not there yet.
+        let list = self.waiting.list(job.priority);
+        if let Ok(mut list) = list.lock() {
+            list.push_back(Instant::now());
+        }
+        if channel.send(job.id).is_err() {
+            if let Ok(mut list) = list.lock() {
+                list.pop_back();
+            }
+            return Err(UwsError::Queue("the worker has stopped".into()));
+        }
         self.depth
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -67,6 +107,10 @@ impl JobQueue for LocalQueue {
     async fn depth(&self) -> Result<u64, UwsError> {
         Ok(self.depth.load(std::sync::atomic::Ordering::Relaxed))
     }
+
+    async fn oldest_age(&self) -> Result<Option<Duration>, UwsError> {
+        Ok(self.waiting.oldest().map(|at| at.elapsed()))
+    }
 }
 
 impl LocalQueueReceiver {
@@ -74,10 +118,16 @@ impl LocalQueueReceiver {
     async fn next(&mut self) -> Option<JobId> {
         let id = tokio::select! {
             biased;
-            Some(id) = self.sync.recv() => Some(id),
-            Some(id) = self.async_.recv() => Some(id),
+            Some(id) = self.sync.recv() => Some((id, Priority::Sync)),
+            Some(id) = self.async_.recv() => Some((id, Priority::Async)),
             else => None,
         };
+        let id = id.map(|(id, priority)| {
+            if let Ok(mut list) = self.waiting.list(priority).lock() {
+                list.pop_front();
+            }
+            id
+        });
         if id.is_some() {
             self.depth
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -141,5 +191,38 @@ pub(crate) async fn watch_aborts(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: u8, priority: Priority) -> QueuedJob {
+        QueuedJob {
+            id: JobId::parse(&format!("{n:032x}")).expect("id"),
+            priority,
+        }
+    }
+
+    #[tokio::test]
+    async fn oldest_age_follows_the_longest_waiting_job_whatever_its_priority() {
+        let (queue, mut receiver) = LocalQueue::new();
+        assert_eq!(queue.oldest_age().await.expect("age"), None);
+        queue
+            .enqueue(job(1, Priority::Async))
+            .await
+            .expect("enqueue");
+        let first = queue.oldest_age().await.expect("age").expect("waiting");
+        queue
+            .enqueue(job(2, Priority::Sync))
+            .await
+            .expect("enqueue");
+        // The sync job is taken first; the async one is still the oldest waiting.
+        assert_eq!(receiver.next().await, Some(job(2, Priority::Sync).id));
+        let age = queue.oldest_age().await.expect("age").expect("waiting");
+        assert!(age >= first, "{age:?} < {first:?}");
+        assert_eq!(receiver.next().await, Some(job(1, Priority::Async).id));
+        assert_eq!(queue.oldest_age().await.expect("age"), None);
     }
 }

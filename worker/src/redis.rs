@@ -132,6 +132,41 @@ impl JobQueue for RedisQueue {
         }
         Ok(total)
     }
+
+    /// The age of the oldest entry in either stream, read from its ID (milliseconds since the
+    /// epoch on the Redis server's clock, compared with this host's).
+    async fn oldest_age(&self) -> Result<Option<Duration>, UwsError> {
+        let mut oldest: Option<u64> = None;
+        for priority in [Priority::Sync, Priority::Async] {
+            let first: Value = self
+                .client
+                .xrange(self.streams.stream(priority), "-", "+", Some(1))
+                .await
+                .map_err(redis_error)?;
+            if let Some(ms) = first_entry_millis(&first) {
+                oldest = Some(oldest.map_or(ms, |o| o.min(ms)));
+            }
+        }
+        let Some(ms) = oldest else {
+            return Ok(None);
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(Some(now.saturating_sub(Duration::from_millis(ms))))
+    }
+}
+
+/// The millisecond part of the first entry ID in an `XRANGE` answer (`[[ID, [field, value…]]]`).
+fn first_entry_millis(range: &Value) -> Option<u64> {
+    let Value::Array(entries) = range else {
+        return None;
+    };
+    let Value::Array(entry) = entries.first()? else {
+        return None;
+    };
+    let id = entry.first()?.as_string()?;
+    id.split_once('-')?.0.parse().ok()
 }
 
 /// One queue entry handed to a worker.
