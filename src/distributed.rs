@@ -113,6 +113,7 @@ async fn connect_store(
 
 /// `skycut frontend`: the public HTTP service.
 pub async fn frontend(config: Config) -> anyhow::Result<()> {
+    let auth = crate::auth::build(&config.auth, crate::auth::Role::Frontend).await?;
     let shared = connect(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(sweep(
@@ -125,6 +126,7 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
         repositories: shared.repositories,
         local_bucket: shared.local_bucket.clone(),
         settings: config.frontend_settings(),
+        auth,
         started: timestamp::now(),
         // Queue depth is read from Redis, so the queue check is the Redis check.
         health: health_checks(
@@ -133,6 +135,7 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
             shared.local_bucket,
         ),
     }));
+    crate::auth::spawn_refresh(&config.auth, app.clone(), shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

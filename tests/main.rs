@@ -4,6 +4,7 @@
 mod common;
 
 mod async_jobs;
+mod auth;
 mod buckets;
 mod datalink;
 mod faults;

@@ -55,7 +55,8 @@ impl<S: Send + Sync> FromRequest<S> for DaliParams {
     }
 }
 
-/// The caller. Every request is the configured anonymous owner until authentication lands.
+/// The caller: the user name that owns the jobs a request touches, as the configured
+/// [`crate::auth::Authenticator`] establishes it (401/403 if it cannot).
 #[derive(Debug, Clone)]
 pub struct Owner(pub String);
 
@@ -66,9 +67,15 @@ where
 {
     type Rejection = FrontendError;
 
-    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let app = AppState::from_ref(state);
-        Ok(Owner(app.settings.anonymous_owner.clone()))
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        app.auth
+            .authenticate(&parts.headers, peer, &app.settings.trusted_proxies)
+            .map(Owner)
     }
 }
 

@@ -10,6 +10,7 @@
 //! Architecture invariant: the frontend never touches pixels (the worker cuts) and never stores a
 //! signed URL (they are made afresh on each read).
 
+pub mod auth;
 pub mod cutout;
 pub mod datalink;
 pub mod error;
