@@ -8,6 +8,7 @@ mod auth;
 mod buckets;
 mod datalink;
 mod faults;
+mod hostile;
 mod many_cutouts;
 mod openapi;
 mod sync;
