@@ -58,6 +58,33 @@ pub struct Config {
     pub bucket: BucketConfig,
     pub wobbly: WobblyConfig,
     pub auth: AuthConfig,
+    pub quotas: QuotasConfig,
+}
+
+/// Per-user limits; 0 is unlimited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Jobs of one user executing at once, beyond which starting another is refused.
+    pub jobs_running: u64,
+    /// Jobs of one user queued at once.
+    pub jobs_queued: u64,
+    /// Jobs one user may create in any hour.
+    pub jobs_per_hour: u64,
+    /// Bytes of results one user may hold.
+    pub result_bytes: u64,
+}
+
+impl QuotasConfig {
+    pub fn quotas(&self) -> frontend::quota::Quotas {
+        let limit = |v: u64| (v > 0).then_some(v);
+        frontend::quota::Quotas {
+            jobs_running: limit(self.jobs_running),
+            jobs_queued: limit(self.jobs_queued),
+            jobs_per_hour: limit(self.jobs_per_hour),
+            result_bytes: limit(self.result_bytes),
+        }
+    }
 }
 
 /// How requests are authenticated.
@@ -198,6 +225,7 @@ impl Default for Config {
             wobbly: WobblyConfig::default(),
             bucket: BucketConfig::default(),
             auth: AuthConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }
@@ -334,6 +362,7 @@ impl Config {
             trusted_proxies: self.trusted_proxies.clone(),
             url_lifetime: Duration::from_secs(self.jobs.result_url_lifetime),
             sync_timeout: Duration::from_secs(self.jobs.sync_timeout),
+            quotas: self.quotas.quotas(),
         }
     }
 

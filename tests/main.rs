@@ -11,6 +11,7 @@ mod faults;
 mod hostile;
 mod many_cutouts;
 mod openapi;
+mod quotas;
 mod sync;
 mod tidy;
 mod vosi;

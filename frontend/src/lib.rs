@@ -18,6 +18,7 @@ pub mod extract;
 pub mod files;
 pub mod jobs;
 pub mod openapi;
+pub mod quota;
 pub mod router;
 pub mod state;
 pub mod sync;

@@ -11,6 +11,7 @@ use uws::health::HealthCheck;
 use uws::service::Uws;
 
 use crate::auth::Authenticator;
+use crate::quota::Quotas;
 
 /// Frontend settings, taken from the binary's configuration.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct FrontendSettings {
     pub url_lifetime: Duration,
     /// How long a synchronous request waits for its cutout before answering 503.
     pub sync_timeout: Duration,
+    /// Per-user limits on jobs and result bytes.
+    pub quotas: Quotas,
 }
 
 impl Default for FrontendSettings {
@@ -36,6 +39,7 @@ impl Default for FrontendSettings {
             ],
             url_lifetime: Duration::from_secs(15 * 60),
             sync_timeout: Duration::from_secs(60),
+            quotas: Quotas::default(),
         }
     }
 }

@@ -15,7 +15,7 @@ use uws::{Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
     IdsQuery, JobJson, ListQuery, NewJobJson, Problem, SummaryJson, TransitionRequest, UpdateJson,
-    phases,
+    UsageJson, UsageQuery, phases,
 };
 use crate::auth::{Claims, TokenKey};
 use crate::store::SqlJobStore;
@@ -35,6 +35,7 @@ pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
         .route("/jobs/{id}/transition", post(transition))
         .route("/expired", get(expired))
         .route("/active", get(active))
+        .route("/usage", get(usage))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state.clone());
     Router::new()
@@ -152,6 +153,17 @@ async fn list(
         .list(&owner, &query.filter()?)
         .await?;
     Ok(Json(jobs.iter().map(SummaryJson::from).collect()))
+}
+
+async fn usage(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Query(query): Query<UsageQuery>,
+) -> Result<Json<UsageJson>, Failure> {
+    let owner = claims.user.clone().unwrap_or_else(|| query.owner.clone());
+    let since = timestamp::parse(&query.since)?;
+    let usage = scoped(&state, &claims).usage(&owner, since).await?;
+    Ok(Json(UsageJson::from(&usage)))
 }
 
 async fn transition(
