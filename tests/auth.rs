@@ -488,3 +488,77 @@ fn shared_frontend_refuses_to_start_in_anonymous_mode() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("only for skycut serve"), "{stderr}");
 }
+
+/// Serves a JWKS document over HTTP on loopback; `set` replaces what it serves.
+struct JwksServer {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl JwksServer {
+    fn start(body: String) -> JwksServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body));
+        let served = body.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let body = served.lock().map(|b| b.clone()).unwrap_or_default();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        JwksServer { url, body }
+    }
+
+    fn set(&self, body: String) {
+        *self.body.lock().expect("lock") = body;
+    }
+}
+
+/// The test JWKS with only the keys whose `kid` is listed.
+fn jwks_with(kids: &[&str]) -> String {
+    let text = std::fs::read_to_string(keys_dir().join("jwks.json")).expect("jwks");
+    let mut doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    if let Some(keys) = doc["keys"].as_array_mut() {
+        keys.retain(|k| kids.contains(&k["kid"].as_str().unwrap_or_default()));
+    }
+    doc.to_string()
+}
+
+#[test]
+fn jwt_keys_from_a_jwks_url_are_refreshed_after_rotation() {
+    let server = JwksServer::start(jwks_with(&["test-ec"]));
+    let app = common::app()
+        .config("AUTH__MODE", "jwt")
+        .config("AUTH__JWKS_URL", &server.url)
+        .config("AUTH__JWKS_REFRESH", "1")
+        .config("AUTH__ISSUER", ISSUER)
+        .config("AUTH__AUDIENCE", AUDIENCE)
+        .start();
+    let es = Token {
+        key: "ec",
+        kid: "test-ec",
+        ..Token::valid("alice")
+    };
+    assert_eq!(bearer(&app, &es).get("/jobs", &[]).status(), 200);
+    let rs = Token::valid("alice");
+    assert_eq!(bearer(&app, &rs).get("/jobs", &[]).status(), 401);
+    // The issuer rotates in the RSA key; the frontend picks it up at its next refresh.
+    server.set(jwks_with(&["test-ec", "test-rsa"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while bearer(&app, &rs).get("/jobs", &[]).status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rotated key not picked up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
