@@ -155,3 +155,19 @@ fn stencil_far_larger_than_the_image_gives_at_most_the_whole_image() {
     let naxis2: i64 = hdu.read_key(&mut f, "NAXIS2").expect("NAXIS2");
     assert_eq!((naxis1, naxis2), (512, 512));
 }
+
+#[test]
+fn control_characters_in_parameters_are_usage_errors() {
+    let app = spawn_app();
+    let circle = circle(RA, DEC, 5.0);
+    assert_refused(
+        &app,
+        &[("ID", IMAGE), ("CIRCLE", &circle), ("RUNID", "a\u{0}b")],
+        "parameter \"RUNID\" holds a control character",
+    );
+    assert_refused(
+        &app,
+        &[("ID", IMAGE), ("CIRCLE", &format!("{circle}\u{1b}"))],
+        "control character",
+    );
+}

@@ -74,6 +74,21 @@ fn push_bounded(params: &mut Parameters, name: &str, value: &str) -> Result<(), 
             "a request may carry at most {MAX_PARAMETERS} parameters"
         )));
     }
+    // PostgreSQL cannot store NUL and XML 1.0 cannot carry control characters: refused here,
+    // so the store and every document stay readable.
+    let control = |s: &str| {
+        s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    };
+    if control(name) || control(value) {
+        return Err(FrontendError::Usage(format!(
+            "parameter {:?} holds a control character",
+            name.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        )));
+    }
     params.push(name, value);
     Ok(())
 }
