@@ -57,6 +57,85 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub bucket: BucketConfig,
     pub wobbly: WobblyConfig,
+    pub auth: AuthConfig,
+    pub quotas: QuotasConfig,
+}
+
+/// Per-user limits; 0 is unlimited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Jobs of one user executing at once, beyond which starting another is refused.
+    pub jobs_running: u64,
+    /// Jobs of one user queued at once.
+    pub jobs_queued: u64,
+    /// Jobs one user may create in any hour.
+    pub jobs_per_hour: u64,
+    /// Bytes of results one user may hold.
+    pub result_bytes: u64,
+}
+
+impl QuotasConfig {
+    pub fn quotas(&self) -> frontend::quota::Quotas {
+        let limit = |v: u64| (v > 0).then_some(v);
+        frontend::quota::Quotas {
+            jobs_running: limit(self.jobs_running),
+            jobs_queued: limit(self.jobs_queued),
+            jobs_per_hour: limit(self.jobs_per_hour),
+            result_bytes: limit(self.result_bytes),
+        }
+    }
+}
+
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every request is the owner `anonymous`; only `skycut serve` accepts it.
+    #[default]
+    Anonymous,
+    /// An authenticating proxy (Gafaelfawr) names the user in `X-Auth-Request-User`.
+    Ingress,
+    /// A Bearer JWT validated by Skycut against a JWKS.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// Ingress: believe `X-Auth-Request-User` from any peer, not only from `trusted_proxies`
+    /// (for networks where nothing but the proxy can reach the frontend).
+    pub trust_headers_from_any: bool,
+    /// JWT: a JWKS file with the issuer's public keys.
+    pub jwks_path: Option<PathBuf>,
+    /// JWT: a JWKS URL, fetched at start and every `jwks_refresh` seconds.
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: u64,
+    /// JWT: required `iss`.
+    pub issuer: Option<String>,
+    /// JWT: required member of `aud`.
+    pub audience: Option<String>,
+    /// JWT: a scope the `scope` claim must hold.
+    pub required_scope: String,
+    /// JWT: the claim that names the user.
+    pub username_claim: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Anonymous,
+            trust_headers_from_any: false,
+            jwks_path: None,
+            jwks_url: None,
+            jwks_refresh: 300,
+            issuer: None,
+            audience: None,
+            required_scope: "read:image".to_owned(),
+            username_claim: "sub".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +227,8 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             wobbly: WobblyConfig::default(),
             bucket: BucketConfig::default(),
+            auth: AuthConfig::default(),
+            quotas: QuotasConfig::default(),
         }
     }
 }
@@ -285,7 +366,7 @@ impl Config {
             trusted_proxies: self.trusted_proxies.clone(),
             url_lifetime: Duration::from_secs(self.jobs.result_url_lifetime),
             sync_timeout: Duration::from_secs(self.jobs.sync_timeout),
-            ..frontend::FrontendSettings::default()
+            quotas: self.quotas.quotas(),
         }
     }
 

@@ -113,6 +113,7 @@ async fn connect_store(
 
 /// `skycut frontend`: the public HTTP service.
 pub async fn frontend(config: Config) -> anyhow::Result<()> {
+    let auth = crate::auth::build(&config.auth, crate::auth::Role::Frontend).await?;
     let shared = connect(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(sweep(
@@ -133,9 +134,11 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
         repositories: shared.repositories,
         local_bucket: shared.local_bucket,
         settings: config.frontend_settings(),
+        auth,
         started: timestamp::now(),
         health,
     }));
+    crate::auth::spawn_refresh(&config.auth, app.clone(), shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -4,6 +4,7 @@
 //! local result directory); `demo-data` writes the demo images; `migrate` prepares a job store;
 //! `bench` measures a sync cutout against its floor.
 
+mod auth;
 mod bench;
 mod buckets;
 mod config;

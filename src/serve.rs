@@ -143,14 +143,17 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         bucket_health,
     );
     let ops = crate::ops::routes(health.clone(), queue.clone())?;
+    let auth = crate::auth::build(&config.auth, crate::auth::Role::Embedded).await?;
     let app = AppState(Arc::new(App {
         uws,
         repositories,
         local_bucket,
         settings: config.frontend_settings(),
+        auth,
         started: timestamp::now(),
         health,
     }));
+    crate::auth::spawn_refresh(&config.auth, app.clone(), shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

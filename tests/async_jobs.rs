@@ -441,6 +441,8 @@ fn forwarded_headers_from_a_trusted_proxy_shape_every_url() {
         .build()
         .expect("client")
         .get(app.url(&format!("/jobs/{id}")))
+        // The distributed topology runs behind an ingress that names the user.
+        .header("x-auth-request-user", DEFAULT_USER)
         .header("X-Forwarded-Proto", "https")
         .header("X-Forwarded-Host", "data.example.org")
         .send()

@@ -4,13 +4,16 @@
 mod common;
 
 mod async_jobs;
+mod auth;
 mod buckets;
 mod datalink;
 mod events;
 mod faults;
+mod hostile;
 mod many_cutouts;
 mod openapi;
 mod ops;
+mod quotas;
 mod sync;
 mod tidy;
 mod vosi;

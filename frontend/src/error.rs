@@ -21,6 +21,16 @@ pub enum FrontendError {
     /// 404 `UsageError`: an unknown job, job resource or image.
     #[error("{0}")]
     NotFound(String),
+    /// 401 `AuthenticationError`: no credentials, or credentials that do not check out.
+    /// `challenge` is the `WWW-Authenticate` value.
+    #[error("{message}")]
+    Unauthenticated { message: String, challenge: String },
+    /// 403 `AuthorizationError`: a valid token without the scope this service requires.
+    #[error("the token lacks the scope {scope}")]
+    MissingScope { scope: String },
+    /// 429 `UsageError`: over a per-user quota; the client may retry after `retry_after` seconds.
+    #[error("{message}")]
+    OverQuota { message: String, retry_after: u64 },
     /// 403 `AuthorizationError`: a refused signature, a change not allowed in this phase.
     #[error("{0}")]
     Forbidden(String),
@@ -37,7 +47,11 @@ impl FrontendError {
         match self {
             FrontendError::Usage(_) | FrontendError::MultiValued(_) => StatusCode::BAD_REQUEST,
             FrontendError::NotFound(_) => StatusCode::NOT_FOUND,
-            FrontendError::Forbidden(_) => StatusCode::FORBIDDEN,
+            FrontendError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            FrontendError::Forbidden(_) | FrontendError::MissingScope { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            FrontendError::OverQuota { .. } => StatusCode::TOO_MANY_REQUESTS,
             FrontendError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             FrontendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -45,9 +59,14 @@ impl FrontendError {
 
     pub fn label(&self) -> &'static str {
         match self {
-            FrontendError::Usage(_) | FrontendError::NotFound(_) => "UsageError",
+            FrontendError::Usage(_)
+            | FrontendError::NotFound(_)
+            | FrontendError::OverQuota { .. } => "UsageError",
             FrontendError::MultiValued(_) => "MultiValuedParamNotSupported",
-            FrontendError::Forbidden(_) => "AuthorizationError",
+            FrontendError::Unauthenticated { .. } => "AuthenticationError",
+            FrontendError::Forbidden(_) | FrontendError::MissingScope { .. } => {
+                "AuthorizationError"
+            }
             FrontendError::Unavailable(_) => "ServiceUnavailable",
             FrontendError::Internal(_) => "Error",
         }
@@ -104,10 +123,31 @@ impl IntoResponse for FrontendError {
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
         }
         let mut response = (status, format!("{}: {}", self.label(), self)).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        match &self {
+            FrontendError::Unauthenticated { challenge, .. } => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            // RFC 6750 §3.1: a token without the needed scope is told which scope it lacks.
+            FrontendError::MissingScope { scope } => {
+                let challenge = format!(
+                    "Bearer realm=\"skycut\", error=\"insufficient_scope\", scope=\"{scope}\""
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            FrontendError::OverQuota { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
         response
     }
 }

@@ -15,6 +15,13 @@ use crate::state::AppState;
 /// The path under which the service lives; every URL the service writes starts with it.
 pub const SERVICE_PATH: &str = "/api/cutout";
 
+/// Largest request body accepted (a form-encoded POST): ample for real requests (a polygon of
+/// 1000 vertices is about 40 KB), small enough that a flood of bodies cannot exhaust memory.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Most parameters one request may carry, query and body together.
+pub const MAX_PARAMETERS: usize = 500;
+
 /// The DALI parameters of a request: the query string, plus the form body of a POST. Names are
 /// case-insensitive; values are kept as sent.
 #[derive(Debug, Clone)]
@@ -27,7 +34,7 @@ impl<S: Send + Sync> FromRequest<S> for DaliParams {
         let mut params = Parameters::new();
         if let Some(query) = req.uri().query() {
             for (n, v) in form_urlencoded::parse(query.as_bytes()) {
-                params.push(&n, &v);
+                push_bounded(&mut params, &n, &v)?;
             }
         }
         if req.method() == Method::POST {
@@ -37,9 +44,15 @@ impl<S: Send + Sync> FromRequest<S> for DaliParams {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("application/x-www-form-urlencoded")
                 .to_ascii_lowercase();
-            let body = Bytes::from_request(req, state)
-                .await
-                .map_err(|e| FrontendError::Usage(format!("cannot read the request body: {e}")))?;
+            let body = Bytes::from_request(req, state).await.map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    FrontendError::Usage(format!(
+                        "the request body is larger than {MAX_BODY_BYTES} bytes"
+                    ))
+                } else {
+                    FrontendError::Usage(format!("cannot read the request body: {e}"))
+                }
+            })?;
             if !body.is_empty() {
                 if !content_type.starts_with("application/x-www-form-urlencoded") {
                     return Err(FrontendError::Usage(format!(
@@ -47,7 +60,7 @@ impl<S: Send + Sync> FromRequest<S> for DaliParams {
                     )));
                 }
                 for (n, v) in form_urlencoded::parse(&body) {
-                    params.push(&n, &v);
+                    push_bounded(&mut params, &n, &v)?;
                 }
             }
         }
@@ -55,7 +68,33 @@ impl<S: Send + Sync> FromRequest<S> for DaliParams {
     }
 }
 
-/// The caller. Every request is the configured anonymous owner until authentication lands.
+fn push_bounded(params: &mut Parameters, name: &str, value: &str) -> Result<(), FrontendError> {
+    if params.len() >= MAX_PARAMETERS {
+        return Err(FrontendError::Usage(format!(
+            "a request may carry at most {MAX_PARAMETERS} parameters"
+        )));
+    }
+    // PostgreSQL cannot store NUL and XML 1.0 cannot carry control characters: refused here,
+    // so the store and every document stay readable.
+    let control = |s: &str| {
+        s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    };
+    if control(name) || control(value) {
+        return Err(FrontendError::Usage(format!(
+            "parameter {:?} holds a control character",
+            name.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        )));
+    }
+    params.push(name, value);
+    Ok(())
+}
+
+/// The caller: the user name that owns the jobs a request touches, as the configured
+/// [`crate::auth::Authenticator`] establishes it (401/403 if it cannot).
 #[derive(Debug, Clone)]
 pub struct Owner(pub String);
 
@@ -66,9 +105,15 @@ where
 {
     type Rejection = FrontendError;
 
-    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let app = AppState::from_ref(state);
-        Ok(Owner(app.settings.anonymous_owner.clone()))
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        app.auth
+            .authenticate(&parts.headers, peer, &app.settings.trusted_proxies)
+            .map(Owner)
     }
 }
 

@@ -9,6 +9,7 @@ use uws::{ExecutionPhase, Job, Parameters, UwsError, timestamp, xml};
 use crate::cutout;
 use crate::error::FrontendError;
 use crate::extract::{DaliParams, Owner, PublicBase};
+use crate::quota::{self, Intent};
 use crate::state::AppState;
 
 type Result<T> = std::result::Result<T, FrontendError>;
@@ -83,6 +84,11 @@ pub async fn create(
     DaliParams(params): DaliParams,
 ) -> Result<Response> {
     let job_parameters = cutout::job_parameters(&app, &params)?;
+    let intent = match params.first("PHASE") {
+        Some(p) if p.trim().eq_ignore_ascii_case("RUN") => Intent::CreateAndRun,
+        _ => Intent::Create,
+    };
+    quota::check(&app, &owner, intent).await?;
     let job = app
         .uws
         .create(&owner, &params, job_parameters, uws::queue::Priority::Async)
@@ -229,6 +235,14 @@ pub async fn post_phase(
     Path(id): Path<String>,
     DaliParams(params): DaliParams,
 ) -> Result<Response> {
+    if params
+        .first("PHASE")
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("RUN"))
+    {
+        // The job is looked up first, so another user's job is still a plain 404.
+        app.uws.job(&owner, &id).await?;
+        quota::check(&app, &owner, Intent::Run).await?;
+    }
     let job = app
         .uws
         .set_phase(&owner, &id, params.first("PHASE"))

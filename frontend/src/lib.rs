@@ -10,6 +10,7 @@
 //! Architecture invariant: the frontend never touches pixels (the worker cuts) and never stores a
 //! signed URL (they are made afresh on each read).
 
+pub mod auth;
 pub mod cutout;
 pub mod datalink;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod extract;
 pub mod files;
 pub mod jobs;
 pub mod openapi;
+pub mod quota;
 pub mod router;
 pub mod state;
 pub mod sync;

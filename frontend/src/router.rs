@@ -1,9 +1,10 @@
 //! The whole URL space of the service, on one screen.
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 
-use crate::extract::SERVICE_PATH;
+use crate::extract::{MAX_BODY_BYTES, SERVICE_PATH};
 use crate::state::AppState;
 use crate::{datalink, events, files, jobs, openapi, sync, vosi};
 
@@ -43,5 +44,8 @@ pub fn build(state: AppState) -> Router {
         .route("/capabilities", get(vosi::capabilities))
         .route("/files/{*key}", get(files::get))
         .route("/openapi.json", get(openapi::openapi_json));
-    Router::new().nest(SERVICE_PATH, service).with_state(state)
+    Router::new()
+        .nest(SERVICE_PATH, service)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
 }

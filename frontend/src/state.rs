@@ -10,6 +10,9 @@ use time::OffsetDateTime;
 use uws::health::HealthCheck;
 use uws::service::Uws;
 
+use crate::auth::Authenticator;
+use crate::quota::Quotas;
+
 /// Frontend settings, taken from the binary's configuration.
 #[derive(Debug, Clone)]
 pub struct FrontendSettings {
@@ -22,8 +25,8 @@ pub struct FrontendSettings {
     pub url_lifetime: Duration,
     /// How long a synchronous request waits for its cutout before answering 503.
     pub sync_timeout: Duration,
-    /// The owner of every request until authentication exists (issue: embedded mode).
-    pub anonymous_owner: String,
+    /// Per-user limits on jobs and result bytes.
+    pub quotas: Quotas,
 }
 
 impl Default for FrontendSettings {
@@ -36,7 +39,7 @@ impl Default for FrontendSettings {
             ],
             url_lifetime: Duration::from_secs(15 * 60),
             sync_timeout: Duration::from_secs(60),
-            anonymous_owner: "anonymous".to_owned(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -48,6 +51,8 @@ pub struct App {
     /// Present when results live in a local directory that this frontend serves itself.
     pub local_bucket: Option<LocalBucket>,
     pub settings: FrontendSettings,
+    /// Decides who each request acts for.
+    pub auth: Authenticator,
     pub started: OffsetDateTime,
     /// Every dependency VOSI availability asks before saying the service is up.
     pub health: Vec<Arc<dyn HealthCheck>>,

@@ -12,6 +12,7 @@ use crate::cutout;
 use crate::error::FrontendError;
 use crate::extract::{DaliParams, Owner, PublicBase};
 use crate::jobs::result_urls;
+use crate::quota::{self, Intent};
 use crate::state::AppState;
 
 /// `GET|POST /sync`: 303 to the FITS cutout, 204 if the stencil misses the image, or the job's
@@ -37,6 +38,7 @@ pub async fn sync(
 ) -> Result<Response, FrontendError> {
     // UWS control parameters mean nothing here; only the SODA ones are kept.
     let job_parameters = cutout::job_parameters(&app, &params)?;
+    quota::check(&app, &owner, Intent::CreateAndRun).await?;
     let mut run = uws::Parameters::new();
     run.push("PHASE", "RUN");
     let job = app

@@ -255,3 +255,49 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property-based fuzzing of parameter parsing: arbitrary names and values, and values
+    //! built from the characters numbers and shapes are made of, give a request or a
+    //! UsageError, never a panic, and an accepted request holds only finite coordinates.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::collection::vec(any::<char>(), 0..30).prop_map(String::from_iter),
+            "(CIRCLE |POLYGON |RANGE )?([-+0-9.eEinfNa]{1,8} ){0,12}",
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("ID".to_owned()),
+            Just("POS".to_owned()),
+            Just("circle".to_owned()),
+            Just("POLYGON".to_owned()),
+            Just("MASK".to_owned()),
+            Just("RESPONSEFORMAT".to_owned()),
+            "[A-Za-z]{0,6}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_and_accepts_only_finite_stencils(
+            params in proptest::collection::vec((name(), value()), 0..8)
+        ) {
+            let pairs = params.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+            if let Ok(request) = CutoutRequest::from_parameters(pairs) {
+                prop_assert!(!request.ids.is_empty() && !request.stencils.is_empty());
+                for stencil in &request.stencils {
+                    let text = format!("{stencil:?}");
+                    prop_assert!(!text.contains("NaN"), "{text}");
+                }
+            }
+        }
+    }
+}

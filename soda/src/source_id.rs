@@ -7,6 +7,10 @@ use crate::SodaError;
 
 const SCHEME: &str = "butler://";
 
+/// Longest `ID` accepted, in bytes: IDs are echoed in errors, stored with the job and become
+/// file and object names.
+pub const MAX_ID_LEN: usize = 256;
+
 /// `butler://<repository>/<image>`, both names matching `[A-Za-z0-9][A-Za-z0-9._-]*`.
 ///
 /// Because neither name may start with a dot or contain a slash, `image` is always a plain
@@ -20,6 +24,12 @@ pub struct SourceId {
 impl SourceId {
     /// Parses an `ID` parameter value.
     pub fn parse(s: &str) -> Result<SourceId, SodaError> {
+        if s.len() > MAX_ID_LEN {
+            return Err(SodaError::usage(format!(
+                "ID is {} bytes long; at most {MAX_ID_LEN}",
+                s.len()
+            )));
+        }
         let malformed = || {
             SodaError::usage(format!(
                 "malformed ID {s:?}: expected butler://<repository>/<image>"
@@ -98,6 +108,15 @@ mod tests {
             Ok(("dp1", "3f2a9c1e-0b7d-4d4e-9a51-8c1f1b2d3e4f")),
         );
         check("butler://Demo_2/calexp.r.v1", Ok(("Demo_2", "calexp.r.v1")));
+    }
+
+    #[test]
+    fn ids_longer_than_the_maximum_are_rejected_without_echoing_them() {
+        let fits = format!("butler://demo/{}", "x".repeat(MAX_ID_LEN - 14));
+        assert!(SourceId::parse(&fits).is_ok());
+        let long = format!("{fits}y");
+        let e = SourceId::parse(&long).expect_err("too long");
+        assert_eq!(e.to_string(), "ID is 257 bytes long; at most 256");
     }
 
     #[test]

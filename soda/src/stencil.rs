@@ -334,7 +334,19 @@ fn circle(label: &str, value: &str) -> Result<Stencil, SodaError> {
     Ok(Stencil::Circle(Circle { ra, dec, radius }))
 }
 
+/// Most vertices a polygon may have: every vertex costs work for each pixel-row edge test and
+/// each masked pixel, and no survey footprint needs more.
+pub const MAX_POLYGON_VERTICES: usize = 1000;
+
 fn polygon(label: &str, value: &str) -> Result<Stencil, SodaError> {
+    // Counted before parsing, so a huge list is refused without being parsed.
+    let words = value.split_whitespace().count();
+    if words > 2 * MAX_POLYGON_VERTICES {
+        return Err(SodaError::usage(format!(
+            "{label} has {} vertices; at most {MAX_POLYGON_VERTICES}",
+            words.div_ceil(2)
+        )));
+    }
     let v = numbers(label, value)?;
     if v.len() % 2 != 0 {
         return Err(SodaError::usage(format!(
@@ -489,6 +501,25 @@ mod tests {
         let p = Stencil::parse_polygon;
         check(p, "10 10 11 10 11 11", "POLYGON 10 10 11 10 11 11");
         check(p, "359 -1 1 -1 1 1 359 1", "POLYGON 359 -1 1 -1 1 1 359 1");
+    }
+
+    #[test]
+    fn polygon_rejects_more_than_the_maximum_vertex_count() {
+        let ring = |n: usize| {
+            (0..n)
+                .map(|i| {
+                    let a = i as f64 / n as f64 * std::f64::consts::TAU;
+                    format!("{} {}", 150.0 + 0.1 * a.cos(), 2.0 + 0.1 * a.sin())
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert!(Stencil::parse_polygon(&ring(MAX_POLYGON_VERTICES)).is_ok());
+        let e = Stencil::parse_polygon(&ring(MAX_POLYGON_VERTICES + 1)).expect_err("too many");
+        assert_eq!(
+            e.to_string(),
+            format!("POLYGON has 1001 vertices; at most {MAX_POLYGON_VERTICES}")
+        );
     }
 
     #[test]

@@ -32,6 +32,20 @@ pub const CONTROL_PARAMETERS: &[&str] = &[
     "LAST",
 ];
 
+/// Longest `RUNID` accepted, in bytes: it is stored with the job and echoed in every job
+/// document.
+pub const MAX_RUN_ID_LEN: usize = 256;
+
+fn checked_run_id(value: Option<&str>) -> Result<Option<String>, UwsError> {
+    match value {
+        Some(v) if v.len() > MAX_RUN_ID_LEN => Err(UwsError::Usage(format!(
+            "RUNID is {} bytes long; at most {MAX_RUN_ID_LEN}",
+            v.len()
+        ))),
+        v => Ok(v.map(str::to_owned)),
+    }
+}
+
 /// How long a waiter sleeps between re-reads of the store when no event arrives: the safety
 /// net for a lost event, not the normal wake-up.
 const FALLBACK_REREAD: Duration = Duration::from_secs(5);
@@ -142,7 +156,7 @@ impl Uws {
             .store
             .create(NewJob {
                 owner: owner.to_owned(),
-                run_id: request.first("RUNID").map(str::to_owned),
+                run_id: checked_run_id(request.first("RUNID"))?,
                 parameters: job_parameters.into_vec(),
                 execution_duration,
                 destruction,
@@ -365,11 +379,12 @@ impl Uws {
                 what: "parameters can only be changed while PENDING".into(),
             });
         }
+        let run_id = checked_run_id(run_id)?;
         let mut job = job.clone();
         if let Some(run_id) = run_id {
             job = self
                 .store
-                .update(&job.id, JobUpdate::RunId(Some(run_id.to_owned())))
+                .update(&job.id, JobUpdate::RunId(Some(run_id)))
                 .await?;
         }
         if parameters.is_empty() {

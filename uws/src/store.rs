@@ -102,6 +102,21 @@ pub enum JobUpdate {
     RunId(Option<String>),
 }
 
+/// What one owner holds in the store, for quotas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerUsage {
+    /// Jobs in QUEUED.
+    pub queued: u64,
+    /// Jobs in EXECUTING.
+    pub executing: u64,
+    /// Jobs created at or after the `since` instant asked about.
+    pub created_since: u64,
+    /// The oldest creation time among those, so a caller can tell when one leaves the window.
+    pub oldest_since: Option<OffsetDateTime>,
+    /// Bytes of all results of the owner's COMPLETED jobs (results of unknown size count 0).
+    pub result_bytes: u64,
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Stores a new PENDING job.
@@ -130,6 +145,9 @@ pub trait JobStore: Send + Sync {
 
     /// Jobs whose destruction time has passed.
     async fn expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<JobId>, UwsError>;
+
+    /// The owner's queued and executing jobs, jobs created since `since`, and result bytes held.
+    async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError>;
 
     /// Jobs in the given phases, oldest first (to rebuild a lost queue).
     async fn in_phases(

@@ -3,11 +3,26 @@
 
 use std::fmt::Write;
 
-use quick_xml::escape::escape;
-
 use crate::job::{Job, JobError};
 use crate::store::JobSummary;
 use crate::timestamp;
+
+/// Escapes text for an XML 1.0 document, replacing the characters XML 1.0 cannot carry at all
+/// (control characters other than tab, newline and carriage return, U+FFFE, U+FFFF) with
+/// U+FFFD: a client-sent value holding one must not make the whole document unreadable.
+fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    let legal = |c: char| {
+        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+    };
+    if text.chars().all(legal) {
+        return quick_xml::escape::escape(text);
+    }
+    let cleaned: String = text
+        .chars()
+        .map(|c| if legal(c) { c } else { '\u{FFFD}' })
+        .collect();
+    std::borrow::Cow::Owned(quick_xml::escape::escape(&cleaned).into_owned())
+}
 
 const DECLARATION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 const NAMESPACES: &str = r#"xmlns:uws="http://www.ivoa.net/xml/UWS/v1.0" xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance""#;
@@ -258,5 +273,105 @@ mod tests {
             "<uws:jobref id=\"0123456789abcdef0123456789abcdef\" xlink:href=\"http://h/jobs/0123456789abcdef0123456789abcdef\">"
         ));
         assert!(!doc.contains("runId"));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property-based fuzzing of the rendering of client-controlled text (run ID, parameter
+    //! names and values, error messages): every document stays well-formed XML 1.0 and gives
+    //! back the text it was handed.
+
+    use proptest::prelude::*;
+    use quick_xml::Reader;
+    use quick_xml::events::Event;
+
+    use super::*;
+    use crate::job::{ErrorCode, ExecutionPhase, JobId};
+
+    fn xml_char(c: char) -> bool {
+        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+    }
+
+    /// All text content of a document, which must parse without error.
+    fn texts(doc: &str) -> Vec<String> {
+        assert!(
+            doc.chars().all(xml_char),
+            "illegal XML character in {doc:?}"
+        );
+        let mut reader = Reader::from_str(doc);
+        let mut out = Vec::new();
+        loop {
+            match reader.read_event() {
+                Ok(Event::Eof) => return out,
+                Ok(Event::Text(t)) => out.push(t.decode().expect("decode").into_owned()),
+                Ok(Event::GeneralRef(r)) => out.push(format!("&{};", String::from_utf8_lossy(&r))),
+                Ok(_) => {}
+                Err(e) => panic!("not well-formed: {e}\n{doc}"),
+            }
+        }
+    }
+
+    fn job(run_id: String, name: String, value: String) -> Job {
+        let now = crate::timestamp::now();
+        Job {
+            id: JobId::random(),
+            run_id: Some(run_id),
+            owner: "alice".into(),
+            phase: ExecutionPhase::Pending,
+            quote: None,
+            creation_time: now,
+            start_time: None,
+            end_time: None,
+            execution_duration: 0,
+            destruction: now,
+            parameters: vec![(name, value)],
+            results: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Any characters at all: `any::<String>()` leaves out control characters, the very ones
+    /// XML 1.0 cannot carry.
+    fn raw() -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<char>(), 0..40).prop_map(String::from_iter)
+    }
+
+    /// Found by the fuzz below: a NUL in a parameter made every job document unreadable.
+    #[test]
+    fn control_characters_in_client_text_become_replacement_characters() {
+        let job = job("a\u{1}b".into(), "X\0".into(), "v\u{FFFF}".into());
+        let doc = super::job(&job, &[]);
+        assert!(doc.contains("<uws:runId>a\u{FFFD}b</uws:runId>"), "{doc}");
+        assert!(
+            doc.contains("id=\"X\u{FFFD}\">v\u{FFFD}</uws:parameter>"),
+            "{doc}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn job_documents_stay_well_formed_whatever_the_client_sent(
+            run_id in raw(),
+            name in raw(),
+            value in raw(),
+        ) {
+            let job = job(run_id, name, value);
+            texts(&super::job(&job, &[]));
+            texts(&parameters(&job));
+        }
+
+        #[test]
+        fn error_documents_stay_well_formed_whatever_the_message(message in raw()) {
+            texts(&error_votable(&JobError { code: ErrorCode::Usage, message }));
+        }
+
+        #[test]
+        fn legal_text_comes_back_unchanged(value in "[ -~\u{a0}-\u{d7ff}]{0,40}") {
+            let job = job("r".into(), "CIRCLE".into(), value.clone());
+            let joined: String = texts(&parameters(&job)).concat();
+            let unescaped = quick_xml::escape::unescape(&joined).expect("unescape").into_owned();
+            prop_assert!(unescaped.contains(value.trim()), "{unescaped:?} lacks {value:?}");
+        }
     }
 }

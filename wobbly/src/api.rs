@@ -2,7 +2,7 @@
 //! `/v1`). Only these types are serialised; they convert to and from the `uws` domain types.
 
 use serde::{Deserialize, Serialize};
-use uws::store::{JobFilter, JobSummary, JobUpdate, ListCursor, Transition};
+use uws::store::{JobFilter, JobSummary, JobUpdate, ListCursor, OwnerUsage, Transition};
 use uws::{
     ErrorCode, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob, UwsError, timestamp,
 };
@@ -116,6 +116,53 @@ pub struct IdsQuery {
     #[serde(default)]
     pub now: Option<String>,
     pub limit: u32,
+}
+
+/// `GET /v1/usage`: whose usage, and the start of the creation window.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UsageQuery {
+    pub owner: String,
+    pub since: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UsageJson {
+    pub queued: u64,
+    pub executing: u64,
+    pub created_since: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_since: Option<String>,
+    pub result_bytes: u64,
+}
+
+impl From<&OwnerUsage> for UsageJson {
+    fn from(u: &OwnerUsage) -> Self {
+        UsageJson {
+            queued: u.queued,
+            executing: u.executing,
+            created_since: u.created_since,
+            oldest_since: u.oldest_since.map(timestamp::format),
+            result_bytes: u.result_bytes,
+        }
+    }
+}
+
+impl TryFrom<UsageJson> for OwnerUsage {
+    type Error = UwsError;
+
+    fn try_from(u: UsageJson) -> Result<Self, UwsError> {
+        Ok(OwnerUsage {
+            queued: u.queued,
+            executing: u.executing,
+            created_since: u.created_since,
+            oldest_since: u
+                .oldest_since
+                .as_deref()
+                .map(timestamp::parse)
+                .transpose()?,
+            result_bytes: u.result_bytes,
+        })
+    }
 }
 
 /// The body of every error answer, so the client can rebuild the exact [`UwsError`].

@@ -9,12 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
-use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, ListCursor, Transition};
+use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, ListCursor, OwnerUsage, Transition};
 use uws::{ExecutionPhase, Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
     IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, TransitionJson, TransitionRequest,
-    UpdateJson, phase_list,
+    UpdateJson, UsageJson, UsageQuery, phase_list,
 };
 use crate::auth::TokenKey;
 
@@ -202,6 +202,17 @@ impl JobStore for WobblyClient {
         ids(self
             .send(self.http.get(self.url("/expired")).query(&query))
             .await?)
+    }
+
+    async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError> {
+        let query = UsageQuery {
+            owner: owner.to_owned(),
+            since: timestamp::format(since),
+        };
+        let usage: UsageJson = self
+            .send(self.http.get(self.url("/usage")).query(&query))
+            .await?;
+        OwnerUsage::try_from(usage)
     }
 
     async fn in_phases(

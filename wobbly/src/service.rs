@@ -15,7 +15,7 @@ use uws::{Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
     IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, SummaryJson, TransitionRequest,
-    UpdateJson, phases,
+    UpdateJson, UsageJson, UsageQuery, phases,
 };
 use crate::auth::{Claims, TokenKey};
 use crate::store::SqlJobStore;
@@ -39,6 +39,7 @@ pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
         .route("/jobs/{id}/transition", post(transition))
         .route("/expired", get(expired))
         .route("/active", get(active))
+        .route("/usage", get(usage))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state.clone());
     Router::new()
@@ -176,6 +177,17 @@ async fn list(
         jobs: jobs.iter().map(SummaryJson::from).collect(),
         next,
     }))
+}
+
+async fn usage(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Query(query): Query<UsageQuery>,
+) -> Result<Json<UsageJson>, Failure> {
+    let owner = claims.user.clone().unwrap_or_else(|| query.owner.clone());
+    let since = timestamp::parse(&query.since)?;
+    let usage = scoped(&state, &claims).usage(&owner, since).await?;
+    Ok(Json(UsageJson::from(&usage)))
 }
 
 async fn transition(

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use time::OffsetDateTime;
-use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, Transition};
+use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, OwnerUsage, Transition};
 use uws::{
     ErrorCode, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob, UwsError, timestamp,
 };
@@ -348,6 +348,60 @@ impl JobStore for SqlJobStore {
         .await
         .map_err(store_error)?;
         rows.iter().map(decode_id).collect()
+    }
+
+    async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError> {
+        let mut usage = OwnerUsage::default();
+        let rows = sqlx::query(
+            "SELECT phase, COUNT(*) AS n FROM uws_job \
+             WHERE service = $1 AND owner = $2 AND phase IN ('QUEUED', 'EXECUTING') GROUP BY phase",
+        )
+        .bind(self.service.as_str())
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        for row in &rows {
+            let n: i64 = row.try_get("n").map_err(store_error)?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match decode_phase(row)? {
+                ExecutionPhase::Queued => usage.queued = n,
+                ExecutionPhase::Executing => usage.executing = n,
+                _ => {}
+            }
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(creation_time) AS oldest FROM uws_job \
+             WHERE service = $1 AND owner = $2 AND creation_time >= $3",
+        )
+        .bind(self.service.as_str())
+        .bind(owner)
+        .bind(timestamp::to_micros(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let n: i64 = row.try_get("n").map_err(store_error)?;
+        usage.created_since = u64::try_from(n).unwrap_or(0);
+        let oldest: Option<i64> = row.try_get("oldest").map_err(store_error)?;
+        usage.oldest_since = oldest.map(timestamp::from_micros);
+        // Results are JSON in a TEXT column, summed here rather than in SQL so that SQLite and
+        // PostgreSQL need no JSON functions of their own.
+        let rows = sqlx::query(
+            "SELECT results FROM uws_job \
+             WHERE service = $1 AND owner = $2 AND phase = 'COMPLETED'",
+        )
+        .bind(self.service.as_str())
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        for row in &rows {
+            let results: String = row.try_get("results").map_err(store_error)?;
+            let results: Vec<StoredResult> =
+                serde_json::from_str(&results).map_err(|e| UwsError::Store(e.to_string()))?;
+            usage.result_bytes += results.iter().filter_map(|r| r.size).sum::<u64>();
+        }
+        Ok(usage)
     }
 
     async fn in_phases(

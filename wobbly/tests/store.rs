@@ -238,6 +238,52 @@ async fn cursor_pages_cover_the_list_once_in_order(store: SqlJobStore) {
     assert_eq!(paged, whole);
 }
 
+async fn usage_counts_one_owners_queue_window_and_result_bytes(store: SqlJobStore) {
+    let old = store
+        .create(new_job("alice", -7_200_000))
+        .await
+        .expect("old");
+    let queued = store.create(new_job("alice", -1000)).await.expect("queued");
+    let running = store.create(new_job("alice", -500)).await.expect("running");
+    store.create(new_job("bob", 0)).await.expect("bob");
+    let at = timestamp::now();
+    for id in [&old.id, &queued.id, &running.id] {
+        store
+            .transition(id, Transition::Queue, at)
+            .await
+            .expect("queue");
+    }
+    for id in [&old.id, &running.id] {
+        store
+            .transition(id, Transition::Start, at)
+            .await
+            .expect("start");
+    }
+    let result = |size| JobResult {
+        id: "r".into(),
+        key: "k".into(),
+        mime_type: "application/fits".into(),
+        size,
+    };
+    store
+        .transition(
+            &old.id,
+            Transition::Complete(vec![result(Some(100)), result(Some(23)), result(None)]),
+            at,
+        )
+        .await
+        .expect("complete");
+    let since = timestamp::now() - Duration::from_secs(3600);
+    let usage = store.usage("alice", since).await.expect("usage");
+    assert_eq!(usage.queued, 1);
+    assert_eq!(usage.executing, 1);
+    assert_eq!(usage.created_since, 2);
+    assert_eq!(usage.oldest_since, Some(queued.creation_time));
+    assert_eq!(usage.result_bytes, 123);
+    let nobody = store.usage("carol", since).await.expect("usage");
+    assert_eq!(nobody, uws::store::OwnerUsage::default());
+}
+
 macro_rules! both_databases {
     ($($name:ident),*) => {
         mod sqlite {
@@ -265,5 +311,6 @@ both_databases!(
     illegal_transitions_change_nothing,
     list_is_newest_first_and_filtered,
     updates_apply_only_while_pending,
-    cursor_pages_cover_the_list_once_in_order
+    cursor_pages_cover_the_list_once_in_order,
+    usage_counts_one_owners_queue_window_and_result_bytes
 );
