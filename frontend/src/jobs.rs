@@ -107,8 +107,7 @@ pub async fn create(
     responses(
         (status = 200, description = "uws:job", content_type = "application/xml", body = String),
         (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get(
@@ -141,8 +140,7 @@ pub async fn get(
     responses(
         (status = 303, description = "See Other: Location is the job list"),
         (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn post(
@@ -179,8 +177,7 @@ pub async fn post(
     params(("id" = String, Path, description = "Job ID")),
     responses(
         (status = 303, description = "See Other: Location is the job list"),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn delete(
@@ -200,8 +197,7 @@ pub async fn delete(
     params(("id" = String, Path, description = "Job ID")),
     responses(
         (status = 200, description = "The phase, e.g. EXECUTING", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get_phase(
@@ -222,10 +218,7 @@ pub async fn get_phase(
     request_body(content = crate::openapi::PhaseForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "See Other: Location is the job"),
-        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
-        (status = 403, description = "AuthorizationError: not allowed in the job's current phase", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobChangeFailures
     )
 )]
 pub async fn post_phase(
@@ -257,8 +250,7 @@ pub async fn post_phase(
     params(("id" = String, Path, description = "Job ID")),
     responses(
         (status = 200, description = "Seconds the job may run; 0 is unlimited", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get_execution_duration(
@@ -278,10 +270,7 @@ pub async fn get_execution_duration(
     request_body(content = crate::openapi::ExecutionDurationForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "See Other: Location is the job"),
-        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
-        (status = 403, description = "AuthorizationError: not allowed in the job's current phase", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobChangeFailures
     )
 )]
 pub async fn post_execution_duration(
@@ -305,8 +294,7 @@ pub async fn post_execution_duration(
     params(("id" = String, Path, description = "Job ID")),
     responses(
         (status = 200, description = "When the job is destroyed (ISO 8601 UTC)", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get_destruction(
@@ -326,10 +314,7 @@ pub async fn get_destruction(
     request_body(content = crate::openapi::DestructionForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "See Other: Location is the job"),
-        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
-        (status = 403, description = "AuthorizationError: not allowed in the job's current phase", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobChangeFailures
     )
 )]
 pub async fn post_destruction(
@@ -354,8 +339,7 @@ pub async fn post_destruction(
     params(("id" = String, Path, description = "Job ID")),
     responses(
         (status = 200, description = "DALI error VOTable of a failed job", content_type = "application/x-votable+xml", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get_error(
@@ -386,8 +370,7 @@ pub async fn get_error(
     params(("id" = String, Path, description = "Job ID")),
     responses(
         (status = 200, description = "Estimated completion instant; empty when unknown", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get_quote(
@@ -408,8 +391,7 @@ pub async fn get_quote(
     params(("id" = String, Path, description = "Job ID")),
     responses(
         (status = 200, description = "The job's owner", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get_owner(
@@ -428,8 +410,7 @@ pub async fn get_owner(
     params(("id" = String, Path, description = "Job ID")),
     responses(
         (status = 200, description = "uws:parameters", content_type = "application/xml", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get_parameters(
@@ -451,10 +432,7 @@ pub async fn get_parameters(
     request_body(content = crate::openapi::ParametersForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 303, description = "See Other: Location is the job"),
-        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
-        (status = 403, description = "AuthorizationError: not allowed in the job's current phase", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobChangeFailures
     )
 )]
 pub async fn post_parameters(
@@ -495,8 +473,7 @@ pub async fn post_parameters(
     params(("id" = String, Path, description = "Job ID")),
     responses(
         (status = 200, description = "uws:results with freshly signed URLs", content_type = "application/xml", body = String),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get_results(
@@ -526,8 +503,7 @@ pub async fn get_results(
     params(("id" = String, Path, description = "Job ID"), ("result" = String, Path, description = "Result ID")),
     responses(
         (status = 303, description = "See Other: Location is a freshly signed URL of the result"),
-        (status = 404, description = "UsageError: no such job (another owner's job looks the same) or resource", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        crate::openapi::JobReadFailures
     )
 )]
 pub async fn get_result(

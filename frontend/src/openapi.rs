@@ -9,7 +9,7 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
 use crate::{datalink, events, files, jobs, sync, vosi};
 
@@ -229,4 +229,32 @@ pub struct SignedUrlParams {
     pub expires: Option<i64>,
     /// HMAC-SHA256 of key and expiry, hex.
     pub signature: Option<String>,
+}
+
+/// The failures every read of a job resource can answer, described once for all of them.
+#[derive(IntoResponses)]
+pub enum JobReadFailures {
+    /// UsageError: no such job (another owner's job looks the same) or resource
+    #[response(status = 404, content_type = "text/plain")]
+    NotFound(String),
+    /// ServiceUnavailable: the job store or queue is down
+    #[response(status = 503, content_type = "text/plain")]
+    Unavailable(String),
+}
+
+/// The failures every change of a job can answer (besides its `303 See Other`).
+#[derive(IntoResponses)]
+pub enum JobChangeFailures {
+    /// UsageError or MultiValuedParamNotSupported: bad parameters
+    #[response(status = 400, content_type = "text/plain")]
+    BadParameters(String),
+    /// AuthorizationError: not allowed in the job's current phase
+    #[response(status = 403, content_type = "text/plain")]
+    WrongPhase(String),
+    /// UsageError: no such job (another owner's job looks the same) or resource
+    #[response(status = 404, content_type = "text/plain")]
+    NotFound(String),
+    /// ServiceUnavailable: the job store or queue is down
+    #[response(status = 503, content_type = "text/plain")]
+    Unavailable(String),
 }
