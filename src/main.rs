@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
     // The bench runs a whole service in its own process; a log line per request would be
     // measured along with it.
     let default_filter = match cli.command {
-        Command::Bench(_) => "warn",
+        Command::Bench(_) => "warn,sqlx=error",
         _ => "info,sqlx=warn",
     };
     tracing_subscriber::fmt()
