@@ -125,10 +125,10 @@ pub async fn sync_concurrent(
         let (next, errors) = (next.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < requests {
-                if let Err(e) = one_sync(&client, &base, &work).await {
-                    if errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("sync request failed: {e:#}");
-                    }
+                if let Err(e) = one_sync(&client, &base, &work).await
+                    && errors.fetch_add(1, Ordering::Relaxed) < 5
+                {
+                    eprintln!("sync request failed: {e:#}");
                 }
             }
         }));
