@@ -2,7 +2,7 @@
 //!
 //! `serve` runs everything in one process with embedded defaults (SQLite, an in-process queue, a
 //! local result directory); `demo-data` writes the demo images; `migrate` prepares a job store;
-//! `bench` measures a sync cutout against its floor.
+//! `bench` measures the service against its floor (cfitsio alone), embedded and distributed.
 
 mod auth;
 mod bench;
@@ -41,7 +41,8 @@ enum Command {
         #[arg(long, default_value = "./skycut-data/demo")]
         dir: PathBuf,
     },
-    /// Measure a sync cutout against its floor (cfitsio alone) on this machine.
+    /// Measure the service against its floor (cfitsio alone) on this machine, embedded and
+    /// distributed (PostgreSQL + Redis, skipped when unreachable), and print one table.
     Bench(bench::BenchArgs),
     /// Create or upgrade the job-store schema.
     Migrate {
@@ -126,14 +127,20 @@ impl ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The bench runs a whole service in its own process; a log line per request would be
+    // measured along with it.
+    let default_filter = match cli.command {
+        Command::Bench(_) => "warn,sqlx=error",
+        _ => "info,sqlx=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

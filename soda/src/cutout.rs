@@ -541,6 +541,25 @@ mod tests {
     }
 
     #[test]
+    fn image_geometry_locates_the_box_that_cut_to_file_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let geometry = crate::ImageGeometry::read(&source).unwrap();
+        for (x, y, r) in [
+            (80.0, 120.0, 20.0),
+            (5.0, 190.0, 30.0),
+            (150.0, 100.0, 400.0),
+        ] {
+            let stencil = circle_at(&source, x, y, r);
+            let out = dir.path().join("out.fits");
+            let cutout = cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap();
+            assert_eq!(geometry.pixel_box(&stencil), Some(cutout.region));
+        }
+        let far = Stencil::parse_circle("200 -30 0.01").unwrap();
+        assert_eq!(geometry.pixel_box(&far), None);
+    }
+
+    #[test]
     fn cutout_copies_source_pixels_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let source = synthetic(dir.path());

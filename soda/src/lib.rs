@@ -41,5 +41,6 @@ pub use cutout::{
 pub use demo::{DemoImage, SyntheticImage, write_demo_repository, write_synthetic_image};
 pub use error::SodaError;
 pub use footprint::{Footprint, footprint};
+pub use region::ImageGeometry;
 pub use source_id::SourceId;
 pub use stencil::{Circle, Polygon, Range, Stencil};

@@ -7,9 +7,44 @@
 //! added as well, which covers stencils that contain the whole image (whose boundary may not
 //! even be projectable).
 
+use std::path::Path;
+
+use fitsio::FitsFile;
+
+use crate::SodaError;
 use crate::celestial::CelestialWcs;
+use crate::cutout::{SourceImage, lock_source};
 use crate::sphere::{self, Vec3};
 use crate::stencil::Stencil;
+
+/// An image's size and celestial WCS, read once from its header, so that many stencils can be
+/// located on it without opening the file again.
+pub struct ImageGeometry {
+    nx: usize,
+    ny: usize,
+    wcs: CelestialWcs,
+}
+
+impl ImageGeometry {
+    /// Reads the image HDU's header of the FITS file at `path`.
+    pub fn read(path: &Path) -> Result<ImageGeometry, SodaError> {
+        let _guard = lock_source(path);
+        let mut file = FitsFile::open(path)?;
+        let image = SourceImage::find(&mut file)?;
+        let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
+        Ok(ImageGeometry {
+            nx: image.nx,
+            ny: image.ny,
+            wcs,
+        })
+    }
+
+    /// The pixel rectangle that [`crate::cut_to_file`] copies for `stencil`, or `None` if the
+    /// stencil misses the image.
+    pub fn pixel_box(&self, stencil: &Stencil) -> Option<PixelBox> {
+        pixel_box(&self.wcs, self.nx, self.ny, stencil)
+    }
+}
 
 /// A 0-based inclusive pixel rectangle in the source image (x along NAXIS1, y along NAXIS2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,329 @@
+//! The load a bench puts on a running Skycut (embedded or distributed, it only sees a base URL):
+//! sequential and concurrent sync cutouts, a batch of async jobs, and job-list reads.
+//!
+//! Every cutout that comes back is checked against the floor's pixels, so a fast wrong answer
+//! counts as an error, not as throughput.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// What one cutout request asks for and what its answer must hold.
+pub struct Workload {
+    pub id: String,
+    pub circle: String,
+    /// The data block (pixels and padding) of the floor's result FITS: a correct result file
+    /// ends with exactly these bytes.
+    pub expected_data: Vec<u8>,
+}
+
+impl Workload {
+    fn check(&self, body: &[u8]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            body.ends_with(&self.expected_data),
+            "result of {} bytes does not end with the floor's {} data bytes",
+            body.len(),
+            self.expected_data.len()
+        );
+        Ok(())
+    }
+}
+
+/// Median and 95th percentile of a set of durations.
+pub struct Stats {
+    pub median: Duration,
+    pub p95: Duration,
+}
+
+pub fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).copied().unwrap_or_default()
+    };
+    Stats {
+        median: at(0.5),
+        p95: at(0.95),
+    }
+}
+
+/// The user the bench acts for; the distributed frontend believes the ingress header from the
+/// bench (see `cluster`), and the embedded one is anonymous whatever the header says.
+pub const USER: &str = "anonymous";
+
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-auth-request-user",
+        reqwest::header::HeaderValue::from_static(USER),
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(120))
+        .build()?)
+}
+
+/// GET `/sync` → 303 → GET of the signed URL, with the result checked.
+pub async fn one_sync(client: &reqwest::Client, base: &str, work: &Workload) -> anyhow::Result<()> {
+    let r = client
+        .get(format!("{base}/sync"))
+        .query(&[("ID", work.id.as_str()), ("CIRCLE", work.circle.as_str())])
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 303, "sync answered {}", r.status());
+    let location = r
+        .headers()
+        .get("location")
+        .context("303 without Location")?
+        .to_str()?
+        .to_owned();
+    fetch_result(client, &location, work).await
+}
+
+async fn fetch_result(client: &reqwest::Client, url: &str, work: &Workload) -> anyhow::Result<()> {
+    let r = client.get(url).send().await?;
+    anyhow::ensure!(r.status() == 200, "result answered {}", r.status());
+    work.check(&r.bytes().await?)
+}
+
+/// `requests` sequential sync cutouts after a few uncounted ones; returns latencies and errors.
+pub async fn sync_sequential(
+    client: &reqwest::Client,
+    base: &str,
+    work: &Workload,
+    requests: usize,
+) -> (Stats, usize) {
+    let mut samples = Vec::with_capacity(requests);
+    let mut errors = 0;
+    // The first few requests warm connections and caches; they are not counted.
+    for i in 0..requests + 5 {
+        let started = Instant::now();
+        let outcome = one_sync(client, base, work).await;
+        if i >= 5 {
+            samples.push(started.elapsed());
+            errors += usize::from(outcome.is_err());
+        }
+        if let Err(e) = outcome {
+            eprintln!("sync request failed: {e:#}");
+        }
+    }
+    (stats(samples), errors)
+}
+
+/// Throughput of a closed loop: `clients` tasks issue `requests` sync cutouts between them.
+pub struct Throughput {
+    pub per_second: f64,
+    pub errors: usize,
+}
+
+pub async fn sync_concurrent(
+    client: &reqwest::Client,
+    base: &str,
+    work: &Arc<Workload>,
+    clients: usize,
+    requests: usize,
+) -> Throughput {
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (client, base, work) = (client.clone(), base.to_owned(), work.clone());
+        let (next, errors) = (next.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                if let Err(e) = one_sync(&client, &base, &work).await
+                    && errors.fetch_add(1, Ordering::Relaxed) < 5
+                {
+                    eprintln!("sync request failed: {e:#}");
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        if task.await.is_err() {
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Throughput {
+        per_second: requests as f64 / started.elapsed().as_secs_f64(),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// Outcome of a batch of async jobs.
+pub struct AsyncBatch {
+    pub elapsed: Duration,
+    pub completed: usize,
+    /// Jobs that failed to be created, ended in another phase, or whose sampled result was wrong.
+    pub errors: usize,
+}
+
+/// Creates `jobs` async jobs with `PHASE=RUN` from `clients` concurrent clients, then waits until
+/// none is PENDING, QUEUED or EXECUTING; checks the results of `sample` of them.
+pub async fn async_jobs(
+    client: &reqwest::Client,
+    base: &str,
+    work: &Arc<Workload>,
+    jobs: usize,
+    clients: usize,
+    sample: usize,
+) -> anyhow::Result<AsyncBatch> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (client, base, work, next) =
+            (client.clone(), base.to_owned(), work.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut errors = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < jobs {
+                match create_job(&client, &base, &work).await {
+                    Ok(id) => ids.push(id),
+                    Err(e) => {
+                        errors += 1;
+                        if errors < 5 {
+                            eprintln!("job creation failed: {e:#}");
+                        }
+                    }
+                }
+            }
+            (ids, errors)
+        }));
+    }
+    let mut ids = Vec::with_capacity(jobs);
+    let mut errors = 0;
+    for task in tasks {
+        let (mut created, failed) = task.await.context("a submitting client panicked")?;
+        ids.append(&mut created);
+        errors += failed;
+    }
+    let active = [
+        ("PHASE", "PENDING"),
+        ("PHASE", "QUEUED"),
+        ("PHASE", "EXECUTING"),
+        ("LAST", "1"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(600 + jobs as u64 / 10);
+    loop {
+        let list = job_list(client, base, &active).await?;
+        if !list.contains("<uws:jobref") {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "async jobs still active at the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    // Sync cutouts are jobs too: only this batch's own jobs count.
+    let mine: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let completed = job_list(client, base, &[("PHASE", "COMPLETED")])
+        .await?
+        .split("<uws:jobref id=\"")
+        .skip(1)
+        .filter_map(|r| r.split('"').next())
+        .filter(|id| mine.contains(id))
+        .count();
+    errors += ids.len().saturating_sub(completed);
+    let step = (ids.len() / sample.max(1)).max(1);
+    for id in ids.iter().step_by(step).take(sample) {
+        if let Err(e) = check_job(client, base, id, work).await {
+            errors += 1;
+            eprintln!("job {id}: {e:#}");
+        }
+    }
+    Ok(AsyncBatch {
+        elapsed,
+        completed,
+        errors,
+    })
+}
+
+async fn create_job(
+    client: &reqwest::Client,
+    base: &str,
+    work: &Workload,
+) -> anyhow::Result<String> {
+    let r = client
+        .post(format!("{base}/jobs"))
+        .form(&[
+            ("ID", work.id.as_str()),
+            ("CIRCLE", work.circle.as_str()),
+            ("PHASE", "RUN"),
+        ])
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 303, "job creation answered {}", r.status());
+    let location = r
+        .headers()
+        .get("location")
+        .context("303 without Location")?
+        .to_str()?;
+    Ok(location.rsplit('/').next().unwrap_or_default().to_owned())
+}
+
+async fn job_list(
+    client: &reqwest::Client,
+    base: &str,
+    query: &[(&str, &str)],
+) -> anyhow::Result<String> {
+    let r = client
+        .get(format!("{base}/jobs"))
+        .query(query)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "job list answered {}", r.status());
+    Ok(r.text().await?)
+}
+
+/// The job is COMPLETED and its first result holds the floor's pixels.
+async fn check_job(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    work: &Workload,
+) -> anyhow::Result<()> {
+    let r = client.get(format!("{base}/jobs/{id}")).send().await?;
+    anyhow::ensure!(r.status() == 200, "job answered {}", r.status());
+    let doc = r.text().await?;
+    anyhow::ensure!(
+        doc.contains("<uws:phase>COMPLETED</uws:phase>"),
+        "job is not COMPLETED"
+    );
+    let href = doc
+        .split("<uws:result ")
+        .nth(1)
+        .and_then(|r| r.split("xlink:href=\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .context("job has no result")?
+        .replace("&amp;", "&");
+    fetch_result(client, &href, work).await
+}
+
+/// Latencies of `requests` sequential `GET /jobs?LAST=100`, after a few uncounted ones.
+pub async fn list_latency(
+    client: &reqwest::Client,
+    base: &str,
+    requests: usize,
+) -> anyhow::Result<Stats> {
+    let mut samples = Vec::with_capacity(requests);
+    for i in 0..requests + 3 {
+        let started = Instant::now();
+        let doc = job_list(client, base, &[("LAST", "100")]).await?;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(
+            doc.matches("<uws:jobref").count() == 100,
+            "LAST=100 did not list 100 jobs"
+        );
+        if i >= 3 {
+            samples.push(elapsed);
+        }
+    }
+    Ok(stats(samples))
+}
