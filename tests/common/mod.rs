@@ -419,17 +419,7 @@ impl TestApp {
 
     /// Blocks (with WAIT, not sleeps) until the job is in a final phase; returns its XML.
     pub fn wait_final(&self, id: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = self.get(&format!("/jobs/{id}"), &[("WAIT", "5")]);
-            assert_eq!(r.status(), 200);
-            let doc = r.text().expect("body");
-            let phase = element(&doc, "uws:phase").expect("phase");
-            if !matches!(phase.as_str(), "PENDING" | "QUEUED" | "EXECUTING") {
-                return doc;
-            }
-            assert!(Instant::now() < deadline, "job {id} still {phase}");
-        }
+        self.as_caller(&[]).wait_final(id)
     }
 
     pub fn job_ids(&self, params: &[(&str, &str)]) -> Vec<String> {
