@@ -126,6 +126,12 @@ pub struct WorkerConfig {
     /// Address where `skycut worker` serves `/healthz`, `/readyz` and `/metrics`; unset: none
     /// (the worker has no other HTTP port).
     pub health_listen: Option<SocketAddr>,
+    /// Jobs a worker takes before it drains and exits 0 (for a supervisor to restart it);
+    /// 0: no limit.
+    pub max_jobs: u64,
+    /// Seconds between the worker's one-line summaries at info (jobs done, rate, queue depth);
+    /// 0: none.
+    pub summary_interval: u64,
 }
 
 impl Default for Config {
@@ -187,6 +193,8 @@ impl Default for WorkerConfig {
             drain_timeout: 20,
             recovery_interval: 10,
             health_listen: None,
+            max_jobs: 0,
+            summary_interval: 60,
         }
     }
 }
