@@ -131,7 +131,11 @@ async fn measure(args: &BenchArgs, dir: &std::path::Path) -> anyhow::Result<()> 
     }
 
     // The service, embedded, over loopback HTTP.
-    let mut config = Config::load(None)?;
+    let loaded = Config::load(None)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let mut config = loaded.config;
     config.listen = "127.0.0.1:0".parse()?;
     config.data_dir = dir.join("data");
     config

@@ -15,7 +15,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use std::io::IsTerminal;
+
+use anyhow::Context;
+
+use crate::config::{Config, Loaded, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "skycut", version, about = "IVOA SODA image-cutout service")]
@@ -67,13 +71,13 @@ pub struct RoleArgs {
 }
 
 impl RoleArgs {
-    fn config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::load(self.config.as_deref())?;
+    fn config(&self) -> anyhow::Result<Loaded> {
+        let mut loaded = Config::load(self.config.as_deref())?;
         if let Some(listen) = self.listen {
-            config.listen = listen;
+            loaded.config.listen = listen;
         }
-        add_repositories(&mut config, &self.repositories)?;
-        Ok(config)
+        add_repositories(&mut loaded.config, &self.repositories)?;
+        Ok(loaded)
     }
 }
 
@@ -111,39 +115,71 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The configuration with this command line's flags applied last.
-    fn config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::load(self.config.as_deref())?;
+    fn config(&self) -> anyhow::Result<Loaded> {
+        let mut loaded = Config::load(self.config.as_deref())?;
         if let Some(listen) = self.listen {
-            config.listen = listen;
+            loaded.config.listen = listen;
         }
         if let Some(dir) = &self.data_dir {
-            config.data_dir = dir.clone();
+            loaded.config.data_dir = dir.clone();
         }
-        add_repositories(&mut config, &self.repositories)?;
-        Ok(config)
+        add_repositories(&mut loaded.config, &self.repositories)?;
+        Ok(loaded)
+    }
+}
+
+/// Sets up logging to stderr in the configured format (JSON unless stderr is a terminal).
+fn init_logging(format: Option<LogFormat>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        LogFormat::Text => builder.init(),
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // The configuration decides how to log, so it is read first; what loading it had to warn
+    // about is logged once logging is set up.
+    let loaded = match &cli.command {
+        Command::Serve(args) => Some(args.config()?),
+        Command::Frontend(args) | Command::Worker(args) | Command::Wobbly(args) => {
+            Some(args.config()?)
+        }
+        Command::Migrate { config, .. } => Some(Config::load(config.as_deref())?),
+        Command::Bench(_) | Command::DemoData { .. } => None,
+    };
+    let (config, warnings) = match loaded {
+        Some(Loaded { config, warnings }) => (Some(config), warnings),
+        None => (None, Vec::new()),
+    };
+    init_logging(config.as_ref().and_then(|c| c.log_format));
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Every command that uses a configuration loaded one above.
+    let config = || config.context("no configuration loaded");
     match cli.command {
-        Command::Serve(args) => {
-            let config = args.config()?;
-            runtime.block_on(serve::run(config, args.demo))
-        }
-        Command::Frontend(args) => runtime.block_on(distributed::frontend(args.config()?)),
-        Command::Wobbly(args) => runtime.block_on(distributed::wobbly(args.config()?)),
-        Command::Worker(args) => runtime.block_on(distributed::worker(args.config()?)),
+        Command::Serve(args) => runtime.block_on(serve::run(config()?, args.demo)),
+        Command::Frontend(_) => runtime.block_on(distributed::frontend(config()?)),
+        Command::Wobbly(_) => runtime.block_on(distributed::wobbly(config()?)),
+        Command::Worker(_) => runtime.block_on(distributed::worker(config()?)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::DemoData { dir } => {
             std::fs::create_dir_all(&dir)?;
@@ -153,11 +189,8 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Migrate {
-            config,
-            database_url,
-        } => {
-            let config = Config::load(config.as_deref())?;
+        Command::Migrate { database_url, .. } => {
+            let config = config()?;
             let url = database_url.unwrap_or_else(|| config.database_url());
             runtime.block_on(async {
                 wobbly::SqlJobStore::connect(&url, &config.service_name, 1).await?;

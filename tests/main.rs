@@ -8,6 +8,7 @@ mod buckets;
 mod datalink;
 mod events;
 mod faults;
+mod logs;
 mod many_cutouts;
 mod openapi;
 mod ops;

@@ -19,6 +19,7 @@ pub mod files;
 pub mod jobs;
 pub mod openapi;
 pub mod router;
+pub mod span;
 pub mod state;
 pub mod sync;
 pub mod vosi;

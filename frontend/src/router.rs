@@ -1,6 +1,7 @@
 //! The whole URL space of the service, on one screen.
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 
 use crate::extract::SERVICE_PATH;
@@ -42,6 +43,7 @@ pub fn build(state: AppState) -> Router {
         .route("/availability", get(vosi::availability))
         .route("/capabilities", get(vosi::capabilities))
         .route("/files/{*key}", get(files::get))
-        .route("/openapi.json", get(openapi::openapi_json));
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route_layer(from_fn_with_state(state.clone(), crate::span::request_span));
     Router::new().nest(SERVICE_PATH, service).with_state(state)
 }
