@@ -183,7 +183,16 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::DemoData { dir } => {
             std::fs::create_dir_all(&dir)?;
-            let images = soda::write_demo_repository(&dir)?;
+            // Progress on stderr, in the log format; stdout keeps only the paths.
+            let images = soda::write_demo_repository_reporting(&dir, &mut |p| {
+                tracing::info!(
+                    image = %p.image.name,
+                    path = %p.path.display(),
+                    progress = %format!("{}/{}", p.done, p.total),
+                    "{}",
+                    if p.written { "demo image written" } else { "demo image already there" }
+                );
+            })?;
             for image in images {
                 println!("{}/{}.fits", dir.display(), image.name);
             }
@@ -193,6 +202,8 @@ fn main() -> anyhow::Result<()> {
             let config = config()?;
             let url = database_url.unwrap_or_else(|| config.database_url());
             runtime.block_on(async {
+                // Each migration applied is logged by the store as it starts and ends.
+                tracing::info!(url = %wobbly::store::redact(&url), "connecting to the job store");
                 wobbly::SqlJobStore::connect(&url, &config.service_name, 1).await?;
                 println!("job store is up to date");
                 anyhow::Ok(())

@@ -1,6 +1,7 @@
 //! What the processes log: a distributed run (wobbly with bearer tokens, a sync cutout behind a
 //! signed URL, an async job) leaves no token, token key or URL signature in any process's logs,
-//! and its lines are JSON carrying the job and the user.
+//! and its lines are JSON carrying the job and the user; `demo-data` and `migrate` report their
+//! progress on stderr.
 
 use crate::common::*;
 
@@ -51,4 +52,73 @@ fn logs_of_a_distributed_run_hold_no_tokens_or_signed_urls() {
         .find(|l| l.contains(&format!("\"job_id\":\"{id}\"")))
         .unwrap_or_else(|| panic!("no JSON line names job {id}:\n{logs}"));
     assert!(job_line.contains("\"user\":"), "{job_line}");
+}
+
+/// Runs `skycut ARGS` to the end with only `RUST_LOG=info` set, returning (stdout, stderr).
+fn run_skycut(args: &[&str]) -> (String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_skycut"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SKYCUT_") {
+            command.env_remove(k);
+        }
+    }
+    let out = command
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run skycut");
+    assert!(out.status.success(), "skycut {args:?}: {out:?}");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn demo_data_reports_each_image_on_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = dir.path().join("demo");
+    let demo = demo.to_str().expect("utf-8 path");
+    let (stdout, stderr) = run_skycut(&["demo-data", "--dir", demo]);
+    let images = stdout.lines().count();
+    assert!(images > 0, "{stdout}");
+    let written: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("demo image written"))
+        .collect();
+    assert_eq!(written.len(), images, "{stderr}");
+    assert!(
+        written[images - 1].contains(&format!("{images}/{images}")),
+        "{stderr}"
+    );
+    // A second run keeps the images and says so.
+    let (_, again) = run_skycut(&["demo-data", "--dir", demo]);
+    assert_eq!(
+        again.matches("demo image already there").count(),
+        images,
+        "{again}"
+    );
+}
+
+#[test]
+fn migrate_reports_each_migration_on_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("jobs.sqlite").display()
+    );
+    let (stdout, stderr) = run_skycut(&["migrate", "--database-url", &url]);
+    assert!(stdout.contains("up to date"), "{stdout}");
+    assert!(stderr.contains("connecting to the job store"), "{stderr}");
+    for (_, name, _) in wobbly::schema::MIGRATIONS {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("applying job store migration") && l.contains(name)),
+            "{name}: {stderr}"
+        );
+    }
+    // Nothing is left to apply the second time.
+    let (_, again) = run_skycut(&["migrate", "--database-url", &url]);
+    assert!(!again.contains("applying job store migration"), "{again}");
 }
