@@ -53,6 +53,8 @@ pub struct Config {
     pub redis_url: Secret,
     /// Prefix of every Redis key and channel, so deployments can share a Redis.
     pub redis_prefix: String,
+    /// How log lines look on stderr; default: text on a terminal, JSON otherwise.
+    pub log_format: Option<LogFormat>,
     pub jobs: JobsConfig,
     pub worker: WorkerConfig,
     pub bucket: BucketConfig,
@@ -138,6 +140,24 @@ impl Default for AuthConfig {
     }
 }
 
+/// How log lines look on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for a log collector.
+    Json,
+    /// Human-readable lines, for a terminal.
+    Text,
+}
+
+/// A configuration and what loading it had to warn about, to be logged once logging is set up
+/// (which the configuration itself decides).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WobblyConfig {
@@ -205,6 +225,12 @@ pub struct WorkerConfig {
     /// Address where `skycut worker` serves `/healthz`, `/readyz` and `/metrics`; unset: none
     /// (the worker has no other HTTP port).
     pub health_listen: Option<SocketAddr>,
+    /// Jobs a worker takes before it drains and exits 0 (for a supervisor to restart it);
+    /// 0: no limit.
+    pub max_jobs: u64,
+    /// Seconds between the worker's one-line summaries at info (jobs done, rate, queue depth);
+    /// 0: none.
+    pub summary_interval: u64,
 }
 
 impl Default for Config {
@@ -223,6 +249,7 @@ impl Default for Config {
             service_name: "cutout".to_owned(),
             redis_url: Secret("redis://127.0.0.1:6379".to_owned()),
             redis_prefix: "skycut".to_owned(),
+            log_format: None,
             jobs: JobsConfig::default(),
             worker: WorkerConfig::default(),
             wobbly: WobblyConfig::default(),
@@ -268,6 +295,8 @@ impl Default for WorkerConfig {
             drain_timeout: 20,
             recovery_interval: 10,
             health_listen: None,
+            max_jobs: 0,
+            summary_interval: 60,
         }
     }
 }
@@ -324,7 +353,8 @@ impl Default for BucketConfig {
 
 impl Config {
     /// Defaults, then the file, then `SKYCUT_*` environment variables.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Loaded> {
+        let mut warnings = Vec::new();
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -349,14 +379,18 @@ impl Config {
             match Config::deserialize(toml::Value::Table(candidate.clone())) {
                 Ok(_) => table = candidate,
                 Err(e) if e.to_string().contains("unknown field") => {
-                    tracing::warn!(variable = %name, "environment variable names no setting; ignored");
+                    warnings.push(format!(
+                        "environment variable {name} names no setting; ignored"
+                    ));
                 }
                 Err(e) => {
                     return Err(anyhow::Error::new(e).context(format!("invalid value in {name}")));
                 }
             }
         }
-        Config::deserialize(toml::Value::Table(table)).context("invalid configuration")
+        let config =
+            Config::deserialize(toml::Value::Table(table)).context("invalid configuration")?;
+        Ok(Loaded { config, warnings })
     }
 
     /// The frontend's share of the configuration.
@@ -432,6 +466,19 @@ mod tests {
             Some(SocketAddr::from(([0, 0, 0, 0], 9090)))
         );
         assert_eq!(Config::default().worker.health_listen, None);
+    }
+
+    #[test]
+    fn log_format_is_json_or_text_and_nothing_else() {
+        let parse = |value: &str| {
+            let mut t = toml::Table::new();
+            overlay(&mut t, "LOG_FORMAT", value);
+            Config::deserialize(toml::Value::Table(t)).map(|c| c.log_format)
+        };
+        assert_eq!(parse("json").ok(), Some(Some(LogFormat::Json)));
+        assert_eq!(parse("text").ok(), Some(Some(LogFormat::Text)));
+        assert!(parse("xml").is_err());
+        assert_eq!(Config::default().log_format, None);
     }
 
     #[test]

@@ -193,8 +193,10 @@ pub async fn wobbly(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `skycut worker`: takes jobs from Redis until SIGTERM, then drains and exits 0.
+/// `skycut worker`: takes jobs from Redis until SIGTERM (or `worker.max_jobs`), then drains and
+/// exits 0.
 pub async fn worker(config: Config) -> anyhow::Result<()> {
+    // connect: each step waits with backoff for a job store or Redis not reachable yet.
     let shared = connect(&config).await?;
     let redis_url = config.redis_url.expose();
     let reader = worker::redis::connect(redis_url)
@@ -246,7 +248,9 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let task = tokio::spawn(run_redis(
+    // start: the loop runs until SIGTERM, or until it has taken `max_jobs` and drained, when it
+    // stops the rest of the process itself.
+    let run = run_redis(
         runner,
         shared.uws,
         consumer,
@@ -257,9 +261,17 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             visibility_timeout: Duration::from_secs(settings.visibility_timeout.max(1)),
             drain_timeout: Duration::from_secs(settings.drain_timeout),
             recovery_interval: Duration::from_secs(settings.recovery_interval.max(1)),
+            max_jobs: settings.max_jobs,
+            summary_interval: (settings.summary_interval > 0)
+                .then(|| Duration::from_secs(settings.summary_interval)),
         },
         shutdown.clone(),
-    ));
+    );
+    let finished = shutdown.clone();
+    let task = tokio::spawn(async move {
+        run.await;
+        finished.cancel();
+    });
     {
         let mut out = std::io::stdout().lock();
         match &health_url {
@@ -268,9 +280,11 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         }
         out.flush()?;
     }
+    // stop: no new jobs; running ones finish or go back to the queue.
     shutdown_signal(shutdown.clone()).await;
     shutdown.cancel();
     task.await?;
+    // close: the Redis and job-store clients are dropped with the loop; nothing is buffered.
     tracing::info!("worker stopped");
     Ok(())
 }

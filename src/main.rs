@@ -16,7 +16,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use std::io::IsTerminal;
+
+use anyhow::Context;
+
+use crate::config::{Config, Loaded, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "skycut", version, about = "IVOA SODA image-cutout service")]
@@ -69,13 +73,13 @@ pub struct RoleArgs {
 }
 
 impl RoleArgs {
-    fn config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::load(self.config.as_deref())?;
+    fn config(&self) -> anyhow::Result<Loaded> {
+        let mut loaded = Config::load(self.config.as_deref())?;
         if let Some(listen) = self.listen {
-            config.listen = listen;
+            loaded.config.listen = listen;
         }
-        add_repositories(&mut config, &self.repositories)?;
-        Ok(config)
+        add_repositories(&mut loaded.config, &self.repositories)?;
+        Ok(loaded)
     }
 }
 
@@ -113,61 +117,101 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The configuration with this command line's flags applied last.
-    fn config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::load(self.config.as_deref())?;
+    fn config(&self) -> anyhow::Result<Loaded> {
+        let mut loaded = Config::load(self.config.as_deref())?;
         if let Some(listen) = self.listen {
-            config.listen = listen;
+            loaded.config.listen = listen;
         }
         if let Some(dir) = &self.data_dir {
-            config.data_dir = dir.clone();
+            loaded.config.data_dir = dir.clone();
         }
-        add_repositories(&mut config, &self.repositories)?;
-        Ok(config)
+        add_repositories(&mut loaded.config, &self.repositories)?;
+        Ok(loaded)
+    }
+}
+
+/// Sets up logging to stderr in the configured format (JSON unless stderr is a terminal).
+fn init_logging(format: Option<LogFormat>, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+        LogFormat::Text => builder.init(),
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The configuration decides how to log, so it is read first; what loading it had to warn
+    // about is logged once logging is set up.
+    let loaded = match &cli.command {
+        Command::Serve(args) => Some(args.config()?),
+        Command::Frontend(args) | Command::Worker(args) | Command::Wobbly(args) => {
+            Some(args.config()?)
+        }
+        Command::Migrate { config, .. } => Some(Config::load(config.as_deref())?),
+        Command::Bench(_) | Command::DemoData { .. } => None,
+    };
+    let (config, warnings) = match loaded {
+        Some(Loaded { config, warnings }) => (Some(config), warnings),
+        None => (None, Vec::new()),
+    };
     // The bench runs a whole service in its own process; a log line per request would be
     // measured along with it.
     let default_filter = match cli.command {
         Command::Bench(_) => "warn,sqlx=error",
         _ => "info,sqlx=warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(config.as_ref().and_then(|c| c.log_format), default_filter);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Every command that uses a configuration loaded one above.
+    let config = || config.context("no configuration loaded");
     match cli.command {
-        Command::Serve(args) => {
-            let config = args.config()?;
-            runtime.block_on(serve::run(config, args.demo))
-        }
-        Command::Frontend(args) => runtime.block_on(distributed::frontend(args.config()?)),
-        Command::Wobbly(args) => runtime.block_on(distributed::wobbly(args.config()?)),
-        Command::Worker(args) => runtime.block_on(distributed::worker(args.config()?)),
+        Command::Serve(args) => runtime.block_on(serve::run(config()?, args.demo)),
+        Command::Frontend(_) => runtime.block_on(distributed::frontend(config()?)),
+        Command::Wobbly(_) => runtime.block_on(distributed::wobbly(config()?)),
+        Command::Worker(_) => runtime.block_on(distributed::worker(config()?)),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::DemoData { dir } => {
             std::fs::create_dir_all(&dir)?;
-            let images = soda::write_demo_repository(&dir)?;
+            // Progress on stderr, in the log format; stdout keeps only the paths.
+            let images = soda::write_demo_repository_reporting(&dir, &mut |p| {
+                tracing::info!(
+                    image = %p.image.name,
+                    path = %p.path.display(),
+                    progress = %format!("{}/{}", p.done, p.total),
+                    "{}",
+                    if p.written { "demo image written" } else { "demo image already there" }
+                );
+            })?;
             for image in images {
                 println!("{}/{}.fits", dir.display(), image.name);
             }
             Ok(())
         }
-        Command::Migrate {
-            config,
-            database_url,
-        } => {
-            let config = Config::load(config.as_deref())?;
+        Command::Migrate { database_url, .. } => {
+            let config = config()?;
             let url = database_url.unwrap_or_else(|| config.database_url());
             runtime.block_on(async {
+                // Each migration applied is logged by the store as it starts and ends.
+                tracing::info!(url = %wobbly::store::redact(&url), "connecting to the job store");
                 wobbly::SqlJobStore::connect(&url, &config.service_name, 1).await?;
                 println!("job store is up to date");
                 anyhow::Ok(())

@@ -1,6 +1,7 @@
 //! Faults in the distributed topology (frontend and workers as separate processes, PostgreSQL,
-//! Redis): a worker killed mid-job, a worker stopped while busy, a private Redis restarted empty,
-//! a private PostgreSQL stopped under a running service, and a load of many clients at once.
+//! Redis): a worker killed mid-job, a worker stopped while busy, a worker exiting after
+//! `max_jobs`, a worker started before its Redis, a private Redis restarted empty, a private
+//! PostgreSQL stopped under a running service, and a load of many clients at once.
 //! These tests always run distributed.
 
 use std::process::Command;
@@ -158,6 +159,65 @@ fn jobs_survive_redis_restarting_empty() {
         );
     }
     assert_eq!(count_with_phase(&app, "COMPLETED"), 200);
+}
+
+#[test]
+fn worker_started_before_redis_waits_for_it_and_runs_jobs() {
+    let mut redis = redis::PrivateRedis::start();
+    let mut app = distributed(0).config("REDIS_URL", &redis.url).start();
+    // Nothing listens on the Redis port when the worker starts.
+    redis.stop();
+    let ready = std::thread::scope(|s| {
+        let worker = s.spawn(|| app.start_worker());
+        // Ordering, not timing: the worker meets the closed port first (it reaches the job store
+        // within milliseconds), so it must retry to ever print "ready".
+        std::thread::sleep(Duration::from_secs(2));
+        redis.restart_empty();
+        worker.join()
+    });
+    assert!(ready.is_ok(), "worker did not wait for Redis");
+    let id = app.create_job(&[
+        ("ID", IMAGE),
+        ("CIRCLE", &circle(RA, DEC, 5.0)),
+        ("PHASE", "RUN"),
+    ]);
+    let doc = app.wait_final(&id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+}
+
+#[test]
+fn a_worker_exits_cleanly_after_max_jobs_and_another_finishes_the_rest() {
+    let mut app = distributed(1).config("WORKER__MAX_JOBS", "2").start();
+    let circle = circle(RA, DEC, 5.0);
+    let ids: Vec<String> = (0..3)
+        .map(|_| app.create_job(&[("ID", IMAGE), ("CIRCLE", &circle), ("PHASE", "RUN")]))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = app.workers[0].try_wait().expect("worker status") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker did not exit after max_jobs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "worker exited with {status}");
+    assert_eq!(count_with_phase(&app, "COMPLETED"), 2);
+    app.start_worker();
+    for id in &ids {
+        let doc = app.wait_final(id);
+        assert_eq!(
+            element(&doc, "uws:phase").as_deref(),
+            Some("COMPLETED"),
+            "{doc}"
+        );
+    }
 }
 
 #[test]

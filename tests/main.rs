@@ -10,6 +10,7 @@ mod datalink;
 mod events;
 mod faults;
 mod hostile;
+mod logs;
 mod many_cutouts;
 mod openapi;
 mod ops;

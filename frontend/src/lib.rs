@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod quota;
 pub mod router;
+pub mod span;
 pub mod state;
 pub mod sync;
 pub mod vosi;

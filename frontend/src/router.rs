@@ -2,6 +2,7 @@
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 
 use crate::extract::{MAX_BODY_BYTES, SERVICE_PATH};
@@ -43,7 +44,8 @@ pub fn build(state: AppState) -> Router {
         .route("/availability", get(vosi::availability))
         .route("/capabilities", get(vosi::capabilities))
         .route("/files/{*key}", get(files::get))
-        .route("/openapi.json", get(openapi::openapi_json));
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route_layer(from_fn_with_state(state.clone(), crate::span::request_span));
     Router::new()
         .nest(SERVICE_PATH, service)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

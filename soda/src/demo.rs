@@ -97,9 +97,29 @@ pub fn write_synthetic_image(path: &Path, image: &SyntheticImage) -> Result<(), 
     Ok(())
 }
 
+/// One demo image done, for a caller that shows progress.
+#[derive(Debug)]
+pub struct DemoProgress<'a> {
+    pub image: &'a DemoImage,
+    pub path: &'a Path,
+    /// Images done so far, this one included, out of `total`.
+    pub done: usize,
+    pub total: usize,
+    /// False when the file was already there and left alone.
+    pub written: bool,
+}
+
 /// Writes the demo images into `dir` (created if needed) as `NAME.fits`, leaving existing files
 /// alone, and describes them; the first one suits a ready-to-paste example request.
 pub fn write_demo_repository(dir: &Path) -> Result<Vec<DemoImage>, SodaError> {
+    write_demo_repository_reporting(dir, &mut |_| {})
+}
+
+/// [`write_demo_repository`], calling `progress` after each image.
+pub fn write_demo_repository_reporting(
+    dir: &Path,
+    progress: &mut dyn FnMut(DemoProgress<'_>),
+) -> Result<Vec<DemoImage>, SodaError> {
     const SIZE: usize = 512;
     const SCALE_DEG: f64 = 1.0 / 3600.0;
     let fields = [
@@ -112,7 +132,8 @@ pub fn write_demo_repository(dir: &Path) -> Result<Vec<DemoImage>, SodaError> {
     let mut images = Vec::new();
     for (name, ra_deg, dec_deg) in fields {
         let path = dir.join(format!("{name}.fits"));
-        if !path.exists() {
+        let written = !path.exists();
+        if written {
             // Write under a temporary name so that a crash never leaves a truncated image that
             // a later run would take for a finished one.
             let partial = dir.join(format!(".{name}.fits.partial"));
@@ -132,6 +153,15 @@ pub fn write_demo_repository(dir: &Path) -> Result<Vec<DemoImage>, SodaError> {
             dec_deg,
             radius_deg: SIZE as f64 / 2.0 * SCALE_DEG,
         });
+        if let Some(image) = images.last() {
+            progress(DemoProgress {
+                image,
+                path: &path,
+                done: images.len(),
+                total: fields.len(),
+                written,
+            });
+        }
     }
     Ok(images)
 }

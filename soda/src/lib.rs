@@ -38,7 +38,10 @@ mod stencil;
 pub use cutout::{
     CutOptions, Cutout, PixelBox, Provenance, combine_to_file, cut_to_file, cut_to_file_with,
 };
-pub use demo::{DemoImage, SyntheticImage, write_demo_repository, write_synthetic_image};
+pub use demo::{
+    DemoImage, DemoProgress, SyntheticImage, write_demo_repository,
+    write_demo_repository_reporting, write_synthetic_image,
+};
 pub use error::SodaError;
 pub use footprint::{Footprint, footprint};
 pub use region::ImageGeometry;

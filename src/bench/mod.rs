@@ -408,7 +408,11 @@ async fn embedded(
     work: &Arc<Workload>,
     table: &mut Table,
 ) -> anyhow::Result<()> {
-    let mut config = Config::load(None)?;
+    let loaded = Config::load(None)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let mut config = loaded.config;
     config.listen = "127.0.0.1:0".parse()?;
     config.data_dir = dir.join("data");
     config

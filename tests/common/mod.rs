@@ -76,18 +76,22 @@ pub struct TestApp {
     /// The job-store service and its URL (distributed topology).
     wobbly: Option<(Child, String)>,
     env: Vec<(String, String)>,
+    /// Where each process's stderr goes, one file per process; `None`: inherited.
+    log_dir: Option<PathBuf>,
     http: Client,
 }
 
 pub struct AppBuilder {
     env: Vec<(String, String)>,
     topology: Topology,
+    log_filter: Option<String>,
 }
 
 pub fn app() -> AppBuilder {
     AppBuilder {
         env: Vec::new(),
         topology: Topology::from_env(),
+        log_filter: None,
     }
 }
 
@@ -104,6 +108,13 @@ impl AppBuilder {
 
     pub fn topology(mut self, topology: Topology) -> AppBuilder {
         self.topology = topology;
+        self
+    }
+
+    /// Writes every process's stderr to a file under the app's `logs/` (read them with
+    /// [`TestApp::logs`]), logging at `filter` (a `RUST_LOG` value).
+    pub fn capture_logs(mut self, filter: &str) -> AppBuilder {
+        self.log_filter = Some(filter.to_owned());
         self
     }
 
@@ -136,8 +147,16 @@ impl AppBuilder {
                 "SKYCUT_REPOSITORIES__TEST".to_owned(),
                 images.display().to_string(),
             ),
-            ("RUST_LOG".to_owned(), "warn".to_owned()),
+            (
+                "RUST_LOG".to_owned(),
+                self.log_filter.clone().unwrap_or_else(|| "warn".to_owned()),
+            ),
         ];
+        let log_dir = self.log_filter.as_ref().map(|_| {
+            let logs = dir.path().join("logs");
+            std::fs::create_dir_all(&logs).expect("logs dir");
+            logs
+        });
         let mut wobbly = None;
         if let Topology::Distributed { .. } = self.topology {
             // A shared frontend refuses anonymous mode: the suites run it behind an
@@ -158,7 +177,7 @@ impl AppBuilder {
             ));
             env.extend(self.env.iter().cloned());
             // Frontend and workers reach the job store only through the wobbly service.
-            let (child, line) = start_process(&["wobbly"], &env);
+            let (child, line) = start_process(&["wobbly"], &env, log_dir.as_deref());
             let url = line
                 .split_once(" listening on ")
                 .map(|(_, url)| url.trim().to_owned())
@@ -172,7 +191,8 @@ impl AppBuilder {
             Topology::Embedded => "serve",
             Topology::Distributed { .. } => "frontend",
         };
-        let (frontend, line) = start_process(&[role, "--listen", "127.0.0.1:0"], &env);
+        let (frontend, line) =
+            start_process(&[role, "--listen", "127.0.0.1:0"], &env, log_dir.as_deref());
         let base = line
             .split_once(" listening on ")
             .map(|(_, url)| url.trim().to_owned())
@@ -198,6 +218,7 @@ impl AppBuilder {
             worker_ops: Vec::new(),
             wobbly,
             env,
+            log_dir,
             http,
         };
         if let Topology::Distributed { workers } = self.topology {
@@ -220,13 +241,24 @@ fn rand_u128() -> u128 {
     (u128::from(a) << 64) | u128::from(b)
 }
 
-/// Starts `skycut ARGS` with `env` and returns it with the first line it prints.
-fn start_process(args: &[&str], env: &[(String, String)]) -> (Child, String) {
+/// Starts `skycut ARGS` with `env` and returns it with the first line it prints; with `log_dir`,
+/// its stderr goes to a new file there.
+fn start_process(
+    args: &[&str],
+    env: &[(String, String)],
+    log_dir: Option<&std::path::Path>,
+) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skycut"));
-    command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    let stderr = match log_dir {
+        Some(dir) => {
+            let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+            let file = std::fs::File::create(dir.join(format!("{n:02}-{}.log", args[0])))
+                .expect("log file");
+            Stdio::from(file)
+        }
+        None => Stdio::inherit(),
+    };
+    command.args(args).stdout(Stdio::piped()).stderr(stderr);
     // Hermetic: only the configuration the test chose, never the caller's SKYCUT_* settings.
     for (k, _) in std::env::vars() {
         if k.starts_with("SKYCUT_") {
@@ -256,7 +288,7 @@ fn start_process(args: &[&str], env: &[(String, String)]) -> (Child, String) {
 impl TestApp {
     /// Starts one more `skycut worker` (distributed topology only).
     pub fn start_worker(&mut self) -> usize {
-        let (child, line) = start_process(&["worker"], &self.env);
+        let (child, line) = start_process(&["worker"], &self.env, self.log_dir.as_deref());
         assert!(line.contains("ready"), "worker did not start: {line:?}");
         let ops = line
             .split_once("health on ")
@@ -265,6 +297,36 @@ impl TestApp {
         self.workers.push(child);
         self.worker_ops.push(ops);
         self.workers.len() - 1
+    }
+
+    /// Everything the app's processes wrote to stderr so far (with `capture_logs`), each file
+    /// after a `== NAME ==` line.
+    pub fn logs(&self) -> String {
+        let dir = self
+            .log_dir
+            .as_ref()
+            .expect("logs are captured (capture_logs)");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("logs dir")
+            .map(|e| e.expect("log entry").path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(f).expect("log file");
+                format!("== {} ==\n{text}", f.display())
+            })
+            .collect()
+    }
+
+    /// The value of a setting the app's processes were started with, e.g. `SKYCUT_SIGNING_KEY`.
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The wobbly service's base URL (distributed topology).

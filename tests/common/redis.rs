@@ -46,6 +46,12 @@ impl PrivateRedis {
         }
     }
 
+    /// Kills the server: nothing listens on its port until `restart_empty`.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Kills the server (SIGKILL: no goodbye to clients) and starts an empty one on the same port.
     pub fn restart_empty(&mut self) {
         let _ = self.child.kill();

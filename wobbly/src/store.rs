@@ -98,6 +98,7 @@ impl SqlJobStore {
             if done.is_some() {
                 continue;
             }
+            tracing::info!(version, name, "applying job store migration");
             sqlx::raw_sql(AssertSqlSafe(*sql))
                 .execute(&mut *tx)
                 .await
@@ -446,7 +447,8 @@ fn store_error(e: sqlx::Error) -> UwsError {
     UwsError::Store(e.to_string())
 }
 
-fn redact(url: &str) -> String {
+/// `url` without its password, fit for a log line.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://[redacted]{}", &url[..scheme], &url[at..])

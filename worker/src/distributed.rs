@@ -2,13 +2,15 @@
 //! heartbeats while they run, and a drain on shutdown that finishes or hands back every job.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uws::events::PhaseEvents;
+use uws::queue::JobQueue;
 use uws::service::Uws;
 use uws::store::Transition;
 use uws::{ExecutionPhase, JobId, UwsError};
@@ -27,10 +29,14 @@ pub struct LoopSettings {
     pub drain_timeout: Duration,
     /// How often to check whether Redis lost its data (and rebuild the queue if so).
     pub recovery_interval: Duration,
+    /// Jobs to take before draining and returning; 0: no limit.
+    pub max_jobs: u64,
+    /// How often to log the one-line summary; `None`: never.
+    pub summary_interval: Option<Duration>,
 }
 
-/// Runs jobs from Redis until `shutdown`, then drains. Returns when every job this worker took
-/// has finished or been handed back.
+/// Runs jobs from Redis until `shutdown` (or until it has taken `max_jobs`), then drains. Returns
+/// when every job this worker took has finished or been handed back.
 pub async fn run_redis(
     worker: Worker,
     uws: Uws,
@@ -49,10 +55,24 @@ pub async fn run_redis(
         settings.recovery_interval,
         shutdown.clone(),
     ));
+    let done = Arc::new(AtomicU64::new(0));
+    let summary = settings.summary_interval.map(|every| {
+        tokio::spawn(summarise(
+            done.clone(),
+            queue.clone(),
+            every,
+            shutdown.clone(),
+        ))
+    });
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let running: Arc<Mutex<HashMap<JobId, Delivery>>> = Arc::default();
     let mut tasks = JoinSet::new();
+    let mut taken: u64 = 0;
     loop {
+        if settings.max_jobs > 0 && taken >= settings.max_jobs {
+            tracing::info!(jobs = taken, "max_jobs reached; finishing and exiting");
+            break;
+        }
         let permit = tokio::select! {
             () = shutdown.cancelled() => break,
             permit = slots.clone().acquire_owned() => match permit {
@@ -73,9 +93,11 @@ pub async fn run_redis(
                 continue;
             }
         };
+        taken += 1;
         if let Ok(mut r) = running.lock() {
             r.insert(delivery.job.id.clone(), delivery.clone());
         }
+        let done = done.clone();
         let worker = worker.clone();
         let consumer = consumer.clone();
         let running = running.clone();
@@ -97,7 +119,10 @@ pub async fn run_redis(
             };
             let handed_back = running.lock().map(|mut r| r.remove(&id).is_none()).unwrap_or(false);
             match outcome {
-                Ok(outcome) => tracing::debug!(job = %id, ?outcome, "job done"),
+                Ok(outcome) => {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(job = %id, ?outcome, "job done");
+                }
                 // The store could not be reached: leave the entry pending so another attempt
                 // (after the visibility timeout) records the job.
                 Err(e) => {
@@ -115,6 +140,9 @@ pub async fn run_redis(
         });
     }
     recovery.abort();
+    if let Some(summary) = summary {
+        summary.abort();
+    }
     drain(
         &worker,
         &uws,
@@ -176,6 +204,61 @@ async fn drain(
     while tasks.join_next().await.is_some() {}
 }
 
+/// Jobs per second between two summaries.
+#[derive(Debug)]
+struct Rate {
+    done: u64,
+    at: Instant,
+}
+
+impl Rate {
+    /// The rate since the previous call (or since `new`), then remembers this point.
+    fn next(&mut self, done: u64, now: Instant) -> f64 {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        let jobs = done.saturating_sub(self.done);
+        self.done = done;
+        self.at = now;
+        if secs > 0.0 { jobs as f64 / secs } else { 0.0 }
+    }
+}
+
+/// Logs one line at info every `every`: jobs done since start, rate since the previous line,
+/// and the queue depth (all workers' backlog, so an operator sees whether to add workers).
+async fn summarise(
+    done: Arc<AtomicU64>,
+    queue: RedisQueue,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut rate = Rate {
+        done: 0,
+        at: Instant::now(),
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let total = done.load(Ordering::Relaxed);
+        let per_sec = rate.next(total, Instant::now());
+        match queue.depth().await {
+            Ok(depth) => tracing::info!(
+                jobs_done = total,
+                jobs_per_sec = format!("{per_sec:.2}"),
+                queue_depth = depth,
+                "worker summary"
+            ),
+            Err(e) => tracing::info!(
+                jobs_done = total,
+                jobs_per_sec = format!("{per_sec:.2}"),
+                queue_depth = "unknown",
+                error = %e,
+                "worker summary"
+            ),
+        }
+    }
+}
+
 /// Rebuilds the queue from the job store whenever Redis turns out to have lost its data.
 async fn recover_periodically(
     uws: Uws,
@@ -225,4 +308,19 @@ pub async fn requeue_from_store(uws: &Uws, queue: &RedisQueue) -> Result<usize, 
             .await?;
     }
     Ok(ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_rate_counts_jobs_since_the_previous_line() {
+        let start = Instant::now();
+        let mut rate = Rate { done: 0, at: start };
+        assert_eq!(rate.next(10, start + Duration::from_secs(5)), 2.0);
+        // Ten jobs in total, none since the last line.
+        assert_eq!(rate.next(10, start + Duration::from_secs(10)), 0.0);
+        assert_eq!(rate.next(40, start + Duration::from_secs(20)), 3.0);
+    }
 }

@@ -20,19 +20,37 @@ use uws::{JobId, UwsError};
 
 const GROUP: &str = "workers";
 
-/// Connects a Redis client that reconnects by itself, with backoff, forever: a worker or
-/// frontend started before Redis waits for it instead of crashing.
+/// Connects a Redis client that reconnects by itself, with backoff, forever. A worker or
+/// frontend started before Redis waits for it instead of crashing: the first connection is
+/// retried with exponential backoff (each attempt logged at warn), and only a malformed URL fails.
 pub async fn connect(url: &str) -> Result<Client, fred::error::Error> {
     let config = Config::from_url(url)?;
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(5);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()?;
-    client.init().await?;
-    Ok(client)
+    let mut delay = FIRST_RETRY;
+    let mut attempt: u32 = 1;
+    loop {
+        // A fresh client per attempt: one whose first connection failed is not reused.
+        let client = Builder::from_config(config.clone())
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(5);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()?;
+        match client.init().await {
+            Ok(_) => return Ok(client),
+            Err(e) => {
+                tracing::warn!(attempt, retry_in = ?delay, error = %e, "Redis not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY);
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
 }
+
+/// The first wait before reconnecting to a Redis that was not reachable at start.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+/// Waits stop growing here, so a Redis that comes back is found within this long.
+const MAX_RETRY: Duration = Duration::from_secs(10);
 
 /// Stream names under one key prefix, so several deployments (or tests) can share a Redis.
 #[derive(Debug, Clone)]

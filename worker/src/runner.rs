@@ -92,6 +92,8 @@ impl Worker {
 
     /// Runs one job to a final phase. With `takeover`, a job the store says is EXECUTING is
     /// taken over (its worker died, or Redis lost its entry): handed back to QUEUED, then run.
+    /// Every log line of the job carries its `job_id`, and its `user` once the job is read.
+    #[tracing::instrument(name = "job", skip_all, fields(job_id = %id, user = tracing::field::Empty))]
     pub async fn run_job(&self, id: &JobId, takeover: bool) -> Result<Outcome, UwsError> {
         if takeover {
             match self.uws.store().get(id).await? {
@@ -111,6 +113,8 @@ impl Worker {
             }
             Err(e) => return Err(e),
         };
+        tracing::Span::current().record("user", job.owner.as_str());
+        tracing::debug!("job started");
         let token = self.register(id);
         let work = self.cut_all(&job);
         let limit = match job.execution_duration {
