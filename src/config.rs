@@ -205,6 +205,8 @@ pub struct JobsConfig {
     pub max_wait: u64,
     /// Seconds a synchronous request waits for its cutout before answering 503.
     pub sync_timeout: u64,
+    /// Queued jobs at or above which `/sync` answers 503 and points to `/jobs`; 0 = never.
+    pub sync_max_queue_depth: u64,
     /// Seconds a signed result URL stays valid.
     pub result_url_lifetime: u64,
     /// Seconds between sweeps that delete jobs past their destruction time.
@@ -269,6 +271,7 @@ impl Default for JobsConfig {
             max_lifetime: 30 * 24 * 3600,
             max_wait: 60,
             sync_timeout: 60,
+            sync_max_queue_depth: 0,
             result_url_lifetime: 15 * 60,
             sweep_interval: 60,
         }
@@ -400,6 +403,7 @@ impl Config {
             trusted_proxies: self.trusted_proxies.clone(),
             url_lifetime: Duration::from_secs(self.jobs.result_url_lifetime),
             sync_timeout: Duration::from_secs(self.jobs.sync_timeout),
+            sync_max_queue_depth: self.jobs.sync_max_queue_depth,
             quotas: self.quotas.quotas(),
         }
     }

@@ -164,11 +164,36 @@ fn job_children_are_plain_text() {
     assert_eq!(text("phase"), "PENDING");
     assert_eq!(text("executionduration"), "600");
     assert_timestamp(&text("destruction"));
-    assert_eq!(text("quote"), "");
+    assert_timestamp(&text("quote"));
     assert_eq!(text("owner"), "anonymous");
     let r = app.get(&format!("/jobs/{id}/parameters"), &[]);
     assert_eq!(r.status(), 200);
     assert_uws_valid(&r.text().expect("body"));
+}
+
+#[test]
+fn quote_is_an_instant_after_creation_and_the_end_time_once_completed() {
+    let app = spawn_app();
+    let id = app.cutout_job();
+    let created = element(&app.job_xml(&id), "uws:creationTime").expect("creationTime");
+    let quote = |app: &TestApp| {
+        let r = app.get(&format!("/jobs/{id}/quote"), &[]);
+        assert_eq!(r.status(), 200);
+        r.text().expect("quote")
+    };
+    let pending = quote(&app);
+    assert_timestamp(&pending);
+    // Same-width UTC timestamps order as strings.
+    assert!(
+        pending > created,
+        "quote {pending} not after creation {created}"
+    );
+    app.run_job(&id);
+    let doc = app.wait_final(&id);
+    assert!(doc.contains("COMPLETED"), "{doc}");
+    let end = element(&doc, "uws:endTime").expect("endTime");
+    assert_eq!(quote(&app), end);
+    assert_eq!(element(&doc, "uws:quote"), Some(end));
 }
 
 #[test]

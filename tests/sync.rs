@@ -277,3 +277,32 @@ fn tampered_or_expired_result_urls_get_403_and_no_data() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn sync_is_refused_with_retry_after_when_the_queue_is_full_and_creates_no_job() {
+    // No worker, so the queued job keeps the queue at the limit.
+    let app = app()
+        .config("AUTH__MODE", "ingress")
+        .config("JOBS__SYNC_MAX_QUEUE_DEPTH", "1")
+        .config("JOBS__SYNC_TIMEOUT", "7")
+        .topology(Topology::Distributed { workers: 0 })
+        .start();
+    let alice = app.as_caller(&[("x-auth-request-user", "alice")]);
+    let circle = circle(RA, DEC, 5.0);
+    let params = [("ID", IMAGE), ("CIRCLE", circle.as_str())];
+    let queued = alice.create_job(&[("ID", IMAGE), ("CIRCLE", &circle), ("PHASE", "RUN")]);
+    assert_eq!(alice.job_ids(), vec![queued.clone()]);
+
+    let r = alice.get("/sync", &params);
+    assert_eq!(r.status(), 503);
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(retry_after.as_deref(), Some("7"));
+    let body = r.text().expect("body");
+    assert!(body.starts_with("ServiceUnavailable: "), "{body}");
+    assert!(body.contains("async endpoint /jobs"), "{body}");
+    assert_eq!(alice.job_ids(), vec![queued]);
+}

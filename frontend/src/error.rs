@@ -37,6 +37,10 @@ pub enum FrontendError {
     /// 503 `ServiceUnavailable`: a dependency is down or the request could not be served in time.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 `ServiceUnavailable`: too busy to serve this request now (the sync queue is full); the
+    /// client may retry after `retry_after` seconds or use the async endpoint.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after: u64 },
     /// 500 `Error`: a bug or an unexpected failure.
     #[error("{0}")]
     Internal(String),
@@ -52,7 +56,9 @@ impl FrontendError {
                 StatusCode::FORBIDDEN
             }
             FrontendError::OverQuota { .. } => StatusCode::TOO_MANY_REQUESTS,
-            FrontendError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            FrontendError::Unavailable(_) | FrontendError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             FrontendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,7 +73,9 @@ impl FrontendError {
             FrontendError::Forbidden(_) | FrontendError::MissingScope { .. } => {
                 "AuthorizationError"
             }
-            FrontendError::Unavailable(_) => "ServiceUnavailable",
+            FrontendError::Unavailable(_) | FrontendError::Overloaded { .. } => {
+                "ServiceUnavailable"
+            }
             FrontendError::Internal(_) => "Error",
         }
     }
@@ -119,7 +127,10 @@ impl From<SodaError> for FrontendError {
 impl IntoResponse for FrontendError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        // Shedding load is the service working as configured, not a failure to investigate.
+        if let FrontendError::Overloaded { .. } = self {
+            tracing::warn!(status = status.as_u16(), error = %self, "request refused");
+        } else if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
         }
         let mut response = (status, format!("{}: {}", self.label(), self)).into_response();
@@ -143,7 +154,8 @@ impl IntoResponse for FrontendError {
                     headers.insert(header::WWW_AUTHENTICATE, v);
                 }
             }
-            FrontendError::OverQuota { retry_after, .. } => {
+            FrontendError::OverQuota { retry_after, .. }
+            | FrontendError::Overloaded { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}

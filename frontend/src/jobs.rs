@@ -10,6 +10,7 @@ use crate::cutout;
 use crate::error::FrontendError;
 use crate::extract::{DaliParams, Owner, PublicBase};
 use crate::quota::{self, Intent};
+use crate::quote;
 use crate::state::AppState;
 
 type Result<T> = std::result::Result<T, FrontendError>;
@@ -125,6 +126,7 @@ pub async fn get(
         }
         None => app.uws.job(&owner, &id).await?,
     };
+    let job = quote::with_quote(&app, job).await?;
     let urls = result_urls(&app, &base, &job).await?;
     Ok(xml_response(xml::job(&job, &urls)))
 }
@@ -362,7 +364,8 @@ pub async fn get_error(
     }
 }
 
-/// `GET /quote`: empty (nil) until estimates exist.
+/// `GET /quote`: when the job is expected to complete (see [`crate::quote`]); empty for a held or
+/// suspended job.
 #[utoipa::path(
     get,
     path = "/jobs/{id}/quote",
@@ -378,7 +381,7 @@ pub async fn get_quote(
     Owner(owner): Owner,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let job = app.uws.job(&owner, &id).await?;
+    let job = quote::with_quote(&app, app.uws.job(&owner, &id).await?).await?;
     Ok(text_response(
         job.quote.map(timestamp::format).unwrap_or_default(),
     ))

@@ -20,6 +20,7 @@ pub mod files;
 pub mod jobs;
 pub mod openapi;
 pub mod quota;
+pub mod quote;
 pub mod router;
 pub mod span;
 pub mod state;

@@ -25,6 +25,9 @@ pub struct FrontendSettings {
     pub url_lifetime: Duration,
     /// How long a synchronous request waits for its cutout before answering 503.
     pub sync_timeout: Duration,
+    /// Queued jobs at or above which a synchronous request is refused (503, pointing to the
+    /// async endpoint) rather than queued behind them; 0 = never refused.
+    pub sync_max_queue_depth: u64,
     /// Per-user limits on jobs and result bytes.
     pub quotas: Quotas,
 }
@@ -39,6 +42,7 @@ impl Default for FrontendSettings {
             ],
             url_lifetime: Duration::from_secs(15 * 60),
             sync_timeout: Duration::from_secs(60),
+            sync_max_queue_depth: 0,
             quotas: Quotas::default(),
         }
     }

@@ -27,7 +27,7 @@ use crate::state::AppState;
         (status = 204, description = "The stencil does not overlap the image (SODA 1.0 §5.1)"),
         (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
         (status = 404, description = "UsageError: the image is unknown", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: a dependency is down or the cutout took too long", content_type = "text/plain", body = String)
+        (status = 503, description = "ServiceUnavailable: a dependency is down, the queue is too deep for a synchronous request (use /jobs; Retry-After says when to try again), or the cutout took too long", content_type = "text/plain", body = String)
     )
 )]
 pub async fn sync(
@@ -39,6 +39,7 @@ pub async fn sync(
     // UWS control parameters mean nothing here; only the SODA ones are kept.
     let job_parameters = cutout::job_parameters(&app, &params)?;
     quota::check(&app, &owner, Intent::CreateAndRun).await?;
+    refuse_if_queue_full(&app).await?;
     let mut run = uws::Parameters::new();
     run.push("PHASE", "RUN");
     let job = app
@@ -71,4 +72,27 @@ pub async fn sync(
             job.id
         ))),
     }
+}
+
+/// Refuses a synchronous request while the queue holds `sync_max_queue_depth` jobs or more: its
+/// job would wait behind them and likely time out while holding a connection, so the client is
+/// told to submit it to `/jobs` instead (DMTN-208). Checked before the job exists, so a refused
+/// request leaves nothing behind.
+async fn refuse_if_queue_full(app: &AppState) -> Result<(), FrontendError> {
+    let limit = app.settings.sync_max_queue_depth;
+    if limit == 0 {
+        return Ok(());
+    }
+    let depth = app.uws.queue().depth().await?;
+    if depth < limit {
+        return Ok(());
+    }
+    Err(FrontendError::Overloaded {
+        message: format!(
+            "{depth} jobs are queued (the limit for synchronous requests is {limit}); \
+             submit the cutout to the async endpoint /jobs instead"
+        ),
+        // A sync request would have waited up to this long anyway; by then the queue has moved.
+        retry_after: app.settings.sync_timeout.as_secs().max(1),
+    })
 }

@@ -149,6 +149,10 @@ pub trait JobStore: Send + Sync {
     /// The owner's queued and executing jobs, jobs created since `since`, and result bytes held.
     async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError>;
 
+    /// Mean time from start to end of the (at most `limit`) most recently created COMPLETED
+    /// jobs, for completion estimates; `None` when there are none.
+    async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError>;
+
     /// Jobs in the given phases, oldest first (to rebuild a lost queue).
     async fn in_phases(
         &self,

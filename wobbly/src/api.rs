@@ -118,6 +118,12 @@ pub struct IdsQuery {
     pub limit: u32,
 }
 
+/// `GET /v1/run-time?limit=N`: the mean run time of recent COMPLETED jobs, in seconds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunTimeJson {
+    pub mean_seconds: Option<f64>,
+}
+
 /// `GET /v1/usage`: whose usage, and the start of the creation window.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UsageQuery {

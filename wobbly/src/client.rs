@@ -13,8 +13,8 @@ use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, ListCursor, OwnerUs
 use uws::{ExecutionPhase, Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
-    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, TransitionJson, TransitionRequest,
-    UpdateJson, UsageJson, UsageQuery, phase_list,
+    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, RunTimeJson, TransitionJson,
+    TransitionRequest, UpdateJson, UsageJson, UsageQuery, phase_list,
 };
 use crate::auth::TokenKey;
 
@@ -213,6 +213,20 @@ impl JobStore for WobblyClient {
             .send(self.http.get(self.url("/usage")).query(&query))
             .await?;
         OwnerUsage::try_from(usage)
+    }
+
+    async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError> {
+        let query = IdsQuery {
+            phases: None,
+            now: None,
+            limit,
+        };
+        let run_time: RunTimeJson = self
+            .send(self.http.get(self.url("/run-time")).query(&query))
+            .await?;
+        Ok(run_time
+            .mean_seconds
+            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok()))
     }
 
     async fn in_phases(

@@ -14,8 +14,8 @@ use uws::store::{JobStore, JobUpdate, ListCursor, Transition};
 use uws::{Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
-    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, SummaryJson, TransitionRequest,
-    UpdateJson, UsageJson, UsageQuery, phases,
+    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, RunTimeJson, SummaryJson,
+    TransitionRequest, UpdateJson, UsageJson, UsageQuery, phases,
 };
 use crate::auth::{Claims, TokenKey};
 use crate::store::SqlJobStore;
@@ -40,6 +40,7 @@ pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
         .route("/expired", get(expired))
         .route("/active", get(active))
         .route("/usage", get(usage))
+        .route("/run-time", get(run_time))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state.clone());
     Router::new()
@@ -188,6 +189,17 @@ async fn usage(
     let since = timestamp::parse(&query.since)?;
     let usage = scoped(&state, &claims).usage(&owner, since).await?;
     Ok(Json(UsageJson::from(&usage)))
+}
+
+async fn run_time(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Query(query): Query<IdsQuery>,
+) -> Result<Json<RunTimeJson>, Failure> {
+    let mean = scoped(&state, &claims).mean_run_time(query.limit).await?;
+    Ok(Json(RunTimeJson {
+        mean_seconds: mean.map(|d| d.as_secs_f64()),
+    }))
 }
 
 async fn transition(

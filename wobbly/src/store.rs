@@ -405,6 +405,36 @@ impl JobStore for SqlJobStore {
         Ok(usage)
     }
 
+    async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError> {
+        // Ordered by creation time so that the (phase, creation_time) index serves it; averaged
+        // here because AVG's result type differs between SQLite and PostgreSQL.
+        let rows = sqlx::query(
+            "SELECT start_time, end_time FROM uws_job \
+             WHERE phase = 'COMPLETED' AND service = $1 \
+             AND start_time IS NOT NULL AND end_time IS NOT NULL \
+             ORDER BY creation_time DESC LIMIT $2",
+        )
+        .bind(self.service.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let mut total: i64 = 0;
+        for row in &rows {
+            let start: i64 = row.try_get("start_time").map_err(store_error)?;
+            let end: i64 = row.try_get("end_time").map_err(store_error)?;
+            total = total.saturating_add(end.saturating_sub(start).max(0));
+        }
+        let Ok(n) = i64::try_from(rows.len()) else {
+            return Ok(None);
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        let mean_micros = u64::try_from(total / n).unwrap_or(0);
+        Ok(Some(std::time::Duration::from_micros(mean_micros)))
+    }
+
     async fn in_phases(
         &self,
         phases: &[ExecutionPhase],

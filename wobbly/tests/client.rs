@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use uws::store::{JobFilter, JobStore};
+use uws::store::{JobFilter, JobStore, Transition};
 use uws::{NewJob, timestamp};
 use wobbly::service::router;
 use wobbly::{SqlJobStore, TokenKey, WobblyClient};
@@ -73,5 +73,36 @@ async fn the_client_follows_cursor_pages_to_the_end_or_to_last() {
     assert_eq!(
         newest.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
         created[..7]
+    );
+}
+
+#[tokio::test]
+async fn the_client_reads_the_mean_run_time_of_completed_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TokenKey::new(b"client-test-key").expect("key");
+    let base = serve(&dir, &key).await;
+    let client = WobblyClient::new(&base, "client-test", key).expect("client");
+    assert_eq!(client.mean_run_time(10).await.expect("no history"), None);
+    let job = client.create(new_job("erin", 0)).await.expect("create");
+    let start = timestamp::now();
+    client
+        .transition(&job.id, Transition::Queue, start)
+        .await
+        .expect("queue");
+    client
+        .transition(&job.id, Transition::Start, start)
+        .await
+        .expect("start");
+    client
+        .transition(
+            &job.id,
+            Transition::Complete(Vec::new()),
+            start + Duration::from_millis(2500),
+        )
+        .await
+        .expect("complete");
+    assert_eq!(
+        client.mean_run_time(10).await.expect("mean"),
+        Some(Duration::from_millis(2500))
     );
 }

@@ -284,6 +284,53 @@ async fn usage_counts_one_owners_queue_window_and_result_bytes(store: SqlJobStor
     assert_eq!(nobody, uws::store::OwnerUsage::default());
 }
 
+/// Runs a new job from `start` to `start + seconds` and ends it by `end`.
+async fn run(
+    store: &SqlJobStore,
+    offset_ms: i64,
+    seconds: i64,
+    end: fn(Vec<JobResult>) -> Transition,
+) {
+    let job = store
+        .create(new_job("alice", offset_ms))
+        .await
+        .expect("create");
+    let start = timestamp::now();
+    let at = |s: i64| start + time::Duration::seconds(s);
+    store
+        .transition(&job.id, Transition::Queue, at(0))
+        .await
+        .expect("queue");
+    store
+        .transition(&job.id, Transition::Start, at(0))
+        .await
+        .expect("start");
+    store
+        .transition(&job.id, end(Vec::new()), at(seconds))
+        .await
+        .expect("end");
+}
+
+async fn mean_run_time_averages_the_most_recent_completed_jobs(store: SqlJobStore) {
+    assert_eq!(store.mean_run_time(10).await.expect("empty"), None);
+    run(&store, -3000, 100, Transition::Complete).await;
+    run(&store, -2000, 2, Transition::Complete).await;
+    run(&store, -1000, 4, Transition::Complete).await;
+    // Failed jobs say nothing about how long a cutout takes.
+    run(&store, 0, 50, |_| {
+        Transition::Fail(JobError::new(ErrorCode::Internal, "boom"))
+    })
+    .await;
+    assert_eq!(
+        store.mean_run_time(2).await.expect("mean"),
+        Some(Duration::from_secs(3))
+    );
+    assert_eq!(
+        store.mean_run_time(3).await.expect("mean"),
+        Some(Duration::from_secs(106 / 3) + Duration::from_micros(333_333))
+    );
+}
+
 macro_rules! both_databases {
     ($($name:ident),*) => {
         mod sqlite {
@@ -312,5 +359,6 @@ both_databases!(
     list_is_newest_first_and_filtered,
     updates_apply_only_while_pending,
     cursor_pages_cover_the_list_once_in_order,
-    usage_counts_one_owners_queue_window_and_result_bytes
+    usage_counts_one_owners_queue_window_and_result_bytes,
+    mean_run_time_averages_the_most_recent_completed_jobs
 );
