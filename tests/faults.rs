@@ -96,9 +96,12 @@ fn a_job_whose_worker_is_killed_completes_once() {
 
 #[test]
 fn a_stopped_busy_worker_exits_cleanly_and_loses_no_job() {
+    // A short visibility timeout: an entry the stopped worker had read but not started is
+    // claimed by the next worker at once rather than after the default 30 s.
     let mut app = distributed(1)
         .config("WORKER__CONCURRENCY", "2")
         .config("WORKER__DRAIN_TIMEOUT", "0")
+        .config("WORKER__VISIBILITY_TIMEOUT", "2")
         .start();
     let image = big_image(&app);
     let ids: Vec<String> = (0..3)
