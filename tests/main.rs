@@ -13,6 +13,7 @@ mod hostile;
 mod many_cutouts;
 mod openapi;
 mod ops;
+mod previews;
 mod quotas;
 mod sync;
 mod tidy;
