@@ -225,7 +225,10 @@ impl SourceImage {
             }
             let (nx, ny) = (shape[shape.len() - 1], shape[shape.len() - 2]);
             let extra: Vec<usize> = shape[..shape.len() - 2].iter().rev().copied().collect();
-            let bitpix: i64 = hdu.read_key(file, "BITPIX")?;
+            // A tile-compressed image is a binary table to the header: its image's BITPIX and
+            // BLANK are ZBITPIX and ZBLANK (cfitsio decompresses the pixels transparently).
+            let compressed = hdu.read_key::<i64>(file, "ZBITPIX").is_ok();
+            let bitpix: i64 = hdu.read_key(file, if compressed { "ZBITPIX" } else { "BITPIX" })?;
             let pixel_type = *image_type;
             if bitpix > 0 && matches!(pixel_type, ImageType::Float | ImageType::Double) {
                 return Err(SodaError::BadImage(format!(
@@ -235,7 +238,15 @@ impl SourceImage {
             }
             let keywords = WcsKeywords::read(file, &hdu);
             let blank = if bitpix > 0 {
-                hdu.read_key::<i64>(file, "BLANK").ok()
+                hdu.read_key::<i64>(file, "BLANK")
+                    .or_else(|e| {
+                        if compressed {
+                            hdu.read_key::<i64>(file, "ZBLANK")
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .ok()
             } else {
                 None
             };
@@ -1119,5 +1130,77 @@ mod tests {
             let original: Vec<f32> = p.hdu(1).unwrap().read_image(&mut p).unwrap();
             assert_eq!(pixels, original);
         }
+    }
+
+    /// Writes the pixels and WCS of `source` (a synthetic image) as a named image extension of
+    /// a new file at `out`, tile-compressed losslessly when `compress` (cfitsio's `[compress]`
+    /// file-name syntax, GZIP without quantising the floats), after an empty primary HDU.
+    fn copy_as_extension(source: &Path, out: &Path, extname: &str, compress: bool) {
+        let mut src = FitsFile::open(source).unwrap();
+        let hdu = src.primary_hdu().unwrap();
+        let pixels: Vec<f32> = hdu.read_image(&mut src).unwrap();
+        let name = if compress {
+            format!("{}[compress GZIP 64,64; q 0]", out.display())
+        } else {
+            out.display().to_string()
+        };
+        let mut dst = FitsFile::create(name).open().unwrap();
+        let description = ImageDescription {
+            data_type: ImageType::Float,
+            dimensions: &[NY, NX],
+        };
+        let ext = dst.create_image(extname, &description).unwrap();
+        for key in ["CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "RADESYS"] {
+            let value: String = hdu.read_key(&mut src, key).unwrap();
+            ext.write_key(&mut dst, key, value).unwrap();
+        }
+        for key in [
+            "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "EQUINOX",
+        ] {
+            let value: f64 = hdu.read_key(&mut src, key).unwrap();
+            ext.write_key(&mut dst, key, value).unwrap();
+        }
+        ext.write_image(&mut dst, &pixels).unwrap();
+    }
+
+    fn cut_pixels(source: &Path, stencil: &Stencil, out: &Path) -> (PixelBox, Vec<f32>) {
+        let cutout = cut_to_file(source, stencil, &provenance(stencil), out).unwrap();
+        let mut f = FitsFile::open(out).unwrap();
+        let hdu = f.hdu("CUTOUT").unwrap();
+        (cutout.region, hdu.read_image(&mut f).unwrap())
+    }
+
+    #[test]
+    fn a_tile_compressed_image_cuts_to_the_same_pixels_as_the_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let packed = dir.path().join("src.fits.fz");
+        copy_as_extension(&source, &packed, "COMPRESSED_IMAGE", true);
+        // The file really is tile-compressed: its image lives in a binary table.
+        let mut f = FitsFile::open(&packed).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        assert_eq!(
+            hdu.read_key::<String>(&mut f, "XTENSION").unwrap(),
+            "BINTABLE"
+        );
+        drop(f);
+        // Across tile boundaries (64 px) and an image edge.
+        let stencil = circle_at(&source, 100.0, 60.0, 40.0);
+        let plain = cut_pixels(&source, &stencil, &dir.path().join("a.fits"));
+        let compressed = cut_pixels(&packed, &stencil, &dir.path().join("b.fits"));
+        assert_eq!(plain, compressed);
+        assert!(plain.1.len() > 64 * 64);
+    }
+
+    #[test]
+    fn an_empty_primary_hdu_makes_the_first_image_extension_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let mef = dir.path().join("mef.fits");
+        copy_as_extension(&source, &mef, "SCI", false);
+        let stencil = circle_at(&source, 30.0, 150.0, 12.0);
+        let plain = cut_pixels(&source, &stencil, &dir.path().join("a.fits"));
+        let extension = cut_pixels(&mef, &stencil, &dir.path().join("b.fits"));
+        assert_eq!(plain, extension);
     }
 }
