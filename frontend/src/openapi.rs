@@ -101,7 +101,7 @@ pub async fn openapi_json() -> Response {
 #[derive(ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SodaParams {
-    /// The image: `butler://REPOSITORY/NAME`.
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
     #[schema(example = "butler://demo/m31")]
     #[param(example = "butler://demo/m31")]
     pub ID: String,
@@ -128,7 +128,7 @@ pub struct SodaParams {
 /// A new async job: the SODA parameters plus the UWS control parameters.
 #[derive(ToSchema)]
 pub struct JobCreation {
-    /// The image: `butler://REPOSITORY/NAME`.
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
     #[schema(example = "butler://demo/m31")]
     pub ID: String,
     /// `ra dec radius`, ICRS degrees.
@@ -156,7 +156,7 @@ pub struct JobCreation {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LinksParams {
-    /// The image: `butler://REPOSITORY/NAME`.
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
     #[param(example = "butler://demo/m31")]
     pub ID: String,
 }
@@ -218,7 +218,7 @@ pub struct DestructionForm {
 /// `POST /jobs/{id}/parameters`: SODA parameters to replace while PENDING, and the run label.
 #[derive(ToSchema)]
 pub struct ParametersForm {
-    /// The image: `butler://REPOSITORY/NAME`.
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
     pub ID: Option<String>,
     /// `ra dec radius`, ICRS degrees.
     pub CIRCLE: Option<String>,

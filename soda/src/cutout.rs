@@ -45,7 +45,7 @@ pub struct Cutout {
 }
 
 /// How to cut, beyond where.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CutOptions {
     /// Blank the pixels of the rectangle whose centres lie outside the stencil: NaN for
     /// floating-point images, the BLANK value for integer images (the source's BLANK, or the
@@ -55,6 +55,9 @@ pub struct CutOptions {
     /// interval (metres, bounds possibly infinite). Other axes beyond the celestial two are
     /// always kept whole.
     pub band: Option<(f64, f64)>,
+    /// The `EXTNAME` of the image HDU to cut (the ID's `?ext=`); `None` takes the primary HDU
+    /// or, when that is empty, the first image extension.
+    pub extension: Option<String>,
 }
 
 /// Pixels copied per read/write call, so that a whole-image cutout never sits in memory.
@@ -103,7 +106,7 @@ pub fn cut_to_file_with(
     let _guard = lock_source(source);
 
     let mut src = FitsFile::open(source)?;
-    let image = SourceImage::find(&mut src)?;
+    let image = SourceImage::find(&mut src, options.extension.as_deref())?;
     let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
     let name = || {
         if provenance.source_id.is_empty() {
@@ -211,10 +214,30 @@ pub(crate) struct SourceImage {
 }
 
 impl SourceImage {
-    /// The primary HDU if it holds an image of 2 or more axes, else the first such extension.
-    pub(crate) fn find(file: &mut FitsFile) -> Result<SourceImage, SodaError> {
-        let count = file.num_hdus()?;
-        for index in 0..count {
+    /// The HDU named `extension` (its `EXTNAME`), which must hold an image of 2 or more axes;
+    /// without a name, the primary HDU if it holds such an image, else the first extension
+    /// that does.
+    pub(crate) fn find(
+        file: &mut FitsFile,
+        extension: Option<&str>,
+    ) -> Result<SourceImage, SodaError> {
+        let indices = match extension {
+            Some(name) => {
+                let index = (0..file.num_hdus()?)
+                    .find(|&i| {
+                        file.hdu(i).is_ok_and(|hdu| {
+                            hdu.read_key::<String>(file, "EXTNAME")
+                                .is_ok_and(|n| n.trim().eq_ignore_ascii_case(name))
+                        })
+                    })
+                    .ok_or_else(|| {
+                        SodaError::UnknownImage(format!("the image has no extension {name:?}"))
+                    })?;
+                index..index + 1
+            }
+            None => 0..file.num_hdus()?,
+        };
+        for index in indices {
             let hdu = file.hdu(index)?;
             let HduInfo::ImageInfo { shape, image_type } = &hdu.info else {
                 continue;
@@ -262,9 +285,12 @@ impl SourceImage {
                 bunit,
             });
         }
-        Err(SodaError::BadImage(
-            "no image HDU with 2 or more axes".to_owned(),
-        ))
+        Err(match extension {
+            Some(name) => SodaError::usage(format!(
+                "extension {name:?} is not an image of 2 or more axes"
+            )),
+            None => SodaError::BadImage("no image HDU with 2 or more axes".to_owned()),
+        })
     }
 }
 
@@ -1064,6 +1090,7 @@ mod tests {
         let options = CutOptions {
             band: Some((515e-9, 540e-9)),
             mask: true,
+            ..CutOptions::default()
         };
         let (shape, pixels, crpix3, r) = cut_cube(options).unwrap();
         assert_eq!(shape, vec![3, 11, 11]);
@@ -1081,7 +1108,7 @@ mod tests {
     fn band_outside_the_cube_is_no_overlap() {
         let options = CutOptions {
             band: Some((600e-9, f64::INFINITY)),
-            mask: false,
+            ..CutOptions::default()
         };
         assert!(matches!(
             cut_cube(options),
@@ -1096,7 +1123,7 @@ mod tests {
         let stencil = circle_at(&source, 50.0, 50.0, 5.0);
         let options = CutOptions {
             band: Some((1e-7, 1e-6)),
-            mask: false,
+            ..CutOptions::default()
         };
         let out = dir.path().join("out.fits");
         let error =
@@ -1132,10 +1159,15 @@ mod tests {
         }
     }
 
-    /// Writes the pixels and WCS of `source` (a synthetic image) as a named image extension of
-    /// a new file at `out`, tile-compressed losslessly when `compress` (cfitsio's `[compress]`
-    /// file-name syntax, GZIP without quantising the floats), after an empty primary HDU.
     fn copy_as_extension(source: &Path, out: &Path, extname: &str, compress: bool) {
+        copy_as_extensions(source, out, &[(extname, 1.0)], compress);
+    }
+
+    /// Writes the pixels (times a factor) and WCS of `source` (a synthetic image) as named image
+    /// extensions of a new file at `out`, after an empty primary HDU, tile-compressed
+    /// losslessly when `compress` (cfitsio's `[compress]` file-name syntax, GZIP without
+    /// quantising the floats).
+    fn copy_as_extensions(source: &Path, out: &Path, extensions: &[(&str, f32)], compress: bool) {
         let mut src = FitsFile::open(source).unwrap();
         let hdu = src.primary_hdu().unwrap();
         let pixels: Vec<f32> = hdu.read_image(&mut src).unwrap();
@@ -1149,18 +1181,22 @@ mod tests {
             data_type: ImageType::Float,
             dimensions: &[NY, NX],
         };
-        let ext = dst.create_image(extname, &description).unwrap();
-        for key in ["CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "RADESYS"] {
-            let value: String = hdu.read_key(&mut src, key).unwrap();
-            ext.write_key(&mut dst, key, value).unwrap();
+        for &(extname, factor) in extensions {
+            let ext = dst.create_image(extname, &description).unwrap();
+            for key in ["CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "RADESYS"] {
+                let value: String = hdu.read_key(&mut src, key).unwrap();
+                ext.write_key(&mut dst, key, value).unwrap();
+            }
+            for key in [
+                "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2",
+                "EQUINOX",
+            ] {
+                let value: f64 = hdu.read_key(&mut src, key).unwrap();
+                ext.write_key(&mut dst, key, value).unwrap();
+            }
+            let scaled: Vec<f32> = pixels.iter().map(|p| p * factor).collect();
+            ext.write_image(&mut dst, &scaled).unwrap();
         }
-        for key in [
-            "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "EQUINOX",
-        ] {
-            let value: f64 = hdu.read_key(&mut src, key).unwrap();
-            ext.write_key(&mut dst, key, value).unwrap();
-        }
-        ext.write_image(&mut dst, &pixels).unwrap();
     }
 
     fn cut_pixels(source: &Path, stencil: &Stencil, out: &Path) -> (PixelBox, Vec<f32>) {
@@ -1202,5 +1238,32 @@ mod tests {
         let plain = cut_pixels(&source, &stencil, &dir.path().join("a.fits"));
         let extension = cut_pixels(&mef, &stencil, &dir.path().join("b.fits"));
         assert_eq!(plain, extension);
+    }
+
+    #[test]
+    fn an_id_extension_chooses_the_hdu_by_extname_and_an_unknown_one_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let mef = dir.path().join("mef.fits");
+        // SCI, the second extension, has every pixel doubled.
+        copy_as_extensions(&source, &mef, &[("VAR", 1.0), ("SCI", 2.0)], false);
+        let stencil = circle_at(&source, 80.0, 90.0, 8.0);
+        let cut = |extension: Option<&str>| {
+            let out = dir.path().join("out.fits");
+            let options = CutOptions {
+                extension: extension.map(str::to_owned),
+                ..CutOptions::default()
+            };
+            cut_to_file_with(&mef, &stencil, &provenance(&stencil), &out, options).map(|_| {
+                let mut f = FitsFile::open(&out).unwrap();
+                let hdu = f.hdu("CUTOUT").unwrap();
+                hdu.read_image::<Vec<f32>>(&mut f).unwrap()
+            })
+        };
+        let first = cut(None).unwrap();
+        assert_eq!(cut(Some("var")).unwrap(), first);
+        let sci = cut(Some("SCI")).unwrap();
+        assert_eq!(sci, first.iter().map(|p| p * 2.0).collect::<Vec<_>>());
+        assert!(matches!(cut(Some("DQ")), Err(SodaError::UnknownImage(_))));
     }
 }

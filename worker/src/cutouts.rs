@@ -69,9 +69,10 @@ pub(crate) async fn cut_all(
         job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
     )
     .map_err(job_error)?;
-    let options = CutOptions {
+    let options = |id: &SourceId| CutOptions {
         mask: request.mask,
         band: request.band,
+        extension: id.extension().map(str::to_owned),
     };
     let pairs: Vec<(&SourceId, &Stencil)> = request.pairs().collect();
     let mut scratch = Scratch { files: Vec::new() };
@@ -79,7 +80,17 @@ pub(crate) async fn cut_all(
     for (n, (id, stencil)) in pairs.iter().enumerate() {
         let out = scratch.file(settings.scratch_dir.join(format!("{}-{n}.fits", job.id)));
         outcomes.push(
-            match cut_one(repositories, cache, settings, id, stencil, &out, options).await {
+            match cut_one(
+                repositories,
+                cache,
+                settings,
+                id,
+                stencil,
+                &out,
+                options(id),
+            )
+            .await
+            {
                 Ok(()) => Pair::Cut(out),
                 Err(e) => Pair::Failed(e),
             },
