@@ -14,6 +14,7 @@ mod logs;
 mod many_cutouts;
 mod openapi;
 mod ops;
+mod previews;
 mod quotas;
 mod sync;
 mod tidy;

@@ -306,3 +306,73 @@ fn sync_is_refused_with_retry_after_when_the_queue_is_full_and_creates_no_job() 
     assert!(body.contains("async endpoint /jobs"), "{body}");
     assert_eq!(alice.job_ids(), vec![queued]);
 }
+
+/// Writes `images/mef.fits`: an empty primary HDU, then the test image as extension `VAR` and,
+/// with every pixel doubled, as extension `SCI`.
+fn write_two_extension_image(app: &TestApp) {
+    let source = source_image(app);
+    let path = source.with_file_name("mef.fits");
+    let mut src = FitsFile::open(&source).expect("open");
+    let primary = src.primary_hdu().expect("primary");
+    let pixels: Vec<f32> = primary.read_image(&mut src).expect("pixels");
+    let HduInfo::ImageInfo { shape, .. } = &primary.info else {
+        panic!("not an image");
+    };
+    let description = fitsio::images::ImageDescription {
+        data_type: fitsio::images::ImageType::Float,
+        dimensions: shape,
+    };
+    let mut dst = FitsFile::create(&path).open().expect("create");
+    for (name, factor) in [("VAR", 1.0), ("SCI", 2.0)] {
+        let hdu = dst.create_image(name, &description).expect("extension");
+        // The test image's WCS (soda::write_synthetic_image writes these).
+        for key in ["CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "RADESYS"] {
+            let value: String = primary.read_key(&mut src, key).expect(key);
+            hdu.write_key(&mut dst, key, value).expect(key);
+        }
+        for key in [
+            "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "EQUINOX",
+        ] {
+            let value: f64 = primary.read_key(&mut src, key).expect(key);
+            hdu.write_key(&mut dst, key, value).expect(key);
+        }
+        let scaled: Vec<f32> = pixels.iter().map(|p| p * factor).collect();
+        hdu.write_image(&mut dst, &scaled).expect("write");
+    }
+}
+
+#[test]
+fn an_id_with_ext_cuts_that_extension_and_an_unknown_extension_is_404() {
+    let app = spawn_app();
+    write_two_extension_image(&app);
+    let stencil = circle(RA, DEC, 10.0);
+    let cut = |id: &str| {
+        let url = sync_redirect(&app, &[("ID", id), ("CIRCLE", &stencil)]);
+        read_f32(&download(&app, &url), 1).0
+    };
+    let plain = cut(IMAGE);
+    assert_eq!(
+        cut("butler://test/mef"),
+        plain,
+        "no ext: the first image extension"
+    );
+    assert_eq!(cut("butler://test/mef?ext=VAR"), plain);
+    let doubled: Vec<f32> = plain.iter().map(|p| p * 2.0).collect();
+    assert_eq!(cut("butler://test/mef?ext=SCI"), doubled);
+
+    let r = app.get(
+        "/sync",
+        &[("ID", "butler://test/mef?ext=DQ"), ("CIRCLE", &stencil)],
+    );
+    assert_eq!(r.status(), 404);
+    let body = r.text().expect("body");
+    assert!(
+        body.starts_with("UsageError") && body.contains("DQ"),
+        "{body}"
+    );
+    let r = app.get(
+        "/sync",
+        &[("ID", "butler://test/mef?hdu=2"), ("CIRCLE", &stencil)],
+    );
+    assert_eq!(r.status(), 400);
+}

@@ -58,9 +58,11 @@ pub async fn links(
     let source = SourceId::parse(id)?;
     let path = app.repositories.resolve(&source)?;
     // Reading the header is file I/O through cfitsio: keep it off the async threads.
-    let footprint = tokio::task::spawn_blocking(move || soda::footprint(&path))
-        .await
-        .map_err(|e| FrontendError::Internal(format!("footprint task failed: {e}")))??;
+    let extension = source.extension().map(str::to_owned);
+    let footprint =
+        tokio::task::spawn_blocking(move || soda::footprint(&path, extension.as_deref()))
+            .await
+            .map_err(|e| FrontendError::Internal(format!("footprint task failed: {e}")))??;
     let body = document(&base.0, &source.to_string(), &footprint);
     Ok(([(header::CONTENT_TYPE, DATALINK_CONTENT_TYPE)], body).into_response())
 }

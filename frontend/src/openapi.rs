@@ -101,7 +101,7 @@ pub async fn openapi_json() -> Response {
 #[derive(ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SodaParams {
-    /// The image: `butler://REPOSITORY/NAME`.
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
     #[schema(example = "butler://demo/m31")]
     #[param(example = "butler://demo/m31")]
     pub ID: String,
@@ -117,12 +117,18 @@ pub struct SodaParams {
     #[schema(example = "RANGE 10.67 10.70 41.25 41.28")]
     #[param(example = "RANGE 10.67 10.70 41.25 41.28")]
     pub POS: Option<String>,
+    /// `application/fits` (the default) or `image/png`: a PNG preview of each cutout (asinh
+    /// stretch between the 0.5 and 99.5 percentiles, blank pixels transparent) listed before
+    /// the FITS results, so a sync request redirects to the preview. Anything else: 400.
+    #[schema(example = "image/png")]
+    #[param(example = "image/png")]
+    pub RESPONSEFORMAT: Option<String>,
 }
 
 /// A new async job: the SODA parameters plus the UWS control parameters.
 #[derive(ToSchema)]
 pub struct JobCreation {
-    /// The image: `butler://REPOSITORY/NAME`.
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
     #[schema(example = "butler://demo/m31")]
     pub ID: String,
     /// `ra dec radius`, ICRS degrees.
@@ -132,6 +138,9 @@ pub struct JobCreation {
     pub POLYGON: Option<String>,
     /// `CIRCLE ...`, `POLYGON ...` or `RANGE ra1 ra2 dec1 dec2`.
     pub POS: Option<String>,
+    /// `application/fits` (the default) or `image/png`: also a PNG preview of each cutout,
+    /// results `preview` (or `preview-N`) listed before the FITS results.
+    pub RESPONSEFORMAT: Option<String>,
     /// `RUN` queues the job at once; otherwise it is created PENDING.
     #[schema(example = "RUN")]
     pub PHASE: Option<String>,
@@ -147,7 +156,7 @@ pub struct JobCreation {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LinksParams {
-    /// The image: `butler://REPOSITORY/NAME`.
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
     #[param(example = "butler://demo/m31")]
     pub ID: String,
 }
@@ -209,7 +218,7 @@ pub struct DestructionForm {
 /// `POST /jobs/{id}/parameters`: SODA parameters to replace while PENDING, and the run label.
 #[derive(ToSchema)]
 pub struct ParametersForm {
-    /// The image: `butler://REPOSITORY/NAME`.
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
     pub ID: Option<String>,
     /// `ra dec radius`, ICRS degrees.
     pub CIRCLE: Option<String>,

@@ -45,7 +45,7 @@ pub struct Cutout {
 }
 
 /// How to cut, beyond where.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CutOptions {
     /// Blank the pixels of the rectangle whose centres lie outside the stencil: NaN for
     /// floating-point images, the BLANK value for integer images (the source's BLANK, or the
@@ -55,6 +55,9 @@ pub struct CutOptions {
     /// interval (metres, bounds possibly infinite). Other axes beyond the celestial two are
     /// always kept whole.
     pub band: Option<(f64, f64)>,
+    /// The `EXTNAME` of the image HDU to cut (the ID's `?ext=`); `None` takes the primary HDU
+    /// or, when that is empty, the first image extension.
+    pub extension: Option<String>,
 }
 
 /// Pixels copied per read/write call, so that a whole-image cutout never sits in memory.
@@ -103,7 +106,7 @@ pub fn cut_to_file_with(
     let _guard = lock_source(source);
 
     let mut src = FitsFile::open(source)?;
-    let image = SourceImage::find(&mut src)?;
+    let image = SourceImage::find(&mut src, options.extension.as_deref())?;
     let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
     let name = || {
         if provenance.source_id.is_empty() {
@@ -211,10 +214,30 @@ pub(crate) struct SourceImage {
 }
 
 impl SourceImage {
-    /// The primary HDU if it holds an image of 2 or more axes, else the first such extension.
-    pub(crate) fn find(file: &mut FitsFile) -> Result<SourceImage, SodaError> {
-        let count = file.num_hdus()?;
-        for index in 0..count {
+    /// The HDU named `extension` (its `EXTNAME`), which must hold an image of 2 or more axes;
+    /// without a name, the primary HDU if it holds such an image, else the first extension
+    /// that does.
+    pub(crate) fn find(
+        file: &mut FitsFile,
+        extension: Option<&str>,
+    ) -> Result<SourceImage, SodaError> {
+        let indices = match extension {
+            Some(name) => {
+                let index = (0..file.num_hdus()?)
+                    .find(|&i| {
+                        file.hdu(i).is_ok_and(|hdu| {
+                            hdu.read_key::<String>(file, "EXTNAME")
+                                .is_ok_and(|n| n.trim().eq_ignore_ascii_case(name))
+                        })
+                    })
+                    .ok_or_else(|| {
+                        SodaError::UnknownImage(format!("the image has no extension {name:?}"))
+                    })?;
+                index..index + 1
+            }
+            None => 0..file.num_hdus()?,
+        };
+        for index in indices {
             let hdu = file.hdu(index)?;
             let HduInfo::ImageInfo { shape, image_type } = &hdu.info else {
                 continue;
@@ -225,7 +248,10 @@ impl SourceImage {
             }
             let (nx, ny) = (shape[shape.len() - 1], shape[shape.len() - 2]);
             let extra: Vec<usize> = shape[..shape.len() - 2].iter().rev().copied().collect();
-            let bitpix: i64 = hdu.read_key(file, "BITPIX")?;
+            // A tile-compressed image is a binary table to the header: its image's BITPIX and
+            // BLANK are ZBITPIX and ZBLANK (cfitsio decompresses the pixels transparently).
+            let compressed = hdu.read_key::<i64>(file, "ZBITPIX").is_ok();
+            let bitpix: i64 = hdu.read_key(file, if compressed { "ZBITPIX" } else { "BITPIX" })?;
             let pixel_type = *image_type;
             if bitpix > 0 && matches!(pixel_type, ImageType::Float | ImageType::Double) {
                 return Err(SodaError::BadImage(format!(
@@ -235,7 +261,15 @@ impl SourceImage {
             }
             let keywords = WcsKeywords::read(file, &hdu);
             let blank = if bitpix > 0 {
-                hdu.read_key::<i64>(file, "BLANK").ok()
+                hdu.read_key::<i64>(file, "BLANK")
+                    .or_else(|e| {
+                        if compressed {
+                            hdu.read_key::<i64>(file, "ZBLANK")
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .ok()
             } else {
                 None
             };
@@ -251,9 +285,12 @@ impl SourceImage {
                 bunit,
             });
         }
-        Err(SodaError::BadImage(
-            "no image HDU with 2 or more axes".to_owned(),
-        ))
+        Err(match extension {
+            Some(name) => SodaError::usage(format!(
+                "extension {name:?} is not an image of 2 or more axes"
+            )),
+            None => SodaError::BadImage("no image HDU with 2 or more axes".to_owned()),
+        })
     }
 }
 
@@ -1053,6 +1090,7 @@ mod tests {
         let options = CutOptions {
             band: Some((515e-9, 540e-9)),
             mask: true,
+            ..CutOptions::default()
         };
         let (shape, pixels, crpix3, r) = cut_cube(options).unwrap();
         assert_eq!(shape, vec![3, 11, 11]);
@@ -1070,7 +1108,7 @@ mod tests {
     fn band_outside_the_cube_is_no_overlap() {
         let options = CutOptions {
             band: Some((600e-9, f64::INFINITY)),
-            mask: false,
+            ..CutOptions::default()
         };
         assert!(matches!(
             cut_cube(options),
@@ -1085,7 +1123,7 @@ mod tests {
         let stencil = circle_at(&source, 50.0, 50.0, 5.0);
         let options = CutOptions {
             band: Some((1e-7, 1e-6)),
-            mask: false,
+            ..CutOptions::default()
         };
         let out = dir.path().join("out.fits");
         let error =
@@ -1119,5 +1157,113 @@ mod tests {
             let original: Vec<f32> = p.hdu(1).unwrap().read_image(&mut p).unwrap();
             assert_eq!(pixels, original);
         }
+    }
+
+    fn copy_as_extension(source: &Path, out: &Path, extname: &str, compress: bool) {
+        copy_as_extensions(source, out, &[(extname, 1.0)], compress);
+    }
+
+    /// Writes the pixels (times a factor) and WCS of `source` (a synthetic image) as named image
+    /// extensions of a new file at `out`, after an empty primary HDU, tile-compressed
+    /// losslessly when `compress` (cfitsio's `[compress]` file-name syntax, GZIP without
+    /// quantising the floats).
+    fn copy_as_extensions(source: &Path, out: &Path, extensions: &[(&str, f32)], compress: bool) {
+        let mut src = FitsFile::open(source).unwrap();
+        let hdu = src.primary_hdu().unwrap();
+        let pixels: Vec<f32> = hdu.read_image(&mut src).unwrap();
+        let name = if compress {
+            format!("{}[compress GZIP 64,64; q 0]", out.display())
+        } else {
+            out.display().to_string()
+        };
+        let mut dst = FitsFile::create(name).open().unwrap();
+        let description = ImageDescription {
+            data_type: ImageType::Float,
+            dimensions: &[NY, NX],
+        };
+        for &(extname, factor) in extensions {
+            let ext = dst.create_image(extname, &description).unwrap();
+            for key in ["CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "RADESYS"] {
+                let value: String = hdu.read_key(&mut src, key).unwrap();
+                ext.write_key(&mut dst, key, value).unwrap();
+            }
+            for key in [
+                "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2",
+                "EQUINOX",
+            ] {
+                let value: f64 = hdu.read_key(&mut src, key).unwrap();
+                ext.write_key(&mut dst, key, value).unwrap();
+            }
+            let scaled: Vec<f32> = pixels.iter().map(|p| p * factor).collect();
+            ext.write_image(&mut dst, &scaled).unwrap();
+        }
+    }
+
+    fn cut_pixels(source: &Path, stencil: &Stencil, out: &Path) -> (PixelBox, Vec<f32>) {
+        let cutout = cut_to_file(source, stencil, &provenance(stencil), out).unwrap();
+        let mut f = FitsFile::open(out).unwrap();
+        let hdu = f.hdu("CUTOUT").unwrap();
+        (cutout.region, hdu.read_image(&mut f).unwrap())
+    }
+
+    #[test]
+    fn a_tile_compressed_image_cuts_to_the_same_pixels_as_the_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let packed = dir.path().join("src.fits.fz");
+        copy_as_extension(&source, &packed, "COMPRESSED_IMAGE", true);
+        // The file really is tile-compressed: its image lives in a binary table.
+        let mut f = FitsFile::open(&packed).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        assert_eq!(
+            hdu.read_key::<String>(&mut f, "XTENSION").unwrap(),
+            "BINTABLE"
+        );
+        drop(f);
+        // Across tile boundaries (64 px) and an image edge.
+        let stencil = circle_at(&source, 100.0, 60.0, 40.0);
+        let plain = cut_pixels(&source, &stencil, &dir.path().join("a.fits"));
+        let compressed = cut_pixels(&packed, &stencil, &dir.path().join("b.fits"));
+        assert_eq!(plain, compressed);
+        assert!(plain.1.len() > 64 * 64);
+    }
+
+    #[test]
+    fn an_empty_primary_hdu_makes_the_first_image_extension_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let mef = dir.path().join("mef.fits");
+        copy_as_extension(&source, &mef, "SCI", false);
+        let stencil = circle_at(&source, 30.0, 150.0, 12.0);
+        let plain = cut_pixels(&source, &stencil, &dir.path().join("a.fits"));
+        let extension = cut_pixels(&mef, &stencil, &dir.path().join("b.fits"));
+        assert_eq!(plain, extension);
+    }
+
+    #[test]
+    fn an_id_extension_chooses_the_hdu_by_extname_and_an_unknown_one_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let mef = dir.path().join("mef.fits");
+        // SCI, the second extension, has every pixel doubled.
+        copy_as_extensions(&source, &mef, &[("VAR", 1.0), ("SCI", 2.0)], false);
+        let stencil = circle_at(&source, 80.0, 90.0, 8.0);
+        let cut = |extension: Option<&str>| {
+            let out = dir.path().join("out.fits");
+            let options = CutOptions {
+                extension: extension.map(str::to_owned),
+                ..CutOptions::default()
+            };
+            cut_to_file_with(&mef, &stencil, &provenance(&stencil), &out, options).map(|_| {
+                let mut f = FitsFile::open(&out).unwrap();
+                let hdu = f.hdu("CUTOUT").unwrap();
+                hdu.read_image::<Vec<f32>>(&mut f).unwrap()
+            })
+        };
+        let first = cut(None).unwrap();
+        assert_eq!(cut(Some("var")).unwrap(), first);
+        let sci = cut(Some("SCI")).unwrap();
+        assert_eq!(sci, first.iter().map(|p| p * 2.0).collect::<Vec<_>>());
+        assert!(matches!(cut(Some("DQ")), Err(SodaError::UnknownImage(_))));
     }
 }

@@ -44,12 +44,13 @@ impl Footprint {
     }
 }
 
-/// Reads the image HDU of the FITS file at `path` and computes its footprint from the WCS.
-pub fn footprint(path: &Path) -> Result<Footprint, SodaError> {
+/// Reads the image HDU of the FITS file at `path` (the one named `extension`, else the first
+/// image) and computes its footprint from the WCS.
+pub fn footprint(path: &Path, extension: Option<&str>) -> Result<Footprint, SodaError> {
     let (nx, ny, wcs) = {
         let _guard = lock_source(path);
         let mut file = FitsFile::open(path)?;
-        let image = SourceImage::find(&mut file)?;
+        let image = SourceImage::find(&mut file, extension)?;
         let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
         (image.nx, image.ny, wcs)
     };
@@ -118,7 +119,7 @@ mod tests {
     #[test]
     fn footprint_of_a_tan_image_has_its_centre_and_half_diagonal() {
         let (_dir, path) = image(150.0, 2.0);
-        let f = footprint(&path).expect("footprint");
+        let f = footprint(&path, None).expect("footprint");
         assert_eq!(f.size, (200, 100));
         assert!((f.center.0 - 150.0).abs() < 1e-6, "{:?}", f.center);
         assert!((f.center.1 - 2.0).abs() < 1e-6, "{:?}", f.center);
@@ -134,7 +135,7 @@ mod tests {
     #[test]
     fn footprint_corners_run_counter_clockwise_and_parse_as_a_polygon() {
         let (_dir, path) = image(0.0, 0.0);
-        let f = footprint(&path).expect("footprint");
+        let f = footprint(&path, None).expect("footprint");
         // Signed area in (RA, Dec) with RA unwrapped around 0: positive is counter-clockwise.
         let unwrap = |ra: f64| if ra > 180.0 { ra - 360.0 } else { ra };
         let c: Vec<(f64, f64)> = f.corners.iter().map(|&(r, d)| (unwrap(r), d)).collect();
@@ -152,6 +153,6 @@ mod tests {
     #[test]
     fn footprint_of_a_missing_file_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(footprint(&dir.path().join("none.fits")).is_err());
+        assert!(footprint(&dir.path().join("none.fits"), None).is_err());
     }
 }

@@ -15,6 +15,7 @@
 //! - [`cut_to_file`] (in `cutout`) reads just that box and writes a new FITS file whose WCS
 //!   keywords (`header`) keep every pixel's sky position, plus provenance.
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
+//! - [`preview::preview_to_file`] renders a cutout as a PNG for `RESPONSEFORMAT=image/png`.
 //! - `demo` writes synthetic images with a real WCS for tests and `skycut serve --demo`.
 //!
 //! Read `cutout` first: it is short and calls everything else.
@@ -26,6 +27,7 @@ mod error;
 mod footprint;
 mod header;
 mod mask;
+pub mod preview;
 mod region;
 pub mod repository;
 pub mod request;

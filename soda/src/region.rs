@@ -30,7 +30,7 @@ impl ImageGeometry {
     pub fn read(path: &Path) -> Result<ImageGeometry, SodaError> {
         let _guard = lock_source(path);
         let mut file = FitsFile::open(path)?;
-        let image = SourceImage::find(&mut file)?;
+        let image = SourceImage::find(&mut file, None)?;
         let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
         Ok(ImageGeometry {
             nx: image.nx,

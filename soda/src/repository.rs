@@ -1,7 +1,9 @@
 //! Image repositories: where the file that an `ID` names lives.
 //!
 //! A repository is a name and a directory; `butler://NAME/X` is the file `X.fits` in NAME's
-//! directory. [`SourceId`] already guarantees that X cannot climb out of the directory.
+//! directory, or, when there is none, the tile-compressed `X.fits.fz` (cfitsio reads sections
+//! of it through the same calls, decompressing only the tiles a cutout touches). [`SourceId`]
+//! already guarantees that X cannot climb out of the directory.
 //!
 //! A repository may also be a bucket prefix (`s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`): then
 //! the ID names the object `PREFIX/X.fits`, which the worker fetches through its source cache.
@@ -12,6 +14,9 @@ use std::path::PathBuf;
 
 use crate::error::SodaError;
 use crate::source_id::SourceId;
+
+/// What `fpack` appends to the name of the file it compresses.
+const COMPRESSED_SUFFIX: &str = ".fz";
 
 /// The repositories a deployment serves, by name.
 #[derive(Debug, Clone, Default)]
@@ -75,12 +80,12 @@ impl Repositories {
                 id.repository()
             ))
         })?;
-        let path = dir.join(id.file_name());
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(SodaError::UnknownImage(format!("image {id} is unknown")))
-        }
+        let plain = dir.join(id.file_name());
+        let compressed = dir.join(format!("{}{COMPRESSED_SUFFIX}", id.file_name()));
+        [plain, compressed]
+            .into_iter()
+            .find(|path| path.is_file())
+            .ok_or_else(|| SodaError::UnknownImage(format!("image {id} is unknown")))
     }
 }
 
@@ -109,10 +114,26 @@ mod tests {
             repositories.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             ["local"]
         );
-        let missing = SourceId::parse("butler://local/no-such-image").expect("id");
+        let missing = SourceId::parse("butler://local/no-such-image-8c1f").expect("id");
         assert!(matches!(
             repositories.locate(&missing),
             Err(SodaError::UnknownImage(_))
         ));
+    }
+
+    #[test]
+    fn an_id_names_the_fits_file_or_else_its_compressed_twin() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join("both.fits"), b"").expect("write");
+        std::fs::write(dir.path().join("both.fits.fz"), b"").expect("write");
+        std::fs::write(dir.path().join("packed.fits.fz"), b"").expect("write");
+        let repositories = Repositories::new([("r".to_owned(), dir.path().to_owned())]);
+        let resolve = |image: &str| {
+            let id = SourceId::parse(&format!("butler://r/{image}")).expect("id");
+            repositories.resolve(&id)
+        };
+        assert_eq!(resolve("both"), Ok(dir.path().join("both.fits")));
+        assert_eq!(resolve("packed"), Ok(dir.path().join("packed.fits.fz")));
+        assert!(matches!(resolve("none"), Err(SodaError::UnknownImage(_))));
     }
 }

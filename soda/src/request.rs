@@ -3,10 +3,11 @@
 //! again to run it.
 
 use crate::error::SodaError;
+use crate::preview::PNG;
 use crate::source_id::SourceId;
 use crate::stencil::Stencil;
 
-/// The media type of the FITS cutouts, the one `RESPONSEFORMAT` this service produces today.
+/// The media type of the FITS cutouts, the default `RESPONSEFORMAT`.
 pub const FITS: &str = "application/fits";
 
 /// The spatial-stencil parameters, in the order SODA lists them.
@@ -30,6 +31,9 @@ pub struct CutoutRequest {
     /// SODA `BAND`: the wavelength interval in metres (bounds possibly infinite) of the planes
     /// to keep along an image's wavelength axis.
     pub band: Option<(f64, f64)>,
+    /// `RESPONSEFORMAT=image/png`: each cutout also gets a PNG preview, listed before the FITS
+    /// results (SODA: the preview comes first, so a sync request answers with it).
+    pub preview: bool,
 }
 
 impl CutoutRequest {
@@ -42,6 +46,7 @@ impl CutoutRequest {
         let mut stencils = Vec::new();
         let mut mask = false;
         let mut band = None;
+        let mut preview = false;
         for (name, value) in parameters {
             let name = name.to_ascii_uppercase();
             match name.as_str() {
@@ -51,9 +56,15 @@ impl CutoutRequest {
                 "POLYGON" => stencils.push(Stencil::parse_polygon(value)?),
                 "RESPONSEFORMAT" => {
                     let format = value.trim();
-                    if !format.eq_ignore_ascii_case(FITS) && !format.eq_ignore_ascii_case("fits") {
+                    if format.eq_ignore_ascii_case(PNG) || format.eq_ignore_ascii_case("png") {
+                        preview = true;
+                    } else if format.eq_ignore_ascii_case(FITS)
+                        || format.eq_ignore_ascii_case("fits")
+                    {
+                        preview = false;
+                    } else {
                         return Err(SodaError::Usage(format!(
-                            "RESPONSEFORMAT {format:?} is not supported (only {FITS})"
+                            "RESPONSEFORMAT {format:?} is not supported ({FITS} or {PNG})"
                         )));
                     }
                 }
@@ -93,6 +104,7 @@ impl CutoutRequest {
             stencils,
             mask,
             band,
+            preview,
         })
     }
 
@@ -236,23 +248,22 @@ mod tests {
     }
 
     #[test]
-    fn only_fits_is_produced() {
-        check(
-            &[
-                ("ID", "butler://demo/a"),
-                ("CIRCLE", "1 2 0.1"),
-                ("RESPONSEFORMAT", "application/fits"),
-            ],
-            Ok(1),
-        );
-        check(
-            &[
-                ("ID", "butler://demo/a"),
-                ("CIRCLE", "1 2 0.1"),
-                ("RESPONSEFORMAT", "image/png"),
-            ],
-            Err("RESPONSEFORMAT"),
-        );
+    fn responseformat_is_fits_by_default_png_asks_a_preview_and_others_are_refused() {
+        let format = |f: Option<&str>| {
+            let mut params = vec![("ID", "butler://demo/a"), ("CIRCLE", "1 2 0.1")];
+            params.extend(f.map(|f| ("RESPONSEFORMAT", f)));
+            CutoutRequest::from_parameters(params).map(|r| r.preview)
+        };
+        assert_eq!(format(None), Ok(false));
+        assert_eq!(format(Some("application/fits")), Ok(false));
+        assert_eq!(format(Some("image/png")), Ok(true));
+        assert_eq!(format(Some("IMAGE/PNG")), Ok(true));
+        for other in ["image/jpeg", "text/xml", ""] {
+            assert!(
+                matches!(format(Some(other)), Err(SodaError::Usage(_))),
+                "{other}"
+            );
+        }
     }
 }
 

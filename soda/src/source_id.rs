@@ -7,11 +7,15 @@ use crate::SodaError;
 
 const SCHEME: &str = "butler://";
 
+/// What comes between the image name and the extension name in an ID.
+const EXTENSION_QUERY: &str = "?ext=";
+
 /// Longest `ID` accepted, in bytes: IDs are echoed in errors, stored with the job and become
 /// file and object names.
 pub const MAX_ID_LEN: usize = 256;
 
-/// `butler://<repository>/<image>`, both names matching `[A-Za-z0-9][A-Za-z0-9._-]*`.
+/// `butler://<repository>/<image>`, optionally `?ext=<EXTNAME>` to choose the image extension
+/// of a multi-extension file; all names match `[A-Za-z0-9][A-Za-z0-9._-]*`.
 ///
 /// Because neither name may start with a dot or contain a slash, `image` is always a plain
 /// file name inside the repository directory.
@@ -19,6 +23,7 @@ pub const MAX_ID_LEN: usize = 256;
 pub struct SourceId {
     repository: String,
     image: String,
+    extension: Option<String>,
 }
 
 impl SourceId {
@@ -36,13 +41,30 @@ impl SourceId {
             ))
         };
         let rest = s.strip_prefix(SCHEME).ok_or_else(malformed)?;
-        let (repository, image) = rest.split_once('/').ok_or_else(malformed)?;
+        let (repository, rest) = rest.split_once('/').ok_or_else(malformed)?;
+        let (image, extension) = match rest.split_once('?') {
+            None => (rest, None),
+            Some((image, query)) => {
+                let name = query.strip_prefix(&EXTENSION_QUERY[1..]).ok_or_else(|| {
+                    SodaError::usage(format!(
+                        "malformed ID {s:?}: the only query an ID may have is ?ext=<EXTNAME>"
+                    ))
+                })?;
+                if !is_name(name) {
+                    return Err(SodaError::usage(format!(
+                        "malformed ID {s:?}: {name:?} is not an extension name"
+                    )));
+                }
+                (image, Some(name.to_owned()))
+            }
+        };
         if !is_name(repository) || !is_name(image) {
             return Err(malformed());
         }
         Ok(SourceId {
             repository: repository.to_owned(),
             image: image.to_owned(),
+            extension,
         })
     }
 
@@ -56,6 +78,12 @@ impl SourceId {
         &self.image
     }
 
+    /// The `EXTNAME` of the HDU to cut, if the ID names one; otherwise the primary HDU or, when
+    /// that is empty, the first image extension.
+    pub fn extension(&self) -> Option<&str> {
+        self.extension.as_deref()
+    }
+
     /// The FITS file name of the image inside its repository.
     pub fn file_name(&self) -> String {
         format!("{}.fits", self.image)
@@ -64,7 +92,11 @@ impl SourceId {
 
 impl fmt::Display for SourceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SCHEME}{}/{}", self.repository, self.image)
+        write!(f, "{SCHEME}{}/{}", self.repository, self.image)?;
+        match &self.extension {
+            Some(name) => write!(f, "{EXTENSION_QUERY}{name}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -108,6 +140,32 @@ mod tests {
             Ok(("dp1", "3f2a9c1e-0b7d-4d4e-9a51-8c1f1b2d3e4f")),
         );
         check("butler://Demo_2/calexp.r.v1", Ok(("Demo_2", "calexp.r.v1")));
+    }
+
+    #[test]
+    fn an_id_may_name_an_extension_and_nothing_else() {
+        let id = SourceId::parse("butler://demo/mef?ext=SCI").expect("id");
+        assert_eq!((id.image(), id.extension()), ("mef", Some("SCI")));
+        assert_eq!(id.file_name(), "mef.fits");
+        assert_eq!(id.to_string(), "butler://demo/mef?ext=SCI");
+        assert_eq!(
+            SourceId::parse("butler://demo/mef")
+                .expect("id")
+                .extension(),
+            None
+        );
+        for bad in [
+            "butler://demo/mef?ext=",
+            "butler://demo/mef?ext=../x",
+            "butler://demo/mef?hdu=1",
+            "butler://demo/?ext=SCI",
+            "butler://demo/mef?ext=SCI?ext=VAR",
+        ] {
+            assert!(
+                matches!(SourceId::parse(bad), Err(SodaError::Usage(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

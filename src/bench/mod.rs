@@ -239,7 +239,7 @@ async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     // Masked and plain cutouts alternate, so that both see the same machine load.
     for _ in 0..args.requests {
         let started = Instant::now();
-        soda::cut_to_file_with(&image, &stencil, &provenance, &out, mask)?;
+        soda::cut_to_file_with(&image, &stencil, &provenance, &out, mask.clone())?;
         masked.push(started.elapsed());
         let started = Instant::now();
         let cut = soda::cut_to_file(&image, &stencil, &provenance, &out)?;

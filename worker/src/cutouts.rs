@@ -8,10 +8,15 @@
 //! (`UsageError: …`, SODA §6) instead of failing the others. A job of several pairs also gets
 //! `cutouts`, one multi-extension FITS file holding every cutout that was made. A job none of
 //! whose pairs could be cut fails with the first pair's error.
+//!
+//! With `RESPONSEFORMAT=image/png` every cutout also gets a PNG preview, `preview` (one pair)
+//! or `preview-N` (pair N), all listed before the FITS results: SODA puts the preview first,
+//! and a sync request redirects to the first result.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use soda::preview::PNG;
 use soda::repository::Repositories;
 use soda::request::{CutoutRequest, FITS};
 use soda::{CutOptions, Provenance, SodaError, SourceId, Stencil};
@@ -64,9 +69,10 @@ pub(crate) async fn cut_all(
         job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
     )
     .map_err(job_error)?;
-    let options = CutOptions {
+    let options = |id: &SourceId| CutOptions {
         mask: request.mask,
         band: request.band,
+        extension: id.extension().map(str::to_owned),
     };
     let pairs: Vec<(&SourceId, &Stencil)> = request.pairs().collect();
     let mut scratch = Scratch { files: Vec::new() };
@@ -74,7 +80,17 @@ pub(crate) async fn cut_all(
     for (n, (id, stencil)) in pairs.iter().enumerate() {
         let out = scratch.file(settings.scratch_dir.join(format!("{}-{n}.fits", job.id)));
         outcomes.push(
-            match cut_one(repositories, cache, settings, id, stencil, &out, options).await {
+            match cut_one(
+                repositories,
+                cache,
+                settings,
+                id,
+                stencil,
+                &out,
+                options(id),
+            )
+            .await
+            {
                 Ok(()) => Pair::Cut(out),
                 Err(e) => Pair::Failed(e),
             },
@@ -93,6 +109,33 @@ pub(crate) async fn cut_all(
 
     let single = pairs.len() == 1;
     let mut stored = Vec::new();
+    if request.preview {
+        for (n, ((id, stencil), outcome)) in pairs.iter().zip(&outcomes).enumerate() {
+            let Pair::Cut(cutout) = outcome else {
+                continue;
+            };
+            let result_id = if single {
+                "preview".to_owned()
+            } else {
+                format!("preview-{}", n + 1)
+            };
+            let out = scratch.file(settings.scratch_dir.join(format!("{}-{n}.png", job.id)));
+            let (cutout, png) = (cutout.clone(), out.clone());
+            tokio::task::spawn_blocking(move || soda::preview::preview_to_file(&cutout, &png))
+                .await
+                .map_err(|e| internal(format!("preview thread failed: {e}")))?
+                .map_err(job_error)?;
+            let filename = crate::sources::result_filename(id, &stencil.to_string());
+            let meta = ObjectMeta {
+                content_type: PNG.to_owned(),
+                filename: format!(
+                    "{}.png",
+                    filename.strip_suffix(".fits").unwrap_or(&filename)
+                ),
+            };
+            stored.push(store(job, results, &result_id, "png", &out, meta).await?);
+        }
+    }
     for (n, ((id, stencil), outcome)) in pairs.iter().zip(&outcomes).enumerate() {
         let result_id = if single {
             "result".to_owned()
