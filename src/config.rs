@@ -230,6 +230,9 @@ pub struct WorkerConfig {
     /// Jobs a worker takes before it drains and exits 0 (for a supervisor to restart it);
     /// 0: no limit.
     pub max_jobs: u64,
+    /// Seconds after its start at which a worker drains and exits 0, as on SIGTERM (for a
+    /// supervisor to restart it); 0: never.
+    pub max_uptime: u64,
     /// Seconds between the worker's one-line summaries at info (jobs done, rate, queue depth);
     /// 0: none.
     pub summary_interval: u64,
@@ -299,6 +302,7 @@ impl Default for WorkerConfig {
             recovery_interval: 10,
             health_listen: None,
             max_jobs: 0,
+            max_uptime: 0,
             summary_interval: 60,
         }
     }

@@ -74,37 +74,53 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
     })
 }
 
+/// The longest wait between two attempts to reach a job store that is not up yet.
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
 /// Opens the job store (the wobbly service if configured, else the database itself), retrying
-/// with backoff: a role started before its job store waits for it.
+/// with backoff for as long as it takes: a role started before its job store waits for it
+/// rather than crashing. Only a store that answers and refuses (bad migration) is fatal.
 async fn connect_store(
     config: &Config,
 ) -> anyhow::Result<(Arc<dyn JobStore>, Arc<dyn HealthCheck>)> {
-    let mut delay = Duration::from_millis(200);
     if let Some(url) = &config.wobbly.url {
         let client =
             wobbly::WobblyClient::new(url, &config.service_name, config.wobbly.token_key()?)?;
-        while !client.ping().await {
-            anyhow::ensure!(
-                delay < Duration::from_secs(30),
-                "job store service {url} is not reachable"
-            );
-            tracing::warn!(url, retry_in = ?delay, "job store service not reachable yet");
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1.. {
+            if client.ping().await {
+                break;
+            }
+            tracing::warn!(url, attempt, retry_in = ?delay, "job store service not reachable yet");
             tokio::time::sleep(delay).await;
-            delay *= 2;
+            delay = (delay * 2).min(MAX_RETRY);
         }
         let client = Arc::new(client);
         return Ok((client.clone(), client));
     }
+    let store = open_database(config, 16).await?;
+    let store = Arc::new(store);
+    Ok((store.clone(), store))
+}
+
+/// Opens and migrates the database, waiting with backoff while it cannot be reached.
+async fn open_database(config: &Config, connections: u32) -> anyhow::Result<wobbly::SqlJobStore> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 0u64;
     loop {
-        match wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 16).await {
-            Ok(store) => {
-                let store = Arc::new(store);
-                return Ok((store.clone(), store));
-            }
-            Err(e) if delay < Duration::from_secs(30) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "job store not reachable yet");
+        attempt += 1;
+        match wobbly::SqlJobStore::connect(
+            &config.database_url(),
+            &config.service_name,
+            connections,
+        )
+        .await
+        {
+            Ok(store) => return Ok(store),
+            Err(e @ wobbly::WobblyError::Connect { .. }) => {
+                tracing::warn!(error = %e, attempt, retry_in = ?delay, "database not reachable yet");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(MAX_RETRY);
             }
             Err(e) => return Err(e).context("cannot open the job store"),
         }
@@ -157,18 +173,7 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
 /// `skycut wobbly`: the job store as an HTTP+JSON service over the database.
 pub async fn wobbly(config: Config) -> anyhow::Result<()> {
     let key = config.wobbly.token_key()?;
-    let mut delay = Duration::from_millis(200);
-    let store = loop {
-        match wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 32).await {
-            Ok(store) => break store,
-            Err(e) if delay < Duration::from_secs(30) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => return Err(e).context("cannot open the job store"),
-        }
-    };
+    let store = open_database(&config, 32).await?;
     let listener = tokio::net::TcpListener::bind(config.wobbly.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.wobbly.listen))?;
@@ -279,6 +284,18 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             None => writeln!(out, "skycut worker {name} ready")?,
         }
         out.flush()?;
+    }
+    if settings.max_uptime > 0 {
+        let retire = shutdown.clone();
+        let after = Duration::from_secs(settings.max_uptime);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            tracing::info!(
+                seconds = after.as_secs(),
+                "max_uptime reached; finishing and exiting"
+            );
+            retire.cancel();
+        });
     }
     // stop: no new jobs; running ones finish or go back to the queue.
     shutdown_signal(shutdown.clone()).await;

@@ -324,3 +324,53 @@ fn a_stopped_database_gives_503_and_the_service_recovers_by_itself() {
     // The refused request created nothing.
     assert_eq!(app.job_ids(&[]).len(), 7);
 }
+
+#[test]
+fn a_worker_retires_after_max_uptime_and_exits_cleanly() {
+    let mut app = distributed(1).config("WORKER__MAX_UPTIME", "2").start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = app.workers[0].try_wait().expect("worker status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the worker did not retire");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "worker exited with {status}");
+    // Its replacement takes the work.
+    app.start_worker();
+    let id = app.create_job(&[
+        ("ID", IMAGE),
+        ("CIRCLE", &circle(RA, DEC, 5.0)),
+        ("PHASE", "RUN"),
+    ]);
+    assert_eq!(
+        element(&app.wait_final(&id), "uws:phase").as_deref(),
+        Some("COMPLETED")
+    );
+}
+
+#[test]
+fn roles_started_before_the_database_wait_for_it() {
+    let pg = postgres::PrivatePostgres::start();
+    pg.stop();
+    // The database comes up only after wobbly (and, behind it, frontend and worker) started.
+    let resumed = std::thread::scope(|scope| {
+        let resume = scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            pg.resume();
+        });
+        let app = distributed(1).config("DATABASE_URL", &pg.url).start();
+        resume.join().expect("resume");
+        app
+    });
+    let id = resumed.create_job(&[
+        ("ID", IMAGE),
+        ("CIRCLE", &circle(RA, DEC, 5.0)),
+        ("PHASE", "RUN"),
+    ]);
+    assert_eq!(
+        element(&resumed.wait_final(&id), "uws:phase").as_deref(),
+        Some("COMPLETED")
+    );
+}
