@@ -40,6 +40,7 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let (store, store_health) = connect_store(config).await?;
+    let store: Arc<dyn JobStore> = Arc::new(uws::store::TimedJobStore(store));
     let redis_url = config.redis_url.expose();
     let client = worker::redis::connect(redis_url)
         .await

@@ -89,7 +89,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         .context("cannot open the job store")?;
     let store = Arc::new(store);
     let store_health: Arc<dyn uws::health::HealthCheck> = store.clone();
-    let store: Arc<dyn JobStore> = store;
+    let store: Arc<dyn JobStore> = Arc::new(uws::store::TimedJobStore(store));
     let events = Arc::new(LocalPhaseEvents::new());
     let (queue, queue_rx) = LocalQueue::new();
     let queue = Arc::new(queue);

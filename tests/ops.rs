@@ -172,6 +172,13 @@ fn metrics_move_after_a_cutout_on_every_role() {
         ) >= 1.0
     );
     assert!(present(&frontend, "skycut_queue_depth"));
+    assert!(
+        total(
+            &frontend,
+            "skycut_job_store_latency_seconds_count",
+            &["operation=\"create\"", "outcome=\"ok\""]
+        ) >= 1.0
+    );
     assert!(present(&frontend, "skycut_queue_oldest_age_seconds"));
 
     // Where the cutout ran: the same process, or the workers.
@@ -207,6 +214,13 @@ fn metrics_move_after_a_cutout_on_every_role() {
             &["outcome=\"ok\""]
         ),
         1.0
+    );
+    // The job was started and completed through the job store.
+    assert!(
+        sum(
+            "skycut_job_store_latency_seconds_count",
+            &["operation=\"transition\"", "outcome=\"ok\""]
+        ) >= 2.0
     );
 
     if let Some(wobbly) = app.wobbly_url() {

@@ -161,6 +161,97 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Vec<JobId>, UwsError>;
 }
 
+/// A job store that times every operation into the `skycut_job_store_latency_seconds`
+/// histogram (by operation and outcome), whatever store it wraps: operators see the database
+/// (or the wobbly service) from the roles that depend on it.
+pub struct TimedJobStore(pub std::sync::Arc<dyn JobStore>);
+
+fn timed<T>(
+    operation: &'static str,
+    started: std::time::Instant,
+    result: Result<T, UwsError>,
+) -> Result<T, UwsError> {
+    let outcome = match &result {
+        Ok(_) => "ok",
+        // Refused transitions and missing jobs are answers, not store failures.
+        Err(UwsError::Store(_)) => "error",
+        Err(_) => "refused",
+    };
+    metrics::histogram!(
+        "skycut_job_store_latency_seconds",
+        "operation" => operation,
+        "outcome" => outcome
+    )
+    .record(started.elapsed().as_secs_f64());
+    result
+}
+
+#[async_trait]
+impl JobStore for TimedJobStore {
+    async fn create(&self, job: NewJob) -> Result<Job, UwsError> {
+        let started = std::time::Instant::now();
+        timed("create", started, self.0.create(job).await)
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
+        let started = std::time::Instant::now();
+        timed("get", started, self.0.get(id).await)
+    }
+
+    async fn list(&self, owner: &str, filter: &JobFilter) -> Result<Vec<JobSummary>, UwsError> {
+        let started = std::time::Instant::now();
+        timed("list", started, self.0.list(owner, filter).await)
+    }
+
+    async fn transition(
+        &self,
+        id: &JobId,
+        transition: Transition,
+        at: OffsetDateTime,
+    ) -> Result<Job, UwsError> {
+        let started = std::time::Instant::now();
+        timed(
+            "transition",
+            started,
+            self.0.transition(id, transition, at).await,
+        )
+    }
+
+    async fn update(&self, id: &JobId, update: JobUpdate) -> Result<Job, UwsError> {
+        let started = std::time::Instant::now();
+        timed("update", started, self.0.update(id, update).await)
+    }
+
+    async fn delete(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
+        let started = std::time::Instant::now();
+        timed("delete", started, self.0.delete(id).await)
+    }
+
+    async fn expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<JobId>, UwsError> {
+        let started = std::time::Instant::now();
+        timed("expired", started, self.0.expired(now, limit).await)
+    }
+
+    async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError> {
+        let started = std::time::Instant::now();
+        timed("usage", started, self.0.usage(owner, since).await)
+    }
+
+    async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError> {
+        let started = std::time::Instant::now();
+        timed("mean_run_time", started, self.0.mean_run_time(limit).await)
+    }
+
+    async fn in_phases(
+        &self,
+        phases: &[ExecutionPhase],
+        limit: u32,
+    ) -> Result<Vec<JobId>, UwsError> {
+        let started = std::time::Instant::now();
+        timed("in_phases", started, self.0.in_phases(phases, limit).await)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
