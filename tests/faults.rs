@@ -57,6 +57,18 @@ fn result_objects(app: &TestApp, id: &str) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
+/// Waits for each job to end and asserts that it COMPLETED.
+fn assert_all_completed(app: &TestApp, ids: &[String]) {
+    for id in ids {
+        let doc = app.wait_final(id);
+        assert_eq!(
+            element(&doc, "uws:phase").as_deref(),
+            Some("COMPLETED"),
+            "{id}: {doc}"
+        );
+    }
+}
+
 #[test]
 fn a_job_whose_worker_is_killed_completes_once() {
     let mut app = distributed(1)
@@ -126,14 +138,7 @@ fn a_stopped_busy_worker_exits_cleanly_and_loses_no_job() {
     assert_eq!(count_with_phase(&app, "EXECUTING"), 0);
 
     app.start_worker();
-    for id in &ids {
-        let doc = app.wait_final(id);
-        assert_eq!(
-            element(&doc, "uws:phase").as_deref(),
-            Some("COMPLETED"),
-            "{doc}"
-        );
-    }
+    assert_all_completed(&app, &ids);
 }
 
 #[test]
@@ -153,14 +158,7 @@ fn jobs_survive_redis_restarting_empty() {
         }
         ids.push(app.create_job(&[("ID", IMAGE), ("CIRCLE", &circle), ("PHASE", "RUN")]));
     }
-    for id in &ids {
-        let doc = app.wait_final(id);
-        assert_eq!(
-            element(&doc, "uws:phase").as_deref(),
-            Some("COMPLETED"),
-            "{id}: {doc}"
-        );
-    }
+    assert_all_completed(&app, &ids);
     assert_eq!(count_with_phase(&app, "COMPLETED"), 200);
 }
 
@@ -213,14 +211,7 @@ fn a_worker_exits_cleanly_after_max_jobs_and_another_finishes_the_rest() {
     assert!(status.success(), "worker exited with {status}");
     assert_eq!(count_with_phase(&app, "COMPLETED"), 2);
     app.start_worker();
-    for id in &ids {
-        let doc = app.wait_final(id);
-        assert_eq!(
-            element(&doc, "uws:phase").as_deref(),
-            Some("COMPLETED"),
-            "{doc}"
-        );
-    }
+    assert_all_completed(&app, &ids);
 }
 
 #[test]
@@ -308,14 +299,7 @@ fn a_stopped_database_gives_503_and_the_service_recovers_by_itself() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(app.phase(&before), "COMPLETED");
-    for id in &in_flight {
-        let doc = app.wait_final(id);
-        assert_eq!(
-            element(&doc, "uws:phase").as_deref(),
-            Some("COMPLETED"),
-            "{id}: {doc}"
-        );
-    }
+    assert_all_completed(&app, &in_flight);
     let after = app.create_job(&[("ID", IMAGE), ("CIRCLE", &circle), ("PHASE", "RUN")]);
     assert_eq!(
         element(&app.wait_final(&after), "uws:phase").as_deref(),

@@ -106,6 +106,10 @@ where
     type Rejection = FrontendError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // The request span established the caller already: a token is validated once.
+        if let Some(owner) = parts.extensions.get::<Owner>() {
+            return Ok(owner.clone());
+        }
         let app = AppState::from_ref(state);
         let peer = parts
             .extensions

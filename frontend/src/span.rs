@@ -16,7 +16,12 @@ use crate::state::AppState;
 pub async fn request_span(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let user = match Owner::from_request_parts(&mut parts, &state).await {
-        Ok(Owner(owner)) => owner,
+        Ok(owner) => {
+            let user = owner.0.clone();
+            // The handler's `Owner` takes it from here instead of authenticating again.
+            parts.extensions.insert(owner);
+            user
+        }
         Err(_) => String::new(),
     };
     let route = parts
