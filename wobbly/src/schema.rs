@@ -2,10 +2,11 @@
 //! SQLite share. Each migration runs once, in order, recorded in `wobbly_migrations`.
 
 /// Applied in order; never edit one that has shipped, append a new one.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "jobs",
-    r#"
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "jobs",
+        r#"
 CREATE TABLE IF NOT EXISTS uws_job (
     id TEXT PRIMARY KEY,
     service TEXT NOT NULL,
@@ -27,4 +28,13 @@ CREATE INDEX IF NOT EXISTS uws_job_by_owner ON uws_job (service, owner, creation
 CREATE INDEX IF NOT EXISTS uws_job_by_destruction ON uws_job (destruction);
 CREATE INDEX IF NOT EXISTS uws_job_by_phase ON uws_job (phase, creation_time);
 "#,
-)];
+    ),
+    // The bytes of a COMPLETED job's results, written with them, so that the `result_bytes`
+    // quota sums a column instead of decoding every result list of the owner on each create.
+    // Rows completed before this migration keep NULL and are summed from their JSON.
+    (
+        2,
+        "result_bytes",
+        "ALTER TABLE uws_job ADD COLUMN result_bytes BIGINT",
+    ),
+];

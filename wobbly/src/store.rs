@@ -231,8 +231,12 @@ impl JobStore for SqlJobStore {
             Transition::Queue => ("", vec![]),
             Transition::Start => (", start_time = $2", vec![Bind::Int(at)]),
             Transition::Complete(results) => (
-                ", results = $2, end_time = $3",
-                vec![Bind::Text(encode_results(results)?), Bind::Int(at)],
+                ", results = $2, end_time = $3, result_bytes = $4",
+                vec![
+                    Bind::Text(encode_results(results)?),
+                    Bind::Int(at),
+                    Bind::Int(result_bytes(results)),
+                ],
             ),
             Transition::Fail(error) => (
                 ", error_code = $2, error_message = $3, end_time = $4",
@@ -352,28 +356,17 @@ impl JobStore for SqlJobStore {
     }
 
     async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError> {
-        let mut usage = OwnerUsage::default();
-        let rows = sqlx::query(
-            "SELECT phase, COUNT(*) AS n FROM uws_job \
-             WHERE service = $1 AND owner = $2 AND phase IN ('QUEUED', 'EXECUTING') GROUP BY phase",
-        )
-        .bind(self.service.as_str())
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        for row in &rows {
-            let n: i64 = row.try_get("n").map_err(store_error)?;
-            let n = u64::try_from(n).unwrap_or(0);
-            match decode_phase(row)? {
-                ExecutionPhase::Queued => usage.queued = n,
-                ExecutionPhase::Executing => usage.executing = n,
-                _ => {}
-            }
-        }
+        // One pass over the owner's rows of the owner index. The casts make SUM an integer in
+        // PostgreSQL too (it would be NUMERIC there).
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(creation_time) AS oldest FROM uws_job \
-             WHERE service = $1 AND owner = $2 AND creation_time >= $3",
+            "SELECT \
+             CAST(COALESCE(SUM(CASE WHEN phase = 'QUEUED' THEN 1 ELSE 0 END), 0) AS BIGINT) AS queued, \
+             CAST(COALESCE(SUM(CASE WHEN phase = 'EXECUTING' THEN 1 ELSE 0 END), 0) AS BIGINT) AS executing, \
+             CAST(COALESCE(SUM(CASE WHEN creation_time >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT) AS created, \
+             MIN(CASE WHEN creation_time >= $3 THEN creation_time END) AS oldest, \
+             CAST(COALESCE(SUM(CASE WHEN phase = 'COMPLETED' THEN result_bytes END), 0) AS BIGINT) AS bytes, \
+             CAST(COALESCE(SUM(CASE WHEN phase = 'COMPLETED' AND result_bytes IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS unsized \
+             FROM uws_job WHERE service = $1 AND owner = $2",
         )
         .bind(self.service.as_str())
         .bind(owner)
@@ -381,26 +374,36 @@ impl JobStore for SqlJobStore {
         .fetch_one(&self.pool)
         .await
         .map_err(store_error)?;
-        let n: i64 = row.try_get("n").map_err(store_error)?;
-        usage.created_since = u64::try_from(n).unwrap_or(0);
+        let count = |column: &str| -> Result<u64, UwsError> {
+            let n: i64 = row.try_get(column).map_err(store_error)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
         let oldest: Option<i64> = row.try_get("oldest").map_err(store_error)?;
-        usage.oldest_since = oldest.map(timestamp::from_micros);
-        // Results are JSON in a TEXT column, summed here rather than in SQL so that SQLite and
-        // PostgreSQL need no JSON functions of their own.
-        let rows = sqlx::query(
-            "SELECT results FROM uws_job \
-             WHERE service = $1 AND owner = $2 AND phase = 'COMPLETED'",
-        )
-        .bind(self.service.as_str())
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?;
-        for row in &rows {
-            let results: String = row.try_get("results").map_err(store_error)?;
-            let results: Vec<StoredResult> =
-                serde_json::from_str(&results).map_err(|e| UwsError::Store(e.to_string()))?;
-            usage.result_bytes += results.iter().filter_map(|r| r.size).sum::<u64>();
+        let mut usage = OwnerUsage {
+            queued: count("queued")?,
+            executing: count("executing")?,
+            created_since: count("created")?,
+            oldest_since: oldest.map(timestamp::from_micros),
+            result_bytes: count("bytes")?,
+        };
+        if count("unsized")? > 0 {
+            // Jobs completed before the result_bytes column existed: their sizes are only in
+            // the result lists.
+            let rows = sqlx::query(
+                "SELECT results FROM uws_job \
+                 WHERE service = $1 AND owner = $2 AND phase = 'COMPLETED' AND result_bytes IS NULL",
+            )
+            .bind(self.service.as_str())
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+            for row in &rows {
+                let results: String = row.try_get("results").map_err(store_error)?;
+                let results: Vec<StoredResult> =
+                    serde_json::from_str(&results).map_err(|e| UwsError::Store(e.to_string()))?;
+                usage.result_bytes += results.iter().filter_map(|r| r.size).sum::<u64>();
+            }
         }
         Ok(usage)
     }
@@ -496,6 +499,13 @@ fn encode_parameters(parameters: &[(String, String)]) -> Result<String, UwsError
         })
         .collect();
     serde_json::to_string(&stored).map_err(|e| UwsError::Store(e.to_string()))
+}
+
+/// What a COMPLETED job's results weigh against the owner's `result_bytes` quota (results of
+/// unknown size count 0).
+fn result_bytes(results: &[JobResult]) -> i64 {
+    let total: u64 = results.iter().filter_map(|r| r.size).sum();
+    i64::try_from(total).unwrap_or(i64::MAX)
 }
 
 fn encode_results(results: &[JobResult]) -> Result<String, UwsError> {

@@ -284,6 +284,46 @@ async fn usage_counts_one_owners_queue_window_and_result_bytes(store: SqlJobStor
     assert_eq!(nobody, uws::store::OwnerUsage::default());
 }
 
+/// A job completed before migration 2 has no `result_bytes`; its result list still counts.
+#[tokio::test]
+async fn usage_sums_result_lists_of_jobs_completed_before_the_result_bytes_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite(&dir, "legacy_result_bytes").await;
+    let job = store.create(new_job("alice", 0)).await.expect("create");
+    let at = timestamp::now();
+    store
+        .transition(&job.id, Transition::Queue, at)
+        .await
+        .expect("queue");
+    store
+        .transition(&job.id, Transition::Start, at)
+        .await
+        .expect("start");
+    let result = JobResult {
+        id: "r".into(),
+        key: "k".into(),
+        mime_type: "application/fits".into(),
+        size: Some(4096),
+    };
+    store
+        .transition(&job.id, Transition::Complete(vec![result]), at)
+        .await
+        .expect("complete");
+    // What a row written by a version without the column looks like.
+    let url = format!("sqlite://{}", dir.path().join("jobs.sqlite").display());
+    let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("open the file");
+    sqlx::query("UPDATE uws_job SET result_bytes = NULL WHERE id = $1")
+        .bind(job.id.as_str())
+        .execute(&mut db)
+        .await
+        .expect("forget the size");
+    let since = timestamp::now() - Duration::from_secs(3600);
+    let usage = store.usage("alice", since).await.expect("usage");
+    assert_eq!(usage.result_bytes, 4096);
+}
+
 /// Runs a new job from `start` to `start + seconds` and ends it by `end`.
 async fn run(
     store: &SqlJobStore,
