@@ -207,6 +207,9 @@ pub struct JobsConfig {
     pub sync_timeout: u64,
     /// Queued jobs at or above which `/sync` answers 503 and points to `/jobs`; 0 = never.
     pub sync_max_queue_depth: u64,
+    /// Fair share: a user who already has this many jobs QUEUED gets further async jobs queued
+    /// behind every other user's; 0 = first come, first served.
+    pub fair_share_queued: u32,
     /// Seconds a signed result URL stays valid.
     pub result_url_lifetime: u64,
     /// Seconds between sweeps that delete jobs past their destruction time.
@@ -275,6 +278,7 @@ impl Default for JobsConfig {
             max_wait: 60,
             sync_timeout: 60,
             sync_max_queue_depth: 0,
+            fair_share_queued: 10,
             result_url_lifetime: 15 * 60,
             sweep_interval: 60,
         }
@@ -289,6 +293,7 @@ impl JobsConfig {
             default_lifetime: Duration::from_secs(self.default_lifetime),
             max_lifetime: Duration::from_secs(self.max_lifetime),
             max_wait: Duration::from_secs(self.max_wait),
+            fair_share_queued: self.fair_share_queued,
         }
     }
 }

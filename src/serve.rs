@@ -254,10 +254,7 @@ async fn requeue_unfinished(store: &dyn JobStore, queue: &dyn JobQueue) -> anyho
             .transition(id, Transition::Queue, timestamp::now())
             .await;
         queue
-            .enqueue(QueuedJob {
-                id: id.clone(),
-                priority: Priority::Async,
-            })
+            .enqueue(QueuedJob::new(id.clone(), Priority::Async))
             .await?;
     }
     if !ids.is_empty() {

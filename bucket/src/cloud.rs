@@ -1,5 +1,6 @@
-//! Opening cloud stores (S3 and Google Cloud Storage) through `object_store`, from settings the
-//! binary hands in; nothing here reads the environment.
+//! Opening cloud stores (S3 and Google Cloud Storage, and plain HTTP(S) image servers for source
+//! images) through `object_store`, from settings the binary hands in; nothing here reads the
+//! environment.
 //!
 //! One crate covers both protocols, their signing (AWS SigV4 presigned GET, GCS V4 signing with
 //! a service-account key, done offline), multipart upload and retries, so Skycut carries no
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::http::HttpBuilder;
 use object_store::signer::Signer;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
@@ -21,9 +23,31 @@ use crate::error::BucketError;
 pub enum Scheme {
     S3,
     Gcs,
+    /// An image server read with plain GET and HEAD, with the job owner's delegated token:
+    /// it decides per user who may read what, so source images only.
+    Http,
+    Https,
 }
 
-/// A bucket and a key prefix inside it, parsed from `s3://BUCKET/PREFIX` or `gs://BUCKET/PREFIX`.
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::S3 => "s3",
+            Scheme::Gcs => "gs",
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// The server checks each reader's own credentials (the job owner's delegated token) rather
+    /// than the service's.
+    pub fn checks_each_reader(self) -> bool {
+        matches!(self, Scheme::Http | Scheme::Https)
+    }
+}
+
+/// A bucket and a key prefix inside it, parsed from `s3://BUCKET/PREFIX` or `gs://BUCKET/PREFIX`;
+/// for an image server `https://HOST[:PORT]/PREFIX`, the "bucket" is the host and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketUrl {
     pub scheme: Scheme,
@@ -33,21 +57,26 @@ pub struct BucketUrl {
 }
 
 impl BucketUrl {
-    /// Whether a string names a bucket rather than a local directory.
+    /// Whether a string names a bucket (or image server) rather than a local directory.
     pub fn is_bucket_url(s: &str) -> bool {
-        s.starts_with("s3://") || s.starts_with("gs://")
+        ["s3://", "gs://", "http://", "https://"]
+            .iter()
+            .any(|scheme| s.starts_with(scheme))
     }
 
     pub fn parse(s: &str) -> Result<BucketUrl, BucketError> {
-        let (scheme, rest) = if let Some(rest) = s.strip_prefix("s3://") {
-            (Scheme::S3, rest)
-        } else if let Some(rest) = s.strip_prefix("gs://") {
-            (Scheme::Gcs, rest)
-        } else {
-            return Err(BucketError::Config(format!(
-                "{s:?} is not an s3:// or gs:// URL"
-            )));
-        };
+        let (scheme, rest) = [Scheme::S3, Scheme::Gcs, Scheme::Http, Scheme::Https]
+            .into_iter()
+            .find_map(|scheme| {
+                s.strip_prefix(scheme.as_str())
+                    .and_then(|r| r.strip_prefix("://"))
+                    .map(|rest| (scheme, rest))
+            })
+            .ok_or_else(|| {
+                BucketError::Config(format!(
+                    "{s:?} is not an s3://, gs://, http:// or https:// URL"
+                ))
+            })?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(BucketError::Config(format!("{s:?} names no bucket")));
@@ -70,11 +99,12 @@ impl BucketUrl {
 
     /// `s3://bucket/prefix/name`, for messages.
     pub fn display_object(&self, name: &str) -> String {
-        let scheme = match self.scheme {
-            Scheme::S3 => "s3",
-            Scheme::Gcs => "gs",
-        };
-        format!("{scheme}://{}/{}", self.bucket, self.object_path(name))
+        format!(
+            "{}://{}/{}",
+            self.scheme.as_str(),
+            self.bucket,
+            self.object_path(name)
+        )
     }
 }
 
@@ -177,7 +207,44 @@ impl CloudSettings {
                     signer: gcs,
                 })
             }
+            Scheme::Http | Scheme::Https => Err(BucketError::Config(format!(
+                "{} is an image server: it can hold source images, not results",
+                url.display_object("")
+            ))),
         }
+    }
+
+    /// A client for an image server, reading as the holder of `token` (sent as
+    /// `Authorization: Bearer`, marked sensitive so that no log of the client shows it); without
+    /// a token, anonymously. No request is made here.
+    pub fn open_image_server(
+        &self,
+        url: &BucketUrl,
+        token: Option<&str>,
+    ) -> Result<Arc<dyn ObjectStore>, BucketError> {
+        if !url.scheme.checks_each_reader() {
+            return Ok(self.open(url)?.store);
+        }
+        let mut options = self
+            .client_options()
+            .with_allow_http(url.scheme == Scheme::Http);
+        if let Some(token) = token {
+            let mut value =
+                http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                    BucketError::Config("the delegated token is not a header value".into())
+                })?;
+            value.set_sensitive(true);
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::AUTHORIZATION, value);
+            options = options.with_default_headers(headers);
+        }
+        let store = HttpBuilder::new()
+            .with_url(format!("{}://{}", url.scheme.as_str(), url.bucket))
+            .with_client_options(options)
+            .with_retry(self.retry())
+            .build()
+            .map_err(|e| BucketError::Config(e.to_string()))?;
+        Ok(Arc::new(store))
     }
 }
 
@@ -195,6 +262,13 @@ mod tests {
         let g = BucketUrl::parse("gs://images").expect("parse");
         assert_eq!((g.scheme, g.prefix.as_str()), (Scheme::Gcs, ""));
         assert_eq!(g.display_object("x.fits"), "gs://images/x.fits");
+        let h = BucketUrl::parse("https://images.example.org:8443/repo/v1/").expect("parse");
+        assert_eq!(h.scheme, Scheme::Https);
+        assert_eq!(h.bucket, "images.example.org:8443");
+        assert_eq!(
+            h.display_object("m31.fits"),
+            "https://images.example.org:8443/repo/v1/m31.fits"
+        );
         assert!(BucketUrl::parse("s3:///x").is_err());
         assert!(BucketUrl::parse("/data/images").is_err());
     }

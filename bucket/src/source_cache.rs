@@ -6,6 +6,11 @@
 //! A file in use by a job is pinned ([`CachedSource`]) and never evicted under it; the cache may
 //! exceed its bound while every file in it is pinned. The cache directory is emptied at start:
 //! its index lives in memory.
+//!
+//! An image server (`http(s)://` repository) decides per user who may read an image, so a copy
+//! cached for one user is never handed to another unchecked: every fetch first asks the server
+//! (`HEAD`, with the reader's delegated token) whether this reader may read the image, and
+//! whether the cached copy is still the server's version.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +34,9 @@ pub struct CacheStats {
 
 struct Entry {
     path: PathBuf,
+    /// The server's version of the object (ETag, else size and modification time) when it was
+    /// fetched from an image server; None for buckets, whose objects are written once.
+    version: Option<String>,
     size: u64,
     last_used: u64,
     pins: usize,
@@ -42,11 +50,15 @@ struct Index {
 }
 
 impl Index {
-    /// Pins and touches an entry; None if it is not cached.
-    fn pin(&mut self, url: &str) -> Option<PathBuf> {
+    /// Pins and touches an entry; None if it is not cached, or cached in another version than
+    /// `version` (when one is given).
+    fn pin(&mut self, url: &str, version: Option<&str>) -> Option<PathBuf> {
         self.clock += 1;
         let clock = self.clock;
-        let entry = self.entries.get_mut(url)?;
+        let entry = self
+            .entries
+            .get_mut(url)
+            .filter(|e| version.is_none() || e.version.as_deref() == version)?;
         entry.pins += 1;
         entry.last_used = clock;
         Some(entry.path.clone())
@@ -157,8 +169,8 @@ impl SourceCache {
         Ok(store)
     }
 
-    fn pinned(&self, url: &str) -> Option<CachedSource> {
-        let path = self.index.lock().ok()?.pin(url)?;
+    fn pinned(&self, url: &str, version: Option<&str>) -> Option<CachedSource> {
+        let path = self.index.lock().ok()?.pin(url, version)?;
         Some(CachedSource {
             path,
             url: url.to_owned(),
@@ -169,9 +181,33 @@ impl SourceCache {
     /// The local copy of object `name` in the bucket `repository` (`s3://BUCKET/PREFIX`),
     /// downloaded first if it is not cached.
     pub async fn fetch(&self, repository: &str, name: &str) -> Result<CachedSource, BucketError> {
+        self.fetch_as(repository, name, None).await
+    }
+
+    /// [`SourceCache::fetch`] on behalf of the holder of `token`: an image server is asked with
+    /// it whether this reader may read the image, even when a copy is cached. Buckets ignore it.
+    pub async fn fetch_as(
+        &self,
+        repository: &str,
+        name: &str,
+        token: Option<&str>,
+    ) -> Result<CachedSource, BucketError> {
         let bucket = BucketUrl::parse(repository)?;
         let url = bucket.display_object(name);
-        if let Some(hit) = self.pinned(&url) {
+        let (store, version) = if bucket.scheme.checks_each_reader() {
+            let store = self.settings.open_image_server(&bucket, token)?;
+            let meta = store
+                .head(&bucket.object_path(name))
+                .await
+                .map_err(|e| BucketError::from_store(&url, e))?;
+            let version = meta.e_tag.clone().unwrap_or_else(|| {
+                format!("{}@{}", meta.size, meta.last_modified.timestamp_micros())
+            });
+            (store, Some(version))
+        } else {
+            (self.store(&bucket)?, None)
+        };
+        if let Some(hit) = self.pinned(&url, version.as_deref()) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("skycut_source_cache_lookups_total", "result" => "hit").increment(1);
             return Ok(hit);
@@ -185,14 +221,16 @@ impl SourceCache {
         };
         let _flight = gate.lock().await;
         // Whoever held the gate before us may have cached it.
-        if let Some(hit) = self.pinned(&url) {
+        if let Some(hit) = self.pinned(&url, version.as_deref()) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("skycut_source_cache_lookups_total", "result" => "hit").increment(1);
             return Ok(hit);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("skycut_source_cache_lookups_total", "result" => "miss").increment(1);
-        let result = self.download(&bucket, name, &url).await;
+        let result = self
+            .download(store.as_ref(), &bucket, name, &url, version)
+            .await;
         if let Ok(mut flights) = self.flights.lock() {
             flights.remove(&url);
         }
@@ -201,12 +239,21 @@ impl SourceCache {
 
     async fn download(
         &self,
+        store: &dyn ObjectStore,
         bucket: &BucketUrl,
         name: &str,
         url: &str,
+        version: Option<String>,
     ) -> Result<CachedSource, BucketError> {
-        let store = self.store(bucket)?;
-        let file_name = hex::encode(Sha256::digest(url.as_bytes()));
+        // Each version of an image server's object gets its own file, so replacing it never
+        // changes a file a job is reading.
+        let mut digest = Sha256::new();
+        digest.update(url.as_bytes());
+        if let Some(v) = &version {
+            digest.update(b"\0");
+            digest.update(v.as_bytes());
+        }
+        let file_name = hex::encode(digest.finalize());
         let path = self.dir.join(format!("{file_name}.fits"));
         let partial = self.dir.join(format!("{file_name}.partial"));
         let got = store
@@ -249,17 +296,28 @@ impl SourceCache {
                 .map_err(|_| BucketError::Config("source cache index poisoned".into()))?;
             index.clock += 1;
             let clock = index.clock;
-            index.entries.insert(
+            let replaced = index.entries.insert(
                 url.to_owned(),
                 Entry {
                     path: path.clone(),
+                    version,
                     size,
                     last_used: clock,
                     pins: 1,
                 },
             );
             index.total += size;
-            index.evict(self.max_bytes)
+            let mut evicted = Vec::new();
+            // An older version of an image server's object: its own file, removed unless a job
+            // still reads it (then it stays until the next start empties the cache).
+            if let Some(old) = replaced {
+                index.total -= old.size;
+                if old.pins == 0 && old.path != path {
+                    evicted.push(old.path);
+                }
+            }
+            evicted.extend(index.evict(self.max_bytes));
+            evicted
         };
         for old in evicted {
             tokio::fs::remove_file(&old).await.ok();
@@ -281,6 +339,7 @@ mod tests {
             name.to_owned(),
             Entry {
                 path: PathBuf::from(name),
+                version: None,
                 size,
                 last_used,
                 pins,
@@ -309,7 +368,7 @@ mod tests {
         );
         assert_eq!(index.total, 20);
         // Touching "a" makes "d" the oldest; everything pinned stays even past the bound.
-        assert!(index.pin("a").is_some());
+        assert!(index.pin("a", None).is_some());
         assert_eq!(index.evict(10), vec![PathBuf::from("d")]);
         assert!(index.evict(0).is_empty());
         assert_eq!(index.total, 10);

@@ -18,10 +18,16 @@ use axum::http::HeaderMap;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
+use uws::queue::DelegatedToken;
+
 use crate::error::FrontendError;
 
 /// The header in which an authenticating ingress names the user.
 pub const USER_HEADER: &str = "x-auth-request-user";
+
+/// The header in which an authenticating ingress passes the user's delegated token (Gafaelfawr
+/// sends a token with the scopes the service asked for).
+pub const TOKEN_HEADER: &str = "x-auth-request-token";
 
 /// Longest user name accepted, in bytes; Gafaelfawr's own limit is 64.
 const MAX_USER_LEN: usize = 64;
@@ -84,6 +90,34 @@ impl Authenticator {
                 verifier.verify(token)
             }
         }
+    }
+}
+
+impl Authenticator {
+    /// The credential a request carries for the worker to read source images as the user: the
+    /// ingress's `X-Auth-Request-Token` (believed under the same rule as the user header), or
+    /// the Bearer token this service validated. Call it after [`Authenticator::authenticate`]
+    /// succeeded.
+    pub fn delegated_token(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        trusted: &[IpAddr],
+    ) -> Option<DelegatedToken> {
+        let token = match self {
+            Authenticator::Anonymous { .. } => None,
+            Authenticator::Ingress { trust_any } => {
+                let from_proxy = *trust_any || peer.is_some_and(|ip| trusted.contains(&ip));
+                from_proxy
+                    .then(|| headers.get(TOKEN_HEADER)?.to_str().ok())
+                    .flatten()
+            }
+            Authenticator::Jwt(_) => bearer_token(headers).ok(),
+        };
+        token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(DelegatedToken::new)
     }
 }
 

@@ -9,6 +9,8 @@ use axum::http::request::Parts;
 use axum::http::{Method, header};
 use uws::Parameters;
 
+use uws::queue::DelegatedToken;
+
 use crate::error::FrontendError;
 use crate::state::AppState;
 
@@ -118,6 +120,33 @@ where
         app.auth
             .authenticate(&parts.headers, peer, &app.settings.trusted_proxies)
             .map(Owner)
+    }
+}
+
+/// The caller's delegated token, if the request carries one (see
+/// [`crate::auth::Authenticator::delegated_token`]). Extract it after [`Owner`], which rejects
+/// an unauthenticated request first. It goes to the job queue and nowhere else.
+#[derive(Debug, Clone)]
+pub struct Delegated(pub Option<DelegatedToken>);
+
+impl<S> FromRequestParts<S> for Delegated
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = FrontendError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let app = AppState::from_ref(state);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Delegated(app.auth.delegated_token(
+            &parts.headers,
+            peer,
+            &app.settings.trusted_proxies,
+        )))
     }
 }
 

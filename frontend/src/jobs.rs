@@ -8,7 +8,7 @@ use uws::{ExecutionPhase, Job, Parameters, UwsError, timestamp, xml};
 
 use crate::cutout;
 use crate::error::FrontendError;
-use crate::extract::{DaliParams, Owner, PublicBase};
+use crate::extract::{DaliParams, Delegated, Owner, PublicBase};
 use crate::quota::{self, Intent};
 use crate::quote;
 use crate::state::AppState;
@@ -81,6 +81,7 @@ pub async fn list(
 pub async fn create(
     State(app): State<AppState>,
     Owner(owner): Owner,
+    Delegated(token): Delegated,
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response> {
@@ -92,7 +93,13 @@ pub async fn create(
     quota::check(&app, &owner, intent).await?;
     let job = app
         .uws
-        .create(&owner, &params, job_parameters, uws::queue::Priority::Async)
+        .create(
+            &owner,
+            &params,
+            job_parameters,
+            uws::queue::Priority::Async,
+            token,
+        )
         .await?;
     tracing::info!(job = %job.id, owner = %owner, phase = %job.phase, "job created");
     Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
@@ -226,6 +233,7 @@ pub async fn get_phase(
 pub async fn post_phase(
     State(app): State<AppState>,
     Owner(owner): Owner,
+    Delegated(token): Delegated,
     base: PublicBase,
     Path(id): Path<String>,
     DaliParams(params): DaliParams,
@@ -240,7 +248,7 @@ pub async fn post_phase(
     }
     let job = app
         .uws
-        .set_phase(&owner, &id, params.first("PHASE"))
+        .set_phase(&owner, &id, params.first("PHASE"), token)
         .await?;
     Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
 }

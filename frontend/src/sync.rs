@@ -10,7 +10,7 @@ use uws::queue::Priority;
 
 use crate::cutout;
 use crate::error::FrontendError;
-use crate::extract::{DaliParams, Owner, PublicBase};
+use crate::extract::{DaliParams, Delegated, Owner, PublicBase};
 use crate::jobs::result_urls;
 use crate::quota::{self, Intent};
 use crate::state::AppState;
@@ -33,6 +33,7 @@ use crate::state::AppState;
 pub async fn sync(
     State(app): State<AppState>,
     Owner(owner): Owner,
+    Delegated(token): Delegated,
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response, FrontendError> {
@@ -44,7 +45,7 @@ pub async fn sync(
     run.push("PHASE", "RUN");
     let job = app
         .uws
-        .create(&owner, &run, job_parameters, Priority::Sync)
+        .create(&owner, &run, job_parameters, Priority::Sync, token)
         .await?;
     let job = app
         .uws

@@ -5,9 +5,10 @@
 //! of it through the same calls, decompressing only the tiles a cutout touches). [`SourceId`]
 //! already guarantees that X cannot climb out of the directory.
 //!
-//! A repository may also be a bucket prefix (`s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`): then
-//! the ID names the object `PREFIX/X.fits`, which the worker fetches through its source cache.
-//! This crate only tells the two apart; it never opens a connection.
+//! A repository may also be a bucket prefix (`s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`) or an
+//! image server (`https://HOST/PREFIX`, read with the job owner's delegated token): then the ID
+//! names the object `PREFIX/X.fits`, which the worker fetches through its source cache. This
+//! crate only tells them apart; it never opens a connection.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ const COMPRESSED_SUFFIX: &str = ".fz";
 #[derive(Debug, Clone, Default)]
 pub struct Repositories {
     dirs: BTreeMap<String, PathBuf>,
-    /// Repositories in buckets: name → `s3://…` or `gs://…` prefix.
+    /// Repositories in buckets: name → `s3://…`, `gs://…` or `http(s)://…` prefix.
     buckets: BTreeMap<String, String>,
 }
 
@@ -37,7 +38,9 @@ pub enum SourceLocation {
 
 /// Whether a configured repository location is a bucket prefix rather than a directory.
 pub fn is_bucket_location(location: &str) -> bool {
-    location.starts_with("s3://") || location.starts_with("gs://")
+    ["s3://", "gs://", "http://", "https://"]
+        .iter()
+        .any(|scheme| location.starts_with(scheme))
 }
 
 impl Repositories {

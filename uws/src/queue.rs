@@ -5,19 +5,76 @@ use async_trait::async_trait;
 use crate::error::UwsError;
 use crate::job::JobId;
 
-/// Synchronous requests have a client waiting on an open connection, so they go first.
+/// Which lane a job waits in. A worker takes the first waiting job of the first non-empty lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Priority {
+    /// A client waits on an open connection.
     Sync,
+    /// An async job of an owner with few jobs waiting.
     Async,
+    /// An async job of an owner who already has many jobs waiting ([`JobLimits::fair_share_queued`]
+    /// or more): served only when no other owner's job waits, so one user's flood cannot starve
+    /// the rest.
+    ///
+    /// [`JobLimits::fair_share_queued`]: crate::service::JobLimits::fair_share_queued
+    Bulk,
 }
 
-/// The message a queue carries: only the job's identity and priority. Everything else is read
-/// from the job store, which is the truth, so a message replayed after a crash is harmless.
+impl Priority {
+    /// Every lane, in the order workers take from them.
+    pub const ALL: [Priority; 3] = [Priority::Sync, Priority::Async, Priority::Bulk];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Sync => "sync",
+            Priority::Async => "async",
+            Priority::Bulk => "bulk",
+        }
+    }
+}
+
+/// The caller's own credential, handed on to the worker so that it can read source images the
+/// user may read (an image server that checks the user's token). It is a secret: it is never
+/// formatted (its `Debug` is redacted and it has no `Display`), never stored with the job, and
+/// dropped with the queue message when the job ends.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DelegatedToken(String);
+
+impl DelegatedToken {
+    pub fn new(token: impl Into<String>) -> DelegatedToken {
+        DelegatedToken(token.into())
+    }
+
+    /// The token itself, for the one place that sends it on.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DelegatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DelegatedToken([redacted])")
+    }
+}
+
+/// The message a queue carries: the job's identity, its lane, and the owner's delegated token if
+/// there is one. Everything else is read from the job store, which is the truth, so a message
+/// replayed after a crash is harmless.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedJob {
     pub id: JobId,
     pub priority: Priority,
+    pub token: Option<DelegatedToken>,
+}
+
+impl QueuedJob {
+    pub fn new(id: JobId, priority: Priority) -> QueuedJob {
+        QueuedJob {
+            id,
+            priority,
+            token: None,
+        }
+    }
 }
 
 #[async_trait]
@@ -30,4 +87,21 @@ pub trait JobQueue: Send + Sync {
     /// How long the oldest job counted by [`JobQueue::depth`] has been in the queue; `None` when
     /// the queue is empty. Operators alert on it: a growing age means workers fall behind.
     async fn oldest_age(&self) -> Result<Option<std::time::Duration>, UwsError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delegated_token_never_shows_in_debug_output() {
+        let job = QueuedJob {
+            id: JobId::random(),
+            priority: Priority::Async,
+            token: Some(DelegatedToken::new("gt-secret-value")),
+        };
+        let shown = format!("{job:?}");
+        assert!(!shown.contains("gt-secret-value"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
 }

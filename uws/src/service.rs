@@ -15,7 +15,7 @@ use crate::error::UwsError;
 use crate::events::{PhaseChange, PhaseEvents};
 use crate::job::{ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob};
 use crate::params::Parameters;
-use crate::queue::{JobQueue, Priority, QueuedJob};
+use crate::queue::{DelegatedToken, JobQueue, Priority, QueuedJob};
 use crate::results::ResultStore;
 use crate::store::{JobFilter, JobStore, JobSummary, JobUpdate, Transition};
 use crate::timestamp;
@@ -62,6 +62,9 @@ pub struct JobLimits {
     pub max_lifetime: Duration,
     /// The server's cap on `WAIT`, and what `WAIT=-1` means.
     pub max_wait: Duration,
+    /// An owner who already has this many jobs QUEUED gets further async jobs queued in the
+    /// [`Priority::Bulk`] lane, behind every other owner's; 0 turns fair share off.
+    pub fair_share_queued: u32,
 }
 
 impl Default for JobLimits {
@@ -72,6 +75,7 @@ impl Default for JobLimits {
             default_lifetime: Duration::from_secs(7 * 24 * 3600),
             max_lifetime: Duration::from_secs(30 * 24 * 3600),
             max_wait: Duration::from_secs(60),
+            fair_share_queued: 10,
         }
     }
 }
@@ -126,13 +130,15 @@ impl Uws {
 
     /// Creates a job from a creation request. `job_parameters` are the service's own parameters,
     /// already validated; the UWS control parameters are read from `request`. `PHASE=RUN` in
-    /// the request starts the job at once.
+    /// the request starts the job at once, and `token` (the caller's delegated credential)
+    /// travels with it to the worker.
     pub async fn create(
         &self,
         owner: &str,
         request: &Parameters,
         job_parameters: Parameters,
         priority: Priority,
+        token: Option<DelegatedToken>,
     ) -> Result<Job, UwsError> {
         let run = match request.first("PHASE") {
             None => false,
@@ -164,7 +170,7 @@ impl Uws {
             })
             .await?;
         if run {
-            self.start(&job.id, priority).await
+            self.start(&job.id, priority, token).await
         } else {
             Ok(job)
         }
@@ -211,12 +217,13 @@ impl Uws {
             .await
     }
 
-    /// `POST /phase` with `PHASE=RUN` or `PHASE=ABORT`.
+    /// `POST /phase` with `PHASE=RUN` or `PHASE=ABORT`; a run hands `token` to the worker.
     pub async fn set_phase(
         &self,
         owner: &str,
         id: &str,
         phase: Option<&str>,
+        token: Option<DelegatedToken>,
     ) -> Result<Job, UwsError> {
         let job = self.job(owner, id).await?;
         match phase.map(str::trim) {
@@ -227,7 +234,7 @@ impl Uws {
                         job.id, job.phase
                     )));
                 }
-                self.start(&job.id, Priority::Async).await
+                self.start(&job.id, Priority::Async, token).await
             }
             Some(p) if p.eq_ignore_ascii_case("ABORT") => self.abort(job).await,
             Some(p) => Err(UwsError::Usage(format!(
@@ -239,7 +246,12 @@ impl Uws {
 
     /// Queues a PENDING job. The job is QUEUED in the store before this returns, so a client that
     /// reads it right after sees it QUEUED or later.
-    async fn start(&self, id: &JobId, priority: Priority) -> Result<Job, UwsError> {
+    async fn start(
+        &self,
+        id: &JobId,
+        priority: Priority,
+        token: Option<DelegatedToken>,
+    ) -> Result<Job, UwsError> {
         let job = self
             .store
             .transition(id, Transition::Queue, timestamp::now())
@@ -250,11 +262,13 @@ impl Uws {
             owner: job.owner.clone(),
             phase: job.phase,
         });
+        let priority = self.lane(&job.owner, priority).await;
         if let Err(e) = self
             .queue
             .enqueue(QueuedJob {
                 id: id.clone(),
                 priority,
+                token,
             })
             .await
         {
@@ -264,6 +278,25 @@ impl Uws {
             return Err(e);
         }
         Ok(job)
+    }
+
+    /// Fair share: an async job whose owner already has `fair_share_queued` other jobs waiting
+    /// goes to the bulk lane. Sync jobs keep their lane (a client is waiting on them).
+    async fn lane(&self, owner: &str, priority: Priority) -> Priority {
+        let threshold = u64::from(self.limits.fair_share_queued);
+        if priority != Priority::Async || threshold == 0 {
+            return priority;
+        }
+        match self.store.usage(owner, timestamp::now()).await {
+            // The job being queued is already QUEUED in the store: the others are one fewer.
+            Ok(usage) if usage.queued.saturating_sub(1) >= threshold => Priority::Bulk,
+            Ok(_) => priority,
+            Err(e) => {
+                // Fairness is not worth failing a run over: the job keeps its lane.
+                tracing::warn!(owner, error = %e, "queued jobs not counted; fair share skipped");
+                priority
+            }
+        }
     }
 
     /// Aborts an active job; a finished job is left as it is.

@@ -20,10 +20,12 @@ use soda::preview::PNG;
 use soda::repository::Repositories;
 use soda::request::{CutoutRequest, FITS};
 use soda::{CutOptions, Provenance, SodaError, SourceId, Stencil};
+use uws::queue::DelegatedToken;
 use uws::results::{ObjectMeta, ResultStore};
 use uws::{ErrorCode, JobError, JobResult, timestamp};
 
 use crate::runner::WorkerSettings;
+use crate::sources::JobSources;
 
 /// The media type of a pair's error result.
 const TEXT: &str = "text/plain";
@@ -64,6 +66,7 @@ pub(crate) async fn cut_all(
     settings: &WorkerSettings,
     results: &dyn ResultStore,
     cache: Option<&bucket::SourceCache>,
+    token: Option<&DelegatedToken>,
 ) -> Result<Vec<JobResult>, JobError> {
     let request = CutoutRequest::from_parameters(
         job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
@@ -74,23 +77,18 @@ pub(crate) async fn cut_all(
         band: request.band,
         extension: id.extension().map(str::to_owned),
     };
+    let sources = JobSources {
+        repositories,
+        cache,
+        token,
+    };
     let pairs: Vec<(&SourceId, &Stencil)> = request.pairs().collect();
     let mut scratch = Scratch { files: Vec::new() };
     let mut outcomes = Vec::with_capacity(pairs.len());
     for (n, (id, stencil)) in pairs.iter().enumerate() {
         let out = scratch.file(settings.scratch_dir.join(format!("{}-{n}.fits", job.id)));
         outcomes.push(
-            match cut_one(
-                repositories,
-                cache,
-                settings,
-                id,
-                stencil,
-                &out,
-                options(id),
-            )
-            .await
-            {
+            match cut_one(&sources, settings, id, stencil, &out, options(id)).await {
                 Ok(()) => Pair::Cut(out),
                 Err(e) => Pair::Failed(e),
             },
@@ -193,8 +191,7 @@ pub(crate) async fn cut_all(
 
 /// Cuts one pair into `out` on a blocking thread.
 async fn cut_one(
-    repositories: &Repositories,
-    cache: Option<&bucket::SourceCache>,
+    sources: &JobSources<'_>,
     settings: &WorkerSettings,
     id: &SourceId,
     stencil: &Stencil,
@@ -202,7 +199,7 @@ async fn cut_one(
     options: CutOptions,
 ) -> Result<(), JobError> {
     // Pinned in the source cache until the cut is done.
-    let source = crate::sources::open(repositories, cache, id, job_error).await?;
+    let source = sources.open(id, job_error).await?;
     let path = source.path.clone();
     let provenance = Provenance {
         source_id: id.to_string(),

@@ -105,7 +105,7 @@ pub async fn run_redis(
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let id = delivery.job.id.clone();
-            let work = worker.run_job(&id, delivery.takeover);
+            let work = worker.run_job(&id, delivery.takeover, delivery.job.token.as_ref());
             tokio::pin!(work);
             let outcome = loop {
                 tokio::select! {
@@ -298,11 +298,10 @@ pub async fn requeue_from_store(uws: &Uws, queue: &RedisQueue) -> Result<usize, 
         .await?;
     for id in &ids {
         queue
+            // The owners' tokens were only in the lost entries: these jobs read image servers
+            // anonymously (see docs/operator-guide.md).
             .add(
-                &uws::queue::QueuedJob {
-                    id: id.clone(),
-                    priority: uws::queue::Priority::Async,
-                },
+                &uws::queue::QueuedJob::new(id.clone(), uws::queue::Priority::Async),
                 true,
             )
             .await?;

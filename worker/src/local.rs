@@ -1,7 +1,8 @@
 //! The in-process queue of `skycut serve`, and the loop that runs its jobs.
 //!
-//! Two channels give synchronous requests priority: a worker slot always takes a waiting sync job
-//! before an async one. Concurrency is a semaphore of worker slots; each job runs in its own task.
+//! One channel per lane ([`Priority`]): a worker slot always takes a waiting sync job first, then
+//! an async one, then a bulk one (fair share). Concurrency is a semaphore of worker slots; each
+//! job runs in its own task.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -10,51 +11,53 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use uws::UwsError;
 use uws::events::PhaseEvents;
 use uws::queue::{JobQueue, Priority, QueuedJob};
-use uws::{JobId, UwsError};
 
 use crate::runner::Worker;
+
+/// One lane's channel ends, indexed like [`Priority::ALL`].
+fn lane(priority: Priority) -> usize {
+    match priority {
+        Priority::Sync => 0,
+        Priority::Async => 1,
+        Priority::Bulk => 2,
+    }
+}
 
 /// The sending side; cloning shares the channels.
 #[derive(Clone)]
 pub struct LocalQueue {
-    sync: mpsc::UnboundedSender<JobId>,
-    async_: mpsc::UnboundedSender<JobId>,
+    lanes: [mpsc::UnboundedSender<QueuedJob>; 3],
     depth: Arc<std::sync::atomic::AtomicU64>,
     waiting: Arc<Waiting>,
 }
 
 /// The receiving side, owned by [`run_local`].
 pub struct LocalQueueReceiver {
-    sync: mpsc::UnboundedReceiver<JobId>,
-    async_: mpsc::UnboundedReceiver<JobId>,
+    lanes: [mpsc::UnboundedReceiver<QueuedJob>; 3],
     depth: Arc<std::sync::atomic::AtomicU64>,
     waiting: Arc<Waiting>,
 }
 
-/// When each waiting job was enqueued, per channel. Channels are FIFO, so the front of each list
-/// belongs to the job its channel hands out next, and the oldest waiting job is the older front.
+/// When each waiting job was enqueued, per lane. Channels are FIFO, so the front of each list
+/// belongs to the job its channel hands out next, and the oldest waiting job is the oldest front.
 #[derive(Default)]
 struct Waiting {
-    sync: Mutex<VecDeque<Instant>>,
-    async_: Mutex<VecDeque<Instant>>,
+    lanes: [Mutex<VecDeque<Instant>>; 3],
 }
 
 impl Waiting {
     fn list(&self, priority: Priority) -> &Mutex<VecDeque<Instant>> {
-        match priority {
-            Priority::Sync => &self.sync,
-            Priority::Async => &self.async_,
-        }
+        &self.lanes[lane(priority)]
     }
 
     fn oldest(&self) -> Option<Instant> {
-        let front = |list: &Mutex<VecDeque<Instant>>| list.lock().ok()?.front().copied();
-        match (front(&self.sync), front(&self.async_)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.lanes
+            .iter()
+            .filter_map(|list| list.lock().ok()?.front().copied())
+            .min()
     }
 }
 
@@ -62,18 +65,17 @@ impl LocalQueue {
     pub fn new() -> (LocalQueue, LocalQueueReceiver) {
         let (sync_tx, sync_rx) = mpsc::unbounded_channel();
         let (async_tx, async_rx) = mpsc::unbounded_channel();
+        let (bulk_tx, bulk_rx) = mpsc::unbounded_channel();
         let depth = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let waiting = Arc::new(Waiting::default());
         (
             LocalQueue {
-                sync: sync_tx,
-                async_: async_tx,
+                lanes: [sync_tx, async_tx, bulk_tx],
                 depth: depth.clone(),
                 waiting: waiting.clone(),
             },
             LocalQueueReceiver {
-                sync: sync_rx,
-                async_: async_rx,
+                lanes: [sync_rx, async_rx, bulk_rx],
                 depth,
                 waiting,
             },
@@ -84,16 +86,14 @@ impl LocalQueue {
 #[async_trait]
 impl JobQueue for LocalQueue {
     async fn enqueue(&self, job: QueuedJob) -> Result<(), UwsError> {
-        let channel = match job.priority {
-            Priority::Sync => &self.sync,
-            Priority::Async => &self.async_,
-        };
+        let priority = job.priority;
+        let channel = &self.lanes[lane(priority)];
         // Recorded before the send, so the receiver never pops an instant that is not there yet.
-        let list = self.waiting.list(job.priority);
+        let list = self.waiting.list(priority);
         if let Ok(mut list) = list.lock() {
             list.push_back(Instant::now());
         }
-        if channel.send(job.id).is_err() {
+        if channel.send(job).is_err() {
             if let Ok(mut list) = list.lock() {
                 list.pop_back();
             }
@@ -114,25 +114,22 @@ impl JobQueue for LocalQueue {
 }
 
 impl LocalQueueReceiver {
-    /// The next job, sync ones first; None when every sender is gone.
-    async fn next(&mut self) -> Option<JobId> {
-        let id = tokio::select! {
+    /// The next job, from the first lane that has one; None when every sender is gone.
+    async fn next(&mut self) -> Option<QueuedJob> {
+        let [sync, async_, bulk] = &mut self.lanes;
+        let job = tokio::select! {
             biased;
-            Some(id) = self.sync.recv() => Some((id, Priority::Sync)),
-            Some(id) = self.async_.recv() => Some((id, Priority::Async)),
-            else => None,
+            Some(job) = sync.recv() => job,
+            Some(job) = async_.recv() => job,
+            Some(job) = bulk.recv() => job,
+            else => return None,
         };
-        let id = id.map(|(id, priority)| {
-            if let Ok(mut list) = self.waiting.list(priority).lock() {
-                list.pop_front();
-            }
-            id
-        });
-        if id.is_some() {
-            self.depth
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut list) = self.waiting.list(job.priority).lock() {
+            list.pop_front();
         }
-        id
+        self.depth
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Some(job)
     }
 }
 
@@ -155,10 +152,12 @@ pub async fn run_local(
             () = shutdown.cancelled() => None,
             id = queue.next() => id,
         };
-        let Some(id) = next else { break };
+        let Some(job) = next else { break };
         let worker = worker.clone();
         tokio::spawn(async move {
-            match worker.run_job(&id, false).await {
+            let id = job.id;
+            // The token lives in this task only, and is dropped with it when the job ends.
+            match worker.run_job(&id, false, job.token.as_ref()).await {
                 Ok(outcome) => tracing::debug!(job = %id, ?outcome, "job done"),
                 Err(e) => tracing::error!(job = %id, error = %e, "job could not be recorded"),
             }
@@ -197,12 +196,10 @@ pub(crate) async fn watch_aborts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uws::JobId;
 
     fn job(n: u8, priority: Priority) -> QueuedJob {
-        QueuedJob {
-            id: JobId::parse(&format!("{n:032x}")).expect("id"),
-            priority,
-        }
+        QueuedJob::new(JobId::parse(&format!("{n:032x}")).expect("id"), priority)
     }
 
     #[tokio::test]
@@ -219,10 +216,36 @@ mod tests {
             .await
             .expect("enqueue");
         // The sync job is taken first; the async one is still the oldest waiting.
-        assert_eq!(receiver.next().await, Some(job(2, Priority::Sync).id));
+        assert_eq!(receiver.next().await, Some(job(2, Priority::Sync)));
         let age = queue.oldest_age().await.expect("age").expect("waiting");
         assert!(age >= first, "{age:?} < {first:?}");
-        assert_eq!(receiver.next().await, Some(job(1, Priority::Async).id));
+        assert_eq!(receiver.next().await, Some(job(1, Priority::Async)));
         assert_eq!(queue.oldest_age().await.expect("age"), None);
+    }
+
+    #[tokio::test]
+    async fn lanes_are_served_sync_then_async_then_bulk_each_in_order() {
+        let (queue, mut receiver) = LocalQueue::new();
+        let sent = [
+            job(1, Priority::Bulk),
+            job(2, Priority::Async),
+            job(3, Priority::Bulk),
+            job(4, Priority::Sync),
+            job(5, Priority::Async),
+        ];
+        for j in &sent {
+            queue.enqueue(j.clone()).await.expect("enqueue");
+        }
+        assert_eq!(queue.depth().await.expect("depth"), 5);
+        let mut taken = Vec::new();
+        for _ in 0..sent.len() {
+            taken.push(receiver.next().await.expect("job").id);
+        }
+        let order: Vec<JobId> = [4, 2, 5, 1, 3]
+            .into_iter()
+            .map(|n| job(n, Priority::Sync).id)
+            .collect();
+        assert_eq!(taken, order);
+        assert_eq!(queue.depth().await.expect("depth"), 0);
     }
 }

@@ -1,21 +1,24 @@
-//! The job queue on Redis Streams: one stream per priority, one consumer group shared by every
-//! worker on every host.
+//! The job queue on Redis Streams: one stream per lane ([`Priority`]: sync, async, bulk), one
+//! consumer group shared by every worker on every host. A worker takes from the first lane that
+//! has an entry, so a user whose flood went to the bulk lane never delays anyone else's job.
 //!
 //! A worker reads an entry, runs the job, then acknowledges and deletes the entry. An entry whose
 //! worker died stays pending in the group; once it has been idle longer than the visibility
 //! timeout another worker claims it (`XAUTOCLAIM`). A live worker keeps its entries fresh with a
 //! heartbeat (`XCLAIM … JUSTID` to itself resets the idle time), so long jobs are not stolen.
 //!
-//! The entry carries only the job ID and whether the job may be taken over from a dead worker;
-//! the job store decides everything else.
+//! The entry carries only the job ID, whether the job may be taken over from a dead worker, and
+//! the owner's delegated token if there is one; the job store decides everything else. The token
+//! leaves Redis with the entry (`XDEL`) when the job ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::Value;
-use uws::queue::{JobQueue, Priority, QueuedJob};
+use uws::queue::{DelegatedToken, JobQueue, Priority, QueuedJob};
 use uws::{JobId, UwsError};
 
 const GROUP: &str = "workers";
@@ -66,10 +69,7 @@ impl Streams {
     }
 
     pub fn stream(&self, priority: Priority) -> String {
-        match priority {
-            Priority::Sync => format!("{}:jobs:sync", self.prefix),
-            Priority::Async => format!("{}:jobs:async", self.prefix),
-        }
+        format!("{}:jobs:{}", self.prefix, priority.as_str())
     }
 
     /// Present while Redis still holds what Skycut wrote; its absence means Redis lost its data.
@@ -82,11 +82,10 @@ impl Streams {
     }
 
     fn priority_of(&self, stream: &str) -> Priority {
-        if stream == self.stream(Priority::Sync) {
-            Priority::Sync
-        } else {
-            Priority::Async
-        }
+        Priority::ALL
+            .into_iter()
+            .find(|p| stream == self.stream(*p))
+            .unwrap_or(Priority::Async)
     }
 }
 
@@ -109,18 +108,16 @@ impl RedisQueue {
     /// Adds a job; `takeover` lets the worker take a job that the store says is EXECUTING (its
     /// worker or its queue entry is gone).
     pub async fn add(&self, job: &QueuedJob, takeover: bool) -> Result<(), UwsError> {
+        let mut fields = vec![
+            ("id", job.id.as_str()),
+            ("takeover", if takeover { "1" } else { "0" }),
+        ];
+        if let Some(token) = &job.token {
+            fields.push(("token", token.secret()));
+        }
         let _: String = self
             .client
-            .xadd(
-                self.streams.stream(job.priority),
-                false,
-                None,
-                "*",
-                vec![
-                    ("id", job.id.as_str()),
-                    ("takeover", if takeover { "1" } else { "0" }),
-                ],
-            )
+            .xadd(self.streams.stream(job.priority), false, None, "*", fields)
             .await
             .map_err(redis_error)?;
         Ok(())
@@ -140,7 +137,7 @@ impl JobQueue for RedisQueue {
 
     async fn depth(&self) -> Result<u64, UwsError> {
         let mut total = 0;
-        for priority in [Priority::Sync, Priority::Async] {
+        for priority in Priority::ALL {
             let n: u64 = self
                 .client
                 .xlen(self.streams.stream(priority))
@@ -151,11 +148,11 @@ impl JobQueue for RedisQueue {
         Ok(total)
     }
 
-    /// The age of the oldest entry in either stream, read from its ID (milliseconds since the
+    /// The age of the oldest entry in any stream, read from its ID (milliseconds since the
     /// epoch on the Redis server's clock, compared with this host's).
     async fn oldest_age(&self) -> Result<Option<Duration>, UwsError> {
         let mut oldest: Option<u64> = None;
-        for priority in [Priority::Sync, Priority::Async] {
+        for priority in Priority::ALL {
             let first: Value = self
                 .client
                 .xrange(self.streams.stream(priority), "-", "+", Some(1))
@@ -205,6 +202,9 @@ pub struct RedisConsumer {
     streams: Streams,
     consumer: String,
     visibility: Duration,
+    /// Entries a blocking read delivered beyond the one it returned (it reads every lane, so
+    /// several can come at once): already this consumer's, handed out before the next read.
+    delivered: Mutex<VecDeque<Delivery>>,
 }
 
 impl RedisConsumer {
@@ -221,6 +221,7 @@ impl RedisConsumer {
             streams,
             consumer,
             visibility,
+            delivered: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -228,10 +229,10 @@ impl RedisConsumer {
         &self.consumer
     }
 
-    /// Creates the consumer group on both streams if missing (after a Redis restart too). The
+    /// Creates the consumer group on every stream if missing (after a Redis restart too). The
     /// group starts at the beginning, so entries added before it existed are delivered.
     pub async fn ensure_groups(&self) -> Result<(), UwsError> {
-        for priority in [Priority::Sync, Priority::Async] {
+        for priority in Priority::ALL {
             let created: Result<(), _> = self
                 .commands
                 .xgroup_create(self.streams.stream(priority), GROUP, "0", true)
@@ -245,9 +246,13 @@ impl RedisConsumer {
         Ok(())
     }
 
-    /// The next job: a new sync entry, else an entry abandoned by a dead worker, else (waiting
-    /// up to `block`) a new entry of either priority, sync first.
+    /// The next job: an entry a previous read already delivered, else a new entry of the first
+    /// lane that has one, else an entry abandoned by a dead worker, else (waiting up to `block`)
+    /// a new entry of any lane, the first lane's first.
     pub async fn next(&self, block: Duration) -> Result<Option<Delivery>, UwsError> {
+        if let Some(d) = self.delivered.lock().ok().and_then(|mut q| q.pop_front()) {
+            return Ok(Some(d));
+        }
         match self.next_inner(block).await {
             Err(UwsError::Queue(m)) if m.contains("NOGROUP") => {
                 // Redis lost the streams: recreate the groups and read again next time.
@@ -259,23 +264,20 @@ impl RedisConsumer {
     }
 
     async fn next_inner(&self, block: Duration) -> Result<Option<Delivery>, UwsError> {
-        let sync = self.streams.stream(Priority::Sync);
-        let async_ = self.streams.stream(Priority::Async);
-        if let Some(d) = self.read(&self.commands, &[sync.as_str()], None).await? {
-            return Ok(Some(d));
+        let streams = Priority::ALL.map(|p| self.streams.stream(p));
+        for stream in &streams {
+            if let Some(d) = self.read(&self.commands, &[stream.as_str()], None).await? {
+                return Ok(Some(d));
+            }
         }
-        for stream in [&sync, &async_] {
+        for stream in &streams {
             if let Some(d) = self.reclaim(stream).await? {
                 return Ok(Some(d));
             }
         }
         let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.read(
-            &self.reader,
-            &[sync.as_str(), async_.as_str()],
-            Some(block_ms),
-        )
-        .await
+        let all: Vec<&str> = streams.iter().map(String::as_str).collect();
+        self.read(&self.reader, &all, Some(block_ms)).await
     }
 
     async fn read(
@@ -302,8 +304,7 @@ impl RedisConsumer {
         let Value::Array(per_stream) = response else {
             return Ok(None);
         };
-        // Prefer the sync stream when both answered.
-        let mut best: Option<Delivery> = None;
+        let mut got: Vec<Delivery> = Vec::new();
         for item in &per_stream {
             let Value::Array(pair) = item else { continue };
             let (Some(stream), Some(entries)) =
@@ -312,14 +313,18 @@ impl RedisConsumer {
                 continue;
             };
             for (entry, fields) in parse_entries(entries) {
-                if let Some(d) = self.delivery(&stream, entry, &fields, false)
-                    && (best.is_none() || d.job.priority == Priority::Sync)
-                {
-                    best = Some(d);
-                }
+                got.extend(self.delivery(&stream, entry, &fields, false));
             }
         }
-        Ok(best)
+        // Every entry read is now pending for this consumer: the first lane's is returned, the
+        // others wait here for the next call instead of idling until the visibility timeout.
+        got.sort_by_key(|d| Priority::ALL.iter().position(|p| *p == d.job.priority));
+        let mut got = got.into_iter();
+        let first = got.next();
+        if let Ok(mut delivered) = self.delivered.lock() {
+            delivered.extend(got);
+        }
+        Ok(first)
     }
 
     fn delivery(
@@ -338,6 +343,7 @@ impl RedisConsumer {
             job: QueuedJob {
                 id,
                 priority: self.streams.priority_of(stream),
+                token: fields.get("token").map(|t| DelegatedToken::new(t.as_str())),
             },
             entry,
             takeover: reclaimed || fields.get("takeover").is_some_and(|t| t == "1"),

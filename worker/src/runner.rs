@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use soda::repository::Repositories;
 use tokio_util::sync::CancellationToken;
+use uws::queue::DelegatedToken;
 use uws::service::Uws;
 use uws::store::Transition;
 use uws::{ErrorCode, ExecutionPhase, JobError, JobId, JobResult, UwsError};
@@ -92,9 +93,15 @@ impl Worker {
 
     /// Runs one job to a final phase. With `takeover`, a job the store says is EXECUTING is
     /// taken over (its worker died, or Redis lost its entry): handed back to QUEUED, then run.
+    /// `token` is the owner's delegated credential, used only to read source images.
     /// Every log line of the job carries its `job_id`, and its `user` once the job is read.
     #[tracing::instrument(name = "job", skip_all, fields(job_id = %id, user = tracing::field::Empty))]
-    pub async fn run_job(&self, id: &JobId, takeover: bool) -> Result<Outcome, UwsError> {
+    pub async fn run_job(
+        &self,
+        id: &JobId,
+        takeover: bool,
+        token: Option<&DelegatedToken>,
+    ) -> Result<Outcome, UwsError> {
         if takeover {
             match self.uws.store().get(id).await? {
                 Some(job) if job.phase == ExecutionPhase::Executing => {
@@ -115,8 +122,8 @@ impl Worker {
         };
         tracing::Span::current().record("user", job.owner.as_str());
         tracing::debug!("job started");
-        let token = self.register(id);
-        let work = self.cut_all(&job);
+        let cancelled = self.register(id);
+        let work = self.cut_all(&job, token);
         let limit = match job.execution_duration {
             0 => Duration::MAX,
             s => Duration::from_secs(u64::from(s)),
@@ -132,7 +139,7 @@ impl Worker {
                     )).await
                 }
             },
-            () = token.cancelled() => Ok(Outcome::Aborted),
+            () = cancelled.cancelled() => Ok(Outcome::Aborted),
         };
         self.unregister(id);
         outcome
@@ -168,13 +175,18 @@ impl Worker {
     }
 
     /// Cuts every (image, stencil) pair of the job and stores the results (see `cutouts`).
-    async fn cut_all(&self, job: &uws::Job) -> Result<Vec<JobResult>, JobError> {
+    async fn cut_all(
+        &self,
+        job: &uws::Job,
+        token: Option<&DelegatedToken>,
+    ) -> Result<Vec<JobResult>, JobError> {
         crate::cutouts::cut_all(
             job,
             &self.repositories,
             &self.settings,
             self.uws.results().as_ref(),
             self.source_cache.as_deref(),
+            token,
         )
         .await
     }

@@ -7,9 +7,10 @@
 
 use std::path::PathBuf;
 
-use bucket::{BucketError, CachedSource, SourceCache};
+use bucket::{BucketError, BucketUrl, CachedSource, SourceCache};
 use soda::repository::{Repositories, SourceLocation};
 use soda::{SodaError, SourceId};
+use uws::queue::DelegatedToken;
 use uws::{ErrorCode, JobError};
 
 /// A source file ready to be read; a cached one is pinned until this is dropped.
@@ -31,44 +32,64 @@ impl SourceFile {
     }
 }
 
-/// The local file for `id`, fetched into the cache first when its repository is a bucket.
-pub async fn open(
-    repositories: &Repositories,
-    cache: Option<&SourceCache>,
-    id: &SourceId,
-    science_error: impl Fn(SodaError) -> JobError,
-) -> Result<SourceFile, JobError> {
-    match repositories.locate(id).map_err(science_error)? {
-        SourceLocation::File(path) => Ok(SourceFile {
-            path,
-            label: None,
-            _pin: None,
-        }),
-        SourceLocation::Bucket { repository, name } => {
-            let cache = cache.ok_or_else(|| {
-                JobError::new(
-                    ErrorCode::Internal,
-                    format!("image {id} is in a bucket but this worker has no source cache"),
-                )
-            })?;
-            let pin = cache
-                .fetch(&repository, &name)
-                .await
-                .map_err(|e| fetch_error(id, e))?;
-            Ok(SourceFile {
-                path: pin.path().to_path_buf(),
-                label: Some(format!("{}/{name}", repository.trim_end_matches('/'))),
-                _pin: Some(pin),
-            })
+/// Where one job's source images come from, and as whom they are read.
+pub struct JobSources<'a> {
+    pub repositories: &'a Repositories,
+    /// Where bucket images are kept; None when every repository is local.
+    pub cache: Option<&'a SourceCache>,
+    /// The job owner's delegated credential: image servers are read as its holder.
+    pub token: Option<&'a DelegatedToken>,
+}
+
+impl JobSources<'_> {
+    /// The local file for `id`, fetched into the cache first when its repository is a bucket
+    /// or an image server.
+    pub async fn open(
+        &self,
+        id: &SourceId,
+        science_error: impl Fn(SodaError) -> JobError,
+    ) -> Result<SourceFile, JobError> {
+        match self.repositories.locate(id).map_err(science_error)? {
+            SourceLocation::File(path) => Ok(SourceFile {
+                path,
+                label: None,
+                _pin: None,
+            }),
+            SourceLocation::Bucket { repository, name } => {
+                let cache = self.cache.ok_or_else(|| {
+                    JobError::new(
+                        ErrorCode::Internal,
+                        format!("image {id} is in a bucket but this worker has no source cache"),
+                    )
+                })?;
+                let per_reader = BucketUrl::parse(&repository)
+                    .map(|b| b.scheme.checks_each_reader())
+                    .unwrap_or(false);
+                let pin = cache
+                    .fetch_as(&repository, &name, self.token.map(DelegatedToken::secret))
+                    .await
+                    .map_err(|e| fetch_error(id, e, per_reader))?;
+                Ok(SourceFile {
+                    path: pin.path().to_path_buf(),
+                    label: Some(format!("{}/{name}", repository.trim_end_matches('/'))),
+                    _pin: Some(pin),
+                })
+            }
         }
     }
 }
 
-fn fetch_error(id: &SourceId, e: BucketError) -> JobError {
+fn fetch_error(id: &SourceId, e: BucketError, per_reader: bool) -> JobError {
     match e {
         BucketError::NotFound(url) => JobError::new(
             ErrorCode::NotFound,
             format!("image {id} is unknown: no {url}"),
+        ),
+        // An image server refusing this user is the user's answer, not an operator's problem;
+        // it reads like a missing image so that protected images cannot be probed.
+        BucketError::PermissionDenied { .. } if per_reader => JobError::new(
+            ErrorCode::NotFound,
+            format!("image {id} is unknown or your credentials may not read it"),
         ),
         BucketError::PermissionDenied { .. } | BucketError::Config(_) => {
             JobError::new(ErrorCode::Internal, format!("cannot read image {id}: {e}"))
