@@ -15,7 +15,8 @@
 //! - [`cut_to_file`] (in `cutout`) reads just that box and writes a new FITS file whose WCS
 //!   keywords (`header`) keep every pixel's sky position, plus provenance.
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
-//! - [`preview::preview_to_file`] renders a cutout as a PNG for `RESPONSEFORMAT=image/png`.
+//! - [`preview::preview_to_file`] renders a cutout as a PNG or JPEG for `RESPONSEFORMAT=image/png`
+//!   or `image/jpeg`.
 //! - `demo` writes synthetic images with a real WCS for tests and `skycut serve --demo`.
 //!
 //! Read `cutout` first: it is short and calls everything else.
