@@ -2,13 +2,15 @@
 //! names results are offered under.
 //!
 //! A bucket image comes through the worker's [`SourceCache`] and stays pinned there while the
-//! job cuts it. Failures become job errors a client can act on: a missing object is `NotFound`,
+//! job cuts it; like a directory repository, a bucket serves `X.fits.fz` for an ID whose
+//! `X.fits` object does not exist (cfitsio tells a tile-compressed file by its content, so the
+//! cache's file name does not matter). Failures become job errors a client can act on: a missing object is `NotFound`,
 //! a refused credential is fatal (an operator must fix it), an unreachable store is transient.
 
 use std::path::PathBuf;
 
 use bucket::{BucketError, CachedSource, SourceCache};
-use soda::repository::{Repositories, SourceLocation};
+use soda::repository::{Repositories, SourceLocation, compressed_name};
 use soda::{SodaError, SourceId};
 use uws::{ErrorCode, JobError};
 
@@ -51,10 +53,27 @@ pub async fn open(
                     format!("image {id} is in a bucket but this worker has no source cache"),
                 )
             })?;
-            let pin = cache
-                .fetch(&repository, &name)
-                .await
-                .map_err(|e| fetch_error(id, e))?;
+            let (pin, name) = match cache.fetch(&repository, &name).await {
+                Ok(pin) => (pin, name),
+                Err(BucketError::NotFound(url)) => {
+                    let compressed = compressed_name(&name);
+                    match cache.fetch(&repository, &compressed).await {
+                        Ok(pin) => (pin, compressed),
+                        // Name the object the ID is documented to mean, and its twin.
+                        Err(BucketError::NotFound(_)) => {
+                            return Err(fetch_error(
+                                id,
+                                BucketError::NotFound(format!(
+                                    "{url} (nor {})",
+                                    compressed_name(&url)
+                                )),
+                            ));
+                        }
+                        Err(e) => return Err(fetch_error(id, e)),
+                    }
+                }
+                Err(e) => return Err(fetch_error(id, e)),
+            };
             Ok(SourceFile {
                 path: pin.path().to_path_buf(),
                 label: Some(format!("{}/{name}", repository.trim_end_matches('/'))),
