@@ -4,6 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use fitsio::FitsFile;
+use fitsio::hdu::HduInfo;
+use fitsio::images::{ImageDescription, ImageType};
+
 use crate::common::moto::Moto;
 use crate::common::*;
 
@@ -124,6 +128,84 @@ fn bucket_sources_are_read_once_through_the_cache() {
     assert_eq!(r.status(), 404);
     let text = r.text().expect("body");
     assert!(text.contains("s3://images/survey/nothing.fits"), "{text}");
+}
+
+/// Writes the image of `source` (the test image) tile-compressed, as `fpack` would: an empty
+/// primary HDU and the image in a compressed extension (cfitsio's `[compress]` file-name syntax,
+/// GZIP, floats not quantised, so the pixels stay exact).
+fn tile_compressed(source: &std::path::Path, out: &std::path::Path) -> Vec<u8> {
+    let mut src = FitsFile::open(source).expect("open source");
+    let hdu = src.primary_hdu().expect("primary");
+    let HduInfo::ImageInfo { shape, .. } = &hdu.info else {
+        panic!("not an image");
+    };
+    let pixels: Vec<f32> = hdu.read_image(&mut src).expect("pixels");
+    let mut dst = FitsFile::create(format!("{}[compress GZIP 64,64; q 0]", out.display()))
+        .open()
+        .expect("create compressed");
+    let description = ImageDescription {
+        data_type: ImageType::Float,
+        dimensions: shape,
+    };
+    let ext = dst.create_image("SCI", &description).expect("extension");
+    for key in ["CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "RADESYS"] {
+        let value: String = hdu.read_key(&mut src, key).expect(key);
+        ext.write_key(&mut dst, key, value).expect(key);
+    }
+    for key in [
+        "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "EQUINOX",
+    ] {
+        let value: f64 = hdu.read_key(&mut src, key).expect(key);
+        ext.write_key(&mut dst, key, value).expect(key);
+    }
+    ext.write_image(&mut dst, &pixels).expect("write pixels");
+    drop(dst);
+    // The image really is tile-compressed: to the header it is a binary table.
+    let mut check = FitsFile::open(out).expect("open compressed");
+    let packed = check.hdu(1).expect("extension 1");
+    let xtension: String = packed.read_key(&mut check, "XTENSION").expect("XTENSION");
+    assert_eq!(xtension, "BINTABLE");
+    std::fs::read(out).expect("read compressed")
+}
+
+/// The shape (C order) and pixels of the `CUTOUT` extension of the FITS file at `url`.
+fn cutout_at(app: &TestApp, url: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let got = plain_get(url);
+    assert_eq!(got.status(), 200);
+    let path = app.dir.path().join(name);
+    std::fs::write(&path, got.bytes().expect("body")).expect("write");
+    let mut f = FitsFile::open(&path).expect("open");
+    let hdu = f.hdu("CUTOUT").expect("CUTOUT");
+    let HduInfo::ImageInfo { shape, .. } = &hdu.info else {
+        panic!("not an image");
+    };
+    (shape.clone(), hdu.read_image(&mut f).expect("pixels"))
+}
+
+#[test]
+fn a_bucket_id_without_a_fits_object_reads_its_fits_fz_twin() {
+    let (moto, app) = s3_app(&[]);
+    let packed = tile_compressed(&source_image(&app), &app.dir.path().join("packed.fits.fz"));
+    // Only the compressed object exists for `packed`.
+    moto.put_object(IMAGES, "survey/packed.fits.fz", packed);
+    let cut = |id: &str, name: &str| {
+        let r = sync_cutout(&app, id);
+        assert_eq!(r.status(), 303, "{id}: {}", r.text().unwrap_or_default());
+        cutout_at(&app, &location(&r), name)
+    };
+    let plain = cut(SKY_FIELD, "plain.fits");
+    let compressed = cut("butler://sky/packed", "compressed.fits");
+    // A 50-pixel circle: about 100 x 100 pixels, across several 64 x 64 tiles.
+    assert!(plain.1.len() > 100 * 100, "{:?}", plain.0);
+    assert_eq!(compressed, plain);
+    // Neither object: unknown, naming both.
+    let r = sync_cutout(&app, "butler://sky/absent");
+    assert_eq!(r.status(), 404);
+    let text = r.text().expect("body");
+    assert!(
+        text.contains("s3://images/survey/absent.fits (nor s3://images/survey/absent.fits.fz)"),
+        "{text}"
+    );
 }
 
 #[test]

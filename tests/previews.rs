@@ -1,5 +1,5 @@
-//! `RESPONSEFORMAT=image/png`: a PNG preview of each cutout, listed before the FITS results,
-//! and what a sync request redirects to.
+//! `RESPONSEFORMAT=image/png` and `image/jpeg`: a preview of each cutout, listed before the
+//! FITS results, and what a sync request redirects to.
 
 use fitsio::FitsFile;
 use fitsio::hdu::HduInfo;
@@ -13,6 +13,19 @@ fn decode(bytes: &[u8]) -> (u32, u32, png::ColorType) {
         .expect("a valid PNG");
     let info = reader.info();
     (info.width, info.height, info.color_type)
+}
+
+/// Decodes a JPEG body: (width, height, pixel format).
+fn decode_jpeg(bytes: &[u8]) -> (u32, u32, jpeg_decoder::PixelFormat) {
+    assert_eq!(&bytes[..2], [0xFF, 0xD8], "no JPEG SOI marker");
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.decode().expect("a valid JPEG");
+    let info = decoder.info().expect("JPEG info");
+    (
+        u32::from(info.width),
+        u32::from(info.height),
+        info.pixel_format,
+    )
 }
 
 /// (width, height) of the `CUTOUT` extension of a downloaded FITS result.
@@ -60,6 +73,35 @@ fn a_png_job_lists_the_preview_first_and_it_decodes_at_the_cutout_size() {
 }
 
 #[test]
+fn a_jpeg_job_lists_the_preview_first_and_it_decodes_at_the_cutout_size() {
+    let app = spawn_app();
+    let id = app.create_job(&[
+        ("ID", IMAGE),
+        ("CIRCLE", &circle(RA, DEC, 20.0)),
+        ("RESPONSEFORMAT", "image/jpeg"),
+        ("PHASE", "RUN"),
+    ]);
+    let doc = app.wait_final(&id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["preview", "result"]);
+    assert_eq!(
+        attributes(&doc, "uws:result", "mime-type"),
+        ["image/jpeg", "application/fits"]
+    );
+    let hrefs = attributes(&doc, "uws:result", "xlink:href");
+    let r = app.get_url(&hrefs[0]);
+    assert_eq!(r.status(), 200);
+    assert_eq!(content_type(&r), "image/jpeg");
+    let (width, height, format) = decode_jpeg(&r.bytes().expect("body"));
+    assert_eq!((width, height), fits_size(&app, &hrefs[1]));
+    assert_eq!(format, jpeg_decoder::PixelFormat::L8);
+}
+
+#[test]
 fn several_pairs_get_one_preview_each_before_the_fits_results() {
     let app = spawn_app();
     let id = app.create_job(&[
@@ -95,6 +137,25 @@ fn sync_png_redirects_to_the_preview() {
     let body = r.bytes().expect("body");
     assert_eq!(&body[..8], b"\x89PNG\r\n\x1a\n");
     let (width, height, _) = decode(&body);
+    assert!(width > 30 && height > 30, "{width}x{height}");
+}
+
+#[test]
+fn sync_jpeg_redirects_to_the_jpeg_preview() {
+    let app = spawn_app();
+    let r = app.get(
+        "/sync",
+        &[
+            ("ID", IMAGE),
+            ("CIRCLE", &circle(RA, DEC, 20.0)),
+            ("RESPONSEFORMAT", "image/jpeg"),
+        ],
+    );
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap_or_default());
+    let r = app.get_url(&location(&r));
+    assert_eq!(r.status(), 200);
+    assert_eq!(content_type(&r), "image/jpeg");
+    let (width, height, _) = decode_jpeg(&r.bytes().expect("body"));
     assert!(width > 30 && height > 30, "{width}x{height}");
 }
 

@@ -1,5 +1,5 @@
 //! Conventions as tests: every Rust source file starts with a `//!` module doc saying why it
-//! exists (rust-analyzer's tidy rule).
+//! exists (rust-analyzer's tidy rule), and `unsafe` is allowed in one module only.
 
 use std::path::{Path, PathBuf};
 
@@ -35,4 +35,23 @@ fn every_rust_file_starts_with_a_module_doc() {
         missing.is_empty(),
         "files without a leading //! doc: {missing:?}"
     );
+}
+
+/// The workspace denies `unsafe_code`; `soda/src/unscaled.rs` (the cfitsio calls that fitsio
+/// does not wrap) is the one file that may allow it.
+#[test]
+fn unsafe_code_is_allowed_only_in_soda_unscaled() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(root, &mut files);
+    let allowed = root.join("soda/src/unscaled.rs");
+    let allowing: Vec<_> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            // Split so that this file does not match itself.
+            text.contains(concat!("allow(unsafe", "_code)"))
+        })
+        .collect();
+    assert_eq!(allowing, [&allowed]);
 }

@@ -117,9 +117,10 @@ pub struct SodaParams {
     #[schema(example = "RANGE 10.67 10.70 41.25 41.28")]
     #[param(example = "RANGE 10.67 10.70 41.25 41.28")]
     pub POS: Option<String>,
-    /// `application/fits` (the default) or `image/png`: a PNG preview of each cutout (asinh
-    /// stretch between the 0.5 and 99.5 percentiles, blank pixels transparent) listed before
-    /// the FITS results, so a sync request redirects to the preview. Anything else: 400.
+    /// `application/fits` (the default), `image/png` or `image/jpeg`: a grey preview of each
+    /// cutout (asinh stretch between the 0.5 and 99.5 percentiles, north up; blank pixels
+    /// transparent in a PNG, black in a JPEG) listed before the FITS results, so a sync request
+    /// redirects to the preview. Anything else: 400.
     #[schema(example = "image/png")]
     #[param(example = "image/png")]
     pub RESPONSEFORMAT: Option<String>,
@@ -138,8 +139,8 @@ pub struct JobCreation {
     pub POLYGON: Option<String>,
     /// `CIRCLE ...`, `POLYGON ...` or `RANGE ra1 ra2 dec1 dec2`.
     pub POS: Option<String>,
-    /// `application/fits` (the default) or `image/png`: also a PNG preview of each cutout,
-    /// results `preview` (or `preview-N`) listed before the FITS results.
+    /// `application/fits` (the default), `image/png` or `image/jpeg`: also a preview of each
+    /// cutout in that format, results `preview` (or `preview-N`) listed before the FITS results.
     pub RESPONSEFORMAT: Option<String>,
     /// `RUN` queues the job at once; otherwise it is created PENDING.
     #[schema(example = "RUN")]

@@ -19,6 +19,7 @@ pub use crate::region::PixelBox;
 use crate::region::{pixel_box, pixel_scale_deg};
 use crate::spectral::SpectralAxis;
 use crate::stencil::Stencil;
+use crate::unscaled;
 
 /// Where a cutout came from, written into its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,27 +148,18 @@ pub fn cut_to_file_with(
                 Mask::new(&wcs, stencil, region, step)
             }),
         };
-        match image.pixel_type {
-            ImageType::UnsignedByte => cut.copy::<u8>(&mut src, &mut dst),
-            ImageType::Byte => cut.copy::<i8>(&mut src, &mut dst),
-            ImageType::Short => cut.copy::<i16>(&mut src, &mut dst),
-            ImageType::UnsignedShort => cut.copy::<u16>(&mut src, &mut dst),
-            ImageType::Long => cut.copy::<i32>(&mut src, &mut dst),
-            ImageType::UnsignedLong => cut.copy::<u32>(&mut src, &mut dst),
-            ImageType::LongLong => cut.copy::<i64>(&mut src, &mut dst),
-            ImageType::Float => cut.copy::<f32>(&mut src, &mut dst),
-            ImageType::Double => cut.copy::<f64>(&mut src, &mut dst),
+        match image.bitpix {
+            Bitpix::U8 => cut.copy::<u8>(&mut src, &mut dst),
+            Bitpix::I16 => cut.copy::<i16>(&mut src, &mut dst),
+            Bitpix::I32 => cut.copy::<i32>(&mut src, &mut dst),
+            Bitpix::I64 => cut.copy::<i64>(&mut src, &mut dst),
+            Bitpix::F32 => cut.copy::<f32>(&mut src, &mut dst),
+            Bitpix::F64 => cut.copy::<f64>(&mut src, &mut dst),
         }?;
         // Dropping `dst` closes the file and flushes cfitsio's buffers before we stat it.
     }
     let bytes = std::fs::metadata(out)?.len();
-    let pixel_size: u64 = match image.pixel_type {
-        ImageType::UnsignedByte | ImageType::Byte => 1,
-        ImageType::Short | ImageType::UnsignedShort => 2,
-        ImageType::Long | ImageType::UnsignedLong | ImageType::Float => 4,
-        ImageType::LongLong | ImageType::Double => 8,
-    };
-    let source_bytes = (region.width() * region.height()) as u64 * pixel_size;
+    let source_bytes = (region.width() * region.height()) as u64 * image.bitpix.bytes();
     Ok(Cutout {
         region,
         bytes,
@@ -206,8 +198,8 @@ pub(crate) struct SourceImage {
     pub(crate) ny: usize,
     /// Lengths of the axes beyond the celestial two, NAXIS3 first.
     pub(crate) extra: Vec<usize>,
-    /// The type cfitsio reads and writes losslessly (BZERO offsets for unsigned types included).
-    pixel_type: ImageType,
+    /// How a pixel is stored: cutouts copy pixels as stored, with BSCALE/BZERO scaling off.
+    bitpix: Bitpix,
     pub(crate) keywords: WcsKeywords,
     blank: Option<i64>,
     bunit: Option<String>,
@@ -239,7 +231,7 @@ impl SourceImage {
         };
         for index in indices {
             let hdu = file.hdu(index)?;
-            let HduInfo::ImageInfo { shape, image_type } = &hdu.info else {
+            let HduInfo::ImageInfo { shape, .. } = &hdu.info else {
                 continue;
             };
             // fitsio lists axes in C order: the last is NAXIS1.
@@ -252,15 +244,9 @@ impl SourceImage {
             // BLANK are ZBITPIX and ZBLANK (cfitsio decompresses the pixels transparently).
             let compressed = hdu.read_key::<i64>(file, "ZBITPIX").is_ok();
             let bitpix: i64 = hdu.read_key(file, if compressed { "ZBITPIX" } else { "BITPIX" })?;
-            let pixel_type = *image_type;
-            if bitpix > 0 && matches!(pixel_type, ImageType::Float | ImageType::Double) {
-                return Err(SodaError::BadImage(format!(
-                    "BITPIX {bitpix} with BSCALE/BZERO scaling is not supported: \
-                     its pixels could not be copied exactly"
-                )));
-            }
+            let bitpix = Bitpix::from_keyword(bitpix)?;
             let keywords = WcsKeywords::read(file, &hdu);
-            let blank = if bitpix > 0 {
+            let blank = if bitpix.is_integer() {
                 hdu.read_key::<i64>(file, "BLANK")
                     .or_else(|e| {
                         if compressed {
@@ -279,7 +265,7 @@ impl SourceImage {
                 hdu,
                 nx,
                 ny,
-                pixel_type,
+                bitpix,
                 keywords,
                 blank,
                 bunit,
@@ -294,48 +280,93 @@ impl SourceImage {
     }
 }
 
-/// A pixel type that cfitsio reads and writes without conversion, and its blank value.
+/// How an image stores a pixel (its BITPIX), each with the Rust type that holds it as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bitpix {
+    U8,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+}
+
+impl Bitpix {
+    fn from_keyword(bitpix: i64) -> Result<Bitpix, SodaError> {
+        Ok(match bitpix {
+            8 => Bitpix::U8,
+            16 => Bitpix::I16,
+            32 => Bitpix::I32,
+            64 => Bitpix::I64,
+            -32 => Bitpix::F32,
+            -64 => Bitpix::F64,
+            other => {
+                return Err(SodaError::BadImage(format!(
+                    "BITPIX {other} is not a FITS BITPIX"
+                )));
+            }
+        })
+    }
+
+    fn is_integer(self) -> bool {
+        !matches!(self, Bitpix::F32 | Bitpix::F64)
+    }
+
+    fn bytes(self) -> u64 {
+        match self {
+            Bitpix::U8 => 1,
+            Bitpix::I16 => 2,
+            Bitpix::I32 | Bitpix::F32 => 4,
+            Bitpix::I64 | Bitpix::F64 => 8,
+        }
+    }
+
+    /// The image type that makes cfitsio write this BITPIX and no BZERO of its own.
+    fn image_type(self) -> ImageType {
+        match self {
+            Bitpix::U8 => ImageType::UnsignedByte,
+            Bitpix::I16 => ImageType::Short,
+            Bitpix::I32 => ImageType::Long,
+            Bitpix::I64 => ImageType::LongLong,
+            Bitpix::F32 => ImageType::Float,
+            Bitpix::F64 => ImageType::Double,
+        }
+    }
+}
+
+/// The keywords that turn stored pixel values into physical ones; a cutout copies their cards
+/// verbatim, since it copies the stored values.
+const SCALING_KEYWORDS: [&str; 2] = ["BSCALE", "BZERO"];
+
+/// A pixel as stored, and its blank value.
 trait Pixel: WriteImage + Copy {
-    /// What cfitsio adds to the stored value to get this type (the standard BZERO of the
-    /// unsigned-as-signed conventions).
-    const ZERO: i64;
-    /// The value that stands for "no data": NaN for floats; for integers the one stored as the
-    /// source's BLANK, else the type's smallest value. Returns the stored BLANK to declare.
+    /// The stored value that stands for "no data": NaN for floats; for integers the source's
+    /// BLANK, else the type's smallest value (0 for BITPIX 8). Returns the BLANK to declare.
     fn blank(source_blank: Option<i64>) -> (Self, Option<i64>);
 }
 
 macro_rules! integer_pixel {
-    ($($t:ty => $zero:expr),*) => {$(
+    ($($t:ty),*) => {$(
         impl Pixel for $t {
-            const ZERO: i64 = $zero;
             fn blank(source_blank: Option<i64>) -> ($t, Option<i64>) {
-                let stored = source_blank.unwrap_or(<$t>::MIN as i64 - Self::ZERO);
-                let value = <$t>::try_from(stored + Self::ZERO).unwrap_or(<$t>::MIN);
-                (value, Some(value as i64 - Self::ZERO))
+                let value = source_blank
+                    .and_then(|b| <$t>::try_from(b).ok())
+                    .unwrap_or(<$t>::MIN);
+                (value, Some(i64::from(value)))
             }
         }
     )*};
 }
 
-integer_pixel!(u8 => 0, i8 => -128, i16 => 0, u16 => 32768, i32 => 0, u32 => 2_147_483_648);
-
-impl Pixel for i64 {
-    const ZERO: i64 = 0;
-    fn blank(source_blank: Option<i64>) -> (i64, Option<i64>) {
-        let value = source_blank.unwrap_or(i64::MIN);
-        (value, Some(value))
-    }
-}
+integer_pixel!(u8, i16, i32, i64);
 
 impl Pixel for f32 {
-    const ZERO: i64 = 0;
     fn blank(_: Option<i64>) -> (f32, Option<i64>) {
         (f32::NAN, None)
     }
 }
 
 impl Pixel for f64 {
-    const ZERO: i64 = 0;
     fn blank(_: Option<i64>) -> (f64, Option<i64>) {
         (f64::NAN, None)
     }
@@ -354,8 +385,8 @@ struct Cut<'a> {
 
 impl Cut<'_> {
     /// Copies `region` of the source (in each kept plane) into a new `CUTOUT` extension of
-    /// `dst`, a block of rows at a time, with `T` the pixel type that cfitsio reads and writes
-    /// without conversion.
+    /// `dst`, a block of rows at a time, with `T` the type of a stored pixel: scaling is off on
+    /// both sides, so the stored values are copied and BSCALE/BZERO copied with them.
     fn copy<T: Pixel>(&self, src: &mut FitsFile, dst: &mut FitsFile) -> Result<(), SodaError>
     where
         Vec<T>: ReadImage,
@@ -366,7 +397,7 @@ impl Cut<'_> {
         let mut dimensions: Vec<usize> = self.planes.iter().rev().map(|r| r.len()).collect();
         dimensions.extend([height, width]);
         let description = ImageDescription {
-            data_type: image.pixel_type,
+            data_type: image.bitpix.image_type(),
             dimensions: &dimensions,
         };
         let hdu = dst.create_image("CUTOUT", &description)?;
@@ -378,7 +409,10 @@ impl Cut<'_> {
         };
         let mut offsets = vec![region.x0, region.y0];
         offsets.extend(self.planes.iter().map(|r| r.start));
+        unscaled::copy_cards(src, &image.hdu, dst, &hdu, &SCALING_KEYWORDS)?;
         write_header(dst, &hdu, image, &offsets, self.provenance, declared_blank)?;
+        unscaled::disable_scaling(src, &image.hdu)?;
+        unscaled::disable_scaling(dst, &hdu)?;
 
         let rows_per_block = (BLOCK_PIXELS / width).max(1);
         let columns = region.x0..region.x1 + 1;
@@ -534,6 +568,7 @@ fn split_for_cards(value: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::demo::{SyntheticImage, write_synthetic_image};
+    use std::path::PathBuf;
 
     const SCALE: f64 = 1.0 / 3600.0;
     const NX: usize = 300;
@@ -783,12 +818,24 @@ mod tests {
                 },
             )
             .unwrap();
+        write_test_wcs(&mut f, &hdu);
+        if let Some(blank) = blank {
+            hdu.write_key(&mut f, "BLANK", blank).unwrap();
+        }
+        let data: Vec<T> = (0..48)
+            .flat_map(|y| (0..64).map(move |x| cast(1000 * y + x + offset)))
+            .collect();
+        hdu.write_image(&mut f, &data).unwrap();
+    }
+
+    /// The TAN WCS of the 64 x 48 test images: 1 arcsec pixels around (83.8, -5.4).
+    fn write_test_wcs(f: &mut FitsFile, hdu: &FitsHdu) {
         for (k, v) in [
             ("CTYPE1", "RA---TAN"),
             ("CTYPE2", "DEC--TAN"),
             ("RADESYS", "ICRS"),
         ] {
-            hdu.write_key(&mut f, k, v).unwrap();
+            hdu.write_key(f, k, v).unwrap();
         }
         for (k, v) in [
             ("CRPIX1", 32.5),
@@ -800,15 +847,8 @@ mod tests {
             ("PC1_1", 1.0),
             ("PC2_2", 1.0),
         ] {
-            hdu.write_key(&mut f, k, v).unwrap();
+            hdu.write_key(f, k, v).unwrap();
         }
-        if let Some(blank) = blank {
-            hdu.write_key(&mut f, "BLANK", blank).unwrap();
-        }
-        let data: Vec<T> = (0..48)
-            .flat_map(|y| (0..64).map(move |x| cast(1000 * y + x + offset)))
-            .collect();
-        hdu.write_image(&mut f, &data).unwrap();
     }
 
     fn check_integer_cutout<T>(data_type: ImageType, offset: i64, cast: fn(i64) -> T)
@@ -847,6 +887,244 @@ mod tests {
         check_integer_cutout(ImageType::UnsignedShort, 20_000, |v| v as u16);
         check_integer_cutout(ImageType::Long, 2_000_000_000, |v| v as i32);
         check_integer_cutout(ImageType::Double, 0, |v| v as f64 + 0.25);
+    }
+
+    /// A 64 x 48 integer image stored with real scaling: `bitpix`'s type, BSCALE and BZERO
+    /// (written as the given card values), BLANK, and stored pixel (x, y) = `stored(x, y)`
+    /// except at the [`BLANK_PIXELS`], which hold BLANK.
+    struct Scaled {
+        bitpix: Bitpix,
+        bscale: &'static str,
+        bzero: &'static str,
+        blank: i64,
+        stored: fn(i64, i64) -> i64,
+    }
+
+    /// Source pixels holding BLANK, inside the 11 x 11 box around (20, 30) that the tests cut.
+    const BLANK_PIXELS: [(i64, i64); 2] = [(18, 28), (22, 33)];
+
+    /// Every BITPIX, with the unsigned-16 and signed-byte conventions and real scalings.
+    fn scaled_images() -> Vec<Scaled> {
+        vec![
+            // Signed bytes: stored 0..255 is -128..127.
+            Scaled {
+                bitpix: Bitpix::U8,
+                bscale: "1",
+                bzero: "-128",
+                blank: 0,
+                stored: |x, y| (7 * x + 13 * y) % 255 + 1,
+            },
+            Scaled {
+                bitpix: Bitpix::U8,
+                bscale: "0.1",
+                bzero: "-3.25",
+                blank: 255,
+                stored: |x, y| (3 * x + 5 * y) % 250,
+            },
+            // Unsigned 16: stored -32768..32767 is 0..65535.
+            Scaled {
+                bitpix: Bitpix::I16,
+                bscale: "1",
+                bzero: "32768",
+                blank: -32768,
+                stored: |x, y| 1000 * y + x - 20_000,
+            },
+            Scaled {
+                bitpix: Bitpix::I16,
+                bscale: "0.0123",
+                bzero: "-300.5",
+                blank: -1,
+                stored: |x, y| 1000 * y + x - 30_000,
+            },
+            Scaled {
+                bitpix: Bitpix::I32,
+                bscale: "2.5E-3",
+                bzero: "100000.75",
+                blank: i64::from(i32::MIN),
+                stored: |x, y| 40_000_000 * (y - 24) + x,
+            },
+            Scaled {
+                bitpix: Bitpix::I64,
+                bscale: "1.0E-6",
+                bzero: "3.0",
+                blank: -1,
+                stored: |x, y| (1 << 60) + 1000 * y + x,
+            },
+        ]
+    }
+
+    fn scaled_image(path: &Path, image: &Scaled) {
+        let mut f = FitsFile::create(path).open().unwrap();
+        let hdu = f
+            .create_image(
+                "SCI",
+                &ImageDescription {
+                    data_type: image.bitpix.image_type(),
+                    dimensions: &[48, 64],
+                },
+            )
+            .unwrap();
+        write_test_wcs(&mut f, &hdu);
+        let bscale: f64 = image.bscale.parse().unwrap();
+        let bzero: f64 = image.bzero.parse().unwrap();
+        hdu.write_key(&mut f, "BSCALE", bscale).unwrap();
+        hdu.write_key(&mut f, "BZERO", bzero).unwrap();
+        hdu.write_key(&mut f, "BLANK", image.blank).unwrap();
+        // Write the stored values themselves: cfitsio converts i64 to the BITPIX exactly.
+        unscaled::disable_scaling(&mut f, &hdu).unwrap();
+        let data: Vec<i64> = (0..48)
+            .flat_map(|y| {
+                (0..64).map(move |x| {
+                    if BLANK_PIXELS.contains(&(x, y)) {
+                        image.blank
+                    } else {
+                        (image.stored)(x, y)
+                    }
+                })
+            })
+            .collect();
+        hdu.write_image(&mut f, &data).unwrap();
+    }
+
+    /// The stored values of the 11 x 11 box at `(x0, y0)` of `hdu` (all of it when `box_at` is
+    /// `None`), with scaling off.
+    fn stored_values(path: &Path, hdu: usize, box_at: Option<(usize, usize)>) -> Vec<i64> {
+        let mut f = FitsFile::open(path).unwrap();
+        let hdu = f.hdu(hdu).unwrap();
+        unscaled::disable_scaling(&mut f, &hdu).unwrap();
+        match box_at {
+            Some((x0, y0)) => hdu
+                .read_region(&mut f, &[&(x0..x0 + 11), &(y0..y0 + 11)])
+                .unwrap(),
+            None => hdu.read_image(&mut f).unwrap(),
+        }
+    }
+
+    /// The physical values (cfitsio applies BSCALE and BZERO) of the same pixels.
+    fn physical_values(path: &Path, hdu: usize, box_at: Option<(usize, usize)>) -> Vec<f64> {
+        let mut f = FitsFile::open(path).unwrap();
+        let hdu = f.hdu(hdu).unwrap();
+        match box_at {
+            Some((x0, y0)) => hdu
+                .read_region(&mut f, &[&(x0..x0 + 11), &(y0..y0 + 11)])
+                .unwrap(),
+            None => hdu.read_image(&mut f).unwrap(),
+        }
+    }
+
+    fn cut_scaled(image: &Scaled, dir: &Path, mask: bool) -> (PathBuf, PathBuf) {
+        let source = dir.join("scaled.fits");
+        if source.exists() {
+            std::fs::remove_file(&source).unwrap();
+        }
+        scaled_image(&source, image);
+        let (ra, dec) = wcs_of(&source, 1).pixel_to_sky(20.0, 30.0).unwrap();
+        let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+        let out = dir.join("out.fits");
+        let options = CutOptions {
+            mask,
+            ..CutOptions::default()
+        };
+        let r = cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options)
+            .unwrap()
+            .region;
+        assert_eq!((r.x0, r.y0, r.width(), r.height()), (15, 25, 11, 11));
+        (source, out)
+    }
+
+    #[test]
+    fn scaled_integer_images_keep_stored_values_and_scaling_keywords_for_every_bitpix() {
+        let dir = tempfile::tempdir().unwrap();
+        for image in scaled_images() {
+            let what = format!(
+                "{:?} BSCALE {} BZERO {}",
+                image.bitpix, image.bscale, image.bzero
+            );
+            let (source, out) = cut_scaled(&image, dir.path(), false);
+            let mut f = FitsFile::open(&out).unwrap();
+            let hdu = f.hdu(1).unwrap();
+            let mut s = FitsFile::open(&source).unwrap();
+            let src = s.hdu(1).unwrap();
+            for key in ["BITPIX", "BSCALE", "BZERO", "BLANK"] {
+                // The value text, so that a copy through f64 that altered it would show.
+                let text = |f: &mut FitsFile, h: &FitsHdu| h.read_key::<String>(f, key).unwrap();
+                assert_eq!(text(&mut f, &hdu), text(&mut s, &src), "{key} of {what}");
+            }
+            let stored = stored_values(&out, 1, None);
+            assert_eq!(stored, stored_values(&source, 1, Some((15, 25))), "{what}");
+            // Both BLANK pixels were copied as BLANK, and the others are not BLANK.
+            let blanks: Vec<usize> = (0..stored.len())
+                .filter(|&i| stored[i] == image.blank)
+                .collect();
+            assert_eq!(blanks, [3 * 11 + 3, 8 * 11 + 7], "{what}");
+            let physical = physical_values(&out, 1, None);
+            assert_eq!(
+                physical,
+                physical_values(&source, 1, Some((15, 25))),
+                "{what}"
+            );
+            let (bscale, bzero): (f64, f64) =
+                (image.bscale.parse().unwrap(), image.bzero.parse().unwrap());
+            let expected = (image.stored)(16, 26) as f64 * bscale + bzero;
+            assert!(
+                (physical[11 + 1] - expected).abs() <= expected.abs() * 1e-12,
+                "{what}: {} != {expected}",
+                physical[11 + 1]
+            );
+        }
+    }
+
+    #[test]
+    fn mask_on_scaled_integer_images_writes_blank_in_stored_units() {
+        let dir = tempfile::tempdir().unwrap();
+        for image in scaled_images() {
+            let what = format!(
+                "{:?} BSCALE {} BZERO {}",
+                image.bitpix, image.bscale, image.bzero
+            );
+            let (source, out) = cut_scaled(&image, dir.path(), true);
+            let mut f = FitsFile::open(&out).unwrap();
+            let hdu = f.hdu(1).unwrap();
+            assert_eq!(hdu.read_key::<i64>(&mut f, "BLANK").unwrap(), image.blank);
+            let stored = stored_values(&out, 1, None);
+            let source = stored_values(&source, 1, Some((15, 25)));
+            // The corner is outside the circle, the centre inside.
+            assert_eq!(stored[0], image.blank, "{what}");
+            assert_eq!(stored[5 * 11 + 5], source[5 * 11 + 5], "{what}");
+            assert_eq!(stored[5 * 11 + 5], (image.stored)(20, 30), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_tile_compressed_scaled_integer_image_cuts_like_the_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.fits");
+        let packed = dir.path().join("packed.fits.fz");
+        // cfitsio writes the unsigned values through BZERO 32768, compressing the second file.
+        let unsigned = |v: i64| v as u16;
+        integer_image(&plain, ImageType::UnsignedShort, 20_000, unsigned);
+        let spec = format!("{}[compress GZIP 16,16]", packed.display());
+        integer_image(Path::new(&spec), ImageType::UnsignedShort, 20_000, unsigned);
+        let mut f = FitsFile::open(&packed).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        assert_eq!(hdu.read_key::<i64>(&mut f, "ZBITPIX").unwrap(), 16);
+        assert_eq!(hdu.read_key::<i64>(&mut f, "BZERO").unwrap(), 32768);
+        drop(f);
+        let (ra, dec) = wcs_of(&plain, 1).pixel_to_sky(20.0, 30.0).unwrap();
+        let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+        let cut = |source: &Path, name: &str| {
+            let out = dir.path().join(name);
+            cut_to_file(source, &stencil, &provenance(&stencil), &out).unwrap();
+            let mut f = FitsFile::open(&out).unwrap();
+            let hdu = f.hdu(1).unwrap();
+            assert_eq!(hdu.read_key::<String>(&mut f, "BZERO").unwrap(), "32768");
+            (stored_values(&out, 1, None), physical_values(&out, 1, None))
+        };
+        let (stored, physical) = cut(&packed, "b.fits");
+        assert_eq!((stored.clone(), physical.clone()), cut(&plain, "a.fits"));
+        // Pixel (20, 30), the centre of the 11 x 11 box.
+        assert_eq!(physical[5 * 11 + 5], (1000 * 30 + 20 + 20_000) as f64);
+        assert_eq!(stored[5 * 11 + 5], 1000 * 30 + 20 + 20_000 - 32768);
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //! - `region` projects the stencil through the image WCS (`celestial`, the only user of the
 //!   `wcs` crate) into a [`PixelBox`], using the sphere maths in `sphere`.
 //! - [`cut_to_file`] (in `cutout`) reads just that box and writes a new FITS file whose WCS
-//!   keywords (`header`) keep every pixel's sky position, plus provenance.
+//!   keywords (`header`) keep every pixel's sky position, plus provenance. Pixels are copied as
+//!   stored, with BSCALE/BZERO scaling off (`unscaled`, the workspace's one `unsafe` module).
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
-//! - [`preview::preview_to_file`] renders a cutout as a PNG for `RESPONSEFORMAT=image/png`.
+//! - [`preview::preview_to_file`] renders a cutout as a PNG or JPEG for `RESPONSEFORMAT=image/png`
+//!   or `image/jpeg`.
 //! - `demo` writes synthetic images with a real WCS for tests and `skycut serve --demo`.
 //!
 //! Read `cutout` first: it is short and calls everything else.
@@ -36,6 +38,7 @@ mod source_id;
 mod spectral;
 mod sphere;
 mod stencil;
+mod unscaled;
 
 pub use cutout::{
     CutOptions, Cutout, PixelBox, Provenance, combine_to_file, cut_to_file, cut_to_file_with,

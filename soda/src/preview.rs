@@ -1,8 +1,10 @@
-//! Preview images (`RESPONSEFORMAT=image/png`): a cutout's pixels rendered as an 8-bit PNG for
-//! eyes, not for science. It knows nothing of where the pixels came from beyond a cutout file.
+//! Preview images (`RESPONSEFORMAT=image/png` or `image/jpeg`): a cutout's pixels rendered as
+//! 8-bit grey for eyes, not for science. It knows nothing of where the pixels came from beyond a
+//! cutout file.
 //!
 //! The stretch is asinh between percentile limits, which shows faint structure and bright cores
-//! at once without one hot pixel flattening the rest. Blank pixels (NaN) are transparent.
+//! at once without one hot pixel flattening the rest; both formats share it and show north up.
+//! Blank pixels (NaN) are transparent in a PNG; JPEG has no alpha, so there they are black.
 
 use std::path::Path;
 
@@ -11,8 +13,50 @@ use fitsio::hdu::HduInfo;
 
 use crate::error::SodaError;
 
-/// The media type of previews.
+/// The media type of PNG previews.
 pub const PNG: &str = "image/png";
+
+/// The media type of JPEG previews.
+pub const JPEG: &str = "image/jpeg";
+
+/// JPEG quality (1-100): high enough that the stretch's faint levels survive compression.
+const JPEG_QUALITY: u8 = 90;
+
+/// The image format of a preview.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreviewFormat {
+    /// 8-bit grey plus alpha: blank pixels are transparent.
+    Png,
+    /// 8-bit grey, no alpha: blank pixels are black.
+    Jpeg,
+}
+
+impl PreviewFormat {
+    /// The media type a preview of this format is served with.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            PreviewFormat::Png => PNG,
+            PreviewFormat::Jpeg => JPEG,
+        }
+    }
+
+    /// The file-name extension of a preview of this format, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            PreviewFormat::Png => "png",
+            PreviewFormat::Jpeg => "jpg",
+        }
+    }
+
+    /// Renders `pixels` (FITS order) as an image of this format; see [`render_png`] and
+    /// [`render_jpeg`].
+    pub fn render(self, pixels: &[f64], width: usize, height: usize) -> Result<Vec<u8>, SodaError> {
+        match self {
+            PreviewFormat::Png => render_png(pixels, width, height),
+            PreviewFormat::Jpeg => render_jpeg(pixels, width, height),
+        }
+    }
+}
 
 /// Fractions of the finite pixels that fall below black and above white: clipping a few
 /// extreme pixels keeps cosmic rays and saturated stars from deciding the scale.
@@ -25,22 +69,11 @@ const SOFTENING: f64 = 0.1;
 /// Renders `pixels` (FITS order: row 0 is the bottom row, `width` pixels per row) as a PNG of
 /// `width` × `height` grey+alpha pixels, north up as FITS viewers show it.
 pub fn render_png(pixels: &[f64], width: usize, height: usize) -> Result<Vec<u8>, SodaError> {
-    if width == 0 || height == 0 || pixels.len() != width * height {
-        return Err(SodaError::BadImage(format!(
-            "a {width}×{height} preview needs {} pixels, got {}",
-            width * height,
-            pixels.len()
-        )));
-    }
-    let (lo, hi) = limits(pixels);
     let mut data = Vec::with_capacity(width * height * 2);
-    // PNG rows run top to bottom, FITS rows bottom to top.
-    for row in pixels.chunks_exact(width).rev() {
-        for &value in row {
-            match stretch(value, lo, hi) {
-                Some(grey) => data.extend_from_slice(&[grey, u8::MAX]),
-                None => data.extend_from_slice(&[0, 0]),
-            }
+    for grey in grey_levels(pixels, width, height)? {
+        match grey {
+            Some(grey) => data.extend_from_slice(&[grey, u8::MAX]),
+            None => data.extend_from_slice(&[0, 0]),
         }
     }
     let too_big = |_| SodaError::BadImage(format!("a {width}×{height} preview is too large"));
@@ -63,9 +96,53 @@ pub fn render_png(pixels: &[f64], width: usize, height: usize) -> Result<Vec<u8>
     Ok(bytes)
 }
 
-/// Writes a PNG preview of the `CUTOUT` extension of `cutout` (a file written by
+/// Renders `pixels` (FITS order: row 0 is the bottom row, `width` pixels per row) as a baseline
+/// JPEG of `width` × `height` grey pixels, north up, with the same stretch as [`render_png`].
+/// JPEG has no alpha channel, so blank pixels are black.
+pub fn render_jpeg(pixels: &[f64], width: usize, height: usize) -> Result<Vec<u8>, SodaError> {
+    let data: Vec<u8> = grey_levels(pixels, width, height)?
+        .into_iter()
+        .map(|grey| grey.unwrap_or(0))
+        .collect();
+    // JPEG stores each dimension in 16 bits.
+    let too_big = |_| {
+        SodaError::Usage(format!(
+            "a {width}×{height} cutout is too large for a JPEG preview (at most 65535 pixels \
+             a side): ask for a smaller stencil or RESPONSEFORMAT=image/png"
+        ))
+    };
+    let (w, h) = (
+        u16::try_from(width).map_err(too_big)?,
+        u16::try_from(height).map_err(too_big)?,
+    );
+    let mut bytes = Vec::new();
+    jpeg_encoder::Encoder::new(&mut bytes, JPEG_QUALITY)
+        .encode(&data, w, h, jpeg_encoder::ColorType::Luma)
+        .map_err(|e| SodaError::Fits(format!("JPEG encoding failed: {e}")))?;
+    Ok(bytes)
+}
+
+/// The grey level of each pixel, `None` for a blank, in image order: rows top to bottom (FITS
+/// rows run bottom to top, so north, up in the sky, is the first row of the preview).
+fn grey_levels(pixels: &[f64], width: usize, height: usize) -> Result<Vec<Option<u8>>, SodaError> {
+    if width == 0 || height == 0 || pixels.len() != width * height {
+        return Err(SodaError::BadImage(format!(
+            "a {width}×{height} preview needs {} pixels, got {}",
+            width * height,
+            pixels.len()
+        )));
+    }
+    let (lo, hi) = limits(pixels);
+    Ok(pixels
+        .chunks_exact(width)
+        .rev()
+        .flat_map(|row| row.iter().map(|&value| stretch(value, lo, hi)))
+        .collect())
+}
+
+/// Writes a preview in `format` of the `CUTOUT` extension of `cutout` (a file written by
 /// [`crate::cut_to_file`]) at `out`; a cube shows its first plane. Returns the file's size.
-pub fn preview_to_file(cutout: &Path, out: &Path) -> Result<u64, SodaError> {
+pub fn preview_to_file(cutout: &Path, out: &Path, format: PreviewFormat) -> Result<u64, SodaError> {
     let mut file = FitsFile::open(cutout)?;
     let hdu = file.hdu("CUTOUT")?;
     let HduInfo::ImageInfo { shape, .. } = &hdu.info else {
@@ -91,9 +168,9 @@ pub fn preview_to_file(cutout: &Path, out: &Path) -> Result<u64, SodaError> {
             }
         }
     }
-    let png = render_png(&pixels, width, height)?;
-    std::fs::write(out, &png)?;
-    Ok(png.len() as u64)
+    let image = format.render(&pixels, width, height)?;
+    std::fs::write(out, &image)?;
+    Ok(image.len() as u64)
 }
 
 /// The values mapped to black and white: percentiles of the finite pixels. A flat image gets
@@ -173,6 +250,55 @@ mod tests {
         // The brightest FITS row (the top, y = 3) is the first PNG row.
         assert_eq!(data[2 * 4], 255);
         assert_eq!(data[data.len() - 10], 0);
+    }
+
+    /// Decodes a JPEG: (width, height, grey pixels top row first).
+    fn decode_jpeg(bytes: &[u8]) -> (u16, u16, Vec<u8>) {
+        let mut decoder = jpeg_decoder::Decoder::new(bytes);
+        let pixels = decoder.decode().unwrap();
+        let info = decoder.info().unwrap();
+        assert_eq!(info.pixel_format, jpeg_decoder::PixelFormat::L8);
+        (info.width, info.height, pixels)
+    }
+
+    #[test]
+    fn jpeg_has_the_markers_size_and_north_up_rows() {
+        // 16 × 24: the FITS top rows (y >= 12) bright, the bottom rows dark.
+        let pixels: Vec<f64> = (0..24)
+            .flat_map(|y| (0..16).map(move |_| if y >= 12 { 100.0 } else { 0.0 }))
+            .collect();
+        let bytes = render_jpeg(&pixels, 16, 24).unwrap();
+        assert_eq!(&bytes[..2], [0xFF, 0xD8], "SOI");
+        assert_eq!(&bytes[bytes.len() - 2..], [0xFF, 0xD9], "EOI");
+        let (width, height, grey) = decode_jpeg(&bytes);
+        assert_eq!((width, height), (16, 24));
+        // JPEG is lossy: compare levels with a margin. Row 0 of the JPEG is the FITS top row.
+        assert!(grey[..16 * 8].iter().all(|&g| g > 245), "{grey:?}");
+        assert!(grey[16 * 16..].iter().all(|&g| g < 10), "{grey:?}");
+    }
+
+    #[test]
+    fn blank_pixels_are_black_in_a_jpeg() {
+        // 16 × 8: the left 8 columns blank, the right 8 bright (two dark pixels set the scale).
+        let mut pixels: Vec<f64> = (0..8)
+            .flat_map(|_| (0..16).map(|x| if x < 8 { f64::NAN } else { 10.0 }))
+            .collect();
+        pixels[15] = 0.0;
+        pixels[14] = 0.0;
+        let (_, _, grey) = decode_jpeg(&render_jpeg(&pixels, 16, 8).unwrap());
+        for row in grey.chunks(16) {
+            assert!(row[..8].iter().all(|&g| g < 10), "{row:?}");
+            assert!(row[9..13].iter().all(|&g| g > 200), "{row:?}");
+        }
+    }
+
+    #[test]
+    fn a_jpeg_wider_than_65535_pixels_is_a_usage_error() {
+        let pixels = vec![1.0; 70_000];
+        assert!(matches!(
+            render_jpeg(&pixels, 70_000, 1),
+            Err(SodaError::Usage(_))
+        ));
     }
 
     #[test]

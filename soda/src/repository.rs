@@ -7,8 +7,9 @@
 //!
 //! A repository may also be a bucket prefix (`s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`) or an
 //! image server (`https://HOST/PREFIX`, read with the job owner's delegated token): then the ID
-//! names the object `PREFIX/X.fits`, which the worker fetches through its source cache. This
-//! crate only tells them apart; it never opens a connection.
+//! names the object `PREFIX/X.fits`, or, when there is none, `PREFIX/X.fits.fz`
+//! ([`compressed_name`]), which the worker fetches through its source cache. This crate only
+//! tells them apart; it never opens a connection.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +19,12 @@ use crate::source_id::SourceId;
 
 /// What `fpack` appends to the name of the file it compresses.
 const COMPRESSED_SUFFIX: &str = ".fz";
+
+/// The name of the tile-compressed twin of the image file `name` (`X.fits` → `X.fits.fz`),
+/// which serves an ID when `name` itself does not exist, in a directory or a bucket.
+pub fn compressed_name(name: &str) -> String {
+    format!("{name}{COMPRESSED_SUFFIX}")
+}
 
 /// The repositories a deployment serves, by name.
 #[derive(Debug, Clone, Default)]
@@ -32,7 +39,8 @@ pub struct Repositories {
 pub enum SourceLocation {
     /// A local file that exists.
     File(PathBuf),
-    /// The object `name` under the bucket prefix `repository`; not checked here.
+    /// The object `name` under the bucket prefix `repository` (else its
+    /// [`compressed_name`]); not checked here.
     Bucket { repository: String, name: String },
 }
 
@@ -84,7 +92,7 @@ impl Repositories {
             ))
         })?;
         let plain = dir.join(id.file_name());
-        let compressed = dir.join(format!("{}{COMPRESSED_SUFFIX}", id.file_name()));
+        let compressed = dir.join(compressed_name(&id.file_name()));
         [plain, compressed]
             .into_iter()
             .find(|path| path.is_file())

@@ -3,7 +3,7 @@
 //! again to run it.
 
 use crate::error::SodaError;
-use crate::preview::PNG;
+use crate::preview::{JPEG, PNG, PreviewFormat};
 use crate::source_id::SourceId;
 use crate::stencil::Stencil;
 
@@ -31,9 +31,10 @@ pub struct CutoutRequest {
     /// SODA `BAND`: the wavelength interval in metres (bounds possibly infinite) of the planes
     /// to keep along an image's wavelength axis.
     pub band: Option<(f64, f64)>,
-    /// `RESPONSEFORMAT=image/png`: each cutout also gets a PNG preview, listed before the FITS
-    /// results (SODA: the preview comes first, so a sync request answers with it).
-    pub preview: bool,
+    /// `RESPONSEFORMAT=image/png` or `image/jpeg`: each cutout also gets a preview in that
+    /// format, listed before the FITS results (SODA: the preview comes first, so a sync request
+    /// answers with it).
+    pub preview: Option<PreviewFormat>,
 }
 
 impl CutoutRequest {
@@ -46,7 +47,7 @@ impl CutoutRequest {
         let mut stencils = Vec::new();
         let mut mask = false;
         let mut band = None;
-        let mut preview = false;
+        let mut preview = None;
         for (name, value) in parameters {
             let name = name.to_ascii_uppercase();
             match name.as_str() {
@@ -56,17 +57,21 @@ impl CutoutRequest {
                 "POLYGON" => stencils.push(Stencil::parse_polygon(value)?),
                 "RESPONSEFORMAT" => {
                     let format = value.trim();
-                    if format.eq_ignore_ascii_case(PNG) || format.eq_ignore_ascii_case("png") {
-                        preview = true;
-                    } else if format.eq_ignore_ascii_case(FITS)
-                        || format.eq_ignore_ascii_case("fits")
-                    {
-                        preview = false;
+                    let is = |media: &str, short: &[&str]| {
+                        format.eq_ignore_ascii_case(media)
+                            || short.iter().any(|s| format.eq_ignore_ascii_case(s))
+                    };
+                    preview = if is(PNG, &["png"]) {
+                        Some(PreviewFormat::Png)
+                    } else if is(JPEG, &["jpeg", "jpg"]) {
+                        Some(PreviewFormat::Jpeg)
+                    } else if is(FITS, &["fits"]) {
+                        None
                     } else {
                         return Err(SodaError::Usage(format!(
-                            "RESPONSEFORMAT {format:?} is not supported ({FITS} or {PNG})"
+                            "RESPONSEFORMAT {format:?} is not supported ({FITS}, {PNG} or {JPEG})"
                         )));
-                    }
+                    };
                 }
                 "MASK" => mask = parse_bool("MASK", value)?,
                 "BAND" => {
@@ -248,17 +253,19 @@ mod tests {
     }
 
     #[test]
-    fn responseformat_is_fits_by_default_png_asks_a_preview_and_others_are_refused() {
+    fn responseformat_is_fits_by_default_png_or_jpeg_asks_a_preview_and_others_are_refused() {
         let format = |f: Option<&str>| {
             let mut params = vec![("ID", "butler://demo/a"), ("CIRCLE", "1 2 0.1")];
             params.extend(f.map(|f| ("RESPONSEFORMAT", f)));
             CutoutRequest::from_parameters(params).map(|r| r.preview)
         };
-        assert_eq!(format(None), Ok(false));
-        assert_eq!(format(Some("application/fits")), Ok(false));
-        assert_eq!(format(Some("image/png")), Ok(true));
-        assert_eq!(format(Some("IMAGE/PNG")), Ok(true));
-        for other in ["image/jpeg", "text/xml", ""] {
+        assert_eq!(format(None), Ok(None));
+        assert_eq!(format(Some("application/fits")), Ok(None));
+        assert_eq!(format(Some("image/png")), Ok(Some(PreviewFormat::Png)));
+        assert_eq!(format(Some("IMAGE/PNG")), Ok(Some(PreviewFormat::Png)));
+        assert_eq!(format(Some("image/jpeg")), Ok(Some(PreviewFormat::Jpeg)));
+        assert_eq!(format(Some(" Image/JPEG ")), Ok(Some(PreviewFormat::Jpeg)));
+        for other in ["image/gif", "image/jpg2000", "text/xml", ""] {
             assert!(
                 matches!(format(Some(other)), Err(SodaError::Usage(_))),
                 "{other}"

@@ -9,14 +9,13 @@
 //! `cutouts`, one multi-extension FITS file holding every cutout that was made. A job none of
 //! whose pairs could be cut fails with the first pair's error.
 //!
-//! With `RESPONSEFORMAT=image/png` every cutout also gets a PNG preview, `preview` (one pair)
-//! or `preview-N` (pair N), all listed before the FITS results: SODA puts the preview first,
-//! and a sync request redirects to the first result.
+//! With `RESPONSEFORMAT=image/png` (or `image/jpeg`) every cutout also gets a preview in that
+//! format, `preview` (one pair) or `preview-N` (pair N), all listed before the FITS results: SODA
+//! puts the preview first, and a sync request redirects to the first result.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use soda::preview::PNG;
 use soda::repository::Repositories;
 use soda::request::{CutoutRequest, FITS};
 use soda::{CutOptions, Provenance, SodaError, SourceId, Stencil};
@@ -107,7 +106,7 @@ pub(crate) async fn cut_all(
 
     let single = pairs.len() == 1;
     let mut stored = Vec::new();
-    if request.preview {
+    if let Some(format) = request.preview {
         for (n, ((id, stencil), outcome)) in pairs.iter().zip(&outcomes).enumerate() {
             let Pair::Cut(cutout) = outcome else {
                 continue;
@@ -117,21 +116,28 @@ pub(crate) async fn cut_all(
             } else {
                 format!("preview-{}", n + 1)
             };
-            let out = scratch.file(settings.scratch_dir.join(format!("{}-{n}.png", job.id)));
-            let (cutout, png) = (cutout.clone(), out.clone());
-            tokio::task::spawn_blocking(move || soda::preview::preview_to_file(&cutout, &png))
-                .await
-                .map_err(|e| internal(format!("preview thread failed: {e}")))?
-                .map_err(job_error)?;
+            let extension = format.extension();
+            let out = scratch.file(
+                settings
+                    .scratch_dir
+                    .join(format!("{}-{n}.{extension}", job.id)),
+            );
+            let (cutout, preview) = (cutout.clone(), out.clone());
+            tokio::task::spawn_blocking(move || {
+                soda::preview::preview_to_file(&cutout, &preview, format)
+            })
+            .await
+            .map_err(|e| internal(format!("preview thread failed: {e}")))?
+            .map_err(job_error)?;
             let filename = crate::sources::result_filename(id, &stencil.to_string());
             let meta = ObjectMeta {
-                content_type: PNG.to_owned(),
+                content_type: format.media_type().to_owned(),
                 filename: format!(
-                    "{}.png",
+                    "{}.{extension}",
                     filename.strip_suffix(".fits").unwrap_or(&filename)
                 ),
             };
-            stored.push(store(job, results, &result_id, "png", &out, meta).await?);
+            stored.push(store(job, results, &result_id, extension, &out, meta).await?);
         }
     }
     for (n, ((id, stencil), outcome)) in pairs.iter().zip(&outcomes).enumerate() {

@@ -2,13 +2,15 @@
 //! names results are offered under.
 //!
 //! A bucket image comes through the worker's [`SourceCache`] and stays pinned there while the
-//! job cuts it. Failures become job errors a client can act on: a missing object is `NotFound`,
+//! job cuts it; like a directory repository, a bucket serves `X.fits.fz` for an ID whose
+//! `X.fits` object does not exist (cfitsio tells a tile-compressed file by its content, so the
+//! cache's file name does not matter). Failures become job errors a client can act on: a missing object is `NotFound`,
 //! a refused credential is fatal (an operator must fix it), an unreachable store is transient.
 
 use std::path::PathBuf;
 
 use bucket::{BucketError, BucketUrl, CachedSource, SourceCache};
-use soda::repository::{Repositories, SourceLocation};
+use soda::repository::{Repositories, SourceLocation, compressed_name};
 use soda::{SodaError, SourceId};
 use uws::queue::DelegatedToken;
 use uws::{ErrorCode, JobError};
@@ -65,10 +67,26 @@ impl JobSources<'_> {
                 let per_reader = BucketUrl::parse(&repository)
                     .map(|b| b.scheme.checks_each_reader())
                     .unwrap_or(false);
-                let pin = cache
-                    .fetch_as(&repository, &name, self.token.map(DelegatedToken::secret))
-                    .await
-                    .map_err(|e| fetch_error(id, e, per_reader))?;
+                let token = self.token.map(DelegatedToken::secret);
+                let failed = |e| fetch_error(id, e, per_reader);
+                let (pin, name) = match cache.fetch_as(&repository, &name, token).await {
+                    Ok(pin) => (pin, name),
+                    Err(BucketError::NotFound(url)) => {
+                        let compressed = compressed_name(&name);
+                        match cache.fetch_as(&repository, &compressed, token).await {
+                            Ok(pin) => (pin, compressed),
+                            // Name the object the ID is documented to mean, and its twin.
+                            Err(BucketError::NotFound(_)) => {
+                                return Err(failed(BucketError::NotFound(format!(
+                                    "{url} (nor {})",
+                                    compressed_name(&url)
+                                ))));
+                            }
+                            Err(e) => return Err(failed(e)),
+                        }
+                    }
+                    Err(e) => return Err(failed(e)),
+                };
                 Ok(SourceFile {
                     path: pin.path().to_path_buf(),
                     label: Some(format!("{}/{name}", repository.trim_end_matches('/'))),
