@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod image_server;
 pub mod moto;
 pub mod postgres;
 pub mod redis;
