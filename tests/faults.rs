@@ -4,48 +4,12 @@
 //! PostgreSQL stopped under a running service, and a load of many clients at once.
 //! These tests always run distributed.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
 fn distributed(workers: usize) -> AppBuilder {
     app().topology(Topology::Distributed { workers })
-}
-
-/// Writes an image big enough that cutting all of it takes a noticeable time.
-fn big_image(app: &TestApp) -> &'static str {
-    soda::write_synthetic_image(
-        &app.dir.path().join("images/big.fits"),
-        &soda::SyntheticImage {
-            nx: 8192,
-            ny: 4096,
-            ra_deg: RA,
-            dec_deg: DEC,
-            pixel_scale_deg: PIXEL_DEG,
-        },
-    )
-    .expect("big image");
-    "butler://test/big"
-}
-
-/// Blocks until the job leaves QUEUED (WAIT wakes on the phase event), returns the new phase.
-fn wait_until_not_queued(app: &TestApp, id: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let doc = app
-            .get(
-                &format!("/jobs/{id}"),
-                &[("WAIT", "10"), ("PHASE", "QUEUED")],
-            )
-            .text()
-            .expect("body");
-        let phase = element(&doc, "uws:phase").expect("phase");
-        if phase != "QUEUED" {
-            return phase;
-        }
-        assert!(Instant::now() < deadline, "job {id} never started");
-    }
 }
 
 fn count_with_phase(app: &TestApp, phase: &str) -> usize {
@@ -81,7 +45,7 @@ fn a_job_whose_worker_is_killed_completes_once() {
         ("CIRCLE", &format!("{RA} {DEC} 1")),
         ("PHASE", "RUN"),
     ]);
-    assert_eq!(wait_until_not_queued(&app, &id), "EXECUTING");
+    assert_eq!(app.wait_until_not_queued(&id), "EXECUTING");
     app.workers[0].kill().expect("SIGKILL the worker");
     app.workers[0].wait().expect("reap");
     // The store still believes the dead worker is running it.
@@ -125,13 +89,8 @@ fn a_stopped_busy_worker_exits_cleanly_and_loses_no_job() {
             ])
         })
         .collect();
-    assert_eq!(wait_until_not_queued(&app, &ids[0]), "EXECUTING");
-    let pid = app.workers[0].id().to_string();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
+    assert_eq!(app.wait_until_not_queued(&ids[0]), "EXECUTING");
+    signal(&app.workers[0], "TERM");
     let status = app.workers[0].wait().expect("worker exit");
     assert!(status.success(), "worker exited with {status}");
     // Nothing is left EXECUTING by the stopped worker: finished or handed back to the queue.

@@ -1,5 +1,6 @@
 //! Per-user quotas through the real process: over a limit, 429 with `Retry-After` and a DALI
-//! `UsageError`, and no job created; other users are not affected.
+//! `UsageError`, and no job created; other users are not affected. `jobs_running` runs in the
+//! distributed topology, whose worker process the test can freeze mid-cut.
 
 use crate::common::*;
 
@@ -95,4 +96,57 @@ fn jobs_queued_refuses_queueing_past_the_limit_but_not_pending_jobs() {
     assert_eq!(alice.job_ids().len(), 3);
     let bob = app.as_caller(&[("x-auth-request-user", "bob")]);
     bob.create_job(&refs(&with_run(request())));
+}
+
+#[test]
+fn jobs_running_refuses_runs_while_the_users_job_executes_and_allows_them_once_it_completes() {
+    // One worker cutting one job at a time, so that alice's job alone holds it.
+    let app = app_with("JOBS_RUNNING", "1")
+        .topology(Topology::Distributed { workers: 1 })
+        .config("WORKER__CONCURRENCY", "1")
+        .start();
+    let image = big_image(&app);
+    let alice = app.as_caller(&[("x-auth-request-user", "alice")]);
+    let slow_circle = format!("{RA} {DEC} 1");
+    let running = alice.create_job(&[("ID", image), ("CIRCLE", &slow_circle), ("PHASE", "RUN")]);
+    assert_eq!(alice.wait_until_not_queued(&running), "EXECUTING");
+    // Frozen mid-cut, the job stays EXECUTING in the store for as long as the test needs.
+    signal(&app.workers[0], "STOP");
+    assert_eq!(alice.phase(&running), "EXECUTING");
+
+    let before = alice.job_ids();
+    let retry_after = assert_over_quota(
+        alice.post("/jobs", &refs(&with_run(request()))),
+        "1 jobs running",
+    );
+    assert!(retry_after > 0);
+    assert_eq!(alice.job_ids(), before, "the refused request created a job");
+    // A PENDING job is not held to the limit, but running it is.
+    let pending = alice.create_job(&refs(&request()));
+    assert_over_quota(
+        alice.post(&format!("/jobs/{pending}/phase"), &[("PHASE", "RUN")]),
+        "1 jobs running",
+    );
+    assert_eq!(alice.phase(&pending), "PENDING");
+
+    let bob = app.as_caller(&[("x-auth-request-user", "bob")]);
+    let bobs = bob.create_job(&refs(&with_run(request())));
+    assert_eq!(bob.phase(&bobs), "QUEUED");
+
+    signal(&app.workers[0], "CONT");
+    let doc = alice.wait_final(&running);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    let again = alice.create_job(&refs(&with_run(request())));
+    for (caller, id) in [(&alice, &again), (&bob, &bobs)] {
+        let doc = caller.wait_final(id);
+        assert_eq!(
+            element(&doc, "uws:phase").as_deref(),
+            Some("COMPLETED"),
+            "{doc}"
+        );
+    }
 }

@@ -51,4 +51,4 @@ pub use error::SodaError;
 pub use footprint::{Footprint, footprint};
 pub use region::ImageGeometry;
 pub use source_id::SourceId;
-pub use stencil::{Circle, Polygon, Range, Stencil};
+pub use stencil::{Circle, MAX_POLYGON_VERTICES, Polygon, Range, Stencil};

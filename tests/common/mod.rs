@@ -485,6 +485,11 @@ impl TestApp {
         self.as_caller(&[]).wait_final(id)
     }
 
+    /// Blocks (WAIT wakes on the phase event) until the job leaves QUEUED; returns the new phase.
+    pub fn wait_until_not_queued(&self, id: &str) -> String {
+        self.as_caller(&[]).wait_until_not_queued(id)
+    }
+
     pub fn job_ids(&self, params: &[(&str, &str)]) -> Vec<String> {
         let r = self.get("/jobs", params);
         assert_eq!(r.status(), 200);
@@ -577,6 +582,32 @@ fn time_parse_ok(s: &str) -> bool {
     s[..4].bytes().all(|b| b.is_ascii_digit()) && s[20..23].bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Writes `butler://test/big`, an 8192×4096 image: cutting all of it (`CIRCLE RA DEC 1`) takes
+/// long enough for a test to act while the job is EXECUTING.
+pub fn big_image(app: &TestApp) -> &'static str {
+    soda::write_synthetic_image(
+        &app.dir.path().join("images/big.fits"),
+        &soda::SyntheticImage {
+            nx: 8192,
+            ny: 4096,
+            ra_deg: RA,
+            dec_deg: DEC,
+            pixel_scale_deg: PIXEL_DEG,
+        },
+    )
+    .expect("big image");
+    "butler://test/big"
+}
+
+/// Sends a signal (`STOP`, `CONT`, `TERM`...) to a process the test started.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {}", child.id());
+}
+
 /// Path of the source test image.
 pub fn source_image(app: &TestApp) -> PathBuf {
     app.dir.path().join("images/field.fits")
@@ -640,6 +671,30 @@ impl Caller<'_> {
             }
             assert!(Instant::now() < deadline, "job {id} still {phase}");
         }
+    }
+
+    /// Blocks (WAIT wakes on the phase event) until the job leaves QUEUED; returns the new phase.
+    pub fn wait_until_not_queued(&self, id: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.get(
+                &format!("/jobs/{id}"),
+                &[("WAIT", "10"), ("PHASE", "QUEUED")],
+            );
+            assert_eq!(r.status(), 200);
+            let doc = r.text().expect("body");
+            let phase = element(&doc, "uws:phase").expect("phase");
+            if phase != "QUEUED" {
+                return phase;
+            }
+            assert!(Instant::now() < deadline, "job {id} never started");
+        }
+    }
+
+    pub fn phase(&self, id: &str) -> String {
+        self.get(&format!("/jobs/{id}/phase"), &[])
+            .text()
+            .expect("phase")
     }
 
     pub fn job_ids(&self) -> Vec<String> {

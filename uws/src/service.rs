@@ -80,6 +80,103 @@ impl Default for JobLimits {
     }
 }
 
+/// The UWS control parameters of a job-creation request, read and checked before anything is
+/// stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Creation {
+    /// `PHASE=RUN`: queue the job as soon as it exists.
+    pub run: bool,
+    /// `RUNID`, at most [`MAX_RUN_ID_LEN`] bytes.
+    pub run_id: Option<String>,
+    /// `EXECUTIONDURATION` in seconds (0: unlimited), capped by the limits.
+    pub execution_duration: u32,
+    /// `DESTRUCTION`, clamped to the longest lifetime the limits allow.
+    pub destruction: OffsetDateTime,
+}
+
+/// The parsers of the UWS control parameters: pure functions of the request, the limits and the
+/// current time, so that they are tested (and fuzzed, `fuzz/fuzz_targets/uws_parameters.rs`)
+/// without a store.
+impl JobLimits {
+    /// Reads `PHASE`, `RUNID`, `EXECUTIONDURATION` and `DESTRUCTION` of a creation request made
+    /// at `now`; the service's own parameters are left to the caller.
+    pub fn creation(
+        &self,
+        request: &Parameters,
+        now: OffsetDateTime,
+    ) -> Result<Creation, UwsError> {
+        let run = match request.first("PHASE") {
+            None => false,
+            Some(p) if p.trim().eq_ignore_ascii_case("RUN") => true,
+            Some(p) => {
+                return Err(UwsError::Usage(format!(
+                    "PHASE={p} is not allowed when creating a job (only RUN)"
+                )));
+            }
+        };
+        let execution_duration = match request.first("EXECUTIONDURATION") {
+            Some(v) => self.execution_duration(v)?,
+            None => self.default_execution_duration,
+        };
+        let destruction = match request.first("DESTRUCTION") {
+            Some(v) => self.destruction(v, now)?,
+            None => now + self.default_lifetime,
+        };
+        Ok(Creation {
+            run,
+            run_id: checked_run_id(request.first("RUNID"))?,
+            execution_duration,
+            destruction,
+        })
+    }
+
+    /// An `EXECUTIONDURATION` value: whole seconds, 0 for unlimited, capped to the maximum
+    /// (which also replaces 0 when there is one).
+    pub fn execution_duration(&self, value: &str) -> Result<u32, UwsError> {
+        let seconds: i64 = value.trim().parse().map_err(|_| {
+            UwsError::Usage(format!(
+                "EXECUTIONDURATION must be an integer number of seconds, got {value:?}"
+            ))
+        })?;
+        if seconds < 0 {
+            return Err(UwsError::Usage(format!(
+                "EXECUTIONDURATION must be 0 (unlimited) or more, got {seconds}"
+            )));
+        }
+        let max = self.max_execution_duration;
+        let seconds = u32::try_from(seconds).unwrap_or(u32::MAX);
+        Ok(if max > 0 && (seconds == 0 || seconds > max) {
+            max
+        } else {
+            seconds
+        })
+    }
+
+    /// A `DESTRUCTION` value for a job created at `created`, clamped to its longest lifetime.
+    pub fn destruction(
+        &self,
+        value: &str,
+        created: OffsetDateTime,
+    ) -> Result<OffsetDateTime, UwsError> {
+        let wanted = timestamp::parse(value)?;
+        Ok(wanted.min(created + self.max_lifetime))
+    }
+
+    /// A `WAIT` value: whole seconds, `-1` for the server's longest wait, capped to it.
+    pub fn wait_timeout(&self, value: &str) -> Result<Duration, UwsError> {
+        let seconds: i64 = value.trim().parse().map_err(|_| {
+            UwsError::Usage(format!(
+                "WAIT must be an integer number of seconds, got {value:?}"
+            ))
+        })?;
+        match seconds {
+            -1 => Ok(self.max_wait),
+            s if s < -1 => Err(UwsError::Usage(format!("WAIT must be -1 or more, got {s}"))),
+            s => Ok(Duration::from_secs(s.unsigned_abs()).min(self.max_wait)),
+        }
+    }
+}
+
 /// The UWS service. Cloning shares the same store, queue and event channel.
 #[derive(Clone)]
 pub struct Uws {
@@ -140,36 +237,20 @@ impl Uws {
         priority: Priority,
         token: Option<DelegatedToken>,
     ) -> Result<Job, UwsError> {
-        let run = match request.first("PHASE") {
-            None => false,
-            Some(p) if p.trim().eq_ignore_ascii_case("RUN") => true,
-            Some(p) => {
-                return Err(UwsError::Usage(format!(
-                    "PHASE={p} is not allowed when creating a job (only RUN)"
-                )));
-            }
-        };
         let now = timestamp::now();
-        let execution_duration = match request.first("EXECUTIONDURATION") {
-            Some(v) => self.execution_duration(v)?,
-            None => self.limits.default_execution_duration,
-        };
-        let destruction = match request.first("DESTRUCTION") {
-            Some(v) => self.destruction(v, now)?,
-            None => now + self.limits.default_lifetime,
-        };
+        let creation = self.limits.creation(request, now)?;
         let job = self
             .store
             .create(NewJob {
                 owner: owner.to_owned(),
-                run_id: checked_run_id(request.first("RUNID"))?,
+                run_id: creation.run_id,
                 parameters: job_parameters.into_vec(),
-                execution_duration,
-                destruction,
+                execution_duration: creation.execution_duration,
+                destruction: creation.destruction,
                 creation_time: now,
             })
             .await?;
-        if run {
+        if creation.run {
             self.start(&job.id, priority, token).await
         } else {
             Ok(job)
@@ -191,29 +272,8 @@ impl Uws {
         owner: &str,
         request: &Parameters,
     ) -> Result<Vec<JobSummary>, UwsError> {
-        let phases = request
-            .all("PHASE")
-            .map(str::parse)
-            .collect::<Result<Vec<ExecutionPhase>, _>>()?;
-        let after = request.first("AFTER").map(timestamp::parse).transpose()?;
-        let last = request
-            .first("LAST")
-            .map(|v| {
-                v.trim().parse::<u32>().map_err(|_| {
-                    UwsError::Usage(format!("LAST must be a non-negative integer, got {v:?}"))
-                })
-            })
-            .transpose()?;
         self.store
-            .list(
-                owner,
-                &JobFilter {
-                    phases,
-                    after,
-                    last,
-                    cursor: None,
-                },
-            )
+            .list(owner, &JobFilter::from_parameters(request)?)
             .await
     }
 
@@ -369,7 +429,7 @@ impl Uws {
     ) -> Result<Job, UwsError> {
         let job = self.job(owner, id).await?;
         let value = value.ok_or_else(|| UwsError::Usage("DESTRUCTION is required".to_owned()))?;
-        let destruction = self.destruction(value, job.creation_time)?;
+        let destruction = self.limits.destruction(value, job.creation_time)?;
         self.store
             .update(&job.id, JobUpdate::Destruction(destruction))
             .await
@@ -384,7 +444,7 @@ impl Uws {
         let job = self.job(owner, id).await?;
         let value =
             value.ok_or_else(|| UwsError::Usage("EXECUTIONDURATION is required".to_owned()))?;
-        let seconds = self.execution_duration(value)?;
+        let seconds = self.limits.execution_duration(value)?;
         if job.phase != ExecutionPhase::Pending {
             return Err(UwsError::WrongPhase {
                 id: job.id.to_string(),
@@ -437,18 +497,7 @@ impl Uws {
         wait: &str,
         phase: Option<&str>,
     ) -> Result<Job, UwsError> {
-        let seconds: i64 = wait.trim().parse().map_err(|_| {
-            UwsError::Usage(format!(
-                "WAIT must be an integer number of seconds, got {wait:?}"
-            ))
-        })?;
-        let timeout = match seconds {
-            -1 => self.limits.max_wait,
-            s if s < -1 => {
-                return Err(UwsError::Usage(format!("WAIT must be -1 or more, got {s}")));
-            }
-            s => Duration::from_secs(s.unsigned_abs()).min(self.limits.max_wait),
-        };
+        let timeout = self.limits.wait_timeout(wait)?;
         let expected = phase.map(str::parse::<ExecutionPhase>).transpose()?;
         // Subscribe before reading, so a change between the read and the wait is not missed.
         let events = self.events.subscribe();
@@ -506,39 +555,86 @@ impl Uws {
         }
         Ok(job)
     }
-
-    fn execution_duration(&self, value: &str) -> Result<u32, UwsError> {
-        let seconds: i64 = value.trim().parse().map_err(|_| {
-            UwsError::Usage(format!(
-                "EXECUTIONDURATION must be an integer number of seconds, got {value:?}"
-            ))
-        })?;
-        if seconds < 0 {
-            return Err(UwsError::Usage(format!(
-                "EXECUTIONDURATION must be 0 (unlimited) or more, got {seconds}"
-            )));
-        }
-        let max = self.limits.max_execution_duration;
-        let seconds = u32::try_from(seconds).unwrap_or(u32::MAX);
-        Ok(if max > 0 && (seconds == 0 || seconds > max) {
-            max
-        } else {
-            seconds
-        })
-    }
-
-    fn destruction(
-        &self,
-        value: &str,
-        created: OffsetDateTime,
-    ) -> Result<OffsetDateTime, UwsError> {
-        let wanted = timestamp::parse(value)?;
-        Ok(wanted.min(created + self.limits.max_lifetime))
-    }
 }
 
 /// Counts a phase change the store accepted, by the phase entered (`skycut_job_phase_transitions_total`).
 /// Refused transitions are not counted, so duplicates and late messages do not inflate it.
 fn count_transition(phase: ExecutionPhase) {
     metrics::counter!("skycut_job_phase_transitions_total", "phase" => phase.as_str()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(pairs: &[(&str, &str)]) -> Parameters {
+        pairs.iter().copied().collect()
+    }
+
+    fn now() -> OffsetDateTime {
+        timestamp::parse("2026-11-29T10:00:00Z").expect("time")
+    }
+
+    #[test]
+    fn creation_reads_the_control_parameters_and_applies_the_limits() {
+        let limits = JobLimits::default();
+        let c = limits
+            .creation(
+                &request(&[
+                    ("phase", "run"),
+                    ("RUNID", "r1"),
+                    ("ExecutionDuration", "0"),
+                    ("DESTRUCTION", "2099-01-01T00:00:00Z"),
+                    ("CIRCLE", "1 2 3"),
+                ]),
+                now(),
+            )
+            .expect("creation");
+        assert!(c.run);
+        assert_eq!(c.run_id.as_deref(), Some("r1"));
+        assert_eq!(c.execution_duration, limits.max_execution_duration);
+        assert_eq!(c.destruction, now() + limits.max_lifetime);
+        let defaults = limits.creation(&request(&[]), now()).expect("creation");
+        assert!(!defaults.run && defaults.run_id.is_none());
+        assert_eq!(
+            defaults.execution_duration,
+            limits.default_execution_duration
+        );
+        assert_eq!(defaults.destruction, now() + limits.default_lifetime);
+    }
+
+    #[test]
+    fn creation_refuses_bad_control_parameters() {
+        let limits = JobLimits::default();
+        let long = "x".repeat(MAX_RUN_ID_LEN + 1);
+        for bad in [
+            [("PHASE", "ABORT")],
+            [("EXECUTIONDURATION", "-1")],
+            [("EXECUTIONDURATION", "soon")],
+            [("DESTRUCTION", "tomorrow")],
+            [("RUNID", long.as_str())],
+        ] {
+            assert!(
+                matches!(
+                    limits.creation(&request(&bad), now()),
+                    Err(UwsError::Usage(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wait_is_capped_and_minus_one_means_the_cap() {
+        let limits = JobLimits::default();
+        assert_eq!(limits.wait_timeout("-1").ok(), Some(limits.max_wait));
+        assert_eq!(
+            limits.wait_timeout(" 5 ").ok(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(limits.wait_timeout("99999").ok(), Some(limits.max_wait));
+        for bad in ["-2", "", "1.5"] {
+            assert!(limits.wait_timeout(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::error::UwsError;
 use crate::job::{ExecutionPhase, Job, JobError, JobId, JobResult, NewJob};
+use crate::params::Parameters;
 use crate::timestamp;
 
 /// A phase change and the data that goes with it.
@@ -46,6 +47,32 @@ pub struct JobFilter {
     pub last: Option<u32>,
     /// Continue a paged list: only entries that come after this cursor in list order.
     pub cursor: Option<ListCursor>,
+}
+
+impl JobFilter {
+    /// The filters of a job-list request: `PHASE` (repeatable), `AFTER` (an instant) and `LAST`
+    /// (a count); other parameters are ignored.
+    pub fn from_parameters(request: &Parameters) -> Result<JobFilter, UwsError> {
+        let phases = request
+            .all("PHASE")
+            .map(str::parse)
+            .collect::<Result<Vec<ExecutionPhase>, _>>()?;
+        let after = request.first("AFTER").map(timestamp::parse).transpose()?;
+        let last = request
+            .first("LAST")
+            .map(|v| {
+                v.trim().parse::<u32>().map_err(|_| {
+                    UwsError::Usage(format!("LAST must be a non-negative integer, got {v:?}"))
+                })
+            })
+            .transpose()?;
+        Ok(JobFilter {
+            phases,
+            after,
+            last,
+            cursor: None,
+        })
+    }
 }
 
 /// Where a page of the job list ended: the position of its last entry in list order (newest
@@ -255,6 +282,39 @@ impl JobStore for TimedJobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_list_filters_come_from_phase_after_and_last() {
+        let request: Parameters = [
+            ("phase", "QUEUED"),
+            ("PHASE", "executing"),
+            ("AFTER", "2026-11-29T10:00:00.5Z"),
+            ("last", " 10"),
+            ("ID", "ignored"),
+        ]
+        .into_iter()
+        .collect();
+        let filter = JobFilter::from_parameters(&request).expect("filter");
+        assert_eq!(
+            filter.phases,
+            [ExecutionPhase::Queued, ExecutionPhase::Executing]
+        );
+        assert_eq!(
+            filter.after.map(timestamp::format).as_deref(),
+            Some("2026-11-29T10:00:00.500Z")
+        );
+        assert_eq!(filter.last, Some(10));
+        for bad in [("PHASE", "DONE"), ("AFTER", "now"), ("LAST", "-1")] {
+            let request: Parameters = [bad].into_iter().collect();
+            assert!(
+                matches!(
+                    JobFilter::from_parameters(&request),
+                    Err(UwsError::Usage(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_cursor_token_round_trips() {

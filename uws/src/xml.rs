@@ -1,27 +1,56 @@
 //! The XML documents a UWS client reads: job, job list, results, parameters, and the DALI error
 //! VOTable. Element order follows the `xs:sequence` of `UWS.xsd`, which clients rely on.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use crate::job::{Job, JobError};
 use crate::store::JobSummary;
 use crate::timestamp;
 
-/// Escapes text for an XML 1.0 document, replacing the characters XML 1.0 cannot carry at all
-/// (control characters other than tab, newline and carriage return, U+FFFE, U+FFFF) with
-/// U+FFFD: a client-sent value holding one must not make the whole document unreadable.
-fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+/// Escapes element text for an XML 1.0 document: markup characters become entity references,
+/// a carriage return becomes `&#13;` (a parser reads a literal one as a line feed), and the
+/// characters XML 1.0 cannot carry at all (control characters other than tab, newline and
+/// carriage return, U+FFFE, U+FFFF) become U+FFFD: a client-sent value holding one must not make
+/// the whole document unreadable.
+fn escape(text: &str) -> Cow<'_, str> {
+    escape_as(text, false)
+}
+
+/// Escapes an attribute value: as [`escape`], and tab and newline become character references
+/// too, since a parser turns literal ones into spaces (XML 1.0 §3.3.3).
+fn escape_attribute(text: &str) -> Cow<'_, str> {
+    escape_as(text, true)
+}
+
+fn escape_as(text: &str, attribute: bool) -> Cow<'_, str> {
     let legal = |c: char| {
         matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
     };
-    if text.chars().all(legal) {
-        return quick_xml::escape::escape(text);
+    let plain = |c: char| {
+        legal(c)
+            && !matches!(c, '<' | '>' | '&' | '"' | '\'' | '\r')
+            && !(attribute && matches!(c, '\t' | '\n'))
+    };
+    if text.chars().all(plain) {
+        return Cow::Borrowed(text);
     }
-    let cleaned: String = text
-        .chars()
-        .map(|c| if legal(c) { c } else { '\u{FFFD}' })
-        .collect();
-    std::borrow::Cow::Owned(quick_xml::escape::escape(&cleaned).into_owned())
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' if attribute => out.push_str("&#9;"),
+            '\n' if attribute => out.push_str("&#10;"),
+            c if !legal(c) => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 const DECLARATION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
@@ -85,8 +114,8 @@ pub fn job_list(jobs: &[JobSummary], job_url: impl Fn(&str) -> String) -> String
         let _ = write!(
             x,
             "\n  <uws:jobref id=\"{}\" xlink:href=\"{}\">\n    <uws:phase>{}</uws:phase>",
-            escape(j.id.as_str()),
-            escape(job_url(j.id.as_str()).as_str()),
+            escape_attribute(j.id.as_str()),
+            escape_attribute(job_url(j.id.as_str()).as_str()),
             j.phase
         );
         if let Some(run_id) = &j.run_id {
@@ -151,7 +180,7 @@ fn parameters_element(x: &mut String, job: &Job, namespaces: &str) {
         let _ = write!(
             x,
             "\n    <uws:parameter id=\"{}\">{}</uws:parameter>",
-            escape(name.as_str()),
+            escape_attribute(name.as_str()),
             escape(value.as_str())
         );
     }
@@ -165,9 +194,9 @@ fn results_element(x: &mut String, job: &Job, result_urls: &[String], namespaces
         let _ = write!(
             x,
             "\n    <uws:result id=\"{}\" xlink:href=\"{}\" mime-type=\"{}\"",
-            escape(result.id.as_str()),
-            escape(url.as_str()),
-            escape(result.mime_type.as_str())
+            escape_attribute(result.id.as_str()),
+            escape_attribute(url.as_str()),
+            escape_attribute(result.mime_type.as_str())
         );
         if let Some(size) = result.size {
             let _ = write!(x, " size=\"{size}\"");
@@ -246,6 +275,22 @@ mod tests {
         assert!(doc.contains("<uws:runId>a&lt;b</uws:runId>"));
         assert!(doc.contains("butler://demo/x&amp;y"));
         assert!(doc.contains("xlink:href=\"https://h/r?a=1&amp;b=2\""));
+    }
+
+    /// Found by `fuzz/fuzz_targets/uws_xml.rs`: a tab in a parameter name came back as a space,
+    /// and a carriage return in a run ID as a line feed, from any conforming XML parser.
+    #[test]
+    fn whitespace_in_client_text_survives_a_conforming_parser() {
+        let mut job = sample();
+        job.run_id = Some("a\r\nb\tc".into());
+        job.parameters = vec![("X\tY\nZ\r".into(), "1\r\n2\t3".into())];
+        let doc = super::job(&job, &["https://h/r\n".into()]);
+        assert!(doc.contains("<uws:runId>a&#13;\nb\tc</uws:runId>"), "{doc}");
+        assert!(
+            doc.contains("<uws:parameter id=\"X&#9;Y&#10;Z&#13;\">1&#13;\n2\t3</uws:parameter>"),
+            "{doc}"
+        );
+        assert!(doc.contains("xlink:href=\"https://h/r&#10;\""), "{doc}");
     }
 
     #[test]
