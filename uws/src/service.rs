@@ -347,9 +347,9 @@ impl Uws {
         if priority != Priority::Async || threshold == 0 {
             return priority;
         }
-        match self.store.usage(owner, timestamp::now()).await {
-            // The job being queued is already QUEUED in the store: the others are one fewer.
-            Ok(usage) if usage.queued.saturating_sub(1) >= threshold => Priority::Bulk,
+        // The job being queued is already QUEUED in the store: the others are one fewer.
+        match self.store.queued_count(owner, threshold + 1).await {
+            Ok(queued) if queued > threshold => Priority::Bulk,
             Ok(_) => priority,
             Err(e) => {
                 // Fairness is not worth failing a run over: the job keeps its lane.

@@ -176,6 +176,10 @@ pub trait JobStore: Send + Sync {
     /// The owner's queued and executing jobs, jobs created since `since`, and result bytes held.
     async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError>;
 
+    /// The owner's QUEUED jobs, counted up to `cap`: fair share needs to know only whether
+    /// there are that many, and must not pay for counting a flood of thousands on every run.
+    async fn queued_count(&self, owner: &str, cap: u64) -> Result<u64, UwsError>;
+
     /// Mean time from start to end of the (at most `limit`) most recently created COMPLETED
     /// jobs, for completion estimates; `None` when there are none.
     async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError>;
@@ -262,6 +266,15 @@ impl JobStore for TimedJobStore {
     async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError> {
         let started = std::time::Instant::now();
         timed("usage", started, self.0.usage(owner, since).await)
+    }
+
+    async fn queued_count(&self, owner: &str, cap: u64) -> Result<u64, UwsError> {
+        let started = std::time::Instant::now();
+        timed(
+            "queued_count",
+            started,
+            self.0.queued_count(owner, cap).await,
+        )
     }
 
     async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError> {

@@ -124,6 +124,18 @@ pub struct RunTimeJson {
     pub mean_seconds: Option<f64>,
 }
 
+/// `GET /v1/queued?owner=…&cap=N`: the owner's QUEUED jobs, counted up to `cap`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueuedQuery {
+    pub owner: String,
+    pub cap: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueuedJson {
+    pub queued: u64,
+}
+
 /// `GET /v1/usage`: whose usage, and the start of the creation window.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UsageQuery {

@@ -13,8 +13,8 @@ use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, ListCursor, OwnerUs
 use uws::{ExecutionPhase, Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
-    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, RunTimeJson, TransitionJson,
-    TransitionRequest, UpdateJson, UsageJson, UsageQuery, phase_list,
+    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, QueuedJson, QueuedQuery,
+    RunTimeJson, TransitionJson, TransitionRequest, UpdateJson, UsageJson, UsageQuery, phase_list,
 };
 use crate::auth::TokenKey;
 
@@ -213,6 +213,17 @@ impl JobStore for WobblyClient {
             .send(self.http.get(self.url("/usage")).query(&query))
             .await?;
         OwnerUsage::try_from(usage)
+    }
+
+    async fn queued_count(&self, owner: &str, cap: u64) -> Result<u64, UwsError> {
+        let query = QueuedQuery {
+            owner: owner.to_owned(),
+            cap,
+        };
+        let queued: QueuedJson = self
+            .send(self.http.get(self.url("/queued")).query(&query))
+            .await?;
+        Ok(queued.queued)
     }
 
     async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError> {

@@ -37,4 +37,12 @@ CREATE INDEX IF NOT EXISTS uws_job_by_phase ON uws_job (phase, creation_time);
         "result_bytes",
         "ALTER TABLE uws_job ADD COLUMN result_bytes BIGINT",
     ),
+    // Fair share counts an owner's QUEUED jobs when it queues one; this keeps that count to the
+    // queued rows (a partial index, which PostgreSQL and SQLite both have).
+    (
+        3,
+        "queued_by_owner",
+        "CREATE INDEX IF NOT EXISTS uws_job_queued_by_owner ON uws_job (service, owner) \
+         WHERE phase = 'QUEUED'",
+    ),
 ];

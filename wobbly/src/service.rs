@@ -14,8 +14,8 @@ use uws::store::{JobStore, JobUpdate, ListCursor, Transition};
 use uws::{Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
-    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, RunTimeJson, SummaryJson,
-    TransitionRequest, UpdateJson, UsageJson, UsageQuery, phases,
+    IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, QueuedJson, QueuedQuery,
+    RunTimeJson, SummaryJson, TransitionRequest, UpdateJson, UsageJson, UsageQuery, phases,
 };
 use crate::auth::{Claims, TokenKey};
 use crate::store::SqlJobStore;
@@ -40,6 +40,7 @@ pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
         .route("/expired", get(expired))
         .route("/active", get(active))
         .route("/usage", get(usage))
+        .route("/queued", get(queued))
         .route("/run-time", get(run_time))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state.clone());
@@ -189,6 +190,18 @@ async fn usage(
     let since = timestamp::parse(&query.since)?;
     let usage = scoped(&state, &claims).usage(&owner, since).await?;
     Ok(Json(UsageJson::from(&usage)))
+}
+
+async fn queued(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Query(query): Query<QueuedQuery>,
+) -> Result<Json<QueuedJson>, Failure> {
+    let owner = claims.user.clone().unwrap_or_else(|| query.owner.clone());
+    let queued = scoped(&state, &claims)
+        .queued_count(&owner, query.cap)
+        .await?;
+    Ok(Json(QueuedJson { queued }))
 }
 
 async fn run_time(

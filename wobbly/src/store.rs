@@ -408,6 +408,22 @@ impl JobStore for SqlJobStore {
         Ok(usage)
     }
 
+    async fn queued_count(&self, owner: &str, cap: u64) -> Result<u64, UwsError> {
+        // Stops at `cap` rows of the partial index on QUEUED jobs (migration 3), so the cost is
+        // bounded by the cap whatever the size of the owner's flood.
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM uws_job \
+             WHERE service = $1 AND owner = $2 AND phase = 'QUEUED' LIMIT $3) AS capped",
+        )
+        .bind(self.service.as_str())
+        .bind(owner)
+        .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError> {
         // Ordered by creation time so that the (phase, creation_time) index serves it; averaged
         // here because AVG's result type differs between SQLite and PostgreSQL.

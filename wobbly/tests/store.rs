@@ -284,6 +284,33 @@ async fn usage_counts_one_owners_queue_window_and_result_bytes(store: SqlJobStor
     assert_eq!(nobody, uws::store::OwnerUsage::default());
 }
 
+async fn queued_count_counts_one_owners_queued_jobs_up_to_the_cap(store: SqlJobStore) {
+    let at = timestamp::now();
+    for n in 0..5 {
+        let job = store.create(new_job("alice", n)).await.expect("create");
+        store
+            .transition(&job.id, Transition::Queue, at)
+            .await
+            .expect("queue");
+        if n == 0 {
+            store
+                .transition(&job.id, Transition::Start, at)
+                .await
+                .expect("start");
+        }
+    }
+    store.create(new_job("alice", 10)).await.expect("pending");
+    let bobs = store.create(new_job("bob", 0)).await.expect("bob");
+    store
+        .transition(&bobs.id, Transition::Queue, at)
+        .await
+        .expect("queue");
+    assert_eq!(store.queued_count("alice", 100).await.expect("count"), 4);
+    assert_eq!(store.queued_count("alice", 3).await.expect("count"), 3);
+    assert_eq!(store.queued_count("bob", 100).await.expect("count"), 1);
+    assert_eq!(store.queued_count("carol", 100).await.expect("count"), 0);
+}
+
 /// A job completed before migration 2 has no `result_bytes`; its result list still counts.
 #[tokio::test]
 async fn usage_sums_result_lists_of_jobs_completed_before_the_result_bytes_column() {
@@ -400,5 +427,6 @@ both_databases!(
     updates_apply_only_while_pending,
     cursor_pages_cover_the_list_once_in_order,
     usage_counts_one_owners_queue_window_and_result_bytes,
+    queued_count_counts_one_owners_queued_jobs_up_to_the_cap,
     mean_run_time_averages_the_most_recent_completed_jobs
 );
