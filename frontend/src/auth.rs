@@ -355,6 +355,47 @@ mod tests {
     }
 
     #[test]
+    fn the_delegated_token_is_taken_only_where_the_user_is_believed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_HEADER, "alice".parse().expect("header"));
+        headers.insert(TOKEN_HEADER, "gt-abc".parse().expect("header"));
+        let proxy = IpAddr::from([10, 0, 0, 1]);
+        let other = IpAddr::from([10, 0, 0, 2]);
+        let ingress = Authenticator::Ingress { trust_any: false };
+        let token = ingress.delegated_token(&headers, Some(proxy), &[proxy]);
+        assert_eq!(token.as_ref().map(DelegatedToken::secret), Some("gt-abc"));
+        assert!(
+            ingress
+                .delegated_token(&headers, Some(other), &[proxy])
+                .is_none()
+        );
+        let anonymous = Authenticator::Anonymous {
+            owner: "anonymous".into(),
+        };
+        assert!(
+            anonymous
+                .delegated_token(&headers, Some(proxy), &[proxy])
+                .is_none()
+        );
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            "Bearer eyJ.x.y".parse().expect("header"),
+        );
+        // A JWT is the credential the service validated: it is what goes on.
+        let jwt = Authenticator::Jwt(JwtVerifier::new(
+            JwtRules {
+                issuer: "https://issuer".into(),
+                audience: "skycut".into(),
+                required_scope: "read:image".into(),
+                username_claim: "sub".into(),
+            },
+            KeySet { keys: Vec::new() },
+        ));
+        let token = jwt.delegated_token(&headers, None, &[]);
+        assert_eq!(token.as_ref().map(DelegatedToken::secret), Some("eyJ.x.y"));
+    }
+
+    #[test]
     fn ingress_headers_are_ignored_from_untrusted_peers() {
         let auth = Authenticator::Ingress { trust_any: false };
         let mut headers = HeaderMap::new();

@@ -1,7 +1,7 @@
 //! Extractors that turn an HTTP request into what the protocol talks about: DALI parameters, the
 //! caller, and the base URL that every link in a response starts with.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
@@ -113,14 +113,18 @@ where
             return Ok(owner.clone());
         }
         let app = AppState::from_ref(state);
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
         app.auth
-            .authenticate(&parts.headers, peer, &app.settings.trusted_proxies)
+            .authenticate(&parts.headers, peer(parts), &app.settings.trusted_proxies)
             .map(Owner)
     }
+}
+
+/// The address the connection came from (a proxy's, behind one).
+fn peer(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// The caller's delegated token, if the request carries one (see
@@ -138,13 +142,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let app = AppState::from_ref(state);
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
         Ok(Delegated(app.auth.delegated_token(
             &parts.headers,
-            peer,
+            peer(parts),
             &app.settings.trusted_proxies,
         )))
     }
@@ -178,11 +178,7 @@ where
         if let Some(url) = &app.settings.public_url {
             return Ok(PublicBase(url.trim_end_matches('/').to_owned()));
         }
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let trusted = peer.is_some_and(|ip| app.settings.trusted_proxies.contains(&ip));
+        let trusted = peer(parts).is_some_and(|ip| app.settings.trusted_proxies.contains(&ip));
         let header = |name: &str| {
             parts
                 .headers
