@@ -107,32 +107,17 @@ pub fn cut_to_file_with(
     let _guard = lock_source(source);
 
     let mut src = FitsFile::open(source)?;
-    let image = SourceImage::find(&mut src, options.extension.as_deref())?;
-    let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
-    let name = || {
-        if provenance.source_id.is_empty() {
-            source.display().to_string()
-        } else {
-            provenance.source_id.clone()
-        }
+    let name = if provenance.source_id.is_empty() {
+        source.display().to_string()
+    } else {
+        provenance.source_id.clone()
     };
-    let Some(region) = pixel_box(&wcs, image.nx, image.ny, stencil) else {
-        return Err(SodaError::NoOverlap { source: name() });
-    };
-    let mut planes: Vec<Range<usize>> = image.extra.iter().map(|&n| 0..n).collect();
-    if let Some(band) = options.band {
-        let Some(axis) = SpectralAxis::find(&image.keywords, &image.extra)? else {
-            return Err(SodaError::usage(format!(
-                "BAND was given but {} has no wavelength axis",
-                name()
-            )));
-        };
-        let Some(range) = axis.planes(band) else {
-            return Err(SodaError::NoOverlap { source: name() });
-        };
-        planes[axis.extra_index] = range;
-    }
-
+    let Plan {
+        image,
+        wcs,
+        region,
+        planes,
+    } = Plan::new(&mut src, &name, stencil, &options)?;
     if out.exists() {
         std::fs::remove_file(out)?;
     }
@@ -165,6 +150,65 @@ pub fn cut_to_file_with(
         bytes,
         source_bytes,
     })
+}
+
+/// What a cutout will copy: the image HDU, its celestial WCS, the pixel rectangle of the stencil
+/// and the planes of the other axes (all of them, or the `BAND`'s).
+struct Plan {
+    image: SourceImage,
+    wcs: CelestialWcs,
+    region: PixelBox,
+    planes: Vec<Range<usize>>,
+}
+
+impl Plan {
+    /// `source_name` names the image in errors.
+    fn new(
+        src: &mut FitsFile,
+        source_name: &str,
+        stencil: &Stencil,
+        options: &CutOptions,
+    ) -> Result<Plan, SodaError> {
+        let image = SourceImage::find(src, options.extension.as_deref())?;
+        let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
+        let name = || source_name.to_owned();
+        let Some(region) = pixel_box(&wcs, image.nx, image.ny, stencil) else {
+            return Err(SodaError::NoOverlap { source: name() });
+        };
+        let mut planes: Vec<Range<usize>> = image.extra.iter().map(|&n| 0..n).collect();
+        if let Some(band) = options.band {
+            let Some(axis) = SpectralAxis::find(&image.keywords, &image.extra)? else {
+                return Err(SodaError::usage(format!(
+                    "BAND was given but {} has no wavelength axis",
+                    name()
+                )));
+            };
+            let Some(range) = axis.planes(band) else {
+                return Err(SodaError::NoOverlap { source: name() });
+            };
+            planes[axis.extra_index] = range;
+        }
+        Ok(Plan {
+            image,
+            wcs,
+            region,
+            planes,
+        })
+    }
+}
+
+/// The bytes of pixel data a cutout of `stencil` out of `source` would hold, without cutting it
+/// (for completion estimates): the header is read, no pixel is.
+pub fn cutout_bytes(
+    source: &Path,
+    stencil: &Stencil,
+    options: &CutOptions,
+) -> Result<u64, SodaError> {
+    let _guard = lock_source(source);
+    let mut src = FitsFile::open(source)?;
+    let plan = Plan::new(&mut src, &source.display().to_string(), stencil, options)?;
+    let planes: u64 = plan.planes.iter().map(|r| r.len() as u64).product();
+    Ok((plan.region.width() * plan.region.height()) as u64 * planes * plan.image.bitpix.bytes())
 }
 
 /// Writes one multi-extension FITS file at `out` holding the `CUTOUT` extension of each file
@@ -629,6 +673,24 @@ mod tests {
         }
         let far = Stencil::parse_circle("200 -30 0.01").unwrap();
         assert_eq!(geometry.pixel_box(&far), None);
+    }
+
+    #[test]
+    fn cutout_bytes_is_what_the_cutout_copies_without_cutting() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 80.0, 120.0, 20.0);
+        let planned = cutout_bytes(&source, &stencil, &CutOptions::default()).unwrap();
+        let out = dir.path().join("out.fits");
+        let cutout = cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap();
+        assert_eq!(planned, cutout.source_bytes);
+        let r = cutout.region;
+        assert_eq!(planned, (r.width() * r.height() * 4) as u64);
+        let off = circle_at(&source, -500.0, -500.0, 5.0);
+        assert!(matches!(
+            cutout_bytes(&source, &off, &CutOptions::default()),
+            Err(SodaError::NoOverlap { .. })
+        ));
     }
 
     #[test]

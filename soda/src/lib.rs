@@ -42,6 +42,7 @@ mod unscaled;
 
 pub use cutout::{
     CutOptions, Cutout, PixelBox, Provenance, combine_to_file, cut_to_file, cut_to_file_with,
+    cutout_bytes,
 };
 pub use demo::{
     DemoImage, DemoProgress, SyntheticImage, write_demo_repository,

@@ -129,6 +129,15 @@ pub enum JobUpdate {
     RunId(Option<String>),
 }
 
+/// One COMPLETED job's cost, for completion estimates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecentRun {
+    /// From start to end.
+    pub run_time: std::time::Duration,
+    /// The bytes of its results; None for a job completed before the store kept them.
+    pub result_bytes: Option<u64>,
+}
+
 /// What one owner holds in the store, for quotas.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnerUsage {
@@ -180,9 +189,9 @@ pub trait JobStore: Send + Sync {
     /// there are that many, and must not pay for counting a flood of thousands on every run.
     async fn queued_count(&self, owner: &str, cap: u64) -> Result<u64, UwsError>;
 
-    /// Mean time from start to end of the (at most `limit`) most recently created COMPLETED
-    /// jobs, for completion estimates; `None` when there are none.
-    async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError>;
+    /// Run time (start to end) and result bytes of the (at most `limit`) most recently created
+    /// COMPLETED jobs, newest first: what completion estimates learn the cost of a cutout from.
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RecentRun>, UwsError>;
 
     /// Jobs in the given phases, oldest first (to rebuild a lost queue).
     async fn in_phases(
@@ -277,9 +286,9 @@ impl JobStore for TimedJobStore {
         )
     }
 
-    async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError> {
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RecentRun>, UwsError> {
         let started = std::time::Instant::now();
-        timed("mean_run_time", started, self.0.mean_run_time(limit).await)
+        timed("recent_runs", started, self.0.recent_runs(limit).await)
     }
 
     async fn in_phases(

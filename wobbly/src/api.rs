@@ -2,7 +2,7 @@
 //! `/v1`). Only these types are serialised; they convert to and from the `uws` domain types.
 
 use serde::{Deserialize, Serialize};
-use uws::store::{JobFilter, JobSummary, JobUpdate, ListCursor, OwnerUsage, Transition};
+use uws::store::{JobFilter, JobSummary, JobUpdate, ListCursor, OwnerUsage, RecentRun, Transition};
 use uws::{
     ErrorCode, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob, UwsError, timestamp,
 };
@@ -118,10 +118,30 @@ pub struct IdsQuery {
     pub limit: u32,
 }
 
-/// `GET /v1/run-time?limit=N`: the mean run time of recent COMPLETED jobs, in seconds.
+/// `GET /v1/recent-runs?limit=N`: run time (seconds) and result bytes of recent COMPLETED jobs.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct RunTimeJson {
-    pub mean_seconds: Option<f64>,
+pub struct RecentRunJson {
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
+}
+
+impl From<&RecentRun> for RecentRunJson {
+    fn from(r: &RecentRun) -> Self {
+        RecentRunJson {
+            seconds: r.run_time.as_secs_f64(),
+            result_bytes: r.result_bytes,
+        }
+    }
+}
+
+impl From<&RecentRunJson> for RecentRun {
+    fn from(r: &RecentRunJson) -> Self {
+        RecentRun {
+            run_time: std::time::Duration::try_from_secs_f64(r.seconds).unwrap_or_default(),
+            result_bytes: r.result_bytes,
+        }
+    }
 }
 
 /// `GET /v1/queued?owner=…&cap=N`: the owner's QUEUED jobs, counted up to `cap`.

@@ -9,12 +9,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
-use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, ListCursor, OwnerUsage, Transition};
+use uws::store::{
+    JobFilter, JobStore, JobSummary, JobUpdate, ListCursor, OwnerUsage, RecentRun, Transition,
+};
 use uws::{ExecutionPhase, Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
     IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, QueuedJson, QueuedQuery,
-    RunTimeJson, TransitionJson, TransitionRequest, UpdateJson, UsageJson, UsageQuery, phase_list,
+    RecentRunJson, TransitionJson, TransitionRequest, UpdateJson, UsageJson, UsageQuery,
+    phase_list,
 };
 use crate::auth::TokenKey;
 
@@ -226,18 +229,16 @@ impl JobStore for WobblyClient {
         Ok(queued.queued)
     }
 
-    async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError> {
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RecentRun>, UwsError> {
         let query = IdsQuery {
             phases: None,
             now: None,
             limit,
         };
-        let run_time: RunTimeJson = self
-            .send(self.http.get(self.url("/run-time")).query(&query))
+        let runs: Vec<RecentRunJson> = self
+            .send(self.http.get(self.url("/recent-runs")).query(&query))
             .await?;
-        Ok(run_time
-            .mean_seconds
-            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok()))
+        Ok(runs.iter().map(RecentRun::from).collect())
     }
 
     async fn in_phases(

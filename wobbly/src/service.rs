@@ -15,7 +15,7 @@ use uws::{Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
     IdsQuery, JobJson, JobPage, ListQuery, NewJobJson, Problem, QueuedJson, QueuedQuery,
-    RunTimeJson, SummaryJson, TransitionRequest, UpdateJson, UsageJson, UsageQuery, phases,
+    RecentRunJson, SummaryJson, TransitionRequest, UpdateJson, UsageJson, UsageQuery, phases,
 };
 use crate::auth::{Claims, TokenKey};
 use crate::store::SqlJobStore;
@@ -41,7 +41,7 @@ pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
         .route("/active", get(active))
         .route("/usage", get(usage))
         .route("/queued", get(queued))
-        .route("/run-time", get(run_time))
+        .route("/recent-runs", get(recent_runs))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state.clone());
     Router::new()
@@ -204,15 +204,13 @@ async fn queued(
     Ok(Json(QueuedJson { queued }))
 }
 
-async fn run_time(
+async fn recent_runs(
     State(state): State<ServiceState>,
     axum::Extension(claims): axum::Extension<Claims>,
     Query(query): Query<IdsQuery>,
-) -> Result<Json<RunTimeJson>, Failure> {
-    let mean = scoped(&state, &claims).mean_run_time(query.limit).await?;
-    Ok(Json(RunTimeJson {
-        mean_seconds: mean.map(|d| d.as_secs_f64()),
-    }))
+) -> Result<Json<Vec<RecentRunJson>>, Failure> {
+    let runs = scoped(&state, &claims).recent_runs(query.limit).await?;
+    Ok(Json(runs.iter().map(RecentRunJson::from).collect()))
 }
 
 async fn transition(

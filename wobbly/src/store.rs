@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use time::OffsetDateTime;
-use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, OwnerUsage, Transition};
+use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, OwnerUsage, RecentRun, Transition};
 use uws::{
     ErrorCode, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob, UwsError, timestamp,
 };
@@ -424,11 +424,10 @@ impl JobStore for SqlJobStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn mean_run_time(&self, limit: u32) -> Result<Option<std::time::Duration>, UwsError> {
-        // Ordered by creation time so that the (phase, creation_time) index serves it; averaged
-        // here because AVG's result type differs between SQLite and PostgreSQL.
+    async fn recent_runs(&self, limit: u32) -> Result<Vec<RecentRun>, UwsError> {
+        // Ordered by creation time so that the (phase, creation_time) index serves it.
         let rows = sqlx::query(
-            "SELECT start_time, end_time FROM uws_job \
+            "SELECT start_time, end_time, result_bytes FROM uws_job \
              WHERE phase = 'COMPLETED' AND service = $1 \
              AND start_time IS NOT NULL AND end_time IS NOT NULL \
              ORDER BY creation_time DESC LIMIT $2",
@@ -438,20 +437,18 @@ impl JobStore for SqlJobStore {
         .fetch_all(&self.pool)
         .await
         .map_err(store_error)?;
-        let mut total: i64 = 0;
-        for row in &rows {
-            let start: i64 = row.try_get("start_time").map_err(store_error)?;
-            let end: i64 = row.try_get("end_time").map_err(store_error)?;
-            total = total.saturating_add(end.saturating_sub(start).max(0));
-        }
-        let Ok(n) = i64::try_from(rows.len()) else {
-            return Ok(None);
-        };
-        if n == 0 {
-            return Ok(None);
-        }
-        let mean_micros = u64::try_from(total / n).unwrap_or(0);
-        Ok(Some(std::time::Duration::from_micros(mean_micros)))
+        rows.iter()
+            .map(|row| {
+                let start: i64 = row.try_get("start_time").map_err(store_error)?;
+                let end: i64 = row.try_get("end_time").map_err(store_error)?;
+                let bytes: Option<i64> = row.try_get("result_bytes").map_err(store_error)?;
+                let micros = u64::try_from(end.saturating_sub(start)).unwrap_or(0);
+                Ok(RecentRun {
+                    run_time: std::time::Duration::from_micros(micros),
+                    result_bytes: bytes.and_then(|b| u64::try_from(b).ok()),
+                })
+            })
+            .collect()
     }
 
     async fn in_phases(

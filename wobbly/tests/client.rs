@@ -77,12 +77,12 @@ async fn the_client_follows_cursor_pages_to_the_end_or_to_last() {
 }
 
 #[tokio::test]
-async fn the_client_reads_the_mean_run_time_of_completed_jobs() {
+async fn the_client_reads_the_recent_runs_of_completed_jobs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = TokenKey::new(b"client-test-key").expect("key");
     let base = serve(&dir, &key).await;
     let client = WobblyClient::new(&base, "client-test", key).expect("client");
-    assert_eq!(client.mean_run_time(10).await.expect("no history"), None);
+    assert!(client.recent_runs(10).await.expect("no history").is_empty());
     let job = client.create(new_job("erin", 0)).await.expect("create");
     let start = timestamp::now();
     client
@@ -102,7 +102,10 @@ async fn the_client_reads_the_mean_run_time_of_completed_jobs() {
         .await
         .expect("complete");
     assert_eq!(
-        client.mean_run_time(10).await.expect("mean"),
-        Some(Duration::from_millis(2500))
+        client.recent_runs(10).await.expect("runs"),
+        vec![uws::store::RecentRun {
+            run_time: Duration::from_millis(2500),
+            result_bytes: Some(0),
+        }]
     );
 }

@@ -378,24 +378,39 @@ async fn run(
         .expect("end");
 }
 
-async fn mean_run_time_averages_the_most_recent_completed_jobs(store: SqlJobStore) {
-    assert_eq!(store.mean_run_time(10).await.expect("empty"), None);
+async fn recent_runs_are_the_newest_completed_jobs_with_their_result_bytes(store: SqlJobStore) {
+    assert_eq!(store.recent_runs(10).await.expect("empty"), Vec::new());
     run(&store, -3000, 100, Transition::Complete).await;
     run(&store, -2000, 2, Transition::Complete).await;
-    run(&store, -1000, 4, Transition::Complete).await;
+    run(&store, -1000, 4, |_| {
+        Transition::Complete(vec![JobResult {
+            id: "result".into(),
+            key: "k".into(),
+            mime_type: "application/fits".into(),
+            size: Some(40_000),
+        }])
+    })
+    .await;
     // Failed jobs say nothing about how long a cutout takes.
     run(&store, 0, 50, |_| {
         Transition::Fail(JobError::new(ErrorCode::Internal, "boom"))
     })
     .await;
+    let runs = store.recent_runs(2).await.expect("runs");
     assert_eq!(
-        store.mean_run_time(2).await.expect("mean"),
-        Some(Duration::from_secs(3))
+        runs,
+        vec![
+            uws::store::RecentRun {
+                run_time: Duration::from_secs(4),
+                result_bytes: Some(40_000),
+            },
+            uws::store::RecentRun {
+                run_time: Duration::from_secs(2),
+                result_bytes: Some(0),
+            },
+        ]
     );
-    assert_eq!(
-        store.mean_run_time(3).await.expect("mean"),
-        Some(Duration::from_secs(106 / 3) + Duration::from_micros(333_333))
-    );
+    assert_eq!(store.recent_runs(10).await.expect("runs").len(), 3);
 }
 
 macro_rules! both_databases {
@@ -428,5 +443,5 @@ both_databases!(
     cursor_pages_cover_the_list_once_in_order,
     usage_counts_one_owners_queue_window_and_result_bytes,
     queued_count_counts_one_owners_queued_jobs_up_to_the_cap,
-    mean_run_time_averages_the_most_recent_completed_jobs
+    recent_runs_are_the_newest_completed_jobs_with_their_result_bytes
 );
