@@ -161,10 +161,15 @@ impl Uws {
                 execution_duration,
                 destruction,
                 creation_time: now,
+                queued: run,
             })
             .await?;
         if run {
-            self.start(&job.id, priority).await
+            // Created QUEUED by the same write, unless the store does not know how (then it is
+            // PENDING and `start` queues it).
+            let id = job.id.clone();
+            let queued = (job.phase == ExecutionPhase::Queued).then_some(job);
+            self.start(&id, priority, queued).await
         } else {
             Ok(job)
         }
@@ -227,7 +232,7 @@ impl Uws {
                         job.id, job.phase
                     )));
                 }
-                self.start(&job.id, Priority::Async).await
+                self.start(&job.id, Priority::Async, None).await
             }
             Some(p) if p.eq_ignore_ascii_case("ABORT") => self.abort(job).await,
             Some(p) => Err(UwsError::Usage(format!(
@@ -237,13 +242,23 @@ impl Uws {
         }
     }
 
-    /// Queues a PENDING job. The job is QUEUED in the store before this returns, so a client that
-    /// reads it right after sees it QUEUED or later.
-    async fn start(&self, id: &JobId, priority: Priority) -> Result<Job, UwsError> {
-        let job = self
-            .store
-            .transition(id, Transition::Queue, timestamp::now())
-            .await?;
+    /// Queues a PENDING job, or hands to the queue a job the store `created_queued`. The job is
+    /// QUEUED in the store before this returns, so a client that reads it right after sees it
+    /// QUEUED or later.
+    async fn start(
+        &self,
+        id: &JobId,
+        priority: Priority,
+        created_queued: Option<Job>,
+    ) -> Result<Job, UwsError> {
+        let job = match created_queued {
+            Some(job) => job,
+            None => {
+                self.store
+                    .transition(id, Transition::Queue, timestamp::now())
+                    .await?
+            }
+        };
         count_transition(job.phase);
         self.events.publish(PhaseChange {
             id: id.clone(),

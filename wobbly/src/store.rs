@@ -154,7 +154,7 @@ impl JobStore for SqlJobStore {
         let parameters = encode_parameters(&job.parameters)?;
         let sql = format!(
             "INSERT INTO uws_job (id, service, owner, run_id, phase, creation_time, execution_duration, \
-             destruction, parameters, results) VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $7, $8, '[]') \
+             destruction, parameters, results) VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, '[]') \
              RETURNING {COLUMNS}"
         );
         let row = self
@@ -169,6 +169,15 @@ impl JobStore for SqlJobStore {
                     Bind::Int(i64::from(job.execution_duration)),
                     Bind::Int(timestamp::to_micros(job.destruction)),
                     Bind::Text(parameters),
+                    Bind::Text(
+                        if job.queued {
+                            ExecutionPhase::Queued
+                        } else {
+                            ExecutionPhase::Pending
+                        }
+                        .as_str()
+                        .to_owned(),
+                    ),
                 ],
                 // The client is told the job exists (303 to it) as soon as this returns.
                 durable: true,

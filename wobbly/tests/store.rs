@@ -45,6 +45,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         execution_duration: 60,
         destruction: now + Duration::from_secs(3600),
         creation_time: now,
+        queued: false,
     }
 }
 
@@ -331,6 +332,59 @@ async fn mean_run_time_averages_the_most_recent_completed_jobs(store: SqlJobStor
     );
 }
 
+async fn a_job_created_queued_starts_at_once(store: SqlJobStore) {
+    let job = store
+        .create(NewJob {
+            queued: true,
+            ..new_job("alice", 0)
+        })
+        .await
+        .expect("create");
+    assert_eq!(job.phase, ExecutionPhase::Queued);
+    let started = store
+        .transition(&job.id, Transition::Start, timestamp::now())
+        .await
+        .expect("start");
+    assert_eq!(started.phase, ExecutionPhase::Executing);
+}
+
+/// Many writers at once (the SQLite writer commits them in batches): each gets its own answer,
+/// and a refused transition in a batch fails alone.
+async fn concurrent_writes_each_get_their_own_answer(store: SqlJobStore) {
+    let writes = (0..40).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let job = store
+                .create(NewJob {
+                    queued: n % 2 == 0,
+                    ..new_job("alice", n)
+                })
+                .await
+                .expect("create");
+            // Refused for the PENDING half, accepted for the QUEUED half.
+            let started = store
+                .transition(&job.id, Transition::Start, timestamp::now())
+                .await;
+            assert_eq!(started.is_ok(), n % 2 == 0, "{n}: {started:?}");
+            let done = store
+                .transition(&job.id, Transition::Abort, timestamp::now())
+                .await
+                .expect("abort");
+            assert_eq!(done.id, job.id);
+            assert_eq!(done.phase, ExecutionPhase::Aborted);
+            job.id
+        })
+    });
+    let mut ids = Vec::new();
+    for write in writes.collect::<Vec<_>>() {
+        ids.push(write.await.expect("writer task"));
+    }
+    for id in ids {
+        let job = store.get(&id).await.expect("get").expect("job");
+        assert_eq!(job.phase, ExecutionPhase::Aborted);
+    }
+}
+
 macro_rules! both_databases {
     ($($name:ident),*) => {
         mod sqlite {
@@ -360,5 +414,7 @@ both_databases!(
     updates_apply_only_while_pending,
     cursor_pages_cover_the_list_once_in_order,
     usage_counts_one_owners_queue_window_and_result_bytes,
-    mean_run_time_averages_the_most_recent_completed_jobs
+    mean_run_time_averages_the_most_recent_completed_jobs,
+    a_job_created_queued_starts_at_once,
+    concurrent_writes_each_get_their_own_answer
 );
