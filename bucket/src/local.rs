@@ -46,10 +46,17 @@ impl LocalBucket {
 
     /// Reads the content type and file name stored beside an object.
     pub async fn object_meta(&self, key: &str) -> Option<ObjectMeta> {
-        let path = self.object_path(key)?;
-        let text = tokio::fs::read_to_string(Self::meta_path(&path))
-            .await
-            .ok()?;
+        let path = self.object_meta_path(key)?;
+        Self::parse_meta(&tokio::fs::read_to_string(path).await.ok()?)
+    }
+
+    /// The file beside an object that holds its metadata (see [`LocalBucket::parse_meta`]).
+    pub fn object_meta_path(&self, key: &str) -> Option<PathBuf> {
+        Some(Self::meta_path(&self.object_path(key)?))
+    }
+
+    /// The content type and file name from the text of an object's metadata file.
+    pub fn parse_meta(text: &str) -> Option<ObjectMeta> {
         let mut lines = text.lines();
         Some(ObjectMeta {
             content_type: lines.next()?.to_owned(),
@@ -75,24 +82,37 @@ fn io(e: std::io::Error) -> UwsError {
     UwsError::Store(format!("local bucket: {e}"))
 }
 
+/// Writes the metadata beside the object, then makes the object appear whole at `path`: a hard
+/// link to `source` where the file system allows it (no byte is copied; `source` is complete and
+/// never changed again, see [`ResultStore::put_file`]), else a copy to a temporary name renamed
+/// into place (a rename is atomic only within one file system, and the scratch file may be
+/// elsewhere).
+fn put(path: &Path, source: &Path, meta_text: &str) -> Result<u64, UwsError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(LocalBucket::meta_path(path), meta_text).map_err(io)?;
+    if std::fs::hard_link(source, path).is_ok() {
+        return Ok(std::fs::metadata(path).map_err(io)?.len());
+    }
+    let tmp = path.with_extension("partial");
+    let size = std::fs::copy(source, &tmp).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(size)
+}
+
 #[async_trait]
 impl ResultStore for LocalBucket {
     async fn put_file(&self, key: &str, source: &Path, meta: &ObjectMeta) -> Result<u64, UwsError> {
         let path = self
             .object_path(key)
             .ok_or_else(|| UwsError::Store(format!("unsafe object key {key:?}")))?;
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(io)?;
-        }
         let meta_text = format!("{}\n{}\n", meta.content_type, meta.filename);
-        tokio::fs::write(Self::meta_path(&path), meta_text)
+        let source = source.to_path_buf();
+        // One blocking task for the whole put rather than one per file-system call.
+        tokio::task::spawn_blocking(move || put(&path, &source, &meta_text))
             .await
-            .map_err(io)?;
-        let tmp = path.with_extension("partial");
-        // A rename is atomic only within one file system; the scratch file may be elsewhere.
-        let size = tokio::fs::copy(source, &tmp).await.map_err(io)?;
-        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
-        Ok(size)
+            .map_err(|e| UwsError::Store(format!("local bucket: {e}")))?
     }
 
     async fn signed_url(
@@ -191,6 +211,8 @@ mod tests {
             .await
             .expect("put");
         assert_eq!(size, 6);
+        // The caller removes its scratch file; the object stays.
+        std::fs::remove_file(&src).expect("remove the source");
         let path = bucket.object_path("job/result.fits").expect("path");
         assert_eq!(std::fs::read(&path).expect("read"), b"SIMPLE");
         assert_eq!(

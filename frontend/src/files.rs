@@ -5,7 +5,9 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use bucket::LocalBucket;
 use time::OffsetDateTime;
+use uws::results::ObjectMeta;
 
 use crate::error::FrontendError;
 use crate::state::AppState;
@@ -56,24 +58,32 @@ pub async fn get(
     let path = bucket
         .object_path(&key)
         .ok_or_else(|| FrontendError::NotFound(format!("no result {key}")))?;
-    let file = tokio::fs::File::open(&path)
+    let meta_path = bucket.object_meta_path(&key);
+    // One blocking task opens the object and reads its metadata (and a small object whole),
+    // rather than one per file-system call and per 4 KiB chunk.
+    let opened = tokio::task::spawn_blocking(move || open_object(&path, meta_path.as_deref()))
         .await
+        .map_err(|e| FrontendError::Internal(format!("file thread failed: {e}")))?
         .map_err(|_| FrontendError::NotFound(format!("result {key} no longer exists")))?;
-    let length = file.metadata().await.map(|m| m.len()).ok();
-    let meta = bucket.object_meta(&key).await;
-    let body = Body::from_stream(tokio_util_stream(file));
+    let body = match opened.content {
+        Content::Whole(bytes) => Body::from(bytes),
+        Content::File(file) => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            tokio::fs::File::from_std(file),
+            STREAM_CHUNK,
+        )),
+    };
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    let content_type = meta
+    let content_type = opened
+        .meta
         .as_ref()
         .map_or("application/octet-stream", |m| m.content_type.as_str());
     if let Ok(v) = HeaderValue::from_str(content_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    if let Some(len) = length {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    let disposition = meta
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(opened.length));
+    let disposition = opened
+        .meta
         .as_ref()
         .map(|m| format!("attachment; filename=\"{}\"", m.filename));
     if let Some(v) = disposition.and_then(|d| HeaderValue::from_str(&d).ok()) {
@@ -82,9 +92,41 @@ pub async fn get(
     Ok(response)
 }
 
-/// Streams a file in chunks, so a large result never sits in memory whole.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl futures_core::Stream<Item = std::io::Result<axum::body::Bytes>> {
-    tokio_util::io::ReaderStream::new(file)
+/// Objects up to this size are read whole and sent as one body; larger ones are streamed, so a
+/// large result never sits in memory whole.
+const WHOLE_MAX: u64 = 1 << 20;
+
+/// The chunk of a streamed object.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+enum Content {
+    Whole(Vec<u8>),
+    File(std::fs::File),
+}
+
+struct Opened {
+    content: Content,
+    length: u64,
+    meta: Option<ObjectMeta>,
+}
+
+fn open_object(
+    path: &std::path::Path,
+    meta_path: Option<&std::path::Path>,
+) -> std::io::Result<Opened> {
+    let mut file = std::fs::File::open(path)?;
+    let length = file.metadata()?.len();
+    let meta = meta_path.and_then(|p| LocalBucket::parse_meta(&std::fs::read_to_string(p).ok()?));
+    let content = if length <= WHOLE_MAX {
+        let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        std::io::Read::read_to_end(&mut file, &mut bytes)?;
+        Content::Whole(bytes)
+    } else {
+        Content::File(file)
+    };
+    Ok(Opened {
+        content,
+        length,
+        meta,
+    })
 }

@@ -41,15 +41,15 @@ pub async fn sync(
     let job_parameters = cutout::job_parameters(&app, &params)?;
     quota::check(&app, &owner, Intent::CreateAndRun).await?;
     refuse_if_queue_full(&app).await?;
-    let mut run = uws::Parameters::new();
-    run.push("PHASE", "RUN");
     let job = app
         .uws
-        .create(&owner, &run, job_parameters, Priority::Sync, token)
-        .await?;
-    let job = app
-        .uws
-        .wait_final(&job.id, app.settings.sync_timeout)
+        .run_and_wait(
+            &owner,
+            job_parameters,
+            Priority::Sync,
+            token,
+            app.settings.sync_timeout,
+        )
         .await?;
     match job.phase {
         ExecutionPhase::Completed => {

@@ -265,6 +265,9 @@ pub struct NewJob {
     pub execution_duration: u32,
     pub destruction: OffsetDateTime,
     pub creation_time: OffsetDateTime,
+    /// Created QUEUED (`PHASE=RUN` at creation) in the one write that creates it, instead of
+    /// PENDING and then a transition. A store that does not know this creates the job PENDING.
+    pub queued: bool,
 }
 
 /// A UWS job as the store holds it.

@@ -21,6 +21,8 @@ pub struct ObjectMeta {
 #[async_trait]
 pub trait ResultStore: Send + Sync {
     /// Stores the file at `path` under `key`, all or nothing, and returns its size in bytes.
+    /// A store may keep the file itself rather than a copy (the local bucket links it), so the
+    /// caller must not change the file afterwards; it may delete it.
     async fn put_file(&self, key: &str, path: &Path, meta: &ObjectMeta) -> Result<u64, UwsError>;
 
     /// A URL that gives the object to anyone holding it, for `valid_for`. `public_base` is the

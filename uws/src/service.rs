@@ -185,6 +185,41 @@ pub struct Uws {
     events: Arc<dyn PhaseEvents>,
     results: Arc<dyn ResultStore>,
     limits: JobLimits,
+    finished: Arc<FinishedJobs>,
+}
+
+/// Final jobs handed from [`Uws::finish`] to synchronous waiters in the same process, so that a
+/// waiter woken by the final phase event need not read the job back from the store. Only jobs
+/// someone waits on are kept, and only until that waiter takes them; a waiter that finds
+/// nothing (the job finished in another process, or before the waiter registered) reads the
+/// store as before.
+#[derive(Default)]
+struct FinishedJobs(std::sync::Mutex<std::collections::HashMap<JobId, Option<Job>>>);
+
+impl FinishedJobs {
+    fn watch(&self, id: &JobId) {
+        if let Ok(mut jobs) = self.0.lock() {
+            jobs.insert(id.clone(), None);
+        }
+    }
+
+    fn deliver(&self, job: &Job) {
+        if let Ok(mut jobs) = self.0.lock()
+            && let Some(slot) = jobs.get_mut(&job.id)
+        {
+            *slot = Some(job.clone());
+        }
+    }
+
+    fn take(&self, id: &JobId) -> Option<Job> {
+        self.0.lock().ok()?.get_mut(id)?.take()
+    }
+
+    fn forget(&self, id: &JobId) {
+        if let Ok(mut jobs) = self.0.lock() {
+            jobs.remove(id);
+        }
+    }
 }
 
 impl Uws {
@@ -201,6 +236,7 @@ impl Uws {
             events,
             results,
             limits,
+            finished: Arc::default(),
         }
     }
 
@@ -248,10 +284,15 @@ impl Uws {
                 execution_duration: creation.execution_duration,
                 destruction: creation.destruction,
                 creation_time: now,
+                queued: creation.run,
             })
             .await?;
         if creation.run {
-            self.start(&job.id, priority, token).await
+            // Created QUEUED by the same write, unless the store does not know how (then it is
+            // PENDING and `start` queues it).
+            let id = job.id.clone();
+            let queued = (job.phase == ExecutionPhase::Queued).then_some(job);
+            self.start(&id, priority, token, queued).await
         } else {
             Ok(job)
         }
@@ -294,7 +335,7 @@ impl Uws {
                         job.id, job.phase
                     )));
                 }
-                self.start(&job.id, Priority::Async, token).await
+                self.start(&job.id, Priority::Async, token, None).await
             }
             Some(p) if p.eq_ignore_ascii_case("ABORT") => self.abort(job).await,
             Some(p) => Err(UwsError::Usage(format!(
@@ -304,18 +345,24 @@ impl Uws {
         }
     }
 
-    /// Queues a PENDING job. The job is QUEUED in the store before this returns, so a client that
-    /// reads it right after sees it QUEUED or later.
+    /// Queues a PENDING job, or hands to the queue a job the store `created_queued`. The job is
+    /// QUEUED in the store before this returns, so a client that reads it right after sees it
+    /// QUEUED or later.
     async fn start(
         &self,
         id: &JobId,
         priority: Priority,
         token: Option<DelegatedToken>,
+        created_queued: Option<Job>,
     ) -> Result<Job, UwsError> {
-        let job = self
-            .store
-            .transition(id, Transition::Queue, timestamp::now())
-            .await?;
+        let job = match created_queued {
+            Some(job) => job,
+            None => {
+                self.store
+                    .transition(id, Transition::Queue, timestamp::now())
+                    .await?
+            }
+        };
         count_transition(job.phase);
         self.events.publish(PhaseChange {
             id: id.clone(),
@@ -379,6 +426,10 @@ impl Uws {
             .transition(id, transition, timestamp::now())
             .await?;
         count_transition(job.phase);
+        if job.phase.is_final() {
+            // Before the event, so that the waiter it wakes finds the job.
+            self.finished.deliver(&job);
+        }
         self.events.publish(PhaseChange {
             id: id.clone(),
             owner: job.owner.clone(),
@@ -510,6 +561,34 @@ impl Uws {
             .await
     }
 
+    /// Creates a job that runs at once (as `PHASE=RUN` would) and waits until it reaches a final
+    /// phase or `timeout` passes: a synchronous request. Subscribed to phase events before the
+    /// job exists, so the store is never read just to learn the job's phase, and handed the final
+    /// job by [`Uws::finish`] when the worker runs in this process.
+    pub async fn run_and_wait(
+        &self,
+        owner: &str,
+        job_parameters: Parameters,
+        priority: Priority,
+        token: Option<DelegatedToken>,
+        timeout: Duration,
+    ) -> Result<Job, UwsError> {
+        let deadline = Instant::now() + timeout;
+        let events = self.events.subscribe();
+        let mut run = Parameters::new();
+        run.push("PHASE", "RUN");
+        let job = self
+            .create(owner, &run, job_parameters, priority, token)
+            .await?;
+        let id = job.id.clone();
+        self.finished.watch(&id);
+        let waited = self
+            .wait_while(events, job, deadline, |p| !p.is_final())
+            .await;
+        self.finished.forget(&id);
+        waited
+    }
+
     /// Waits until the job reaches a final phase or the deadline passes (synchronous requests).
     pub async fn wait_final(&self, id: &JobId, timeout: Duration) -> Result<Job, UwsError> {
         let events = self.events.subscribe();
@@ -529,6 +608,9 @@ impl Uws {
         deadline: Instant,
         keep_waiting: impl Fn(ExecutionPhase) -> bool,
     ) -> Result<Job, UwsError> {
+        // True once an event said the job moved on without the store being read since: the
+        // job must be read before it is returned.
+        let mut stale = false;
         while keep_waiting(job.phase) {
             let now = Instant::now();
             if now >= deadline {
@@ -536,7 +618,22 @@ impl Uws {
             }
             let nap = (deadline - now).min(FALLBACK_REREAD);
             let reread = match tokio::time::timeout(nap, events.recv()).await {
-                Ok(Ok(change)) => change.id == job.id,
+                // A change that does not end the wait is noted, not read: the event names the
+                // phase, and a waiter needs the whole job only when it stops waiting.
+                Ok(Ok(change)) if change.id == job.id && keep_waiting(change.phase) => {
+                    job.phase = change.phase;
+                    stale = true;
+                    false
+                }
+                Ok(Ok(change)) if change.id == job.id => match self.finished.take(&job.id) {
+                    Some(finished) => {
+                        job = finished;
+                        stale = false;
+                        false
+                    }
+                    None => true,
+                },
+                Ok(Ok(_)) => false,
                 // Missed events or a closed channel: the store still knows.
                 Ok(Err(RecvError::Lagged(_))) => true,
                 Ok(Err(RecvError::Closed)) => {
@@ -551,7 +648,15 @@ impl Uws {
                     .get(&job.id)
                     .await?
                     .ok_or_else(|| UwsError::JobNotFound(job.id.to_string()))?;
+                stale = false;
             }
+        }
+        if stale {
+            job = self
+                .store
+                .get(&job.id)
+                .await?
+                .ok_or_else(|| UwsError::JobNotFound(job.id.to_string()))?;
         }
         Ok(job)
     }

@@ -48,6 +48,9 @@ pub struct NewJobJson {
     pub execution_duration: u32,
     pub destruction: String,
     pub creation_time: String,
+    /// Created QUEUED rather than PENDING; absent (an older client) means PENDING.
+    #[serde(default)]
+    pub queued: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -338,6 +341,7 @@ impl From<&NewJob> for NewJobJson {
             execution_duration: j.execution_duration,
             destruction: timestamp::format(j.destruction),
             creation_time: timestamp::format(j.creation_time),
+            queued: j.queued,
         }
     }
 }
@@ -353,6 +357,7 @@ impl TryFrom<NewJobJson> for NewJob {
             execution_duration: j.execution_duration,
             destruction: timestamp::parse(&j.destruction)?,
             creation_time: timestamp::parse(&j.creation_time)?,
+            queued: j.queued,
         })
     }
 }

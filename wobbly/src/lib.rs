@@ -21,6 +21,7 @@ pub mod schema;
 pub mod service;
 pub mod store;
 mod wire;
+mod writer;
 
 pub use auth::TokenKey;
 pub use client::WobblyClient;

@@ -18,6 +18,7 @@ use uws::{
 use crate::WobblyError;
 use crate::schema::MIGRATIONS;
 use crate::wire::{StoredParameter, StoredResult};
+use crate::writer::{Bind, SqliteWriter, Write};
 
 const COLUMNS: &str = "id, owner, run_id, phase, quote, creation_time, start_time, end_time, \
      execution_duration, destruction, parameters, results, error_code, error_message";
@@ -29,6 +30,8 @@ pub struct SqlJobStore {
     /// Jobs are scoped by the service that owns them, so one database serves several services.
     service: String,
     is_sqlite: bool,
+    /// SQLite only: the one connection that writes (see [`crate::writer`]).
+    writer: Option<SqliteWriter>,
 }
 
 /// How long an operation waits for a database connection before failing.
@@ -62,10 +65,12 @@ impl SqlJobStore {
                 .await
                 .map_err(WobblyError::Migrate)?;
         }
+        let writer = is_sqlite.then(|| SqliteWriter::start(pool.clone()));
         let store = SqlJobStore {
             pool,
             service: service.to_owned(),
             is_sqlite,
+            writer,
         };
         store.migrate().await?;
         Ok(store)
@@ -120,6 +125,16 @@ impl SqlJobStore {
             pool: self.pool.clone(),
             service: service.to_owned(),
             is_sqlite: self.is_sqlite,
+            writer: self.writer.clone(),
+        }
+    }
+
+    /// Applies a statement that writes: through the writer on SQLite, on the pool otherwise
+    /// (PostgreSQL takes concurrent writers and commits each durably).
+    async fn write(&self, write: Write) -> Result<Option<AnyRow>, UwsError> {
+        match &self.writer {
+            Some(writer) => writer.write(write).await,
+            None => write.fetch_optional(&self.pool).await.map_err(store_error),
         }
     }
 
@@ -139,21 +154,36 @@ impl JobStore for SqlJobStore {
         let parameters = encode_parameters(&job.parameters)?;
         let sql = format!(
             "INSERT INTO uws_job (id, service, owner, run_id, phase, creation_time, execution_duration, \
-             destruction, parameters, results) VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $7, $8, '[]') \
+             destruction, parameters, results) VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, '[]') \
              RETURNING {COLUMNS}"
         );
-        let row = sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(id.as_str())
-            .bind(self.service.as_str())
-            .bind(job.owner.as_str())
-            .bind(job.run_id.as_deref())
-            .bind(timestamp::to_micros(job.creation_time))
-            .bind(i64::from(job.execution_duration))
-            .bind(timestamp::to_micros(job.destruction))
-            .bind(parameters)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(store_error)?;
+        let row = self
+            .write(Write {
+                sql,
+                binds: vec![
+                    Bind::Text(id.as_str().to_owned()),
+                    Bind::Text(self.service.clone()),
+                    Bind::Text(job.owner),
+                    Bind::OptText(job.run_id),
+                    Bind::Int(timestamp::to_micros(job.creation_time)),
+                    Bind::Int(i64::from(job.execution_duration)),
+                    Bind::Int(timestamp::to_micros(job.destruction)),
+                    Bind::Text(parameters),
+                    Bind::Text(
+                        if job.queued {
+                            ExecutionPhase::Queued
+                        } else {
+                            ExecutionPhase::Pending
+                        }
+                        .as_str()
+                        .to_owned(),
+                    ),
+                ],
+                // The client is told the job exists (303 to it) as soon as this returns.
+                durable: true,
+            })
+            .await?
+            .ok_or_else(|| UwsError::Store(format!("job {id} was not inserted")))?;
         decode_job(&row)
     }
 
@@ -255,20 +285,23 @@ impl JobStore for SqlJobStore {
             n + 2,
             n + 3
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql.clone())).bind(target.as_str());
-        for bind in data {
-            query = match bind {
-                Bind::Int(v) => query.bind(v),
-                Bind::Text(v) => query.bind(v),
-                Bind::OptText(v) => query.bind(v),
-            };
-        }
-        let row = query
-            .bind(id.as_str())
-            .bind(self.service.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
+        let mut binds = Vec::with_capacity(n + 3);
+        binds.push(Bind::Text(target.as_str().to_owned()));
+        binds.extend(data);
+        binds.push(Bind::Text(id.as_str().to_owned()));
+        binds.push(Bind::Text(self.service.clone()));
+        let row = self
+            .write(Write {
+                sql,
+                binds,
+                // EXECUTING need not survive a power failure: a job that loses it is QUEUED
+                // again, and a restart re-queues QUEUED and EXECUTING jobs alike (as a takeover
+                // does), so nothing a client was told is lost. Every other phase is something
+                // a client may act on (QUEUED after PHASE=RUN, the final phases and their
+                // results) and is on disk before anyone hears of it.
+                durable: !matches!(transition, Transition::Start),
+            })
+            .await?;
         match row {
             Some(row) => decode_job(&row),
             None => match self.get(id).await? {
@@ -305,17 +338,17 @@ impl JobStore for SqlJobStore {
         let sql = format!(
             "UPDATE uws_job SET {sql} WHERE id = $2 AND service = $3{guard} RETURNING {COLUMNS}"
         );
-        let query = match bind {
-            Bind::Int(v) => sqlx::query(AssertSqlSafe(sql.clone())).bind(v),
-            Bind::Text(v) => sqlx::query(AssertSqlSafe(sql.clone())).bind(v),
-            Bind::OptText(v) => sqlx::query(AssertSqlSafe(sql.clone())).bind(v),
-        };
-        let row = query
-            .bind(id.as_str())
-            .bind(self.service.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?;
+        let row = self
+            .write(Write {
+                sql,
+                binds: vec![
+                    bind,
+                    Bind::Text(id.as_str().to_owned()),
+                    Bind::Text(self.service.clone()),
+                ],
+                durable: true,
+            })
+            .await?;
         match row {
             Some(row) => decode_job(&row),
             None => match self.get(id).await? {
@@ -331,15 +364,18 @@ impl JobStore for SqlJobStore {
 
     async fn delete(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
         let sql = format!("DELETE FROM uws_job WHERE id = $1 AND service = $2 RETURNING {COLUMNS}");
-        sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(id.as_str())
-            .bind(self.service.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)?
-            .as_ref()
-            .map(decode_job)
-            .transpose()
+        self.write(Write {
+            sql,
+            binds: vec![
+                Bind::Text(id.as_str().to_owned()),
+                Bind::Text(self.service.clone()),
+            ],
+            durable: true,
+        })
+        .await?
+        .as_ref()
+        .map(decode_job)
+        .transpose()
     }
 
     async fn expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<JobId>, UwsError> {
@@ -471,12 +507,6 @@ impl JobStore for SqlJobStore {
             .map_err(store_error)?;
         rows.iter().map(decode_id).collect()
     }
-}
-
-enum Bind {
-    Int(i64),
-    Text(String),
-    OptText(Option<String>),
 }
 
 /// Phase names are a closed set of upper-case words, so writing them into SQL is safe.

@@ -34,6 +34,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         execution_duration: 60,
         destruction: now + Duration::from_secs(3600),
         creation_time: now,
+        queued: false,
     }
 }
 

@@ -45,6 +45,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         execution_duration: 60,
         destruction: now + Duration::from_secs(3600),
         creation_time: now,
+        queued: false,
     }
 }
 
@@ -413,6 +414,59 @@ async fn recent_runs_are_the_newest_completed_jobs_with_their_result_bytes(store
     assert_eq!(store.recent_runs(10).await.expect("runs").len(), 3);
 }
 
+async fn a_job_created_queued_starts_at_once(store: SqlJobStore) {
+    let job = store
+        .create(NewJob {
+            queued: true,
+            ..new_job("alice", 0)
+        })
+        .await
+        .expect("create");
+    assert_eq!(job.phase, ExecutionPhase::Queued);
+    let started = store
+        .transition(&job.id, Transition::Start, timestamp::now())
+        .await
+        .expect("start");
+    assert_eq!(started.phase, ExecutionPhase::Executing);
+}
+
+/// Many writers at once (the SQLite writer commits them in batches): each gets its own answer,
+/// and a refused transition in a batch fails alone.
+async fn concurrent_writes_each_get_their_own_answer(store: SqlJobStore) {
+    let writes = (0..40).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let job = store
+                .create(NewJob {
+                    queued: n % 2 == 0,
+                    ..new_job("alice", n)
+                })
+                .await
+                .expect("create");
+            // Refused for the PENDING half, accepted for the QUEUED half.
+            let started = store
+                .transition(&job.id, Transition::Start, timestamp::now())
+                .await;
+            assert_eq!(started.is_ok(), n % 2 == 0, "{n}: {started:?}");
+            let done = store
+                .transition(&job.id, Transition::Abort, timestamp::now())
+                .await
+                .expect("abort");
+            assert_eq!(done.id, job.id);
+            assert_eq!(done.phase, ExecutionPhase::Aborted);
+            job.id
+        })
+    });
+    let mut ids = Vec::new();
+    for write in writes.collect::<Vec<_>>() {
+        ids.push(write.await.expect("writer task"));
+    }
+    for id in ids {
+        let job = store.get(&id).await.expect("get").expect("job");
+        assert_eq!(job.phase, ExecutionPhase::Aborted);
+    }
+}
+
 macro_rules! both_databases {
     ($($name:ident),*) => {
         mod sqlite {
@@ -443,5 +497,7 @@ both_databases!(
     cursor_pages_cover_the_list_once_in_order,
     usage_counts_one_owners_queue_window_and_result_bytes,
     queued_count_counts_one_owners_queued_jobs_up_to_the_cap,
-    recent_runs_are_the_newest_completed_jobs_with_their_result_bytes
+    recent_runs_are_the_newest_completed_jobs_with_their_result_bytes,
+    a_job_created_queued_starts_at_once,
+    concurrent_writes_each_get_their_own_answer
 );
