@@ -403,9 +403,16 @@ fn wait_with_another_phase_or_a_finished_job_returns_at_once() {
 #[test]
 fn job_list_is_newest_first_and_filtered() {
     let app = spawn_app();
-    let a = app.cutout_job();
-    let b = app.cutout_job();
-    let c = app.cutout_job();
+    // Creation times have the millisecond resolution UWS documents show, so jobs created within
+    // one millisecond are equally new: these are created further apart.
+    let created_apart = || {
+        let id = app.cutout_job();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        id
+    };
+    let a = created_apart();
+    let b = created_apart();
+    let c = created_apart();
     app.run_job(&b);
     app.wait_final(&b);
     let r = app.get("/jobs", &[]);

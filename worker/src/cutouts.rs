@@ -29,14 +29,28 @@ use crate::sources::JobSources;
 /// The media type of a pair's error result.
 const TEXT: &str = "text/plain";
 
-/// Scratch files of one job, removed when the job's cutouts are done with, however that ends
-/// (including an abort that drops the job's future half-way).
+/// Scratch files of one attempt at a job, removed when the job's cutouts are done with, however
+/// that ends (including an abort that drops the job's future half-way). Names carry a
+/// per-attempt prefix: a job run twice at once on one worker (a takeover of a job whose first
+/// run was only slow) never deletes the other attempt's files under it.
 struct Scratch {
+    prefix: PathBuf,
     files: Vec<PathBuf>,
 }
 
 impl Scratch {
-    fn file(&mut self, path: PathBuf) -> PathBuf {
+    fn new(dir: &std::path::Path, job: &uws::JobId) -> Scratch {
+        Scratch {
+            prefix: dir.join(format!("{job}-{:016x}", rand::random::<u64>())),
+            files: Vec::new(),
+        }
+    }
+
+    /// `{dir}/{job}-{attempt}-{name}`, removed on drop.
+    fn file(&mut self, name: &str) -> PathBuf {
+        let mut path = self.prefix.clone().into_os_string();
+        path.push(format!("-{name}"));
+        let path = PathBuf::from(path);
         self.files.push(path.clone());
         path
     }
@@ -82,10 +96,10 @@ pub(crate) async fn cut_all(
         token,
     };
     let pairs: Vec<(&SourceId, &Stencil)> = request.pairs().collect();
-    let mut scratch = Scratch { files: Vec::new() };
+    let mut scratch = Scratch::new(&settings.scratch_dir, &job.id);
     let mut outcomes = Vec::with_capacity(pairs.len());
     for (n, (id, stencil)) in pairs.iter().enumerate() {
-        let out = scratch.file(settings.scratch_dir.join(format!("{}-{n}.fits", job.id)));
+        let out = scratch.file(&format!("{n}.fits"));
         outcomes.push(
             match cut_one(&sources, settings, id, stencil, &out, options(id)).await {
                 Ok(()) => Pair::Cut(out),
@@ -117,11 +131,7 @@ pub(crate) async fn cut_all(
                 format!("preview-{}", n + 1)
             };
             let extension = format.extension();
-            let out = scratch.file(
-                settings
-                    .scratch_dir
-                    .join(format!("{}-{n}.{extension}", job.id)),
-            );
+            let out = scratch.file(&format!("{n}.{extension}"));
             let (cutout, preview) = (cutout.clone(), out.clone());
             tokio::task::spawn_blocking(move || {
                 soda::preview::preview_to_file(&cutout, &preview, format)
@@ -155,7 +165,7 @@ pub(crate) async fn cut_all(
                 store(job, results, &result_id, "fits", path, meta).await?
             }
             Pair::Failed(error) => {
-                let path = scratch.file(settings.scratch_dir.join(format!("{}-{n}.txt", job.id)));
+                let path = scratch.file(&format!("{n}.txt"));
                 tokio::fs::write(&path, format!("{}\n", error.labelled()))
                     .await
                     .map_err(|e| unavailable(format!("writing an error result failed: {e}")))?;
@@ -177,7 +187,7 @@ pub(crate) async fn cut_all(
                 Pair::Failed(_) => None,
             })
             .collect();
-        let out = scratch.file(settings.scratch_dir.join(format!("{}-all.fits", job.id)));
+        let out = scratch.file("all.fits");
         let mef = out.clone();
         tokio::task::spawn_blocking(move || {
             let parts: Vec<&std::path::Path> = parts.iter().map(|p| p.as_path()).collect();
