@@ -43,13 +43,13 @@ fn fits_size(app: &TestApp, url: &str) -> (u32, u32) {
     (shape[1] as u32, shape[0] as u32)
 }
 
-#[test]
-fn a_png_job_lists_the_preview_first_and_it_decodes_at_the_cutout_size() {
-    let app = spawn_app();
+/// Runs a one-pair job with `RESPONSEFORMAT=format`, checks that its results are the preview
+/// then the FITS cutout, and returns the preview's bytes and the cutout's (width, height).
+fn preview_job(app: &TestApp, format: &str) -> (Vec<u8>, (u32, u32)) {
     let id = app.create_job(&[
         ("ID", IMAGE),
         ("CIRCLE", &circle(RA, DEC, 20.0)),
-        ("RESPONSEFORMAT", "image/png"),
+        ("RESPONSEFORMAT", format),
         ("PHASE", "RUN"),
     ]);
     let doc = app.wait_final(&id);
@@ -61,43 +61,31 @@ fn a_png_job_lists_the_preview_first_and_it_decodes_at_the_cutout_size() {
     assert_eq!(attributes(&doc, "uws:result", "id"), ["preview", "result"]);
     assert_eq!(
         attributes(&doc, "uws:result", "mime-type"),
-        ["image/png", "application/fits"]
+        [format, "application/fits"]
     );
     let hrefs = attributes(&doc, "uws:result", "xlink:href");
     let r = app.get_url(&hrefs[0]);
     assert_eq!(r.status(), 200);
-    assert_eq!(content_type(&r), "image/png");
-    let (width, height, colour) = decode(&r.bytes().expect("body"));
-    assert_eq!((width, height), fits_size(&app, &hrefs[1]));
+    assert_eq!(content_type(&r), format);
+    let preview = r.bytes().expect("body").to_vec();
+    (preview, fits_size(app, &hrefs[1]))
+}
+
+#[test]
+fn a_png_job_lists_the_preview_first_and_it_decodes_at_the_cutout_size() {
+    let app = spawn_app();
+    let (png, cutout_size) = preview_job(&app, "image/png");
+    let (width, height, colour) = decode(&png);
+    assert_eq!((width, height), cutout_size);
     assert_eq!(colour, png::ColorType::GrayscaleAlpha);
 }
 
 #[test]
 fn a_jpeg_job_lists_the_preview_first_and_it_decodes_at_the_cutout_size() {
     let app = spawn_app();
-    let id = app.create_job(&[
-        ("ID", IMAGE),
-        ("CIRCLE", &circle(RA, DEC, 20.0)),
-        ("RESPONSEFORMAT", "image/jpeg"),
-        ("PHASE", "RUN"),
-    ]);
-    let doc = app.wait_final(&id);
-    assert_eq!(
-        element(&doc, "uws:phase").as_deref(),
-        Some("COMPLETED"),
-        "{doc}"
-    );
-    assert_eq!(attributes(&doc, "uws:result", "id"), ["preview", "result"]);
-    assert_eq!(
-        attributes(&doc, "uws:result", "mime-type"),
-        ["image/jpeg", "application/fits"]
-    );
-    let hrefs = attributes(&doc, "uws:result", "xlink:href");
-    let r = app.get_url(&hrefs[0]);
-    assert_eq!(r.status(), 200);
-    assert_eq!(content_type(&r), "image/jpeg");
-    let (width, height, format) = decode_jpeg(&r.bytes().expect("body"));
-    assert_eq!((width, height), fits_size(&app, &hrefs[1]));
+    let (jpeg, cutout_size) = preview_job(&app, "image/jpeg");
+    let (width, height, format) = decode_jpeg(&jpeg);
+    assert_eq!((width, height), cutout_size);
     assert_eq!(format, jpeg_decoder::PixelFormat::L8);
 }
 
