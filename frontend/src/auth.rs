@@ -71,8 +71,7 @@ impl Authenticator {
         match self {
             Authenticator::Anonymous { owner } => Ok(owner.clone()),
             Authenticator::Ingress { trust_any } => {
-                let from_proxy = *trust_any || peer.is_some_and(|ip| trusted.contains(&ip));
-                if !from_proxy {
+                if !from_proxy(*trust_any, peer, trusted) {
                     return Err(unauthenticated(
                         "requests must come through the authenticating proxy",
                         false,
@@ -106,12 +105,9 @@ impl Authenticator {
     ) -> Option<DelegatedToken> {
         let token = match self {
             Authenticator::Anonymous { .. } => None,
-            Authenticator::Ingress { trust_any } => {
-                let from_proxy = *trust_any || peer.is_some_and(|ip| trusted.contains(&ip));
-                from_proxy
-                    .then(|| headers.get(TOKEN_HEADER)?.to_str().ok())
-                    .flatten()
-            }
+            Authenticator::Ingress { trust_any } => from_proxy(*trust_any, peer, trusted)
+                .then(|| headers.get(TOKEN_HEADER)?.to_str().ok())
+                .flatten(),
             Authenticator::Jwt(_) => bearer_token(headers).ok(),
         };
         token
@@ -119,6 +115,13 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
             .map(DelegatedToken::new)
     }
+}
+
+/// Whether an ingress header is believed: from a trusted proxy address, or from anyone when the
+/// network guarantees that only the proxy reaches the service. The user and the delegated token
+/// are believed under this one rule.
+fn from_proxy(trust_any: bool, peer: Option<IpAddr>, trusted: &[IpAddr]) -> bool {
+    trust_any || peer.is_some_and(|ip| trusted.contains(&ip))
 }
 
 /// The token of an `Authorization: Bearer …` header.
