@@ -226,6 +226,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(settings.visibility_timeout.max(1)),
     ));
     consumer.ensure_groups().await?;
+    worker::distributed::recover_if_lost(&shared.uws, &consumer, &shared.queue).await;
     let scratch_dir = config.data_dir.join("scratch");
     std::fs::create_dir_all(&scratch_dir)?;
     let runner = Worker::new(

@@ -268,14 +268,7 @@ async fn recover_periodically(
     shutdown: CancellationToken,
 ) {
     loop {
-        match consumer.claim_recovery().await {
-            Ok(true) => match requeue_from_store(&uws, &queue).await {
-                Ok(n) => tracing::info!(jobs = n, "queue rebuilt from the job store"),
-                Err(e) => tracing::warn!(error = %e, "queue rebuild failed"),
-            },
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "recovery check failed"),
-        }
+        recover_if_lost(&uws, &consumer, &queue).await;
         if let Err(e) = consumer.ensure_groups().await {
             tracing::debug!(error = %e, "consumer groups not ensured");
         }
@@ -283,6 +276,21 @@ async fn recover_periodically(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// Rebuilds the queue from the job store if Redis lost its data (the epoch key is missing and
+/// this process won the right to rebuild). A worker calls it once before it announces itself
+/// ready, so that jobs created right after start are not queued a second time by a rebuild
+/// that merely found a new deployment's key unset.
+pub async fn recover_if_lost(uws: &Uws, consumer: &RedisConsumer, queue: &RedisQueue) {
+    match consumer.claim_recovery().await {
+        Ok(true) => match requeue_from_store(uws, queue).await {
+            Ok(n) => tracing::info!(jobs = n, "queue rebuilt from the job store"),
+            Err(e) => tracing::warn!(error = %e, "queue rebuild failed"),
+        },
+        Ok(false) => {}
+        Err(e) => tracing::debug!(error = %e, "recovery check failed"),
     }
 }
 
