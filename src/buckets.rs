@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bucket::{BucketUrl, CloudSettings, LocalBucket, ObjectBucket, SourceCache};
+use uws::health::HealthCheck;
 use uws::results::ResultStore;
 
 use crate::config::{BucketKind, Config};
@@ -30,15 +31,25 @@ pub fn cloud_settings(config: &Config) -> CloudSettings {
     }
 }
 
-/// The result store the configuration asks for. The local bucket is returned too when it is the
-/// one in use, since the frontend then serves its objects.
-pub fn build_result_store(
-    config: &Config,
-    local: LocalBucket,
-) -> anyhow::Result<(Arc<dyn ResultStore>, Option<LocalBucket>)> {
+/// The result store the configuration asks for.
+pub struct ResultBucket {
+    pub store: Arc<dyn ResultStore>,
+    /// The local bucket when it is the one in use, since the frontend then serves its objects.
+    pub local: Option<LocalBucket>,
+    /// The bucket as VOSI availability and `/readyz` probe it, local or cloud alike.
+    pub health: Arc<dyn HealthCheck>,
+}
+
+pub fn build_result_store(config: &Config, local: LocalBucket) -> anyhow::Result<ResultBucket> {
     let b = &config.bucket;
     let scheme = match b.kind {
-        BucketKind::Local => return Ok((Arc::new(local.clone()), Some(local))),
+        BucketKind::Local => {
+            return Ok(ResultBucket {
+                store: Arc::new(local.clone()),
+                health: Arc::new(local.clone()),
+                local: Some(local),
+            });
+        }
         BucketKind::S3 => "s3://",
         BucketKind::Gcs => "gs://",
     };
@@ -52,7 +63,11 @@ pub fn build_result_store(
     );
     let bucket = ObjectBucket::open(url, &cloud_settings(config))
         .with_context(|| format!("cannot open the result bucket {url}"))?;
-    Ok((Arc::new(bucket), None))
+    Ok(ResultBucket {
+        store: Arc::new(bucket.clone()),
+        local: None,
+        health: Arc::new(bucket),
+    })
 }
 
 /// The cache for source images of bucket repositories, if any repository is a bucket.

@@ -365,8 +365,19 @@ impl Default for BucketConfig {
 
 impl Config {
     /// Defaults, then the file, then `SKYCUT_*` environment variables.
+    ///
+    /// A key that names no setting is an error, in the file and in the environment alike, with
+    /// the same message naming where it came from; only the variables Kubernetes writes for its
+    /// services (`SKYCUT_FRONTEND_SERVICE_HOST`, `SKYCUT_PORT_8080_TCP`, …) are skipped.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Loaded> {
-        let mut warnings = Vec::new();
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(name, _)| name.starts_with("SKYCUT_"))
+            .collect();
+        Config::load_from(file, env)
+    }
+
+    fn load_from(file: Option<&Path>, mut env: Vec<(String, String)>) -> anyhow::Result<Loaded> {
+        let warnings = Vec::new();
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -376,29 +387,19 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        Config::deserialize(toml::Value::Table(table.clone())).context("invalid configuration")?;
-        let mut env: Vec<(String, String)> = std::env::vars()
-            .filter(|(name, _)| name.starts_with("SKYCUT_"))
-            .collect();
+        if let Some(path) = file {
+            Config::deserialize(toml::Value::Table(table.clone()))
+                .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        }
         env.sort();
         for (name, value) in env {
             let key = &name["SKYCUT_".len()..];
-            let mut candidate = table.clone();
-            overlay(&mut candidate, key, &value);
-            // Platforms set variables of their own under the same prefix (Kubernetes writes
-            // SKYCUT_PORT for a service named skycut): one that names no setting is skipped
-            // with a warning, one that names a setting with a bad value is an error.
-            match Config::deserialize(toml::Value::Table(candidate.clone())) {
-                Ok(_) => table = candidate,
-                Err(e) if e.to_string().contains("unknown field") => {
-                    warnings.push(format!(
-                        "environment variable {name} names no setting; ignored"
-                    ));
-                }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!("invalid value in {name}")));
-                }
+            if is_kubernetes_service_variable(key) {
+                continue;
             }
+            overlay(&mut table, key, &value);
+            Config::deserialize(toml::Value::Table(table.clone()))
+                .with_context(|| format!("invalid configuration in environment variable {name}"))?;
         }
         let config =
             Config::deserialize(toml::Value::Table(table)).context("invalid configuration")?;
@@ -426,6 +427,32 @@ impl Config {
             ),
         }
     }
+}
+
+/// Whether `key` (after `SKYCUT_`) is one of the variables Kubernetes sets in every pod for each
+/// service whose name starts with `skycut` (`SKYCUT_FRONTEND_SERVICE_HOST`,
+/// `SKYCUT_FRONTEND_PORT_8080_TCP_ADDR`, …). Service names are DNS labels, so these never hold
+/// `__`, which every section key does.
+fn is_kubernetes_service_variable(key: &str) -> bool {
+    if key.contains("__") {
+        return false;
+    }
+    let padded = format!("_{key}");
+    if padded.ends_with("_SERVICE_HOST")
+        || padded.ends_with("_SERVICE_PORT")
+        || padded.contains("_SERVICE_PORT_")
+        || padded.ends_with("_PORT")
+    {
+        return true;
+    }
+    // `…_PORT_8080_TCP`, optionally followed by `_PROTO`, `_PORT` or `_ADDR`.
+    let parts: Vec<&str> = padded.split('_').collect();
+    parts.windows(3).any(|w| {
+        w[0] == "PORT"
+            && !w[1].is_empty()
+            && w[1].bytes().all(|b| b.is_ascii_digit())
+            && matches!(w[2], "TCP" | "UDP" | "SCTP")
+    })
 }
 
 /// Puts `SKYCUT_JOBS__MAX_WAIT=30` at `jobs.max_wait`. The value is read as TOML if it parses
@@ -492,6 +519,53 @@ mod tests {
         assert_eq!(parse("text").ok(), Some(Some(LogFormat::Text)));
         assert!(parse("xml").is_err());
         assert_eq!(Config::default().log_format, None);
+    }
+
+    #[test]
+    fn a_typo_is_an_error_in_the_file_and_in_the_environment_alike() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        let ok = Config::load_from(None, env(&[("SKYCUT_JOBS__MAX_WAIT", "30")])).expect("valid");
+        assert_eq!(ok.config.jobs.max_wait, 30);
+        let e =
+            Config::load_from(None, env(&[("SKYCUT_JOBS__MAX_WAITT", "30")])).expect_err("typo");
+        let message = format!("{e:#}");
+        assert!(
+            message.starts_with(
+                "invalid configuration in environment variable SKYCUT_JOBS__MAX_WAITT: unknown field `max_waitt`"
+            ),
+            "{message}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("skycut.toml");
+        std::fs::write(&file, "[jobs]\nmax_waitt = 30\n").expect("write");
+        let e = Config::load_from(Some(&file), Vec::new()).expect_err("typo");
+        let message = format!("{e:#}");
+        assert!(
+            message.starts_with(&format!(
+                "invalid configuration in {}: unknown field `max_waitt`",
+                file.display()
+            )),
+            "{message}"
+        );
+        // Kubernetes' service links are not settings, and not errors.
+        let k8s = Config::load_from(
+            None,
+            env(&[
+                ("SKYCUT_FRONTEND_SERVICE_HOST", "10.0.0.1"),
+                ("SKYCUT_FRONTEND_SERVICE_PORT_HTTP", "8080"),
+                ("SKYCUT_FRONTEND_PORT", "tcp://10.0.0.1:8080"),
+                ("SKYCUT_FRONTEND_PORT_8080_TCP_ADDR", "10.0.0.1"),
+                ("SKYCUT_PORT", "tcp://10.0.0.1:8080"),
+            ]),
+        )
+        .expect("service links are skipped");
+        assert_eq!(k8s.config.listen, Config::default().listen);
+        assert!(Config::load_from(None, env(&[("SKYCUT_LISTN", "0.0.0.0:1")])).is_err());
     }
 
     #[test]

@@ -30,6 +30,8 @@ struct Shared {
     queue: RedisQueue,
     events: Arc<RedisPhaseEvents>,
     local_bucket: Option<LocalBucket>,
+    /// The result bucket as availability and `/readyz` probe it.
+    bucket_health: Arc<dyn HealthCheck>,
     repositories: Arc<Repositories>,
     streams: Streams,
     /// The job store as VOSI availability asks it.
@@ -37,6 +39,7 @@ struct Shared {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Shared> {
+    crate::serve::warn_of_missing_repositories(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let (store, store_health) = connect_store(config).await?;
@@ -53,7 +56,11 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
     );
     let queue = RedisQueue::new(client, streams.clone());
     let signer = UrlSigner::new(&signing_key(config, &config.data_dir)?);
-    let (results, local_bucket) = crate::buckets::build_result_store(
+    let crate::buckets::ResultBucket {
+        store: results,
+        local: local_bucket,
+        health: bucket_health,
+    } = crate::buckets::build_result_store(
         config,
         LocalBucket::new(config.data_dir.join("bucket"), signer),
     )?;
@@ -69,6 +76,7 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
         queue,
         events,
         local_bucket,
+        bucket_health,
         repositories: Arc::new(Repositories::new(config.repositories.clone())),
         streams,
         store_health,
@@ -143,7 +151,7 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
     let health = health_checks(
         shared.store_health,
         Arc::new(uws::health::QueueHealth(queue.clone())),
-        shared.local_bucket.clone(),
+        shared.bucket_health.clone(),
     );
     let ops = crate::ops::routes(health.clone(), queue)?;
     let app = AppState(Arc::new(App {
@@ -174,6 +182,17 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
 /// `skycut wobbly`: the job store as an HTTP+JSON service over the database.
 pub async fn wobbly(config: Config) -> anyhow::Result<()> {
     let key = config.wobbly.token_key()?;
+    if config.database_url.is_none() {
+        // Fine on one host, but the point of wobbly is to be shared.
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+        tracing::warn!(
+            database = %config.database_url(),
+            "database_url is not set: wobbly keeps jobs in this SQLite file, which only this host \
+             can reach; set database_url (SKYCUT_DATABASE_URL) to a PostgreSQL database"
+        );
+    }
     let store = open_database(&config, 32).await?;
     let listener = tokio::net::TcpListener::bind(config.wobbly.listen)
         .await
@@ -248,7 +267,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             let checks = health_checks(
                 shared.store_health.clone(),
                 Arc::new(uws::health::QueueHealth(queue.clone())),
-                shared.local_bucket.clone(),
+                shared.bucket_health.clone(),
             );
             let ops = crate::ops::routes(checks, queue)?;
             Some(serve_ops(addr, ops, shutdown.clone()).await?)

@@ -37,7 +37,8 @@ enum Command {
     Frontend(RoleArgs),
     /// Run a cutout worker of the distributed topology (PostgreSQL + Redis).
     Worker(RoleArgs),
-    /// Run the job-store service of the distributed topology (HTTP+JSON over PostgreSQL).
+    /// Run the job-store service of the distributed topology (HTTP+JSON over PostgreSQL, or over
+    /// the SQLite file in data_dir when database_url is unset).
     Wobbly(RoleArgs),
     /// Write the demo images into a directory.
     DemoData {
@@ -50,12 +51,35 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Create or upgrade the job-store schema.
     Migrate {
+        /// TOML configuration file.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Job store URL (postgres://… or sqlite://…); default from the configuration.
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Check configuration files without running anything.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load FILE (and the SKYCUT_* environment) as every role does, and say whether it is valid.
+    Check {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+}
+
+/// Which role a [`RoleArgs`] starts, since `--listen` names a different address for each.
+#[derive(Clone, Copy)]
+enum Role {
+    Frontend,
+    Worker,
+    Wobbly,
 }
 
 /// Flags of the distributed roles; everything else comes from the configuration.
@@ -64,7 +88,8 @@ pub struct RoleArgs {
     /// TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Address to listen on (frontend).
+    /// Address to listen on: the frontend's HTTP port (`listen`), wobbly's (`wobbly.listen`),
+    /// or the worker's health and metrics port (`worker.health_listen`).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
     /// An image repository, NAME=DIR (repeatable).
@@ -73,10 +98,14 @@ pub struct RoleArgs {
 }
 
 impl RoleArgs {
-    fn config(&self) -> anyhow::Result<Loaded> {
+    fn config(&self, role: Role) -> anyhow::Result<Loaded> {
         let mut loaded = Config::load(self.config.as_deref())?;
         if let Some(listen) = self.listen {
-            loaded.config.listen = listen;
+            match role {
+                Role::Frontend => loaded.config.listen = listen,
+                Role::Worker => loaded.config.worker.health_listen = Some(listen),
+                Role::Wobbly => loaded.config.wobbly.listen = listen,
+            }
         }
         add_repositories(&mut loaded.config, &self.repositories)?;
         Ok(loaded)
@@ -131,10 +160,14 @@ impl ServeArgs {
 }
 
 /// Sets up logging to stderr in the configured format (JSON unless stderr is a terminal).
+///
+/// JSON lines carry the enclosing spans once, as the `spans` list (outermost first), each with
+/// its fields; text lines are coloured only when stderr is a terminal, so a file gets no escapes.
 fn init_logging(format: Option<LogFormat>, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+    let terminal = std::io::stderr().is_terminal();
+    let format = format.unwrap_or(if terminal {
         LogFormat::Text
     } else {
         LogFormat::Json
@@ -145,10 +178,10 @@ fn init_logging(format: Option<LogFormat>, default_filter: &str) {
     match format {
         LogFormat::Json => builder
             .json()
-            .with_current_span(true)
+            .with_current_span(false)
             .with_span_list(true)
             .init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.with_ansi(terminal).init(),
     }
 }
 
@@ -158,10 +191,20 @@ fn main() -> anyhow::Result<()> {
     // about is logged once logging is set up.
     let loaded = match &cli.command {
         Command::Serve(args) => Some(args.config()?),
-        Command::Frontend(args) | Command::Worker(args) | Command::Wobbly(args) => {
-            Some(args.config()?)
-        }
+        Command::Frontend(args) => Some(args.config(Role::Frontend)?),
+        Command::Worker(args) => Some(args.config(Role::Worker)?),
+        Command::Wobbly(args) => Some(args.config(Role::Wobbly)?),
         Command::Migrate { config, .. } => Some(Config::load(config.as_deref())?),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let loaded = Config::load(Some(file.as_path()))?;
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{} is a valid configuration", file.display());
+            return Ok(());
+        }
         Command::Bench(_) | Command::DemoData { .. } => None,
     };
     let (config, warnings) = match loaded {
@@ -208,14 +251,30 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Migrate { database_url, .. } => {
             let config = config()?;
-            let url = database_url.unwrap_or_else(|| config.database_url());
+            let url = match database_url {
+                Some(url) => url,
+                None => {
+                    // The default job store is a file in data_dir, which a fresh machine lacks.
+                    if config.database_url.is_none() {
+                        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                            format!("cannot create data directory {}", config.data_dir.display())
+                        })?;
+                    }
+                    config.database_url()
+                }
+            };
             runtime.block_on(async {
                 // Each migration applied is logged by the store as it starts and ends.
                 tracing::info!(url = %wobbly::store::redact(&url), "connecting to the job store");
-                wobbly::SqlJobStore::connect(&url, &config.service_name, 1).await?;
-                println!("job store is up to date");
+                let store = wobbly::SqlJobStore::connect(&url, &config.service_name, 1).await?;
+                match store.migrations_applied() {
+                    0 => println!("job store was already up to date"),
+                    1 => println!("job store migrated: 1 migration applied"),
+                    n => println!("job store migrated: {n} migrations applied"),
+                }
                 anyhow::Ok(())
             })
         }
+        Command::Config { .. } => Ok(()),
     }
 }

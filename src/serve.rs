@@ -50,7 +50,7 @@ pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
         if let Some(image) = running.demo_images.first() {
             writeln!(
                 out,
-                "try: curl -L -o cutout.fits '{base}/sync?ID=butler://demo/{}&CIRCLE={}+{}+{}'",
+                "curl --fail-with-body -L -o cutout.fits '{base}/sync?ID=butler://demo/{}&CIRCLE={}+{}+{}'",
                 image.name,
                 image.ra_deg,
                 image.dec_deg,
@@ -77,11 +77,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     } else {
         Vec::new()
     };
-    for (name, dir) in &config.repositories {
-        if !dir.is_dir() && !bucket::BucketUrl::is_bucket_url(&dir.to_string_lossy()) {
-            tracing::warn!(repository = %name, dir = %dir.display(), "repository directory does not exist");
-        }
-    }
+    warn_of_missing_repositories(&config);
 
     let signer = UrlSigner::new(&signing_key(&config, &data_dir)?);
     let store = wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 8)
@@ -93,11 +89,14 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let events = Arc::new(LocalPhaseEvents::new());
     let (queue, queue_rx) = LocalQueue::new();
     let queue = Arc::new(queue);
-    let (results, local_bucket) = crate::buckets::build_result_store(
+    let crate::buckets::ResultBucket {
+        store: results,
+        local: local_bucket,
+        health: bucket_health,
+    } = crate::buckets::build_result_store(
         &config,
         LocalBucket::new(data_dir.join("bucket"), signer),
     )?;
-    let bucket_health = local_bucket.clone();
     let limits = config.jobs.limits();
     let uws = Uws::new(
         store.clone(),
@@ -168,18 +167,27 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     })
 }
 
-/// What VOSI availability asks: the job store, the queue, and the result bucket where it can
-/// (a cloud bucket is not probed yet).
+/// What VOSI availability and `/readyz` ask: the job store, the queue, and the result bucket.
 pub(crate) fn health_checks(
     store: Arc<dyn uws::health::HealthCheck>,
     queue: Arc<dyn uws::health::HealthCheck>,
-    local_bucket: Option<LocalBucket>,
+    bucket: Arc<dyn uws::health::HealthCheck>,
 ) -> Vec<Arc<dyn uws::health::HealthCheck>> {
-    let mut checks = vec![store, queue];
-    if let Some(bucket) = local_bucket {
-        checks.push(Arc::new(bucket));
+    vec![store, queue, bucket]
+}
+
+/// Warns of each repository directory that does not exist: the role starts (the directory may
+/// be mounted later), but every ID in it is unknown until then.
+pub(crate) fn warn_of_missing_repositories(config: &Config) {
+    for (name, dir) in &config.repositories {
+        let location = dir.to_string_lossy();
+        let remote = bucket::BucketUrl::is_bucket_url(&location)
+            || location.starts_with("http://")
+            || location.starts_with("https://");
+        if !remote && !dir.is_dir() {
+            tracing::warn!(repository = %name, dir = %dir.display(), "repository directory does not exist");
+        }
     }
-    checks
 }
 
 /// Serves the frontend's routes and the operations routes `ops` until `shutdown`.

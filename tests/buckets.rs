@@ -266,6 +266,55 @@ fn a_store_that_goes_away_fails_the_job_as_transient_never_completed() {
 }
 
 #[test]
+fn availability_and_readiness_say_an_unreachable_result_bucket_is_down() {
+    let (mut moto, app) = s3_app(&[("BUCKET__REQUEST_TIMEOUT", "2")]);
+    let readyz = format!("{}/readyz", app.root());
+    let r = plain_get(&readyz);
+    assert_eq!(r.status(), 200);
+    let body = r.text().expect("body");
+    assert!(
+        body.contains("result bucket: s3://results/skycut takes objects"),
+        "{body}"
+    );
+    let doc = app.get("/availability", &[]).text().expect("body");
+    assert_eq!(
+        element(&doc, "vosi:available").as_deref(),
+        Some("true"),
+        "{doc}"
+    );
+    // The probe object is deleted again.
+    assert!(!moto.object_exists(RESULTS, "skycut/.health-probe"));
+
+    moto.stop();
+    let r = plain_get(&readyz);
+    assert_eq!(r.status(), 503);
+    let body = r.text().expect("body");
+    assert!(
+        body.starts_with("not ready\nresult bucket unavailable: "),
+        "{body}"
+    );
+    let doc = app.get("/availability", &[]).text().expect("body");
+    assert_valid(&doc, "VOSIAvailability-v1.0.xsd");
+    assert_eq!(
+        element(&doc, "vosi:available").as_deref(),
+        Some("false"),
+        "{doc}"
+    );
+    let note = element(&doc, "vosi:note").expect("note");
+    assert!(note.starts_with("result bucket unavailable: "), "{note}");
+    // A sync request fails with a message that blames the bucket, not the job store.
+    let r = app.get(
+        "/sync",
+        &[("ID", IMAGE), ("CIRCLE", &circle(RA, DEC, 50.0))],
+    );
+    assert_eq!(r.status(), 503);
+    let text = r.text().expect("body");
+    assert!(text.starts_with("ServiceUnavailable: "), "{text}");
+    assert!(text.contains("result store"), "{text}");
+    assert!(!text.contains("job store"), "{text}");
+}
+
+#[test]
 fn a_corrupt_bucket_source_is_a_fatal_error_naming_the_file() {
     let (moto, app) = s3_app(&[]);
     let mut image = std::fs::read(source_image(&app)).expect("image");

@@ -52,6 +52,38 @@ fn logs_of_a_distributed_run_hold_no_tokens_or_signed_urls() {
         .find(|l| l.contains(&format!("\"job_id\":\"{id}\"")))
         .unwrap_or_else(|| panic!("no JSON line names job {id}:\n{logs}"));
     assert!(job_line.contains("\"user\":"), "{job_line}");
+    // The frontend's line for the job's creation names it too, and every JSON line carries its
+    // spans once (the `spans` list), never again under `span`.
+    let created = logs
+        .lines()
+        .find(|l| l.contains("\"job created\""))
+        .unwrap_or_else(|| panic!("no job created line:\n{logs}"));
+    assert!(
+        created.contains(&format!("\"job_id\":\"{id}\"")),
+        "{created}"
+    );
+    for line in logs.lines().filter(|l| l.starts_with('{')) {
+        assert!(!line.contains("\"span\":{"), "{line}");
+    }
+}
+
+#[test]
+fn text_logs_written_to_a_file_hold_no_escape_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("jobs.sqlite").display()
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skycut"))
+        .args(["migrate", "--database-url", &url])
+        .env("SKYCUT_LOG_FORMAT", "text")
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run skycut");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(" INFO "), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
 
 /// Runs `skycut ARGS` to the end with only `RUST_LOG=info` set, returning (stdout, stderr).
@@ -108,7 +140,7 @@ fn migrate_reports_each_migration_on_stderr() {
         dir.path().join("jobs.sqlite").display()
     );
     let (stdout, stderr) = run_skycut(&["migrate", "--database-url", &url]);
-    assert!(stdout.contains("up to date"), "{stdout}");
+    assert!(stdout.contains("migrations applied"), "{stdout}");
     assert!(stderr.contains("connecting to the job store"), "{stderr}");
     for (_, name, _) in wobbly::schema::MIGRATIONS {
         assert!(

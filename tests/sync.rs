@@ -246,6 +246,11 @@ fn sync_bad_input_is_a_usage_error_and_creates_no_job() {
         assert_eq!(content_type(&r), "text/plain; charset=utf-8");
         let body = r.text().expect("body");
         assert!(body.starts_with(label), "{params:?}: {body}");
+        // One line, ended, so that a terminal prompt does not start after it.
+        assert!(
+            body.ends_with('\n') && body.matches('\n').count() == 1,
+            "{params:?}: {body:?}"
+        );
     }
     assert!(
         app.job_ids(&[]).is_empty(),

@@ -97,7 +97,35 @@ fn content_disposition(filename: &str) -> String {
 }
 
 fn uws_error(e: BucketError) -> UwsError {
-    UwsError::Store(format!("result bucket: {e}"))
+    UwsError::ResultStore(e.to_string())
+}
+
+/// The key of the probe object the health check writes and deletes: no result key can be it
+/// (those are `{job}/{attempt}/{result}.{ext}`).
+const HEALTH_PROBE: &str = ".health-probe";
+
+/// The bucket works when it takes an object and lets it be deleted, the two things every job
+/// needs: an unreachable store, a missing bucket or refused credentials read as down.
+#[async_trait]
+impl uws::health::HealthCheck for ObjectBucket {
+    fn component(&self) -> &str {
+        "result bucket"
+    }
+
+    async fn check(&self) -> Result<String, UwsError> {
+        let path = self.url.object_path(HEALTH_PROBE);
+        let object = self.url.display_object(HEALTH_PROBE);
+        let failed = |e: object_store::Error| uws_error(BucketError::from_store(&object, e));
+        self.store
+            .put(&path, object_store::PutPayload::from_static(b"ok"))
+            .await
+            .map_err(failed)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(failed(e)),
+        }
+        Ok(format!("{} takes objects", self.url.display_object("")))
+    }
 }
 
 #[async_trait]

@@ -133,7 +133,7 @@ impl IntoResponse for FrontendError {
         } else if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
         }
-        let mut response = (status, format!("{}: {}", self.label(), self)).into_response();
+        let mut response = (status, format!("{}: {}\n", self.label(), self)).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -101,7 +101,8 @@ pub async fn create(
             token,
         )
         .await?;
-    tracing::info!(job = %job.id, owner = %owner, phase = %job.phase, "job created");
+    tracing::Span::current().record("job_id", job.id.as_str());
+    tracing::info!(phase = %job.phase, "job created");
     Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
 }
 

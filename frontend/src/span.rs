@@ -37,15 +37,19 @@ pub async fn request_span(State(state): State<AppState>, request: Request, next:
                 .iter()
                 .find(|(name, _)| *name == "id")
                 .map(|(_, value)| value.to_owned())
-        })
-        .unwrap_or_default();
+        });
+    // A request without a job in its path leaves `job_id` unset, for the handler that creates
+    // one to record it (`jobs::create`).
     let span = tracing::info_span!(
         "request",
         method = %parts.method,
         route,
         user,
-        job_id,
+        job_id = tracing::field::Empty,
     );
+    if let Some(job_id) = job_id {
+        span.record("job_id", job_id);
+    }
     async move {
         let response = next.run(Request::from_parts(parts, body)).await;
         // An access-log line, at debug: the counts are in /metrics already.

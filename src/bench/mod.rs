@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// Repetitions of each source-cache measurement (a miss downloads the whole image).
     #[arg(long, default_value_t = 20)]
     cache_requests: usize,
+    /// Measure only the floor and the source cache (with `--s3-endpoint`): no service is
+    /// started, neither embedded nor distributed.
+    #[arg(long, requires = "s3_endpoint")]
+    source_cache_only: bool,
 }
 
 /// One line of the table; a figure that does not apply is left out.
@@ -200,8 +204,37 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("skycut-bench-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("images"))?;
     let result = measure(&args, &dir).await;
-    std::fs::remove_dir_all(&dir).ok();
+    remove_reporting(&dir);
     result
+}
+
+/// Removes the bench's directory one top-level entry at a time, saying so on stderr: tens of
+/// thousands of result files take minutes to delete, which must not look like a hang.
+fn remove_reporting(dir: &Path) {
+    let entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => return,
+    };
+    let started = Instant::now();
+    eprintln!("removing the bench's files in {}…", dir.display());
+    for (i, entry) in entries.iter().enumerate() {
+        let removed = if entry.is_dir() {
+            std::fs::remove_dir_all(entry)
+        } else {
+            std::fs::remove_file(entry)
+        };
+        if let Err(e) = removed {
+            eprintln!("cannot remove {}: {e}", entry.display());
+        }
+        eprintln!(
+            "removed {} ({}/{}, {:.1} s)",
+            entry.display(),
+            i + 1,
+            entries.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    std::fs::remove_dir(dir).ok();
 }
 
 const RA: f64 = 150.0;
@@ -278,25 +311,12 @@ async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     }
 
     let client = load::client()?;
-    embedded(args, dir, &client, &work, &mut table).await?;
-
     let mut notes = Vec::new();
-    if args.embedded_only {
-        notes.push("distributed: skipped (--embedded-only)".to_owned());
-    } else if !cluster::reachable(&args.postgres_url) || !cluster::reachable(&args.redis_url) {
-        anyhow::ensure!(
-            !args.distributed,
-            "--distributed: PostgreSQL ({}) or Redis ({}) is unreachable",
-            redact(&args.postgres_url),
-            args.redis_url
-        );
-        notes.push(format!(
-            "distributed: skipped, PostgreSQL ({}) or Redis ({}) is unreachable",
-            redact(&args.postgres_url),
-            args.redis_url
-        ));
+    if args.source_cache_only {
+        notes.push("embedded and distributed: skipped (--source-cache-only)".to_owned());
     } else {
-        distributed(args, dir, &client, &work, &mut table, &mut notes).await?;
+        embedded(args, dir, &client, &work, &mut table).await?;
+        distributed_rows(args, dir, &client, &work, &mut table, &mut notes).await?;
     }
 
     println!(
@@ -320,6 +340,35 @@ async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     );
     for note in notes {
         println!("{note}");
+    }
+    Ok(())
+}
+
+/// The distributed rows, unless skipped (with a note saying why).
+async fn distributed_rows(
+    args: &BenchArgs,
+    dir: &Path,
+    client: &reqwest::Client,
+    work: &Arc<Workload>,
+    table: &mut Table,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    if args.embedded_only {
+        notes.push("distributed: skipped (--embedded-only)".to_owned());
+    } else if !cluster::reachable(&args.postgres_url) || !cluster::reachable(&args.redis_url) {
+        anyhow::ensure!(
+            !args.distributed,
+            "--distributed: PostgreSQL ({}) or Redis ({}) is unreachable",
+            redact(&args.postgres_url),
+            args.redis_url
+        );
+        notes.push(format!(
+            "distributed: skipped, PostgreSQL ({}) or Redis ({}) is unreachable",
+            redact(&args.postgres_url),
+            args.redis_url
+        ));
+    } else {
+        distributed(args, dir, client, work, table, notes).await?;
     }
     Ok(())
 }
@@ -487,10 +536,20 @@ async fn distributed(
     }
     .await;
     // The run's jobs go with it, whatever happened.
+    eprintln!("deleting this run's jobs from the job store…");
     if let Ok(store) = JobRows::connect(&args.postgres_url, &cluster.scope).await {
         store.delete().await.ok();
     }
+    let streams = worker::redis::Streams::new(&cluster.scope);
     drop(cluster);
+    // So are its Redis keys (the lane streams with their consumer group, the epoch marker).
+    match worker::redis::delete_keys(&args.redis_url, &streams).await {
+        Ok(n) => eprintln!("deleted this run's {n} Redis keys"),
+        Err(e) => eprintln!(
+            "could not delete this run's Redis keys: {}",
+            worker::redis::describe(&e)
+        ),
+    }
     outcome
 }
 

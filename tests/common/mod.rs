@@ -231,7 +231,7 @@ impl AppBuilder {
     }
 }
 
-fn rand_u128() -> u128 {
+pub fn rand_u128() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     let a = std::collections::hash_map::RandomState::new()
         .build_hasher()
@@ -244,7 +244,7 @@ fn rand_u128() -> u128 {
 
 /// Starts `skycut ARGS` with `env` and returns it with the first line it prints; with `log_dir`,
 /// its stderr goes to a new file there.
-fn start_process(
+pub fn start_process(
     args: &[&str],
     env: &[(String, String)],
     log_dir: Option<&std::path::Path>,

@@ -32,6 +32,8 @@ pub struct SqlJobStore {
     is_sqlite: bool,
     /// SQLite only: the one connection that writes (see [`crate::writer`]).
     writer: Option<SqliteWriter>,
+    /// How many migrations [`SqlJobStore::connect`] applied (0: the schema was up to date).
+    migrations_applied: usize,
 }
 
 /// How long an operation waits for a database connection before failing.
@@ -66,20 +68,27 @@ impl SqlJobStore {
                 .map_err(WobblyError::Migrate)?;
         }
         let writer = is_sqlite.then(|| SqliteWriter::start(pool.clone()));
-        let store = SqlJobStore {
+        let mut store = SqlJobStore {
             pool,
             service: service.to_owned(),
             is_sqlite,
             writer,
+            migrations_applied: 0,
         };
-        store.migrate().await?;
+        store.migrations_applied = store.migrate().await?;
         Ok(store)
+    }
+
+    /// How many migrations opening this store applied; 0 when its schema was already current.
+    pub fn migrations_applied(&self) -> usize {
+        self.migrations_applied
     }
 
     /// Applies the migrations that have not run yet, in one transaction. On PostgreSQL an
     /// advisory lock makes processes that start together (frontends, workers, `skycut migrate`)
     /// migrate one after the other instead of racing on `CREATE TABLE`.
-    pub async fn migrate(&self) -> Result<(), WobblyError> {
+    /// Returns how many it applied.
+    pub async fn migrate(&self) -> Result<usize, WobblyError> {
         let mut tx = self.pool.begin().await.map_err(WobblyError::Migrate)?;
         if !self.is_sqlite {
             sqlx::query("SELECT pg_advisory_xact_lock(7271208)")
@@ -93,6 +102,7 @@ impl SqlJobStore {
         .execute(&mut *tx)
         .await
         .map_err(WobblyError::Migrate)?;
+        let mut applied = 0;
         for (version, name, sql) in MIGRATIONS {
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM wobbly_migrations WHERE version = $1")
@@ -103,6 +113,7 @@ impl SqlJobStore {
             if done.is_some() {
                 continue;
             }
+            applied += 1;
             tracing::info!(version, name, "applying job store migration");
             sqlx::raw_sql(AssertSqlSafe(*sql))
                 .execute(&mut *tx)
@@ -116,7 +127,8 @@ impl SqlJobStore {
                 .map_err(WobblyError::Migrate)?;
             tracing::info!(version, name, "job store migrated");
         }
-        tx.commit().await.map_err(WobblyError::Migrate)
+        tx.commit().await.map_err(WobblyError::Migrate)?;
+        Ok(applied)
     }
 
     /// The same database, for another service's jobs.
@@ -126,6 +138,7 @@ impl SqlJobStore {
             service: service.to_owned(),
             is_sqlite: self.is_sqlite,
             writer: self.writer.clone(),
+            migrations_applied: 0,
         }
     }
 

@@ -41,12 +41,43 @@ pub async fn connect(url: &str) -> Result<Client, fred::error::Error> {
         match client.init().await {
             Ok(_) => return Ok(client),
             Err(e) => {
-                tracing::warn!(attempt, retry_in = ?delay, error = %e, "Redis not reachable yet");
+                tracing::warn!(
+                    url = %redact(url),
+                    attempt,
+                    retry_in = %format!("{} ms", delay.as_millis()),
+                    error = %describe(&e),
+                    "Redis not reachable yet"
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY);
                 attempt = attempt.saturating_add(1);
             }
         }
+    }
+}
+
+/// `url` with its password (and user) replaced, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://[redacted]{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A fred error as a sentence: fred keeps an I/O error as its Rust `Debug` text
+/// (`Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`), of which only
+/// the message is for people.
+pub fn describe(e: &fred::error::Error) -> String {
+    let details = e.details();
+    let message = details
+        .split_once("message: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(message, _)| message);
+    match message {
+        Some(message) => format!("{}: {message}", e.kind().to_str()),
+        None => e.to_string(),
     }
 }
 
@@ -81,12 +112,33 @@ impl Streams {
         format!("{}:phase", self.prefix)
     }
 
+    /// Every key Skycut writes under this prefix (the channel is not a key).
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Priority::ALL.iter().map(|p| self.stream(*p)).collect();
+        keys.push(self.epoch_key());
+        keys
+    }
+
     fn priority_of(&self, stream: &str) -> Priority {
         Priority::ALL
             .into_iter()
             .find(|p| stream == self.stream(*p))
             .unwrap_or(Priority::Async)
     }
+}
+
+/// Deletes every key of `streams` (queue entries, consumer groups, the epoch marker), for a
+/// deployment that ends for good, as the bench's does; returns how many existed.
+pub async fn delete_keys(url: &str, streams: &Streams) -> Result<i64, fred::error::Error> {
+    let client = Builder::from_config(Config::from_url(url)?)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+        })
+        .build()?;
+    client.init().await?;
+    let deleted: i64 = client.del(streams.keys()).await?;
+    client.quit().await?;
+    Ok(deleted)
 }
 
 fn redis_error(e: fred::error::Error) -> UwsError {
@@ -464,4 +516,24 @@ fn parse_entries(entries: &Value) -> Vec<(String, HashMap<String, String>)> {
             Some((id, fields))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_are_told_as_sentences_without_secrets() {
+        // ECONNREFUSED is 111 on Linux, where CI runs.
+        let refused = std::io::Error::from_raw_os_error(111);
+        assert_eq!(
+            describe(&fred::error::Error::from(refused)),
+            "IO Error: Connection refused"
+        );
+        assert_eq!(
+            redact("redis://:hunter2@redis.example:6379/0"),
+            "redis://[redacted]@redis.example:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
 }
