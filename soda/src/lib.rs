@@ -26,6 +26,8 @@ mod celestial;
 mod cutout;
 mod demo;
 mod error;
+#[cfg(test)]
+mod fixtures;
 mod footprint;
 mod header;
 mod mask;

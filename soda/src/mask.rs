@@ -354,3 +354,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod scale_tests;

@@ -564,3 +564,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod crossing_tests;

@@ -687,3 +687,6 @@ mod tests {
         assert!(!polygon.contains(9.5, 10.5));
     }
 }
+
+#[cfg(test)]
+mod sampling_tests;

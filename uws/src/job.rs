@@ -346,4 +346,128 @@ mod tests {
         assert!(JobId::parse("../etc/passwd").is_err());
         assert!(JobId::parse("ABCDEF00ABCDEF00ABCDEF00ABCDEF00").is_err());
     }
+
+    /// Every one of the 10 x 10 phase pairs, against the state machine written out as a table:
+    /// a row per current phase, `1` where the store accepts moving to the column's phase.
+    #[test]
+    fn the_state_machine_is_exactly_this_table() {
+        //             PEN QUE EXE COM ERR ABO UNK HEL SUS ARC
+        let table: [(ExecutionPhase, [u8; 10]); 10] = [
+            (Pending, [0, 1, 0, 0, 1, 1, 0, 0, 0, 0]),
+            (Queued, [0, 0, 1, 0, 1, 1, 0, 0, 0, 0]),
+            (Executing, [0, 1, 0, 1, 1, 1, 0, 0, 0, 0]),
+            (Completed, [0; 10]),
+            (Error, [0; 10]),
+            (Aborted, [0; 10]),
+            (Unknown, [0; 10]),
+            (Held, [0; 10]),
+            (Suspended, [0; 10]),
+            (Archived, [0; 10]),
+        ];
+        for (row, (from, allowed)) in table.into_iter().enumerate() {
+            assert_eq!(
+                from,
+                ExecutionPhase::ALL[row],
+                "rows follow ExecutionPhase::ALL"
+            );
+            for (to, allowed) in ExecutionPhase::ALL.into_iter().zip(allowed) {
+                assert_eq!(from.can_become(to), allowed == 1, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn active_and_final_phases_are_these() {
+        let active: Vec<_> = ExecutionPhase::ALL
+            .into_iter()
+            .filter(|p| p.is_active())
+            .collect();
+        assert_eq!(active, [Pending, Queued, Executing]);
+        let done: Vec<_> = ExecutionPhase::ALL
+            .into_iter()
+            .filter(|p| p.is_final())
+            .collect();
+        assert_eq!(done, [Completed, Error, Aborted, Archived]);
+    }
+
+    #[test]
+    fn every_phase_name_parses_back() {
+        let names = [
+            "PENDING",
+            "QUEUED",
+            "EXECUTING",
+            "COMPLETED",
+            "ERROR",
+            "ABORTED",
+            "UNKNOWN",
+            "HELD",
+            "SUSPENDED",
+            "ARCHIVED",
+        ];
+        for (phase, name) in ExecutionPhase::ALL.into_iter().zip(names) {
+            assert_eq!(phase.as_str(), name);
+            assert_eq!(phase.to_string(), name);
+            assert_eq!(name.parse::<ExecutionPhase>().ok(), Some(phase));
+            let lower = format!(" {} ", name.to_lowercase());
+            assert_eq!(lower.parse::<ExecutionPhase>().ok(), Some(phase));
+        }
+    }
+
+    #[test]
+    fn every_error_code_is_rendered_and_parsed_back() {
+        use ErrorCode::*;
+        // (code, storage name, DALI label, errorSummary type)
+        let table = [
+            (Usage, "usage", "UsageError", ErrorType::Fatal),
+            (NotFound, "not-found", "UsageError", ErrorType::Fatal),
+            (NoData, "no-data", "UsageError", ErrorType::Fatal),
+            (
+                Unavailable,
+                "unavailable",
+                "ServiceUnavailable",
+                ErrorType::Transient,
+            ),
+            (Internal, "internal", "Error", ErrorType::Fatal),
+        ];
+        for (code, name, label, kind) in table {
+            assert_eq!(code.as_str(), name);
+            assert_eq!(ErrorCode::parse(name), Some(code));
+            assert_eq!(code.label(), label, "{name}");
+            assert_eq!(code.error_type(), kind, "{name}");
+            assert_eq!(
+                JobError::new(code, "it broke").labelled(),
+                format!("{label}: it broke")
+            );
+        }
+        assert_eq!(ErrorType::Fatal.as_str(), "fatal");
+        assert_eq!(ErrorType::Transient.as_str(), "transient");
+        for unknown in ["", "Usage", "USAGE", "notfound", "fatal"] {
+            assert_eq!(ErrorCode::parse(unknown), None, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn a_job_id_is_exactly_32_lower_case_hex_digits() {
+        let ok = "0123456789abcdef0123456789abcdef";
+        assert!(JobId::parse(ok).is_ok());
+        for bad in [
+            &ok[..31],
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789abcdeg0123456789abcdef",
+            "0123456789abcdef0123456789abcde/",
+            "0123456789abcdef0123456789abcde`",
+        ] {
+            assert!(
+                matches!(JobId::parse(bad), Err(UwsError::JobNotFound(_))),
+                "{bad}"
+            );
+        }
+        let id = JobId::random();
+        assert_eq!(id.to_string(), id.as_str());
+        assert!(
+            id.as_str()
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+    }
 }

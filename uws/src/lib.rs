@@ -23,8 +23,13 @@ pub mod queue;
 pub mod results;
 pub mod service;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod timestamp;
 pub mod xml;
+
+#[cfg(test)]
+mod service_tests;
 
 pub use error::UwsError;
 pub use job::{ErrorCode, ErrorType, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob};

@@ -107,4 +107,29 @@ mod tests {
         let rest = p.without(&["PHASE", "RUNID"]);
         assert_eq!(rest.iter().collect::<Vec<_>>(), [("ID", "x")]);
     }
+
+    #[test]
+    fn a_list_counts_keeps_order_and_converts_both_ways() {
+        let empty = Parameters::new();
+        assert!(empty.is_empty());
+        assert_eq!(empty.len(), 0);
+        assert_eq!(empty.first("X"), None);
+        let mut p = Parameters::new();
+        p.push("circle", "1 2 3");
+        p.push("Id", "a");
+        p.push("CIRCLE", "4 5 6");
+        assert!(!p.is_empty());
+        assert_eq!(p.len(), 3);
+        assert!(p.contains("id") && p.contains("ID"));
+        assert_eq!(
+            p.iter().collect::<Vec<_>>(),
+            [("CIRCLE", "1 2 3"), ("ID", "a"), ("CIRCLE", "4 5 6")]
+        );
+        let pairs = p.clone().into_vec();
+        assert_eq!(pairs[1], ("ID".to_owned(), "a".to_owned()));
+        let back = Parameters::from(vec![("circle".to_owned(), "1 2 3".to_owned())]);
+        assert_eq!(back.iter().collect::<Vec<_>>(), [("CIRCLE", "1 2 3")]);
+        assert_eq!(p.without(&[]), p);
+        assert!(p.without(&["circle", "id"]).is_empty());
+    }
 }

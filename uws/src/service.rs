@@ -48,7 +48,7 @@ fn checked_run_id(value: Option<&str>) -> Result<Option<String>, UwsError> {
 
 /// How long a waiter sleeps between re-reads of the store when no event arrives: the safety
 /// net for a lost event, not the normal wake-up.
-const FALLBACK_REREAD: Duration = Duration::from_secs(5);
+pub(crate) const FALLBACK_REREAD: Duration = Duration::from_secs(5);
 
 /// Limits that the service enforces on every job.
 #[derive(Debug, Clone)]
@@ -220,6 +220,10 @@ impl FinishedJobs {
             jobs.remove(id);
         }
     }
+
+    fn len(&self) -> usize {
+        self.0.lock().map_or(0, |jobs| jobs.len())
+    }
 }
 
 impl Uws {
@@ -242,6 +246,12 @@ impl Uws {
 
     pub fn limits(&self) -> &JobLimits {
         &self.limits
+    }
+
+    /// Synchronous requests of this process now waiting in [`Uws::run_and_wait`]: each holds a
+    /// slot for its final job until it returns, so a number that only grows is a leak.
+    pub fn sync_waiters(&self) -> usize {
+        self.finished.len()
     }
 
     /// Every phase change announced after this call (for live progress streams).
