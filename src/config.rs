@@ -214,6 +214,8 @@ pub struct JobsConfig {
     pub result_url_lifetime: u64,
     /// Seconds between sweeps that delete jobs past their destruction time.
     pub sweep_interval: u64,
+    /// Seconds a job creation whose outcome is unknown is repeated (same job ID) before 503.
+    pub create_retry: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +283,7 @@ impl Default for JobsConfig {
             fair_share_queued: 10,
             result_url_lifetime: 15 * 60,
             sweep_interval: 60,
+            create_retry: 10,
         }
     }
 }
@@ -294,6 +297,7 @@ impl JobsConfig {
             max_lifetime: Duration::from_secs(self.max_lifetime),
             max_wait: Duration::from_secs(self.max_wait),
             fair_share_queued: self.fair_share_queued,
+            create_retry: Duration::from_secs(self.create_retry),
         }
     }
 }

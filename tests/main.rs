@@ -11,6 +11,7 @@ mod cubes;
 mod datalink;
 mod delegated;
 mod events;
+mod exactly_once;
 mod fair_share;
 mod faults;
 mod hostile;

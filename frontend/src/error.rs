@@ -31,6 +31,10 @@ pub enum FrontendError {
     /// 429 `UsageError`: over a per-user quota; the client may retry after `retry_after` seconds.
     #[error("{message}")]
     OverQuota { message: String, retry_after: u64 },
+    /// 422 `UsageError`: an `Idempotency-Key` reused for a different request (the IETF draft's
+    /// answer to a key whose payload changed).
+    #[error("{0}")]
+    Conflict(String),
     /// 403 `AuthorizationError`: a refused signature, a change not allowed in this phase.
     #[error("{0}")]
     Forbidden(String),
@@ -51,6 +55,7 @@ impl FrontendError {
         match self {
             FrontendError::Usage(_) | FrontendError::MultiValued(_) => StatusCode::BAD_REQUEST,
             FrontendError::NotFound(_) => StatusCode::NOT_FOUND,
+            FrontendError::Conflict(_) => StatusCode::UNPROCESSABLE_ENTITY,
             FrontendError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             FrontendError::Forbidden(_) | FrontendError::MissingScope { .. } => {
                 StatusCode::FORBIDDEN
@@ -67,6 +72,7 @@ impl FrontendError {
         match self {
             FrontendError::Usage(_)
             | FrontendError::NotFound(_)
+            | FrontendError::Conflict(_)
             | FrontendError::OverQuota { .. } => "UsageError",
             FrontendError::MultiValued(_) => "MultiValuedParamNotSupported",
             FrontendError::Unauthenticated { .. } => "AuthenticationError",
@@ -102,6 +108,9 @@ impl From<UwsError> for FrontendError {
             UwsError::WrongPhase { .. } => FrontendError::Forbidden(e.to_string()),
             // A client asked for a change the state machine refuses.
             UwsError::IllegalTransition { .. } => FrontendError::Usage(e.to_string()),
+            UwsError::Conflict(m) => FrontendError::Conflict(format!(
+                "{m}: the Idempotency-Key was used for another request; use a new key"
+            )),
             UwsError::Store(_) | UwsError::Queue(_) | UwsError::ResultStore(_) => {
                 FrontendError::Unavailable(e.to_string())
             }

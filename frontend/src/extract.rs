@@ -150,6 +150,64 @@ where
     }
 }
 
+/// Longest `Idempotency-Key` accepted, in bytes (a UUID is 36).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The `Idempotency-Key` request header (IETF draft-ietf-httpapi-idempotency-key-header): a
+/// client's name for one create, so that repeating the request (its answer was lost) answers the
+/// first outcome instead of creating a second job. Sent as a structured-field string
+/// (`"8e03978e-…"`) or bare; 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] printable ASCII characters.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl IdempotencyKey {
+    /// The job ID a create uses: the key's own (so that repeats meet), else a fresh random one.
+    pub fn job_id(&self, owner: &str) -> uws::JobId {
+        match &self.0 {
+            Some(key) => uws::JobId::for_idempotency_key(owner, key),
+            None => uws::JobId::random(),
+        }
+    }
+
+    pub fn parse(value: &[u8]) -> Result<String, FrontendError> {
+        let bad = || {
+            FrontendError::Usage(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
+            ))
+        };
+        let value = std::str::from_utf8(value).map_err(|_| bad())?.trim();
+        let key = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        if key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+            || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        {
+            return Err(bad());
+        }
+        Ok(key.to_owned())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = FrontendError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        let key = values
+            .next()
+            .map(|v| IdempotencyKey::parse(v.as_bytes()))
+            .transpose()?;
+        if values.next().is_some() {
+            return Err(FrontendError::Usage(
+                "Idempotency-Key may be sent once".to_owned(),
+            ));
+        }
+        Ok(IdempotencyKey(key))
+    }
+}
+
 /// The absolute base URL of the service as the client sees it, e.g. `https://host/api/cutout`:
 /// from configuration if set, else from `Host`, with `X-Forwarded-Proto` / `X-Forwarded-Host`
 /// believed only from a trusted proxy.

@@ -8,7 +8,7 @@ use uws::{ExecutionPhase, Job, Parameters, UwsError, timestamp, xml};
 
 use crate::cutout;
 use crate::error::FrontendError;
-use crate::extract::{DaliParams, Delegated, Owner, PublicBase};
+use crate::extract::{DaliParams, Delegated, IdempotencyKey, Owner, PublicBase};
 use crate::quota::{self, Intent};
 use crate::quote;
 use crate::state::AppState;
@@ -64,24 +64,29 @@ pub async fn list(
     Ok(xml_response(xml::job_list(&jobs, |id| base.job(id))))
 }
 
-/// `POST /jobs`: creates a job (303 to it); `PHASE=RUN` starts it at once.
+/// `POST /jobs`: creates a job (303 to it); `PHASE=RUN` starts it at once. With an
+/// `Idempotency-Key`, a repeat of the same request by the same owner answers the job the first
+/// one created (while it exists), and the key reused for another request is refused (422).
 #[utoipa::path(
     post,
     operation_id = "create_job",
     path = "/jobs",
     tag = "UWS",
     request_body(content = crate::openapi::JobCreation, content_type = "application/x-www-form-urlencoded"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The client's name for this create: a repeat with the same key answers the first job")),
     responses(
         (status = 303, description = "See Other: Location is the job"),
         (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
         (status = 404, description = "UsageError: the image is unknown", content_type = "text/plain", body = String),
-        (status = 503, description = "ServiceUnavailable: the job store or queue is down", content_type = "text/plain", body = String)
+        (status = 422, description = "UsageError: the Idempotency-Key was used for another request", content_type = "text/plain", body = String),
+        (status = 503, description = "ServiceUnavailable: the job store or queue is down; no job was created", content_type = "text/plain", body = String)
     )
 )]
 pub async fn create(
     State(app): State<AppState>,
     Owner(owner): Owner,
     Delegated(token): Delegated,
+    key: IdempotencyKey,
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response> {
@@ -90,10 +95,15 @@ pub async fn create(
         Some(p) if p.trim().eq_ignore_ascii_case("RUN") => Intent::CreateAndRun,
         _ => Intent::Create,
     };
-    quota::check(&app, &owner, intent).await?;
+    // The ID is drawn once, before the first attempt, so a create in doubt can be repeated.
+    let id = key.job_id(&owner);
+    if !repeats_a_create(&app, &key, &owner, &id).await {
+        quota::check(&app, &owner, intent).await?;
+    }
     let job = app
         .uws
         .create(
+            id,
             &owner,
             &params,
             job_parameters,
@@ -104,6 +114,17 @@ pub async fn create(
     tracing::Span::current().record("job_id", job.id.as_str());
     tracing::info!(phase = %job.phase, "job created");
     Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
+}
+
+/// True when the request carries an `Idempotency-Key` whose job the owner already has: a repeat,
+/// which answers that job (or a conflict) and so is not charged to the quotas again.
+pub async fn repeats_a_create(
+    app: &AppState,
+    key: &IdempotencyKey,
+    owner: &str,
+    id: &uws::JobId,
+) -> bool {
+    key.0.is_some() && app.uws.job(owner, id.as_str()).await.is_ok()
 }
 
 /// `GET /jobs/{id}`, with `WAIT` (and `PHASE`) blocking until the phase changes.

@@ -10,23 +10,28 @@ use uws::queue::Priority;
 
 use crate::cutout;
 use crate::error::FrontendError;
-use crate::extract::{DaliParams, Delegated, Owner, PublicBase};
-use crate::jobs::result_urls;
+use crate::extract::{DaliParams, Delegated, IdempotencyKey, Owner, PublicBase};
+use crate::jobs::{repeats_a_create, result_urls};
 use crate::quota::{self, Intent};
 use crate::state::AppState;
 
 /// `GET|POST /sync`: 303 to the FITS cutout, 204 if the stencil misses the image, or the job's
-/// error as text/plain.
+/// error as text/plain. With an `Idempotency-Key`, a repeat by the same owner waits on (or
+/// answers) the job of the first request rather than cutting again.
 #[utoipa::path(
     method(get, post),
     path = "/sync",
     tag = "SODA",
-    params(crate::openapi::SodaParams),
+    params(
+        crate::openapi::SodaParams,
+        ("Idempotency-Key" = Option<String>, Header, description = "The client's name for this request: a repeat with the same key answers the first job's outcome")
+    ),
     responses(
         (status = 303, description = "See Other: Location is the signed URL of the FITS cutout"),
         (status = 204, description = "The stencil does not overlap the image (SODA 1.0 §5.1)"),
         (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
         (status = 404, description = "UsageError: the image is unknown", content_type = "text/plain", body = String),
+        (status = 422, description = "UsageError: the Idempotency-Key was used for another request", content_type = "text/plain", body = String),
         (status = 503, description = "ServiceUnavailable: a dependency is down, the queue is too deep for a synchronous request (use /jobs; Retry-After says when to try again), or the cutout took too long", content_type = "text/plain", body = String)
     )
 )]
@@ -34,16 +39,21 @@ pub async fn sync(
     State(app): State<AppState>,
     Owner(owner): Owner,
     Delegated(token): Delegated,
+    key: IdempotencyKey,
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response, FrontendError> {
     // UWS control parameters mean nothing here; only the SODA ones are kept.
     let job_parameters = cutout::job_parameters(&app, &params)?;
-    quota::check(&app, &owner, Intent::CreateAndRun).await?;
-    refuse_if_queue_full(&app).await?;
+    let id = key.job_id(&owner);
+    if !repeats_a_create(&app, &key, &owner, &id).await {
+        quota::check(&app, &owner, Intent::CreateAndRun).await?;
+        refuse_if_queue_full(&app).await?;
+    }
     let job = app
         .uws
         .run_and_wait(
+            id,
             &owner,
             job_parameters,
             Priority::Sync,

@@ -6,6 +6,7 @@
 pub mod image_server;
 pub mod moto;
 pub mod postgres;
+pub mod proxy;
 pub mod redis;
 
 use std::io::{BufRead, BufReader, Write};
@@ -86,6 +87,7 @@ pub struct AppBuilder {
     env: Vec<(String, String)>,
     topology: Topology,
     log_filter: Option<String>,
+    wobbly_proxy: Option<std::sync::Arc<proxy::LossyProxy>>,
 }
 
 pub fn app() -> AppBuilder {
@@ -93,6 +95,7 @@ pub fn app() -> AppBuilder {
         env: Vec::new(),
         topology: Topology::from_env(),
         log_filter: None,
+        wobbly_proxy: None,
     }
 }
 
@@ -104,6 +107,12 @@ impl AppBuilder {
     /// Sets a configuration key through the environment, e.g. `("JOBS__MAX_WAIT", "5")`.
     pub fn config(mut self, key: &str, value: &str) -> AppBuilder {
         self.env.push((format!("SKYCUT_{key}"), value.to_owned()));
+        self
+    }
+
+    /// The frontend and workers reach wobbly through `proxy` (distributed topology).
+    pub fn wobbly_through(mut self, proxy: std::sync::Arc<proxy::LossyProxy>) -> AppBuilder {
+        self.wobbly_proxy = Some(proxy);
         self
     }
 
@@ -183,7 +192,14 @@ impl AppBuilder {
                 .split_once(" listening on ")
                 .map(|(_, url)| url.trim().to_owned())
                 .unwrap_or_else(|| panic!("wobbly did not start: {line:?}"));
-            env.push(("SKYCUT_WOBBLY__URL".to_owned(), url.clone()));
+            let roles_url = match &self.wobbly_proxy {
+                Some(proxy) => {
+                    proxy.forward_to(&url);
+                    proxy.url.clone()
+                }
+                None => url.clone(),
+            };
+            env.push(("SKYCUT_WOBBLY__URL".to_owned(), roles_url));
             wobbly = Some((child, url));
         } else {
             env.extend(self.env);
@@ -340,6 +356,37 @@ impl TestApp {
         if let Some((child, _)) = self.wobbly.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Starts wobbly again on the address it had (after [`TestApp::kill_wobbly`]).
+    pub fn restart_wobbly(&mut self) {
+        let Some((child, url)) = self.wobbly.as_mut() else {
+            return;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut env = self.env.clone();
+        env.push((
+            "SKYCUT_WOBBLY__LISTEN".to_owned(),
+            url.trim_start_matches("http://").to_owned(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (new, line) = start_process(&["wobbly"], &env, self.log_dir.as_deref());
+            if line.contains(" listening on ") {
+                *child = new;
+                return;
+            }
+            // The port may not be free yet; try again.
+            let mut new = new;
+            let _ = new.kill();
+            let _ = new.wait();
+            assert!(
+                Instant::now() < deadline,
+                "wobbly did not restart: {line:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

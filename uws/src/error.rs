@@ -31,6 +31,10 @@ pub enum UwsError {
         from: ExecutionPhase,
         to: ExecutionPhase,
     },
+    /// A job ID that already names a different job: a create repeated with other parameters or
+    /// another owner (an `Idempotency-Key` reused for a different request).
+    #[error("{0}")]
+    Conflict(String),
     /// The job store could not be reached or failed.
     #[error("job store: {0}")]
     Store(String),

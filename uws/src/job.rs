@@ -26,6 +26,22 @@ impl JobId {
         JobId(bytes.iter().map(|b| format!("{b:02x}")).collect())
     }
 
+    /// The job ID that a client's `Idempotency-Key` stands for: the first 128 bits of
+    /// SHA-256 over the owner and the key (each length-prefixed, so no two pairs run together).
+    /// Only the owner can produce it (the owner is the authenticated user, never a parameter),
+    /// and another owner's job answers 404 whatever its ID, so it needs no secret.
+    pub fn for_idempotency_key(owner: &str, key: &str) -> JobId {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(b"skycut idempotency key v1\n");
+        for part in [owner, key] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let digest = hash.finalize();
+        JobId(digest[..16].iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Accepts what [`JobId::random`] produces; anything else cannot name a job.
     pub fn parse(s: &str) -> Result<JobId, UwsError> {
         if s.len() == 32
@@ -257,8 +273,12 @@ pub struct JobResult {
 }
 
 /// What a job is created with; the store fills in the rest.
+///
+/// The caller draws the ID before the first attempt, so that an attempt whose answer was lost
+/// can be repeated: the store creates a job once per ID (see [`crate::store::JobStore::create`]).
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    pub id: JobId,
     pub owner: String,
     pub run_id: Option<String>,
     pub parameters: Vec<(String, String)>,
@@ -468,6 +488,20 @@ mod tests {
             id.as_str()
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+    }
+
+    #[test]
+    fn an_idempotency_key_names_one_job_per_owner() {
+        let a = JobId::for_idempotency_key("alice", "k1");
+        assert_eq!(a, JobId::for_idempotency_key("alice", "k1"));
+        assert_eq!(JobId::parse(a.as_str()).ok(), Some(a.clone()));
+        assert_ne!(a, JobId::for_idempotency_key("bob", "k1"));
+        assert_ne!(a, JobId::for_idempotency_key("alice", "k2"));
+        // Length prefixes: the same concatenation split differently is another job.
+        assert_ne!(
+            JobId::for_idempotency_key("ab", "c"),
+            JobId::for_idempotency_key("a", "bc")
         );
     }
 }

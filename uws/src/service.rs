@@ -17,7 +17,7 @@ use crate::job::{ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob};
 use crate::params::Parameters;
 use crate::queue::{DelegatedToken, JobQueue, Priority, QueuedJob};
 use crate::results::ResultStore;
-use crate::store::{JobFilter, JobStore, JobSummary, JobUpdate, Transition};
+use crate::store::{Created, JobFilter, JobStore, JobSummary, JobUpdate, Transition};
 use crate::timestamp;
 
 /// The UWS control parameters: read by this module, never stored as job parameters.
@@ -65,6 +65,9 @@ pub struct JobLimits {
     /// An owner who already has this many jobs QUEUED gets further async jobs queued in the
     /// [`Priority::Bulk`] lane, behind every other owner's; 0 turns fair share off.
     pub fair_share_queued: u32,
+    /// How long a create whose outcome is unknown (the store failed or its answer was lost) is
+    /// repeated with the same job ID before the caller is told the store is unavailable.
+    pub create_retry: Duration,
 }
 
 impl Default for JobLimits {
@@ -76,6 +79,7 @@ impl Default for JobLimits {
             max_lifetime: Duration::from_secs(30 * 24 * 3600),
             max_wait: Duration::from_secs(60),
             fair_share_queued: 10,
+            create_retry: Duration::from_secs(10),
         }
     }
 }
@@ -271,12 +275,17 @@ impl Uws {
         &self.results
     }
 
-    /// Creates a job from a creation request. `job_parameters` are the service's own parameters,
-    /// already validated; the UWS control parameters are read from `request`. `PHASE=RUN` in
-    /// the request starts the job at once, and `token` (the caller's delegated credential)
-    /// travels with it to the worker.
+    /// Creates a job from a creation request, exactly once, under the ID the caller drew before
+    /// the first attempt (a [`JobId::random`], or the ID of an `Idempotency-Key`).
+    /// `job_parameters` are the service's own parameters, already validated; the UWS control
+    /// parameters are read from `request`. `PHASE=RUN` in the request starts the job at once, and
+    /// `token` (the caller's delegated credential) travels with it to the worker.
+    ///
+    /// A repeat of a create that already happened (the same ID, owner and parameters) answers the
+    /// job as it is now and queues nothing: the first request queued it.
     pub async fn create(
         &self,
+        id: JobId,
         owner: &str,
         request: &Parameters,
         job_parameters: Parameters,
@@ -285,9 +294,9 @@ impl Uws {
     ) -> Result<Job, UwsError> {
         let now = timestamp::now();
         let creation = self.limits.creation(request, now)?;
-        let job = self
-            .store
-            .create(NewJob {
+        let (job, ours) = self
+            .create_once(NewJob {
+                id,
                 owner: owner.to_owned(),
                 run_id: creation.run_id,
                 parameters: job_parameters.into_vec(),
@@ -297,15 +306,82 @@ impl Uws {
                 queued: creation.run,
             })
             .await?;
+        if !ours {
+            return Ok(job);
+        }
         if creation.run {
             // Created QUEUED by the same write, unless the store does not know how (then it is
             // PENDING and `start` queues it).
             let id = job.id.clone();
             let queued = (job.phase == ExecutionPhase::Queued).then_some(job);
-            self.start(&id, priority, token, queued).await
+            let started = self.start(&id, priority, token, queued).await;
+            if started.is_err() {
+                // The caller hears an error, so the job it was never told about must not stay
+                // (failed, it would still be listed and counted).
+                self.delete_in_doubt(id).await;
+            }
+            started
         } else {
             Ok(job)
         }
+    }
+
+    /// Stores `job`, repeating the create with the same ID while its outcome is unknown (a store
+    /// error: the write may have happened and only its answer been lost), for at most
+    /// [`JobLimits::create_retry`]. Returns the job and whether this call created it (an
+    /// existing job found after an attempt in doubt is this call's own).
+    ///
+    /// When time runs out, the store is read: a job found is answered; a job not found was never
+    /// created; when even the read fails, the job is deleted (in the background until the store
+    /// answers), so that a caller told "unavailable" never finds a job it was told does not exist.
+    async fn create_once(&self, job: NewJob) -> Result<(Job, bool), UwsError> {
+        let deadline = Instant::now() + self.limits.create_retry;
+        let mut pause = Duration::from_millis(50);
+        let mut in_doubt = false;
+        loop {
+            let error = match self.store.create(job.clone()).await {
+                Ok(Created::New(job)) => return Ok((job, true)),
+                Ok(Created::Existing(job)) => return Ok((job, in_doubt)),
+                Err(UwsError::Store(e)) => e,
+                Err(e) => return Err(e),
+            };
+            in_doubt = true;
+            if Instant::now() + pause >= deadline {
+                tracing::warn!(job = %job.id, error = %error, "job creation gave up; making sure the job does not exist");
+                return match self.store.get(&job.id).await {
+                    Ok(Some(found)) => Ok((found, true)),
+                    Ok(None) => Err(UwsError::Store(error)),
+                    Err(_) => {
+                        self.delete_in_doubt(job.id.clone()).await;
+                        Err(UwsError::Store(error))
+                    }
+                };
+            }
+            tracing::warn!(job = %job.id, error = %error, "job creation in doubt; repeating it");
+            metrics::counter!("skycut_job_create_retries_total").increment(1);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Deletes a job whose creation is in doubt: at once if the store answers, else in the
+    /// background, retried for ten minutes, so that a lost create never becomes a phantom job.
+    async fn delete_in_doubt(&self, id: JobId) {
+        if self.store.delete(&id).await.is_ok() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let give_up = Instant::now() + Duration::from_secs(600);
+            while Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if store.delete(&id).await.is_ok() {
+                    tracing::info!(job = %id, "job in doubt deleted");
+                    return;
+                }
+            }
+            tracing::error!(job = %id, "a job whose creation failed could not be deleted; it may exist");
+        });
     }
 
     /// The owner's job; another owner's job is reported exactly as a missing one.
@@ -338,15 +414,24 @@ impl Uws {
     ) -> Result<Job, UwsError> {
         let job = self.job(owner, id).await?;
         match phase.map(str::trim) {
-            Some(p) if p.eq_ignore_ascii_case("RUN") => {
-                if job.phase != ExecutionPhase::Pending {
-                    return Err(UwsError::Usage(format!(
-                        "job {} is {}: PHASE=RUN is only allowed while PENDING",
-                        job.id, job.phase
-                    )));
+            Some(p) if p.eq_ignore_ascii_case("RUN") => match job.phase {
+                ExecutionPhase::Pending => {
+                    match self.start(&job.id, Priority::Async, token, None).await {
+                        // Another RUN queued it between the read and the transition.
+                        Err(UwsError::IllegalTransition { .. }) => {
+                            self.job(owner, job.id.as_str()).await
+                        }
+                        started => started,
+                    }
                 }
-                self.start(&job.id, Priority::Async, token, None).await
-            }
+                // A repeated RUN (its first answer lost): the job runs already and is queued
+                // once, so it is answered as it is.
+                ExecutionPhase::Queued | ExecutionPhase::Executing => Ok(job),
+                phase => Err(UwsError::Usage(format!(
+                    "job {} is {phase}: PHASE=RUN is only allowed while PENDING",
+                    job.id
+                ))),
+            },
             Some(p) if p.eq_ignore_ascii_case("ABORT") => self.abort(job).await,
             Some(p) => Err(UwsError::Usage(format!(
                 "PHASE must be RUN or ABORT, got {p:?}"
@@ -449,14 +534,25 @@ impl Uws {
     }
 
     /// Deletes a job and its result objects. A running job is told to stop.
+    /// A repeated DELETE whose first answer was lost finds no job (404); the results of the job
+    /// read here are removed even when the store no longer returns it.
     pub async fn delete(&self, owner: &str, id: &str) -> Result<(), UwsError> {
         let job = self.job(owner, id).await?;
-        self.purge(&job.id).await
+        let deleted = self.store.delete(&job.id).await?;
+        self.forget(deleted.or(Some(job))).await;
+        Ok(())
     }
 
     /// Deletes a job whatever its owner (the destruction sweeper).
     pub async fn purge(&self, id: &JobId) -> Result<(), UwsError> {
-        if let Some(job) = self.store.delete(id).await? {
+        let deleted = self.store.delete(id).await?;
+        self.forget(deleted).await;
+        Ok(())
+    }
+
+    /// Tells a deleted job's worker to stop and removes its result objects.
+    async fn forget(&self, deleted: Option<Job>) {
+        if let Some(job) = deleted {
             if job.phase.is_active() {
                 self.events.publish(PhaseChange {
                     id: job.id.clone(),
@@ -470,7 +566,6 @@ impl Uws {
                 }
             }
         }
-        Ok(())
     }
 
     /// Deletes every job past its destruction time; returns how many.
@@ -577,6 +672,7 @@ impl Uws {
     /// job by [`Uws::finish`] when the worker runs in this process.
     pub async fn run_and_wait(
         &self,
+        id: JobId,
         owner: &str,
         job_parameters: Parameters,
         priority: Priority,
@@ -588,7 +684,7 @@ impl Uws {
         let mut run = Parameters::new();
         run.push("PHASE", "RUN");
         let job = self
-            .create(owner, &run, job_parameters, priority, token)
+            .create(id, owner, &run, job_parameters, priority, token)
             .await?;
         let id = job.id.clone();
         self.finished.watch(&id);

@@ -39,6 +39,24 @@ impl Transition {
     }
 }
 
+/// What [`JobStore::create`] did: stored a new job, or found the very same create already done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// This call stored the job.
+    New(Job),
+    /// A job with this ID, owner and parameters already existed (an earlier attempt whose
+    /// answer was lost, or a repeated `Idempotency-Key`): it is answered as it is now.
+    Existing(Job),
+}
+
+impl Created {
+    pub fn job(self) -> Job {
+        match self {
+            Created::New(job) | Created::Existing(job) => job,
+        }
+    }
+}
+
 /// Filters of the UWS job list (`PHASE` repeatable, `AFTER` strict, `LAST` newest first).
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -155,8 +173,11 @@ pub struct OwnerUsage {
 
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Stores a new PENDING job.
-    async fn create(&self, job: NewJob) -> Result<Job, UwsError>;
+    /// Stores a new PENDING (or QUEUED) job under the caller's ID, exactly once: a repeat of the
+    /// same create (same ID, owner, run ID and parameters) answers the existing job as
+    /// [`Created::Existing`] and changes nothing; another create with an ID that already exists
+    /// is [`UwsError::Conflict`].
+    async fn create(&self, job: NewJob) -> Result<Created, UwsError>;
 
     /// Reads a job whatever its owner; owner checks belong to the caller.
     async fn get(&self, id: &JobId) -> Result<Option<Job>, UwsError>;
@@ -228,7 +249,7 @@ fn timed<T>(
 
 #[async_trait]
 impl JobStore for TimedJobStore {
-    async fn create(&self, job: NewJob) -> Result<Job, UwsError> {
+    async fn create(&self, job: NewJob) -> Result<Created, UwsError> {
         let started = std::time::Instant::now();
         timed("create", started, self.0.create(job).await)
     }

@@ -40,8 +40,14 @@ pub struct JobJson {
     pub error: Option<ErrorJson>,
 }
 
+/// `POST /v1/jobs`: answered 201 with the job when it was stored, 200 with the existing job when
+/// the same create had already happened (same ID, owner, run ID and parameters), 409 when the
+/// ID names another job.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct NewJobJson {
+    /// The job ID the caller drew; absent (an older client), the service draws one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     pub owner: String,
     pub run_id: Option<String>,
     pub parameters: Vec<(String, String)>,
@@ -335,6 +341,7 @@ impl TryFrom<JobJson> for Job {
 impl From<&NewJob> for NewJobJson {
     fn from(j: &NewJob) -> Self {
         NewJobJson {
+            id: Some(j.id.to_string()),
             owner: j.owner.clone(),
             run_id: j.run_id.clone(),
             parameters: j.parameters.clone(),
@@ -350,7 +357,14 @@ impl TryFrom<NewJobJson> for NewJob {
     type Error = UwsError;
 
     fn try_from(j: NewJobJson) -> Result<Self, UwsError> {
+        let id = match j.id.as_deref() {
+            Some(id) => {
+                JobId::parse(id).map_err(|_| UwsError::Usage(format!("not a job ID: {id:?}")))?
+            }
+            None => JobId::random(),
+        };
         Ok(NewJob {
+            id,
             owner: j.owner,
             run_id: j.run_id,
             parameters: j.parameters,
@@ -498,6 +512,10 @@ impl Problem {
                 p.kind = "usage".into();
                 p.message = m.clone();
             }
+            UwsError::Conflict(m) => {
+                p.kind = "conflict".into();
+                p.message = m.clone();
+            }
             _ => p.kind = "store".into(),
         }
         p
@@ -518,6 +536,7 @@ impl Problem {
                 what: self.message,
             },
             ("usage", _, _) => UwsError::Usage(self.message),
+            ("conflict", _, _) => UwsError::Conflict(self.message),
             _ => UwsError::Store(self.message),
         }
     }

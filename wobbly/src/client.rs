@@ -3,6 +3,13 @@
 //!
 //! Connection failures and 5xx answers become [`UwsError::Store`] (the frontend answers 503
 //! ServiceUnavailable); 404 and 409 answers become the same errors the SQL store gives.
+//!
+//! An answer can be lost after the service has acted (it died, or the connection broke). A
+//! transition or a deletion whose outcome is unknown is repeated, with the same body (the same
+//! instant), for [`RETRY_FOR`]; a repeat that the state machine refuses is read back, and counts
+//! as done when the job shows exactly this transition (same phase, same instant, same results),
+//! so a worker's start or completion is neither lost nor taken for another worker's. Creates are
+//! repeated by their caller (`uws::service::Uws::create`), which owns the job ID.
 
 use std::time::Duration;
 
@@ -10,7 +17,8 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use uws::store::{
-    JobFilter, JobStore, JobSummary, JobUpdate, ListCursor, OwnerUsage, RecentRun, Transition,
+    Created, JobFilter, JobStore, JobSummary, JobUpdate, ListCursor, OwnerUsage, RecentRun,
+    Transition,
 };
 use uws::{ExecutionPhase, Job, JobId, NewJob, UwsError, timestamp};
 
@@ -23,6 +31,9 @@ use crate::auth::TokenKey;
 
 /// Lifetime of the tokens the client mints for itself; a fresh one is made per request.
 const TOKEN_TTL: u64 = 300;
+
+/// How long a transition or deletion whose answer was lost is repeated.
+const RETRY_FOR: Duration = Duration::from_secs(10);
 
 /// A client of the wobbly service for one service's jobs. Cloning shares the connection pool.
 #[derive(Clone, Debug)]
@@ -72,6 +83,13 @@ impl WobblyClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, UwsError> {
+        self.send_with_status(request).await.map(|(_, body)| body)
+    }
+
+    async fn send_with_status<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, T), UwsError> {
         let response = request
             .bearer_auth(self.token()?)
             .send()
@@ -79,7 +97,8 @@ impl WobblyClient {
             .map_err(unavailable)?;
         let status = response.status();
         if status.is_success() {
-            return response.json::<T>().await.map_err(unavailable);
+            let body = response.json::<T>().await.map_err(unavailable)?;
+            return Ok((status, body));
         }
         match response.json::<Problem>().await {
             Ok(problem) if status.is_client_error() => Err(problem.into_error()),
@@ -102,18 +121,60 @@ impl WobblyClient {
     }
 }
 
+/// Repeats `attempt` while it fails with a store error (outcome unknown), for [`RETRY_FOR`].
+/// Returns the last outcome and whether an earlier attempt was in doubt.
+async fn repeated<T, F, Fut>(mut attempt: F) -> (Result<T, UwsError>, bool)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, UwsError>>,
+{
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    let mut pause = Duration::from_millis(50);
+    let mut in_doubt = false;
+    loop {
+        match attempt().await {
+            Err(UwsError::Store(e)) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, "job store answer lost; repeating the request");
+                in_doubt = true;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            outcome => return (outcome, in_doubt),
+        }
+    }
+}
+
+/// True when `job` shows exactly `transition` made at `at`: the mark an earlier attempt of this
+/// very request left when only its answer was lost.
+fn shows(job: &Job, transition: &Transition, at: OffsetDateTime) -> bool {
+    // The instant travelled as text, at the resolution of the UWS timestamps.
+    let at = timestamp::parse(&timestamp::format(at)).ok();
+    job.phase == transition.target()
+        && match transition {
+            Transition::Queue | Transition::Abort => true,
+            Transition::Start => job.start_time == at,
+            Transition::Complete(results) => job.end_time == at && job.results == *results,
+            Transition::Fail(error) => job.end_time == at && job.error.as_ref() == Some(error),
+        }
+}
+
 fn ids(list: Vec<String>) -> Result<Vec<JobId>, UwsError> {
     list.iter().map(|id| JobId::parse(id)).collect()
 }
 
 #[async_trait]
 impl JobStore for WobblyClient {
-    async fn create(&self, job: NewJob) -> Result<Job, UwsError> {
+    async fn create(&self, job: NewJob) -> Result<Created, UwsError> {
         let body = NewJobJson::from(&job);
-        let job: JobJson = self
-            .send(self.http.post(self.url("/jobs")).json(&body))
+        let (status, job): (_, JobJson) = self
+            .send_with_status(self.http.post(self.url("/jobs")).json(&body))
             .await?;
-        Job::try_from(job)
+        let job = Job::try_from(job)?;
+        Ok(if status == reqwest::StatusCode::CREATED {
+            Created::New(job)
+        } else {
+            Created::Existing(job)
+        })
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
@@ -163,14 +224,20 @@ impl JobStore for WobblyClient {
             transition: TransitionJson::from(&transition),
             at: timestamp::format(at),
         };
-        let job: JobJson = self
-            .send(
-                self.http
-                    .post(self.url(&format!("/jobs/{id}/transition")))
-                    .json(&body),
-            )
-            .await?;
-        Job::try_from(job)
+        let url = self.url(&format!("/jobs/{id}/transition"));
+        let (url, body) = (url.as_str(), &body);
+        let (outcome, in_doubt) =
+            repeated(move || self.send::<JobJson>(self.http.post(url).json(body))).await;
+        match outcome {
+            Ok(job) => Job::try_from(job),
+            Err(refused @ UwsError::IllegalTransition { .. }) if in_doubt => {
+                match self.get(id).await? {
+                    Some(job) if shows(&job, &transition, at) => Ok(job),
+                    _ => Err(refused),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn update(&self, id: &JobId, update: JobUpdate) -> Result<Job, UwsError> {
@@ -185,10 +252,11 @@ impl JobStore for WobblyClient {
         Job::try_from(job)
     }
 
+    /// A repeat that finds no job (the lost attempt deleted it) answers None.
     async fn delete(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
-        let got: Result<JobJson, _> = self
-            .send(self.http.delete(self.url(&format!("/jobs/{id}"))))
-            .await;
+        let url = self.url(&format!("/jobs/{id}"));
+        let url = url.as_str();
+        let (got, _) = repeated(move || self.send::<JobJson>(self.http.delete(url))).await;
         match got {
             Ok(job) => Job::try_from(job).map(Some),
             Err(UwsError::JobNotFound(_)) => Ok(None),

@@ -2,7 +2,11 @@
 //! PostgreSQL through one component that owns the schema and its migrations.
 //!
 //! Every request needs a valid token (see [`crate::auth`]); a missing or bad one gets 401 and
-//! changes nothing. A token that names a user confines the caller to that user's jobs.
+//! changes nothing. A token that names a user confines the caller to that user's jobs: it reads,
+//! lists and changes only them, is refused the service-wide routes (`/v1/expired`,
+//! `/v1/active`), and sets no time (its jobs get the service's default lifetime and duration,
+//! and the server's clock). Whoever completes a job may name only result keys under the job's
+//! own prefix (`{id}/`), which the frontend later signs.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -10,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use uws::store::{JobStore, JobUpdate, ListCursor, Transition};
+use uws::store::{Created, JobStore, JobUpdate, ListCursor, Transition};
 use uws::{Job, JobId, NewJob, UwsError, timestamp};
 
 use crate::api::{
@@ -52,26 +56,70 @@ pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
 }
 
 /// An error answer: the status tells the kind, the body lets the client rebuild the error.
-struct Failure(UwsError);
+enum Failure {
+    Uws(UwsError),
+    /// 403: a user-confined token asked for what only service-wide tokens may do.
+    Refused(String),
+}
 
 impl From<UwsError> for Failure {
     fn from(e: UwsError) -> Self {
-        Failure(e)
+        Failure::Uws(e)
     }
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        let status = match &self.0 {
-            UwsError::JobNotFound(_) => StatusCode::NOT_FOUND,
-            UwsError::IllegalTransition { .. } | UwsError::WrongPhase { .. } => {
-                StatusCode::CONFLICT
+        let error = match self {
+            Failure::Uws(e) => e,
+            Failure::Refused(message) => {
+                return (StatusCode::FORBIDDEN, message).into_response();
             }
+        };
+        let status = match &error {
+            UwsError::JobNotFound(_) => StatusCode::NOT_FOUND,
+            UwsError::IllegalTransition { .. }
+            | UwsError::WrongPhase { .. }
+            | UwsError::Conflict(_) => StatusCode::CONFLICT,
             UwsError::Usage(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
-        (status, Json(Problem::from_error(&self.0))).into_response()
+        (status, Json(Problem::from_error(&error))).into_response()
     }
+}
+
+/// Refuses a user-confined token a route or a field that only the service's own components use.
+fn service_wide(claims: &Claims, what: &str) -> Result<(), Failure> {
+    match &claims.user {
+        Some(_) => Err(Failure::Refused(format!(
+            "{what} needs a service-wide token, not one confined to a user"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Result keys must lie under the job's own prefix, since the frontend signs whatever key a
+/// completed job names.
+fn check_result_keys(id: &JobId, transition: &Transition) -> Result<(), UwsError> {
+    let Transition::Complete(results) = transition else {
+        return Ok(());
+    };
+    let prefix = format!("{id}/");
+    for result in results {
+        let inside = result.key.strip_prefix(&prefix).is_some_and(|rest| {
+            !rest.is_empty()
+                && !rest
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == "..")
+        });
+        if !inside {
+            return Err(UwsError::Usage(format!(
+                "result key {:?} is not under the job's prefix {prefix:?}",
+                result.key
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn authenticate(
@@ -137,17 +185,27 @@ async fn ready(State(state): State<ServiceState>) -> Response {
     }
 }
 
+/// 201 with a new job, 200 with the job an identical earlier create made (see [`NewJobJson`]).
 async fn create(
     State(state): State<ServiceState>,
     axum::Extension(claims): axum::Extension<Claims>,
     Json(body): Json<NewJobJson>,
-) -> Result<Json<JobJson>, Failure> {
+) -> Result<Response, Failure> {
     let mut job = NewJob::try_from(body)?;
     if let Some(user) = &claims.user {
+        // Only the service's own components choose times; a user gets the defaults.
+        let defaults = uws::service::JobLimits::default();
+        let now = timestamp::now();
         job.owner = user.clone();
+        job.creation_time = now;
+        job.destruction = now + defaults.default_lifetime;
+        job.execution_duration = defaults.default_execution_duration;
     }
-    let job = scoped(&state, &claims).create(job).await?;
-    Ok(Json(JobJson::from(&job)))
+    let (status, job) = match scoped(&state, &claims).create(job).await? {
+        Created::New(job) => (StatusCode::CREATED, job),
+        Created::Existing(job) => (StatusCode::OK, job),
+    };
+    Ok((status, Json(JobJson::from(&job))).into_response())
 }
 
 async fn read(
@@ -221,10 +279,14 @@ async fn transition(
 ) -> Result<Json<JobJson>, Failure> {
     let store = scoped(&state, &claims);
     let job = find(&store, &claims, &id).await?;
-    let at = timestamp::parse(&body.at)?;
-    let job = store
-        .transition(&job.id, Transition::from(body.transition), at)
-        .await?;
+    // A user-confined caller does not choose the instants it records.
+    let at = match claims.user {
+        Some(_) => timestamp::now(),
+        None => timestamp::parse(&body.at)?,
+    };
+    let transition = Transition::from(body.transition);
+    check_result_keys(&job.id, &transition)?;
+    let job = store.transition(&job.id, transition, at).await?;
     Ok(Json(JobJson::from(&job)))
 }
 
@@ -236,7 +298,11 @@ async fn update(
 ) -> Result<Json<JobJson>, Failure> {
     let store = scoped(&state, &claims);
     let job = find(&store, &claims, &id).await?;
-    let job = store.update(&job.id, JobUpdate::try_from(body)?).await?;
+    let update = JobUpdate::try_from(body)?;
+    if let JobUpdate::Destruction(_) | JobUpdate::ExecutionDuration(_) = update {
+        service_wide(&claims, "setting a job's times")?;
+    }
+    let job = store.update(&job.id, update).await?;
     Ok(Json(JobJson::from(&job)))
 }
 
@@ -259,6 +325,8 @@ async fn expired(
     axum::Extension(claims): axum::Extension<Claims>,
     Query(query): Query<IdsQuery>,
 ) -> Result<Json<Vec<String>>, Failure> {
+    // Every owner's jobs: the destruction sweeper's route.
+    service_wide(&claims, "/v1/expired")?;
     let now = query
         .now
         .as_deref()
@@ -274,6 +342,8 @@ async fn active(
     axum::Extension(claims): axum::Extension<Claims>,
     Query(query): Query<IdsQuery>,
 ) -> Result<Json<Vec<String>>, Failure> {
+    // Every owner's jobs: the workers' queue rebuild.
+    service_wide(&claims, "/v1/active")?;
     let list = phases(query.phases.as_deref().unwrap_or_default())?;
     let ids = scoped(&state, &claims)
         .in_phases(&list, query.limit)

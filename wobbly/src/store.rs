@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 use time::OffsetDateTime;
-use uws::store::{JobFilter, JobStore, JobSummary, JobUpdate, OwnerUsage, RecentRun, Transition};
+use uws::store::{
+    Created, JobFilter, JobStore, JobSummary, JobUpdate, OwnerUsage, RecentRun, Transition,
+};
 use uws::{
     ErrorCode, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob, UwsError, timestamp,
 };
@@ -162,13 +164,15 @@ impl SqlJobStore {
 
 #[async_trait]
 impl JobStore for SqlJobStore {
-    async fn create(&self, job: NewJob) -> Result<Job, UwsError> {
-        let id = JobId::random();
+    /// One `INSERT … ON CONFLICT (id) DO NOTHING RETURNING`: no row back means the ID exists,
+    /// and the existing row decides between a repeat of this create and a conflict.
+    async fn create(&self, job: NewJob) -> Result<Created, UwsError> {
+        let id = job.id.clone();
         let parameters = encode_parameters(&job.parameters)?;
         let sql = format!(
             "INSERT INTO uws_job (id, service, owner, run_id, phase, creation_time, execution_duration, \
              destruction, parameters, results) VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, '[]') \
-             RETURNING {COLUMNS}"
+             ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
         );
         let row = self
             .write(Write {
@@ -176,8 +180,8 @@ impl JobStore for SqlJobStore {
                 binds: vec![
                     Bind::Text(id.as_str().to_owned()),
                     Bind::Text(self.service.clone()),
-                    Bind::Text(job.owner),
-                    Bind::OptText(job.run_id),
+                    Bind::Text(job.owner.clone()),
+                    Bind::OptText(job.run_id.clone()),
                     Bind::Int(timestamp::to_micros(job.creation_time)),
                     Bind::Int(i64::from(job.execution_duration)),
                     Bind::Int(timestamp::to_micros(job.destruction)),
@@ -195,9 +199,24 @@ impl JobStore for SqlJobStore {
                 // The client is told the job exists (303 to it) as soon as this returns.
                 durable: true,
             })
-            .await?
-            .ok_or_else(|| UwsError::Store(format!("job {id} was not inserted")))?;
-        decode_job(&row)
+            .await?;
+        if let Some(row) = row {
+            return decode_job(&row).map(Created::New);
+        }
+        match self.get(&id).await? {
+            Some(existing)
+                if existing.owner == job.owner
+                    && existing.run_id == job.run_id
+                    && existing.parameters == job.parameters =>
+            {
+                Ok(Created::Existing(existing))
+            }
+            // Another create's job, or one of another service (IDs are unique across services,
+            // and this service must not learn anything about it).
+            _ => Err(UwsError::Conflict(format!(
+                "job {id} already exists with other parameters"
+            ))),
+        }
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, UwsError> {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use uws::store::{JobFilter, JobStore, JobUpdate, ListCursor, Transition};
+use uws::store::{Created, JobFilter, JobStore, JobUpdate, ListCursor, Transition};
 use uws::{ErrorCode, ExecutionPhase, JobError, JobResult, NewJob, UwsError, timestamp};
 use wobbly::SqlJobStore;
 
@@ -36,6 +36,7 @@ async fn postgres(name: &str) -> SqlJobStore {
 fn new_job(owner: &str, offset_ms: i64) -> NewJob {
     let now = timestamp::now() + time::Duration::milliseconds(offset_ms);
     NewJob {
+        id: uws::JobId::random(),
         owner: owner.into(),
         run_id: Some("run".into()),
         parameters: vec![
@@ -50,7 +51,11 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
 }
 
 async fn job_lifecycle_is_stored_exactly(store: SqlJobStore) {
-    let job = store.create(new_job("alice", 0)).await.expect("create");
+    let job = store
+        .create(new_job("alice", 0))
+        .await
+        .expect("create")
+        .job();
     assert_eq!(job.phase, ExecutionPhase::Pending);
     assert_eq!(store.get(&job.id).await.expect("get"), Some(job.clone()));
 
@@ -82,7 +87,11 @@ async fn job_lifecycle_is_stored_exactly(store: SqlJobStore) {
 }
 
 async fn illegal_transitions_change_nothing(store: SqlJobStore) {
-    let job = store.create(new_job("alice", 0)).await.expect("create");
+    let job = store
+        .create(new_job("alice", 0))
+        .await
+        .expect("create")
+        .job();
     let at = timestamp::now();
     let err = store.transition(&job.id, Transition::Start, at).await;
     assert!(matches!(
@@ -120,10 +129,22 @@ async fn illegal_transitions_change_nothing(store: SqlJobStore) {
 }
 
 async fn list_is_newest_first_and_filtered(store: SqlJobStore) {
-    let a = store.create(new_job("alice", -3000)).await.expect("a");
-    let b = store.create(new_job("alice", -2000)).await.expect("b");
-    let c = store.create(new_job("alice", -1000)).await.expect("c");
-    store.create(new_job("bob", 0)).await.expect("bob");
+    let a = store
+        .create(new_job("alice", -3000))
+        .await
+        .expect("a")
+        .job();
+    let b = store
+        .create(new_job("alice", -2000))
+        .await
+        .expect("b")
+        .job();
+    let c = store
+        .create(new_job("alice", -1000))
+        .await
+        .expect("c")
+        .job();
+    store.create(new_job("bob", 0)).await.expect("bob").job();
     store
         .transition(&b.id, Transition::Queue, timestamp::now())
         .await
@@ -181,7 +202,11 @@ async fn list_is_newest_first_and_filtered(store: SqlJobStore) {
 }
 
 async fn updates_apply_only_while_pending(store: SqlJobStore) {
-    let job = store.create(new_job("alice", 0)).await.expect("create");
+    let job = store
+        .create(new_job("alice", 0))
+        .await
+        .expect("create")
+        .job();
     let updated = store
         .update(&job.id, JobUpdate::ExecutionDuration(5))
         .await
@@ -213,11 +238,15 @@ async fn cursor_pages_cover_the_list_once_in_order(store: SqlJobStore) {
     let tied = new_job("carol", -500);
     for i in 0..25 {
         let job = if i % 3 == 0 {
-            tied.clone()
+            // The same creation time, another job.
+            NewJob {
+                id: uws::JobId::random(),
+                ..tied.clone()
+            }
         } else {
             new_job("carol", -10_000 + i)
         };
-        store.create(job).await.expect("create");
+        store.create(job).await.expect("create").job();
     }
     let whole = store
         .list("carol", &JobFilter::default())
@@ -243,10 +272,19 @@ async fn usage_counts_one_owners_queue_window_and_result_bytes(store: SqlJobStor
     let old = store
         .create(new_job("alice", -7_200_000))
         .await
-        .expect("old");
-    let queued = store.create(new_job("alice", -1000)).await.expect("queued");
-    let running = store.create(new_job("alice", -500)).await.expect("running");
-    store.create(new_job("bob", 0)).await.expect("bob");
+        .expect("old")
+        .job();
+    let queued = store
+        .create(new_job("alice", -1000))
+        .await
+        .expect("queued")
+        .job();
+    let running = store
+        .create(new_job("alice", -500))
+        .await
+        .expect("running")
+        .job();
+    store.create(new_job("bob", 0)).await.expect("bob").job();
     let at = timestamp::now();
     for id in [&old.id, &queued.id, &running.id] {
         store
@@ -288,7 +326,11 @@ async fn usage_counts_one_owners_queue_window_and_result_bytes(store: SqlJobStor
 async fn queued_count_counts_one_owners_queued_jobs_up_to_the_cap(store: SqlJobStore) {
     let at = timestamp::now();
     for n in 0..5 {
-        let job = store.create(new_job("alice", n)).await.expect("create");
+        let job = store
+            .create(new_job("alice", n))
+            .await
+            .expect("create")
+            .job();
         store
             .transition(&job.id, Transition::Queue, at)
             .await
@@ -300,8 +342,12 @@ async fn queued_count_counts_one_owners_queued_jobs_up_to_the_cap(store: SqlJobS
                 .expect("start");
         }
     }
-    store.create(new_job("alice", 10)).await.expect("pending");
-    let bobs = store.create(new_job("bob", 0)).await.expect("bob");
+    store
+        .create(new_job("alice", 10))
+        .await
+        .expect("pending")
+        .job();
+    let bobs = store.create(new_job("bob", 0)).await.expect("bob").job();
     store
         .transition(&bobs.id, Transition::Queue, at)
         .await
@@ -317,7 +363,11 @@ async fn queued_count_counts_one_owners_queued_jobs_up_to_the_cap(store: SqlJobS
 async fn usage_sums_result_lists_of_jobs_completed_before_the_result_bytes_column() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = sqlite(&dir, "legacy_result_bytes").await;
-    let job = store.create(new_job("alice", 0)).await.expect("create");
+    let job = store
+        .create(new_job("alice", 0))
+        .await
+        .expect("create")
+        .job();
     let at = timestamp::now();
     store
         .transition(&job.id, Transition::Queue, at)
@@ -362,7 +412,8 @@ async fn run(
     let job = store
         .create(new_job("alice", offset_ms))
         .await
-        .expect("create");
+        .expect("create")
+        .job();
     let start = timestamp::now();
     let at = |s: i64| start + time::Duration::seconds(s);
     store
@@ -421,7 +472,8 @@ async fn a_job_created_queued_starts_at_once(store: SqlJobStore) {
             ..new_job("alice", 0)
         })
         .await
-        .expect("create");
+        .expect("create")
+        .job();
     assert_eq!(job.phase, ExecutionPhase::Queued);
     let started = store
         .transition(&job.id, Transition::Start, timestamp::now())
@@ -442,7 +494,8 @@ async fn concurrent_writes_each_get_their_own_answer(store: SqlJobStore) {
                     ..new_job("alice", n)
                 })
                 .await
-                .expect("create");
+                .expect("create")
+                .job();
             // Refused for the PENDING half, accepted for the QUEUED half.
             let started = store
                 .transition(&job.id, Transition::Start, timestamp::now())
@@ -465,6 +518,85 @@ async fn concurrent_writes_each_get_their_own_answer(store: SqlJobStore) {
         let job = store.get(&id).await.expect("get").expect("job");
         assert_eq!(job.phase, ExecutionPhase::Aborted);
     }
+}
+
+/// The caller's ID makes a create repeatable: the same create answers the job it made (and
+/// changes nothing), another create under that ID is a conflict, and so is the same ID from
+/// another service sharing the database.
+async fn create_is_idempotent_on_the_callers_id(store: SqlJobStore) {
+    let first = new_job("alice", 0);
+    let created = store.create(first.clone()).await.expect("create");
+    let Created::New(job) = created else {
+        panic!("first create: {created:?}")
+    };
+    assert_eq!(job.id, first.id);
+    store
+        .transition(&job.id, Transition::Queue, timestamp::now())
+        .await
+        .expect("queue");
+    // The repeat (a lost answer) answers the job as it is now, QUEUED, and stores nothing new.
+    let again = store.create(first.clone()).await.expect("repeat");
+    let Created::Existing(existing) = again else {
+        panic!("repeat: {again:?}")
+    };
+    assert_eq!(existing.id, job.id);
+    assert_eq!(existing.phase, ExecutionPhase::Queued);
+    assert_eq!(existing.creation_time, job.creation_time);
+    let listed = store
+        .list("alice", &JobFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+
+    let other_parameters = NewJob {
+        parameters: vec![("ID".into(), "butler://demo/b".into())],
+        ..first.clone()
+    };
+    let other_owner = NewJob {
+        owner: "mallory".into(),
+        ..first.clone()
+    };
+    let other_run_id = NewJob {
+        run_id: Some("other".into()),
+        ..first.clone()
+    };
+    for conflicting in [other_parameters, other_owner, other_run_id] {
+        let refused = store.create(conflicting).await;
+        assert!(matches!(refused, Err(UwsError::Conflict(_))), "{refused:?}");
+    }
+    let elsewhere = store.for_service(&unique_service("elsewhere"));
+    let refused = elsewhere.create(first.clone()).await;
+    assert!(matches!(refused, Err(UwsError::Conflict(_))), "{refused:?}");
+    let job = store.get(&job.id).await.expect("get").expect("job");
+    assert_eq!(job.owner, "alice");
+    assert_eq!(job.parameters, first.parameters);
+}
+
+/// Concurrent creates with one ID (two requests with the same `Idempotency-Key`): exactly one
+/// stores the job, every other answers that job.
+async fn concurrent_creates_of_one_id_make_one_job(store: SqlJobStore) {
+    let job = new_job("carol", 0);
+    let attempts = (0..16).map(|_| {
+        let store = store.clone();
+        let job = job.clone();
+        tokio::spawn(async move { store.create(job).await.expect("create") })
+    });
+    let mut new = 0;
+    for attempt in attempts.collect::<Vec<_>>() {
+        match attempt.await.expect("task") {
+            Created::New(created) => {
+                new += 1;
+                assert_eq!(created.id, job.id);
+            }
+            Created::Existing(existing) => assert_eq!(existing.id, job.id),
+        }
+    }
+    assert_eq!(new, 1);
+    let listed = store
+        .list("carol", &JobFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
 }
 
 macro_rules! both_databases {
@@ -499,5 +631,7 @@ both_databases!(
     queued_count_counts_one_owners_queued_jobs_up_to_the_cap,
     recent_runs_are_the_newest_completed_jobs_with_their_result_bytes,
     a_job_created_queued_starts_at_once,
-    concurrent_writes_each_get_their_own_answer
+    concurrent_writes_each_get_their_own_answer,
+    create_is_idempotent_on_the_callers_id,
+    concurrent_creates_of_one_id_make_one_job
 );
