@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::error::UwsError;
 use crate::events::{PhaseChange, PhaseEvents};
-use crate::job::{ErrorCode, ExecutionPhase, Job, JobError, JobResult};
+use crate::job::{ErrorCode, ExecutionPhase, Job, JobError, JobId, JobResult};
 use crate::params::Parameters;
 use crate::queue::{DelegatedToken, Priority};
 use crate::service::{FALLBACK_REREAD, JobLimits};
@@ -29,7 +29,14 @@ fn cutout() -> Parameters {
 
 async fn pending(h: &Harness, owner: &str) -> Job {
     h.uws
-        .create(owner, &params(&[]), cutout(), Priority::Async, None)
+        .create(
+            JobId::random(),
+            owner,
+            &params(&[]),
+            cutout(),
+            Priority::Async,
+            None,
+        )
         .await
         .expect("create")
 }
@@ -37,6 +44,7 @@ async fn pending(h: &Harness, owner: &str) -> Job {
 async fn queued(h: &Harness, owner: &str, priority: Priority) -> Job {
     h.uws
         .create(
+            JobId::random(),
             owner,
             &params(&[("PHASE", "RUN")]),
             cutout(),
@@ -50,7 +58,14 @@ async fn queued(h: &Harness, owner: &str, priority: Priority) -> Job {
 /// A synchronous request of alice's for [`cutout`], waiting at most `timeout`.
 async fn sync_run(h: &Harness, timeout: Duration) -> Job {
     h.uws
-        .run_and_wait("alice", cutout(), Priority::Sync, None, timeout)
+        .run_and_wait(
+            JobId::random(),
+            "alice",
+            cutout(),
+            Priority::Sync,
+            None,
+            timeout,
+        )
         .await
         .expect("run")
 }
@@ -59,6 +74,7 @@ async fn sync_run(h: &Harness, timeout: Duration) -> Job {
 async fn create_with(h: &Harness, name: &str, value: &str) -> Job {
     h.uws
         .create(
+            JobId::random(),
             "alice",
             &params(&[(name, value)]),
             cutout(),
@@ -150,6 +166,7 @@ async fn phase_run_at_creation_queues_the_job_once_with_its_lane_and_token() {
     let job = h
         .uws
         .create(
+            JobId::random(),
             "alice",
             &params(&[("phase", " run ")]),
             cutout(),
@@ -171,7 +188,7 @@ async fn phase_run_at_creation_queues_the_job_once_with_its_lane_and_token() {
 }
 
 #[tokio::test]
-async fn phase_run_queues_a_pending_job_and_a_second_run_is_refused() {
+async fn phase_run_queues_a_pending_job_and_a_repeated_run_queues_nothing() {
     let h = Harness::default();
     let job = pending(&h, "alice").await;
     let mut events = h.uws.subscribe();
@@ -190,11 +207,13 @@ async fn phase_run_queues_a_pending_job_and_a_second_run_is_refused() {
             phase: Queued
         })
     );
+    // A repeated RUN (a lost answer, retried) answers the job as it is and queues nothing.
     let again = h
         .uws
         .set_phase("alice", job.id.as_str(), Some("RUN"), None)
-        .await;
-    assert!(matches!(again, Err(UwsError::Usage(_))), "{again:?}");
+        .await
+        .expect("repeated run");
+    assert_eq!(again.phase, Queued);
     let sent = h.queue.sent();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].token, Some(token));
@@ -344,12 +363,13 @@ async fn finish_applies_only_the_state_machine_and_announces_what_it_applied() {
 }
 
 #[tokio::test]
-async fn a_job_that_cannot_be_queued_ends_in_error_marked_unavailable() {
+async fn a_job_that_cannot_be_queued_is_not_left_behind() {
     let h = Harness::default();
     h.queue.set_failing(true);
     let r = h
         .uws
         .create(
+            JobId::random(),
             "alice",
             &params(&[("PHASE", "RUN")]),
             cutout(),
@@ -358,13 +378,10 @@ async fn a_job_that_cannot_be_queued_ends_in_error_marked_unavailable() {
         )
         .await;
     assert!(matches!(r, Err(UwsError::Queue(_))), "{r:?}");
+    // The caller heard an error, so no job of that create may be listed or counted.
     let jobs = h.uws.list("alice", &params(&[])).await.expect("list");
-    assert_eq!(jobs.len(), 1);
-    let job = h.uws.job("alice", jobs[0].id.as_str()).await.expect("job");
-    assert_eq!(job.phase, Error);
-    let error = job.error.expect("error");
-    assert_eq!(error.code, ErrorCode::Unavailable);
-    assert_eq!(error.code.error_type(), crate::ErrorType::Transient);
+    assert!(jobs.is_empty(), "{jobs:?}");
+    assert!(h.store.is_empty());
 }
 
 #[tokio::test]
@@ -668,6 +685,7 @@ async fn creation_uses_the_configured_limits() {
         max_lifetime: Duration::from_secs(7200),
         max_wait: Duration::from_secs(7),
         fair_share_queued: 3,
+        create_retry: Duration::from_secs(1),
     };
     let h = Harness::new(limits.clone());
     assert_eq!(h.uws.limits().default_execution_duration, 42);
@@ -684,6 +702,7 @@ async fn creation_uses_the_configured_limits() {
         let job = h
             .uws
             .create(
+                JobId::random(),
                 "alice",
                 &params(&[("EXECUTIONDURATION", asked)]),
                 cutout(),

@@ -27,7 +27,9 @@ use crate::job::{ExecutionPhase, Job, JobId, NewJob};
 use crate::queue::{JobQueue, Priority, QueuedJob};
 use crate::results::{ObjectMeta, ResultStore};
 use crate::service::{JobLimits, Uws};
-use crate::store::{JobFilter, JobStore, JobSummary, JobUpdate, OwnerUsage, RecentRun, Transition};
+use crate::store::{
+    Created, JobFilter, JobStore, JobSummary, JobUpdate, OwnerUsage, RecentRun, Transition,
+};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A test that panicked while holding the lock has already failed; the data is still usable.
@@ -89,10 +91,25 @@ impl MemoryJobStore {
 
 #[async_trait]
 impl JobStore for MemoryJobStore {
-    async fn create(&self, job: NewJob) -> Result<Job, UwsError> {
+    async fn create(&self, job: NewJob) -> Result<Created, UwsError> {
         self.check()?;
+        // Idempotent on the caller's ID, as the SQL store is: the same create answers the job,
+        // another create under that ID is a conflict.
+        if let Some(existing) = lock(&self.jobs).get(&job.id) {
+            return if existing.owner == job.owner
+                && existing.run_id == job.run_id
+                && existing.parameters == job.parameters
+            {
+                Ok(Created::Existing(existing.clone()))
+            } else {
+                Err(UwsError::Conflict(format!(
+                    "job {} exists with other parameters",
+                    job.id
+                )))
+            };
+        }
         let created = Job {
-            id: JobId::random(),
+            id: job.id,
             run_id: job.run_id,
             owner: job.owner,
             phase: if job.queued {
@@ -111,7 +128,7 @@ impl JobStore for MemoryJobStore {
             error: None,
         };
         self.insert(created.clone());
-        Ok(created)
+        Ok(Created::New(created))
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
