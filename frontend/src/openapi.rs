@@ -168,7 +168,7 @@ pub struct LinksParams {
 pub struct JobListParams {
     /// Only jobs in this phase (repeatable), e.g. `EXECUTING`.
     pub PHASE: Option<String>,
-    /// Only jobs created after this instant (ISO 8601 UTC).
+    /// Only jobs created after this instant: a DALI timestamp in UTC (`2015-10-26` is midnight, `2015-10-26T09:00`, `2015-10-26T09:00:00.5Z`).
     pub AFTER: Option<String>,
     /// Only the newest N jobs, newest first.
     pub LAST: Option<u32>,
