@@ -124,6 +124,11 @@ pub struct SodaParams {
     #[schema(example = "image/png")]
     #[param(example = "image/png")]
     pub RESPONSEFORMAT: Option<String>,
+    /// `true` (also `KIND=HEADER`): only the header the cutout would have, as `text/plain`, one
+    /// 80-character card per line; no pixel is read.
+    #[schema(example = "true")]
+    #[param(example = "true")]
+    pub META: Option<String>,
 }
 
 /// A new async job: the SODA parameters plus the UWS control parameters.
@@ -157,7 +162,8 @@ pub struct JobCreation {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LinksParams {
-    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension); repeat
+    /// it for several images (at most 100).
     #[param(example = "butler://demo/m31")]
     pub ID: String,
 }
