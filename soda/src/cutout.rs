@@ -105,19 +105,15 @@ pub fn cut_to_file_with(
     options: CutOptions,
 ) -> Result<Cutout, SodaError> {
     let _guard = lock_source(source);
-
-    let mut src = FitsFile::open(source)?;
-    let name = if provenance.source_id.is_empty() {
-        source.display().to_string()
-    } else {
-        provenance.source_id.clone()
-    };
-    let Plan {
-        image,
-        wcs,
-        region,
-        planes,
-    } = Plan::new(&mut src, &name, stencil, &options)?;
+    let (
+        mut src,
+        Plan {
+            image,
+            wcs,
+            region,
+            planes,
+        },
+    ) = open_and_plan(source, stencil, provenance, &options)?;
     if out.exists() {
         std::fs::remove_file(out)?;
     }
@@ -168,18 +164,15 @@ pub fn header_to_file(
     options: CutOptions,
 ) -> Result<u64, SodaError> {
     let _guard = lock_source(source);
-    let mut src = FitsFile::open(source)?;
-    let name = if provenance.source_id.is_empty() {
-        source.display().to_string()
-    } else {
-        provenance.source_id.clone()
-    };
-    let Plan {
-        image,
-        region,
-        planes,
-        ..
-    } = Plan::new(&mut src, &name, stencil, &options)?;
+    let (
+        mut src,
+        Plan {
+            image,
+            region,
+            planes,
+            ..
+        },
+    ) = open_and_plan(source, stencil, provenance, &options)?;
     let mut scratch = out.as_os_str().to_owned();
     scratch.push(".scratch.fits");
     let scratch = std::path::PathBuf::from(scratch);
@@ -269,6 +262,24 @@ fn extension_header_text(bytes: &[u8], sizes: &[usize]) -> Result<String, SodaEr
         }
     }
     Err(bad())
+}
+
+/// Opens `source` and plans the cut of `stencil`; errors name the image by the provenance's ID
+/// (else by its path). The caller holds the source's lock.
+fn open_and_plan(
+    source: &Path,
+    stencil: &Stencil,
+    provenance: &Provenance,
+    options: &CutOptions,
+) -> Result<(FitsFile, Plan), SodaError> {
+    let mut src = FitsFile::open(source)?;
+    let name = if provenance.source_id.is_empty() {
+        source.display().to_string()
+    } else {
+        provenance.source_id.clone()
+    };
+    let plan = Plan::new(&mut src, &name, stencil, options)?;
+    Ok((src, plan))
 }
 
 /// What a cutout will copy: the image HDU, its celestial WCS, the pixel rectangle of the stencil
