@@ -429,11 +429,20 @@ fn job_list_is_newest_first_and_filtered() {
     );
     let b_created = element(&app.job_xml(&b), "uws:creationTime").expect("time");
     assert_eq!(app.job_ids(&[("AFTER", &b_created)]), [c.as_str()]);
+    // DALI timestamps may stop at the minute or the day (midnight UTC), with or without the Z.
+    let a_created = element(&app.job_xml(&a), "uws:creationTime").expect("time");
+    let (day, minute) = (&a_created[..10], &a_created[..16]);
+    let all = [c.clone(), b.clone(), a.clone()];
+    assert_eq!(app.job_ids(&[("AFTER", day)]), all);
+    assert_eq!(app.job_ids(&[("AFTER", &format!("{day}Z"))]), all);
+    assert_eq!(app.job_ids(&[("AFTER", &format!("{minute}Z"))]), all);
+    assert!(app.job_ids(&[("AFTER", "2999-01-01")]).is_empty());
     for (name, bad) in [
         ("PHASE", "FINISHED"),
         ("LAST", "-1"),
         ("LAST", "many"),
         ("AFTER", "yesterday"),
+        ("AFTER", "2015-10-26T09"),
     ] {
         let r = app.get("/jobs", &[(name, bad)]);
         assert_eq!(r.status(), 400, "{name}={bad}");

@@ -1,7 +1,8 @@
 //! Cubes and SODA `BAND` end to end, through `/sync` and `/jobs`: a cube with RA, Dec and a
 //! linear wavelength axis keeps every plane without `BAND`, only the planes whose centres lie
 //! in the interval with it (CRPIX3 shifted), and a `BAND` that misses every plane is no overlap;
-//! `BAND` on an image without a wavelength axis is a UsageError.
+//! `BAND` on an image without a wavelength axis is a UsageError; `{links}` offers `BAND` with the
+//! cube's wavelength range.
 
 use std::path::Path;
 
@@ -213,4 +214,25 @@ fn band_on_a_2d_image_is_a_usage_error() {
         text.starts_with("UsageError: ") && text.contains("no wavelength axis"),
         "{text}"
     );
+}
+
+#[test]
+fn links_of_a_cube_offer_band_between_the_edges_of_its_planes() {
+    let app = spawn_app();
+    write_cube(&app);
+    let doc = app.get("/links", &[("ID", CUBE)]).text().expect("body");
+    assert_valid(&doc, "VOTable-v1.4.xsd");
+    let start = doc.find(r#"<PARAM name="BAND""#).expect("BAND offered");
+    let band = &doc[start..start + doc[start..].find("</PARAM>").expect("end")];
+    for (attr, value) in [("unit", "m"), ("xtype", "interval"), ("arraysize", "2")] {
+        assert_eq!(attributes(band, "PARAM", attr), [value], "{band}");
+    }
+    // Planes at 500 ... 550 nm, 10 nm wide: from 495 to 555 nm.
+    let bound = |name: &str| -> f64 {
+        attributes(band, name, "value")[0]
+            .parse()
+            .expect("a number")
+    };
+    assert!((bound("MIN") - 4.95e-7).abs() < 1e-15, "{band}");
+    assert!((bound("MAX") - 5.55e-7).abs() < 1e-15, "{band}");
 }

@@ -47,7 +47,24 @@ fn links_describe_a_soda_service_with_the_image_footprint() {
         param_attribute(&doc, "accessURL", "value"),
         Some(app.url("/sync"))
     );
-    assert_eq!(param_attribute(&doc, "ID", "value").as_deref(), Some(IMAGE));
+    // The ID comes from the row (W-SAVV-1: no value or VALUES beside the ref).
+    assert_eq!(param_attribute(&doc, "ID", "ref").as_deref(), Some("ID"));
+    assert_eq!(param_attribute(&doc, "ID", "value").as_deref(), Some(""));
+    let id_param = &doc[doc.find(r#"<PARAM name="ID""#).expect("ID")..];
+    assert!(!id_param[..id_param.find("</PARAM>").expect("end")].contains("VALUES"));
+    // Every other parameter says what it accepts.
+    let options = |name: &str| {
+        let start = doc.find(&format!("<PARAM name=\"{name}\"")).expect(name);
+        let end = doc[start..].find("</PARAM>").expect("end") + start;
+        attributes(&doc[start..end], "OPTION", "value")
+    };
+    assert_eq!(
+        options("RESPONSEFORMAT"),
+        ["application/fits", "image/png", "image/jpeg"]
+    );
+    assert_eq!(options("MASK"), ["false", "true"]);
+    // A 2-D image has no wavelength axis to offer BAND on.
+    assert!(!doc.contains(r#"<PARAM name="BAND""#));
     // The enclosing circle of a 512 x 512 image of 1" pixels: its centre and half-diagonal.
     let circle = numbers(&param_max(&doc, "CIRCLE").expect("CIRCLE MAX"));
     assert_eq!(circle.len(), 3);
@@ -92,30 +109,115 @@ fn links_this_row_fetches_the_whole_image() {
     assert_eq!((naxis1, naxis2), (512, 512));
 }
 
-#[test]
-fn links_for_an_unknown_image_is_404_naming_it() {
-    let app = spawn_app();
-    let r = app.get("/links", &[("ID", "butler://test/nothing")]);
-    assert_eq!(r.status(), 404);
-    assert_eq!(content_type(&r), "text/plain; charset=utf-8");
-    let body = r.text().expect("body");
-    assert!(body.starts_with("UsageError: "), "{body}");
-    assert!(body.contains("butler://test/nothing"), "{body}");
+/// The cells of each `<TR>` of a `{links}` document, XML entities of `&` undone.
+fn rows(doc: &str) -> Vec<Vec<String>> {
+    doc.split("<TR>")
+        .skip(1)
+        .map(|row| {
+            let row = row.split("</TR>").next().unwrap_or_default();
+            row.split("<TD>")
+                .skip(1)
+                .map(|c| {
+                    c.split("</TD>")
+                        .next()
+                        .unwrap_or_default()
+                        .replace("&lt;", "<")
+                        .replace("&gt;", ">")
+                        .replace("&amp;", "&")
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[test]
-fn links_with_a_malformed_or_missing_id_is_400() {
+fn links_for_several_ids_answer_rows_per_image_and_an_error_row_per_bad_id() {
     let app = spawn_app();
-    for params in [vec![("ID", "not a uri")], vec![]] {
-        let r = app.get("/links", &params);
-        assert_eq!(r.status(), 400, "{params:?}");
-        assert!(r.text().expect("body").starts_with("UsageError: "));
+    let params = [
+        ("ID", IMAGE),
+        ("ID", "butler://test/nothing"),
+        ("ID", "not a uri"),
+        ("ID", IMAGE),
+    ];
+    for r in [app.get("/links", &params), app.post("/links", &params)] {
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            content_type(&r),
+            "application/x-votable+xml;content=datalink"
+        );
+        // The document may not outlive the signed URLs its links lead to (15 minutes here).
+        assert_eq!(
+            r.headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+            Some("private, max-age=900")
+        );
+        let doc = r.text().expect("body");
+        assert_valid(&doc, "VOTable-v1.4.xsd");
+        let rows = rows(&doc);
+        // A repeated ID is described once; rows come in request order.
+        let summary: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|c| (c[0].as_str(), c[4].as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (IMAGE, "#this"),
+                (IMAGE, "#preview"),
+                (IMAGE, "#cutout"),
+                ("butler://test/nothing", "#this"),
+                ("not a uri", "#this"),
+            ]
+        );
+        let unknown = &rows[3];
+        assert!(
+            unknown[1].is_empty() && unknown[2].is_empty(),
+            "{unknown:?}"
+        );
+        assert!(
+            unknown[3].starts_with("NotFoundFault: ")
+                && unknown[3].contains("butler://test/nothing"),
+            "{unknown:?}"
+        );
+        assert!(rows[4][3].starts_with("UsageFault: "), "{:?}", rows[4]);
+        assert!(rows[..3].iter().all(|c| c[3].is_empty()));
     }
-    let r = app.get("/links", &[("ID", IMAGE), ("ID", IMAGE)]);
+}
+
+#[test]
+fn links_preview_row_is_a_png_of_the_whole_image() {
+    let app = spawn_app();
+    let doc = app.get("/links", &[("ID", IMAGE)]).text().expect("body");
+    let rows = rows(&doc);
+    let preview = rows.iter().find(|c| c[4] == "#preview").expect("#preview");
+    assert_eq!(preview[6], "image/png");
+    let r = app.get_url(&preview[1]);
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap_or_default());
+    let png = app.get_url(&location(&r));
+    assert_eq!(png.status(), 200);
+    assert_eq!(content_type(&png), "image/png");
+    let bytes = png.bytes().expect("PNG");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // IHDR: width and height, big-endian, at bytes 16..24.
+    let width = u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    let height = u32::from_be_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    assert_eq!((width, height), (512, 512));
+}
+
+#[test]
+fn links_without_an_id_or_with_too_many_is_400() {
+    let app = spawn_app();
+    let r = app.get("/links", &[]);
     assert_eq!(r.status(), 400);
+    assert!(r.text().expect("body").starts_with("UsageError: "));
+    let names: Vec<String> = (0..101).map(|i| format!("butler://test/i{i}")).collect();
+    let params: Vec<(&str, &str)> = names.iter().map(|n| ("ID", n.as_str())).collect();
+    let r = app.post("/links", &params);
+    assert_eq!(r.status(), 400);
+    let body = r.text().expect("body");
     assert!(
-        r.text()
-            .expect("body")
-            .starts_with("MultiValuedParamNotSupported: ")
+        body.starts_with("UsageError: ") && body.contains("101"),
+        "{body}"
     );
 }

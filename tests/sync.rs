@@ -1,5 +1,7 @@
 //! SODA synchronous cutouts (`/sync`): redirects to a signed FITS file, 204 for no overlap,
 //! DALI errors for bad input, and results that keep every pixel's value and sky position.
+//! `META=true` (or `KIND=HEADER`) answers the cutout's header as text; `SUB` cuts a pixel
+//! section.
 
 use fitsio::FitsFile;
 use fitsio::hdu::HduInfo;
@@ -380,4 +382,108 @@ fn an_id_with_ext_cuts_that_extension_and_an_unknown_extension_is_404() {
         &[("ID", "butler://test/mef?hdu=2"), ("CIRCLE", &stencil)],
     );
     assert_eq!(r.status(), 400);
+}
+
+#[test]
+fn meta_true_or_kind_header_answers_the_cutouts_header_as_text() {
+    let app = spawn_app();
+    let stencil = circle(RA, DEC, 20.0);
+    let cutout = download(
+        &app,
+        &sync_redirect(&app, &[("ID", IMAGE), ("CIRCLE", &stencil)]),
+    );
+    let (_, width, height) = read_f32(&cutout, 1);
+    for extra in [("META", "true"), ("kind", "header")] {
+        let url = sync_redirect(&app, &[("ID", IMAGE), ("CIRCLE", &stencil), extra]);
+        let r = app.get_url(&url);
+        assert_eq!(r.status(), 200);
+        assert_eq!(content_type(&r), "text/plain");
+        let text = r.text().expect("body");
+        let cards: Vec<&str> = text.lines().collect();
+        assert!(cards.iter().all(|c| c.len() == 80), "{text}");
+        assert_eq!(cards.last().map(|c| c.trim_end()), Some("END"));
+        let value = |key: &str| {
+            cards
+                .iter()
+                .find(|c| c[..8].trim_end() == key)
+                .and_then(|c| c[10..].split(" /").next())
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| panic!("{key} missing: {text}"))
+        };
+        assert_eq!(value("XTENSION"), "'IMAGE   '");
+        assert_eq!(value("NAXIS1"), width.to_string());
+        assert_eq!(value("NAXIS2"), height.to_string());
+        assert_eq!(
+            value("CRPIX1").parse::<f64>().expect("CRPIX1"),
+            key_f64(&cutout, 1, "CRPIX1")
+        );
+        assert!(
+            cards
+                .iter()
+                .any(|c| c.starts_with("SKYCSRC ") && c.contains(IMAGE)),
+            "{text}"
+        );
+    }
+    let r = app.get(
+        "/sync",
+        &[
+            ("ID", IMAGE),
+            ("CIRCLE", &stencil),
+            ("META", "true"),
+            ("RESPONSEFORMAT", "image/png"),
+        ],
+    );
+    assert_eq!(r.status(), 400);
+    assert!(r.text().expect("body").starts_with("UsageError: "));
+}
+
+#[test]
+fn sub_cuts_the_pixel_section_it_names_and_combines_with_no_sky_stencil() {
+    let app = spawn_app();
+    // Columns 11-30 and rows 21-35 (1-based, inclusive), as cfitsio reads [11:30,21:35].
+    let url = sync_redirect(&app, &[("ID", IMAGE), ("SUB", "[11:30,21:35]")]);
+    let cut = download(&app, &url);
+    let (pixels, w, h) = read_f32(&cut, 1);
+    assert_eq!((w, h), (20, 15));
+    let (source, sw, _) = read_f32(&source_image(&app), 0);
+    for y in 0..h {
+        for x in 0..w {
+            assert_eq!(pixels[y * w + x], source[(20 + y) * sw + 10 + x]);
+        }
+    }
+    assert_eq!(
+        key_f64(&cut, 1, "CRPIX1"),
+        key_f64(&source_image(&app), 0, "CRPIX1") - 10.0
+    );
+    assert_eq!(key_f64(&cut, 1, "SKYCX0"), 11.0);
+    assert_eq!(key_string(&cut, 1, "SKYCSTCL"), "SUB [11:30,21:35]");
+    // A section running off the image is clipped to it; one wholly outside is no overlap.
+    let (_, w, h) = read_f32(
+        &download(
+            &app,
+            &sync_redirect(&app, &[("ID", IMAGE), ("SUB", "[500:600,*]")]),
+        ),
+        1,
+    );
+    assert_eq!((w, h), (13, 512));
+    let r = app.get("/sync", &[("ID", IMAGE), ("SUB", "[600:700,1:10]")]);
+    assert_eq!(r.status(), 204);
+    for (name, value) in [
+        ("CIRCLE", circle(RA, DEC, 5.0)),
+        ("MASK", "true".to_owned()),
+    ] {
+        let r = app.get(
+            "/sync",
+            &[("ID", IMAGE), ("SUB", "[1:10,1:10]"), (name, &value)],
+        );
+        assert_eq!(r.status(), 400, "{name}");
+        let text = r.text().expect("body");
+        assert!(
+            text.starts_with("UsageError: SUB cannot be combined with"),
+            "{text}"
+        );
+    }
+    let r = app.get("/sync", &[("ID", IMAGE), ("SUB", "[1:10:2,1:10]")]);
+    assert_eq!(r.status(), 400);
+    assert!(r.text().expect("body").contains("only steps of 1"));
 }

@@ -1,15 +1,26 @@
-//! DataLink 1.1 `{links}` for an image: how an astronomer's client gets from an `ID` (found in
+//! DataLink 1.1 `{links}` for images: how an astronomer's client gets from an `ID` (found in
 //! an ObsTAP row's `access_url`) to a cutout form.
 //!
-//! The document has one table with the DataLink columns and two rows: `#this`, the whole image,
-//! and `#cutout`, whose `service_def` points at a SODA sync service descriptor (a `RESOURCE
-//! type="meta" utype="adhoc:service"`). The descriptor's input parameters carry this image's
-//! footprint as `VALUES MAX`, so a client (TOPCAT's DataLink window, pyvo's `SodaQuery`) can
-//! build a form whose bounds are right for the image.
+//! One request may name many IDs (pyvo sends up to 50 per call, by GET or POST). The document
+//! has one table with the DataLink columns and, per ID in request order, three rows: `#this`,
+//! the whole image; `#preview`, a PNG of it; and `#cutout`, whose `service_def` points at a SODA
+//! sync service descriptor of that image (a `RESOURCE type="meta" utype="adhoc:service"`). An ID
+//! that cannot be described (malformed, unknown, unreadable) gets one row with its
+//! `error_message` instead, and the answer is still 200 (DataLink 1.1 §3.4).
+//!
+//! Each image has its own descriptor because its input parameters carry this image's ranges as
+//! `VALUES`: the footprint as the `MAX` of `CIRCLE` and `POLYGON`, the wavelength range as the
+//! `MIN`/`MAX` of `BAND`, and the allowed `RESPONSEFORMAT` and `MASK` values as `OPTION`s. So a
+//! client (TOPCAT's DataLink window, pyvo's `SodaQuery`) builds a form whose bounds are right for
+//! the image. The descriptor's `ID` parameter takes its value from the row (`ref="ID"`).
 //!
 //! There is no route that serves a source image unchanged, so `#this` is a sync cutout whose
 //! circle encloses the whole footprint: the same pixels and WCS, in a file laid out as every
-//! cutout is (empty primary HDU, one `CUTOUT` image extension).
+//! cutout is (empty primary HDU, one `CUTOUT` image extension), and `#preview` is the same
+//! cutout with `RESPONSEFORMAT=image/png`. Their sizes are not known before they are cut, so
+//! `content_length` is null.
+
+use std::fmt::Write as _;
 
 use axum::extract::State;
 use axum::http::header;
@@ -27,16 +38,27 @@ pub const DATALINK_CONTENT_TYPE: &str = "application/x-votable+xml;content=datal
 /// The standardID of the SODA sync capability; pyvo matches its `#sync-1` prefix.
 pub const SODA_SYNC: &str = "ivo://ivoa.net/std/SODA#sync-1.0";
 
-/// `GET|POST /links?ID=...`: the DataLink document of one image.
+/// Most IDs one `{links}` request may name: each costs a header read, and pyvo sends at most 50.
+pub const MAX_LINK_IDS: usize = 100;
+
+/// What the document says about one requested ID.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Described {
+    /// A readable image: its canonical ID and its footprint.
+    Image { id: String, footprint: Footprint },
+    /// An ID that cannot be described: as given, with the DataLink `error_message`.
+    Fault { id: String, message: String },
+}
+
+/// `GET|POST /links?ID=...[&ID=...]`: the DataLink document of one or more images.
 #[utoipa::path(
     method(get, post),
     path = "/links",
     tag = "SODA",
     params(crate::openapi::LinksParams),
     responses(
-        (status = 200, description = "DataLink 1.1 VOTable: #this, #cutout and the SODA service descriptor", content_type = "application/x-votable+xml;content=datalink", body = String),
-        (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
-        (status = 404, description = "UsageError: the image is unknown", content_type = "text/plain", body = String)
+        (status = 200, description = "DataLink 1.1 VOTable: per ID #this, #preview and #cutout rows with a SODA service descriptor, or one row with an error_message (NotFoundFault, UsageFault...) for an ID that cannot be described", content_type = "application/x-votable+xml;content=datalink", body = String),
+        (status = 400, description = "UsageError: no ID, or more than 100", content_type = "text/plain", body = String)
     )
 )]
 pub async fn links(
@@ -44,41 +66,111 @@ pub async fn links(
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response, FrontendError> {
-    let ids: Vec<&str> = params.all("ID").collect();
-    let id = match ids.as_slice() {
-        [] => return Err(FrontendError::Usage("ID is required".to_owned())),
-        [id] => *id,
-        _ => {
-            return Err(FrontendError::MultiValued(format!(
-                "ID given {} times: {{links}} describes one image per request",
-                ids.len()
-            )));
+    let mut ids: Vec<String> = Vec::new();
+    for id in params.all("ID") {
+        let id = id.trim().to_owned();
+        if !ids.contains(&id) {
+            ids.push(id);
         }
-    };
-    let source = SourceId::parse(id)?;
-    let path = app.repositories.resolve(&source)?;
-    // Reading the header is file I/O through cfitsio: keep it off the async threads.
-    let extension = source.extension().map(str::to_owned);
-    let footprint =
-        tokio::task::spawn_blocking(move || soda::footprint(&path, extension.as_deref()))
-            .await
-            .map_err(|e| FrontendError::Internal(format!("footprint task failed: {e}")))??;
-    let body = document(&base.0, &source.to_string(), &footprint);
-    Ok(([(header::CONTENT_TYPE, DATALINK_CONTENT_TYPE)], body).into_response())
+    }
+    if ids.is_empty() {
+        return Err(FrontendError::Usage("ID is required".to_owned()));
+    }
+    if ids.len() > MAX_LINK_IDS {
+        return Err(FrontendError::Usage(format!(
+            "{} IDs given: at most {MAX_LINK_IDS} per {{links}} request",
+            ids.len()
+        )));
+    }
+    // Reading headers is file I/O through cfitsio: keep it off the async threads.
+    let repositories = app.repositories.clone();
+    let described = tokio::task::spawn_blocking(move || {
+        ids.into_iter()
+            .map(|id| describe(&repositories, id))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| FrontendError::Internal(format!("footprint task failed: {e}")))?;
+    let body = document(&base.0, &described);
+    // Nothing in the document is signed, but it may not be kept longer than the signed URLs a
+    // client reaches through it, and it describes images only this caller may be allowed to see.
+    let cache = format!("private, max-age={}", app.settings.url_lifetime.as_secs());
+    Ok((
+        [
+            (header::CONTENT_TYPE, DATALINK_CONTENT_TYPE.to_owned()),
+            (header::CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response())
 }
 
-/// The `{links}` VOTable for image `id` served under `base`.
-pub fn document(base: &str, id: &str, footprint: &Footprint) -> String {
+/// Reads what the document needs about `id`, or the fault that stops it.
+fn describe(repositories: &soda::repository::Repositories, id: String) -> Described {
+    let found = SourceId::parse(&id).and_then(|source| {
+        let path = repositories.resolve(&source)?;
+        let footprint = soda::footprint(&path, source.extension())?;
+        Ok((source.to_string(), footprint))
+    });
+    match found {
+        Ok((id, footprint)) => Described::Image { id, footprint },
+        Err(e) => {
+            let e = FrontendError::from(e);
+            Described::Fault {
+                id,
+                message: format!("{}: {e}", e.datalink_fault()),
+            }
+        }
+    }
+}
+
+/// The `{links}` VOTable for `described` images served under `base`.
+pub fn document(base: &str, described: &[Described]) -> String {
     let sync = format!("{base}/sync");
-    let whole = format!(
-        "{sync}?ID={}&CIRCLE={}",
-        query_escape(id),
-        query_escape(&footprint.circle_value())
-    );
-    let (nx, ny) = footprint.size;
-    let id_xml = escape(id);
-    let circle = footprint.circle_value();
-    let polygon = footprint.polygon_value();
+    let mut rows = String::new();
+    let mut descriptors = String::new();
+    for (n, entry) in described.iter().enumerate() {
+        match entry {
+            Described::Image { id, footprint } => {
+                let service = if n == 0 {
+                    "cutout".to_owned()
+                } else {
+                    format!("cutout-{}", n + 1)
+                };
+                let whole = format!(
+                    "{sync}?ID={}&CIRCLE={}",
+                    query_escape(id),
+                    query_escape(&footprint.circle_value())
+                );
+                let preview = format!("{whole}&RESPONSEFORMAT=image%2Fpng");
+                let (nx, ny) = footprint.size;
+                let id = escape(id.as_str());
+                let _ = write!(
+                    rows,
+                    r##"          <TR><TD>{id}</TD><TD>{whole}</TD><TD></TD><TD></TD><TD>#this</TD><TD>The whole {nx} x {ny} pixel image, as a FITS file with the image in extension CUTOUT</TD><TD>application/fits</TD><TD>-1</TD></TR>
+          <TR><TD>{id}</TD><TD>{preview}</TD><TD></TD><TD></TD><TD>#preview</TD><TD>A grey PNG preview of the whole image, north up</TD><TD>image/png</TD><TD>-1</TD></TR>
+          <TR><TD>{id}</TD><TD></TD><TD>{service}</TD><TD></TD><TD>#cutout</TD><TD>SODA cutout of this image by CIRCLE, POLYGON or POS (ICRS degrees){band}</TD><TD>application/fits</TD><TD>-1</TD></TR>
+"##,
+                    whole = escape(whole.as_str()),
+                    preview = escape(preview.as_str()),
+                    band = if footprint.band.is_some() {
+                        " and BAND (metres)"
+                    } else {
+                        ""
+                    },
+                );
+                descriptors.push_str(&descriptor(&service, &sync, footprint));
+            }
+            Described::Fault { id, message } => {
+                let _ = writeln!(
+                    rows,
+                    "          <TR><TD>{}</TD><TD></TD><TD></TD><TD>{}</TD><TD>#this</TD><TD></TD><TD></TD><TD>-1</TD></TR>",
+                    escape(id.as_str()),
+                    escape(message.as_str()),
+                );
+            }
+        }
+    }
     format!(
         r##"<?xml version="1.0" encoding="UTF-8"?>
 <VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
@@ -95,18 +187,39 @@ pub fn document(base: &str, id: &str, footprint: &Footprint) -> String {
       <FIELD name="content_length" datatype="long" unit="byte" ucd="phys.size;meta.file"><VALUES null="-1"/></FIELD>
       <DATA>
         <TABLEDATA>
-          <TR><TD>{id_xml}</TD><TD>{whole}</TD><TD></TD><TD></TD><TD>#this</TD><TD>The whole {nx} x {ny} pixel image, as a FITS file with the image in extension CUTOUT</TD><TD>application/fits</TD><TD>-1</TD></TR>
-          <TR><TD>{id_xml}</TD><TD></TD><TD>cutout</TD><TD></TD><TD>#cutout</TD><TD>SODA cutout of this image by CIRCLE, POLYGON or POS (ICRS degrees)</TD><TD>application/fits</TD><TD>-1</TD></TR>
-        </TABLEDATA>
+{rows}        </TABLEDATA>
       </DATA>
     </TABLE>
   </RESOURCE>
-  <RESOURCE type="meta" utype="adhoc:service" ID="cutout">
+{descriptors}</VOTABLE>
+"##
+    )
+}
+
+/// The SODA sync service descriptor `service` of one image: every parameter the cutout service
+/// takes, with this image's ranges.
+fn descriptor(service: &str, sync: &str, footprint: &Footprint) -> String {
+    let circle = footprint.circle_value();
+    let polygon = footprint.polygon_value();
+    let band = match footprint.band {
+        Some((lo, hi)) => format!(
+            r#"      <PARAM name="BAND" datatype="double" arraysize="2" xtype="interval" unit="m" ucd="em.wl;stat.interval" value="">
+        <DESCRIPTION>Wavelength interval to keep: lo hi (metres, vacuum); planes whose centres lie in it are kept; MIN and MAX are the edges of the first and last planes</DESCRIPTION>
+        <VALUES><MIN value="{lo}"/><MAX value="{hi}"/></VALUES>
+      </PARAM>
+"#
+        ),
+        None => String::new(),
+    };
+    format!(
+        r##"  <RESOURCE type="meta" utype="adhoc:service" ID="{service}">
     <DESCRIPTION>Skycut SODA 1.0 synchronous cutout</DESCRIPTION>
     <PARAM name="standardID" datatype="char" arraysize="*" value="{SODA_SYNC}"/>
-    <PARAM name="accessURL" datatype="char" arraysize="*" value="{sync_xml}"/>
+    <PARAM name="accessURL" datatype="char" arraysize="*" value="{sync}"/>
     <GROUP name="inputParams">
-      <PARAM name="ID" datatype="char" arraysize="*" ucd="meta.id;meta.dataset" ref="ID" value="{id_xml}"/>
+      <PARAM name="ID" datatype="char" arraysize="*" ucd="meta.id;meta.dataset" ref="ID" value="">
+        <DESCRIPTION>The image, taken from the row's ID</DESCRIPTION>
+      </PARAM>
       <PARAM name="POS" datatype="char" arraysize="*" ucd="pos.outline;obs" value="">
         <DESCRIPTION>Region to cut out, with its shape: CIRCLE ra dec radius, POLYGON ra1 dec1 ra2 dec2 ..., or RANGE ra1 ra2 dec1 dec2 (ICRS degrees)</DESCRIPTION>
       </PARAM>
@@ -118,12 +231,18 @@ pub fn document(base: &str, id: &str, footprint: &Footprint) -> String {
         <DESCRIPTION>Polygon to cut out: ra1 dec1 ra2 dec2 ra3 dec3 ... (ICRS degrees); MAX is the outline of the image</DESCRIPTION>
         <VALUES><MAX value="{polygon}"/></VALUES>
       </PARAM>
+{band}      <PARAM name="RESPONSEFORMAT" datatype="char" arraysize="*" ucd="meta.code.mime" value="">
+        <DESCRIPTION>The FITS cutout (the default), or a grey preview of it first</DESCRIPTION>
+        <VALUES><OPTION value="application/fits"/><OPTION value="image/png"/><OPTION value="image/jpeg"/></VALUES>
+      </PARAM>
+      <PARAM name="MASK" datatype="char" arraysize="*" ucd="meta.code" value="">
+        <DESCRIPTION>true blanks the pixels of the rectangle outside the stencil (NaN, or BLANK for integer images)</DESCRIPTION>
+        <VALUES><OPTION value="false"/><OPTION value="true"/></VALUES>
+      </PARAM>
     </GROUP>
   </RESOURCE>
-</VOTABLE>
 "##,
-        sync_xml = escape(sync.as_str()),
-        whole = escape(whole.as_str()),
+        sync = escape(sync),
     )
 }
 
@@ -136,15 +255,22 @@ fn query_escape(value: &str) -> String {
 mod tests {
     use super::*;
 
+    fn image(id: &str) -> Described {
+        Described::Image {
+            id: id.to_owned(),
+            footprint: Footprint {
+                size: (10, 20),
+                center: (150.0, 2.0),
+                radius_deg: 0.01,
+                corners: [(150.1, 1.9), (149.9, 1.9), (149.9, 2.1), (150.1, 2.1)],
+                band: None,
+            },
+        }
+    }
+
     #[test]
     fn document_escapes_the_id_and_links_the_whole_image() {
-        let footprint = Footprint {
-            size: (10, 20),
-            center: (150.0, 2.0),
-            radius_deg: 0.01,
-            corners: [(150.1, 1.9), (149.9, 1.9), (149.9, 2.1), (150.1, 2.1)],
-        };
-        let doc = document("http://h/api/cutout", "butler://a/b&c", &footprint);
+        let doc = document("http://h/api/cutout", &[image("butler://a/b&c")]);
         assert!(doc.contains("<TD>butler://a/b&amp;c</TD>"), "{doc}");
         assert!(
             doc.contains(
@@ -153,5 +279,26 @@ mod tests {
             "{doc}"
         );
         assert!(doc.contains(r#"<MAX value="150 2 0.01"/>"#), "{doc}");
+        assert!(!doc.contains(r#"name="BAND""#), "{doc}");
+    }
+
+    #[test]
+    fn each_image_gets_its_own_descriptor_and_a_fault_gets_one_row() {
+        let mut cube = image("butler://a/cube");
+        if let Described::Image { footprint, .. } = &mut cube {
+            footprint.band = Some((5e-7, 6e-7));
+        }
+        let fault = Described::Fault {
+            id: "butler://a/<none>".to_owned(),
+            message: "NotFoundFault: image butler://a/<none> is unknown".to_owned(),
+        };
+        let doc = document("http://h", &[image("butler://a/b"), fault, cube]);
+        assert_eq!(doc.matches("<TR>").count(), 7, "{doc}");
+        assert!(doc.contains(r#"ID="cutout">"#) && doc.contains(r#"ID="cutout-3">"#));
+        assert!(doc.contains("<TD>NotFoundFault: image butler://a/&lt;none&gt; is unknown</TD>"));
+        assert!(
+            doc.contains(r#"<MIN value="0.0000005"/><MAX value="0.0000006"/>"#),
+            "{doc}"
+        );
     }
 }

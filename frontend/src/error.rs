@@ -86,6 +86,22 @@ impl FrontendError {
         }
     }
 
+    /// The DataLink 1.1 fault (§3.4) that starts the `error_message` of a `{links}` row for an
+    /// ID this error stopped: the same choice of blame as [`FrontendError::label`].
+    pub fn datalink_fault(&self) -> &'static str {
+        match self {
+            FrontendError::Usage(_) | FrontendError::MultiValued(_) => "UsageFault",
+            FrontendError::NotFound(_) => "NotFoundFault",
+            FrontendError::Unavailable(_)
+            | FrontendError::Overloaded { .. }
+            | FrontendError::OverQuota { .. } => "TransientFault",
+            FrontendError::Unauthenticated { .. }
+            | FrontendError::MissingScope { .. }
+            | FrontendError::Forbidden(_) => "DefaultFault",
+            FrontendError::Internal(_) => "FatalFault",
+        }
+    }
+
     /// How a failed job's error is told to a synchronous client.
     pub fn from_job_error(error: &JobError) -> FrontendError {
         let message = error.message.clone();

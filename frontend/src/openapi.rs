@@ -124,6 +124,11 @@ pub struct SodaParams {
     #[schema(example = "image/png")]
     #[param(example = "image/png")]
     pub RESPONSEFORMAT: Option<String>,
+    /// `true` (also `KIND=HEADER`): only the header the cutout would have, as `text/plain`, one
+    /// 80-character card per line; no pixel is read.
+    #[schema(example = "true")]
+    #[param(example = "true")]
+    pub META: Option<String>,
 }
 
 /// A new async job: the SODA parameters plus the UWS control parameters.
@@ -157,7 +162,8 @@ pub struct JobCreation {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LinksParams {
-    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
+    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension); repeat
+    /// it for several images (at most 100).
     #[param(example = "butler://demo/m31")]
     pub ID: String,
 }
@@ -168,7 +174,7 @@ pub struct LinksParams {
 pub struct JobListParams {
     /// Only jobs in this phase (repeatable), e.g. `EXECUTING`.
     pub PHASE: Option<String>,
-    /// Only jobs created after this instant (ISO 8601 UTC).
+    /// Only jobs created after this instant: a DALI timestamp in UTC (`2015-10-26` is midnight, `2015-10-26T09:00`, `2015-10-26T09:00:00.5Z`).
     pub AFTER: Option<String>,
     /// Only the newest N jobs, newest first.
     pub LAST: Option<u32>,

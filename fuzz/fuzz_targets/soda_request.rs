@@ -36,11 +36,12 @@ fuzz_target!(|data: &[u8]| {
     for stencil in &cutout.stencils {
         check_stencil(stencil);
         let text = stencil.to_string();
-        assert_eq!(
-            Stencil::parse_pos(&text).as_ref(),
-            Ok(stencil),
-            "{text:?} does not parse back"
-        );
+        // A pixel section writes itself as `SUB [...]`, the rest as a POS value.
+        let parsed = match text.strip_prefix("SUB ") {
+            Some(section) => Stencil::parse_sub(section),
+            None => Stencil::parse_pos(&text),
+        };
+        assert_eq!(parsed.as_ref(), Ok(stencil), "{text:?} does not parse back");
     }
     if let Some((lo, hi)) = cutout.band {
         assert!(lo <= hi && lo != f64::INFINITY && hi != f64::NEG_INFINITY);
@@ -81,5 +82,7 @@ fn check_stencil(stencil: &Stencil) {
                 "{stencil:?}"
             );
         }
+        // Its ranges are checked by parsing: 1-based, increasing, steps of 1.
+        Stencil::Pixels(_) => {}
     }
 }

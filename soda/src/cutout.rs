@@ -105,19 +105,15 @@ pub fn cut_to_file_with(
     options: CutOptions,
 ) -> Result<Cutout, SodaError> {
     let _guard = lock_source(source);
-
-    let mut src = FitsFile::open(source)?;
-    let name = if provenance.source_id.is_empty() {
-        source.display().to_string()
-    } else {
-        provenance.source_id.clone()
-    };
-    let Plan {
-        image,
-        wcs,
-        region,
-        planes,
-    } = Plan::new(&mut src, &name, stencil, &options)?;
+    let (
+        mut src,
+        Plan {
+            image,
+            wcs,
+            region,
+            planes,
+        },
+    ) = open_and_plan(source, stencil, provenance, &options)?;
     if out.exists() {
         std::fs::remove_file(out)?;
     }
@@ -132,6 +128,7 @@ pub fn cut_to_file_with(
                 let step = pixel_scale_deg(&wcs, image.nx, image.ny);
                 Mask::new(&wcs, stencil, region, step)
             }),
+            masked: options.mask,
         };
         match image.bitpix {
             Bitpix::U8 => cut.copy::<u8>(&mut src, &mut dst),
@@ -152,6 +149,139 @@ pub fn cut_to_file_with(
     })
 }
 
+/// Writes at `out` the header that [`cut_to_file_with`] would give the cutout's `CUTOUT`
+/// extension, as text (one 80-character card per line, the last `END`; see
+/// [`crate::request::HEADER`]), without reading a pixel. Returns the size of the text.
+///
+/// The header is made by the same code as a cutout's, on a scratch file beside `out` whose
+/// image is one pixel per axis (so nothing the size of the cutout is written), and the
+/// `NAXISn` values are then set to the cutout's sizes.
+pub fn header_to_file(
+    source: &Path,
+    stencil: &Stencil,
+    provenance: &Provenance,
+    out: &Path,
+    options: CutOptions,
+) -> Result<u64, SodaError> {
+    let _guard = lock_source(source);
+    let (
+        mut src,
+        Plan {
+            image,
+            region,
+            planes,
+            ..
+        },
+    ) = open_and_plan(source, stencil, provenance, &options)?;
+    let mut scratch = out.as_os_str().to_owned();
+    scratch.push(".scratch.fits");
+    let scratch = std::path::PathBuf::from(scratch);
+    if scratch.exists() {
+        std::fs::remove_file(&scratch)?;
+    }
+    // NAXIS1 first, as the cards are numbered.
+    let mut sizes = vec![region.width(), region.height()];
+    sizes.extend(planes.iter().map(|r| r.len()));
+    let written = (|| {
+        {
+            let mut dst = FitsFile::create(&scratch).open()?;
+            let cut = Cut {
+                image: &image,
+                region,
+                planes: &planes,
+                provenance,
+                mask: None,
+                masked: options.mask,
+            };
+            let ones = vec![1; sizes.len()];
+            let description = ImageDescription {
+                data_type: image.bitpix.image_type(),
+                dimensions: &ones,
+            };
+            match image.bitpix {
+                Bitpix::U8 => cut
+                    .create_hdu::<u8>(&mut src, &mut dst, &description)
+                    .map(drop),
+                Bitpix::I16 => cut
+                    .create_hdu::<i16>(&mut src, &mut dst, &description)
+                    .map(drop),
+                Bitpix::I32 => cut
+                    .create_hdu::<i32>(&mut src, &mut dst, &description)
+                    .map(drop),
+                Bitpix::I64 => cut
+                    .create_hdu::<i64>(&mut src, &mut dst, &description)
+                    .map(drop),
+                Bitpix::F32 => cut
+                    .create_hdu::<f32>(&mut src, &mut dst, &description)
+                    .map(drop),
+                Bitpix::F64 => cut
+                    .create_hdu::<f64>(&mut src, &mut dst, &description)
+                    .map(drop),
+            }?;
+        }
+        let bytes = std::fs::read(&scratch)?;
+        let text = extension_header_text(&bytes, &sizes)?;
+        std::fs::write(out, &text)?;
+        Ok(text.len() as u64)
+    })();
+    std::fs::remove_file(&scratch).ok();
+    written
+}
+
+/// The header of the second HDU of the FITS file `bytes` (whose primary HDU has no data) as
+/// lines of text, with `NAXISn` set to `sizes[n - 1]`.
+fn extension_header_text(bytes: &[u8], sizes: &[usize]) -> Result<String, SodaError> {
+    const CARD: usize = 80;
+    const BLOCK: usize = 2880;
+    let bad = || SodaError::Fits("the scratch header is not a FITS file".to_owned());
+    let cards = |from: usize| bytes.get(from..).unwrap_or_default().chunks_exact(CARD);
+    // The primary header ends at its END card, padded to a whole block.
+    let primary_cards = cards(0)
+        .position(|c| c.starts_with(b"END     "))
+        .ok_or_else(bad)?
+        + 1;
+    let start = (primary_cards * CARD).div_ceil(BLOCK) * BLOCK;
+    let mut text = String::new();
+    for card in cards(start) {
+        let card = std::str::from_utf8(card).map_err(|_| bad())?;
+        let key = card[..8].trim_end();
+        let naxis = key
+            .strip_prefix("NAXIS")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| sizes.get(n.wrapping_sub(1)));
+        match naxis {
+            // A fixed-format integer: right-justified in columns 11-30, the comment kept.
+            Some(size) => {
+                text.push_str(&format!("{}{size:>20}{}", &card[..10], &card[30..]));
+            }
+            None => text.push_str(card),
+        }
+        text.push('\n');
+        if key == "END" {
+            return Ok(text);
+        }
+    }
+    Err(bad())
+}
+
+/// Opens `source` and plans the cut of `stencil`; errors name the image by the provenance's ID
+/// (else by its path). The caller holds the source's lock.
+fn open_and_plan(
+    source: &Path,
+    stencil: &Stencil,
+    provenance: &Provenance,
+    options: &CutOptions,
+) -> Result<(FitsFile, Plan), SodaError> {
+    let mut src = FitsFile::open(source)?;
+    let name = if provenance.source_id.is_empty() {
+        source.display().to_string()
+    } else {
+        provenance.source_id.clone()
+    };
+    let plan = Plan::new(&mut src, &name, stencil, options)?;
+    Ok((src, plan))
+}
+
 /// What a cutout will copy: the image HDU, its celestial WCS, the pixel rectangle of the stencil
 /// and the planes of the other axes (all of them, or the `BAND`'s).
 struct Plan {
@@ -169,13 +299,36 @@ impl Plan {
         stencil: &Stencil,
         options: &CutOptions,
     ) -> Result<Plan, SodaError> {
-        let image = SourceImage::find(src, options.extension.as_deref())?;
+        let section = match stencil {
+            Stencil::Pixels(section) => Some(section),
+            _ => None,
+        };
+        let extension = options
+            .extension
+            .as_deref()
+            .or_else(|| section.and_then(|s| s.extension()));
+        let image = SourceImage::find(src, extension)?;
         let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
         let name = || source_name.to_owned();
         let Some(region) = pixel_box(&wcs, image.nx, image.ny, stencil) else {
             return Err(SodaError::NoOverlap { source: name() });
         };
         let mut planes: Vec<Range<usize>> = image.extra.iter().map(|&n| 0..n).collect();
+        if let Some(section) = section {
+            if section.axes() > 2 + planes.len() {
+                return Err(SodaError::usage(format!(
+                    "SUB {section} gives {} axes but {} has {}",
+                    section.axes(),
+                    name(),
+                    2 + planes.len()
+                )));
+            }
+            for (i, planes) in planes.iter_mut().enumerate() {
+                *planes = section
+                    .axis(i + 2, planes.len())
+                    .ok_or_else(|| SodaError::NoOverlap { source: name() })?;
+            }
+        }
         if let Some(band) = options.band {
             let Some(axis) = SpectralAxis::find(&image.keywords, &image.extra)? else {
                 return Err(SodaError::usage(format!(
@@ -259,13 +412,16 @@ impl SourceImage {
     ) -> Result<SourceImage, SodaError> {
         let indices = match extension {
             Some(name) => {
-                let index = (0..file.num_hdus()?)
+                let hdus = file.num_hdus()?;
+                let index = (0..hdus)
                     .find(|&i| {
                         file.hdu(i).is_ok_and(|hdu| {
                             hdu.read_key::<String>(file, "EXTNAME")
                                 .is_ok_and(|n| n.trim().eq_ignore_ascii_case(name))
                         })
                     })
+                    // cfitsio's `[N]`: HDU number N, 0 the primary (an EXTNAME goes first).
+                    .or_else(|| name.parse::<usize>().ok().filter(|&n| n < hdus))
                     .ok_or_else(|| {
                         SodaError::UnknownImage(format!("the image has no extension {name:?}"))
                     })?;
@@ -425,9 +581,35 @@ struct Cut<'a> {
     provenance: &'a Provenance,
     /// Which pixels are kept, when masking.
     mask: Option<Mask<'a>>,
+    /// Whether the pixels outside the stencil are blanked (`mask` is `None` for a header).
+    masked: bool,
 }
 
 impl Cut<'_> {
+    /// Creates the `CUTOUT` extension of `dst` with its whole header (the source's scaling
+    /// cards, the shifted WCS, BLANK, provenance) and returns it with the stored value that
+    /// blanks a masked pixel.
+    fn create_hdu<T: Pixel>(
+        &self,
+        src: &mut FitsFile,
+        dst: &mut FitsFile,
+        description: &ImageDescription<'_>,
+    ) -> Result<(FitsHdu, T), SodaError> {
+        let image = self.image;
+        let hdu = dst.create_image("CUTOUT", description)?;
+        let (blank, declared_blank) = T::blank(image.blank);
+        let declared_blank = if self.masked {
+            declared_blank
+        } else {
+            image.blank
+        };
+        let mut offsets = vec![self.region.x0, self.region.y0];
+        offsets.extend(self.planes.iter().map(|r| r.start));
+        unscaled::copy_cards(src, &image.hdu, dst, &hdu, &SCALING_KEYWORDS)?;
+        write_header(dst, &hdu, image, &offsets, self.provenance, declared_blank)?;
+        Ok((hdu, blank))
+    }
+
     /// Copies `region` of the source (in each kept plane) into a new `CUTOUT` extension of
     /// `dst`, a block of rows at a time, with `T` the type of a stored pixel: scaling is off on
     /// both sides, so the stored values are copied and BSCALE/BZERO copied with them.
@@ -444,17 +626,7 @@ impl Cut<'_> {
             data_type: image.bitpix.image_type(),
             dimensions: &dimensions,
         };
-        let hdu = dst.create_image("CUTOUT", &description)?;
-        let (blank, declared_blank) = T::blank(image.blank);
-        let declared_blank = if self.mask.is_some() {
-            declared_blank
-        } else {
-            image.blank
-        };
-        let mut offsets = vec![region.x0, region.y0];
-        offsets.extend(self.planes.iter().map(|r| r.start));
-        unscaled::copy_cards(src, &image.hdu, dst, &hdu, &SCALING_KEYWORDS)?;
-        write_header(dst, &hdu, image, &offsets, self.provenance, declared_blank)?;
+        let (hdu, blank) = self.create_hdu::<T>(src, dst, &description)?;
         unscaled::disable_scaling(src, &image.hdu)?;
         unscaled::disable_scaling(dst, &hdu)?;
 
@@ -691,6 +863,89 @@ mod tests {
             cutout_bytes(&source, &off, &CutOptions::default()),
             Err(SodaError::NoOverlap { .. })
         ));
+    }
+
+    /// The header of `options`' cutout of `source` by `stencil`: (as `header_to_file` writes
+    /// it, as the cutout file has it).
+    fn both_headers(source: &Path, stencil: &Stencil, options: CutOptions) -> (String, String) {
+        let dir = source.parent().unwrap();
+        let (text, fits) = (dir.join("h.txt"), dir.join("c.fits"));
+        let size = header_to_file(
+            source,
+            stencil,
+            &provenance(stencil),
+            &text,
+            options.clone(),
+        )
+        .unwrap();
+        let header = std::fs::read_to_string(&text).unwrap();
+        assert_eq!(size, header.len() as u64);
+        cut_to_file_with(source, stencil, &provenance(stencil), &fits, options).unwrap();
+        let cut = extension_header_text(&std::fs::read(&fits).unwrap(), &[]).unwrap();
+        (header, cut)
+    }
+
+    #[test]
+    fn header_only_is_the_cutouts_header_card_for_card() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 80.0, 120.0, 20.0);
+        for mask in [false, true] {
+            let options = CutOptions {
+                mask,
+                ..CutOptions::default()
+            };
+            let (header, cut) = both_headers(&source, &stencil, options);
+            assert_eq!(header, cut, "mask {mask}");
+            assert!(header.lines().all(|l| l.len() == 80), "{header}");
+            assert!(
+                header.contains("NAXIS1  =                   41"),
+                "{header}"
+            );
+            assert!(header.ends_with(&format!("{:<80}\n", "END")), "{header}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("cube.fits");
+        cube(&source);
+        let mut f = FitsFile::open(&source).unwrap();
+        let h = f.hdu(1).unwrap();
+        let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h)).unwrap();
+        drop(f);
+        let (ra, dec) = wcs.pixel_to_sky(20.0, 30.0).unwrap();
+        let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+        let options = CutOptions {
+            band: Some((515e-9, 545e-9)),
+            extension: Some("CUBE".to_owned()),
+            ..CutOptions::default()
+        };
+        let (header, cut) = both_headers(&source, &stencil, options);
+        assert_eq!(header, cut);
+        assert!(
+            header.contains("NAXIS3  =                    3"),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn header_only_reads_no_pixel() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 80.0, 120.0, 20.0);
+        // Keep the header blocks only: a pixel read would run off the end of the file.
+        let bytes = std::fs::read(&source).unwrap();
+        let end = bytes
+            .chunks_exact(80)
+            .position(|c| c.starts_with(b"END     "))
+            .unwrap();
+        let header_len = ((end + 1) * 80).div_ceil(2880) * 2880;
+        std::fs::write(&source, &bytes[..header_len]).unwrap();
+        let out = dir.path().join("h.txt");
+        let provenance = provenance(&stencil);
+        header_to_file(&source, &stencil, &provenance, &out, CutOptions::default()).unwrap();
+        assert!(
+            cut_to_file(&source, &stencil, &provenance, &dir.path().join("c.fits")).is_err(),
+            "the cutout should have needed the missing pixels"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Where an image lies on the sky, read from its WCS, so that a DataLink service descriptor can
-//! tell a client which `CIRCLE`, `POLYGON` and `POS` values make sense for this image.
+//! tell a client which `CIRCLE`, `POLYGON`, `POS` and `BAND` values make sense for this image.
 
 use std::path::Path;
 
@@ -8,6 +8,7 @@ use fitsio::FitsFile;
 use crate::SodaError;
 use crate::celestial::CelestialWcs;
 use crate::cutout::{SourceImage, lock_source};
+use crate::spectral::SpectralAxis;
 use crate::sphere::{self, Vec3};
 
 /// Samples per image edge when looking for the point furthest from the centre: edges of a
@@ -26,6 +27,9 @@ pub struct Footprint {
     /// The outer corners of the corner pixels, counter-clockwise as DALI draws polygons (RA
     /// increasing to the right, Dec up), so that the list is a valid `POLYGON` value.
     pub corners: [(f64, f64); 4],
+    /// The wavelengths (metres, low and high) that the image's linear wavelength axis covers,
+    /// the outer edges of its first and last planes; `None` for an image without one.
+    pub band: Option<(f64, f64)>,
 }
 
 impl Footprint {
@@ -47,12 +51,18 @@ impl Footprint {
 /// Reads the image HDU of the FITS file at `path` (the one named `extension`, else the first
 /// image) and computes its footprint from the WCS.
 pub fn footprint(path: &Path, extension: Option<&str>) -> Result<Footprint, SodaError> {
-    let (nx, ny, wcs) = {
+    let (nx, ny, wcs, band) = {
         let _guard = lock_source(path);
         let mut file = FitsFile::open(path)?;
         let image = SourceImage::find(&mut file, extension)?;
         let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
-        (image.nx, image.ny, wcs)
+        // A spectral axis that BAND cannot cut (FREQ, WAVE-LOG) has no BAND range to advertise;
+        // a cutout that names BAND on it says why.
+        let band = SpectralAxis::find(&image.keywords, &image.extra)
+            .ok()
+            .flatten()
+            .map(|axis| axis.range());
+        (image.nx, image.ny, wcs, band)
     };
     let sky = |x: f64, y: f64| {
         wcs.pixel_to_sky(x, y)
@@ -91,6 +101,7 @@ pub fn footprint(path: &Path, extension: Option<&str>) -> Result<Footprint, Soda
         center,
         radius_deg,
         corners,
+        band,
     })
 }
 

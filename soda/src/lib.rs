@@ -15,6 +15,7 @@
 //! - [`cut_to_file`] (in `cutout`) reads just that box and writes a new FITS file whose WCS
 //!   keywords (`header`) keep every pixel's sky position, plus provenance. Pixels are copied as
 //!   stored, with BSCALE/BZERO scaling off (`unscaled`, the workspace's one `unsafe` module).
+//! - [`header_to_file`] writes only the header a cutout would have, as text (`META=true`).
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
 //! - [`preview::preview_to_file`] renders a cutout as a PNG or JPEG for `RESPONSEFORMAT=image/png`
 //!   or `image/jpeg`.
@@ -35,6 +36,7 @@ pub mod preview;
 mod region;
 pub mod repository;
 pub mod request;
+mod section;
 mod sip;
 mod source_id;
 mod spectral;
@@ -44,7 +46,7 @@ mod unscaled;
 
 pub use cutout::{
     CutOptions, Cutout, PixelBox, Provenance, combine_to_file, cut_to_file, cut_to_file_with,
-    cutout_bytes,
+    cutout_bytes, header_to_file,
 };
 pub use demo::{
     DemoImage, DemoProgress, SyntheticImage, write_demo_repository,
@@ -54,4 +56,4 @@ pub use error::SodaError;
 pub use footprint::{Footprint, footprint};
 pub use region::ImageGeometry;
 pub use source_id::SourceId;
-pub use stencil::{Circle, MAX_POLYGON_VERTICES, Polygon, Range, Stencil};
+pub use stencil::{Circle, MAX_POLYGON_VERTICES, PixelSection, Polygon, Range, Stencil};

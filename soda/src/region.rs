@@ -114,6 +114,15 @@ pub(crate) fn pixel_box(
     if nx == 0 || ny == 0 {
         return None;
     }
+    if let Stencil::Pixels(section) = stencil {
+        let (x, y) = (section.axis(0, nx)?, section.axis(1, ny)?);
+        return Some(PixelBox {
+            x0: x.start,
+            y0: y.start,
+            x1: x.end - 1,
+            y1: y.end - 1,
+        });
+    }
     let image = Bounds {
         x: (-0.5, nx as f64 - 0.5),
         y: (-0.5, ny as f64 - 0.5),

@@ -10,8 +10,8 @@ use crate::stencil::Stencil;
 /// The media type of the FITS cutouts, the default `RESPONSEFORMAT`.
 pub const FITS: &str = "application/fits";
 
-/// The spatial-stencil parameters, in the order SODA lists them.
-const STENCIL_PARAMETERS: [&str; 3] = ["POS", "CIRCLE", "POLYGON"];
+/// The spatial-stencil parameters, in the order SODA lists them, then the pixel section.
+const STENCIL_PARAMETERS: [&str; 4] = ["POS", "CIRCLE", "POLYGON", "SUB"];
 
 /// Most (ID, stencil) pairs one request may ask for: each pair is a cutout and a result, and
 /// a job's result list must stay a size a client can read.
@@ -35,7 +35,16 @@ pub struct CutoutRequest {
     /// format, listed before the FITS results (SODA: the preview comes first, so a sync request
     /// answers with it).
     pub preview: Option<PreviewFormat>,
+    /// `META=true` (CADC) or `KIND=HEADER` (DaCHS): each cutout is only its header, as it would
+    /// be written, listed as text (see [`HEADER`]); no pixel is read.
+    pub header_only: bool,
 }
+
+/// The media type of a header-only result (`META=true`): the FITS header of the cutout's image
+/// extension as text, one 80-character card per line ending with `END`, as CADC answers
+/// `META=true` and as `astropy.io.fits.Header.fromstring(text, sep="\n")` reads it. A FITS file
+/// with no data would be a different header (NAXISn would have to lie), so it is not one.
+pub const HEADER: &str = "text/plain";
 
 impl CutoutRequest {
     /// Parses DALI parameters (names case-insensitive, as `(name, value)` pairs). Parameters
@@ -48,6 +57,7 @@ impl CutoutRequest {
         let mut mask = false;
         let mut band = None;
         let mut preview = None;
+        let mut header_only = false;
         for (name, value) in parameters {
             let name = name.to_ascii_uppercase();
             match name.as_str() {
@@ -55,6 +65,7 @@ impl CutoutRequest {
                 "POS" => stencils.push(Stencil::parse_pos(value)?),
                 "CIRCLE" => stencils.push(Stencil::parse_circle(value)?),
                 "POLYGON" => stencils.push(Stencil::parse_polygon(value)?),
+                "SUB" => stencils.push(Stencil::parse_sub(value)?),
                 "RESPONSEFORMAT" => {
                     let format = value.trim();
                     let is = |media: &str, short: &[&str]| {
@@ -74,6 +85,16 @@ impl CutoutRequest {
                     };
                 }
                 "MASK" => mask = parse_bool("MASK", value)?,
+                "META" => header_only |= parse_bool("META", value)?,
+                "KIND" => match value.trim().to_ascii_uppercase().as_str() {
+                    "HEADER" => header_only = true,
+                    "DATA" | "" => {}
+                    other => {
+                        return Err(SodaError::Usage(format!(
+                            "KIND must be HEADER or DATA, not {other:?}"
+                        )));
+                    }
+                },
                 "BAND" => {
                     if band.is_some() {
                         return Err(SodaError::MultiValued(
@@ -96,6 +117,34 @@ impl CutoutRequest {
                 STENCIL_PARAMETERS.join(", ")
             )));
         }
+        if stencils.iter().any(Stencil::is_pixels) {
+            let conflict = if !stencils.iter().all(Stencil::is_pixels) {
+                Some("a sky stencil (POS, CIRCLE, POLYGON)")
+            } else if mask {
+                Some("MASK (a section has no outside to blank)")
+            } else if band.is_some() {
+                Some("BAND (give the planes as the section's third range)")
+            } else if ids.iter().any(|id| id.extension().is_some())
+                && stencils
+                    .iter()
+                    .any(|s| matches!(s, Stencil::Pixels(p) if p.extension().is_some()))
+            {
+                Some("an ID with ?ext= when the section names an extension too")
+            } else {
+                None
+            };
+            if let Some(conflict) = conflict {
+                return Err(SodaError::Usage(format!(
+                    "SUB cannot be combined with {conflict}"
+                )));
+            }
+        }
+        if header_only && preview.is_some() {
+            return Err(SodaError::Usage(
+                "META=true (or KIND=HEADER) asks for headers only: RESPONSEFORMAT must be FITS"
+                    .into(),
+            ));
+        }
         if ids.len() * stencils.len() > MAX_PAIRS {
             return Err(SodaError::Usage(format!(
                 "{} IDs and {} stencils make {} cutouts; at most {MAX_PAIRS} per request",
@@ -110,6 +159,7 @@ impl CutoutRequest {
             mask,
             band,
             preview,
+            header_only,
         })
     }
 
@@ -234,6 +284,65 @@ mod tests {
     }
 
     #[test]
+    fn sub_is_a_pixel_stencil_that_combines_with_no_sky_stencil() {
+        check(&[("ID", "butler://demo/a"), ("SUB", "[1:10,1:10]")], Ok(1));
+        check(
+            &[
+                ("ID", "butler://demo/a"),
+                ("SUB", "[1:10,1:10]"),
+                ("sub", "[SCI][5:6,*]"),
+            ],
+            Ok(2),
+        );
+        let base = [("ID", "butler://demo/a"), ("SUB", "[1:10,1:10]")];
+        for (extra, why) in [
+            (("CIRCLE", "10 20 0.1"), "sky stencil"),
+            (("MASK", "true"), "MASK"),
+            (("BAND", "1e-7 2e-7"), "BAND"),
+        ] {
+            let mut params = base.to_vec();
+            params.push(extra);
+            check(&params, Err(why));
+        }
+        check(
+            &[
+                ("ID", "butler://demo/a?ext=SCI"),
+                ("SUB", "[SCI][1:10,1:10]"),
+            ],
+            Err("?ext="),
+        );
+        check(
+            &[("ID", "butler://demo/a?ext=SCI"), ("SUB", "[1:10,1:10]")],
+            Ok(1),
+        );
+        check(
+            &[("ID", "butler://demo/a"), ("SUB", "[1:10:2,1:10]")],
+            Err("steps of 1"),
+        );
+    }
+
+    #[test]
+    fn meta_true_or_kind_header_asks_for_headers_only() {
+        let r = |extra: &[(&'static str, &'static str)]| {
+            let mut params = vec![("ID", "butler://demo/a"), ("CIRCLE", "10 20 0.1")];
+            params.extend_from_slice(extra);
+            CutoutRequest::from_parameters(params).map(|r| r.header_only)
+        };
+        assert_eq!(r(&[]), Ok(false));
+        assert_eq!(r(&[("meta", "TRUE")]), Ok(true));
+        assert_eq!(r(&[("META", "false")]), Ok(false));
+        assert_eq!(r(&[("kind", "header")]), Ok(true));
+        assert_eq!(r(&[("KIND", "DATA")]), Ok(false));
+        for bad in [[("META", "perhaps")], [("KIND", "PIXELS")]] {
+            assert!(matches!(r(&bad), Err(SodaError::Usage(_))), "{bad:?}");
+        }
+        assert!(matches!(
+            r(&[("META", "true"), ("RESPONSEFORMAT", "image/png")]),
+            Err(SodaError::Usage(_))
+        ));
+    }
+
+    #[test]
     fn band_is_one_interval_in_metres() {
         let r = |v: &[&'static str]| {
             let mut params = vec![("ID", "butler://demo/a"), ("CIRCLE", "10 20 0.1")];
@@ -288,6 +397,7 @@ mod fuzz {
         prop_oneof![
             proptest::collection::vec(any::<char>(), 0..30).prop_map(String::from_iter),
             "(CIRCLE |POLYGON |RANGE )?([-+0-9.eEinfNa]{1,8} ){0,12}",
+            "(\\[[A-Z0-9]{0,3}\\])?\\[([0-9*]{1,3}(:[0-9]{1,3}){0,2},?){0,4}\\]",
         ]
     }
 
@@ -299,6 +409,9 @@ mod fuzz {
             Just("POLYGON".to_owned()),
             Just("MASK".to_owned()),
             Just("RESPONSEFORMAT".to_owned()),
+            Just("META".to_owned()),
+            Just("KIND".to_owned()),
+            Just("SUB".to_owned()),
             "[A-Za-z]{0,6}",
         ]
     }

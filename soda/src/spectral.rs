@@ -73,6 +73,14 @@ impl SpectralAxis {
         Ok(None)
     }
 
+    /// The wavelengths (metres, low then high) of the outer edges of the first and last planes:
+    /// the `BAND` values that can select something.
+    pub(crate) fn range(&self) -> (f64, f64) {
+        let edge = |pixel: f64| self.crval + self.cdelt * (pixel - self.crpix);
+        let (a, b) = (edge(0.5), edge(self.len as f64 + 0.5));
+        (a.min(b), a.max(b))
+    }
+
     /// The 0-based planes whose centre wavelengths lie in `band` (metres, bounds included,
     /// possibly infinite), or `None` if none does.
     pub(crate) fn planes(&self, (lo, hi): (f64, f64)) -> Option<Range<usize>> {
@@ -136,6 +144,11 @@ mod tests {
         assert_eq!(a.planes((f64::NEG_INFINITY, f64::INFINITY)), Some(0..10));
         assert_eq!(a.planes((591e-9, 700e-9)), None);
         assert_eq!(a.planes((501e-9, 509e-9)), None);
+        let (lo, hi) = a.range();
+        assert!(
+            (lo - 495e-9).abs() < 1e-15 && (hi - 595e-9).abs() < 1e-15,
+            "{lo} {hi}"
+        );
     }
 
     #[test]
@@ -143,6 +156,11 @@ mod tests {
         // Planes 0..10 at 2.0, 1.9, ... 1.1 micrometres, reference pixel in the middle.
         let a = axis("um", 1.5, -0.1, 6.0);
         assert_eq!(a.planes((1.55e-6, 1.85e-6)), Some(2..5));
+        let (lo, hi) = a.range();
+        assert!(
+            (lo - 1.05e-6).abs() < 1e-15 && (hi - 2.05e-6).abs() < 1e-15,
+            "{lo} {hi}"
+        );
     }
 
     #[test]

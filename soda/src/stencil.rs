@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::SodaError;
+pub use crate::section::PixelSection;
 use crate::sphere::{self, Vec3};
 
 /// A SODA spatial stencil in ICRS degrees, valid by construction.
@@ -19,6 +20,9 @@ pub enum Stencil {
     /// `RANGE ra1 ra2 dec1 dec2`; infinite bounds reach to the image edge, and `ra1 > ra2`
     /// wraps through RA 0 (`RANGE 350 10 ...` is 20 degrees wide).
     Range(Range),
+    /// `SUB=[x1:x2,y1:y2]`: a rectangle of pixels rather than of sky, cut as it is (see
+    /// [`PixelSection`]); it contains every sky position of its pixels.
+    Pixels(PixelSection),
 }
 
 /// A cone: all points within `radius` degrees of the centre.
@@ -113,6 +117,16 @@ impl Stencil {
         }
     }
 
+    /// Parses the value of a `SUB` parameter, a cfitsio image section.
+    pub fn parse_sub(value: &str) -> Result<Stencil, SodaError> {
+        PixelSection::parse(value).map(Stencil::Pixels)
+    }
+
+    /// Whether this is a pixel section (`SUB`) rather than a region of the sky.
+    pub fn is_pixels(&self) -> bool {
+        matches!(self, Stencil::Pixels(_))
+    }
+
     /// Whether the sky position is inside the stencil (boundary included).
     pub(crate) fn contains(&self, ra_deg: f64, dec_deg: f64) -> bool {
         self.test().contains(ra_deg, dec_deg)
@@ -129,7 +143,7 @@ impl Stencil {
                     .map(|&(r, d)| sphere::unit_vector(r, d))
                     .collect(),
             ),
-            Stencil::Range(_) => ([0.0; 3], Vec::new()),
+            Stencil::Range(_) | Stencil::Pixels(_) => ([0.0; 3], Vec::new()),
         };
         StencilTest {
             stencil: self.clone(),
@@ -189,6 +203,8 @@ impl Stencil {
                     .map(|(ra, dec)| sphere::unit_vector(ra, dec))
                     .collect()
             }
+            // A section is located in pixels, never through its sky boundary.
+            Stencil::Pixels(_) => Vec::new(),
         }
     }
 }
@@ -219,6 +235,7 @@ impl StencilTest {
                     (ra_lo..=ra_hi).contains(&ra) || (ra_lo..=ra_hi).contains(&(ra + 360.0));
                 in_ra && (dec_lo..=dec_hi).contains(&dec_deg)
             }
+            Stencil::Pixels(_) => true,
         }
     }
 }
@@ -244,6 +261,7 @@ impl fmt::Display for Stencil {
                 Num(r.dec.0),
                 Num(r.dec.1)
             ),
+            Stencil::Pixels(section) => write!(f, "SUB {section}"),
         }
     }
 }

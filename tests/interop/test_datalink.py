@@ -27,6 +27,8 @@ from pyvo.dal.adhoc import DatalinkQuery, DatalinkResults, SodaQuery
 from pyvo.dal.exceptions import DALQueryError, DALServiceError
 
 M31 = "butler://demo/m31"
+ORION = "butler://demo/orion"
+UNKNOWN = "butler://demo/nothing"
 M31_CENTRE = (10.684708, 41.26875)
 # The demo images are 512 x 512 one-arcsecond pixels: the enclosing radius is
 # half the diagonal, less a little for the TAN projection (tan r ~ r + r^3/3).
@@ -54,7 +56,7 @@ def test_pyvo_datalink_query_finds_the_soda_descriptor_with_the_footprint(
 ):
     links = DatalinkQuery(f"{base_url}/links", id=M31).execute()
     assert isinstance(links, DatalinkResults)
-    assert sorted(links["semantics"]) == ["#cutout", "#this"]
+    assert sorted(links["semantics"]) == ["#cutout", "#preview", "#this"]
     proc = links.get_first_proc()
     assert proc.semantics == "#cutout"
     assert proc.service_def == "cutout"
@@ -65,7 +67,12 @@ def test_pyvo_datalink_query_finds_the_soda_descriptor_with_the_footprint(
     resource = links.get_adhocservice_by_ivoid("ivo://ivoa.net/std/SODA#sync-1")
     assert resource.ID == "cutout"
     params = input_params(resource)
-    assert set(params) == {"ID", "POS", "CIRCLE", "POLYGON"}
+    assert set(params) == {
+        "ID", "POS", "CIRCLE", "POLYGON", "RESPONSEFORMAT", "MASK"}
+    # The ID comes from the row.
+    assert params["ID"].ref == "ID"
+    assert [value for _, value in params["RESPONSEFORMAT"].values.options] == [
+        "application/fits", "image/png", "image/jpeg"]
     circle_max = np.asarray(params["CIRCLE"].values.max, dtype=float)
     assert circle_max[:2] == pytest.approx(M31_CENTRE, abs=1e-6)
     assert circle_max[2] == pytest.approx(HALF_DIAGONAL_DEG, rel=1e-5)
@@ -119,9 +126,55 @@ def test_pyvo_getdataset_fetches_the_whole_image(base_url, skycut):
 
 
 def test_pyvo_reports_an_unknown_image_with_its_name(base_url):
-    with pytest.raises((DALQueryError, DALServiceError)) as raised:
-        DatalinkQuery(f"{base_url}/links", id="butler://demo/nothing").execute()
-    assert "butler://demo/nothing" in str(raised.value)
+    links = DatalinkQuery(f"{base_url}/links", id=UNKNOWN).execute()
+    [row] = list(links)
+    assert row.error_message.startswith("NotFoundFault: ")
+    assert UNKNOWN in row.error_message
+    with pytest.raises(DALServiceError) as raised:
+        row.getdataurl()
+    assert UNKNOWN in str(raised.value)
+
+
+@pytest.mark.parametrize("post", [False, True])
+def test_pyvo_datalink_with_several_ids_answers_each_with_rows_or_an_error(
+    base_url, post
+):
+    ids = [M31, UNKNOWN, ORION]
+    links = DatalinkQuery(f"{base_url}/links", id=ids).execute(post=post)
+    assert [(r["ID"], r.semantics) for r in links] == [
+        (M31, "#this"), (M31, "#preview"), (M31, "#cutout"),
+        (UNKNOWN, "#this"),
+        (ORION, "#this"), (ORION, "#preview"), (ORION, "#cutout"),
+    ]
+    unknown = links.clone_byid(UNKNOWN)
+    assert next(iter(unknown)).error_message.startswith("NotFoundFault: ")
+    # Each image's own descriptor carries its footprint; a cutout through it
+    # comes from that image.
+    for ident in (M31, ORION):
+        one = links.clone_byid(ident)
+        proc = one.get_first_proc()
+        resource = one.get_adhocservice_by_id(proc.service_def)
+        centre = np.asarray(
+            input_params(resource)["CIRCLE"].values.max, dtype=float)[:2]
+        query = SodaQuery.from_resource(
+            proc, resource, circle=(*centre, 10 / 3600) * u.deg)
+        assert query["ID"] == ident
+        with open_stream(query.execute_stream()) as hdul:
+            assert hdul["CUTOUT"].header["SKYCSRC"] == ident
+
+
+def test_pyvo_preview_row_is_a_png_of_the_whole_image(base_url):
+    links = DatalinkResults.from_result_url(links_url(base_url))
+    preview = next(links.bysemantics("#preview", include_narrower=False))
+    assert preview.content_type == "image/png"
+    stream = preview.getdataset()
+    try:
+        png = stream.read()
+    finally:
+        stream.close()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(png[16:20], "big"),
+            int.from_bytes(png[20:24], "big")) == (512, 512)
 
 
 # TOPCAT's DataLink window is built on STIL's uk.ac.starlink.vo.datalink;
@@ -153,13 +206,13 @@ def test_topcat_datalink_classes_build_a_cutout_form_and_invoke_it(base_url):
     radius = 15 / 3600
     facts = run_topcat_datalink(
         links_url(base_url), f"{M31_CENTRE[0]} {M31_CENTRE[1]} {radius}")
-    assert facts["rows"] == ["2"]
+    assert facts["rows"] == ["3"]
     assert facts["descriptor"] == [
         f"cutout ivo://ivoa.net/std/SODA#sync-1.0 {base_url}/sync"]
     # ID comes from the row (ref), so the form does not ask for it.
     assert facts["row param"] == ["ID"]
     user = {line.split()[0]: line for line in facts["user param"]}
-    assert set(user) == {"POS", "CIRCLE", "POLYGON"}
+    assert set(user) == {"POS", "CIRCLE", "POLYGON", "RESPONSEFORMAT", "MASK"}
     assert "xtype=circle max=10.684708 41.26875 " in user["CIRCLE"]
     assert "xtype=polygon max=" in user["POLYGON"]
     [url] = facts["invoke"]
@@ -181,3 +234,23 @@ def test_stilts_votlint_finds_nothing_wrong_in_the_links_document(base_url):
     report = [line for line in (result.stdout + result.stderr).splitlines()
               if line.startswith(("ERROR", "WARNING"))]
     assert result.returncode == 0 and not report, report or result.stderr
+
+
+def test_stilts_datalinklint_passes_a_document_with_several_ids_one_unknown(
+    base_url,
+):
+    # datalinklint checks the DataLink 1.1 rules themselves: columns, error
+    # rows, service descriptors and their parameters (W-SAVV-1 is VALUES
+    # beside a ref), and fetches nothing.
+    doc = requests.get(
+        f"{base_url}/links",
+        params=[("ID", M31), ("ID", UNKNOWN), ("ID", ORION)], timeout=60,
+    ).text
+    result = subprocess.run(
+        ["stilts", "datalinklint", "report=EW", "votable=-"], input=doc,
+        capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    totals = [line for line in output.splitlines() if line.startswith("Totals")]
+    assert totals and "Errors: 0" in totals[0] and "Warnings: 0" in totals[0], output

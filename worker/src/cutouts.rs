@@ -12,12 +12,16 @@
 //! With `RESPONSEFORMAT=image/png` (or `image/jpeg`) every cutout also gets a preview in that
 //! format, `preview` (one pair) or `preview-N` (pair N), all listed before the FITS results: SODA
 //! puts the preview first, and a sync request redirects to the first result.
+//!
+//! With `META=true` (or `KIND=HEADER`) each pair's result is instead the header its cutout would
+//! have, as text ([`soda::request::HEADER`]), with the same result IDs and no combined file; no
+//! pixel is read.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use soda::repository::Repositories;
-use soda::request::{CutoutRequest, FITS};
+use soda::request::{CutoutRequest, FITS, HEADER};
 use soda::{CutOptions, Provenance, SodaError, SourceId, Stencil};
 use uws::queue::DelegatedToken;
 use uws::results::{ObjectMeta, ResultStore};
@@ -98,14 +102,26 @@ pub(crate) async fn cut_all(
     let pairs: Vec<(&SourceId, &Stencil)> = request.pairs().collect();
     let mut scratch = Scratch::new(&settings.scratch_dir, &job.id);
     let mut outcomes = Vec::with_capacity(pairs.len());
+    let (content_type, extension) = if request.header_only {
+        (HEADER, "txt")
+    } else {
+        (FITS, "fits")
+    };
     for (n, (id, stencil)) in pairs.iter().enumerate() {
-        let out = scratch.file(&format!("{n}.fits"));
-        outcomes.push(
-            match cut_one(&sources, settings, id, stencil, &out, options(id)).await {
-                Ok(()) => Pair::Cut(out),
-                Err(e) => Pair::Failed(e),
-            },
+        let out = scratch.file(&format!("{n}.{extension}"));
+        let cut = cut_one(
+            &sources,
+            settings,
+            id,
+            stencil,
+            &out,
+            options(id),
+            request.header_only,
         );
+        outcomes.push(match cut.await {
+            Ok(()) => Pair::Cut(out),
+            Err(e) => Pair::Failed(e),
+        });
     }
 
     if !outcomes.iter().any(|o| matches!(o, Pair::Cut(_))) {
@@ -158,11 +174,19 @@ pub(crate) async fn cut_all(
         };
         let result = match outcome {
             Pair::Cut(path) => {
+                let filename = crate::sources::result_filename(id, &stencil.to_string());
                 let meta = ObjectMeta {
-                    content_type: FITS.to_owned(),
-                    filename: crate::sources::result_filename(id, &stencil.to_string()),
+                    content_type: content_type.to_owned(),
+                    filename: if request.header_only {
+                        format!(
+                            "{}.txt",
+                            filename.strip_suffix(".fits").unwrap_or(&filename)
+                        )
+                    } else {
+                        filename
+                    },
                 };
-                store(job, results, &result_id, "fits", path, meta).await?
+                store(job, results, &result_id, extension, path, meta).await?
             }
             Pair::Failed(error) => {
                 let path = scratch.file(&format!("{n}.txt"));
@@ -179,7 +203,7 @@ pub(crate) async fn cut_all(
         stored.push(result);
     }
 
-    if !single {
+    if !single && !request.header_only {
         let parts: Vec<PathBuf> = outcomes
             .iter()
             .filter_map(|o| match o {
@@ -205,7 +229,7 @@ pub(crate) async fn cut_all(
     Ok(stored)
 }
 
-/// Cuts one pair into `out` on a blocking thread.
+/// Cuts one pair into `out` on a blocking thread (or, `header_only`, writes its header there).
 async fn cut_one(
     sources: &JobSources<'_>,
     settings: &WorkerSettings,
@@ -213,6 +237,7 @@ async fn cut_one(
     stencil: &Stencil,
     out: &std::path::Path,
     options: CutOptions,
+    header_only: bool,
 ) -> Result<(), JobError> {
     // Pinned in the source cache until the cut is done.
     let source = sources.open(id, job_error).await?;
@@ -225,6 +250,15 @@ async fn cut_one(
     };
     let stencil = stencil.clone();
     let out = out.to_path_buf();
+    if header_only {
+        return tokio::task::spawn_blocking(move || {
+            soda::header_to_file(&path, &stencil, &provenance, &out, options)
+        })
+        .await
+        .map_err(|e| internal(format!("header thread failed: {e}")))?
+        .map(drop)
+        .map_err(|e| source.explain(job_error(e)));
+    }
     let started = Instant::now();
     let cut = tokio::task::spawn_blocking(move || {
         soda::cut_to_file_with(&path, &stencil, &provenance, &out, options)
