@@ -271,6 +271,7 @@ fn chaos_ends_with_exactly_the_jobs_clients_were_told_about() {
         .config("WORKER__RECOVERY_INTERVAL", "1")
         .config("WORKER__VISIBILITY_TIMEOUT", "3")
         .config("JOBS__FAIR_SHARE_QUEUED", "0")
+        .capture_logs("info")
         .start();
     // The clients talk HTTP on their own, so the test can kill and restart processes meanwhile.
     let http = reqwest::blocking::Client::builder()
@@ -359,7 +360,29 @@ fn chaos_ends_with_exactly_the_jobs_clients_were_told_about() {
         .expect("source pixels");
     let mut completed = 0;
     for id in &ids {
-        let doc = app.wait_final(id);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let doc = loop {
+            let doc = app.job_xml(id);
+            let phase = element(&doc, "uws:phase").expect("phase");
+            if !matches!(phase.as_str(), "PENDING" | "QUEUED" | "EXECUTING") {
+                break doc;
+            }
+            if Instant::now() > deadline {
+                let logs = app.logs();
+                let lines: Vec<&str> = logs
+                    .lines()
+                    .filter(|l| {
+                        l.contains(id.as_str())
+                            || l.starts_with("== ")
+                            || l.contains("ERROR")
+                            || l.contains("rebuil")
+                            || l.contains("WARN")
+                    })
+                    .collect();
+                panic!("job {id} still {phase}:\n{}", lines.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         if element(&doc, "uws:phase").as_deref() == Some("COMPLETED") {
             completed += 1;
         }

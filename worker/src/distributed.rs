@@ -287,7 +287,12 @@ pub async fn recover_if_lost(uws: &Uws, consumer: &RedisConsumer, queue: &RedisQ
     match consumer.claim_recovery().await {
         Ok(true) => match requeue_from_store(uws, queue).await {
             Ok(n) => tracing::info!(jobs = n, "queue rebuilt from the job store"),
-            Err(e) => tracing::warn!(error = %e, "queue rebuild failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "queue rebuild failed; it is tried again at the next check");
+                if let Err(e) = consumer.release_recovery().await {
+                    tracing::warn!(error = %e, "recovery claim not released");
+                }
+            }
         },
         Ok(false) => {}
         Err(e) => tracing::debug!(error = %e, "recovery check failed"),

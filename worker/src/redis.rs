@@ -493,6 +493,20 @@ impl RedisConsumer {
     }
 }
 
+impl RedisConsumer {
+    /// Gives back a recovery claim whose rebuild failed (the job store did not answer), so that
+    /// the next check, this worker's or another's, rebuilds the queue: a claim kept after a failed
+    /// rebuild would leave the lost jobs QUEUED or EXECUTING forever.
+    pub async fn release_recovery(&self) -> Result<(), UwsError> {
+        let _: i64 = self
+            .commands
+            .del(self.streams.epoch_key())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+}
+
 /// Stream entries as Redis sends them: `[[entry-id, [field, value, …]], …]`. Entries deleted
 /// while pending come back with nil fields and are skipped.
 fn parse_entries(entries: &Value) -> Vec<(String, HashMap<String, String>)> {
