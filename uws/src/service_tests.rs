@@ -549,6 +549,7 @@ async fn wait_wakes_on_the_phase_change_not_the_fallback_reread() {
                 .expect("start");
         })
     };
+    let reads = h.store.gets();
     let started = Instant::now();
     let waited = h
         .uws
@@ -560,6 +561,9 @@ async fn wait_wakes_on_the_phase_change_not_the_fallback_reread() {
         "{:?}",
         started.elapsed()
     );
+    // One read to find the job, one when its own change ends the wait: another job's change
+    // is not a reason to read the store.
+    assert_eq!(h.store.gets(), reads + 2);
     assert_eq!(waited.phase, Executing);
     assert!(
         waited.start_time.is_some(),
@@ -970,4 +974,63 @@ fn the_events_of_a_harness_are_those_of_its_service() {
     };
     h.events.publish(change.clone());
     assert_eq!(events.try_recv().ok(), Some(change));
+}
+
+#[tokio::test]
+async fn a_run_id_of_exactly_the_longest_length_is_kept() {
+    let h = Harness::default();
+    let longest = "r".repeat(crate::service::MAX_RUN_ID_LEN);
+    let job = create_with(&h, "RUNID", &longest).await;
+    assert_eq!(job.run_id.as_deref(), Some(longest.as_str()));
+    let renamed = h
+        .uws
+        .set_parameters(&job, Parameters::new(), Some(&longest))
+        .await
+        .expect("set");
+    assert_eq!(renamed.run_id, job.run_id);
+}
+
+#[tokio::test]
+async fn a_waiting_sync_run_is_counted_until_it_returns() {
+    let h = Harness::default();
+    let worker = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let message = loop {
+                if let Some(message) = h.queue.take() {
+                    break message;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            let waiting = h.uws.sync_waiters();
+            let job = h.store.get(&message.id).await.expect("get").expect("job");
+            complete(&h, &job, "k").await;
+            waiting
+        })
+    };
+    let done = sync_run(&h, Duration::from_secs(10)).await;
+    assert_eq!(done.phase, Completed);
+    assert_eq!(worker.await.expect("worker"), 1);
+    assert_eq!(h.uws.sync_waiters(), 0);
+}
+
+#[tokio::test]
+async fn wait_final_waits_for_the_end_of_the_job() {
+    let h = Harness::default();
+    let job = queued(&h, "alice", Priority::Async).await;
+    let worker = {
+        let h = h.clone();
+        let job = job.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            complete(&h, &job, "k").await;
+        })
+    };
+    let done = h
+        .uws
+        .wait_final(&job.id, Duration::from_secs(10))
+        .await
+        .expect("wait");
+    assert_eq!(done.phase, Completed);
+    worker.await.expect("worker");
 }
