@@ -15,6 +15,9 @@
 //! - [`cut_to_file`] (in `cutout`) reads just that box and writes a new FITS file whose WCS
 //!   keywords (`header`) keep every pixel's sky position, plus provenance. Pixels are copied as
 //!   stored, with BSCALE/BZERO scaling off (`unscaled`, the workspace's one `unsafe` module).
+//! - [`cutout_reads`] plans a cutout on an image's headers alone, and `layout` walks the
+//!   headers of a remote file to the image HDU, so a worker can fetch only the bytes a cutout
+//!   reads.
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
 //! - [`preview::preview_to_file`] renders a cutout as a PNG or JPEG for `RESPONSEFORMAT=image/png`
 //!   or `image/jpeg`.
@@ -28,6 +31,7 @@ mod demo;
 mod error;
 mod footprint;
 mod header;
+pub mod layout;
 mod mask;
 pub mod preview;
 mod region;
@@ -41,8 +45,8 @@ mod stencil;
 mod unscaled;
 
 pub use cutout::{
-    CutOptions, Cutout, PixelBox, Provenance, combine_to_file, cut_to_file, cut_to_file_with,
-    cutout_bytes,
+    CutOptions, Cutout, PixelBox, Provenance, ReadPlan, combine_to_file, cut_to_file,
+    cut_to_file_with, cutout_bytes, cutout_reads,
 };
 pub use demo::{
     DemoImage, DemoProgress, SyntheticImage, write_demo_repository,
