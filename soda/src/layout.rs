@@ -411,6 +411,6 @@ mod tests {
             vec![0..15, 20..30, 100..110]
         );
         assert_eq!(coalesce(&[0..10, 10..20], 0), vec![0..20]);
-        assert!(coalesce(&[3..3], 10).is_empty());
+        assert!(coalesce(&[3..3, 7..7], 10).is_empty());
     }
 }
