@@ -91,6 +91,7 @@ pub fn build_source_cache(
         config.bucket.source_cache_max_bytes,
         cloud_settings(config),
     )
-    .context("cannot create the source cache")?;
+    .context("cannot create the source cache")?
+    .with_range_policy(config.ranges.policy());
     Ok(Some(Arc::new(cache)))
 }

@@ -61,6 +61,7 @@ pub struct Config {
     pub wobbly: WobblyConfig,
     pub auth: AuthConfig,
     pub quotas: QuotasConfig,
+    pub ranges: RangesConfig,
 }
 
 /// Per-user limits; 0 is unlimited.
@@ -266,6 +267,7 @@ impl Default for Config {
             bucket: BucketConfig::default(),
             auth: AuthConfig::default(),
             quotas: QuotasConfig::default(),
+            ranges: RangesConfig::default(),
         }
     }
 }
@@ -481,6 +483,56 @@ fn overlay(table: &mut toml::Table, key: &str, value: &str) {
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(value.to_owned()));
     node.insert(last.clone(), parsed);
+}
+
+/// When a worker reads only the bytes a cutout needs from a bucket or image server, and when it
+/// downloads the whole source image into its cache instead.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RangesConfig {
+    /// Off: every bucket source image is downloaded whole.
+    pub enabled: bool,
+    /// Ranged reads of one image within `window` after which the next cutout downloads it whole.
+    pub reads_before_download: u32,
+    /// Seconds over which ranged reads of one image are counted.
+    pub window: u64,
+    /// A cutout needing more than this fraction of the image's bytes downloads it whole.
+    pub max_fraction: f64,
+    /// Ranged requests of one cutout in flight at once.
+    pub concurrency: usize,
+    /// Byte ranges closer than this are fetched in one request.
+    pub coalesce_bytes: u64,
+    /// Walked image headers kept per image version and reader.
+    pub header_cache_entries: usize,
+}
+
+impl Default for RangesConfig {
+    fn default() -> Self {
+        let policy = bucket::RangePolicy::default();
+        RangesConfig {
+            enabled: policy.enabled,
+            reads_before_download: policy.reads_before_download,
+            window: policy.window.as_secs(),
+            max_fraction: policy.max_fraction,
+            concurrency: policy.concurrency,
+            coalesce_bytes: policy.coalesce_bytes,
+            header_cache_entries: policy.header_cache_entries,
+        }
+    }
+}
+
+impl RangesConfig {
+    pub fn policy(&self) -> bucket::RangePolicy {
+        bucket::RangePolicy {
+            enabled: self.enabled,
+            reads_before_download: self.reads_before_download,
+            window: Duration::from_secs(self.window),
+            max_fraction: self.max_fraction.clamp(0.0, 1.0),
+            concurrency: self.concurrency.max(1),
+            coalesce_bytes: self.coalesce_bytes,
+            header_cache_entries: self.header_cache_entries,
+        }
+    }
 }
 
 #[cfg(test)]

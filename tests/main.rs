@@ -21,6 +21,7 @@ mod openapi;
 mod ops;
 mod previews;
 mod quotas;
+mod ranges;
 mod sync;
 mod tidy;
 mod vosi;

@@ -18,6 +18,10 @@ pub enum BucketError {
     /// The store could not be reached or failed; trying again later may succeed.
     #[error("the store failed on {url}: {message}")]
     Unavailable { url: String, message: String },
+    /// The object changed while it was being read by ranges (another ETag), so its parts would
+    /// mix versions; reading it again may succeed.
+    #[error("the object {0} changed while it was being read")]
+    Changed(String),
     /// Local disk trouble (the source cache).
     #[error("local file {path}: {message}")]
     Io { path: String, message: String },

@@ -7,7 +7,8 @@
 //!
 //! [`ObjectBucket`] keeps them in a GCS or S3 bucket and hands out the store's own signed URLs;
 //! [`SourceCache`] reads source images from buckets into a size-bounded local cache shared by
-//! every job of a worker. Both go through `object_store` ([`cloud`] opens the clients).
+//! every job of a worker, or reads only the byte ranges a cutout needs (`ranges`, under a
+//! [`RangePolicy`]). Both go through `object_store` ([`cloud`] opens the clients).
 //!
 //! Architecture invariant: a bucket knows object keys, never jobs or what the objects contain.
 
@@ -15,6 +16,7 @@ pub mod cloud;
 mod error;
 mod local;
 mod object;
+mod ranges;
 mod signing;
 mod source_cache;
 
@@ -22,5 +24,6 @@ pub use cloud::{BucketUrl, CloudSettings};
 pub use error::BucketError;
 pub use local::LocalBucket;
 pub use object::ObjectBucket;
+pub use ranges::{ObjectPrefix, ObjectVersion, RangePolicy, RemoteObject};
 pub use signing::{SignatureError, UrlSigner};
 pub use source_cache::{CacheStats, CachedSource, SourceCache};

@@ -11,6 +11,10 @@
 //! cached for one user is never handed to another unchecked: every fetch first asks the server
 //! (`HEAD`, with the reader's delegated token) whether this reader may read the image, and
 //! whether the cached copy is still the server's version.
+//!
+//! A cutout may instead read only the bytes it needs ([`SourceCache::remote`], see `ranges`):
+//! the cache then keeps the walked header bytes per reader and object, and counts ranged reads
+//! per object, so that the [`RangePolicy`] can send a popular object to a whole download.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::cloud::{BucketUrl, CloudSettings, Scheme};
 use crate::error::BucketError;
+use crate::ranges::{ObjectPrefix, RangePolicy, RangeState, RemoteObject};
 
 /// Cache hits and misses since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,6 +100,9 @@ pub struct SourceCache {
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    policy: RangePolicy,
+    ranges: RangeState,
+    scratch_names: AtomicU64,
 }
 
 /// A cached source file, pinned until this is dropped.
@@ -102,11 +110,25 @@ pub struct CachedSource {
     path: PathBuf,
     url: String,
     index: Arc<Mutex<Index>>,
+    /// Requests made to the store to produce it (0 for a cache hit without a check).
+    requests: u64,
+    /// Bytes downloaded to produce it (0 for a cache hit).
+    fetched_bytes: u64,
 }
 
 impl CachedSource {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Requests made to the store for this file: 0 for a plain cache hit.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Bytes downloaded for this file: its size on a miss, 0 on a hit.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched_bytes
     }
 }
 
@@ -140,7 +162,137 @@ impl SourceCache {
             flights: Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            policy: RangePolicy::default(),
+            ranges: RangeState::default(),
+            scratch_names: AtomicU64::new(0),
         })
+    }
+
+    /// The same cache, with `policy` deciding between ranged reads and whole downloads.
+    pub fn with_range_policy(mut self, policy: RangePolicy) -> SourceCache {
+        self.policy = policy;
+        self
+    }
+
+    pub fn range_policy(&self) -> &RangePolicy {
+        &self.policy
+    }
+
+    /// Object `name` of `repository`, to be read by ranges as the holder of `token` (image
+    /// servers; buckets ignore it). No request is made here.
+    pub fn remote(
+        &self,
+        repository: &str,
+        name: &str,
+        token: Option<&str>,
+    ) -> Result<RemoteObject, BucketError> {
+        let bucket = BucketUrl::parse(repository)?;
+        let url = bucket.display_object(name);
+        let (store, key) = if bucket.scheme.checks_each_reader() {
+            // Walked headers are kept per reader: one user's read never answers another's.
+            let mut digest = Sha256::new();
+            digest.update(token.unwrap_or_default().as_bytes());
+            let reader = hex::encode(digest.finalize());
+            let store = self.settings.open_image_server(&bucket, token)?;
+            (store, format!("{url}\0{reader}"))
+        } else {
+            (self.store(&bucket)?, url.clone())
+        };
+        Ok(RemoteObject {
+            store,
+            path: bucket.object_path(name),
+            url,
+            key,
+            concurrency: self.policy.concurrency,
+            requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Ranged reads of `object` within the policy's window.
+    pub fn recent_range_reads(&self, object: &RemoteObject) -> usize {
+        self.ranges.recent_reads(&object.url, self.policy.window)
+    }
+
+    /// Counts a ranged read of `object` towards the policy's whole-download threshold.
+    pub fn note_range_read(&self, object: &RemoteObject) {
+        self.ranges.note_read(&object.url, self.policy.window);
+    }
+
+    /// The prefix (walked headers) of `object` kept from an earlier read by the same reader.
+    pub fn prefix(&self, object: &RemoteObject) -> Option<Arc<ObjectPrefix>> {
+        self.ranges.prefix(&object.key)
+    }
+
+    pub fn keep_prefix(&self, object: &RemoteObject, prefix: Arc<ObjectPrefix>) {
+        self.ranges
+            .keep_prefix(&object.key, prefix, self.policy.header_cache_entries);
+    }
+
+    /// Drops a kept prefix whose object has changed since.
+    pub fn forget_prefix(&self, object: &RemoteObject) {
+        self.ranges.forget_prefix(&object.key);
+    }
+
+    /// A fresh file name in the cache directory for a partial copy that its user removes
+    /// (never indexed, never evicted; the next start empties the directory anyway).
+    pub fn scratch_file(&self) -> PathBuf {
+        let n = self.scratch_names.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!("ranged-{}-{n}.fits", std::process::id()))
+    }
+
+    /// The cached copy of object `name`, if one is cached and (for an image server, which is
+    /// asked with `token` then) still current and readable by this reader; never downloads.
+    pub async fn cached_as(
+        &self,
+        repository: &str,
+        name: &str,
+        token: Option<&str>,
+    ) -> Result<Option<CachedSource>, BucketError> {
+        let bucket = BucketUrl::parse(repository)?;
+        let url = bucket.display_object(name);
+        let known = self
+            .index
+            .lock()
+            .map_err(|_| BucketError::Config("source cache index poisoned".into()))?
+            .entries
+            .contains_key(&url);
+        if !known {
+            return Ok(None);
+        }
+        let (_, version, requests) = self.resolve(&bucket, name, &url, token).await?;
+        let hit = self.pinned(&url, version.as_deref(), requests);
+        if hit.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("skycut_source_cache_lookups_total", "result" => "hit").increment(1);
+        }
+        Ok(hit)
+    }
+
+    /// The store client for `bucket`, and for an image server the object's current version,
+    /// asked for with `token` (one HEAD request, counted).
+    async fn resolve(
+        &self,
+        bucket: &BucketUrl,
+        name: &str,
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<(Arc<dyn ObjectStore>, Option<String>, u64), BucketError> {
+        if !bucket.scheme.checks_each_reader() {
+            return Ok((self.store(bucket)?, None, 0));
+        }
+        let store = self.settings.open_image_server(bucket, token)?;
+        metrics::counter!("skycut_source_requests_total", "path" => "whole").increment(1);
+        let meta = store
+            .head(&bucket.object_path(name))
+            .await
+            .map_err(|e| BucketError::from_store(url, e))?;
+        let version = meta
+            .e_tag
+            .clone()
+            .unwrap_or_else(|| format!("{}@{}", meta.size, meta.last_modified.timestamp_micros()));
+        Ok((store, Some(version), 1))
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -169,12 +321,14 @@ impl SourceCache {
         Ok(store)
     }
 
-    fn pinned(&self, url: &str, version: Option<&str>) -> Option<CachedSource> {
+    fn pinned(&self, url: &str, version: Option<&str>, requests: u64) -> Option<CachedSource> {
         let path = self.index.lock().ok()?.pin(url, version)?;
         Some(CachedSource {
             path,
             url: url.to_owned(),
             index: self.index.clone(),
+            requests,
+            fetched_bytes: 0,
         })
     }
 
@@ -194,20 +348,8 @@ impl SourceCache {
     ) -> Result<CachedSource, BucketError> {
         let bucket = BucketUrl::parse(repository)?;
         let url = bucket.display_object(name);
-        let (store, version) = if bucket.scheme.checks_each_reader() {
-            let store = self.settings.open_image_server(&bucket, token)?;
-            let meta = store
-                .head(&bucket.object_path(name))
-                .await
-                .map_err(|e| BucketError::from_store(&url, e))?;
-            let version = meta.e_tag.clone().unwrap_or_else(|| {
-                format!("{}@{}", meta.size, meta.last_modified.timestamp_micros())
-            });
-            (store, Some(version))
-        } else {
-            (self.store(&bucket)?, None)
-        };
-        if let Some(hit) = self.pinned(&url, version.as_deref()) {
+        let (store, version, requests) = self.resolve(&bucket, name, &url, token).await?;
+        if let Some(hit) = self.pinned(&url, version.as_deref(), requests) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("skycut_source_cache_lookups_total", "result" => "hit").increment(1);
             return Ok(hit);
@@ -221,7 +363,7 @@ impl SourceCache {
         };
         let _flight = gate.lock().await;
         // Whoever held the gate before us may have cached it.
-        if let Some(hit) = self.pinned(&url, version.as_deref()) {
+        if let Some(hit) = self.pinned(&url, version.as_deref(), requests) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("skycut_source_cache_lookups_total", "result" => "hit").increment(1);
             return Ok(hit);
@@ -230,7 +372,11 @@ impl SourceCache {
         metrics::counter!("skycut_source_cache_lookups_total", "result" => "miss").increment(1);
         let result = self
             .download(store.as_ref(), &bucket, name, &url, version)
-            .await;
+            .await
+            .map(|mut got| {
+                got.requests += requests;
+                got
+            });
         if let Ok(mut flights) = self.flights.lock() {
             flights.remove(&url);
         }
@@ -256,6 +402,7 @@ impl SourceCache {
         let file_name = hex::encode(digest.finalize());
         let path = self.dir.join(format!("{file_name}.fits"));
         let partial = self.dir.join(format!("{file_name}.partial"));
+        metrics::counter!("skycut_source_requests_total", "path" => "whole").increment(1);
         let got = store
             .get(&bucket.object_path(name))
             .await
@@ -269,6 +416,8 @@ impl SourceCache {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| BucketError::from_store(url, e))?;
                 size += chunk.len() as u64;
+                metrics::counter!("skycut_source_fetched_bytes_total", "path" => "whole")
+                    .increment(chunk.len() as u64);
                 file.write_all(&chunk)
                     .await
                     .map_err(|e| BucketError::io(&partial, e))?;
@@ -326,6 +475,8 @@ impl SourceCache {
             path,
             url: url.to_owned(),
             index: self.index.clone(),
+            requests: 1,
+            fetched_bytes: size,
         })
     }
 }

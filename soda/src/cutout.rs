@@ -364,6 +364,72 @@ pub fn cutout_bytes(
     Ok((plan.region.width() * plan.region.height()) as u64 * planes * plan.image.bitpix.bytes())
 }
 
+/// Which pixels of its source a cutout reads, planned on the source's headers alone: the image
+/// HDU, its axes, and the rectangle and planes the cutout copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// The image HDU's number, 0 for the primary HDU.
+    pub hdu: usize,
+    /// NAXIS1, NAXIS2, ...
+    pub axes: Vec<usize>,
+    /// Bytes of one stored pixel.
+    pub pixel_bytes: u64,
+    /// The celestial rectangle copied.
+    pub region: PixelBox,
+    /// The planes copied of each axis beyond the celestial two, NAXIS3 first.
+    pub planes: Vec<Range<usize>>,
+}
+
+impl ReadPlan {
+    /// The file offsets of the pixels the cutout reads, for an image whose data starts at
+    /// `data_start`: one range per row of the rectangle in each plane, in file order.
+    pub fn byte_ranges(&self, data_start: u64) -> Vec<Range<u64>> {
+        let (nx, ny) = (self.axes[0] as u64, self.axes[1] as u64);
+        let region = self.region;
+        let row_bytes = region.width() as u64 * self.pixel_bytes;
+        let plane_count: usize = self.planes.iter().map(|r| r.len()).product();
+        let mut ranges = Vec::with_capacity(plane_count * region.height());
+        for plane in 0..plane_count {
+            // The plane's linear number in the file, NAXIS3 varying fastest.
+            let (mut rest, mut linear, mut stride) = (plane, 0u64, 1u64);
+            for (r, &n) in self.planes.iter().zip(&self.axes[2..]) {
+                linear += (r.start + rest % r.len()) as u64 * stride;
+                rest /= r.len();
+                stride *= n as u64;
+            }
+            for y in region.y0..=region.y1 {
+                let pixel = (linear * ny + y as u64) * nx + region.x0 as u64;
+                let start = data_start + pixel * self.pixel_bytes;
+                ranges.push(start..start + row_bytes);
+            }
+        }
+        ranges
+    }
+}
+
+/// Plans the cutout of `stencil` out of `source` without reading a pixel (see [`ReadPlan`]);
+/// the same errors as [`cut_to_file_with`] for a stencil off the image, a bad `BAND` or a
+/// missing extension.
+pub fn cutout_reads(
+    source: &Path,
+    stencil: &Stencil,
+    options: &CutOptions,
+    source_name: &str,
+) -> Result<ReadPlan, SodaError> {
+    let _guard = lock_source(source);
+    let mut src = FitsFile::open(source)?;
+    let plan = Plan::new(&mut src, source_name, stencil, options)?;
+    let mut axes = vec![plan.image.nx, plan.image.ny];
+    axes.extend(&plan.image.extra);
+    Ok(ReadPlan {
+        hdu: plan.image.hdu.number,
+        axes,
+        pixel_bytes: plan.image.bitpix.bytes(),
+        region: plan.region,
+        planes: plan.planes,
+    })
+}
+
 /// Writes one multi-extension FITS file at `out` holding the `CUTOUT` extension of each file
 /// of `cutouts` (files written by [`cut_to_file`]), in order, numbered by `EXTVER` 1, 2, ...
 /// Returns the size of the file.
@@ -1661,6 +1727,99 @@ mod tests {
         let crpix3 = hdu.read_key::<f64>(&mut f, "CRPIX3").unwrap();
         assert_eq!(hdu.read_key::<String>(&mut f, "CTYPE3").unwrap(), "WAVE");
         Ok((shape, hdu.read_image(&mut f).unwrap(), crpix3, r))
+    }
+
+    /// Cuts `source` twice: from the file, and from a copy of its size holding only the headers
+    /// the `layout` walk names and the bytes `cutout_reads` plans (the rest zeros, as in a
+    /// sparse file's holes, never the source's values); both outputs must be byte-identical, and
+    /// the planned bytes few.
+    fn cut_from_planned_bytes(source: &Path, stencil: &Stencil, options: CutOptions) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = std::fs::read(source).unwrap();
+        let size = bytes.len() as u64;
+        let crate::layout::Walk::Found(hdus) =
+            crate::layout::walk(&[(0, &bytes[..])], size, options.extension.as_deref())
+        else {
+            panic!("the walk found no image");
+        };
+        let holey = dir.path().join("holey.fits");
+        let mut copy = vec![0u8; bytes.len()];
+        for hdu in &hdus {
+            let r = hdu.header.start as usize..hdu.header.end as usize;
+            copy[r.clone()].copy_from_slice(&bytes[r]);
+        }
+        std::fs::write(&holey, &copy).unwrap();
+        let plan = cutout_reads(&holey, stencil, &options, "holey").unwrap();
+        let image = hdus.last().unwrap();
+        assert_eq!(plan.hdu, image.index);
+        let mut planned = 0;
+        for r in plan.byte_ranges(image.data_start) {
+            planned += r.end - r.start;
+            let r = r.start as usize..r.end as usize;
+            copy[r.clone()].copy_from_slice(&bytes[r]);
+        }
+        std::fs::write(&holey, &copy).unwrap();
+        let (a, b) = (dir.path().join("a.fits"), dir.path().join("b.fits"));
+        let p = provenance(stencil);
+        let cut = cut_to_file_with(source, stencil, &p, &a, options.clone()).unwrap();
+        cut_to_file_with(&holey, stencil, &p, &b, options).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        assert!(planned >= cut.source_bytes);
+        planned
+    }
+
+    #[test]
+    fn a_copy_holding_only_headers_and_planned_rows_cuts_like_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        // Inside, at a corner, and masked.
+        let inside = circle_at(&source, 150.0, 100.0, 10.0);
+        assert_eq!(
+            cut_from_planned_bytes(&source, &inside, CutOptions::default()),
+            21 * 21 * 4
+        );
+        let corner = circle_at(&source, 0.0, 0.0, 12.0);
+        cut_from_planned_bytes(&source, &corner, CutOptions::default());
+        let far_corner = circle_at(&source, NX as f64 - 1.0, NY as f64 - 1.0, 12.0);
+        let masked = CutOptions {
+            mask: true,
+            ..CutOptions::default()
+        };
+        cut_from_planned_bytes(&source, &far_corner, masked);
+        // A cube extension with and without BAND: every plane's rows, or the band's.
+        let cube_path = dir.path().join("cube.fits");
+        cube(&cube_path);
+        let mut f = FitsFile::open(&cube_path).unwrap();
+        let h = f.hdu(1).unwrap();
+        let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h)).unwrap();
+        let (ra, dec) = wcs.pixel_to_sky(20.0, 30.0).unwrap();
+        let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+        let all = cut_from_planned_bytes(&cube_path, &stencil, CutOptions::default());
+        assert_eq!(all, 6 * 11 * 11 * 4);
+        let band = CutOptions {
+            band: Some((515e-9, 540e-9)),
+            extension: Some("cube".to_owned()),
+            ..CutOptions::default()
+        };
+        assert_eq!(
+            cut_from_planned_bytes(&cube_path, &stencil, band),
+            3 * 11 * 11 * 4
+        );
+        // Scaled integers of every BITPIX, in a named extension.
+        for (n, image) in scaled_images().iter().enumerate() {
+            let path = dir.path().join(format!("scaled-{n}.fits"));
+            scaled_image(&path, image);
+            let mut f = FitsFile::open(&path).unwrap();
+            let h = f.hdu(1).unwrap();
+            let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h)).unwrap();
+            let (ra, dec) = wcs.pixel_to_sky(20.0, 30.0).unwrap();
+            let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+            let options = CutOptions {
+                extension: Some("SCI".to_owned()),
+                ..CutOptions::default()
+            };
+            cut_from_planned_bytes(&path, &stencil, options);
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //!   keywords (`header`) keep every pixel's sky position, plus provenance. Pixels are copied as
 //!   stored, with BSCALE/BZERO scaling off (`unscaled`, the workspace's one `unsafe` module).
 //! - [`header_to_file`] writes only the header a cutout would have, as text (`META=true`).
+//! - [`cutout_reads`] plans a cutout on an image's headers alone, and `layout` walks the
+//!   headers of a remote file to the image HDU, so a worker can fetch only the bytes a cutout
+//!   reads.
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
 //! - [`preview::preview_to_file`] renders a cutout as a PNG or JPEG for `RESPONSEFORMAT=image/png`
 //!   or `image/jpeg`.
@@ -31,6 +34,7 @@ mod error;
 mod fixtures;
 mod footprint;
 mod header;
+pub mod layout;
 mod mask;
 pub mod preview;
 mod region;
@@ -45,8 +49,8 @@ mod stencil;
 mod unscaled;
 
 pub use cutout::{
-    CutOptions, Cutout, PixelBox, Provenance, combine_to_file, cut_to_file, cut_to_file_with,
-    cutout_bytes, header_to_file,
+    CutOptions, Cutout, PixelBox, Provenance, ReadPlan, combine_to_file, cut_to_file,
+    cut_to_file_with, cutout_bytes, cutout_reads, header_to_file,
 };
 pub use demo::{
     DemoImage, DemoProgress, SyntheticImage, write_demo_repository,

@@ -1,6 +1,8 @@
-//! Source-cache cost: a cutout whose source lives in an S3 bucket, through the worker's source
-//! cache, as a miss (download into an empty cache, then cut) and as a hit (the cached copy, then
-//! cut). Any S3-compatible server on loopback will do, e.g. `moto_server`.
+//! Source-cache cost: a cutout whose source lives in an S3 bucket, opened the way a worker opens
+//! it (`worker::sources::JobSources`), cold by ranged reads (headers and rows only), cold by a
+//! whole download into an empty cache, and warm (the cached copy), each then cut; each row names
+//! the bytes fetched and the requests made. Any S3-compatible server on loopback will do, e.g.
+//! `moto_server`.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +12,7 @@ use super::BenchArgs;
 use super::Row;
 use super::load::stats;
 
-/// Cutouts whose source is in an S3 bucket: miss (empty cache: download, then cut) and hit.
+/// Cutouts whose source is in an S3 bucket: cold by ranges, cold by a whole download, warm.
 pub async fn measure_source_cache(
     args: &BenchArgs,
     endpoint: &str,
@@ -57,35 +59,104 @@ pub async fn measure_source_cache(
         soda::cut_to_file(source, stencil, provenance, &out)?;
         Ok(())
     };
-    let mut misses = Vec::with_capacity(args.cache_requests);
+    // The worker's own way in: `JobSources::open`, which chooses between ranged reads, a whole
+    // download and the cached copy exactly as a job does.
+    let repositories = soda::repository::Repositories::new([(
+        "bench".to_owned(),
+        std::path::PathBuf::from(repository),
+    )]);
+    let id = soda::SourceId::parse("butler://bench/bench")?;
+    let options = soda::CutOptions::default();
+    let cache_dir = dir.join("source-cache");
+    let fresh = |policy: bucket::RangePolicy| -> anyhow::Result<bucket::SourceCache> {
+        Ok(
+            bucket::SourceCache::new(cache_dir.clone(), u64::MAX, settings.clone())?
+                .with_range_policy(policy),
+        )
+    };
+    let whole_only = bucket::RangePolicy {
+        enabled: false,
+        ..bucket::RangePolicy::default()
+    };
+    // (latencies, bytes fetched, requests) of each way.
+    let mut ranged = (Vec::with_capacity(args.cache_requests), 0, 0);
+    let mut whole = (Vec::with_capacity(args.cache_requests), 0, 0);
+    let mut warm = (Vec::with_capacity(args.cache_requests), 0, 0);
     for _ in 0..args.cache_requests {
-        let cache = bucket::SourceCache::new(dir.join("source-cache"), u64::MAX, settings.clone())?;
-        let started = Instant::now();
-        let source = cache.fetch(repository, "bench.fits").await?;
-        cut(source.path())?;
-        misses.push(started.elapsed());
+        for (policy, into) in [
+            (bucket::RangePolicy::default(), &mut ranged),
+            (whole_only.clone(), &mut whole),
+        ] {
+            let cache = fresh(policy)?;
+            let started = Instant::now();
+            let source = open_source(&cache, &repositories, &id, stencil, &options).await?;
+            cut(&source.path)?;
+            into.0.push(started.elapsed());
+            (into.1, into.2) = (source.fetched_bytes, source.requests);
+        }
     }
-    let cache = bucket::SourceCache::new(dir.join("source-cache"), u64::MAX, settings.clone())?;
+    let cache = fresh(bucket::RangePolicy::default())?;
     drop(cache.fetch(repository, "bench.fits").await?);
-    let mut hits = Vec::with_capacity(args.cache_requests);
     for _ in 0..args.cache_requests {
         let started = Instant::now();
-        let source = cache.fetch(repository, "bench.fits").await?;
-        cut(source.path())?;
-        hits.push(started.elapsed());
+        let source = open_source(&cache, &repositories, &id, stencil, &options).await?;
+        cut(&source.path)?;
+        warm.0.push(started.elapsed());
+        (warm.1, warm.2) = (source.fetched_bytes, source.requests);
     }
     let what = format!(
         "{}x{} cutout of an S3-held {} MiB image",
         args.cutout_size, args.cutout_size, mib
     );
+    let fetched = |bytes: u64, requests: u64| {
+        format!(
+            "{:.1} KiB in {requests} request{}",
+            bytes as f64 / 1024.0,
+            if requests == 1 { "" } else { "s" }
+        )
+    };
     Ok(vec![
         Row {
-            latency: Some(stats(misses)),
-            ..Row::cutout(format!("{what}, source-cache miss: download + cut"))
+            latency: Some(stats(ranged.0)),
+            ..Row::cutout(format!(
+                "{what}, cold by ranges ({}) + cut",
+                fetched(ranged.1, ranged.2)
+            ))
         },
         Row {
-            latency: Some(stats(hits)),
-            ..Row::cutout(format!("{what}, source-cache hit: cached copy + cut"))
+            latency: Some(stats(whole.0)),
+            ..Row::cutout(format!(
+                "{what}, cold whole download ({}) + cut",
+                fetched(whole.1, whole.2)
+            ))
+        },
+        Row {
+            latency: Some(stats(warm.0)),
+            ..Row::cutout(format!(
+                "{what}, warm: cached copy ({}) + cut",
+                fetched(warm.1, warm.2)
+            ))
         },
     ])
+}
+
+/// Opens the bench image as a job's cutout of `stencil` would.
+async fn open_source(
+    cache: &bucket::SourceCache,
+    repositories: &soda::repository::Repositories,
+    id: &soda::SourceId,
+    stencil: &soda::Stencil,
+    options: &soda::CutOptions,
+) -> anyhow::Result<worker::sources::SourceFile> {
+    let sources = worker::sources::JobSources {
+        repositories,
+        cache: Some(cache),
+        token: None,
+    };
+    sources
+        .open(id, Some((stencil, options)), |e| {
+            uws::JobError::new(uws::ErrorCode::Internal, e.to_string())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the bench image: {}", e.message))
 }

@@ -2,9 +2,17 @@
 //! it serves the files of one directory under `/images/` only to a request whose Bearer token is
 //! one of its readers' (401 without a token, 403 with another), and records every
 //! `Authorization` it was shown.
+//!
+//! It answers `Range: bytes=A-B` with 206 and `Content-Range`, and `If-Match` with 412 when
+//! the ETag (the file's size and a version counter bumped on each replacement) differs, as a
+//! real server would; it logs every request (range asked, bytes sent), and can misbehave on
+//! demand: replace a file between two requests, or send fewer bytes than it promises.
 
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -17,6 +25,23 @@ struct Shared {
     dir: PathBuf,
     readers: Vec<String>,
     seen: Mutex<Vec<String>>,
+    log: Mutex<Vec<Served>>,
+    /// Contents that replace a file, one after each request for it.
+    replacements: Mutex<VecDeque<(String, Vec<u8>)>>,
+    version: AtomicU64,
+    short_reads: AtomicBool,
+}
+
+/// One request, as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub method: String,
+    pub name: String,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: u64,
 }
 
 pub struct ImageServer {
@@ -34,6 +59,10 @@ impl ImageServer {
             dir,
             readers: readers.iter().map(|r| (*r).to_owned()).collect(),
             seen: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            replacements: Mutex::new(VecDeque::new()),
+            version: AtomicU64::new(0),
+            short_reads: AtomicBool::new(false),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -69,6 +98,32 @@ impl ImageServer {
     pub fn authorizations(&self) -> Vec<String> {
         self.shared.seen.lock().expect("seen").clone()
     }
+
+    /// Every request answered so far.
+    pub fn log(&self) -> Vec<Served> {
+        self.shared.log.lock().expect("log").clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.shared.log.lock().expect("log").clear();
+    }
+
+    /// After each of the next requests for `name`, replace it with the next of `versions`.
+    pub fn replace_after_requests(&self, name: &str, versions: Vec<Vec<u8>>) {
+        let mut queue = self.shared.replacements.lock().expect("replacements");
+        queue.extend(versions.into_iter().map(|v| (name.to_owned(), v)));
+    }
+
+    /// Replaces `name` now (a new version, so a new ETag).
+    pub fn replace(&self, name: &str, bytes: Vec<u8>) {
+        std::fs::write(self.shared.dir.join(name), bytes).expect("replace");
+        self.shared.version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Ranged answers send one byte less than their `Content-Range` says.
+    pub fn send_short_reads(&self, on: bool) {
+        self.shared.short_reads.store(on, Ordering::SeqCst);
+    }
 }
 
 impl Drop for ImageServer {
@@ -85,8 +140,44 @@ impl Drop for ImageServer {
 async fn serve(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    method: axum::http::Method,
     headers: HeaderMap,
 ) -> Response {
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let response = answer(&shared, &name, &headers, range.as_deref());
+    // A HEAD answer's body is dropped on the way out.
+    let bytes = if method == axum::http::Method::HEAD {
+        0
+    } else {
+        axum::body::HttpBody::size_hint(response.body())
+            .exact()
+            .unwrap_or(0)
+    };
+    shared.log.lock().expect("log").push(Served {
+        method: method.to_string(),
+        name: name.clone(),
+        range,
+        status: response.status().as_u16(),
+        bytes,
+    });
+    let next = {
+        let mut queue = shared.replacements.lock().expect("replacements");
+        match queue.front() {
+            Some((n, _)) if *n == name => queue.pop_front(),
+            _ => None,
+        }
+    };
+    if let Some((name, bytes)) = next {
+        std::fs::write(shared.dir.join(&name), bytes).expect("replace");
+        shared.version.fetch_add(1, Ordering::SeqCst);
+    }
+    response
+}
+
+fn answer(shared: &Shared, name: &str, headers: &HeaderMap, range: Option<&str>) -> Response {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -106,15 +197,58 @@ async fn serve(
     if name.contains('/') || name.starts_with('.') {
         return StatusCode::NOT_FOUND.into_response();
     }
-    match std::fs::read(shared.dir.join(&name)) {
-        Ok(bytes) => (
+    let Ok(mut file) = std::fs::File::open(shared.dir.join(name)) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let size = file.metadata().expect("metadata").len();
+    let etag = format!("\"{size}-{}\"", shared.version.load(Ordering::SeqCst));
+    if let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+        && wanted != etag
+    {
+        return StatusCode::PRECONDITION_FAILED.into_response();
+    }
+    let Some(range) = range else {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).expect("read");
+        return (
             [
                 (header::CONTENT_TYPE, "application/fits".to_owned()),
-                (header::ETAG, format!("\"{}\"", bytes.len())),
+                (header::ETAG, etag),
             ],
             bytes,
         )
-            .into_response(),
-        Err(_) => StatusCode::NOT_FOUND.into_response(),
+            .into_response();
+    };
+    let parsed = range.strip_prefix("bytes=").and_then(|r| {
+        let (a, b) = r.split_once('-')?;
+        let a: u64 = a.parse().ok()?;
+        let b: u64 = if b.is_empty() {
+            size - 1
+        } else {
+            b.parse().ok()?
+        };
+        (a < size && a <= b).then_some((a, b.min(size - 1)))
+    });
+    let Some((first, last)) = parsed else {
+        return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+    };
+    let mut bytes = vec![0u8; (last - first + 1) as usize];
+    file.seek(SeekFrom::Start(first)).expect("seek");
+    file.read_exact(&mut bytes).expect("read");
+    if shared.short_reads.load(Ordering::SeqCst) {
+        bytes.pop();
     }
+    (
+        StatusCode::PARTIAL_CONTENT,
+        [
+            (header::CONTENT_TYPE, "application/fits".to_owned()),
+            (header::ETAG, etag),
+            (
+                header::CONTENT_RANGE,
+                format!("bytes {first}-{last}/{size}"),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
 }

@@ -240,7 +240,9 @@ async fn cut_one(
     header_only: bool,
 ) -> Result<(), JobError> {
     // Pinned in the source cache until the cut is done.
-    let source = sources.open(id, job_error).await?;
+    let source = sources
+        .open(id, Some((stencil, &options)), job_error)
+        .await?;
     let path = source.path.clone();
     let provenance = Provenance {
         source_id: id.to_string(),

@@ -7,7 +7,8 @@
 //! [`distributed`] are the same for `skycut worker` on Redis Streams and pub/sub, with reclaim of
 //! jobs from dead workers and a drain on shutdown. The FITS work runs on blocking threads so that
 //! a slow image never stalls the others. [`sources`] turns an image ID into a local file,
-//! through the bucket source cache when the image lives in a bucket.
+//! through the bucket source cache when the image lives in a bucket, or (`ranged`) as a sparse
+//! local copy holding only the headers and the rows one cutout reads.
 //!
 //! Architecture invariant: a worker never talks HTTP to clients and never trusts a queue message
 //! beyond the job ID in it; the job store says what to do and refuses late or duplicate phase
@@ -16,6 +17,7 @@
 mod cutouts;
 pub mod distributed;
 pub mod local;
+mod ranged;
 pub mod redis;
 pub mod redis_events;
 pub mod runner;

@@ -4,14 +4,21 @@
 //! A bucket image comes through the worker's [`SourceCache`] and stays pinned there while the
 //! job cuts it; like a directory repository, a bucket serves `X.fits.fz` for an ID whose
 //! `X.fits` object does not exist (cfitsio tells a tile-compressed file by its content, so the
-//! cache's file name does not matter). Failures become job errors a client can act on: a missing object is `NotFound`,
+//! cache's file name does not matter).
+//!
+//! For a cutout of an uncompressed image that is not cached, the [`bucket::RangePolicy`] may
+//! instead have `ranged` read only the headers and rows the cutout needs into a sparse copy;
+//! the policy sends popular images and large cutouts to the whole download.
+//! Failures become job errors a client can act on: a missing object is `NotFound`,
 //! a refused credential is fatal (an operator must fix it), an unreachable store is transient.
 
 use std::path::PathBuf;
 
 use bucket::{BucketError, BucketUrl, CachedSource, SourceCache};
 use soda::repository::{Repositories, SourceLocation, compressed_name};
-use soda::{SodaError, SourceId};
+use soda::{CutOptions, SodaError, SourceId, Stencil};
+
+use crate::ranged::{self, Ranged, RangedError, SparseCopy, Want};
 use uws::queue::DelegatedToken;
 use uws::{ErrorCode, JobError};
 
@@ -20,7 +27,12 @@ pub struct SourceFile {
     pub path: PathBuf,
     /// What to call the file in messages: the bucket URL, not the cache's file name.
     pub label: Option<String>,
+    /// Store requests made and bytes received to open it (0 for local files and plain cache
+    /// hits).
+    pub requests: u64,
+    pub fetched_bytes: u64,
     _pin: Option<CachedSource>,
+    _copy: Option<SparseCopy>,
 }
 
 impl SourceFile {
@@ -45,17 +57,22 @@ pub struct JobSources<'a> {
 
 impl JobSources<'_> {
     /// The local file for `id`, fetched into the cache first when its repository is a bucket
-    /// or an image server.
+    /// or an image server; with the `cut` it is opened for, possibly a sparse copy holding
+    /// only what that cutout reads.
     pub async fn open(
         &self,
         id: &SourceId,
+        cut: Option<(&Stencil, &CutOptions)>,
         science_error: impl Fn(SodaError) -> JobError,
     ) -> Result<SourceFile, JobError> {
-        match self.repositories.locate(id).map_err(science_error)? {
+        match self.repositories.locate(id).map_err(&science_error)? {
             SourceLocation::File(path) => Ok(SourceFile {
                 path,
                 label: None,
+                requests: 0,
+                fetched_bytes: 0,
                 _pin: None,
+                _copy: None,
             }),
             SourceLocation::Bucket { repository, name } => {
                 let cache = self.cache.ok_or_else(|| {
@@ -69,6 +86,61 @@ impl JobSources<'_> {
                     .unwrap_or(false);
                 let token = self.token.map(DelegatedToken::secret);
                 let failed = |e| fetch_error(id, e, per_reader);
+                let label = format!("{}/{name}", repository.trim_end_matches('/'));
+                let policy = cache.range_policy();
+                if let Some((stencil, options)) = cut
+                    && policy.enabled
+                    && !name.ends_with(".fz")
+                {
+                    if let Some(pin) = cache
+                        .cached_as(&repository, &name, token)
+                        .await
+                        .map_err(failed)?
+                    {
+                        record_requests("cached", pin.requests());
+                        return Ok(SourceFile {
+                            path: pin.path().to_path_buf(),
+                            label: Some(label),
+                            requests: pin.requests(),
+                            fetched_bytes: 0,
+                            _pin: Some(pin),
+                            _copy: None,
+                        });
+                    }
+                    let want = Want {
+                        stencil,
+                        options,
+                        source_id: &id.to_string(),
+                    };
+                    match ranged::read(cache, &repository, &name, token, &want).await {
+                        Ok(Ranged::Read(copy)) => {
+                            record_requests("range", copy.requests);
+                            tracing::debug!(
+                                image = %label,
+                                requests = copy.requests,
+                                bytes = copy.bytes,
+                                "source read by ranges"
+                            );
+                            return Ok(SourceFile {
+                                path: copy.path.clone(),
+                                label: Some(label),
+                                requests: copy.requests,
+                                fetched_bytes: copy.bytes,
+                                _pin: None,
+                                _copy: Some(copy),
+                            });
+                        }
+                        Ok(Ranged::Whole(reason)) => {
+                            tracing::debug!(image = %label, %reason, "source downloaded whole");
+                        }
+                        // The whole-file path looks for the `.fz` twin and names both.
+                        Err(RangedError::Bucket(BucketError::NotFound(_))) => {}
+                        Err(RangedError::Bucket(e)) => return Err(failed(e)),
+                        Err(RangedError::Science(e)) => {
+                            return Err(science_error(e));
+                        }
+                    }
+                }
                 let (pin, name) = match cache.fetch_as(&repository, &name, token).await {
                     Ok(pin) => (pin, name),
                     Err(BucketError::NotFound(url)) => {
@@ -87,14 +159,25 @@ impl JobSources<'_> {
                     }
                     Err(e) => return Err(failed(e)),
                 };
+                record_requests("whole", pin.requests());
                 Ok(SourceFile {
                     path: pin.path().to_path_buf(),
                     label: Some(format!("{}/{name}", repository.trim_end_matches('/'))),
+                    requests: pin.requests(),
+                    fetched_bytes: pin.fetched_bytes(),
                     _pin: Some(pin),
+                    _copy: None,
                 })
             }
         }
     }
+}
+
+/// Store requests one cutout's source took, by how it was read: `range`, `whole` (a download,
+/// or a hit of the whole-file path), `cached` (a hit found before any ranged read).
+fn record_requests(path: &'static str, requests: u64) {
+    metrics::histogram!("skycut_source_requests_per_cutout", "path" => path)
+        .record(requests as f64);
 }
 
 fn fetch_error(id: &SourceId, e: BucketError, per_reader: bool) -> JobError {
