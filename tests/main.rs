@@ -12,6 +12,7 @@ mod delegated;
 mod events;
 mod fair_share;
 mod faults;
+mod hardening;
 mod hostile;
 mod logs;
 mod many_cutouts;

@@ -18,7 +18,7 @@ use quick_xml::escape::escape;
 use soda::{Footprint, SourceId};
 
 use crate::error::FrontendError;
-use crate::extract::{DaliParams, PublicBase};
+use crate::extract::{DaliParams, Owner, PublicBase};
 use crate::state::AppState;
 
 /// The media type DataLink 1.1 §3.3 gives a `{links}` response.
@@ -36,11 +36,15 @@ pub const SODA_SYNC: &str = "ivo://ivoa.net/std/SODA#sync-1.0";
     responses(
         (status = 200, description = "DataLink 1.1 VOTable: #this, #cutout and the SODA service descriptor", content_type = "application/x-votable+xml;content=datalink", body = String),
         (status = 400, description = "UsageError or MultiValuedParamNotSupported: bad parameters", content_type = "text/plain", body = String),
+        (status = 401, description = "AuthenticationError: no valid credentials (jwt and ingress modes)", content_type = "text/plain", body = String),
         (status = 404, description = "UsageError: the image is unknown", content_type = "text/plain", body = String)
     )
 )]
 pub async fn links(
     State(app): State<AppState>,
+    // Authenticated like every other route: which images exist, and their footprints, are not
+    // for anyone who asks.
+    Owner(_owner): Owner,
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response, FrontendError> {

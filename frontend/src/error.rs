@@ -102,6 +102,12 @@ impl From<UwsError> for FrontendError {
             UwsError::WrongPhase { .. } => FrontendError::Forbidden(e.to_string()),
             // A client asked for a change the state machine refuses.
             UwsError::IllegalTransition { .. } => FrontendError::Usage(e.to_string()),
+            // The store's atomic admission refused a job that the quota check let through (a
+            // concurrent create of the same owner came first).
+            UwsError::OverQuota(_) => FrontendError::OverQuota {
+                message: e.to_string(),
+                retry_after: 10,
+            },
             UwsError::Store(_) | UwsError::Queue(_) | UwsError::ResultStore(_) => {
                 FrontendError::Unavailable(e.to_string())
             }

@@ -38,17 +38,18 @@ pub async fn sync(
     DaliParams(params): DaliParams,
 ) -> Result<Response, FrontendError> {
     // UWS control parameters mean nothing here; only the SODA ones are kept.
-    let job_parameters = cutout::job_parameters(&app, &params)?;
+    let cutout = cutout::job_parameters(&app, &params).await?;
     quota::check(&app, &owner, Intent::CreateAndRun).await?;
     refuse_if_queue_full(&app).await?;
     let job = app
         .uws
         .run_and_wait(
             &owner,
-            job_parameters,
+            cutout.parameters,
             Priority::Sync,
             token,
             app.settings.sync_timeout,
+            quota::admission(&app, cutout.planned_bytes),
         )
         .await?;
     match job.phase {

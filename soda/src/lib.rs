@@ -41,8 +41,8 @@ mod stencil;
 mod unscaled;
 
 pub use cutout::{
-    CutOptions, Cutout, PixelBox, Provenance, combine_to_file, cut_to_file, cut_to_file_with,
-    cutout_bytes,
+    CutOptions, Cutout, CutoutSize, PixelBox, Provenance, combine_to_file, cut_to_file,
+    cut_to_file_with, cutout_bytes, cutout_size,
 };
 pub use demo::{
     DemoImage, DemoProgress, SyntheticImage, write_demo_repository,

@@ -31,6 +31,9 @@ pub enum UwsError {
         from: ExecutionPhase,
         to: ExecutionPhase,
     },
+    /// The store refused a new job because its owner is at a limit of [`crate::Admission`].
+    #[error("over quota: {0}")]
+    OverQuota(String),
     /// The job store could not be reached or failed.
     #[error("job store: {0}")]
     Store(String),

@@ -27,5 +27,7 @@ pub mod timestamp;
 pub mod xml;
 
 pub use error::UwsError;
-pub use job::{ErrorCode, ErrorType, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob};
+pub use job::{
+    Admission, ErrorCode, ErrorType, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob,
+};
 pub use params::Parameters;

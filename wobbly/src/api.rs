@@ -38,6 +38,9 @@ pub struct JobJson {
     pub parameters: Vec<(String, String)>,
     pub results: Vec<ResultJson>,
     pub error: Option<ErrorJson>,
+    /// Bytes the results were planned to take; absent from an older service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +54,22 @@ pub struct NewJobJson {
     /// Created QUEUED rather than PENDING; absent (an older client) means PENDING.
     #[serde(default)]
     pub queued: bool,
+    /// The limits the store checks atomically with the insert; absent means none.
+    #[serde(default)]
+    pub admission: AdmissionJson,
+}
+
+/// [`uws::Admission`] on the wire.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AdmissionJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_per_hour: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_queued: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -306,6 +325,7 @@ impl From<&Job> for JobJson {
             parameters: j.parameters.clone(),
             results: j.results.iter().map(ResultJson::from).collect(),
             error: j.error.as_ref().map(ErrorJson::from),
+            planned_bytes: j.planned_bytes,
         }
     }
 }
@@ -328,6 +348,7 @@ impl TryFrom<JobJson> for Job {
             parameters: j.parameters,
             results: j.results.into_iter().map(JobResult::from).collect(),
             error: j.error.map(JobError::from),
+            planned_bytes: j.planned_bytes,
         })
     }
 }
@@ -342,6 +363,12 @@ impl From<&NewJob> for NewJobJson {
             destruction: timestamp::format(j.destruction),
             creation_time: timestamp::format(j.creation_time),
             queued: j.queued,
+            admission: AdmissionJson {
+                planned_bytes: j.admission.planned_bytes,
+                jobs_per_hour: j.admission.jobs_per_hour,
+                jobs_queued: j.admission.jobs_queued,
+                result_bytes: j.admission.result_bytes,
+            },
         }
     }
 }
@@ -358,6 +385,12 @@ impl TryFrom<NewJobJson> for NewJob {
             destruction: timestamp::parse(&j.destruction)?,
             creation_time: timestamp::parse(&j.creation_time)?,
             queued: j.queued,
+            admission: uws::Admission {
+                planned_bytes: j.admission.planned_bytes,
+                jobs_per_hour: j.admission.jobs_per_hour,
+                jobs_queued: j.admission.jobs_queued,
+                result_bytes: j.admission.result_bytes,
+            },
         })
     }
 }
@@ -498,6 +531,10 @@ impl Problem {
                 p.kind = "usage".into();
                 p.message = m.clone();
             }
+            UwsError::OverQuota(m) => {
+                p.kind = "over-quota".into();
+                p.message = m.clone();
+            }
             _ => p.kind = "store".into(),
         }
         p
@@ -518,6 +555,7 @@ impl Problem {
                 what: self.message,
             },
             ("usage", _, _) => UwsError::Usage(self.message),
+            ("over-quota", _, _) => UwsError::OverQuota(self.message),
             _ => UwsError::Store(self.message),
         }
     }

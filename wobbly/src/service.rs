@@ -68,6 +68,7 @@ impl IntoResponse for Failure {
                 StatusCode::CONFLICT
             }
             UwsError::Usage(_) => StatusCode::BAD_REQUEST,
+            UwsError::OverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(Problem::from_error(&self.0))).into_response()
