@@ -442,15 +442,16 @@ fn app_queued_limit() -> TestApp {
 
 #[test]
 fn planned_result_bytes_are_reserved_when_a_job_is_created() {
-    // A 40-pixel-wide cutout plans about 18 KB (6,400 bytes of pixels and the FITS headers):
-    // two fit in 50,000 bytes, three do not.
+    // Each job's planned bytes (thousands) are reserved as it is created, and jobs are admitted
+    // only while the reservations are under the limit: of 40 concurrent creates against one
+    // byte, one is admitted (without reservations all 40 were, nothing being stored yet).
     let app = app()
         .topology(Topology::Embedded)
-        .config("QUOTAS__RESULT_BYTES", "50000")
+        .config("QUOTAS__RESULT_BYTES", "1")
         .start();
     let circle = circle(RA, DEC, 20.0);
     let params = [("ID", IMAGE), ("CIRCLE", &circle[..])];
-    assert_eq!(concurrent_creates(&app, &params), 2);
+    assert_eq!(concurrent_creates(&app, &params), 1);
 }
 
 /// Every file under `dir`, recursively.

@@ -286,8 +286,8 @@ pub struct Admission {
     pub jobs_per_hour: Option<u64>,
     /// Jobs the owner may have QUEUED; checked only for a job created QUEUED.
     pub jobs_queued: Option<u64>,
-    /// Bytes the owner's results may take: those of COMPLETED jobs plus those planned for
-    /// unfinished ones, this one included.
+    /// Bytes the owner's results may take: a job is admitted while those of COMPLETED jobs plus
+    /// those planned for unfinished ones are under it (its own are then reserved).
     pub result_bytes: Option<u64>,
 }
 

@@ -215,10 +215,9 @@ impl SqlJobStore {
         }
         match admission.result_bytes {
             Some(limit) => UwsError::OverQuota(format!(
-                "your results and the results planned for your unfinished jobs take {} bytes; \
-                 with this job's {} planned bytes that would pass the limit of {limit}",
-                usage.result_bytes,
-                admission.planned_bytes.unwrap_or(0)
+                "your results and the results planned for your unfinished jobs take {} bytes, \
+                 at or over the limit of {limit}; delete finished jobs to make room",
+                usage.result_bytes
             )),
             None => UwsError::OverQuota("a limit was reached".to_owned()),
         }
@@ -305,7 +304,7 @@ impl JobStore for SqlJobStore {
                  WHERE service = $2 AND owner = $3 AND phase = 'QUEUED') < $13) \
              AND ($14 < 0 OR (SELECT COALESCE(SUM(CASE WHEN phase = 'COMPLETED' THEN result_bytes \
                  WHEN phase IN ({RESERVING}) THEN planned_bytes END), 0) \
-                 FROM uws_job WHERE service = $2 AND owner = $3) + COALESCE($10, 0) <= $14) \
+                 FROM uws_job WHERE service = $2 AND owner = $3) < $14) \
              RETURNING {COLUMNS}"
         );
         let then = if admission.jobs_per_hour.is_some() {

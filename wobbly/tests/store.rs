@@ -523,7 +523,7 @@ async fn admission_is_atomic_per_owner_and_outlives_deletion(store: SqlJobStore)
     };
     let job = store
         .create(NewJob {
-            admission: reserving(600),
+            admission: reserving(1000),
             ..new_job("carol", 0)
         })
         .await
@@ -535,11 +535,11 @@ async fn admission_is_atomic_per_owner_and_outlives_deletion(store: SqlJobStore)
             .expect("get")
             .expect("job")
             .planned_bytes,
-        Some(600)
+        Some(1000)
     );
     let over = store
         .create(NewJob {
-            admission: reserving(600),
+            admission: reserving(1),
             ..new_job("carol", 1)
         })
         .await;
@@ -551,7 +551,7 @@ async fn admission_is_atomic_per_owner_and_outlives_deletion(store: SqlJobStore)
             .await
             .expect("usage")
             .result_bytes,
-        600
+        1000
     );
     // Aborted: nothing is reserved any more.
     store
@@ -560,7 +560,7 @@ async fn admission_is_atomic_per_owner_and_outlives_deletion(store: SqlJobStore)
         .expect("abort");
     store
         .create(NewJob {
-            admission: reserving(600),
+            admission: reserving(1),
             ..new_job("carol", 2)
         })
         .await
