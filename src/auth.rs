@@ -44,6 +44,7 @@ pub async fn build(config: &AuthConfig, role: Role) -> anyhow::Result<Authentica
                     .context("auth.audience is required with auth.mode = \"jwt\"")?,
                 required_scope: config.required_scope.clone(),
                 username_claim: config.username_claim.clone(),
+                max_lifetime: (config.max_token_lifetime > 0).then_some(config.max_token_lifetime),
             };
             let keys = match (&config.jwks_path, &config.jwks_url) {
                 (Some(path), None) => {

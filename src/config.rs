@@ -46,6 +46,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Image repositories: name → directory.
     pub repositories: BTreeMap<String, PathBuf>,
+    /// Serve images that are symbolic links to files outside their repository directory.
+    pub follow_repository_symlinks: bool,
     /// Name under which this service's jobs are kept in the job store (one database may serve
     /// several services).
     pub service_name: String,
@@ -62,6 +64,41 @@ pub struct Config {
     pub auth: AuthConfig,
     pub quotas: QuotasConfig,
     pub ranges: RangesConfig,
+    pub http: HttpConfig,
+}
+
+/// What one client may take of a role's HTTP server (every role: frontend, serve, wobbly and the
+/// worker's health port).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds from the moment a connection waits for a request until its whole head has
+    /// arrived; also how long a kept-alive connection may sit idle.
+    pub header_timeout: u64,
+    /// Seconds from a request's arrival until its whole body has arrived.
+    pub body_timeout: u64,
+    /// Connections open at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout: 10,
+            body_timeout: 30,
+            max_connections: 512,
+        }
+    }
+}
+
+impl HttpConfig {
+    pub fn limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+            body_timeout: Duration::from_secs(self.body_timeout.max(1)),
+            max_connections: self.max_connections.max(1),
+        }
+    }
 }
 
 /// Per-user limits; 0 is unlimited.
@@ -123,6 +160,14 @@ pub struct AuthConfig {
     pub required_scope: String,
     /// JWT: the claim that names the user.
     pub username_claim: String,
+    /// JWT: seconds a token may be valid for (`exp` − `iat`, or `exp` − now without `iat`);
+    /// a longer-lived token is refused. 0: no limit.
+    pub max_token_lifetime: u64,
+    /// Refuse state-changing requests that a browser says come from another site (for
+    /// deployments behind a proxy that authenticates browsers by cookie).
+    pub check_origin: bool,
+    /// With `check_origin`: other origins (`https://portal.example.org`) allowed to send them.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -137,6 +182,9 @@ impl Default for AuthConfig {
             audience: None,
             required_scope: "read:image".to_owned(),
             username_claim: "sub".to_owned(),
+            max_token_lifetime: 0,
+            check_origin: false,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -187,6 +235,14 @@ impl WobblyConfig {
             .token_key
             .as_ref()
             .context("wobbly.token_key must be set (SKYCUT_WOBBLY__TOKEN_KEY)")?;
+        let min = crate::serve::MIN_KEY_BYTES;
+        if secret.expose().len() < min {
+            anyhow::bail!(
+                "wobbly.token_key is {} bytes; it must be at least {min}: make one with \
+                 `openssl rand -hex 32`",
+                secret.expose().len()
+            );
+        }
         wobbly::TokenKey::new(secret.expose().as_bytes()).context("invalid wobbly.token_key")
     }
 }
@@ -217,6 +273,15 @@ pub struct JobsConfig {
     pub sweep_interval: u64,
     /// Seconds a job creation whose outcome is unknown is repeated (same job ID) before 503.
     pub create_retry: u64,
+    /// Bytes the results of one job may take, planned on the image headers when the request
+    /// arrives; 0 = unlimited.
+    pub max_job_bytes: u64,
+    /// Pixels one cutout may hold (every axis kept); 0 = unlimited.
+    pub max_cutout_pixels: u64,
+    /// Seconds between sweeps of result prefixes that no job owns.
+    pub orphan_sweep_interval: u64,
+    /// Seconds a result prefix that no job owns must have gone unwritten before it is deleted.
+    pub orphan_grace: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -257,6 +322,7 @@ impl Default for Config {
                 IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
             ],
             repositories: BTreeMap::new(),
+            follow_repository_symlinks: false,
             service_name: "cutout".to_owned(),
             redis_url: Secret("redis://127.0.0.1:6379".to_owned()),
             redis_prefix: "skycut".to_owned(),
@@ -268,6 +334,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             quotas: QuotasConfig::default(),
             ranges: RangesConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -286,6 +353,10 @@ impl Default for JobsConfig {
             result_url_lifetime: 15 * 60,
             sweep_interval: 60,
             create_retry: 10,
+            max_job_bytes: 1 << 30,
+            max_cutout_pixels: 1 << 26,
+            orphan_sweep_interval: 3600,
+            orphan_grace: 600,
         }
     }
 }
@@ -421,6 +492,15 @@ impl Config {
             sync_timeout: Duration::from_secs(self.jobs.sync_timeout),
             sync_max_queue_depth: self.jobs.sync_max_queue_depth,
             quotas: self.quotas.quotas(),
+            size_limits: frontend::cutout::SizeLimits {
+                max_cutout_pixels: (self.jobs.max_cutout_pixels > 0)
+                    .then_some(self.jobs.max_cutout_pixels),
+                max_job_bytes: (self.jobs.max_job_bytes > 0).then_some(self.jobs.max_job_bytes),
+            },
+            allowed_origins: self
+                .auth
+                .check_origin
+                .then(|| self.auth.allowed_origins.clone()),
         }
     }
 
@@ -622,6 +702,42 @@ mod tests {
         .expect("service links are skipped");
         assert_eq!(k8s.config.listen, Config::default().listen);
         assert!(Config::load_from(None, env(&[("SKYCUT_LISTN", "0.0.0.0:1")])).is_err());
+    }
+
+    #[test]
+    fn short_secret_keys_are_refused_with_how_to_make_one() {
+        let dir = std::env::temp_dir();
+        for key in ["", "00", &"ab".repeat(31)] {
+            let c = Config {
+                signing_key: Some(Secret(key.to_owned())),
+                ..Config::default()
+            };
+            let e = crate::serve::signing_key(&c, &dir).expect_err(key);
+            assert!(format!("{e:#}").contains("openssl rand -hex 32"), "{e:#}");
+        }
+        let c = Config {
+            signing_key: Some(Secret("ab".repeat(32))),
+            ..Config::default()
+        };
+        assert_eq!(
+            crate::serve::signing_key(&c, &dir).expect("32 bytes").len(),
+            32
+        );
+        for key in ["", "x", "change-me"] {
+            let w = WobblyConfig {
+                token_key: Some(Secret(key.to_owned())),
+                ..WobblyConfig::default()
+            };
+            let Err(e) = w.token_key() else {
+                panic!("short token key accepted: {key:?}")
+            };
+            assert!(format!("{e:#}").contains("openssl rand -hex 32"), "{e:#}");
+        }
+        let w = WobblyConfig {
+            token_key: Some(Secret("k".repeat(32))),
+            ..WobblyConfig::default()
+        };
+        assert!(w.token_key().is_ok());
     }
 
     #[test]

@@ -77,7 +77,10 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
         events,
         local_bucket,
         bucket_health,
-        repositories: Arc::new(Repositories::new(config.repositories.clone())),
+        repositories: Arc::new(
+            Repositories::new(config.repositories.clone())
+                .following_symlinks_out(config.follow_repository_symlinks),
+        ),
         streams,
         store_health,
     })
@@ -144,6 +147,8 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
     tokio::spawn(sweep(
         shared.uws.clone(),
         Duration::from_secs(config.jobs.sweep_interval.max(1)),
+        Duration::from_secs(config.jobs.orphan_sweep_interval.max(1)),
+        Duration::from_secs(config.jobs.orphan_grace),
         shutdown.clone(),
     ));
     let queue: Arc<dyn uws::queue::JobQueue> = Arc::new(shared.queue.clone());
@@ -168,7 +173,7 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let base = format!("http://{}/api/cutout", listener.local_addr()?);
-    let server = serve_http(listener, app, ops, shutdown.clone());
+    let server = serve_http(listener, app, ops, config.http.limits(), shutdown.clone());
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "skycut frontend listening on {base}")?;
@@ -209,8 +214,7 @@ pub async fn wobbly(config: Config) -> anyhow::Result<()> {
         wobbly::service::router(store, key)
             .merge(crate::ops::metrics_routes(crate::ops::recorder()?, None)),
     );
-    let server =
-        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = crate::http::serve(listener, router, config.http.limits(), shutdown.clone());
     tokio::select! {
         served = server => served?,
         () = shutdown_signal(shutdown.clone()) => {}
@@ -270,7 +274,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
                 shared.bucket_health.clone(),
             );
             let ops = crate::ops::routes(checks, queue)?;
-            Some(serve_ops(addr, ops, shutdown.clone()).await?)
+            Some(serve_ops(addr, ops, config.http.limits(), shutdown.clone()).await?)
         }
         None => None,
     };
@@ -331,6 +335,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
 async fn serve_ops(
     addr: std::net::SocketAddr,
     ops: axum::Router,
+    limits: crate::http::Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -339,10 +344,7 @@ async fn serve_ops(
     let url = format!("http://{}", listener.local_addr()?);
     let router = crate::ops::track_requests(ops);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-        {
+        if let Err(e) = crate::http::serve(listener, router, limits, shutdown).await {
             tracing::error!(error = %e, "health endpoint failed");
         }
     });

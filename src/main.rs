@@ -9,6 +9,7 @@ mod bench;
 mod buckets;
 mod config;
 mod distributed;
+mod http;
 mod ops;
 mod serve;
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use bucket::{LocalBucket, UrlSigner};
 use frontend::{App, AppState};
 use soda::repository::Repositories;
@@ -105,7 +104,10 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         results,
         limits,
     );
-    let repositories = Arc::new(Repositories::new(config.repositories.clone()));
+    let repositories = Arc::new(
+        Repositories::new(config.repositories.clone())
+            .following_symlinks_out(config.follow_repository_symlinks),
+    );
 
     let scratch_dir = data_dir.join("scratch");
     std::fs::create_dir_all(&scratch_dir)?;
@@ -133,6 +135,8 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     tokio::spawn(sweep(
         uws.clone(),
         Duration::from_secs(config.jobs.sweep_interval.max(1)),
+        Duration::from_secs(config.jobs.orphan_sweep_interval.max(1)),
+        Duration::from_secs(config.jobs.orphan_grace),
         shutdown.clone(),
     ));
 
@@ -157,7 +161,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let server = serve_http(listener, app, ops, shutdown.clone());
+    let server = serve_http(listener, app, ops, config.http.limits(), shutdown.clone());
     Ok(Running {
         base: format!("http://{local}/api/cutout"),
         demo_images,
@@ -195,34 +199,42 @@ pub(crate) fn serve_http(
     listener: tokio::net::TcpListener,
     app: AppState,
     ops: axum::Router,
+    limits: crate::http::Limits,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let router = crate::ops::track_requests(frontend::build(app).merge(ops));
     tokio::spawn(async move {
-        // Without TCP_NODELAY a response written in pieces (headers, then body) waits for the
-        // client's delayed ACK: 40 ms per result download.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+        crate::http::serve(listener, router, limits, shutdown).await?;
         anyhow::Ok(())
     })
 }
 
-/// The URL-signing key: from configuration, or generated once into the data directory.
+/// The shortest secret key accepted: an HMAC key shorter than its 32-byte hash is easier to guess
+/// than the signatures it makes.
+pub(crate) const MIN_KEY_BYTES: usize = 32;
+
+/// The URL-signing key: from configuration, or generated once into the data directory. A key
+/// shorter than [`MIN_KEY_BYTES`] is refused.
 pub(crate) fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Some(key) = &config.signing_key {
-        return hex::decode(key.expose().trim()).context("signing_key must be hex");
+    let key = if let Some(key) = &config.signing_key {
+        hex::decode(key.expose().trim()).context("signing_key must be hex")?
+    } else {
+        key_file(&data_dir.join("signing.key"))?
+    };
+    if key.len() < MIN_KEY_BYTES {
+        anyhow::bail!(
+            "signing_key is {} bytes; it must be at least {MIN_KEY_BYTES} bytes \
+             ({} hex digits): make one with `openssl rand -hex 32`",
+            key.len(),
+            2 * MIN_KEY_BYTES
+        );
     }
-    let path = data_dir.join("signing.key");
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    Ok(key)
+}
+
+/// The key in `path`, written there first (32 random bytes, hex) if the file does not exist.
+fn key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Ok(text) = std::fs::read_to_string(path) {
         return hex::decode(text.trim())
             .with_context(|| format!("{} must hold a hex key", path.display()));
     }
@@ -231,7 +243,7 @@ pub(crate) fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Ve
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
+    match options.open(path) {
         Ok(mut file) => {
             file.write_all(hex::encode(key).as_bytes())?;
             Ok(key.to_vec())
@@ -239,7 +251,7 @@ pub(crate) fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Ve
         // Another process sharing the data directory made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             std::thread::sleep(Duration::from_millis(50));
-            let text = std::fs::read_to_string(&path)?;
+            let text = std::fs::read_to_string(path)?;
             hex::decode(text.trim())
                 .with_context(|| format!("{} must hold a hex key", path.display()))
         }
@@ -274,13 +286,30 @@ async fn requeue_unfinished(store: &dyn JobStore, queue: &dyn JobQueue) -> anyho
     Ok(())
 }
 
-/// Deletes jobs past their destruction time, with their results, until shutdown.
-pub(crate) async fn sweep(uws: Uws, every: Duration, shutdown: CancellationToken) {
+/// Deletes jobs past their destruction time, with their results, until shutdown; every
+/// `orphans_every` it also deletes result prefixes that no job owns (untouched for
+/// `orphan_grace`).
+pub(crate) async fn sweep(
+    uws: Uws,
+    every: Duration,
+    orphans_every: Duration,
+    orphan_grace: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut orphans_swept: Option<std::time::Instant> = None;
     loop {
         match uws.sweep_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "destroyed expired jobs"),
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        if orphans_swept.is_none_or(|at| at.elapsed() >= orphans_every) {
+            orphans_swept = Some(std::time::Instant::now());
+            match uws.sweep_orphans(orphan_grace).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(prefixes = n, "removed results that no job owns"),
+                Err(e) => tracing::warn!(error = %e, "orphaned-result sweep failed"),
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,

@@ -310,7 +310,7 @@ fn another_users_job_answers_as_missing_on_every_route_with_jwt_users() {
 #[test]
 fn ingress_request_without_user_gets_401_authentication_error() {
     let app = ingress_app();
-    for path in ["/jobs", "/sync"] {
+    for path in ["/jobs", "/sync", "/links?ID=butler://test/field"] {
         let r = bare_get(&app, path);
         assert_eq!(r.status(), 401, "{path}");
         assert!(header(&r, "www-authenticate").starts_with("Bearer"));
@@ -356,10 +356,12 @@ fn jwt_valid_rs256_and_es256_tokens_are_accepted() {
 #[test]
 fn jwt_missing_token_gets_401_with_a_bearer_challenge() {
     let app = jwt_app();
-    let r = bare_get(&app, "/jobs");
-    assert_eq!(r.status(), 401);
-    assert_eq!(header(&r, "www-authenticate"), "Bearer realm=\"skycut\"");
-    assert!(r.text().expect("body").starts_with("AuthenticationError: "));
+    for path in ["/jobs", "/links?ID=butler://test/field"] {
+        let r = bare_get(&app, path);
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(header(&r, "www-authenticate"), "Bearer realm=\"skycut\"");
+        assert!(r.text().expect("body").starts_with("AuthenticationError: "));
+    }
 }
 
 /// Asserts a 401 `invalid_token` for the token, on a read and on job creation (nothing created).
@@ -556,4 +558,31 @@ fn jwt_keys_from_a_jwks_url_are_refreshed_after_rotation() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+#[test]
+fn jwt_tokens_valid_for_longer_than_the_maximum_lifetime_are_refused() {
+    let app = common::app()
+        .config("AUTH__MODE", "jwt")
+        .config(
+            "AUTH__JWKS_PATH",
+            &keys_dir().join("jwks.json").display().to_string(),
+        )
+        .config("AUTH__ISSUER", ISSUER)
+        .config("AUTH__AUDIENCE", AUDIENCE)
+        .config("AUTH__MAX_TOKEN_LIFETIME", "3600")
+        .start();
+    let short = Token::valid("alice");
+    let r = bearer(&app, &short).get("/jobs", &[]);
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    let long = Token {
+        expires: now() + 30 * 24 * 3600,
+        ..Token::valid("alice")
+    };
+    let r = bearer(&app, &long).get("/jobs", &[]);
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.text().expect("body").contains("valid for longer"),
+        "a month-long token"
+    );
 }

@@ -14,6 +14,7 @@ mod events;
 mod exactly_once;
 mod fair_share;
 mod faults;
+mod hardening;
 mod hostile;
 mod logs;
 mod many_cutouts;

@@ -101,6 +101,45 @@ fn put(path: &Path, source: &Path, meta_text: &str) -> Result<u64, UwsError> {
     Ok(size)
 }
 
+/// The directories under `root` (one per job), each with the age of the newest entry under it
+/// (the directory itself included). Names that start with `.` (health probes) are skipped.
+fn list_prefixes(root: &Path) -> Result<Vec<(String, Duration)>, UwsError> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(e)),
+    };
+    let now = std::time::SystemTime::now();
+    let age = |path: &Path| -> Duration {
+        std::fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default()
+    };
+    let mut prefixes = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let dir = entry.path();
+        let mut newest = age(&dir);
+        let mut pending = vec![dir];
+        while let Some(dir) = pending.pop() {
+            for inner in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = inner.path();
+                newest = newest.min(age(&path));
+                if inner.file_type().is_ok_and(|t| t.is_dir()) {
+                    pending.push(path);
+                }
+            }
+        }
+        prefixes.push((name, newest));
+    }
+    Ok(prefixes)
+}
+
 #[async_trait]
 impl ResultStore for LocalBucket {
     async fn put_file(&self, key: &str, source: &Path, meta: &ObjectMeta) -> Result<u64, UwsError> {
@@ -147,6 +186,24 @@ impl ResultStore for LocalBucket {
         }
         Ok(())
     }
+
+    async fn prefixes(&self) -> Result<Vec<(String, Duration)>, UwsError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || list_prefixes(&root))
+            .await
+            .map_err(|e| UwsError::Store(format!("local bucket: {e}")))?
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), UwsError> {
+        if !is_safe_key(prefix) || prefix.contains('/') {
+            return Err(UwsError::Store(format!("unsafe object prefix {prefix:?}")));
+        }
+        match tokio::fs::remove_dir_all(self.root.join(prefix)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(e)),
+        }
+    }
 }
 
 /// The local bucket works when its directory takes a new file: a full or read-only disk would
@@ -159,7 +216,8 @@ impl uws::health::HealthCheck for LocalBucket {
 
     async fn check(&self) -> Result<String, UwsError> {
         let failed = |e: std::io::Error| {
-            UwsError::ResultStore(format!("{} is not writable: {e}", self.root.display()))
+            // No path: the line is shown to anyone who asks `/readyz` or `/availability`.
+            UwsError::ResultStore(format!("the bucket directory is not writable: {e}"))
         };
         tokio::fs::create_dir_all(&self.root)
             .await
@@ -171,7 +229,7 @@ impl uws::health::HealthCheck for LocalBucket {
         ));
         tokio::fs::write(&probe, b"ok").await.map_err(failed)?;
         tokio::fs::remove_file(&probe).await.map_err(failed)?;
-        Ok(format!("{} is writable", self.root.display()))
+        Ok("the bucket directory is writable".to_owned())
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use object_store::buffered::BufWriter;
 use object_store::signer::{Method, Signer};
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt};
@@ -156,6 +157,58 @@ impl ResultStore for ObjectBucket {
                 e,
             ))),
         }
+    }
+
+    async fn prefixes(&self) -> Result<Vec<(String, Duration)>, UwsError> {
+        let root = (!self.url.prefix.is_empty())
+            .then(|| object_store::path::Path::from(self.url.prefix.as_str()));
+        let listed = self
+            .store
+            .list_with_delimiter(root.as_ref())
+            .await
+            .map_err(|e| uws_error(BucketError::from_store(&self.url.display_object(""), e)))?;
+        let now = time::OffsetDateTime::now_utc();
+        let mut prefixes = Vec::new();
+        for prefix in &listed.common_prefixes {
+            let Some(name) = prefix.filename() else {
+                continue;
+            };
+            // The newest object under it: a prefix still being written is never swept.
+            let mut objects = self.store.list(Some(prefix));
+            let mut newest = Duration::MAX;
+            while let Some(object) = objects.next().await {
+                let object = object.map_err(|e| {
+                    uws_error(BucketError::from_store(&self.url.display_object(name), e))
+                })?;
+                let modified =
+                    time::OffsetDateTime::from_unix_timestamp(object.last_modified.timestamp())
+                        .unwrap_or(now);
+                let age = Duration::try_from(now - modified).unwrap_or_default();
+                newest = newest.min(age);
+            }
+            prefixes.push((name.to_owned(), newest));
+        }
+        Ok(prefixes)
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), UwsError> {
+        let path = self.url.object_path(prefix);
+        let mut objects = self.store.list(Some(&path));
+        while let Some(object) = objects.next().await {
+            let object = object.map_err(|e| {
+                uws_error(BucketError::from_store(&self.url.display_object(prefix), e))
+            })?;
+            match self.store.delete(&object.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(uws_error(BucketError::from_store(
+                        &self.url.display_object(prefix),
+                        e,
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -184,6 +184,9 @@ pub struct JwtRules {
     pub required_scope: String,
     /// The claim holding the user name (Gafaelfawr: `username`; most issuers: `sub`).
     pub username_claim: String,
+    /// Seconds a token may be valid for, from `iat` (or from now, without `iat`) to `exp`;
+    /// `None`: any.
+    pub max_lifetime: Option<u64>,
 }
 
 /// The verification keys of a JWKS: only RS256 and ES256 (P-256) keys are kept.
@@ -319,6 +322,19 @@ impl JwtVerifier {
             })
         })?
         .claims;
+        if let Some(max) = self.rules.max_lifetime {
+            let exp = claims.get("exp").and_then(serde_json::Value::as_i64);
+            let from = claims
+                .get("iat")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
+            let lifetime = exp.map_or(i64::MAX, |exp| exp.saturating_sub(from));
+            if lifetime > i64::try_from(max).unwrap_or(i64::MAX) {
+                return Err(invalid(
+                    "the token is valid for longer than this service accepts",
+                ));
+            }
+        }
         let user = claims
             .get(&self.rules.username_claim)
             .and_then(|v| v.as_str())
@@ -391,6 +407,7 @@ mod tests {
                 audience: "skycut".into(),
                 required_scope: "read:image".into(),
                 username_claim: "sub".into(),
+                max_lifetime: None,
             },
             KeySet { keys: Vec::new() },
         ));

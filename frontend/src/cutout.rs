@@ -1,20 +1,127 @@
 //! The SODA side of job creation: which request parameters make a cutout job, checked before
 //! the job exists so that a bad request creates nothing.
+//!
+//! Only the parameters a cutout is read from are kept (others are dropped, as DALI lets a
+//! service ignore what it does not define), and what is kept is bounded in size. The cutouts are
+//! planned on the image headers (no pixel is read): a cutout over [`SizeLimits::max_cutout_pixels`]
+//! or a job whose results would pass [`SizeLimits::max_job_bytes`] is refused as a `UsageError`
+//! naming the limit, and the planned size is stored with the job (the quote prices it, the
+//! `result_bytes` quota reserves it).
 
-use soda::request::CutoutRequest;
+use soda::repository::SourceLocation;
+use soda::request::{CUTOUT_PARAMETERS, CutoutRequest};
 use uws::Parameters;
-use uws::service::CONTROL_PARAMETERS;
 
 use crate::error::FrontendError;
 use crate::state::App;
 
-/// Validates the SODA parameters of a request and returns the parameters to store with the job
-/// (everything but the UWS control parameters). Unknown images are refused here with 404.
-pub fn job_parameters(app: &App, request: &Parameters) -> Result<Parameters, FrontendError> {
-    let parameters = request.without(CONTROL_PARAMETERS);
+/// The most bytes of parameter names and values kept with one job.
+pub const MAX_JOB_PARAMETER_BYTES: usize = 256 * 1024;
+
+/// What one FITS file adds to its pixels: a primary header and an extension header of a few
+/// 2880-byte blocks each, and the padding of the data to a whole block.
+const FITS_OVERHEAD: u64 = 4 * 2880;
+
+/// Limits on what one request may make; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SizeLimits {
+    /// Pixels of one cutout, over every axis kept.
+    pub max_cutout_pixels: Option<u64>,
+    /// Bytes of the results of one job (the combined multi-extension file included).
+    pub max_job_bytes: Option<u64>,
+}
+
+/// A validated cutout job: what to store, and how big its results are planned to be.
+#[derive(Debug, Clone)]
+pub struct CutoutJob {
+    pub parameters: Parameters,
+    /// `None` when an image is not a local file (a bucket object is not fetched to plan).
+    pub planned_bytes: Option<u64>,
+}
+
+/// Validates the SODA parameters of a request, plans its cutouts and checks them against the
+/// configured limits. Unknown images are refused here with 404.
+pub async fn job_parameters(app: &App, request: &Parameters) -> Result<CutoutJob, FrontendError> {
+    let parameters: Parameters = request
+        .iter()
+        .filter(|(name, _)| {
+            CUTOUT_PARAMETERS
+                .iter()
+                .any(|known| name.eq_ignore_ascii_case(known))
+        })
+        .collect();
+    let size: usize = parameters.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if size > MAX_JOB_PARAMETER_BYTES {
+        return Err(FrontendError::Usage(format!(
+            "the cutout parameters take {size} bytes; at most {MAX_JOB_PARAMETER_BYTES} are kept with a job"
+        )));
+    }
     let cutout = CutoutRequest::from_parameters(parameters.iter())?;
     for id in &cutout.ids {
         app.repositories.locate(id)?;
     }
-    Ok(parameters)
+    let limits = app.settings.size_limits;
+    let repositories = app.repositories.clone();
+    // Reading headers is file I/O through cfitsio: off the async threads.
+    let planned_bytes = tokio::task::spawn_blocking(move || plan(&repositories, &cutout, limits))
+        .await
+        .map_err(|e| FrontendError::Internal(format!("planning task failed: {e}")))??;
+    Ok(CutoutJob {
+        parameters,
+        planned_bytes,
+    })
+}
+
+/// The bytes the results of `request` will take, planned on the image headers; refuses a cutout
+/// or a job over `limits`. `None` (unknown) when an image is not a local file.
+fn plan(
+    repositories: &soda::repository::Repositories,
+    request: &CutoutRequest,
+    limits: SizeLimits,
+) -> Result<Option<u64>, FrontendError> {
+    let pairs: Vec<_> = request.pairs().collect();
+    let mut fits_bytes = 0u64;
+    let mut preview_bytes = 0u64;
+    for (n, (id, stencil)) in pairs.iter().enumerate() {
+        let SourceLocation::File(path) = repositories.locate(id)? else {
+            return Ok(None);
+        };
+        let options = soda::CutOptions {
+            mask: request.mask,
+            band: request.band,
+            extension: id.extension().map(str::to_owned),
+        };
+        let size = match soda::cutout_size(&path, stencil, &options) {
+            Ok(size) => size,
+            // The pair becomes a short error result; the worker says why.
+            Err(soda::SodaError::NoOverlap { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(limit) = limits.max_cutout_pixels.filter(|l| size.pixels > *l) {
+            return Err(FrontendError::Usage(format!(
+                "cutout {} of this request ({id}) would hold {} pixels, over the limit of \
+                 {limit} pixels per cutout (max_cutout_pixels): ask for a smaller region",
+                n + 1,
+                size.pixels
+            )));
+        }
+        fits_bytes = fits_bytes.saturating_add(size.bytes.saturating_add(FITS_OVERHEAD));
+        if request.preview.is_some() {
+            // Four bytes a pixel is an RGBA PNG before compression: an upper bound.
+            preview_bytes = preview_bytes.saturating_add(size.pixels.saturating_mul(4));
+        }
+    }
+    // A job of several pairs also stores every cutout again in one multi-extension file.
+    let copies = if pairs.len() > 1 { 2 } else { 1 };
+    let planned = fits_bytes
+        .saturating_mul(copies)
+        .saturating_add(preview_bytes);
+    if let Some(limit) = limits.max_job_bytes.filter(|l| planned > *l) {
+        return Err(FrontendError::Usage(format!(
+            "the {} cutouts of this request would store about {planned} bytes, over the limit \
+             of {limit} bytes per job (max_job_bytes): ask for fewer or smaller cutouts",
+            pairs.len()
+        )));
+    }
+    Ok(Some(planned))
 }

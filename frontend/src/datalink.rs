@@ -29,7 +29,7 @@ use quick_xml::escape::escape;
 use soda::{Footprint, SourceId};
 
 use crate::error::FrontendError;
-use crate::extract::{DaliParams, PublicBase};
+use crate::extract::{DaliParams, Owner, PublicBase};
 use crate::state::AppState;
 
 /// The media type DataLink 1.1 §3.3 gives a `{links}` response.
@@ -58,11 +58,15 @@ pub enum Described {
     params(crate::openapi::LinksParams),
     responses(
         (status = 200, description = "DataLink 1.1 VOTable: per ID #this, #preview and #cutout rows with a SODA service descriptor, or one row with an error_message (NotFoundFault, UsageFault...) for an ID that cannot be described", content_type = "application/x-votable+xml;content=datalink", body = String),
-        (status = 400, description = "UsageError: no ID, or more than 100", content_type = "text/plain", body = String)
+        (status = 400, description = "UsageError: no ID, or more than 100", content_type = "text/plain", body = String),
+        (status = 401, description = "AuthenticationError: no valid credentials (jwt and ingress modes)", content_type = "text/plain", body = String)
     )
 )]
 pub async fn links(
     State(app): State<AppState>,
+    // Authenticated like every other route: which images exist, and their footprints, are not
+    // for anyone who asks.
+    Owner(_owner): Owner,
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response, FrontendError> {

@@ -127,6 +127,12 @@ impl From<UwsError> for FrontendError {
             UwsError::Conflict(m) => FrontendError::Conflict(format!(
                 "{m}: the Idempotency-Key was used for another request; use a new key"
             )),
+            // The store's atomic admission refused a job that the quota check let through (a
+            // concurrent create of the same owner came first).
+            UwsError::OverQuota(_) => FrontendError::OverQuota {
+                message: e.to_string(),
+                retry_after: 10,
+            },
             UwsError::Store(_) | UwsError::Queue(_) | UwsError::ResultStore(_) => {
                 FrontendError::Unavailable(e.to_string())
             }

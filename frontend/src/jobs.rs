@@ -90,7 +90,7 @@ pub async fn create(
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response> {
-    let job_parameters = cutout::job_parameters(&app, &params)?;
+    let cutout = cutout::job_parameters(&app, &params).await?;
     let intent = match params.first("PHASE") {
         Some(p) if p.trim().eq_ignore_ascii_case("RUN") => Intent::CreateAndRun,
         _ => Intent::Create,
@@ -106,9 +106,10 @@ pub async fn create(
             id,
             &owner,
             &params,
-            job_parameters,
+            cutout.parameters,
             uws::queue::Priority::Async,
             token,
+            quota::admission(&app, cutout.planned_bytes),
         )
         .await?;
     tracing::Span::current().record("job_id", job.id.as_str());
@@ -489,7 +490,7 @@ pub async fn post_parameters(
     let merged = if changed.is_empty() {
         Parameters::new()
     } else {
-        cutout::job_parameters(&app, &merged)?
+        cutout::job_parameters(&app, &merged).await?.parameters
     };
     let job = app
         .uws

@@ -19,6 +19,7 @@ pub mod extract;
 pub mod files;
 pub mod jobs;
 pub mod openapi;
+pub mod origin;
 pub mod quota;
 pub mod quote;
 pub mod router;

@@ -61,6 +61,18 @@ pub async fn check(app: &App, owner: &str, intent: Intent) -> Result<(), Fronten
     verdict(quotas, &usage, intent, now)
 }
 
+/// What the store checks atomically as it inserts a job of `planned_bytes`: the same limits, so
+/// that concurrent creates of one owner cannot all pass [`check`] before any of them is written.
+pub fn admission(app: &App, planned_bytes: Option<u64>) -> uws::Admission {
+    let quotas = &app.settings.quotas;
+    uws::Admission {
+        planned_bytes,
+        jobs_per_hour: quotas.jobs_per_hour,
+        jobs_queued: quotas.jobs_queued,
+        result_bytes: quotas.result_bytes,
+    }
+}
+
 /// The decision, apart from the store so that each boundary is tested directly.
 pub fn verdict(
     quotas: &Quotas,

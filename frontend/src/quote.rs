@@ -1,19 +1,18 @@
 //! UWS `quote`: when a job is expected to complete, estimated on each read from the queue
 //! depth, the cost of recently completed jobs (`JobStore::recent_runs`) and the size of the
-//! job's own cutouts.
+//! job's own results.
 //!
 //! A cutout's run time is modelled as a fixed cost plus a cost per byte, fitted by least squares
 //! to the run times and result sizes of the last 100 COMPLETED jobs ([`RunCost`]). The job's own
-//! size comes from planning its cutouts on the image headers (`soda::cutout_bytes`, no pixel
-//! read) when its images are local files; otherwise, and for the jobs ahead of it in the queue,
-//! the mean run time stands in. The estimate assumes one job at a time, so with several workers
-//! it errs late; a quote is a hint to the client, and late is the safe side. Nothing is stored:
-//! the estimate moves with the queue.
+//! size is the one planned on the image headers when its request arrived
+//! (`cutout::job_parameters`, kept with the job as `planned_bytes`), so a read never plans again;
+//! when it is unknown (images in a bucket), and for the jobs ahead of it in the queue, the mean
+//! run time stands in. The estimate assumes one job at a time, so with several workers it errs
+//! late; a quote is a hint to the client, and late is the safe side. The estimate itself is not
+//! stored: it moves with the queue.
 
 use std::time::Duration;
 
-use soda::repository::SourceLocation;
-use soda::request::CutoutRequest;
 use time::OffsetDateTime;
 use uws::store::RecentRun;
 use uws::{ExecutionPhase, Job};
@@ -111,33 +110,6 @@ pub fn estimate(
     }
 }
 
-/// Bytes of pixel data the job's cutouts will hold, planned on the image headers; `None` when
-/// an image is not a local file (a bucket object is not fetched for an estimate) or cannot be
-/// read. A pair that misses its image counts nothing.
-fn own_bytes(app: &AppState, job: &Job) -> Option<u64> {
-    let request = CutoutRequest::from_parameters(
-        job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-    )
-    .ok()?;
-    let mut total = 0u64;
-    for (id, stencil) in request.pairs() {
-        let SourceLocation::File(path) = app.repositories.locate(id).ok()? else {
-            return None;
-        };
-        let options = soda::CutOptions {
-            mask: request.mask,
-            band: request.band,
-            extension: id.extension().map(str::to_owned),
-        };
-        match soda::cutout_bytes(&path, stencil, &options) {
-            Ok(bytes) => total = total.saturating_add(bytes),
-            Err(soda::SodaError::NoOverlap { .. }) => {}
-            Err(_) => return None,
-        }
-    }
-    Some(total)
-}
-
 /// `job` with its quote filled in from the live queue and store.
 pub async fn with_quote(app: &AppState, mut job: Job) -> Result<Job, FrontendError> {
     if !job.phase.is_active() {
@@ -150,12 +122,8 @@ pub async fn with_quote(app: &AppState, mut job: Job) -> Result<Job, FrontendErr
     };
     let runs = app.uws.store().recent_runs(RECENT_JOBS).await?;
     let cost = RunCost::fit(&runs);
-    // Reading headers is file I/O: off the async threads.
-    let (app_for_plan, planned) = (app.clone(), job.clone());
-    let own = tokio::task::spawn_blocking(move || own_bytes(&app_for_plan, &planned))
-        .await
-        .ok()
-        .flatten();
+    // Planned once, when the request arrived (`cutout::job_parameters`), and kept with the job.
+    let own = job.planned_bytes;
     job.quote = estimate(&job, uws::timestamp::now(), queued, cost.as_ref(), own);
     Ok(job)
 }
@@ -179,6 +147,7 @@ mod tests {
             parameters: Vec::new(),
             results: Vec::new(),
             error: None,
+            planned_bytes: None,
         }
     }
 

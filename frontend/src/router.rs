@@ -2,7 +2,9 @@
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::Response;
 use axum::routing::get;
 
 use crate::extract::{MAX_BODY_BYTES, SERVICE_PATH};
@@ -45,9 +47,24 @@ pub fn build(state: AppState) -> Router {
         .route("/capabilities", get(vosi::capabilities))
         .route("/files/{*key}", get(files::get))
         .route("/openapi.json", get(openapi::openapi_json))
-        .route_layer(from_fn_with_state(state.clone(), crate::span::request_span));
+        .route_layer(from_fn_with_state(state.clone(), crate::span::request_span))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::origin::same_origin,
+        ));
     Router::new()
         .nest(SERVICE_PATH, service)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(map_response(no_sniffing))
         .with_state(state)
+}
+
+/// Every answer says its content type is to be believed: a browser must not guess HTML or script
+/// from a body that echoes what a client sent (an error message, a parameter).
+async fn no_sniffing(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }

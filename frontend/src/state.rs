@@ -11,6 +11,7 @@ use uws::health::HealthCheck;
 use uws::service::Uws;
 
 use crate::auth::Authenticator;
+use crate::cutout::SizeLimits;
 use crate::quota::Quotas;
 
 /// Frontend settings, taken from the binary's configuration.
@@ -30,6 +31,11 @@ pub struct FrontendSettings {
     pub sync_max_queue_depth: u64,
     /// Per-user limits on jobs and result bytes.
     pub quotas: Quotas,
+    /// Limits on the size of what one request makes.
+    pub size_limits: SizeLimits,
+    /// With `Some`, state-changing requests from another site are refused except from these
+    /// origins (`scheme://host[:port]`) and the service's own (see [`crate::origin`]).
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for FrontendSettings {
@@ -44,6 +50,8 @@ impl Default for FrontendSettings {
             sync_timeout: Duration::from_secs(60),
             sync_max_queue_depth: 0,
             quotas: Quotas::default(),
+            size_limits: SizeLimits::default(),
+            allowed_origins: None,
         }
     }
 }

@@ -44,7 +44,7 @@ pub async fn sync(
     DaliParams(params): DaliParams,
 ) -> Result<Response, FrontendError> {
     // UWS control parameters mean nothing here; only the SODA ones are kept.
-    let job_parameters = cutout::job_parameters(&app, &params)?;
+    let cutout = cutout::job_parameters(&app, &params).await?;
     let id = key.job_id(&owner);
     if !repeats_a_create(&app, &key, &owner, &id).await {
         quota::check(&app, &owner, Intent::CreateAndRun).await?;
@@ -55,10 +55,11 @@ pub async fn sync(
         .run_and_wait(
             id,
             &owner,
-            job_parameters,
+            cutout.parameters,
             Priority::Sync,
             token,
             app.settings.sync_timeout,
+            quota::admission(&app, cutout.planned_bytes),
         )
         .await?;
     match job.phase {

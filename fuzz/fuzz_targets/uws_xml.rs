@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
         parameters: pairs.clone(),
         results,
         error: first("ERROR").map(|m| JobError::new(CODES[m.len() % CODES.len()], m)),
+        planned_bytes: None,
     };
 
     let doc = Document::parse(&xml::job(&job, &urls));

@@ -357,11 +357,34 @@ pub fn cutout_bytes(
     stencil: &Stencil,
     options: &CutOptions,
 ) -> Result<u64, SodaError> {
+    cutout_size(source, stencil, options).map(|size| size.bytes)
+}
+
+/// How big a cutout would be, planned on the image header alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutoutSize {
+    /// Pixels over every axis kept (a cube's planes included).
+    pub pixels: u64,
+    /// Bytes of pixel data.
+    pub bytes: u64,
+}
+
+/// The size of the cutout of `stencil` out of `source`, without cutting it: the header is read,
+/// no pixel is.
+pub fn cutout_size(
+    source: &Path,
+    stencil: &Stencil,
+    options: &CutOptions,
+) -> Result<CutoutSize, SodaError> {
     let _guard = lock_source(source);
     let mut src = FitsFile::open(source)?;
     let plan = Plan::new(&mut src, &source.display().to_string(), stencil, options)?;
     let planes: u64 = plan.planes.iter().map(|r| r.len() as u64).product();
-    Ok((plan.region.width() * plan.region.height()) as u64 * planes * plan.image.bitpix.bytes())
+    let pixels = ((plan.region.width() * plan.region.height()) as u64).saturating_mul(planes);
+    Ok(CutoutSize {
+        pixels,
+        bytes: pixels.saturating_mul(plan.image.bitpix.bytes()),
+    })
 }
 
 /// Which pixels of its source a cutout reads, planned on the source's headers alone: the image

@@ -49,8 +49,8 @@ mod stencil;
 mod unscaled;
 
 pub use cutout::{
-    CutOptions, Cutout, PixelBox, Provenance, ReadPlan, combine_to_file, cut_to_file,
-    cut_to_file_with, cutout_bytes, cutout_reads, header_to_file,
+    CutOptions, Cutout, CutoutSize, PixelBox, Provenance, ReadPlan, combine_to_file, cut_to_file,
+    cut_to_file_with, cutout_bytes, cutout_reads, cutout_size, header_to_file,
 };
 pub use demo::{
     DemoImage, DemoProgress, SyntheticImage, write_demo_repository,

@@ -32,6 +32,8 @@ pub struct Repositories {
     dirs: BTreeMap<String, PathBuf>,
     /// Repositories in buckets: name → `s3://…`, `gs://…` or `http(s)://…` prefix.
     buckets: BTreeMap<String, String>,
+    /// Serve a file whose symbolic links lead outside its repository directory.
+    follow_symlinks_out: bool,
 }
 
 /// Where the file an ID names lives.
@@ -67,6 +69,14 @@ impl Repositories {
         repositories
     }
 
+    /// Lets an image be a symbolic link to a file outside its repository directory (refused
+    /// by default, so that a link planted in a repository cannot expose any file the process
+    /// may read).
+    pub fn following_symlinks_out(mut self, follow: bool) -> Repositories {
+        self.follow_symlinks_out = follow;
+        self
+    }
+
     /// Where the image an ID names lives: a local file (which must exist) or a bucket object
     /// (whose existence only the fetch can tell).
     pub fn locate(&self, id: &SourceId) -> Result<SourceLocation, SodaError> {
@@ -93,16 +103,55 @@ impl Repositories {
         })?;
         let plain = dir.join(id.file_name());
         let compressed = dir.join(compressed_name(&id.file_name()));
-        [plain, compressed]
+        let path = [plain, compressed]
             .into_iter()
             .find(|path| path.is_file())
-            .ok_or_else(|| SodaError::UnknownImage(format!("image {id} is unknown")))
+            .ok_or_else(|| SodaError::UnknownImage(format!("image {id} is unknown")))?;
+        if !self.follow_symlinks_out {
+            // Where the links lead, compared with where the repository itself is; a file
+            // outside is reported exactly as a missing one.
+            let inside = match (path.canonicalize(), dir.canonicalize()) {
+                (Ok(real), Ok(root)) => real.starts_with(root),
+                _ => false,
+            };
+            if !inside {
+                return Err(SodaError::UnknownImage(format!("image {id} is unknown")));
+            }
+        }
+        Ok(path)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn symbolic_links_out_of_a_repository_are_refused_unless_allowed() {
+        let base = std::env::temp_dir().join(format!("skycut-links-{}", std::process::id()));
+        let repo = base.join("repo");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&repo).expect("repo");
+        std::fs::create_dir_all(&outside).expect("outside");
+        std::fs::write(outside.join("secret.fits"), b"x").expect("outside file");
+        std::fs::write(repo.join("real.fits"), b"x").expect("inside file");
+        std::os::unix::fs::symlink(outside.join("secret.fits"), repo.join("leak.fits"))
+            .expect("link out");
+        std::os::unix::fs::symlink(repo.join("real.fits"), repo.join("alias.fits"))
+            .expect("link in");
+        let repositories = Repositories::new([("r".to_owned(), repo.clone())]);
+        let id = |name: &str| SourceId::parse(&format!("butler://r/{name}")).expect("id");
+        assert!(repositories.resolve(&id("real")).is_ok());
+        assert!(repositories.resolve(&id("alias")).is_ok(), "a link inside");
+        assert!(matches!(
+            repositories.resolve(&id("leak")),
+            Err(SodaError::UnknownImage(_))
+        ));
+        let open = repositories.following_symlinks_out(true);
+        assert!(open.resolve(&id("leak")).is_ok());
+        std::fs::remove_dir_all(&base).ok();
+    }
 
     #[test]
     fn bucket_repositories_locate_objects_without_touching_them() {

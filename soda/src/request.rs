@@ -13,6 +13,18 @@ pub const FITS: &str = "application/fits";
 /// The spatial-stencil parameters, in the order SODA lists them, then the pixel section.
 const STENCIL_PARAMETERS: [&str; 4] = ["POS", "CIRCLE", "POLYGON", "SUB"];
 
+/// Every parameter a cutout request is read from (upper case); a service keeps these and drops
+/// the rest, which [`CutoutRequest::from_parameters`] ignores anyway.
+pub const CUTOUT_PARAMETERS: &[&str] = &[
+    "ID",
+    "POS",
+    "CIRCLE",
+    "POLYGON",
+    "BAND",
+    "MASK",
+    "RESPONSEFORMAT",
+];
+
 /// Most (ID, stencil) pairs one request may ask for: each pair is a cutout and a result, and
 /// a job's result list must stay a size a client can read.
 pub const MAX_PAIRS: usize = 100;

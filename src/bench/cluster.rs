@@ -57,8 +57,13 @@ pub fn reachable(url: &str) -> bool {
         .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
 }
 
+/// 32 random bytes in hex: as long as a secret key must be.
 fn random_hex() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    )
 }
 
 impl Cluster {

@@ -151,7 +151,7 @@ impl AppBuilder {
             ),
             (
                 "SKYCUT_SIGNING_KEY".to_owned(),
-                format!("{:032x}", rand_u128()),
+                format!("{:032x}{:032x}", rand_u128(), rand_u128()),
             ),
             (
                 "SKYCUT_REPOSITORIES__TEST".to_owned(),

@@ -39,6 +39,7 @@ fn completed_job() -> Job {
             size: Some(48960),
         }],
         error: None,
+        planned_bytes: None,
     }
 }
 

@@ -35,6 +35,9 @@ pub enum UwsError {
     /// another owner (an `Idempotency-Key` reused for a different request).
     #[error("{0}")]
     Conflict(String),
+    /// The store refused a new job because its owner is at a limit of [`crate::Admission`].
+    #[error("over quota: {0}")]
+    OverQuota(String),
     /// The job store could not be reached or failed.
     #[error("job store: {0}")]
     Store(String),

@@ -288,6 +288,34 @@ pub struct NewJob {
     /// Created QUEUED (`PHASE=RUN` at creation) in the one write that creates it, instead of
     /// PENDING and then a transition. A store that does not know this creates the job PENDING.
     pub queued: bool,
+    /// The limits the store enforces on the owner atomically with this insert, and the bytes the
+    /// job is planned to store.
+    pub admission: Admission,
+}
+
+/// What the store checks before it admits a new job, in the same atomic step as the insert (one
+/// owner's concurrent creates are serialised), so that racing requests cannot all pass a check
+/// made before any of them was written. `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Bytes the job's results are planned to take; while the job is not final they are counted
+    /// against `result_bytes` (reserved), and the quote prices the job from them.
+    pub planned_bytes: Option<u64>,
+    /// Jobs the owner may create in the hour before the job's creation time, counted in a
+    /// ledger of creations that deleting a job does not touch.
+    pub jobs_per_hour: Option<u64>,
+    /// Jobs the owner may have QUEUED; checked only for a job created QUEUED.
+    pub jobs_queued: Option<u64>,
+    /// Bytes the owner's results may take: a job is admitted while those of COMPLETED jobs plus
+    /// those planned for unfinished ones are under it (its own are then reserved).
+    pub result_bytes: Option<u64>,
+}
+
+impl Admission {
+    /// True when the store has nothing to check.
+    pub fn is_unlimited(&self) -> bool {
+        self.jobs_per_hour.is_none() && self.jobs_queued.is_none() && self.result_bytes.is_none()
+    }
 }
 
 /// A UWS job as the store holds it.
@@ -308,6 +336,8 @@ pub struct Job {
     pub parameters: Vec<(String, String)>,
     pub results: Vec<JobResult>,
     pub error: Option<JobError>,
+    /// Bytes the results were planned to take when the job was created, if known.
+    pub planned_bytes: Option<u64>,
 }
 
 #[cfg(test)]

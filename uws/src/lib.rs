@@ -32,5 +32,7 @@ pub mod xml;
 mod service_tests;
 
 pub use error::UwsError;
-pub use job::{ErrorCode, ErrorType, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob};
+pub use job::{
+    Admission, ErrorCode, ErrorType, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob,
+};
 pub use params::Parameters;

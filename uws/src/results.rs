@@ -36,4 +36,17 @@ pub trait ResultStore: Send + Sync {
 
     /// Removes an object; a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), UwsError>;
+
+    /// The first segments of the keys in the store (a job's results are all under its ID),
+    /// each with the age of the newest object under it, for the sweep of prefixes that no job
+    /// owns. A store that cannot list answers none.
+    async fn prefixes(&self) -> Result<Vec<(String, Duration)>, UwsError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes every object whose key starts with `prefix/`.
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), UwsError> {
+        let _ = prefix;
+        Ok(())
+    }
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::error::UwsError;
 use crate::events::{PhaseChange, PhaseEvents};
-use crate::job::{ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob};
+use crate::job::{Admission, ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob};
 use crate::params::Parameters;
 use crate::queue::{DelegatedToken, JobQueue, Priority, QueuedJob};
 use crate::results::ResultStore;
@@ -283,6 +283,9 @@ impl Uws {
     ///
     /// A repeat of a create that already happened (the same ID, owner and parameters) answers the
     /// job as it is now and queues nothing: the first request queued it.
+    ///
+    /// The store refuses the job with [`UwsError::OverQuota`] when its owner is at a limit of
+    /// `admission`.
     pub async fn create(
         &self,
         id: JobId,
@@ -291,6 +294,7 @@ impl Uws {
         job_parameters: Parameters,
         priority: Priority,
         token: Option<DelegatedToken>,
+        admission: Admission,
     ) -> Result<Job, UwsError> {
         let now = timestamp::now();
         let creation = self.limits.creation(request, now)?;
@@ -304,6 +308,7 @@ impl Uws {
                 destruction: creation.destruction,
                 creation_time: now,
                 queued: creation.run,
+                admission,
             })
             .await?;
         if !ours {
@@ -577,6 +582,26 @@ impl Uws {
         Ok(expired.len())
     }
 
+    /// Deletes the result prefixes that no job of the store owns and in which nothing was
+    /// written for `grace` (objects left by an attempt cut short, by a job deleted while its
+    /// results were being stored, or by a crash); returns how many. The result store must
+    /// belong to this service alone: another service's prefixes would count as orphans.
+    pub async fn sweep_orphans(&self, grace: Duration) -> Result<usize, UwsError> {
+        let mut removed = 0;
+        for (prefix, age) in self.results.prefixes().await? {
+            let Ok(id) = JobId::parse(&prefix) else {
+                continue;
+            };
+            if age < grace || self.store.get(&id).await?.is_some() {
+                continue;
+            }
+            self.results.delete_prefix(&prefix).await?;
+            tracing::info!(prefix, "removed results that no job owns");
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     pub async fn set_destruction(
         &self,
         owner: &str,
@@ -678,13 +703,14 @@ impl Uws {
         priority: Priority,
         token: Option<DelegatedToken>,
         timeout: Duration,
+        admission: Admission,
     ) -> Result<Job, UwsError> {
         let deadline = Instant::now() + timeout;
         let events = self.events.subscribe();
         let mut run = Parameters::new();
         run.push("PHASE", "RUN");
         let job = self
-            .create(id, owner, &run, job_parameters, priority, token)
+            .create(id, owner, &run, job_parameters, priority, token, admission)
             .await?;
         let id = job.id.clone();
         self.finished.watch(&id);

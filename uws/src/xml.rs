@@ -235,6 +235,7 @@ mod tests {
                 ErrorCode::Usage,
                 "CIRCLE radius must be positive",
             )),
+            planned_bytes: None,
         }
     }
 
@@ -373,6 +374,7 @@ mod fuzz {
             parameters: vec![(name, value)],
             results: Vec::new(),
             error: None,
+            planned_bytes: None,
         }
     }
 

@@ -38,6 +38,9 @@ pub struct JobJson {
     pub parameters: Vec<(String, String)>,
     pub results: Vec<ResultJson>,
     pub error: Option<ErrorJson>,
+    /// Bytes the results were planned to take; absent from an older service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_bytes: Option<u64>,
 }
 
 /// `POST /v1/jobs`: answered 201 with the job when it was stored, 200 with the existing job when
@@ -57,6 +60,22 @@ pub struct NewJobJson {
     /// Created QUEUED rather than PENDING; absent (an older client) means PENDING.
     #[serde(default)]
     pub queued: bool,
+    /// The limits the store checks atomically with the insert; absent means none.
+    #[serde(default)]
+    pub admission: AdmissionJson,
+}
+
+/// [`uws::Admission`] on the wire.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AdmissionJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_per_hour: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_queued: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -312,6 +331,7 @@ impl From<&Job> for JobJson {
             parameters: j.parameters.clone(),
             results: j.results.iter().map(ResultJson::from).collect(),
             error: j.error.as_ref().map(ErrorJson::from),
+            planned_bytes: j.planned_bytes,
         }
     }
 }
@@ -334,6 +354,7 @@ impl TryFrom<JobJson> for Job {
             parameters: j.parameters,
             results: j.results.into_iter().map(JobResult::from).collect(),
             error: j.error.map(JobError::from),
+            planned_bytes: j.planned_bytes,
         })
     }
 }
@@ -349,6 +370,12 @@ impl From<&NewJob> for NewJobJson {
             destruction: timestamp::format(j.destruction),
             creation_time: timestamp::format(j.creation_time),
             queued: j.queued,
+            admission: AdmissionJson {
+                planned_bytes: j.admission.planned_bytes,
+                jobs_per_hour: j.admission.jobs_per_hour,
+                jobs_queued: j.admission.jobs_queued,
+                result_bytes: j.admission.result_bytes,
+            },
         }
     }
 }
@@ -372,6 +399,12 @@ impl TryFrom<NewJobJson> for NewJob {
             destruction: timestamp::parse(&j.destruction)?,
             creation_time: timestamp::parse(&j.creation_time)?,
             queued: j.queued,
+            admission: uws::Admission {
+                planned_bytes: j.admission.planned_bytes,
+                jobs_per_hour: j.admission.jobs_per_hour,
+                jobs_queued: j.admission.jobs_queued,
+                result_bytes: j.admission.result_bytes,
+            },
         })
     }
 }
@@ -516,6 +549,10 @@ impl Problem {
                 p.kind = "conflict".into();
                 p.message = m.clone();
             }
+            UwsError::OverQuota(m) => {
+                p.kind = "over-quota".into();
+                p.message = m.clone();
+            }
             _ => p.kind = "store".into(),
         }
         p
@@ -537,6 +574,7 @@ impl Problem {
             },
             ("usage", _, _) => UwsError::Usage(self.message),
             ("conflict", _, _) => UwsError::Conflict(self.message),
+            ("over-quota", _, _) => UwsError::OverQuota(self.message),
             _ => UwsError::Store(self.message),
         }
     }

@@ -45,4 +45,21 @@ CREATE INDEX IF NOT EXISTS uws_job_by_phase ON uws_job (phase, creation_time);
         "CREATE INDEX IF NOT EXISTS uws_job_queued_by_owner ON uws_job (service, owner) \
          WHERE phase = 'QUEUED'",
     ),
+    // Admission (issue 18): the bytes a job's results are planned to take, reserved against the
+    // owner's result_bytes quota while it is unfinished; and a ledger of creations for
+    // jobs_per_hour that deleting a job does not touch (kept only while that limit is set,
+    // pruned to the last hour of each owner as it admits a job).
+    (
+        5,
+        "admission",
+        r#"
+ALTER TABLE uws_job ADD COLUMN planned_bytes BIGINT;
+CREATE TABLE IF NOT EXISTS uws_job_creation (
+    service TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    creation_time BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uws_job_creation_by_owner ON uws_job_creation (service, owner, creation_time);
+"#,
+    ),
 ];

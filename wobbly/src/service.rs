@@ -82,6 +82,7 @@ impl IntoResponse for Failure {
             | UwsError::WrongPhase { .. }
             | UwsError::Conflict(_) => StatusCode::CONFLICT,
             UwsError::Usage(_) => StatusCode::BAD_REQUEST,
+            UwsError::OverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(Problem::from_error(&error))).into_response()

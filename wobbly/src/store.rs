@@ -23,7 +23,14 @@ use crate::wire::{StoredParameter, StoredResult};
 use crate::writer::{Bind, SqliteWriter, Write};
 
 const COLUMNS: &str = "id, owner, run_id, phase, quote, creation_time, start_time, end_time, \
-     execution_duration, destruction, parameters, results, error_code, error_message";
+     execution_duration, destruction, parameters, results, error_code, error_message, planned_bytes";
+
+/// The window of the `jobs_per_hour` limit, in microseconds: ledger entries older than this
+/// before a new job's creation are pruned when it is admitted.
+const HOUR_MICROS: i64 = 3600 * 1_000_000;
+
+/// The phases in which a job's planned bytes are reserved against the owner's `result_bytes`.
+const RESERVING: &str = "'PENDING', 'QUEUED', 'EXECUTING', 'HELD', 'SUSPENDED'";
 
 /// The job store over one connection pool. Cloning shares the pool.
 #[derive(Clone, Debug)]
@@ -42,6 +49,24 @@ pub struct SqlJobStore {
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl SqlJobStore {
+
+    /// The answer to a create whose ID exists: the same create (owner, run ID and parameters)
+    /// repeated answers the job as it is now; anything else is a conflict. A job of another
+    /// service sharing the database is a conflict too, and tells this service nothing about it.
+    fn repeat_or_conflict(
+        existing: Job,
+        (owner, run_id, parameters): &(String, Option<String>, Vec<(String, String)>),
+    ) -> Result<Created, UwsError> {
+        if existing.owner == *owner && existing.run_id == *run_id && existing.parameters == *parameters
+        {
+            Ok(Created::Existing(existing))
+        } else {
+            Err(UwsError::Conflict(format!(
+                "job {} already exists with other parameters",
+                existing.id
+            )))
+        }
+    }
     /// Connects to `url` (`postgres://…` or `sqlite://…`) and applies pending migrations.
     pub async fn connect(
         url: &str,
@@ -149,7 +174,85 @@ impl SqlJobStore {
     async fn write(&self, write: Write) -> Result<Option<AnyRow>, UwsError> {
         match &self.writer {
             Some(writer) => writer.write(write).await,
-            None => write.fetch_optional(&self.pool).await.map_err(store_error),
+            None => {
+                let mut conn = self.pool.acquire().await.map_err(store_error)?;
+                if write.then.is_empty() {
+                    write.fetch_optional(&mut conn).await.map_err(store_error)
+                } else {
+                    let mut tx = sqlx::Connection::begin(&mut *conn)
+                        .await
+                        .map_err(store_error)?;
+                    let row = write.fetch_optional(&mut tx).await.map_err(store_error)?;
+                    tx.commit().await.map_err(store_error)?;
+                    Ok(row)
+                }
+            }
+        }
+    }
+
+    /// Applies `write` with no other write of `owner`'s jobs in between: on SQLite every write
+    /// goes through the one writer connection anyway; on PostgreSQL the transaction first takes
+    /// an advisory lock on the owner, so that each statement after it sees the rows the previous
+    /// holder wrote.
+    async fn write_serialised(
+        &self,
+        owner: &str,
+        write: Write,
+    ) -> Result<Option<AnyRow>, UwsError> {
+        if self.writer.is_some() {
+            return self.write(write).await;
+        }
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("skycut-owner/{}/{owner}", self.service))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let row = write.fetch_optional(&mut tx).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)?;
+        Ok(row)
+    }
+
+    /// Why a create was refused: the first limit of `admission` the owner is at.
+    async fn refusal(
+        &self,
+        owner: &str,
+        admission: &uws::Admission,
+        queued: bool,
+        now: OffsetDateTime,
+    ) -> UwsError {
+        let usage = match self
+            .usage(owner, now - std::time::Duration::from_secs(3600))
+            .await
+        {
+            Ok(usage) => usage,
+            Err(e) => return e,
+        };
+        if let Some(limit) = admission
+            .jobs_per_hour
+            .filter(|l| usage.created_since >= *l)
+        {
+            return UwsError::OverQuota(format!(
+                "you created {} jobs in the last hour, the most allowed is {limit}",
+                usage.created_since
+            ));
+        }
+        if let Some(limit) = admission
+            .jobs_queued
+            .filter(|l| queued && usage.queued >= *l)
+        {
+            return UwsError::OverQuota(format!(
+                "you have {} jobs queued, the most allowed is {limit}",
+                usage.queued
+            ));
+        }
+        match admission.result_bytes {
+            Some(limit) => UwsError::OverQuota(format!(
+                "your results and the results planned for your unfinished jobs take {} bytes, \
+                 at or over the limit of {limit}; delete finished jobs to make room",
+                usage.result_bytes
+            )),
+            None => UwsError::OverQuota("a limit was reached".to_owned()),
         }
     }
 
@@ -169,53 +272,123 @@ impl JobStore for SqlJobStore {
     async fn create(&self, job: NewJob) -> Result<Created, UwsError> {
         let id = job.id.clone();
         let parameters = encode_parameters(&job.parameters)?;
+        let admission = job.admission;
+        let as_int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let planned = admission.planned_bytes.map(as_int);
+        let creation = timestamp::to_micros(job.creation_time);
+        let owner = job.owner.clone();
+        let repeat = (job.owner.clone(), job.run_id.clone(), job.parameters.clone());
+        let mut binds = vec![
+            Bind::Text(id.as_str().to_owned()),
+            Bind::Text(self.service.clone()),
+            Bind::Text(job.owner),
+            Bind::OptText(job.run_id),
+            Bind::Int(creation),
+            Bind::Int(i64::from(job.execution_duration)),
+            Bind::Int(timestamp::to_micros(job.destruction)),
+            Bind::Text(parameters),
+            Bind::Text(
+                if job.queued {
+                    ExecutionPhase::Queued
+                } else {
+                    ExecutionPhase::Pending
+                }
+                .as_str()
+                .to_owned(),
+            ),
+            Bind::OptInt(planned),
+        ];
+        if admission.is_unlimited() {
+            let sql = format!(
+                "INSERT INTO uws_job (id, service, owner, run_id, phase, creation_time, execution_duration, \
+                 destruction, parameters, results, planned_bytes) \
+                 VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, '[]', $10) RETURNING {COLUMNS}"
+            );
+            let row = self
+                .write(Write {
+                    sql,
+                    binds,
+                    // The client is told the job exists (303 to it) as soon as this returns.
+                    durable: true,
+                    then: Vec::new(),
+                })
+                .await?
+                .ok_or_else(|| UwsError::Store(format!("job {id} was not inserted")))?;
+            return decode_job(&row);
+        }
+        // One statement inserts the job only while the owner is under every limit; -1 is no
+        // limit. Serialised per owner (write_serialised), so no concurrent create of the same
+        // owner can pass the same counts.
+        let limit = |v: Option<u64>| v.map_or(-1, as_int);
+        binds.extend([
+            Bind::Int(limit(admission.jobs_per_hour)),
+            Bind::Int(creation - HOUR_MICROS),
+            Bind::Int(if job.queued {
+                limit(admission.jobs_queued)
+            } else {
+                -1
+            }),
+            Bind::Int(limit(admission.result_bytes)),
+        ]);
         let sql = format!(
             "INSERT INTO uws_job (id, service, owner, run_id, phase, creation_time, execution_duration, \
-             destruction, parameters, results) VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, '[]') \
+             destruction, parameters, results, planned_bytes) \
+             SELECT $1, $2, $3, $4, $9, $5, $6, $7, $8, '[]', $10 \
+             WHERE ($11 < 0 OR (SELECT COUNT(*) FROM uws_job_creation \
+                 WHERE service = $2 AND owner = $3 AND creation_time > $12) < $11) \
+             AND ($13 < 0 OR (SELECT COUNT(*) FROM uws_job \
+                 WHERE service = $2 AND owner = $3 AND phase = 'QUEUED') < $13) \
+             AND ($14 < 0 OR (SELECT COALESCE(SUM(CASE WHEN phase = 'COMPLETED' THEN result_bytes \
+                 WHEN phase IN ({RESERVING}) THEN planned_bytes END), 0) \
+                 FROM uws_job WHERE service = $2 AND owner = $3) < $14) \
              ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
         );
-        let row = self
-            .write(Write {
-                sql,
-                binds: vec![
-                    Bind::Text(id.as_str().to_owned()),
-                    Bind::Text(self.service.clone()),
-                    Bind::Text(job.owner.clone()),
-                    Bind::OptText(job.run_id.clone()),
-                    Bind::Int(timestamp::to_micros(job.creation_time)),
-                    Bind::Int(i64::from(job.execution_duration)),
-                    Bind::Int(timestamp::to_micros(job.destruction)),
-                    Bind::Text(parameters),
-                    Bind::Text(
-                        if job.queued {
-                            ExecutionPhase::Queued
-                        } else {
-                            ExecutionPhase::Pending
-                        }
-                        .as_str()
+        let then = if admission.jobs_per_hour.is_some() {
+            vec![
+                (
+                    "INSERT INTO uws_job_creation (service, owner, creation_time) \
+                     VALUES ($1, $2, $3)"
                         .to_owned(),
-                    ),
-                ],
-                // The client is told the job exists (303 to it) as soon as this returns.
-                durable: true,
-            })
+                    vec![
+                        Bind::Text(self.service.clone()),
+                        Bind::Text(owner.clone()),
+                        Bind::Int(creation),
+                    ],
+                ),
+                (
+                    "DELETE FROM uws_job_creation \
+                     WHERE service = $1 AND owner = $2 AND creation_time <= $3"
+                        .to_owned(),
+                    vec![
+                        Bind::Text(self.service.clone()),
+                        Bind::Text(owner.clone()),
+                        Bind::Int(creation - HOUR_MICROS),
+                    ],
+                ),
+            ]
+        } else {
+            Vec::new()
+        };
+        let row = self
+            .write_serialised(
+                &owner,
+                Write {
+                    sql,
+                    binds,
+                    durable: true,
+                    then,
+                },
+            )
             .await?;
         if let Some(row) = row {
             return decode_job(&row).map(Created::New);
         }
+        // No row: the ID exists (a concurrent repeat of this create), or a limit refused it.
         match self.get(&id).await? {
-            Some(existing)
-                if existing.owner == job.owner
-                    && existing.run_id == job.run_id
-                    && existing.parameters == job.parameters =>
-            {
-                Ok(Created::Existing(existing))
-            }
-            // Another create's job, or one of another service (IDs are unique across services,
-            // and this service must not learn anything about it).
-            _ => Err(UwsError::Conflict(format!(
-                "job {id} already exists with other parameters"
-            ))),
+            Some(existing) => Self::repeat_or_conflict(existing, &repeat),
+            None => Err(self
+                .refusal(&owner, &admission, job.queued, job.creation_time)
+                .await),
         }
     }
 
@@ -332,6 +505,7 @@ impl JobStore for SqlJobStore {
                 // a client may act on (QUEUED after PHASE=RUN, the final phases and their
                 // results) and is on disk before anyone hears of it.
                 durable: !matches!(transition, Transition::Start),
+                then: Vec::new(),
             })
             .await?;
         match row {
@@ -379,6 +553,7 @@ impl JobStore for SqlJobStore {
                     Bind::Text(self.service.clone()),
                 ],
                 durable: true,
+                then: Vec::new(),
             })
             .await?;
         match row {
@@ -403,6 +578,7 @@ impl JobStore for SqlJobStore {
                 Bind::Text(self.service.clone()),
             ],
             durable: true,
+            then: Vec::new(),
         })
         .await?
         .as_ref()
@@ -432,7 +608,8 @@ impl JobStore for SqlJobStore {
              CAST(COALESCE(SUM(CASE WHEN phase = 'EXECUTING' THEN 1 ELSE 0 END), 0) AS BIGINT) AS executing, \
              CAST(COALESCE(SUM(CASE WHEN creation_time >= $3 THEN 1 ELSE 0 END), 0) AS BIGINT) AS created, \
              MIN(CASE WHEN creation_time >= $3 THEN creation_time END) AS oldest, \
-             CAST(COALESCE(SUM(CASE WHEN phase = 'COMPLETED' THEN result_bytes END), 0) AS BIGINT) AS bytes, \
+             CAST(COALESCE(SUM(CASE WHEN phase = 'COMPLETED' THEN result_bytes \
+                 WHEN phase IN ('PENDING', 'QUEUED', 'EXECUTING', 'HELD', 'SUSPENDED') THEN planned_bytes END), 0) AS BIGINT) AS bytes, \
              CAST(COALESCE(SUM(CASE WHEN phase = 'COMPLETED' AND result_bytes IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS unsized \
              FROM uws_job WHERE service = $1 AND owner = $2",
         )
@@ -454,6 +631,25 @@ impl JobStore for SqlJobStore {
             oldest_since: oldest.map(timestamp::from_micros),
             result_bytes: count("bytes")?,
         };
+        // Creations recorded in the ledger (kept while a `jobs_per_hour` limit is set), which
+        // deleting a job does not take back; the live rows count where the ledger has less.
+        let ledger = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS created, MIN(creation_time) AS oldest \
+             FROM uws_job_creation WHERE service = $1 AND owner = $2 AND creation_time >= $3",
+        )
+        .bind(self.service.as_str())
+        .bind(owner)
+        .bind(timestamp::to_micros(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        let created: i64 = ledger.try_get("created").map_err(store_error)?;
+        let created = u64::try_from(created).unwrap_or(0);
+        if created > usage.created_since {
+            let oldest: Option<i64> = ledger.try_get("oldest").map_err(store_error)?;
+            usage.created_since = created;
+            usage.oldest_since = oldest.map(timestamp::from_micros).or(usage.oldest_since);
+        }
         if count("unsized")? > 0 {
             // Jobs completed before the result_bytes column existed: their sizes are only in
             // the result lists.
@@ -621,6 +817,7 @@ fn decode_job(row: &AnyRow) -> Result<Job, UwsError> {
     let error_code: Option<String> = row.try_get("error_code").map_err(store_error)?;
     let error_message: Option<String> = row.try_get("error_message").map_err(store_error)?;
     let execution_duration: i64 = row.try_get("execution_duration").map_err(store_error)?;
+    let planned_bytes: Option<i64> = row.try_get("planned_bytes").map_err(store_error)?;
     Ok(Job {
         id: decode_id(row)?,
         run_id: row.try_get("run_id").map_err(store_error)?,
@@ -648,5 +845,6 @@ fn decode_job(row: &AnyRow) -> Result<Job, UwsError> {
                 error_message.unwrap_or_default(),
             )
         }),
+        planned_bytes: planned_bytes.and_then(|b| u64::try_from(b).ok()),
     })
 }

@@ -35,6 +35,7 @@ const MAX_BATCH: usize = 256;
 #[derive(Debug, Clone)]
 pub(crate) enum Bind {
     Int(i64),
+    OptInt(Option<i64>),
     Text(String),
     OptText(Option<String>),
 }
@@ -46,26 +47,44 @@ pub(crate) struct Write {
     pub binds: Vec<Bind>,
     /// True when the caller may tell a client about the write: it is fsynced before the answer.
     pub durable: bool,
+    /// Statements run after this one when it returned a row, in the same transaction (their
+    /// rows are ignored).
+    pub then: Vec<(String, Vec<Bind>)>,
+}
+
+/// `sql` with `binds` bound in order.
+fn query(
+    sql: &str,
+    binds: &[Bind],
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()));
+    for bind in binds {
+        query = match bind {
+            Bind::Int(v) => query.bind(*v),
+            Bind::OptInt(v) => query.bind(*v),
+            Bind::Text(v) => query.bind(v.clone()),
+            Bind::OptText(v) => query.bind(v.clone()),
+        };
+    }
+    query
 }
 
 impl Write {
-    /// Runs the statement on `executor`, outside any batching.
-    pub(crate) async fn fetch_optional<'c, E>(
+    /// Runs the statement, then its follow-ups if it returned a row, on `conn`, outside any
+    /// batching. With follow-ups the caller must run it inside a transaction.
+    pub(crate) async fn fetch_optional(
         &self,
-        executor: E,
-    ) -> Result<Option<AnyRow>, sqlx::Error>
-    where
-        E: sqlx::Executor<'c, Database = sqlx::Any>,
-    {
-        let mut query = sqlx::query(AssertSqlSafe(self.sql.clone()));
-        for bind in &self.binds {
-            query = match bind {
-                Bind::Int(v) => query.bind(*v),
-                Bind::Text(v) => query.bind(v.clone()),
-                Bind::OptText(v) => query.bind(v.clone()),
-            };
+        conn: &mut AnyConnection,
+    ) -> Result<Option<AnyRow>, sqlx::Error> {
+        let row = query(&self.sql, &self.binds)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if row.is_some() {
+            for (sql, binds) in &self.then {
+                query(sql, binds).execute(&mut *conn).await?;
+            }
         }
-        query.fetch_optional(executor).await
+        Ok(row)
     }
 }
 
@@ -162,7 +181,7 @@ async fn commit(conn: &mut WriterConnection, batch: &mut Vec<Request>) -> Result
         }
         conn.full = Some(durable);
     }
-    if batch.len() == 1 {
+    if batch.len() == 1 && batch[0].write.then.is_empty() {
         // One statement commits by itself: BEGIN and COMMIT would only add round trips.
         if let Some(request) = batch.pop() {
             let result = request.write.fetch_optional(&mut conn.conn).await;
@@ -180,7 +199,7 @@ async fn commit(conn: &mut WriterConnection, batch: &mut Vec<Request>) -> Result
     let mut rows = Vec::with_capacity(batch.len());
     let mut failed = false;
     for request in batch.iter() {
-        match request.write.fetch_optional(&mut *tx).await {
+        match request.write.fetch_optional(&mut tx).await {
             Ok(row) => rows.push(row),
             Err(_) => {
                 failed = true;
@@ -198,7 +217,7 @@ async fn commit(conn: &mut WriterConnection, batch: &mut Vec<Request>) -> Result
             return Err(e);
         }
         for request in batch.drain(..) {
-            let result = request.write.fetch_optional(&mut conn.conn).await;
+            let result = alone(&mut conn.conn, &request.write).await;
             let _ = request.reply.send(result.map_err(|e| store_error(&e)));
         }
         return Ok(());
@@ -215,6 +234,17 @@ async fn commit(conn: &mut WriterConnection, batch: &mut Vec<Request>) -> Result
             Err(e)
         }
     }
+}
+
+/// Applies one write by itself: in its own transaction when it has follow-ups.
+async fn alone(conn: &mut AnyConnection, write: &Write) -> Result<Option<AnyRow>, sqlx::Error> {
+    if write.then.is_empty() {
+        return write.fetch_optional(conn).await;
+    }
+    let mut tx = conn.begin().await?;
+    let row = write.fetch_optional(&mut tx).await?;
+    tx.commit().await?;
+    Ok(row)
 }
 
 fn fail_all(batch: &mut Vec<Request>, e: &sqlx::Error) {

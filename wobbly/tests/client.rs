@@ -36,6 +36,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         destruction: now + Duration::from_secs(3600),
         creation_time: now,
         queued: false,
+        admission: uws::Admission::default(),
     }
 }
 

@@ -47,6 +47,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         destruction: now + Duration::from_secs(3600),
         creation_time: now,
         queued: false,
+        admission: uws::Admission::default(),
     }
 }
 
@@ -599,6 +600,105 @@ async fn concurrent_creates_of_one_id_make_one_job(store: SqlJobStore) {
     assert_eq!(listed.len(), 1);
 }
 
+/// 40 creates of one owner at once against `jobs_per_hour = 5` admit exactly 5 (the others are
+/// `OverQuota`); deleting them gives nothing back; another owner is not affected; planned bytes
+/// are kept with the job and reserved against `result_bytes`.
+async fn admission_is_atomic_per_owner_and_outlives_deletion(store: SqlJobStore) {
+    let limited = uws::Admission {
+        jobs_per_hour: Some(5),
+        ..uws::Admission::default()
+    };
+    let creates = (0..40).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .create(NewJob {
+                    admission: limited,
+                    ..new_job("alice", n)
+                })
+                .await
+        })
+    });
+    let mut admitted = Vec::new();
+    for create in creates {
+        match create.await.expect("task") {
+            Ok(job) => admitted.push(job.id),
+            Err(UwsError::OverQuota(message)) => {
+                assert!(message.contains("the most allowed is 5"), "{message}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(admitted.len(), 5);
+    for id in &admitted {
+        store.delete(id).await.expect("delete");
+    }
+    let again = store
+        .create(NewJob {
+            admission: limited,
+            ..new_job("alice", 100)
+        })
+        .await;
+    assert!(matches!(again, Err(UwsError::OverQuota(_))), "{again:?}");
+    store
+        .create(NewJob {
+            admission: limited,
+            ..new_job("bob", 0)
+        })
+        .await
+        .expect("another owner");
+
+    let reserving = |planned: u64| uws::Admission {
+        planned_bytes: Some(planned),
+        result_bytes: Some(1000),
+        ..uws::Admission::default()
+    };
+    let job = store
+        .create(NewJob {
+            admission: reserving(1000),
+            ..new_job("carol", 0)
+        })
+        .await
+        .expect("within the limit");
+    assert_eq!(
+        store
+            .get(&job.id)
+            .await
+            .expect("get")
+            .expect("job")
+            .planned_bytes,
+        Some(1000)
+    );
+    let over = store
+        .create(NewJob {
+            admission: reserving(1),
+            ..new_job("carol", 1)
+        })
+        .await;
+    assert!(matches!(over, Err(UwsError::OverQuota(_))), "{over:?}");
+    let since = timestamp::now() - Duration::from_secs(3600);
+    assert_eq!(
+        store
+            .usage("carol", since)
+            .await
+            .expect("usage")
+            .result_bytes,
+        1000
+    );
+    // Aborted: nothing is reserved any more.
+    store
+        .transition(&job.id, Transition::Abort, timestamp::now())
+        .await
+        .expect("abort");
+    store
+        .create(NewJob {
+            admission: reserving(1),
+            ..new_job("carol", 2)
+        })
+        .await
+        .expect("the reservation was released");
+}
+
 macro_rules! both_databases {
     ($($name:ident),*) => {
         mod sqlite {
@@ -633,5 +733,6 @@ both_databases!(
     a_job_created_queued_starts_at_once,
     concurrent_writes_each_get_their_own_answer,
     create_is_idempotent_on_the_callers_id,
-    concurrent_creates_of_one_id_make_one_job
+    concurrent_creates_of_one_id_make_one_job,
+    admission_is_atomic_per_owner_and_outlives_deletion
 );

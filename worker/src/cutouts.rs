@@ -27,7 +27,7 @@ use uws::queue::DelegatedToken;
 use uws::results::{ObjectMeta, ResultStore};
 use uws::{ErrorCode, JobError, JobResult, timestamp};
 
-use crate::runner::WorkerSettings;
+use crate::runner::{StoredKeys, WorkerSettings};
 use crate::sources::JobSources;
 
 /// The media type of a pair's error result.
@@ -84,6 +84,7 @@ pub(crate) async fn cut_all(
     results: &dyn ResultStore,
     cache: Option<&bucket::SourceCache>,
     token: Option<&DelegatedToken>,
+    stored_keys: &StoredKeys,
 ) -> Result<Vec<JobResult>, JobError> {
     let request = CutoutRequest::from_parameters(
         job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
@@ -163,7 +164,7 @@ pub(crate) async fn cut_all(
                     filename.strip_suffix(".fits").unwrap_or(&filename)
                 ),
             };
-            stored.push(store(job, results, &result_id, extension, &out, meta).await?);
+            stored.push(store(job, results, stored_keys, &result_id, extension, &out, meta).await?);
         }
     }
     for (n, ((id, stencil), outcome)) in pairs.iter().zip(&outcomes).enumerate() {
@@ -186,7 +187,7 @@ pub(crate) async fn cut_all(
                         filename
                     },
                 };
-                store(job, results, &result_id, extension, path, meta).await?
+                store(job, results, stored_keys, &result_id, extension, path, meta).await?
             }
             Pair::Failed(error) => {
                 let path = scratch.file(&format!("{n}.txt"));
@@ -197,7 +198,7 @@ pub(crate) async fn cut_all(
                     content_type: TEXT.to_owned(),
                     filename: format!("{}-{result_id}-error.txt", id.image()),
                 };
-                store(job, results, &result_id, "txt", &path, meta).await?
+                store(job, results, stored_keys, &result_id, "txt", &path, meta).await?
             }
         };
         stored.push(result);
@@ -224,7 +225,7 @@ pub(crate) async fn cut_all(
             content_type: FITS.to_owned(),
             filename: format!("{}-cutouts.fits", job.id),
         };
-        stored.push(store(job, results, "cutouts", "fits", &out, meta).await?);
+        stored.push(store(job, results, stored_keys, "cutouts", "fits", &out, meta).await?);
     }
     Ok(stored)
 }
@@ -278,6 +279,7 @@ async fn cut_one(
 async fn store(
     job: &uws::Job,
     results: &dyn ResultStore,
+    stored_keys: &StoredKeys,
     result_id: &str,
     extension: &str,
     path: &std::path::Path,
@@ -290,6 +292,8 @@ async fn store(
         job.id,
         rand::random::<u64>()
     );
+    // Recorded before the call: an abort may drop this future while the object is being written.
+    stored_keys.record(&key);
     let mime_type = meta.content_type.clone();
     let started = Instant::now();
     let stored = results.put_file(&key, path, &meta).await;

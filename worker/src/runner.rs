@@ -26,6 +26,30 @@ pub struct WorkerSettings {
     pub software: String,
 }
 
+/// How long after an abort a store call cut short may still finish its object.
+const LATE_OBJECT_GRACE: Duration = Duration::from_secs(5);
+
+/// The result keys one attempt at a job has begun to store, recorded before each store call so
+/// that an attempt that does not complete can remove them, even when its future is dropped
+/// half-way. Cloning shares the list.
+#[derive(Clone, Default)]
+pub(crate) struct StoredKeys(Arc<Mutex<Vec<String>>>);
+
+impl StoredKeys {
+    pub(crate) fn record(&self, key: &str) {
+        if let Ok(mut keys) = self.0.lock() {
+            keys.push(key.to_owned());
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut keys| std::mem::take(&mut *keys))
+            .unwrap_or_default()
+    }
+}
+
 /// What happened to one job, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -123,7 +147,8 @@ impl Worker {
         tracing::Span::current().record("user", job.owner.as_str());
         tracing::debug!("job started");
         let cancelled = self.register(id);
-        let work = self.cut_all(&job, token);
+        let stored = StoredKeys::default();
+        let work = self.cut_all(&job, token, &stored);
         let limit = match job.execution_duration {
             0 => Duration::MAX,
             s => Duration::from_secs(u64::from(s)),
@@ -142,7 +167,35 @@ impl Worker {
             () = cancelled.cancelled() => Ok(Outcome::Aborted),
         };
         self.unregister(id);
+        if matches!(outcome, Ok(Outcome::Failed | Outcome::Aborted)) {
+            // Whatever this attempt stored belongs to no result list: a failure after some
+            // results were stored, an abort or a deletion half-way, a timeout. (After a store
+            // error nobody knows whether COMPLETED was recorded: the objects stay.)
+            self.remove_stored(stored.take());
+        }
         outcome
+    }
+
+    /// Deletes `keys` from the result store, now and once more a little later: a store call cut
+    /// short by an abort may still finish its object in the background (the local bucket links
+    /// it on a blocking thread) after the first delete.
+    fn remove_stored(&self, keys: Vec<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let results = self.uws.results().clone();
+        tokio::spawn(async move {
+            for pass in 0..2 {
+                if pass > 0 {
+                    tokio::time::sleep(LATE_OBJECT_GRACE).await;
+                }
+                for key in &keys {
+                    if let Err(e) = results.delete(key).await {
+                        tracing::warn!(key, error = %e, "cannot remove a result of an unfinished attempt");
+                    }
+                }
+            }
+        });
     }
 
     async fn complete(&self, id: &JobId, results: Vec<JobResult>) -> Result<Outcome, UwsError> {
@@ -179,6 +232,7 @@ impl Worker {
         &self,
         job: &uws::Job,
         token: Option<&DelegatedToken>,
+        stored: &StoredKeys,
     ) -> Result<Vec<JobResult>, JobError> {
         crate::cutouts::cut_all(
             job,
@@ -187,6 +241,7 @@ impl Worker {
             self.uws.results().as_ref(),
             self.source_cache.as_deref(),
             token,
+            stored,
         )
         .await
     }
