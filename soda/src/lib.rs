@@ -10,11 +10,12 @@
 //!
 //! - [`SourceId::parse`] and [`Stencil::parse_pos`] (and friends) turn request strings into
 //!   valid values, or a [`SodaError::Usage`].
-//! - `region` projects the stencil through the image WCS (`celestial`, the only user of the
-//!   `wcs` crate) into a [`PixelBox`], using the sphere maths in `sphere`.
+//! - `region` projects the stencil through the image WCS (`celestial`, the only user of
+//!   `wcslib`, the safe wrapper around the C library of that name) into a [`PixelBox`], using
+//!   the sphere maths in `sphere`.
 //! - [`cut_to_file`] (in `cutout`) reads just that box and writes a new FITS file whose WCS
 //!   keywords (`header`) keep every pixel's sky position, plus provenance. Pixels are copied as
-//!   stored, with BSCALE/BZERO scaling off (`unscaled`, the workspace's one `unsafe` module).
+//!   stored, with BSCALE/BZERO scaling off (`unscaled`, which with `wcslib` is the workspace's only `unsafe` code).
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
 //! - [`preview::preview_to_file`] renders a cutout as a PNG or JPEG for `RESPONSEFORMAT=image/png`
 //!   or `image/jpeg`.
@@ -33,12 +34,12 @@ pub mod preview;
 mod region;
 pub mod repository;
 pub mod request;
-mod sip;
 mod source_id;
 mod spectral;
 mod sphere;
 mod stencil;
 mod unscaled;
+mod wcslib;
 
 pub use cutout::{
     CutOptions, Cutout, PixelBox, Provenance, combine_to_file, cut_to_file, cut_to_file_with,

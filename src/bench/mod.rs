@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// Repetitions of each source-cache measurement (a miss downloads the whole image).
     #[arg(long, default_value_t = 20)]
     cache_requests: usize,
+    /// Measure the floor (and the masked floor) only, with no service started: the quick check
+    /// of a change to the cutout itself.
+    #[arg(long)]
+    floor_only: bool,
 }
 
 /// One line of the table; a figure that does not apply is left out.
@@ -264,6 +268,15 @@ async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         latency: Some(stats(masked)),
         ..Row::cutout("soda::cut_to_file_with MASK=true in-process")
     });
+    if args.floor_only {
+        println!("stencil: CIRCLE {circle}");
+        println!("| measure | median ms | p95 ms | rate | errors | peak RSS MiB | / floor |");
+        println!("|---|---|---|---|---|---|---|");
+        for row in &table.rows {
+            row.print();
+        }
+        return Ok(());
+    }
     if let Some(keep) = &args.keep_image {
         std::fs::copy(&image, keep)
             .with_context(|| format!("copying the image to {}", keep.display()))?;
