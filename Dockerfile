@@ -8,7 +8,7 @@
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libcfitsio-dev pkg-config \
+        libcfitsio-dev wcslib-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -23,7 +23,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libcfitsio10 ca-certificates \
+        libcfitsio10 libwcs7 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 skycut \
     && useradd --system --uid 10001 --gid skycut --home-dir /var/lib/skycut --create-home \

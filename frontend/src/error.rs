@@ -144,7 +144,7 @@ impl From<UwsError> for FrontendError {
 impl From<SodaError> for FrontendError {
     fn from(e: SodaError) -> Self {
         match e {
-            SodaError::Usage(_) | SodaError::NoOverlap { .. } => {
+            SodaError::Usage(_) | SodaError::NoOverlap { .. } | SodaError::UnsupportedWcs(_) => {
                 FrontendError::Usage(e.to_string())
             }
             SodaError::MultiValued(_) => FrontendError::MultiValued(e.to_string()),

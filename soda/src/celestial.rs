@@ -1,22 +1,23 @@
-//! The one place that talks to the `wcs` crate, which wants radians and 1-based pixels: the
-//! rest of the crate works in ICRS degrees and in 0-based pixels whose centres are integers.
+//! The one place that turns an image's celestial header into a mapping between pixels and
+//! the sky, through wcslib (`wcslib`), the reference implementation of FITS WCS: the rest of
+//! the crate works in ICRS degrees and in 0-based pixels whose centres are integers.
 //!
-//! Two things are done here rather than by the crate: SIP distortion (`sip`), and the
-//! rotation between ICRS and galactic coordinates, because the crate silently skips it when a
-//! galactic header also carries RADESYS and EQUINOX. The crate is always handed an RA/Dec
-//! header and works in the image's own frame.
+//! wcslib applies SIP and TPV distortion itself, and works in the image's own frame; the
+//! rotation between ICRS and galactic coordinates is done here.
 
-use serde_json::{Map, Number, Value as Json};
+use std::sync::Mutex;
 
 use crate::SodaError;
 use crate::header::{Value, WcsKeywords};
-use crate::sip::{self, Sip};
+use crate::wcslib::{self, Wcs};
 
 /// A celestial (longitude, latitude) WCS for the first two axes of an image.
+///
+/// wcslib writes into its structure on every transformation, so the one [`Wcs`] sits behind a
+/// mutex: a `CelestialWcs` (and an `ImageGeometry` holding it) may be shared between threads,
+/// which then take turns.
 pub(crate) struct CelestialWcs {
-    /// The projection without any SIP distortion, which `sip` applies around it.
-    wcs: wcs::WCS,
-    sip: Option<Sip>,
+    wcs: Mutex<Wcs>,
     /// Whether the image's axes are galactic longitude and latitude.
     galactic: bool,
 }
@@ -69,8 +70,6 @@ impl CelestialWcs {
     ) -> Result<CelestialWcs, SodaError> {
         let ctype1 = keywords.text("CTYPE1").unwrap_or("");
         let ctype2 = keywords.text("CTYPE2").unwrap_or("");
-        // The wcs crate slices CTYPE1 by byte position, so anything else than a well-formed
-        // 8-character-or-longer ASCII celestial pair must be refused before it gets there.
         let celestial = |ctype: &str, prefixes: &[&str]| {
             ctype.is_ascii() && ctype.len() >= 8 && prefixes.iter().any(|p| ctype.starts_with(p))
         };
@@ -82,80 +81,111 @@ impl CelestialWcs {
                  (CTYPE1 {ctype1:?}, CTYPE2 {ctype2:?})"
             )));
         }
-        let sip = if ctype1.ends_with("-SIP") && ctype2.ends_with("-SIP") {
-            Sip::read(keywords)
-        } else {
-            None
-        };
-        let mut params = Map::new();
-        params.insert("NAXIS".into(), Json::from(2));
-        params.insert("NAXIS1".into(), Json::from(naxis1 as i64));
-        params.insert("NAXIS2".into(), Json::from(naxis2 as i64));
+        let unsupported =
+            |what: String| SodaError::UnsupportedWcs(format!("{ctype1}/{ctype2}: {what}"));
+        let mut cards = Vec::with_capacity(keywords.entries.len() + 3);
+        let size = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        cards.extend(wcslib::integer_card("NAXIS", 2));
+        cards.extend(wcslib::integer_card("NAXIS1", size(naxis1)));
+        cards.extend(wcslib::integer_card("NAXIS2", size(naxis2)));
         for (name, value) in &keywords.entries {
-            if sip::is_sip_keyword(name) || crate::header::is_extra_axis_keyword(name) {
+            if crate::header::is_extra_axis_keyword(name) {
                 continue;
             }
-            let json = match value {
-                Value::Text(s) if name.starts_with("CTYPE") => {
-                    // The crate gets the projection of an RA/Dec header (all 4-character axis
-                    // names here are ASCII, checked above).
-                    let axis = if name == "CTYPE1" { "RA--" } else { "DEC-" };
-                    Json::String(
-                        format!("{axis}{}", &s[4..])
-                            .trim_end_matches("-SIP")
-                            .to_owned(),
-                    )
+            let card = match value {
+                Value::Text(s) => wcslib::text_card(name, s),
+                Value::Real(x) if name.ends_with("_ORDER") => {
+                    wcslib::integer_card(name, x.round() as i64)
                 }
-                Value::Text(s) => Json::String(s.clone()),
-                Value::Real(x) if name.ends_with("_ORDER") => Json::from(*x as i64),
-                Value::Real(x) => match Number::from_f64(*x) {
-                    Some(n) => Json::Number(n),
-                    None => continue,
-                },
+                Value::Real(x) => wcslib::real_card(name, *x),
             };
-            params.insert(name.clone(), json);
+            cards.push(card.ok_or_else(|| unsupported(format!("keyword {name} cannot be read")))?);
         }
-        let params: wcs::WCSParams = serde_json::from_value(Json::Object(params))
-            .map_err(|e| SodaError::BadImage(format!("WCS keywords not understood: {e}")))?;
-        let wcs = wcs::WCS::new(&params)
-            .map_err(|e| SodaError::BadImage(format!("WCS not supported: {e:?}")))?;
-        Ok(CelestialWcs { wcs, sip, galactic })
+        let wcs = Wcs::from_cards(&cards).map_err(|e| unsupported(e.0))?;
+        let wcs = CelestialWcs {
+            wcs: Mutex::new(wcs),
+            galactic,
+        };
+        // A WCS that sets up but maps no pixel to the sky and back (wcslib finds a singular
+        // matrix only when inverting it) would answer every request with "no overlap": say so.
+        let (w, h) = (
+            naxis1.saturating_sub(1) as f64,
+            naxis2.saturating_sub(1) as f64,
+        );
+        let probes: Vec<(f64, f64)> = [0.0, 0.5, 1.0]
+            .iter()
+            .flat_map(|&fx| [0.0, 0.5, 1.0].map(|fy| (fx * w, fy * h)))
+            .collect();
+        let sky: Vec<(f64, f64)> = wcs.pixels_to_sky(&probes).into_iter().flatten().collect();
+        if wcs.sky_to_pixels(&sky).iter().all(Option::is_none) {
+            return Err(unsupported(
+                "no pixel of the image maps to the sky (singular matrix or invalid parameters)"
+                    .to_owned(),
+            ));
+        }
+        Ok(wcs)
+    }
+
+    fn wcs(&self) -> std::sync::MutexGuard<'_, Wcs> {
+        // A panic while the lock was held cannot leave the set-up structure half-written (the
+        // transformations only write scratch arrays), so a poisoned lock is still usable.
+        self.wcs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The 0-based pixel position of a sky position, `None` where the projection is undefined
     /// (for example the far hemisphere of a TAN projection).
     pub(crate) fn sky_to_pixel(&self, ra_deg: f64, dec_deg: f64) -> Option<(f64, f64)> {
-        let (ra_deg, dec_deg) = if self.galactic {
-            rotate(&ICRS_TO_GALACTIC, false, ra_deg, dec_deg)
+        let [lon, lat] = self.to_image_frame(ra_deg, dec_deg);
+        let [x, y] = self.wcs().world_to_pixel_one([lon, lat])?;
+        Some((x - 1.0, y - 1.0))
+    }
+
+    /// (lon, lat) in the image's frame of an ICRS position.
+    fn to_image_frame(&self, ra: f64, dec: f64) -> [f64; 2] {
+        if self.galactic {
+            let (l, b) = rotate(&ICRS_TO_GALACTIC, false, ra, dec);
+            [l, b]
         } else {
-            (ra_deg, dec_deg)
-        };
-        let lonlat = wcs::LonLat::new(ra_deg.to_radians(), dec_deg.to_radians());
-        let xy = self.wcs.proj(&lonlat)?;
-        let (x, y) = match &self.sip {
-            Some(sip) => sip.distort(xy.x(), xy.y())?,
-            None => (xy.x(), xy.y()),
-        };
-        let (x, y) = (x - 1.0, y - 1.0);
-        (x.is_finite() && y.is_finite()).then_some((x, y))
+            [ra, dec]
+        }
+    }
+
+    /// ICRS (RA in [0, 360), Dec) of a position in the image's frame.
+    fn to_icrs(&self, [lon, lat]: [f64; 2]) -> (f64, f64) {
+        if self.galactic {
+            rotate(&ICRS_TO_GALACTIC, true, lon, lat)
+        } else {
+            (lon.rem_euclid(360.0), lat)
+        }
+    }
+
+    /// [`CelestialWcs::sky_to_pixel`] of many positions at once (one lock, one wcslib call).
+    pub(crate) fn sky_to_pixels(&self, sky: &[(f64, f64)]) -> Vec<Option<(f64, f64)>> {
+        let world: Vec<[f64; 2]> = sky
+            .iter()
+            .map(|&(ra, dec)| self.to_image_frame(ra, dec))
+            .collect();
+        self.wcs()
+            .world_to_pixel(&world)
+            .into_iter()
+            .map(|p| p.map(|[x, y]| (x - 1.0, y - 1.0)))
+            .collect()
     }
 
     /// The sky position (RA in [0, 360), Dec) in degrees of a 0-based pixel position.
     pub(crate) fn pixel_to_sky(&self, x: f64, y: f64) -> Option<(f64, f64)> {
-        let (x, y) = match &self.sip {
-            Some(sip) => sip.undistort(x + 1.0, y + 1.0),
-            None => (x + 1.0, y + 1.0),
-        };
-        let lonlat = self.wcs.unproj(&wcs::ImgXY::new(x, y))?;
-        let (lon, lat) = (lonlat.lon().to_degrees(), lonlat.lat().to_degrees());
-        if !(lon.is_finite() && lat.is_finite()) {
-            return None;
-        }
-        if self.galactic {
-            Some(rotate(&ICRS_TO_GALACTIC, true, lon, lat))
-        } else {
-            Some((lon.rem_euclid(360.0), lat))
-        }
+        let world = self.wcs().pixel_to_world_one([x + 1.0, y + 1.0])?;
+        Some(self.to_icrs(world))
+    }
+
+    /// [`CelestialWcs::pixel_to_sky`] of many positions at once (one lock, one wcslib call).
+    pub(crate) fn pixels_to_sky(&self, pixels: &[(f64, f64)]) -> Vec<Option<(f64, f64)>> {
+        let pixels: Vec<[f64; 2]> = pixels.iter().map(|&(x, y)| [x + 1.0, y + 1.0]).collect();
+        self.wcs()
+            .pixel_to_world(&pixels)
+            .into_iter()
+            .map(|w| w.map(|w| self.to_icrs(w)))
+            .collect()
     }
 }
 
@@ -190,7 +220,7 @@ mod tests {
             ((0.0, 0.0), (266.4049882865447, -28.936177761791473)),
             ((30.0, 60.0), (225.4059618366843, 21.847186916891722)),
         ];
-        // RADESYS and EQUINOX in a galactic header made the wcs crate skip the rotation.
+        // RADESYS and EQUINOX in a galactic header once made the rotation be skipped.
         for wcs in [galactic_car(None), galactic_car(Some("FK5"))] {
             for ((l, b), (ra, dec)) in cases {
                 // CDELT1 is negative: longitude grows to the left.
@@ -204,6 +234,156 @@ mod tests {
                 assert!((px - x).abs() < 1e-7 && (py - y).abs() < 1e-7, "{px} {py}");
             }
         }
+    }
+
+    fn keywords(text: &[(&str, &str)], real: &[(&str, f64)]) -> WcsKeywords {
+        let mut entries: Vec<(String, Value)> = text
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::Text(v.to_string())))
+            .collect();
+        entries.extend(real.iter().map(|(k, v)| (k.to_string(), Value::Real(*v))));
+        WcsKeywords { entries }
+    }
+
+    fn assert_maps(wcs: &CelestialWcs, (x, y): (f64, f64), (ra, dec): (f64, f64)) {
+        let (got_ra, got_dec) = wcs.pixel_to_sky(x, y).unwrap();
+        assert!(
+            (got_ra - ra).abs() < 1e-9 && (got_dec - dec).abs() < 1e-9,
+            "({x}, {y}): {got_ra} {got_dec}"
+        );
+        let (px, py) = wcs.sky_to_pixel(ra, dec).unwrap();
+        assert!((px - x).abs() < 1e-6 && (py - y).abs() < 1e-6, "{px} {py}");
+        let batch = wcs.sky_to_pixels(&[(ra, dec)]);
+        assert_eq!(batch, [Some((px, py))]);
+        assert_eq!(wcs.pixels_to_sky(&[(x, y)]), [Some((got_ra, got_dec))]);
+    }
+
+    #[test]
+    fn an_oblique_cylindrical_header_maps_as_astropy_does() {
+        // astropy/wcs/tests/data/maps/1904-66_CAR.hdr: the reference point at the south pole,
+        // the image far from it (the `wcs` crate answered no pixel for every position).
+        let wcs = CelestialWcs::new(
+            192,
+            192,
+            &keywords(
+                &[("CTYPE1", "RA---CAR"), ("CTYPE2", "DEC--CAR")],
+                &[
+                    ("CRPIX1", -248.2173814412),
+                    ("CDELT1", -0.06666666666667),
+                    ("CRVAL1", 0.0),
+                    ("CRPIX2", 7.527038199745),
+                    ("CDELT2", 0.06666666666667),
+                    ("CRVAL2", -90.0),
+                    ("LONPOLE", 180.0),
+                    ("LATPOLE", 0.0),
+                    ("EQUINOX", 2000.0),
+                ],
+            ),
+        )
+        .unwrap();
+        // astropy: WCS(header).all_pix2world(x, y, 0)
+        assert_maps(&wcs, (10.0, 20.0), (273.0210588258152, -72.69622604594258));
+        assert_maps(
+            &wcs,
+            (150.0, 170.0),
+            (293.2572737594486, -61.39205911497526),
+        );
+    }
+
+    #[test]
+    fn sip_without_inverse_coefficients_maps_both_ways() {
+        // The HST ACS header of astropy's j94f05bgq_flt.fits (order 4, no AP/BP), cropped to
+        // a corner of the chip 3700 and 1700 pixels from its first pixel.
+        let sip: [(&str, f64); 28] = [
+            ("A_0_2", 2.16615952976212E-06),
+            ("B_0_2", -7.2168814507744E-06),
+            ("A_1_1", -5.1974576466834E-06),
+            ("B_1_1", 6.18443235774478E-06),
+            ("A_2_0", 8.55127758255650E-06),
+            ("B_2_0", -1.7464918770586E-06),
+            ("A_0_3", 1.08193519820265E-11),
+            ("B_0_3", -4.1754720492749E-10),
+            ("A_1_2", -5.2348707436924E-10),
+            ("B_1_2", -6.1692652686813E-11),
+            ("A_2_1", -3.9771547747287E-11),
+            ("B_2_1", -5.0857161673862E-10),
+            ("A_3_0", -4.7304448292227E-10),
+            ("B_3_0", 8.56763542781631E-11),
+            ("A_0_4", 1.49356171166049E-14),
+            ("B_0_4", -9.9570490655478E-15),
+            ("A_1_3", -2.4569975537746E-14),
+            ("B_1_3", 1.21743011568848E-14),
+            ("A_2_2", 3.46791267104378E-14),
+            ("B_2_2", -3.6614325928657E-14),
+            ("A_3_1", 1.97102297166030E-15),
+            ("B_3_1", -3.7795068054874E-15),
+            ("A_4_0", 2.37430106240231E-14),
+            ("B_4_0", -1.7687653826004E-14),
+            ("A_ORDER", 4.0),
+            ("B_ORDER", 4.0),
+            ("CRPIX1", -1652.0),
+            ("CRPIX2", -676.0),
+        ];
+        let mut real = vec![
+            ("CRVAL1", 5.63056810618),
+            ("CRVAL2", -72.05457184278998),
+            ("CD1_1", 1.29056256197165E-05),
+            ("CD1_2", 5.95309123310338E-06),
+            ("CD2_1", 5.0220581265601E-06),
+            ("CD2_2", -1.2644774105568E-05),
+        ];
+        real.extend(sip);
+        let wcs = CelestialWcs::new(
+            300,
+            300,
+            &keywords(
+                &[("CTYPE1", "RA---TAN-SIP"), ("CTYPE2", "DEC--TAN-SIP")],
+                &real,
+            ),
+        )
+        .unwrap();
+        assert_maps(&wcs, (10.0, 20.0), (5.7143319559311285, -72.05490708893547));
+        assert_maps(
+            &wcs,
+            (250.0, 270.0),
+            (5.729340814810321, -72.05681982867362),
+        );
+    }
+
+    #[test]
+    fn a_header_wcslib_cannot_set_up_is_unsupported_naming_it() {
+        let error = CelestialWcs::new(
+            10,
+            10,
+            &keywords(
+                &[("CTYPE1", "RA---XYZ"), ("CTYPE2", "DEC--XYZ")],
+                &[("CDELT1", 1.0), ("CDELT2", 1.0)],
+            ),
+        )
+        .unwrap_err();
+        let SodaError::UnsupportedWcs(message) = &error else {
+            panic!("{error:?}");
+        };
+        assert!(message.contains("RA---XYZ"), "{message}");
+        // A singular matrix is refused too, rather than mapping every pixel nowhere.
+        let error = CelestialWcs::new(
+            10,
+            10,
+            &keywords(
+                &[("CTYPE1", "RA---TAN"), ("CTYPE2", "DEC--TAN")],
+                &[
+                    ("CD1_1", 1.0),
+                    ("CD1_2", 1.0),
+                    ("CD2_1", 1.0),
+                    ("CD2_2", 1.0),
+                ],
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&error, SodaError::UnsupportedWcs(m) if m.contains("singular")),
+            "{error:?}"
+        );
     }
 
     #[test]

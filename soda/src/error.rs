@@ -23,6 +23,10 @@ pub enum SodaError {
         /// The image that was asked for: its ID when the caller gave one, else its path.
         source: String,
     },
+    /// The image's celestial WCS names a projection, distortion or keyword value that Skycut
+    /// cannot map (the message names it): the request cannot be served on this image, which is
+    /// said rather than answered with "no data" (DALI UsageError).
+    UnsupportedWcs(String),
     /// The file is not a usable image (no image HDU, no celestial WCS, unsupported BITPIX...).
     BadImage(String),
     /// cfitsio or I/O failure: a server-side problem, not the user's.
@@ -43,6 +47,9 @@ impl fmt::Display for SodaError {
             | SodaError::UnknownImage(message) => f.write_str(message),
             SodaError::NoOverlap { source } => {
                 write!(f, "stencil does not overlap image {source}")
+            }
+            SodaError::UnsupportedWcs(message) => {
+                write!(f, "image WCS not supported: {message}")
             }
             SodaError::BadImage(message) => write!(f, "unusable image: {message}"),
             SodaError::Fits(message) => write!(f, "FITS I/O failed: {message}"),

@@ -58,6 +58,31 @@ impl WcsKeywords {
                 entries.push((name, Value::Real(value)));
             }
         }
+        // SIP coefficients: only those up to the order the header declares (at most 9, as in
+        // wcslib), so that an image without SIP costs four lookups rather than hundreds.
+        for prefix in SIP_PREFIXES {
+            let order_name = format!("{prefix}_ORDER");
+            let Some(Value::Real(order)) = entries
+                .iter()
+                .find(|(n, _)| *n == order_name)
+                .map(|(_, v)| v)
+            else {
+                continue;
+            };
+            let order = if order.is_finite() {
+                order.round().clamp(0.0, 9.0) as usize
+            } else {
+                0
+            };
+            for p in 0..=order {
+                for q in 0..=(order - p) {
+                    let name = format!("{prefix}_{p}_{q}");
+                    if let Ok(value) = hdu.read_key::<f64>(file, &name) {
+                        entries.push((name, Value::Real(value)));
+                    }
+                }
+            }
+        }
         WcsKeywords { entries }
     }
 
@@ -89,6 +114,9 @@ impl WcsKeywords {
         Ok(())
     }
 }
+
+/// The SIP polynomials: forward (A, B) and inverse (AP, BP).
+const SIP_PREFIXES: [&str; 4] = ["A", "B", "AP", "BP"];
 
 /// Axes whose keywords are kept: the celestial two, and two more (a spectral axis, Stokes).
 const AXES: usize = 4;
@@ -139,19 +167,15 @@ fn real_names() -> Vec<String> {
     for name in ["EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS"] {
         names.push(name.to_owned());
     }
+    // PVi_m up to 39: TPV uses all of PV1_0..PV1_39 and PV2_0..PV2_39, ZPN up to PV2_29.
     for i in 1..=2 {
-        for m in 0..=20 {
+        for m in 0..=39 {
             names.push(format!("PV{i}_{m}"));
         }
     }
-    // SIP distortion: orders and coefficients up to the order 6 that the wcs crate supports.
-    for prefix in ["A", "B", "AP", "BP"] {
+    // SIP distortion: the orders here, the coefficients in `WcsKeywords::read` up to them.
+    for prefix in SIP_PREFIXES {
         names.push(format!("{prefix}_ORDER"));
-        for p in 0..=6 {
-            for q in 0..=(6 - p) {
-                names.push(format!("{prefix}_{p}_{q}"));
-            }
-        }
     }
     names
 }

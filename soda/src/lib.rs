@@ -10,11 +10,13 @@
 //!
 //! - [`SourceId::parse`] and [`Stencil::parse_pos`] (and friends) turn request strings into
 //!   valid values, or a [`SodaError::Usage`].
-//! - `region` projects the stencil through the image WCS (`celestial`, the only user of the
-//!   `wcs` crate) into a [`PixelBox`], using the sphere maths in `sphere`.
+//! - `region` projects the stencil through the image WCS (`celestial`, the only user of
+//!   `wcslib`, the safe wrapper around the C library of that name) into a [`PixelBox`], using
+//!   the sphere maths in `sphere`.
 //! - [`cut_to_file`] (in `cutout`) reads just that box and writes a new FITS file whose WCS
 //!   keywords (`header`) keep every pixel's sky position, plus provenance. Pixels are copied as
-//!   stored, with BSCALE/BZERO scaling off (`unscaled`, the workspace's one `unsafe` module).
+//!   stored, with BSCALE/BZERO scaling off (`unscaled`, which with `wcslib` is the workspace's
+//!   only `unsafe` code).
 //! - [`header_to_file`] writes only the header a cutout would have, as text (`META=true`).
 //! - [`cutout_reads`] plans a cutout on an image's headers alone, and `layout` walks the
 //!   headers of a remote file to the image HDU, so a worker can fetch only the bytes a cutout
@@ -41,12 +43,12 @@ mod region;
 pub mod repository;
 pub mod request;
 mod section;
-mod sip;
 mod source_id;
 mod spectral;
 mod sphere;
 mod stencil;
 mod unscaled;
+mod wcslib;
 
 pub use cutout::{
     CutOptions, Cutout, CutoutSize, PixelBox, Provenance, ReadPlan, combine_to_file, cut_to_file,

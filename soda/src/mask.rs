@@ -67,17 +67,26 @@ impl<'a> Mask<'a> {
 
     fn border_on_sky(&self) -> bool {
         let r = self.region;
-        let on_sky = |x: usize, y: usize| self.wcs.pixel_to_sky(x as f64, y as f64).is_some();
-        (r.x0..=r.x1).all(|x| on_sky(x, r.y0) && on_sky(x, r.y1))
-            && (r.y0..=r.y1).all(|y| on_sky(r.x0, y) && on_sky(r.x1, y))
+        let mut border: Vec<(f64, f64)> = Vec::new();
+        for x in r.x0..=r.x1 {
+            border.extend([(x as f64, r.y0 as f64), (x as f64, r.y1 as f64)]);
+        }
+        for y in r.y0..=r.y1 {
+            border.extend([(r.x0 as f64, y as f64), (r.x1 as f64, y as f64)]);
+        }
+        // One wcslib call for the whole border.
+        self.wcs.pixels_to_sky(&border).iter().all(Option::is_some)
     }
 
     /// Fills `inside` (one entry per column of the region) for source row `y`.
     pub(crate) fn row(&self, y: usize, inside: &mut [bool]) {
         let x0 = self.region.x0;
         let Some(near) = &self.near else {
-            for (i, slot) in inside.iter_mut().enumerate() {
-                *slot = self.exact(x0 + i, y);
+            let centres: Vec<(f64, f64)> = (0..inside.len())
+                .map(|i| ((x0 + i) as f64, y as f64))
+                .collect();
+            for (slot, sky) in inside.iter_mut().zip(self.wcs.pixels_to_sky(&centres)) {
+                *slot = sky.is_some_and(|(ra, dec)| self.test.contains(ra, dec));
             }
             return;
         };

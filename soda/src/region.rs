@@ -128,14 +128,10 @@ pub(crate) fn pixel_box(
         y: (-0.5, ny as f64 - 0.5),
     };
     let scale = pixel_scale_deg(wcs, nx, ny);
-    let ring: Vec<(Vec3, Option<(f64, f64)>)> = stencil
-        .boundary(scale)
-        .into_iter()
-        .map(|v| {
-            let (ra, dec) = sphere::ra_dec(v);
-            (v, wcs.sky_to_pixel(ra, dec))
-        })
-        .collect();
+    let samples = stencil.boundary(scale);
+    let sky: Vec<(f64, f64)> = samples.iter().map(|&v| sphere::ra_dec(v)).collect();
+    let ring: Vec<(Vec3, Option<(f64, f64)>)> =
+        samples.into_iter().zip(wcs.sky_to_pixels(&sky)).collect();
 
     let mut bounds = Bounds::empty();
     for &(_, p) in &ring {
@@ -158,13 +154,10 @@ pub(crate) fn pixel_box(
             bounds.add(d);
         }
     }
-    let inside_stencil = |p: (f64, f64)| {
-        wcs.pixel_to_sky(p.0, p.1)
-            .is_some_and(|(ra, dec)| stencil.contains(ra, dec))
-    };
-    for p in border(&image, 64) {
-        if inside_stencil(p) {
-            bounds.add(p);
+    let border: Vec<(f64, f64)> = border(&image, 64).collect();
+    for (p, sky) in border.iter().zip(wcs.pixels_to_sky(&border)) {
+        if sky.is_some_and(|(ra, dec)| stencil.contains(ra, dec)) {
+            bounds.add(*p);
         }
     }
     if bounds.x.0 > bounds.x.1 || bounds.y.0 > bounds.y.1 {

@@ -105,6 +105,10 @@ pub struct BenchArgs {
     /// started, neither embedded nor distributed.
     #[arg(long, requires = "s3_endpoint")]
     source_cache_only: bool,
+    /// Measure the floor (and the masked floor) only, with no service started: the quick check
+    /// of a change to the cutout itself.
+    #[arg(long)]
+    floor_only: bool,
 }
 
 /// One line of the table; a figure that does not apply is left out.
@@ -297,6 +301,15 @@ async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         latency: Some(stats(masked)),
         ..Row::cutout("soda::cut_to_file_with MASK=true in-process")
     });
+    if args.floor_only {
+        println!("stencil: CIRCLE {circle}");
+        println!("| measure | median ms | p95 ms | rate | errors | peak RSS MiB | / floor |");
+        println!("|---|---|---|---|---|---|---|");
+        for row in &table.rows {
+            row.print();
+        }
+        return Ok(());
+    }
     if let Some(keep) = &args.keep_image {
         std::fs::copy(&image, keep)
             .with_context(|| format!("copying the image to {}", keep.display()))?;

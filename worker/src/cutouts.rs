@@ -321,7 +321,9 @@ fn unavailable(message: String) -> JobError {
 /// How a science error becomes a job error: the user's fault is a UsageError, ours is an Error.
 pub(crate) fn job_error(e: SodaError) -> JobError {
     let code = match &e {
-        SodaError::Usage(_) | SodaError::MultiValued(_) => ErrorCode::Usage,
+        SodaError::Usage(_) | SodaError::MultiValued(_) | SodaError::UnsupportedWcs(_) => {
+            ErrorCode::Usage
+        }
         SodaError::UnknownImage(_) => ErrorCode::NotFound,
         SodaError::NoOverlap { .. } => ErrorCode::NoData,
         _ => ErrorCode::Internal,
