@@ -90,7 +90,9 @@ impl FrontendError {
     /// ID this error stopped: the same choice of blame as [`FrontendError::label`].
     pub fn datalink_fault(&self) -> &'static str {
         match self {
-            FrontendError::Usage(_) | FrontendError::MultiValued(_) => "UsageFault",
+            FrontendError::Usage(_)
+            | FrontendError::MultiValued(_)
+            | FrontendError::Conflict(_) => "UsageFault",
             FrontendError::NotFound(_) => "NotFoundFault",
             FrontendError::Unavailable(_)
             | FrontendError::Overloaded { .. }

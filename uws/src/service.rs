@@ -286,6 +286,10 @@ impl Uws {
     ///
     /// The store refuses the job with [`UwsError::OverQuota`] when its owner is at a limit of
     /// `admission`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the protocol's inputs; a request struct is issue 19's route-table work"
+    )]
     pub async fn create(
         &self,
         id: JobId,
@@ -695,6 +699,10 @@ impl Uws {
     /// phase or `timeout` passes: a synchronous request. Subscribed to phase events before the
     /// job exists, so the store is never read just to learn the job's phase, and handed the final
     /// job by [`Uws::finish`] when the worker runs in this process.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the protocol's inputs; a request struct is issue 19's route-table work"
+    )]
     pub async fn run_and_wait(
         &self,
         id: JobId,

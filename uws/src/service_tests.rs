@@ -7,6 +7,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
+use crate::Admission;
 use crate::error::UwsError;
 use crate::events::{PhaseChange, PhaseEvents};
 use crate::job::{ErrorCode, ExecutionPhase, Job, JobError, JobId, JobResult};
@@ -36,6 +37,7 @@ async fn pending(h: &Harness, owner: &str) -> Job {
             cutout(),
             Priority::Async,
             None,
+            Admission::default(),
         )
         .await
         .expect("create")
@@ -50,6 +52,7 @@ async fn queued(h: &Harness, owner: &str, priority: Priority) -> Job {
             cutout(),
             priority,
             None,
+            Admission::default(),
         )
         .await
         .expect("create")
@@ -65,6 +68,7 @@ async fn sync_run(h: &Harness, timeout: Duration) -> Job {
             Priority::Sync,
             None,
             timeout,
+            Admission::default(),
         )
         .await
         .expect("run")
@@ -80,6 +84,7 @@ async fn create_with(h: &Harness, name: &str, value: &str) -> Job {
             cutout(),
             Priority::Async,
             None,
+            Admission::default(),
         )
         .await
         .expect("create")
@@ -172,6 +177,7 @@ async fn phase_run_at_creation_queues_the_job_once_with_its_lane_and_token() {
             cutout(),
             Priority::Async,
             Some(token.clone()),
+            Admission::default(),
         )
         .await
         .expect("create");
@@ -375,6 +381,7 @@ async fn a_job_that_cannot_be_queued_is_not_left_behind() {
             cutout(),
             Priority::Async,
             None,
+            Admission::default(),
         )
         .await;
     assert!(matches!(r, Err(UwsError::Queue(_))), "{r:?}");
@@ -712,6 +719,7 @@ async fn creation_uses_the_configured_limits() {
                 cutout(),
                 Priority::Async,
                 None,
+                Admission::default(),
             )
             .await
             .expect("create");

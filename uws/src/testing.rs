@@ -126,6 +126,7 @@ impl JobStore for MemoryJobStore {
             parameters: job.parameters,
             results: Vec::new(),
             error: None,
+            planned_bytes: job.admission.planned_bytes,
         };
         self.insert(created.clone());
         Ok(Created::New(created))

@@ -49,7 +49,6 @@ pub struct SqlJobStore {
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl SqlJobStore {
-
     /// The answer to a create whose ID exists: the same create (owner, run ID and parameters)
     /// repeated answers the job as it is now; anything else is a conflict. A job of another
     /// service sharing the database is a conflict too, and tells this service nothing about it.
@@ -57,7 +56,9 @@ impl SqlJobStore {
         existing: Job,
         (owner, run_id, parameters): &(String, Option<String>, Vec<(String, String)>),
     ) -> Result<Created, UwsError> {
-        if existing.owner == *owner && existing.run_id == *run_id && existing.parameters == *parameters
+        if existing.owner == *owner
+            && existing.run_id == *run_id
+            && existing.parameters == *parameters
         {
             Ok(Created::Existing(existing))
         } else {
@@ -277,7 +278,11 @@ impl JobStore for SqlJobStore {
         let planned = admission.planned_bytes.map(as_int);
         let creation = timestamp::to_micros(job.creation_time);
         let owner = job.owner.clone();
-        let repeat = (job.owner.clone(), job.run_id.clone(), job.parameters.clone());
+        let repeat = (
+            job.owner.clone(),
+            job.run_id.clone(),
+            job.parameters.clone(),
+        );
         let mut binds = vec![
             Bind::Text(id.as_str().to_owned()),
             Bind::Text(self.service.clone()),
@@ -302,7 +307,8 @@ impl JobStore for SqlJobStore {
             let sql = format!(
                 "INSERT INTO uws_job (id, service, owner, run_id, phase, creation_time, execution_duration, \
                  destruction, parameters, results, planned_bytes) \
-                 VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, '[]', $10) RETURNING {COLUMNS}"
+                 VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, '[]', $10) \
+                 ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
             );
             let row = self
                 .write(Write {
@@ -312,9 +318,20 @@ impl JobStore for SqlJobStore {
                     durable: true,
                     then: Vec::new(),
                 })
-                .await?
-                .ok_or_else(|| UwsError::Store(format!("job {id} was not inserted")))?;
-            return decode_job(&row);
+                .await?;
+            if let Some(row) = row {
+                return decode_job(&row).map(Created::New);
+            }
+            // No row back: the ID exists, and that row makes this a repeat or a conflict.
+            return match self.get(&id).await? {
+                Some(existing) => Self::repeat_or_conflict(existing, &repeat),
+                None => Err(UwsError::Store(format!("job {id} was not inserted"))),
+            };
+        }
+        // A repeat of a create that already happened is answered before any limit is counted:
+        // the first attempt was admitted, and counting it again could refuse its own repeat.
+        if let Some(existing) = self.get(&id).await? {
+            return Self::repeat_or_conflict(existing, &repeat);
         }
         // One statement inserts the job only while the owner is under every limit; -1 is no
         // limit. Serialised per owner (write_serialised), so no concurrent create of the same

@@ -622,7 +622,7 @@ async fn admission_is_atomic_per_owner_and_outlives_deletion(store: SqlJobStore)
     let mut admitted = Vec::new();
     for create in creates {
         match create.await.expect("task") {
-            Ok(job) => admitted.push(job.id),
+            Ok(created) => admitted.push(created.job().id),
             Err(UwsError::OverQuota(message)) => {
                 assert!(message.contains("the most allowed is 5"), "{message}");
             }
@@ -659,7 +659,8 @@ async fn admission_is_atomic_per_owner_and_outlives_deletion(store: SqlJobStore)
             ..new_job("carol", 0)
         })
         .await
-        .expect("within the limit");
+        .expect("within the limit")
+        .job();
     assert_eq!(
         store
             .get(&job.id)

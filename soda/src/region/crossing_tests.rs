@@ -280,7 +280,9 @@ fn the_sampling_step_is_the_pixel_scale_at_the_image_centre() {
         (2.0 * FINE, FINE),
     );
     assert!(relative(pixel_scale_deg(&oblong, 200, 200), FINE) < 1e-4);
-    // An image whose centre is off the sky falls back to one arcsecond.
-    let off = sky_image_at("SIN", 100, 100, (0.0, 0.0), (1000.0, 1000.0), (1.0, 1.0));
+    // An image whose centre is off the sky falls back to one arcsecond: a SIN sky at 1 deg/px
+    // whose reference point is a corner, so the limb (57.3 px away) passes between the corner
+    // and the centre (70 px away).
+    let off = sky_image_at("SIN", 100, 100, (0.0, 0.0), (1.0, 1.0), (1.0, 1.0));
     assert_eq!(pixel_scale_deg(&off, 100, 100), 1.0 / 3600.0);
 }
