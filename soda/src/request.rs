@@ -23,6 +23,9 @@ pub const CUTOUT_PARAMETERS: &[&str] = &[
     "BAND",
     "MASK",
     "RESPONSEFORMAT",
+    "SUB",
+    "META",
+    "KIND",
 ];
 
 /// Most (ID, stencil) pairs one request may ask for: each pair is a cutout and a result, and
