@@ -62,12 +62,24 @@ impl SqlJobStore {
         {
             Ok(Created::Existing(existing))
         } else {
-            Err(UwsError::Conflict(format!(
-                "job {} already exists with other parameters",
-                existing.id
-            )))
+            Err(Self::taken(&existing.id))
         }
     }
+
+    fn taken(id: &JobId) -> UwsError {
+        UwsError::Conflict(format!("job {id} already exists with other parameters"))
+    }
+
+    /// Whether any service sharing the database has a job with this ID.
+    async fn id_taken(&self, id: &JobId) -> Result<bool, UwsError> {
+        let row = sqlx::query("SELECT 1 FROM uws_job WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(row.is_some())
+    }
+
     /// Connects to `url` (`postgres://…` or `sqlite://…`) and applies pending migrations.
     pub async fn connect(
         url: &str,
@@ -325,7 +337,9 @@ impl JobStore for SqlJobStore {
             // No row back: the ID exists, and that row makes this a repeat or a conflict.
             return match self.get(&id).await? {
                 Some(existing) => Self::repeat_or_conflict(existing, &repeat),
-                None => Err(UwsError::Store(format!("job {id} was not inserted"))),
+                // The ID is another service's job (IDs are unique across services sharing the
+                // database), and this service must learn nothing about it.
+                None => Err(Self::taken(&id)),
             };
         }
         // A repeat of a create that already happened is answered before any limit is counted:
@@ -403,6 +417,7 @@ impl JobStore for SqlJobStore {
         // No row: the ID exists (a concurrent repeat of this create), or a limit refused it.
         match self.get(&id).await? {
             Some(existing) => Self::repeat_or_conflict(existing, &repeat),
+            None if self.id_taken(&id).await? => Err(Self::taken(&id)),
             None => Err(self
                 .refusal(&owner, &admission, job.queued, job.creation_time)
                 .await),
