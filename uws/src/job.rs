@@ -534,4 +534,31 @@ mod tests {
             JobId::for_idempotency_key("a", "bc")
         );
     }
+
+    #[test]
+    fn an_admission_is_unlimited_only_without_any_limit() {
+        assert!(Admission::default().is_unlimited());
+        // Planned bytes alone are a figure to store, not a limit to check.
+        let planned = Admission {
+            planned_bytes: Some(10),
+            ..Admission::default()
+        };
+        assert!(planned.is_unlimited());
+        for limited in [
+            Admission {
+                jobs_per_hour: Some(5),
+                ..Admission::default()
+            },
+            Admission {
+                jobs_queued: Some(3),
+                ..Admission::default()
+            },
+            Admission {
+                result_bytes: Some(1),
+                ..Admission::default()
+            },
+        ] {
+            assert!(!limited.is_unlimited(), "{limited:?}");
+        }
+    }
 }
