@@ -266,11 +266,14 @@ fn cutouts_read_by_ranges_from_s3_are_byte_identical_to_local_ones() {
 }
 
 /// An image server holding a 4096 × 4096 float32 image (64 MiB) for one token, and an app that
-/// reads it as `butler://cold/big` (and the same file as `butler://test/big`).
+/// reads it as `butler://cold/big` (and the same file as `butler://test/big`). Embedded in either
+/// topology: the bytes fetched are read from the worker's metrics, which `serve` serves at its
+/// own `/metrics`.
 fn big_image_server() -> (ImageServer, TestApp, tempfile::TempDir) {
     let served = tempfile::tempdir().expect("tempdir");
     let server = ImageServer::start(served.path().to_path_buf(), &[TOKEN]);
     let app = app()
+        .topology(Topology::Embedded)
         .config("AUTH__MODE", "ingress")
         .config("BUCKET__MAX_RETRIES", "0")
         .config(&format!("REPOSITORIES__{REMOTE}"), &server.url)
