@@ -233,28 +233,41 @@ pub(crate) fn signing_key(config: &Config, data_dir: &Path) -> anyhow::Result<Ve
 }
 
 /// The key in `path`, written there first (32 random bytes, hex) if the file does not exist.
+///
+/// The file appears whole or not at all: the key is written to a private temporary file that is
+/// then hard-linked into place (a link never replaces an existing file), so a process sharing the
+/// data directory never reads a half-written key, and two that start together agree on one.
 fn key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        return hex::decode(text.trim())
-            .with_context(|| format!("{} must hold a hex key", path.display()));
+    let read = |path: &Path| -> anyhow::Result<Vec<u8>> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        hex::decode(text.trim()).with_context(|| format!("{} must hold a hex key", path.display()))
+    };
+    if path.exists() {
+        return read(path);
     }
     let key: [u8; 32] = rand::random();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}.{:016x}.tmp", rand::random::<u64>()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
+    let written = options
+        .open(&tmp)
+        .and_then(|mut file| {
             file.write_all(hex::encode(key).as_bytes())?;
-            Ok(key.to_vec())
-        }
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => Ok(key.to_vec()),
         // Another process sharing the data directory made it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::thread::sleep(Duration::from_millis(50));
-            let text = std::fs::read_to_string(path)?;
-            hex::decode(text.trim())
-                .with_context(|| format!("{} must hold a hex key", path.display()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
         Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
     }
 }
