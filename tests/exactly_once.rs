@@ -78,7 +78,8 @@ fn an_idempotency_key_repeats_an_async_create_without_a_second_job() {
         ("CIRCLE", stencil.as_str()),
         ("PHASE", "RUN"),
     ];
-    let client = app.as_caller(&[("idempotency-key", "\"5d1c0b9e-async\"")]);
+    let key = fresh_key("async");
+    let client = app.as_caller(&[("idempotency-key", &format!("\"{key}\""))]);
     let first = client.post("/jobs", &params);
     assert_eq!(first.status(), 303, "{}", first.text().unwrap_or_default());
     let id = job_id_of(&first);
@@ -104,7 +105,7 @@ fn an_idempotency_key_repeats_an_async_create_without_a_second_job() {
     assert_eq!(app.job_ids(&[]).len(), 1);
     // Another key is another job; a malformed key is refused before anything is stored.
     let second = app
-        .as_caller(&[("idempotency-key", "another")])
+        .as_caller(&[("idempotency-key", &fresh_key("another"))])
         .post("/jobs", &params);
     assert_ne!(job_id_of(&second), id);
     let bad = app
@@ -123,7 +124,8 @@ fn concurrent_requests_with_one_idempotency_key_make_one_job() {
         ("CIRCLE", stencil.as_str()),
         ("PHASE", "RUN"),
     ];
-    let client = app.as_caller(&[("idempotency-key", "concurrent-async")]);
+    let key = fresh_key("concurrent-async");
+    let client = app.as_caller(&[("idempotency-key", &key)]);
     let ids: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|_| {
@@ -149,7 +151,8 @@ fn concurrent_requests_with_one_idempotency_key_make_one_job() {
     );
 
     // Sync: concurrent requests with one key wait on the one job and answer its one result.
-    let client = app.as_caller(&[("idempotency-key", "concurrent-sync")]);
+    let key = fresh_key("concurrent-sync");
+    let client = app.as_caller(&[("idempotency-key", &key)]);
     let sync = [("ID", IMAGE), ("CIRCLE", stencil.as_str())];
     let results: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
@@ -409,4 +412,11 @@ fn chaos_ends_with_exactly_the_jobs_clients_were_told_about() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), total);
+}
+
+/// A key no earlier run used: the job ID is derived from the owner and the key, and the job store
+/// of the distributed suite (PostgreSQL) outlives a test run, so a fixed key would meet the job an
+/// earlier run made with it (another service's job, hence a conflict).
+fn fresh_key(name: &str) -> String {
+    format!("{name}-{:032x}", rand_u128())
 }
