@@ -65,6 +65,7 @@ pub struct Config {
     pub quotas: QuotasConfig,
     pub ranges: RangesConfig,
     pub http: HttpConfig,
+    pub index: IndexConfig,
 }
 
 /// What one client may take of a role's HTTP server (every role: frontend, serve, wobbly and the
@@ -97,6 +98,33 @@ impl HttpConfig {
             header_timeout: Duration::from_secs(self.header_timeout.max(1)),
             body_timeout: Duration::from_secs(self.body_timeout.max(1)),
             max_connections: self.max_connections.max(1),
+        }
+    }
+}
+
+/// The sky index of the repositories (SIA 2.0 discovery and light curves).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Whether `skycut serve` indexes its repositories in the background at start.
+    pub enabled: bool,
+    /// Seconds between re-scans of the repositories by `skycut serve` (a re-scan reads only
+    /// the files whose size or modification time changed); 0: scan once, at start.
+    pub rescan_interval: u64,
+    /// Image files read at once while indexing.
+    pub concurrency: usize,
+    /// Most images a light curve (a cutout request with a circle and no ID) may cut; more is
+    /// refused before any work. At most the request limit of 100 cutouts.
+    pub max_epochs: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            enabled: true,
+            rescan_interval: 600,
+            concurrency: 2,
+            max_epochs: soda::request::MAX_PAIRS,
         }
     }
 }
@@ -335,6 +363,7 @@ impl Default for Config {
             quotas: QuotasConfig::default(),
             ranges: RangesConfig::default(),
             http: HttpConfig::default(),
+            index: IndexConfig::default(),
         }
     }
 }
@@ -501,6 +530,7 @@ impl Config {
                 .auth
                 .check_origin
                 .then(|| self.auth.allowed_origins.clone()),
+            max_epochs: self.index.max_epochs,
         }
     }
 

@@ -159,6 +159,12 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
         shared.bucket_health.clone(),
     );
     let ops = crate::ops::routes(health.clone(), queue)?;
+    // The sky index lives in the database (`skycut index` writes it); a frontend that reaches
+    // the job store through wobbly has no database URL, and answers SIA queries 503.
+    let sky_index: Option<Arc<dyn uws::sky_index::ImageIndex>> = match config.wobbly.url {
+        Some(_) => None,
+        None => Some(Arc::new(open_database(&config, 4).await?.sky_index())),
+    };
     let app = AppState(Arc::new(App {
         uws: shared.uws,
         repositories: shared.repositories,
@@ -167,6 +173,7 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
         auth,
         started: timestamp::now(),
         health,
+        sky_index,
     }));
     crate::auth::spawn_refresh(&config.auth, app.clone(), shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -10,6 +10,7 @@ mod buckets;
 mod config;
 mod distributed;
 mod http;
+mod index;
 mod ops;
 mod serve;
 
@@ -50,6 +51,18 @@ enum Command {
     /// Measure the service against its floor (cfitsio alone) on this machine, embedded and
     /// distributed (PostgreSQL + Redis, skipped when unreachable), and print one table.
     Bench(bench::BenchArgs),
+    /// Index the images of every directory repository into the sky index (in the job-store
+    /// database), reading only files that changed since the last run.
+    Index {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Job store URL (postgres://… or sqlite://…); default from the configuration.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// An image repository, NAME=DIR (repeatable).
+        #[arg(long = "repository", value_name = "NAME=DIR")]
+        repositories: Vec<String>,
+    },
     /// Create or upgrade the job-store schema.
     Migrate {
         /// TOML configuration file.
@@ -206,6 +219,15 @@ fn main() -> anyhow::Result<()> {
             println!("{} is a valid configuration", file.display());
             return Ok(());
         }
+        Command::Index {
+            config,
+            repositories,
+            ..
+        } => {
+            let mut loaded = Config::load(config.as_deref())?;
+            add_repositories(&mut loaded.config, repositories)?;
+            Some(loaded)
+        }
         Command::Bench(_) | Command::DemoData { .. } => None,
     };
     let (config, warnings) = match loaded {
@@ -249,6 +271,20 @@ fn main() -> anyhow::Result<()> {
                 println!("{}/{}.fits", dir.display(), image.name);
             }
             Ok(())
+        }
+        Command::Index { database_url, .. } => {
+            let config = config()?;
+            let url = database_url.unwrap_or_else(|| config.database_url());
+            runtime.block_on(async {
+                tracing::info!(url = %wobbly::store::redact(&url), "connecting to the job store");
+                let store = wobbly::SqlJobStore::connect(&url, &config.service_name, 4).await?;
+                let index: std::sync::Arc<dyn uws::sky_index::ImageIndex> =
+                    std::sync::Arc::new(store.sky_index());
+                let report =
+                    index::scan(&index, &config.repositories, config.index.concurrency).await?;
+                println!("{report}");
+                anyhow::Ok(())
+            })
         }
         Command::Migrate { database_url, .. } => {
             let config = config()?;

@@ -82,6 +82,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
     let store = wobbly::SqlJobStore::connect(&config.database_url(), &config.service_name, 8)
         .await
         .context("cannot open the job store")?;
+    let sky_index: Arc<dyn uws::sky_index::ImageIndex> = Arc::new(store.sky_index());
     let store = Arc::new(store);
     let store_health: Arc<dyn uws::health::HealthCheck> = store.clone();
     let store: Arc<dyn JobStore> = Arc::new(uws::store::TimedJobStore(store));
@@ -155,7 +156,17 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         auth,
         started: timestamp::now(),
         health,
+        sky_index: Some(sky_index.clone()),
     }));
+    if config.index.enabled {
+        tokio::spawn(crate::index::run_in_background(
+            sky_index,
+            config.repositories.clone(),
+            config.index.concurrency,
+            Duration::from_secs(config.index.rescan_interval),
+            shutdown.clone(),
+        ));
+    }
     crate::auth::spawn_refresh(&config.auth, app.clone(), shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

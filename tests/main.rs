@@ -23,6 +23,7 @@ mod ops;
 mod previews;
 mod quotas;
 mod ranges;
+mod sia;
 mod sync;
 mod tidy;
 mod vosi;

@@ -7,10 +7,16 @@
 //! or a job whose results would pass [`SizeLimits::max_job_bytes`] is refused as a `UsageError`
 //! naming the limit, and the planned size is stored with the job (the quote prices it, the
 //! `result_bytes` quota reserves it).
+//!
+//! A request with a circle and no `ID` is a light curve: it names every indexed image that
+//! covers the circle's centre, in time order, and becomes an ordinary multi-image job whose
+//! stored parameters list those IDs.
 
+use soda::Stencil;
 use soda::repository::SourceLocation;
 use soda::request::{CUTOUT_PARAMETERS, CutoutRequest};
 use uws::Parameters;
+use uws::sky_index::{CellQuery, ImageContent};
 
 use crate::error::FrontendError;
 use crate::state::App;
@@ -124,4 +130,113 @@ fn plan(
         )));
     }
     Ok(Some(planned))
+}
+
+/// What a request without `ID` asks for.
+#[derive(Debug)]
+pub enum LightCurve {
+    /// The request names images (or no stencil): not a light curve.
+    NotOne,
+    /// The request with one `ID` per covering image added, in time order.
+    Epochs {
+        parameters: Parameters,
+        epochs: usize,
+    },
+    /// No indexed image covers the position (the message says which).
+    NoImage(String),
+}
+
+/// Expands a light-curve request (a `CIRCLE`, or `POS=CIRCLE`, and no `ID`; optionally `TIME`,
+/// `BAND` and `COLLECTION` to narrow the images) into the IDs of every indexed image whose
+/// footprint holds the circle's centre. More images than `max_epochs` is a `UsageError`
+/// naming the limit, before any work.
+pub async fn light_curve(app: &App, request: &Parameters) -> Result<LightCurve, FrontendError> {
+    if request.contains("ID") {
+        return Ok(LightCurve::NotOne);
+    }
+    let mut stencils = Vec::new();
+    for (name, value) in request.iter() {
+        match name.to_ascii_uppercase().as_str() {
+            "POS" => stencils.push(Stencil::parse_pos(value)?),
+            "CIRCLE" => stencils.push(Stencil::parse_circle(value)?),
+            "POLYGON" => stencils.push(Stencil::parse_polygon(value)?),
+            _ => {}
+        }
+    }
+    let stencil = match stencils.as_slice() {
+        [] => return Ok(LightCurve::NotOne),
+        [stencil] => stencil,
+        _ => {
+            return Err(FrontendError::Usage(
+                "a light curve (a request without ID) takes one CIRCLE".to_owned(),
+            ));
+        }
+    };
+    let Stencil::Circle(circle) = stencil else {
+        return Err(FrontendError::Usage(
+            "a light curve (a request without ID) is centred on a CIRCLE (or POS=CIRCLE)"
+                .to_owned(),
+        ));
+    };
+    let (ra, dec) = circle.center();
+    let index = app.sky_index.as_ref().ok_or_else(|| {
+        FrontendError::Unavailable(
+            "this deployment has no sky index: name the images with ID".to_owned(),
+        )
+    })?;
+    let single = |name: &'static str| crate::sia::single_value(request, name);
+    let time = single("TIME")?
+        .map(|v| crate::sia::interval("TIME", v, "an MJD interval: lower upper (days)"))
+        .transpose()?;
+    let band = single("BAND")?
+        .map(|v| crate::sia::interval("BAND", v, "a wavelength interval: lower upper (metres)"))
+        .transpose()?;
+    let max = app.settings.max_epochs;
+    let candidates = index
+        .candidates(&CellQuery {
+            cells: soda::sky::point_cells(ra, dec),
+            ranges: Vec::new(),
+            time,
+            band,
+            collections: request.all("COLLECTION").map(str::to_owned).collect(),
+            // Candidates whose outline misses the point are dropped below; this bounds the read.
+            limit: max.saturating_mul(4).saturating_add(1000),
+        })
+        .await?;
+    let ids: Vec<String> = candidates
+        .into_iter()
+        .filter(|image| match &image.content {
+            ImageContent::Located(location) => {
+                soda::sky::outline_contains(&location.corners, ra, dec)
+            }
+            ImageContent::Unusable(_) => false,
+        })
+        .map(|image| image.id)
+        .filter(|id| soda::SourceId::parse(id).is_ok())
+        .collect();
+    if ids.len() > max {
+        return Err(FrontendError::Usage(format!(
+            "{} indexed images cover ({ra}, {dec}), more than the {max} epochs a light curve \
+             may have (the service's max_epochs); narrow it with TIME or COLLECTION",
+            ids.len()
+        )));
+    }
+    if ids.is_empty() {
+        return Ok(LightCurve::NoImage(format!(
+            "no indexed image covers ({ra}, {dec}){}",
+            if time.is_some() || band.is_some() || request.contains("COLLECTION") {
+                " within the TIME, BAND and COLLECTION asked for"
+            } else {
+                ""
+            }
+        )));
+    }
+    let mut parameters = request.clone();
+    for id in &ids {
+        parameters.push("ID", id);
+    }
+    Ok(LightCurve::Epochs {
+        parameters,
+        epochs: ids.len(),
+    })
 }

@@ -90,6 +90,13 @@ pub async fn create(
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response> {
+    let params = match cutout::light_curve(&app, &params).await? {
+        cutout::LightCurve::NotOne => params,
+        cutout::LightCurve::Epochs { parameters, .. } => parameters,
+        cutout::LightCurve::NoImage(message) => {
+            return no_image_job(&app, &owner, key.job_id(&owner), &base, &params, message).await;
+        }
+    };
     let cutout = cutout::job_parameters(&app, &params).await?;
     let intent = match params.first("PHASE") {
         Some(p) if p.trim().eq_ignore_ascii_case("RUN") => Intent::CreateAndRun,
@@ -126,6 +133,47 @@ pub async fn repeats_a_create(
     id: &uws::JobId,
 ) -> bool {
     key.0.is_some() && app.uws.job(owner, id.as_str()).await.is_ok()
+}
+
+/// A light curve that no indexed image covers: the job exists, as the client asked, and is
+/// ERROR at once with a message that says so (nothing is queued).
+async fn no_image_job(
+    app: &AppState,
+    owner: &str,
+    id: uws::JobId,
+    base: &PublicBase,
+    params: &Parameters,
+    message: String,
+) -> Result<Response> {
+    quota::check(app, owner, Intent::Create).await?;
+    let job = app
+        .uws
+        .create(
+            id,
+            owner,
+            &params.without(&["PHASE"]),
+            params
+                .iter()
+                .filter(|(name, _)| {
+                    soda::request::CUTOUT_PARAMETERS
+                        .iter()
+                        .any(|known| name.eq_ignore_ascii_case(known))
+                })
+                .collect(),
+            uws::queue::Priority::Async,
+            None,
+            quota::admission(app, None),
+        )
+        .await?;
+    let job = app
+        .uws
+        .finish(
+            &job.id,
+            uws::store::Transition::Fail(uws::JobError::new(uws::ErrorCode::NoData, message)),
+        )
+        .await?;
+    tracing::info!(job = %job.id, owner = %owner, "light-curve job failed: no covering image");
+    Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
 }
 
 /// `GET /jobs/{id}`, with `WAIT` (and `PHASE`) blocking until the phase changes.

@@ -1,5 +1,5 @@
 //! The public HTTP face of Skycut: SODA 1.0 sync and async cutouts over UWS 1.1, DataLink
-//! `{links}` with a SODA service descriptor, VOSI availability and capabilities, the OpenAPI
+//! `{links}` with a SODA service descriptor, SIA 2.0 discovery from the sky index, VOSI availability and capabilities, the OpenAPI
 //! description, and the route that serves signed local result URLs.
 //!
 //! Start at [`router::build`], which lays out the whole URL space on one screen. Every handler is
@@ -23,6 +23,7 @@ pub mod origin;
 pub mod quota;
 pub mod quote;
 pub mod router;
+pub mod sia;
 pub mod span;
 pub mod state;
 pub mod sync;

@@ -11,7 +11,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
-use crate::{datalink, events, files, jobs, sync, vosi};
+use crate::{datalink, events, files, jobs, sia, sync, vosi};
 
 /// The document: every route of [`crate::router::build`], relative to the service path.
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ use crate::{datalink, events, files, jobs, sync, vosi};
     paths(
         sync::sync,
         datalink::links,
+        sia::query,
         jobs::list,
         events::events,
         jobs::create,
@@ -55,6 +56,7 @@ use crate::{datalink, events, files, jobs, sync, vosi};
     ),
     tags(
         (name = "SODA", description = "Cutouts (SODA 1.0) and their DataLink descriptor"),
+        (name = "SIA", description = "Image discovery by position, time and band (SIA 2.0)"),
         (name = "UWS", description = "Asynchronous cutout jobs (UWS 1.1)"),
         (name = "VOSI", description = "Availability and capabilities (VOSI 1.1)"),
         (name = "service", description = "Result downloads and this description")
@@ -166,6 +168,24 @@ pub struct LinksParams {
     /// it for several images (at most 100).
     #[param(example = "butler://demo/m31")]
     pub ID: String,
+}
+
+/// SIA 2.0 query input.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SiaParams {
+    /// Region the images must overlap (repeatable, any may match): `CIRCLE ra dec radius`,
+    /// `RANGE ra1 ra2 dec1 dec2` or `POLYGON ra1 dec1 ...` (ICRS degrees).
+    #[param(example = "CIRCLE 10.68 41.27 0.1")]
+    pub POS: Option<String>,
+    /// Observation time interval, `lower upper` in MJD (`-Inf`/`+Inf` allowed).
+    pub TIME: Option<String>,
+    /// Wavelength interval, `lower upper` in metres.
+    pub BAND: Option<String>,
+    /// Only images of this repository (repeatable).
+    pub COLLECTION: Option<String>,
+    /// At most this many rows (default 1000).
+    pub MAXREC: Option<u32>,
 }
 
 /// UWS job-list filters.

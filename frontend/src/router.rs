@@ -9,13 +9,14 @@ use axum::routing::get;
 
 use crate::extract::{MAX_BODY_BYTES, SERVICE_PATH};
 use crate::state::AppState;
-use crate::{datalink, events, files, jobs, openapi, sync, vosi};
+use crate::{datalink, events, files, jobs, openapi, sia, sync, vosi};
 
 /// Every route under `/api/cutout`.
 pub fn build(state: AppState) -> Router {
     let service = Router::new()
         .route("/sync", get(sync::sync).post(sync::sync))
         .route("/links", get(datalink::links).post(datalink::links))
+        .route("/sia/query", get(sia::query).post(sia::query))
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/events", get(events::events))
         .route(

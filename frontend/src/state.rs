@@ -9,6 +9,7 @@ use soda::repository::Repositories;
 use time::OffsetDateTime;
 use uws::health::HealthCheck;
 use uws::service::Uws;
+use uws::sky_index::ImageIndex;
 
 use crate::auth::Authenticator;
 use crate::cutout::SizeLimits;
@@ -36,6 +37,8 @@ pub struct FrontendSettings {
     /// With `Some`, state-changing requests from another site are refused except from these
     /// origins (`scheme://host[:port]`) and the service's own (see [`crate::origin`]).
     pub allowed_origins: Option<Vec<String>>,
+    /// Most images a light curve (a cutout request with a position and no ID) may cut.
+    pub max_epochs: usize,
 }
 
 impl Default for FrontendSettings {
@@ -52,6 +55,7 @@ impl Default for FrontendSettings {
             quotas: Quotas::default(),
             size_limits: SizeLimits::default(),
             allowed_origins: None,
+            max_epochs: soda::request::MAX_PAIRS,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct App {
     pub started: OffsetDateTime,
     /// Every dependency VOSI availability asks before saying the service is up.
     pub health: Vec<Arc<dyn HealthCheck>>,
+    /// Where images are on the sky (SIA 2.0 queries), when this deployment reaches one.
+    pub sky_index: Option<Arc<dyn ImageIndex>>,
 }
 
 /// Shared handle to the [`App`]; cloning copies one pointer.

@@ -43,6 +43,13 @@ pub async fn sync(
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response, FrontendError> {
+    // A position without ID is a light curve: it answers the multi-extension file of every
+    // epoch, or 204 when no indexed image covers the position.
+    let (params, light_curve) = match cutout::light_curve(&app, &params).await? {
+        cutout::LightCurve::NotOne => (params, false),
+        cutout::LightCurve::Epochs { parameters, .. } => (parameters, true),
+        cutout::LightCurve::NoImage(_) => return Ok(StatusCode::NO_CONTENT.into_response()),
+    };
     // UWS control parameters mean nothing here; only the SODA ones are kept.
     let cutout = cutout::job_parameters(&app, &params).await?;
     let id = key.job_id(&owner);
@@ -65,7 +72,15 @@ pub async fn sync(
     match job.phase {
         ExecutionPhase::Completed => {
             let urls = result_urls(&app, &base, &job).await?;
-            let url = urls.first().ok_or_else(|| {
+            let chosen = match light_curve {
+                true => job
+                    .results
+                    .iter()
+                    .position(|r| r.id == "cutouts")
+                    .unwrap_or(0),
+                false => 0,
+            };
+            let url = urls.get(chosen).ok_or_else(|| {
                 FrontendError::Internal(format!("job {} completed without a result", job.id))
             })?;
             Ok(Redirect::to(url).into_response())

@@ -74,11 +74,12 @@ pub async fn capabilities(base: PublicBase) -> Response {
         )
     };
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<vosi:capabilities xmlns:vosi=\"http://www.ivoa.net/xml/VOSICapabilities/v1.0\" xmlns:vr=\"http://www.ivoa.net/xml/VOResource/v1.0\" xmlns:vs=\"http://www.ivoa.net/xml/VODataService/v1.1\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n{}{}{}{}</vosi:capabilities>\n",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<vosi:capabilities xmlns:vosi=\"http://www.ivoa.net/xml/VOSICapabilities/v1.0\" xmlns:vr=\"http://www.ivoa.net/xml/VOResource/v1.0\" xmlns:vs=\"http://www.ivoa.net/xml/VODataService/v1.1\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n{}{}{}{}{}</vosi:capabilities>\n",
         capability("ivo://ivoa.net/std/VOSI#capabilities", "capabilities"),
         capability("ivo://ivoa.net/std/VOSI#availability", "availability"),
         capability("ivo://ivoa.net/std/SODA#sync-1.0", "sync"),
         capability("ivo://ivoa.net/std/SODA#async-1.0", "jobs"),
+        capability(crate::sia::SIA_QUERY, "sia/query"),
     );
     (
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],

@@ -22,6 +22,8 @@
 //!   headers of a remote file to the image HDU, so a worker can fetch only the bytes a cutout
 //!   reads.
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
+//! - [`sky`] describes images for the sky index (HEALPix cells, time, band) and tests a
+//!   query region against an image outline exactly.
 //! - [`preview::preview_to_file`] renders a cutout as a PNG or JPEG for `RESPONSEFORMAT=image/png`
 //!   or `image/jpeg`.
 //! - `demo` writes synthetic images with a real WCS for tests and `skycut serve --demo`.
@@ -43,6 +45,7 @@ mod region;
 pub mod repository;
 pub mod request;
 mod section;
+pub mod sky;
 mod source_id;
 mod spectral;
 mod sphere;

@@ -22,6 +22,7 @@ pub mod params;
 pub mod queue;
 pub mod results;
 pub mod service;
+pub mod sky_index;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

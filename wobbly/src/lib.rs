@@ -6,6 +6,8 @@
 //! phase state machine is applied inside the `UPDATE … WHERE phase IN (…)` itself, so concurrent
 //! writers cannot move a job backwards.
 //!
+//! [`sky`] keeps the sky index (which images cover which HEALPix cells) in the same database.
+//!
 //! [`service`] serves the store over HTTP+JSON (`skycut wobbly`), authenticated with JWTs
 //! ([`auth`]), in the wire format of [`api`]; [`client::WobblyClient`] is the `JobStore` that
 //! frontends and workers use to reach it.
@@ -19,12 +21,14 @@ pub mod client;
 mod health;
 pub mod schema;
 pub mod service;
+pub mod sky;
 pub mod store;
 mod wire;
 mod writer;
 
 pub use auth::TokenKey;
 pub use client::WobblyClient;
+pub use sky::SqlImageIndex;
 pub use store::SqlJobStore;
 
 /// Errors of opening and migrating a store; per-operation errors are [`uws::UwsError`].

@@ -62,4 +62,38 @@ CREATE TABLE IF NOT EXISTS uws_job_creation (
 CREATE INDEX IF NOT EXISTS uws_job_creation_by_owner ON uws_job_creation (service, owner, creation_time);
 "#,
     ),
+    // The sky index (`crate::sky`): one row per image HDU, and the HEALPix cells (NUNIQ) that
+    // cover each footprint, so that "which images cover this point" is one indexed lookup of a
+    // few cells. Numbers 4 and 5 belong to other branches; migrations are applied by number.
+    (
+        6,
+        "sky_index",
+        r#"
+CREATE TABLE IF NOT EXISTS sky_image (
+    id TEXT PRIMARY KEY,
+    collection TEXT NOT NULL,
+    file TEXT NOT NULL,
+    file_size BIGINT NOT NULL,
+    file_mtime BIGINT NOT NULL,
+    problem TEXT,
+    nx BIGINT,
+    ny BIGINT,
+    s_ra DOUBLE PRECISION,
+    s_dec DOUBLE PRECISION,
+    s_radius DOUBLE PRECISION,
+    s_region TEXT,
+    t_min DOUBLE PRECISION,
+    t_max DOUBLE PRECISION,
+    em_min DOUBLE PRECISION,
+    em_max DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS sky_image_by_file ON sky_image (collection, file);
+CREATE TABLE IF NOT EXISTS sky_cell (
+    cell BIGINT NOT NULL,
+    image_id TEXT NOT NULL,
+    PRIMARY KEY (cell, image_id)
+);
+CREATE INDEX IF NOT EXISTS sky_cell_by_image ON sky_cell (image_id);
+"#,
+    ),
 ];

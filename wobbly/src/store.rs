@@ -269,6 +269,14 @@ impl SqlJobStore {
         }
     }
 
+    /// The sky index in the same database, sharing the pool (and, on SQLite, the writer).
+    pub fn sky_index(&self) -> crate::SqlImageIndex {
+        crate::SqlImageIndex {
+            pool: self.pool.clone(),
+            writer: self.writer.clone(),
+        }
+    }
+
     /// True when the database answers.
     pub async fn ping(&self) -> bool {
         sqlx::query_scalar::<_, i64>("SELECT 1")

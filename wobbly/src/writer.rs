@@ -38,6 +38,7 @@ pub(crate) enum Bind {
     OptInt(Option<i64>),
     Text(String),
     OptText(Option<String>),
+    OptReal(Option<f64>),
 }
 
 /// One statement that writes a row and returns it (`… RETURNING`), if there was one.
@@ -64,6 +65,7 @@ fn query(
             Bind::OptInt(v) => query.bind(*v),
             Bind::Text(v) => query.bind(v.clone()),
             Bind::OptText(v) => query.bind(v.clone()),
+            Bind::OptReal(v) => query.bind(*v),
         };
     }
     query
@@ -90,9 +92,26 @@ impl Write {
 
 type Reply = Result<Option<AnyRow>, UwsError>;
 
+/// Statements applied together, in one transaction; the reply carries the last one's row.
 struct Request {
-    write: Write,
+    writes: Vec<Write>,
     reply: oneshot::Sender<Reply>,
+}
+
+impl Request {
+    /// Runs every statement on `conn` (inside the caller's transaction, if any).
+    async fn apply(&self, conn: &mut AnyConnection) -> Result<Option<AnyRow>, sqlx::Error> {
+        let mut row = None;
+        for write in &self.writes {
+            row = write.fetch_optional(&mut *conn).await?;
+        }
+        Ok(row)
+    }
+
+    /// One statement with no follow-ups commits by itself.
+    fn is_single_statement(&self) -> bool {
+        self.writes.len() == 1 && self.writes[0].then.is_empty()
+    }
 }
 
 /// The handle to the writer task; cloning shares the task, which ends when the last handle is
@@ -114,9 +133,15 @@ impl SqliteWriter {
     /// Applies one write, batched with whatever other writes are waiting, and answers after its
     /// commit.
     pub(crate) async fn write(&self, write: Write) -> Reply {
+        self.write_all(vec![write]).await
+    }
+
+    /// Applies `writes` in order in one transaction (batched like any write), answering after
+    /// its commit with the last statement's row.
+    pub(crate) async fn write_all(&self, writes: Vec<Write>) -> Reply {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { write, reply })
+            .send(Request { writes, reply })
             .map_err(|_| UwsError::Store("the job-store writer has stopped".into()))?;
         answer
             .await
@@ -168,7 +193,7 @@ async fn run(pool: AnyPool, mut receiver: mpsc::UnboundedReceiver<Request>) {
 /// Commits `batch` and answers every request in it. An error is returned only when the
 /// connection itself failed (every request has been answered anyway).
 async fn commit(conn: &mut WriterConnection, batch: &mut Vec<Request>) -> Result<(), sqlx::Error> {
-    let durable = batch.iter().any(|r| r.write.durable);
+    let durable = batch.iter().any(|r| r.writes.iter().any(|w| w.durable));
     if conn.full != Some(durable) {
         let pragma = if durable {
             "PRAGMA synchronous = FULL"
@@ -181,10 +206,10 @@ async fn commit(conn: &mut WriterConnection, batch: &mut Vec<Request>) -> Result
         }
         conn.full = Some(durable);
     }
-    if batch.len() == 1 && batch[0].write.then.is_empty() {
+    if batch.len() == 1 && batch[0].is_single_statement() {
         // One statement commits by itself: BEGIN and COMMIT would only add round trips.
         if let Some(request) = batch.pop() {
-            let result = request.write.fetch_optional(&mut conn.conn).await;
+            let result = request.apply(&mut conn.conn).await;
             let _ = request.reply.send(result.map_err(|e| store_error(&e)));
         }
         return Ok(());
@@ -199,7 +224,7 @@ async fn commit(conn: &mut WriterConnection, batch: &mut Vec<Request>) -> Result
     let mut rows = Vec::with_capacity(batch.len());
     let mut failed = false;
     for request in batch.iter() {
-        match request.write.fetch_optional(&mut tx).await {
+        match request.apply(&mut tx).await {
             Ok(row) => rows.push(row),
             Err(_) => {
                 failed = true;
@@ -217,7 +242,7 @@ async fn commit(conn: &mut WriterConnection, batch: &mut Vec<Request>) -> Result
             return Err(e);
         }
         for request in batch.drain(..) {
-            let result = alone(&mut conn.conn, &request.write).await;
+            let result = alone(&mut conn.conn, &request).await;
             let _ = request.reply.send(result.map_err(|e| store_error(&e)));
         }
         return Ok(());
@@ -236,13 +261,13 @@ async fn commit(conn: &mut WriterConnection, batch: &mut Vec<Request>) -> Result
     }
 }
 
-/// Applies one write by itself: in its own transaction when it has follow-ups.
-async fn alone(conn: &mut AnyConnection, write: &Write) -> Result<Option<AnyRow>, sqlx::Error> {
-    if write.then.is_empty() {
-        return write.fetch_optional(conn).await;
+/// Applies one request by itself: in its own transaction when it has several statements.
+async fn alone(conn: &mut AnyConnection, request: &Request) -> Result<Option<AnyRow>, sqlx::Error> {
+    if request.is_single_statement() {
+        return request.apply(conn).await;
     }
     let mut tx = conn.begin().await?;
-    let row = write.fetch_optional(&mut tx).await?;
+    let row = request.apply(&mut tx).await?;
     tx.commit().await?;
     Ok(row)
 }

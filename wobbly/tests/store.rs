@@ -700,6 +700,118 @@ async fn admission_is_atomic_per_owner_and_outlives_deletion(store: SqlJobStore)
         .expect("the reservation was released");
 }
 
+/// The sky index: files replaced whole, images found by cell (exact and by range), narrowed by
+/// time and collection, located rows read back exactly, unusable ones listed and never found.
+async fn sky_index_replaces_files_and_finds_images_by_cell(store: SqlJobStore) {
+    use uws::sky_index::{
+        CellQuery, FileStamp, ImageContent, ImageIndex, ImageLocation, IndexedImage,
+    };
+    let index = store.sky_index();
+    // The sky tables are not scoped by service: a unique collection keeps tests apart.
+    let collection = unique_service("sky");
+    let image = |name: &str, cells: Vec<i64>, time: Option<(f64, f64)>| IndexedImage {
+        id: format!("butler://{collection}/{name}"),
+        collection: collection.clone(),
+        file: format!("{name}.fits"),
+        stamp: FileStamp {
+            size: 100,
+            mtime: 7,
+        },
+        content: ImageContent::Located(ImageLocation {
+            size: (10, 20),
+            center: (1.5, -2.25),
+            radius_deg: 0.5,
+            corners: vec![(1.0, -2.5), (2.0, -2.5), (2.0, -2.0), (0.1 + 0.2, -2.0)],
+            time,
+            band: None,
+            cells,
+        }),
+    };
+    let january = Some((60_000.0, 60_000.5));
+    index
+        .replace_file(
+            &collection,
+            "a.fits",
+            vec![image("a", vec![100, 101], january)],
+        )
+        .await
+        .expect("a");
+    index
+        .replace_file(
+            &collection,
+            "b.fits",
+            vec![image("b", vec![101, 5000], None)],
+        )
+        .await
+        .expect("b");
+    let unusable = IndexedImage {
+        id: format!("butler://{collection}/bad"),
+        collection: collection.clone(),
+        file: "bad.fits".to_owned(),
+        stamp: FileStamp { size: 1, mtime: 1 },
+        content: ImageContent::Unusable("no celestial WCS".to_owned()),
+    };
+    index
+        .replace_file(&collection, "bad.fits", vec![unusable])
+        .await
+        .expect("bad");
+    let query = |cells: Vec<i64>, ranges: Vec<(i64, i64)>, time| CellQuery {
+        cells,
+        ranges,
+        time,
+        band: None,
+        collections: vec![collection.clone()],
+        limit: 10,
+    };
+    let names = |found: Vec<IndexedImage>| -> Vec<String> {
+        found
+            .into_iter()
+            .map(|i| i.id.rsplit('/').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let find = |q: CellQuery| {
+        let index = index.clone();
+        async move { index.candidates(&q).await.expect("candidates") }
+    };
+    // Timed images first, then by ID.
+    assert_eq!(
+        names(find(query(vec![101], vec![], None)).await),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(find(query(vec![], vec![(4000, 6000)], None)).await),
+        ["b"]
+    );
+    assert_eq!(
+        names(find(query(vec![101], vec![], Some((60_000.2, 61_000.0)))).await),
+        ["a"]
+    );
+    assert_eq!(
+        find(query(vec![100], vec![], None)).await,
+        vec![image("a", Vec::new(), january)]
+    );
+    assert_eq!(index.stamps(&collection).await.expect("stamps").len(), 3);
+    // Replacing a file drops its old cells; removing one drops everything of it.
+    index
+        .replace_file(&collection, "a.fits", vec![image("a", vec![7], None)])
+        .await
+        .expect("a again");
+    assert_eq!(names(find(query(vec![101], vec![], None)).await), ["b"]);
+    index
+        .remove_file(&collection, "b.fits")
+        .await
+        .expect("remove");
+    assert!(find(query(vec![101, 5000], vec![], None)).await.is_empty());
+    assert!(
+        index
+            .unusable(100_000)
+            .await
+            .expect("unusable")
+            .iter()
+            .any(|i| i.id.ends_with(&format!("{collection}/bad")))
+    );
+}
+
 macro_rules! both_databases {
     ($($name:ident),*) => {
         mod sqlite {
@@ -735,5 +847,6 @@ both_databases!(
     concurrent_writes_each_get_their_own_answer,
     create_is_idempotent_on_the_callers_id,
     concurrent_creates_of_one_id_make_one_job,
-    admission_is_atomic_per_owner_and_outlives_deletion
+    admission_is_atomic_per_owner_and_outlives_deletion,
+    sky_index_replaces_files_and_finds_images_by_cell
 );
