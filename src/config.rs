@@ -114,7 +114,7 @@ pub struct IndexConfig {
     /// Image files read at once while indexing.
     pub concurrency: usize,
     /// Most images a light curve (a cutout request with a circle and no ID) may cut; more is
-    /// refused before any work. At most the request limit of 100 cutouts.
+    /// refused before any work. Any request may make this many cutouts (at least 100).
     pub max_epochs: usize,
 }
 
@@ -124,7 +124,8 @@ impl Default for IndexConfig {
             enabled: true,
             rescan_interval: 600,
             concurrency: 2,
-            max_epochs: soda::request::MAX_PAIRS,
+            // Rubin expects more than 800 visits of a field.
+            max_epochs: 1000,
         }
     }
 }

@@ -20,6 +20,12 @@ use uws::sky_index::{FileStamp, ImageContent, ImageIndex, ImageLocation, Indexed
 /// How often progress is logged while a scan reads files.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
+/// Files written to the index in one transaction, and the longest a read file waits to be
+/// written: batches make indexing faster than the store's commit rate, and the time bound lets
+/// queries see the first images of a slow scan soon.
+const BATCH_FILES: usize = 200;
+const BATCH_EVERY: Duration = Duration::from_millis(500);
+
 /// What a scan did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScanReport {
@@ -128,6 +134,8 @@ async fn scan_directory(
     }))
     .buffer_unordered(concurrency);
     let mut done = 0usize;
+    let mut batch = Vec::new();
+    let mut last_write = Instant::now();
     while let Some(read) = reads.next().await {
         let (file, images) = read?;
         for image in &images {
@@ -139,9 +147,15 @@ async fn scan_directory(
                 }
             }
         }
-        index.replace_file(name, &file.file, images).await?;
+        batch.push((file.file, images));
         report.files_read += 1;
         done += 1;
+        if batch.len() >= BATCH_FILES || last_write.elapsed() >= BATCH_EVERY {
+            index
+                .replace_files(name, std::mem::take(&mut batch))
+                .await?;
+            last_write = Instant::now();
+        }
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
             tracing::info!(
@@ -151,6 +165,9 @@ async fn scan_directory(
                 "indexing"
             );
         }
+    }
+    if !batch.is_empty() {
+        index.replace_files(name, batch).await?;
     }
     Ok(())
 }

@@ -62,7 +62,9 @@ pub async fn job_parameters(app: &App, request: &Parameters) -> Result<CutoutJob
             "the cutout parameters take {size} bytes; at most {MAX_JOB_PARAMETER_BYTES} are kept with a job"
         )));
     }
-    let cutout = CutoutRequest::from_parameters(parameters.iter())?;
+    // A request may make as many cutouts as a light curve may have epochs.
+    let max_pairs = soda::request::MAX_PAIRS.max(app.settings.max_epochs);
+    let cutout = CutoutRequest::from_parameters_up_to(parameters.iter(), max_pairs)?;
     for id in &cutout.ids {
         app.repositories.locate(id)?;
     }

@@ -89,7 +89,7 @@ impl CelestialWcs {
         cards.extend(wcslib::integer_card("NAXIS1", size(naxis1)));
         cards.extend(wcslib::integer_card("NAXIS2", size(naxis2)));
         for (name, value) in &keywords.entries {
-            if crate::header::is_extra_axis_keyword(name) {
+            if crate::header::is_extra_axis_keyword(name) || crate::header::is_time_keyword(name) {
                 continue;
             }
             let card = match value {

@@ -1160,6 +1160,52 @@ mod tests {
     }
 
     #[test]
+    fn cutout_header_carries_the_observation_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        {
+            let mut f = FitsFile::edit(&source).unwrap();
+            let hdu = f.hdu(0).unwrap();
+            hdu.write_key(&mut f, "DATE-OBS", "2024-03-01T04:05:06.5")
+                .unwrap();
+            hdu.write_key(&mut f, "TIMESYS", "TAI").unwrap();
+            hdu.write_key(&mut f, "MJD-BEG", 60370.17).unwrap();
+            hdu.write_key(&mut f, "EXPTIME", 30.0).unwrap();
+        }
+        let stencil = circle_at(&source, 40.0, 30.0, 5.0);
+        let out = dir.path().join("out.fits");
+        cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap();
+
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        let text = |f: &mut FitsFile, k: &str| hdu.read_key::<String>(f, k).unwrap();
+        assert_eq!(text(&mut f, "DATE-OBS"), "2024-03-01T04:05:06.5");
+        assert_eq!(text(&mut f, "TIMESYS"), "TAI");
+        assert_eq!(hdu.read_key::<f64>(&mut f, "MJD-BEG").unwrap(), 60370.17);
+        assert_eq!(hdu.read_key::<f64>(&mut f, "EXPTIME").unwrap(), 30.0);
+    }
+
+    #[test]
+    fn a_malformed_observation_date_does_not_stop_a_cutout() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        {
+            let mut f = FitsFile::edit(&source).unwrap();
+            let hdu = f.hdu(0).unwrap();
+            hdu.write_key(&mut f, "DATE-OBS", "last tuesday").unwrap();
+        }
+        let stencil = circle_at(&source, 40.0, 30.0, 5.0);
+        let out = dir.path().join("out.fits");
+        cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap();
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        assert_eq!(
+            hdu.read_key::<String>(&mut f, "DATE-OBS").unwrap(),
+            "last tuesday"
+        );
+    }
+
+    #[test]
     fn long_values_split_without_trailing_blanks() {
         let value = format!("{} {}", "x".repeat(67), "y'z".repeat(40));
         let parts = split_for_cards(&value);

@@ -14,7 +14,8 @@ pub(crate) enum Value {
     Real(f64),
 }
 
-/// The celestial WCS keywords of one image, in a fixed order.
+/// The celestial WCS keywords of one image, in a fixed order, with its observation-time
+/// keywords.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WcsKeywords {
     pub(crate) entries: Vec<(String, Value)>,
@@ -148,7 +149,19 @@ fn text_names() -> Vec<String> {
         names.push(format!("CUNIT{i}"));
     }
     names.push("RADESYS".to_owned());
+    names.extend(TIME_TEXT.map(str::to_owned));
     names
+}
+
+/// The observation-time keywords a cutout keeps from its image (FITS 4.0 §9.2), so that each
+/// epoch of a light curve says when it was taken. They are not the celestial WCS's business:
+/// [`is_time_keyword`] keeps them from wcslib, which would check their syntax.
+const TIME_TEXT: [&str; 4] = ["DATE-OBS", "DATE-BEG", "DATE-END", "TIMESYS"];
+const TIME_REAL: [&str; 4] = ["MJD-BEG", "MJD-END", "EXPTIME", "XPOSURE"];
+
+/// Whether a keyword is one of the observation-time keywords copied alongside the WCS.
+pub(crate) fn is_time_keyword(name: &str) -> bool {
+    TIME_TEXT.contains(&name) || TIME_REAL.contains(&name)
 }
 
 fn real_names() -> Vec<String> {
@@ -167,6 +180,7 @@ fn real_names() -> Vec<String> {
     for name in ["EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS"] {
         names.push(name.to_owned());
     }
+    names.extend(TIME_REAL.map(str::to_owned));
     // PVi_m up to 39: TPV uses all of PV1_0..PV1_39 and PV2_0..PV2_39, ZPN up to PV2_29.
     for i in 1..=2 {
         for m in 0..=39 {

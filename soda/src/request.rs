@@ -63,9 +63,20 @@ pub const HEADER: &str = "text/plain";
 
 impl CutoutRequest {
     /// Parses DALI parameters (names case-insensitive, as `(name, value)` pairs). Parameters
-    /// that SODA does not define are ignored, as DALI asks of services.
+    /// that SODA does not define are ignored, as DALI asks of services. At most [`MAX_PAIRS`]
+    /// cutouts.
     pub fn from_parameters<'a>(
         parameters: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<CutoutRequest, SodaError> {
+        CutoutRequest::from_parameters_up_to(parameters, MAX_PAIRS)
+    }
+
+    /// [`CutoutRequest::from_parameters`] with at most `max_pairs` cutouts: a service whose
+    /// light curves may have more epochs than [`MAX_PAIRS`] admits that many, and a worker
+    /// reads a job that its frontend has admitted whatever the limit was.
+    pub fn from_parameters_up_to<'a>(
+        parameters: impl IntoIterator<Item = (&'a str, &'a str)>,
+        max_pairs: usize,
     ) -> Result<CutoutRequest, SodaError> {
         let mut ids = Vec::new();
         let mut stencils = Vec::new();
@@ -160,9 +171,9 @@ impl CutoutRequest {
                     .into(),
             ));
         }
-        if ids.len() * stencils.len() > MAX_PAIRS {
+        if ids.len().saturating_mul(stencils.len()) > max_pairs {
             return Err(SodaError::Usage(format!(
-                "{} IDs and {} stencils make {} cutouts; at most {MAX_PAIRS} per request",
+                "{} IDs and {} stencils make {} cutouts; at most {max_pairs} per request",
                 ids.len(),
                 stencils.len(),
                 ids.len() * stencils.len()

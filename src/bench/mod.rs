@@ -15,6 +15,7 @@
 //! Every result is checked against the floor's pixels ([`load`]).
 
 mod cluster;
+mod light_curve;
 mod load;
 mod source_cache;
 
@@ -109,6 +110,26 @@ pub struct BenchArgs {
     /// of a change to the cutout itself.
     #[arg(long)]
     floor_only: bool,
+    /// Measure light curves instead (DMS-REQ-0375): `--epochs` images of one field indexed and
+    /// cut by one user and by `--users` at once, and lookups in a sky index of
+    /// `--index-images` footprints in PostgreSQL.
+    #[arg(long)]
+    light_curve: bool,
+    /// Epoch images of the light-curve field.
+    #[arg(long, default_value_t = 800)]
+    epochs: usize,
+    /// Side of each square float32 epoch image, in pixels.
+    #[arg(long, default_value_t = 2048)]
+    epoch_size: usize,
+    /// Side of each light-curve stamp, in pixels.
+    #[arg(long, default_value_t = 51)]
+    stamp: usize,
+    /// Users asking for the light curve at once.
+    #[arg(long, default_value_t = 10)]
+    users: usize,
+    /// Footprints written into the PostgreSQL sky index for the lookup measurement (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    index_images: u64,
 }
 
 /// One line of the table; a figure that does not apply is left out.
@@ -301,6 +322,27 @@ async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
         latency: Some(stats(masked)),
         ..Row::cutout("soda::cut_to_file_with MASK=true in-process")
     });
+    if args.light_curve {
+        let mut notes = Vec::new();
+        let lc = light_curve::LightCurveArgs {
+            epochs: args.epochs,
+            epoch_size: args.epoch_size,
+            stamp: args.stamp,
+            users: args.users,
+            index_images: args.index_images,
+            postgres_url: &args.postgres_url,
+        };
+        light_curve::measure(&lc, dir, &mut table, &mut notes).await?;
+        println!("| measure | median ms | p95 ms | rate | errors | peak RSS MiB | / floor |");
+        println!("|---|---|---|---|---|---|---|");
+        for row in &table.rows {
+            row.print();
+        }
+        for note in notes {
+            println!("{note}");
+        }
+        return Ok(());
+    }
     if args.floor_only {
         println!("stencil: CIRCLE {circle}");
         println!("| measure | median ms | p95 ms | rate | errors | peak RSS MiB | / floor |");

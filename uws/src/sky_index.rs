@@ -103,13 +103,27 @@ pub trait ImageIndex: Send + Sync {
         collection: &str,
         file: &str,
         images: Vec<IndexedImage>,
+    ) -> Result<(), UwsError> {
+        self.replace_files(collection, vec![(file.to_owned(), images)])
+            .await
+    }
+
+    /// [`ImageIndex::replace_file`] for many files in one transaction: a scan writes files in
+    /// batches, since one transaction per file bounds indexing at the store's commit rate.
+    async fn replace_files(
+        &self,
+        collection: &str,
+        files: Vec<(String, Vec<IndexedImage>)>,
     ) -> Result<(), UwsError>;
 
     /// Forgets `file` of `collection` (it was deleted).
     async fn remove_file(&self, collection: &str, file: &str) -> Result<(), UwsError>;
 
-    /// Located images that may match `query`, most recent first (time, then ID), without
-    /// their cells.
+    /// Forgets every image of `collection` (a repository no longer served).
+    async fn forget_collection(&self, collection: &str) -> Result<(), UwsError>;
+
+    /// Located images that may match `query` in time order (earliest first, images without a
+    /// time last, then by ID), without their cells.
     async fn candidates(&self, query: &CellQuery) -> Result<Vec<IndexedImage>, UwsError>;
 
     /// How many images the index lists, located and unusable.

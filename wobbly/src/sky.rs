@@ -22,7 +22,10 @@ use uws::sky_index::{
 use crate::writer::{Bind, SqliteWriter, Write};
 
 /// Cell rows per `INSERT` statement.
-const CELLS_PER_INSERT: usize = 400;
+/// Rows per multi-row INSERT: 2 and 16 binds a row stay under SQLite's 32,766 binds and
+/// PostgreSQL's 65,535.
+const CELLS_PER_INSERT: usize = 2000;
+const IMAGES_PER_INSERT: usize = 500;
 
 const IMAGE_COLUMNS: &str = "id, collection, file, file_size, file_mtime, problem, nx, ny, \
      s_ra, s_dec, s_radius, s_region, t_min, t_max, em_min, em_max";
@@ -101,75 +104,75 @@ impl ImageIndex for SqlImageIndex {
             .collect()
     }
 
-    async fn replace_file(
+    async fn replace_files(
         &self,
         collection: &str,
-        file: &str,
-        images: Vec<IndexedImage>,
+        files: Vec<(String, Vec<IndexedImage>)>,
     ) -> Result<(), UwsError> {
-        // Index rows are rebuilt from the files by the next scan if lost: no fsync needed.
-        let mut writes = delete_file(collection, file);
-        for image in images {
-            let (problem, location) = match &image.content {
-                ImageContent::Located(location) => (None, Some(location)),
-                ImageContent::Unusable(reason) => (Some(reason.clone()), None),
-            };
-            let real = |f: fn(&ImageLocation) -> Option<f64>| Bind::OptReal(location.and_then(f));
+        let mut writes = Vec::new();
+        for (file, _) in &files {
+            writes.extend(delete_file(collection, file));
+        }
+        let images: Vec<(&str, &IndexedImage)> = files
+            .iter()
+            .flat_map(|(file, images)| images.iter().map(move |image| (file.as_str(), image)))
+            .collect();
+        for chunk in images.chunks(IMAGES_PER_INSERT) {
+            writes.push(insert_images(collection, chunk));
+        }
+        let cells: Vec<(i64, &str)> = images
+            .iter()
+            .filter_map(|(_, image)| match &image.content {
+                ImageContent::Located(location) => Some((location, image.id.as_str())),
+                ImageContent::Unusable(_) => None,
+            })
+            .flat_map(|(location, id)| location.cells.iter().map(move |&cell| (cell, id)))
+            .collect();
+        for chunk in cells.chunks(CELLS_PER_INSERT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let mut binds = Vec::with_capacity(2 * chunk.len());
+            for &(cell, id) in chunk {
+                binds.push(Bind::Int(cell));
+                binds.push(Bind::Text(id.to_owned()));
+            }
             writes.push(Write {
                 sql: format!(
-                    "INSERT INTO sky_image ({IMAGE_COLUMNS}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                    "INSERT INTO sky_cell (cell, image_id) VALUES {} ON CONFLICT DO NOTHING",
+                    values.join(", ")
                 ),
-                binds: vec![
-                    Bind::Text(image.id.clone()),
-                    Bind::Text(collection.to_owned()),
-                    Bind::Text(file.to_owned()),
-                    Bind::Int(i64::try_from(image.stamp.size).unwrap_or(i64::MAX)),
-                    Bind::Int(image.stamp.mtime),
-                    Bind::OptText(problem),
-                    Bind::OptInt(location.map(|l| l.size.0 as i64)),
-                    Bind::OptInt(location.map(|l| l.size.1 as i64)),
-                    real(|l| Some(l.center.0)),
-                    real(|l| Some(l.center.1)),
-                    real(|l| Some(l.radius_deg)),
-                    Bind::OptText(location.map(|l| polygon_text(&l.corners))),
-                    real(|l| l.time.map(|t| t.0)),
-                    real(|l| l.time.map(|t| t.1)),
-                    real(|l| l.band.map(|b| b.0)),
-                    real(|l| l.band.map(|b| b.1)),
-                ],
+                binds,
                 durable: false,
                 then: Vec::new(),
             });
-            let Some(location) = location else {
-                continue;
-            };
-            for chunk in location.cells.chunks(CELLS_PER_INSERT) {
-                let values: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
-                    .collect();
-                let mut binds = Vec::with_capacity(2 * chunk.len());
-                for &cell in chunk {
-                    binds.push(Bind::Int(cell));
-                    binds.push(Bind::Text(image.id.clone()));
-                }
-                writes.push(Write {
-                    // Two HDUs may not share an ID, but a cell listed twice is harmless.
-                    sql: format!(
-                        "INSERT INTO sky_cell (cell, image_id) VALUES {} ON CONFLICT DO NOTHING",
-                        values.join(", ")
-                    ),
-                    binds,
-                    durable: false,
-                    then: Vec::new(),
-                });
-            }
         }
         self.write_all(writes).await
     }
 
     async fn remove_file(&self, collection: &str, file: &str) -> Result<(), UwsError> {
         self.write_all(delete_file(collection, file)).await
+    }
+
+    async fn forget_collection(&self, collection: &str) -> Result<(), UwsError> {
+        let binds = || vec![Bind::Text(collection.to_owned())];
+        self.write_all(vec![
+            Write {
+                sql: "DELETE FROM sky_cell WHERE image_id IN \
+                      (SELECT id FROM sky_image WHERE collection = $1)"
+                    .to_owned(),
+                binds: binds(),
+                durable: false,
+                then: Vec::new(),
+            },
+            Write {
+                sql: "DELETE FROM sky_image WHERE collection = $1".to_owned(),
+                binds: binds(),
+                durable: false,
+                then: Vec::new(),
+            },
+        ])
+        .await
     }
 
     async fn candidates(&self, query: &CellQuery) -> Result<Vec<IndexedImage>, UwsError> {
@@ -266,6 +269,54 @@ impl ImageIndex for SqlImageIndex {
             .await
             .map_err(store_error)?;
         rows.iter().map(decode_image).collect()
+    }
+}
+
+/// One multi-row INSERT of image rows.
+fn insert_images(collection: &str, images: &[(&str, &IndexedImage)]) -> Write {
+    const COLUMNS: usize = 16;
+    let values: Vec<String> = (0..images.len())
+        .map(|row| {
+            let marks: Vec<String> = (1..=COLUMNS)
+                .map(|c| format!("${}", row * COLUMNS + c))
+                .collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect();
+    let mut binds = Vec::with_capacity(images.len() * COLUMNS);
+    for &(file, image) in images {
+        let (problem, location) = match &image.content {
+            ImageContent::Located(location) => (None, Some(location)),
+            ImageContent::Unusable(reason) => (Some(reason.clone()), None),
+        };
+        let real = |f: fn(&ImageLocation) -> Option<f64>| Bind::OptReal(location.and_then(f));
+        binds.extend([
+            Bind::Text(image.id.clone()),
+            Bind::Text(collection.to_owned()),
+            Bind::Text(file.to_owned()),
+            Bind::Int(i64::try_from(image.stamp.size).unwrap_or(i64::MAX)),
+            Bind::Int(image.stamp.mtime),
+            Bind::OptText(problem),
+            Bind::OptInt(location.map(|l| l.size.0 as i64)),
+            Bind::OptInt(location.map(|l| l.size.1 as i64)),
+            real(|l| Some(l.center.0)),
+            real(|l| Some(l.center.1)),
+            real(|l| Some(l.radius_deg)),
+            Bind::OptText(location.map(|l| polygon_text(&l.corners))),
+            real(|l| l.time.map(|t| t.0)),
+            real(|l| l.time.map(|t| t.1)),
+            real(|l| l.band.map(|b| b.0)),
+            real(|l| l.band.map(|b| b.1)),
+        ]);
+    }
+    Write {
+        sql: format!(
+            "INSERT INTO sky_image ({IMAGE_COLUMNS}) VALUES {}",
+            values.join(", ")
+        ),
+        binds,
+        durable: false,
+        then: Vec::new(),
     }
 }
 

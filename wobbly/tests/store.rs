@@ -812,6 +812,82 @@ async fn sky_index_replaces_files_and_finds_images_by_cell(store: SqlJobStore) {
     );
 }
 
+/// Many files written in one batch, more rows than one INSERT takes, all found; forgetting the
+/// collection forgets every one of them and nothing of another collection.
+async fn sky_index_writes_files_in_batches_and_forgets_a_collection(store: SqlJobStore) {
+    use uws::sky_index::{
+        CellQuery, FileStamp, ImageContent, ImageIndex, ImageLocation, IndexedImage,
+    };
+    let index = store.sky_index();
+    let (collection, other) = (unique_service("batch"), unique_service("kept"));
+    let image = |collection: &str, n: usize| IndexedImage {
+        id: format!("butler://{collection}/i{n}"),
+        collection: collection.to_owned(),
+        file: format!("i{n}.fits"),
+        stamp: FileStamp { size: 1, mtime: 1 },
+        content: ImageContent::Located(ImageLocation {
+            size: (10, 10),
+            center: (1.0, 1.0),
+            radius_deg: 0.1,
+            corners: vec![(0.9, 0.9), (1.1, 0.9), (1.1, 1.1), (0.9, 1.1)],
+            time: Some((60_000.0 + n as f64, 60_000.0 + n as f64)),
+            band: None,
+            // Three cells each: 3,600 cell rows, more than one INSERT holds.
+            cells: vec![42, 1_000_000 + n as i64, 2_000_000 + n as i64],
+        }),
+    };
+    let files = |collection: &str, n: usize| -> Vec<(String, Vec<IndexedImage>)> {
+        (0..n)
+            .map(|i| (format!("i{i}.fits"), vec![image(collection, i)]))
+            .collect()
+    };
+    index
+        .replace_files(&collection, files(&collection, 1200))
+        .await
+        .expect("batch");
+    index
+        .replace_files(&other, files(&other, 3))
+        .await
+        .expect("other");
+    let query = |collection: &str| CellQuery {
+        cells: vec![42],
+        collections: vec![collection.to_owned()],
+        limit: 10_000,
+        ..CellQuery::default()
+    };
+    let found = index.candidates(&query(&collection)).await.expect("found");
+    assert_eq!(found.len(), 1200);
+    // In time order, as a light curve lists its epochs.
+    assert_eq!(
+        found[0],
+        IndexedImage {
+            content: match image(&collection, 0).content {
+                ImageContent::Located(l) => ImageContent::Located(ImageLocation {
+                    cells: Vec::new(),
+                    ..l
+                }),
+                other => other,
+            },
+            ..image(&collection, 0)
+        }
+    );
+    assert!(found.last().is_some_and(|i| i.id.ends_with("/i1199")));
+    index.forget_collection(&collection).await.expect("forget");
+    assert!(
+        index
+            .candidates(&query(&collection))
+            .await
+            .expect("gone")
+            .is_empty()
+    );
+    assert!(index.stamps(&collection).await.expect("stamps").is_empty());
+    assert_eq!(
+        index.candidates(&query(&other)).await.expect("kept").len(),
+        3
+    );
+    index.forget_collection(&other).await.expect("forget other");
+}
+
 macro_rules! both_databases {
     ($($name:ident),*) => {
         mod sqlite {
@@ -848,5 +924,6 @@ both_databases!(
     create_is_idempotent_on_the_callers_id,
     concurrent_creates_of_one_id_make_one_job,
     admission_is_atomic_per_owner_and_outlives_deletion,
-    sky_index_replaces_files_and_finds_images_by_cell
+    sky_index_replaces_files_and_finds_images_by_cell,
+    sky_index_writes_files_in_batches_and_forgets_a_collection
 );

@@ -86,8 +86,11 @@ pub(crate) async fn cut_all(
     token: Option<&DelegatedToken>,
     stored_keys: &StoredKeys,
 ) -> Result<Vec<JobResult>, JobError> {
-    let request = CutoutRequest::from_parameters(
+    // The frontend admitted the job under its own limit on cutouts (light curves may have more
+    // epochs than the default), so none is applied again here.
+    let request = CutoutRequest::from_parameters_up_to(
         job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        usize::MAX,
     )
     .map_err(job_error)?;
     let options = |id: &SourceId| CutOptions {
