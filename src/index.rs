@@ -24,6 +24,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// written: batches make indexing faster than the store's commit rate, and the time bound lets
 /// queries see the first images of a slow scan soon.
 const BATCH_FILES: usize = 200;
+
+/// Files read or removed by one scan after which the store refreshes its query statistics.
+const SETTLE_AFTER: u64 = 1000;
 const BATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// What a scan did.
@@ -89,6 +92,9 @@ pub async fn scan(
             continue;
         }
         scan_directory(index, name, dir, concurrency.max(1), &mut report).await?;
+    }
+    if report.files_read + report.files_removed >= SETTLE_AFTER {
+        index.settle().await?;
     }
     report.elapsed = started.elapsed();
     Ok(report)

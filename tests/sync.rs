@@ -222,7 +222,12 @@ fn sync_bad_input_is_a_usage_error_and_creates_no_job() {
             "UsageError: ",
         ),
         (&[("ID", IMAGE)], 400, "UsageError: "),
-        (&[("CIRCLE", "150 2 0.1")], 400, "UsageError: "),
+        // Without ID a CIRCLE is a light curve; a POLYGON cannot centre one.
+        (
+            &[("POLYGON", "149.9 1.9 150.1 1.9 150.1 2.1")],
+            400,
+            "UsageError: ",
+        ),
         (
             &[
                 ("ID", "butler://test/../etc/passwd"),

@@ -274,6 +274,8 @@ async fn lookups(args: &LightCurveArgs<'_>, table: &mut Table) -> anyhow::Result
                 );
             }
         }
+        // As `skycut index` does after a large scan.
+        index.settle().await?;
         let rate = written as f64 / started.elapsed().as_secs_f64();
         table.push(Row {
             rate: Some((rate, "images/s")),

@@ -122,6 +122,11 @@ pub trait ImageIndex: Send + Sync {
     /// Forgets every image of `collection` (a repository no longer served).
     async fn forget_collection(&self, collection: &str) -> Result<(), UwsError>;
 
+    /// Lets the store catch up after many rows changed at once (a scan that read many files):
+    /// a SQL store refreshes the statistics its query planner chooses plans by, without which
+    /// a lookup in a freshly filled index may scan every cell instead of using the index.
+    async fn settle(&self) -> Result<(), UwsError>;
+
     /// Located images that may match `query` in time order (earliest first, images without a
     /// time last, then by ID), without their cells.
     async fn candidates(&self, query: &CellQuery) -> Result<Vec<IndexedImage>, UwsError>;

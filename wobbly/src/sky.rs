@@ -154,6 +154,22 @@ impl ImageIndex for SqlImageIndex {
         self.write_all(delete_file(collection, file)).await
     }
 
+    async fn settle(&self) -> Result<(), UwsError> {
+        // `PRAGMA optimize` analyzes only the tables whose statistics are stale; it runs on the
+        // writer connection, as it writes sqlite_stat1. PostgreSQL's ANALYZE samples the tables.
+        let sql = match self.writer {
+            Some(_) => "PRAGMA optimize",
+            None => "ANALYZE sky_image, sky_cell",
+        };
+        self.write_all(vec![Write {
+            sql: sql.to_owned(),
+            binds: Vec::new(),
+            durable: false,
+            then: Vec::new(),
+        }])
+        .await
+    }
+
     async fn forget_collection(&self, collection: &str) -> Result<(), UwsError> {
         let binds = || vec![Bind::Text(collection.to_owned())];
         self.write_all(vec![

@@ -855,6 +855,7 @@ async fn sky_index_writes_files_in_batches_and_forgets_a_collection(store: SqlJo
         limit: 10_000,
         ..CellQuery::default()
     };
+    index.settle().await.expect("settle");
     let found = index.candidates(&query(&collection)).await.expect("found");
     assert_eq!(found.len(), 1200);
     // In time order, as a light curve lists its epochs.
