@@ -47,6 +47,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         destruction: now + Duration::from_secs(3600),
         creation_time: now,
         queued: false,
+        sync: false,
         admission: uws::Admission::default(),
     }
 }
@@ -470,6 +471,7 @@ async fn a_job_created_queued_starts_at_once(store: SqlJobStore) {
     let job = store
         .create(NewJob {
             queued: true,
+            sync: false,
             ..new_job("alice", 0)
         })
         .await
@@ -492,6 +494,7 @@ async fn concurrent_writes_each_get_their_own_answer(store: SqlJobStore) {
             let job = store
                 .create(NewJob {
                     queued: n % 2 == 0,
+                    sync: false,
                     ..new_job("alice", n)
                 })
                 .await
