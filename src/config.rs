@@ -451,6 +451,11 @@ pub struct BucketConfig {
     pub max_retries: usize,
     /// Bytes of source images from bucket repositories a worker keeps on local disk.
     pub source_cache_max_bytes: u64,
+    /// `skycut serve` with the local bucket: bytes of synchronous requests' results kept in
+    /// memory instead of on disk (0: none, every result is a file).
+    pub sync_memory_bytes: u64,
+    /// Seconds a synchronous request's result kept in memory stays readable.
+    pub sync_memory_lifetime: u64,
 }
 
 impl Default for BucketConfig {
@@ -466,6 +471,8 @@ impl Default for BucketConfig {
             request_timeout: 30,
             max_retries: 3,
             source_cache_max_bytes: 4 << 30,
+            sync_memory_bytes: 0,
+            sync_memory_lifetime: 60,
         }
     }
 }

@@ -124,10 +124,16 @@ async fn serve_connection(
         async move {
             let (mut parts, body) = request.into_parts();
             parts.extensions.insert(ConnectInfo(peer));
-            let body = Body::new(DeadlineBody {
-                inner: body,
-                deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
-            });
+            // A request without a body (every GET of a sync cutout or a result) needs no
+            // deadline: no timer is armed for it, which many small requests would each pay.
+            let body = if body.is_end_stream() {
+                Body::new(body)
+            } else {
+                Body::new(DeadlineBody {
+                    inner: body,
+                    deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
+                })
+            };
             router.oneshot(Request::from_parts(parts, body)).await
         }
     });

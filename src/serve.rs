@@ -93,10 +93,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         store: results,
         local: local_bucket,
         health: bucket_health,
-    } = crate::buckets::build_result_store(
-        &config,
-        LocalBucket::new(data_dir.join("bucket"), signer),
-    )?;
+    } = crate::buckets::build_result_store(&config, local_bucket(&config, &data_dir, signer))?;
     let limits = config.jobs.limits();
     let uws = Uws::new(
         store.clone(),
@@ -180,6 +177,19 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         server,
         worker: worker_task,
     })
+}
+
+/// The local bucket, keeping synchronous requests' results in memory when configured to: the
+/// frontend that serves them is in this process.
+fn local_bucket(config: &Config, data_dir: &Path, signer: UrlSigner) -> LocalBucket {
+    let bucket = LocalBucket::new(data_dir.join("bucket"), signer);
+    match config.bucket.sync_memory_bytes {
+        0 => bucket,
+        bytes => bucket.with_memory(Arc::new(bucket::MemoryObjects::new(
+            bytes,
+            Duration::from_secs(config.bucket.sync_memory_lifetime.max(1)),
+        ))),
+    }
 }
 
 /// What VOSI availability and `/readyz` ask: the job store, the queue, and the result bucket.

@@ -506,8 +506,10 @@ fn a_job_past_its_destruction_time_is_swept_with_its_results() {
     app.run_job(&id);
     let doc = app.wait_final(&id);
     let href = attributes(&doc, "uws:result", "xlink:href")[0].clone();
-    let bucket = app.dir.path().join("data/bucket").join(&id);
-    assert!(bucket.exists(), "the result is stored under its job");
+    assert!(
+        !bucket_objects(&app, &id).is_empty(),
+        "the result is stored under its job"
+    );
 
     let r = app.post(
         &format!("/jobs/{id}/destruction"),
@@ -516,23 +518,16 @@ fn a_job_past_its_destruction_time_is_swept_with_its_results() {
     assert_eq!(r.status(), 303);
     // The sweeper deletes the job, then its result objects.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while app.get(&format!("/jobs/{id}"), &[]).status() != 404 || !walk(&bucket).is_empty() {
+    while app.get(&format!("/jobs/{id}"), &[]).status() != 404
+        || !bucket_objects(&app, &id).is_empty()
+    {
         assert!(
             Instant::now() < deadline,
             "job {id} not swept; objects left: {:?}",
-            walk(&bucket)
+            bucket_objects(&app, &id)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!app.job_ids(&[]).contains(&id));
     assert_ne!(app.get_url(&href).status(), 200, "the old URL still serves");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        found.push(entry.path());
-        found.extend(walk(&entry.path()));
-    }
-    found
 }

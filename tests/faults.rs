@@ -16,9 +16,19 @@ fn count_with_phase(app: &TestApp, phase: &str) -> usize {
     app.job_ids(&[("PHASE", phase)]).len()
 }
 
+/// How many attempts at the job stored a result (the key is `{job}/{attempt}/{result}`).
 fn result_objects(app: &TestApp, id: &str) -> usize {
-    let dir = app.dir.path().join("data/bucket").join(id);
-    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    let attempts: std::collections::HashSet<String> = bucket_objects(app, id)
+        .iter()
+        .filter_map(|p| {
+            p.file_name()?
+                .to_str()?
+                .split('+')
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .collect();
+    attempts.len()
 }
 
 /// Waits for each job to end and asserts that it COMPLETED.

@@ -454,34 +454,15 @@ fn planned_result_bytes_are_reserved_when_a_job_is_created() {
     assert_eq!(concurrent_creates(&app, &params), 1);
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files
-}
-
 #[test]
 fn aborting_a_job_while_it_stores_results_leaves_no_object_behind() {
     let app = app().topology(Topology::Embedded).start();
-    let bucket = app.dir.path().join("data/bucket");
     // 100 whole-image cutouts (1 MB each) and their combined file.
     let params = circles(100, 256.0);
     let id = app.create_job(&refs(&params));
-    let prefix = bucket.join(&id);
     app.run_job(&id);
     let started = Instant::now();
-    while files_under(&prefix).is_empty() {
+    while bucket_objects(&app, &id).is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no result was ever stored"
@@ -493,7 +474,7 @@ fn aborting_a_job_while_it_stores_results_leaves_no_object_behind() {
     assert!(app.wait_final(&id).contains("ABORTED"));
     let started = Instant::now();
     loop {
-        let left = files_under(&prefix);
+        let left = bucket_objects(&app, &id);
         if left.is_empty() {
             break;
         }
@@ -526,8 +507,11 @@ fn result_prefixes_that_no_job_owns_are_swept() {
     let orphan = bucket.join("0123456789abcdef0123456789abcdef/00000000000000aa");
     std::fs::create_dir_all(&orphan).expect("orphan dir");
     std::fs::write(orphan.join("result.fits"), vec![0u8; 2880]).expect("orphan object");
+    // The flat layout: one file per object, named after its key.
+    let flat_orphan = bucket.join("fedcba9876543210fedcba9876543210+00000000000000bb+result.fits");
+    std::fs::write(&flat_orphan, vec![0u8; 2880]).expect("flat orphan object");
     let started = Instant::now();
-    while orphan.exists() {
+    while orphan.exists() || flat_orphan.exists() {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the orphaned prefix was not swept"
@@ -535,7 +519,7 @@ fn result_prefixes_that_no_job_owns_are_swept() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        !files_under(&bucket.join(&id)).is_empty(),
+        !bucket_objects(&app, &id).is_empty(),
         "a job's own results were swept"
     );
 }

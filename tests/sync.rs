@@ -492,3 +492,34 @@ fn sub_cuts_the_pixel_section_it_names_and_combines_with_no_sky_stencil() {
     assert_eq!(r.status(), 400);
     assert!(r.text().expect("body").contains("only steps of 1"));
 }
+
+#[test]
+fn with_sync_memory_a_sync_result_is_served_from_memory_and_leaves_no_file() {
+    let app = app()
+        .topology(Topology::Embedded)
+        .config("BUCKET__SYNC_MEMORY_BYTES", "10000000")
+        .start();
+    let stencil = circle(RA, DEC, 50.0);
+    let url = sync_redirect(&app, &[("ID", IMAGE), ("CIRCLE", &stencil)]);
+    let served = download(&app, &url);
+    // The same pixels as the async job's result, which is a file.
+    let id = app.create_job(&[("ID", IMAGE), ("CIRCLE", &stencil)]);
+    app.run_job(&id);
+    let doc = app.wait_final(&id);
+    assert!(doc.contains("COMPLETED"), "{doc}");
+    let files = bucket_objects(&app, &id);
+    assert_eq!(files.len(), 1, "the async result is a file: {files:?}");
+    let href = attributes(&doc, "uws:result", "xlink:href")[0].clone();
+    let stored = download(&app, &href);
+    assert_eq!(read_f32(&served, 1), read_f32(&stored, 1));
+    let sync_job = url
+        .split("/files/")
+        .nth(1)
+        .and_then(|k| k.split('/').next())
+        .expect("the URL names the job");
+    assert!(
+        bucket_objects(&app, sync_job).is_empty(),
+        "the sync result left a file: {:?}",
+        bucket_objects(&app, sync_job)
+    );
+}

@@ -3,7 +3,8 @@
 //! [`LocalBucket`] keeps objects in a directory and hands them out through URLs that the
 //! frontend itself serves, signed with HMAC-SHA256 over the object key and an expiry instant;
 //! [`UrlSigner`] is that signature, shared by the bucket that issues URLs and the route that
-//! checks them.
+//! checks them. [`MemoryObjects`] optionally keeps synchronous requests' results in memory
+//! for a short time instead.
 //!
 //! [`ObjectBucket`] keeps them in a GCS or S3 bucket and hands out the store's own signed URLs;
 //! [`SourceCache`] reads source images from buckets into a size-bounded local cache shared by
@@ -15,6 +16,7 @@
 pub mod cloud;
 mod error;
 mod local;
+mod memory;
 mod object;
 mod ranges;
 mod signing;
@@ -23,6 +25,7 @@ mod source_cache;
 pub use cloud::{BucketUrl, CloudSettings};
 pub use error::BucketError;
 pub use local::LocalBucket;
+pub use memory::MemoryObjects;
 pub use object::ObjectBucket;
 pub use ranges::{ObjectPrefix, ObjectVersion, RangePolicy, RemoteObject};
 pub use signing::{SignatureError, UrlSigner};

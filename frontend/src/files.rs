@@ -55,13 +55,16 @@ pub async fn get(
             OffsetDateTime::now_utc().unix_timestamp(),
         )
         .map_err(|e| FrontendError::Forbidden(e.to_string()))?;
-    let path = bucket
-        .object_path(&key)
-        .ok_or_else(|| FrontendError::NotFound(format!("no result {key}")))?;
-    let meta_path = bucket.object_meta_path(&key);
+    // A synchronous request's result may be held in memory: served without touching the disk.
+    if let Some((bytes, meta)) = bucket.memory_object(&key) {
+        let length = bytes.len() as u64;
+        return Ok(respond(Body::from(bytes), length, Some(meta)));
+    }
+    let bucket = bucket.clone();
+    let object = key.clone();
     // One blocking task opens the object and reads its metadata (and a small object whole),
     // rather than one per file-system call and per 4 KiB chunk.
-    let opened = tokio::task::spawn_blocking(move || open_object(&path, meta_path.as_deref()))
+    let opened = tokio::task::spawn_blocking(move || open_object(&bucket, &object))
         .await
         .map_err(|e| FrontendError::Internal(format!("file thread failed: {e}")))?
         .map_err(|_| FrontendError::NotFound(format!("result {key} no longer exists")))?;
@@ -72,24 +75,27 @@ pub async fn get(
             STREAM_CHUNK,
         )),
     };
+    Ok(respond(body, opened.length, opened.meta))
+}
+
+/// The object's response, with its type and file name when it has them.
+fn respond(body: Body, length: u64, meta: Option<ObjectMeta>) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
-    let content_type = opened
-        .meta
+    let content_type = meta
         .as_ref()
         .map_or("application/octet-stream", |m| m.content_type.as_str());
     if let Ok(v) = HeaderValue::from_str(content_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(opened.length));
-    let disposition = opened
-        .meta
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let disposition = meta
         .as_ref()
         .map(|m| format!("attachment; filename=\"{}\"", m.filename));
     if let Some(v) = disposition.and_then(|d| HeaderValue::from_str(&d).ok()) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(response)
+    response
 }
 
 /// Objects up to this size are read whole and sent as one body; larger ones are streamed, so a
@@ -110,13 +116,9 @@ struct Opened {
     meta: Option<ObjectMeta>,
 }
 
-fn open_object(
-    path: &std::path::Path,
-    meta_path: Option<&std::path::Path>,
-) -> std::io::Result<Opened> {
-    let mut file = std::fs::File::open(path)?;
+fn open_object(bucket: &LocalBucket, key: &str) -> std::io::Result<Opened> {
+    let (mut file, meta) = bucket.open_object(key)?;
     let length = file.metadata()?.len();
-    let meta = meta_path.and_then(|p| LocalBucket::parse_meta(&std::fs::read_to_string(p).ok()?));
     let content = if length <= WHOLE_MAX {
         let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
         std::io::Read::read_to_end(&mut file, &mut bytes)?;

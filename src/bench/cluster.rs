@@ -149,6 +149,10 @@ impl Cluster {
         self.frontend.as_ref().map(Child::id)
     }
 
+    pub fn wobbly_pid(&self) -> Option<u32> {
+        self.wobbly.as_ref().map(Child::id)
+    }
+
     pub fn worker_pids(&self) -> Vec<u32> {
         self.workers.iter().map(Child::id).collect()
     }

@@ -327,3 +327,97 @@ pub async fn list_latency(
     }
     Ok(stats(samples))
 }
+
+/// A closed loop held for a long time: the rate of each window in order, so that a service
+/// that slows down under its own churn shows it (the last window against the first).
+pub struct Sustained {
+    /// Completed requests per second in each window.
+    pub windows: Vec<f64>,
+    pub errors: usize,
+}
+
+/// `clients` tasks issue sync cutouts back to back for `duration`; the completions are counted
+/// per `window` (the last window ends at `duration`, so every window is whole).
+pub async fn sync_sustained(
+    client: &reqwest::Client,
+    base: &str,
+    work: &Arc<Workload>,
+    clients: usize,
+    duration: Duration,
+    window: Duration,
+) -> Sustained {
+    let window = window.min(duration).max(Duration::from_secs(1));
+    let count = (duration.as_secs_f64() / window.as_secs_f64())
+        .floor()
+        .max(1.0) as u32;
+    let started = Instant::now();
+    let end = started + window * count;
+    let done = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (client, base, work) = (client.clone(), base.to_owned(), work.clone());
+        let (done, errors) = (done.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                match one_sync(&client, &base, &work).await {
+                    Ok(()) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                            eprintln!("sync request failed: {e:#}");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut windows = Vec::with_capacity(count as usize);
+    let mut before = 0;
+    for i in 1..=count {
+        tokio::time::sleep_until((started + window * i).into()).await;
+        let now = done.load(Ordering::Relaxed);
+        windows.push((now - before) as f64 / window.as_secs_f64());
+        eprintln!(
+            "sustained: window {i}/{count}: {:.1} req/s",
+            windows[windows.len() - 1]
+        );
+        before = now;
+    }
+    for task in tasks {
+        if task.await.is_err() {
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Sustained {
+        windows,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// CPU seconds (user and system) a process has used so far, from `/proc/PID/stat` (whose
+/// clock ticks are `USER_HZ`, 100 a second on Linux whatever the kernel's own tick).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after it are plain numbers.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// The machine's busy and total CPU time so far, from `/proc/stat` (idle and I/O wait count
+/// as not busy).
+pub fn machine_cpu() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3)? + values.get(4)?;
+    Some((total - idle, total))
+}

@@ -47,6 +47,16 @@ pub struct BenchArgs {
     /// Concurrent clients of each sync throughput measurement.
     #[arg(long, value_delimiter = ',', default_value = "16,64")]
     clients: Vec<usize>,
+    /// Minutes of the sustained measurement: `--sustained-clients` clients issue sync cutouts
+    /// back to back for this long, counted per `--sustained-window` (0 skips it).
+    #[arg(long, default_value_t = 5.0)]
+    sustained_minutes: f64,
+    /// Concurrent clients of the sustained measurement.
+    #[arg(long, default_value_t = 64)]
+    sustained_clients: usize,
+    /// Seconds of each window of the sustained measurement.
+    #[arg(long, default_value_t = 30)]
+    sustained_window: u64,
     /// Async jobs per batch (0 skips the async measurement).
     #[arg(long, default_value_t = 10_000)]
     jobs: usize,
@@ -375,13 +385,16 @@ async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     }
 
     println!(
-        "cutout {}x{} of a {n}x{n} float32 image; {} sequential requests per latency; {} requests per throughput; {} async jobs from {} clients",
+        "cutout {}x{} of a {n}x{n} float32 image; {} sequential requests per latency; {} requests per throughput; {} async jobs from {} clients; sustained: {} clients for {} min in {} s windows",
         shape.0,
         shape.1,
         args.requests,
         args.throughput_requests,
         args.jobs,
         args.submit_clients,
+        args.sustained_clients,
+        args.sustained_minutes,
+        args.sustained_window,
         n = args.image_size
     );
     println!("stencil: CIRCLE {circle}");
@@ -454,11 +467,14 @@ fn data_block(file: &Path, shape: (usize, usize)) -> anyhow::Result<Vec<u8>> {
     Ok(bytes[start..].to_vec())
 }
 
-/// The same load against any running Skycut; `label` names the topology in each row.
+/// The same load against any running Skycut; `label` names the topology in each row, and
+/// `service` the processes whose CPU use the sustained load reports (none: this process, which
+/// then holds both the service and its clients).
 async fn service_load(
     args: &BenchArgs,
     label: &str,
     base: &str,
+    service: &[u32],
     client: &reqwest::Client,
     work: &Arc<Workload>,
     table: &mut Table,
@@ -502,7 +518,79 @@ async fn service_load(
             ))
         });
     }
+    if args.sustained_minutes > 0.0 {
+        sustained(args, label, base, service, client, work, table).await;
+    }
     Ok(())
+}
+
+/// The sustained rows: the median of the windows' rates, the first and the last window, and the
+/// CPU the service used meanwhile.
+async fn sustained(
+    args: &BenchArgs,
+    label: &str,
+    base: &str,
+    service: &[u32],
+    client: &reqwest::Client,
+    work: &Arc<Workload>,
+    table: &mut Table,
+) {
+    let own = [std::process::id()];
+    let (pids, whose) = match service {
+        [] => (&own[..], "bench process (service and clients)"),
+        pids => (pids, "service processes"),
+    };
+    let cpu = || {
+        pids.iter()
+            .filter_map(|&p| load::cpu_seconds(p))
+            .sum::<f64>()
+    };
+    let (cpu_before, machine_before) = (cpu(), load::machine_cpu());
+    let started = Instant::now();
+    let duration = Duration::from_secs_f64(args.sustained_minutes * 60.0);
+    let window = Duration::from_secs(args.sustained_window);
+    let clients = args.sustained_clients;
+    let run = load::sync_sustained(client, base, work, clients, duration, window).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cores = (cpu() - cpu_before) / elapsed;
+    let busy = match (machine_before, load::machine_cpu()) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+            format!("{:.0} %", (b1 - b0) as f64 / (t1 - t0) as f64 * 100.0)
+        }
+        _ => "unknown".to_owned(),
+    };
+    let mut sorted = run.windows.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    let first = run.windows.first().copied().unwrap_or_default();
+    let last = run.windows.last().copied().unwrap_or_default();
+    let what = format!(
+        "{label}: sustained sync, {clients} clients for {} min",
+        args.sustained_minutes
+    );
+    let seconds = window.min(duration).as_secs();
+    table.push(Row {
+        rate: Some((median, "req/s")),
+        errors: Some(run.errors),
+        ..Row::cutout(format!(
+            "{what}, median of {} {seconds} s windows",
+            run.windows.len()
+        ))
+    });
+    table.push(Row {
+        rate: Some((first, "req/s")),
+        ..Row::cutout(format!("{what}, first {seconds} s window"))
+    });
+    table.push(Row {
+        rate: Some((last, "req/s")),
+        ..Row::cutout(format!(
+            "{what}, last {seconds} s window ({:.2} of the first)",
+            last / first.max(1e-9)
+        ))
+    });
+    table.push(Row::new(format!(
+        "{what}: CPU of the {whose} {cores:.2} cores, machine {busy} busy"
+    )));
 }
 
 async fn embedded(
@@ -523,7 +611,7 @@ async fn embedded(
         .repositories
         .insert("bench".into(), dir.join("images"));
     let running = serve::start(config, false).await?;
-    let outcome = service_load(args, "embedded", &running.base, client, work, table).await;
+    let outcome = service_load(args, "embedded", &running.base, &[], client, work, table).await;
     running.stop().await?;
     outcome
 }
@@ -552,7 +640,11 @@ async fn distributed(
     let mut cluster = tokio::task::block_in_place(|| Cluster::start(&spec, workers))?;
     let label = format!("distributed ({workers} workers)");
     let outcome = async {
-        service_load(args, &label, &cluster.base, client, work, table).await?;
+        let service: Vec<u32> = (cluster.wobbly_pid().into_iter())
+            .chain(cluster.frontend_pid())
+            .chain(cluster.worker_pids())
+            .collect();
+        service_load(args, &label, &cluster.base, &service, client, work, table).await?;
         if let Some(pid) = cluster.frontend_pid() {
             table.push(Row {
                 memory: cluster::peak_rss(pid),

@@ -655,6 +655,31 @@ pub fn signal(child: &Child, name: &str) {
     assert!(status.success(), "kill -{name} {}", child.id());
 }
 
+/// The files holding a job's result objects in the local bucket of `app`: the flat files named
+/// `{job}+{attempt}+{result}` (and any under a `{job}/` directory of the earlier nested layout),
+/// metadata files left out.
+pub fn bucket_objects(app: &TestApp, job: &str) -> Vec<PathBuf> {
+    let bucket = app.dir.path().join("data/bucket");
+    let flat = format!("{job}+");
+    let mut found = Vec::new();
+    let mut pending = vec![bucket.join(job)];
+    for entry in std::fs::read_dir(&bucket).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&flat) {
+            found.push(entry.path());
+        }
+    }
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            match entry.file_type().is_ok_and(|t| t.is_dir()) {
+                true => pending.push(entry.path()),
+                false => found.push(entry.path()),
+            }
+        }
+    }
+    found.retain(|p| p.extension().is_none_or(|e| e != "meta"));
+    found
+}
+
 /// Path of the source test image.
 pub fn source_image(app: &TestApp) -> PathBuf {
     app.dir.path().join("images/field.fits")

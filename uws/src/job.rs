@@ -288,6 +288,11 @@ pub struct NewJob {
     /// Created QUEUED (`PHASE=RUN` at creation) in the one write that creates it, instead of
     /// PENDING and then a transition. A store that does not know this creates the job PENDING.
     pub queued: bool,
+    /// A synchronous request's job: its client waits on the open connection, which is all the
+    /// durability it needs (a crash loses the request either way, and the client retries), so
+    /// the store need not put its writes on disk before it answers. A store that does not know
+    /// this writes them durably.
+    pub sync: bool,
     /// The limits the store enforces on the owner atomically with this insert, and the bytes the
     /// job is planned to store.
     pub admission: Admission,

@@ -25,6 +25,18 @@ pub trait ResultStore: Send + Sync {
     /// caller must not change the file afterwards; it may delete it.
     async fn put_file(&self, key: &str, path: &Path, meta: &ObjectMeta) -> Result<u64, UwsError>;
 
+    /// Stores a result whose client reads it at once and then not again (a synchronous
+    /// request's): like [`ResultStore::put_file`], except that a store may keep it for less than
+    /// the job's lifetime (a bounded time, in memory). The object is readable when this returns.
+    async fn put_transient(
+        &self,
+        key: &str,
+        path: &Path,
+        meta: &ObjectMeta,
+    ) -> Result<u64, UwsError> {
+        self.put_file(key, path, meta).await
+    }
+
     /// A URL that gives the object to anyone holding it, for `valid_for`. `public_base` is the
     /// service's external base URL, for stores the service itself serves.
     async fn signed_url(

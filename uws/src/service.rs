@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use crate::error::UwsError;
-use crate::events::{PhaseChange, PhaseEvents};
+use crate::events::{JobWaiters, JobWatch, PhaseChange, PhaseEvents, Wake};
 use crate::job::{Admission, ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob};
 use crate::params::Parameters;
 use crate::queue::{DelegatedToken, JobQueue, Priority, QueuedJob};
@@ -190,6 +189,7 @@ pub struct Uws {
     results: Arc<dyn ResultStore>,
     limits: JobLimits,
     finished: Arc<FinishedJobs>,
+    waiters: Arc<JobWaiters>,
 }
 
 /// Final jobs handed from [`Uws::finish`] to synchronous waiters in the same process, so that a
@@ -228,6 +228,10 @@ impl FinishedJobs {
     fn len(&self) -> usize {
         self.0.lock().map_or(0, |jobs| jobs.len())
     }
+
+    fn contains(&self, id: &JobId) -> bool {
+        self.0.lock().is_ok_and(|jobs| jobs.contains_key(id))
+    }
 }
 
 impl Uws {
@@ -245,6 +249,7 @@ impl Uws {
             results,
             limits,
             finished: Arc::default(),
+            waiters: Arc::default(),
         }
     }
 
@@ -256,6 +261,13 @@ impl Uws {
     /// slot for its final job until it returns, so a number that only grows is a leak.
     pub fn sync_waiters(&self) -> usize {
         self.finished.len()
+    }
+
+    /// Whether a synchronous request of this process waits for the job now: its result is read
+    /// at once through the open connection, then not again (see
+    /// [`ResultStore::put_transient`]). False for a job awaited in another process.
+    pub fn awaited_here(&self, id: &JobId) -> bool {
+        self.finished.contains(id)
     }
 
     /// Every phase change announced after this call (for live progress streams).
@@ -312,6 +324,7 @@ impl Uws {
                 destruction: creation.destruction,
                 creation_time: now,
                 queued: creation.run,
+                sync: priority == Priority::Sync,
                 admission,
             })
             .await?;
@@ -684,14 +697,14 @@ impl Uws {
     ) -> Result<Job, UwsError> {
         let timeout = self.limits.wait_timeout(wait)?;
         let expected = phase.map(str::parse::<ExecutionPhase>).transpose()?;
-        // Subscribe before reading, so a change between the read and the wait is not missed.
-        let events = self.events.subscribe();
+        // Watch before reading, so a change between the read and the wait is not missed.
+        let watch = self.waiters.watch(self.events.as_ref(), &JobId::parse(id)?);
         let job = self.job(owner, id).await?;
         if !job.phase.is_active() || expected.is_some_and(|p| p != job.phase) {
             return Ok(job);
         }
         let from = job.phase;
-        self.wait_while(events, job, Instant::now() + timeout, |p| p == from)
+        self.wait_while(watch, job, Instant::now() + timeout, |p| p == from)
             .await
     }
 
@@ -714,7 +727,7 @@ impl Uws {
         admission: Admission,
     ) -> Result<Job, UwsError> {
         let deadline = Instant::now() + timeout;
-        let events = self.events.subscribe();
+        let watch = self.waiters.watch(self.events.as_ref(), &id);
         let mut run = Parameters::new();
         run.push("PHASE", "RUN");
         let job = self
@@ -723,7 +736,7 @@ impl Uws {
         let id = job.id.clone();
         self.finished.watch(&id);
         let waited = self
-            .wait_while(events, job, deadline, |p| !p.is_final())
+            .wait_while(watch, job, deadline, |p| !p.is_final())
             .await;
         self.finished.forget(&id);
         waited
@@ -731,19 +744,19 @@ impl Uws {
 
     /// Waits until the job reaches a final phase or the deadline passes (synchronous requests).
     pub async fn wait_final(&self, id: &JobId, timeout: Duration) -> Result<Job, UwsError> {
-        let events = self.events.subscribe();
+        let watch = self.waiters.watch(self.events.as_ref(), id);
         let job = self
             .store
             .get(id)
             .await?
             .ok_or_else(|| UwsError::JobNotFound(id.to_string()))?;
-        self.wait_while(events, job, Instant::now() + timeout, |p| !p.is_final())
+        self.wait_while(watch, job, Instant::now() + timeout, |p| !p.is_final())
             .await
     }
 
     async fn wait_while(
         &self,
-        mut events: tokio::sync::broadcast::Receiver<PhaseChange>,
+        mut watch: JobWatch,
         mut job: Job,
         deadline: Instant,
         keep_waiting: impl Fn(ExecutionPhase) -> bool,
@@ -757,15 +770,15 @@ impl Uws {
                 break;
             }
             let nap = (deadline - now).min(FALLBACK_REREAD);
-            let reread = match tokio::time::timeout(nap, events.recv()).await {
+            let reread = match tokio::time::timeout(nap, watch.changed()).await {
                 // A change that does not end the wait is noted, not read: the event names the
                 // phase, and a waiter needs the whole job only when it stops waiting.
-                Ok(Ok(change)) if change.id == job.id && keep_waiting(change.phase) => {
-                    job.phase = change.phase;
+                Ok(Some(Wake::Phase(phase))) if keep_waiting(phase) => {
+                    job.phase = phase;
                     stale = true;
                     false
                 }
-                Ok(Ok(change)) if change.id == job.id => match self.finished.take(&job.id) {
+                Ok(Some(Wake::Phase(_))) => match self.finished.take(&job.id) {
                     Some(finished) => {
                         job = finished;
                         stale = false;
@@ -773,10 +786,9 @@ impl Uws {
                     }
                     None => true,
                 },
-                Ok(Ok(_)) => false,
-                // Missed events or a closed channel: the store still knows.
-                Ok(Err(RecvError::Lagged(_))) => true,
-                Ok(Err(RecvError::Closed)) => {
+                // Missed events, or no more events: the store still knows.
+                Ok(Some(Wake::Reread)) => true,
+                Ok(None) => {
                     tokio::time::sleep(nap).await;
                     true
                 }

@@ -60,6 +60,10 @@ pub struct NewJobJson {
     /// Created QUEUED rather than PENDING; absent (an older client) means PENDING.
     #[serde(default)]
     pub queued: bool,
+    /// A synchronous request's job, whose writes need not be durable ([`uws::NewJob::sync`]);
+    /// absent (an older client) means durable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync: bool,
     /// The limits the store checks atomically with the insert; absent means none.
     #[serde(default)]
     pub admission: AdmissionJson,
@@ -370,6 +374,7 @@ impl From<&NewJob> for NewJobJson {
             destruction: timestamp::format(j.destruction),
             creation_time: timestamp::format(j.creation_time),
             queued: j.queued,
+            sync: j.sync,
             admission: AdmissionJson {
                 planned_bytes: j.admission.planned_bytes,
                 jobs_per_hour: j.admission.jobs_per_hour,
@@ -399,6 +404,7 @@ impl TryFrom<NewJobJson> for NewJob {
             destruction: timestamp::parse(&j.destruction)?,
             creation_time: timestamp::parse(&j.creation_time)?,
             queued: j.queued,
+            sync: j.sync,
             admission: uws::Admission {
                 planned_bytes: j.admission.planned_bytes,
                 jobs_per_hour: j.admission.jobs_per_hour,

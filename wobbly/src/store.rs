@@ -41,6 +41,14 @@ pub struct SqlJobStore {
     is_sqlite: bool,
     /// SQLite only: the one connection that writes (see [`crate::writer`]).
     writer: Option<SqliteWriter>,
+    /// PostgreSQL only: connections with `synchronous_commit = off`, for the writes that need
+    /// not be durable (they return without waiting for the WAL flush; a crash can lose the
+    /// last of them, never corrupt anything). Opened lazily.
+    volatile_pool: Option<AnyPool>,
+    /// Synchronous requests' jobs created here and not yet final: their writes are not durable
+    /// ([`NewJob::sync`]). In memory only, so after a restart, or through another process, every
+    /// write of a job is durable again (never less safe than asked).
+    sync_jobs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<JobId>>>,
     /// How many migrations [`SqlJobStore::connect`] applied (0: the schema was up to date).
     migrations_applied: usize,
 }
@@ -108,11 +116,34 @@ impl SqlJobStore {
                 .map_err(WobblyError::Migrate)?;
         }
         let writer = is_sqlite.then(|| SqliteWriter::start(pool.clone()));
+        let volatile_pool = match is_sqlite {
+            true => None,
+            false => Some(
+                AnyPoolOptions::new()
+                    .max_connections(max_connections.div_ceil(2))
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::raw_sql("SET synchronous_commit = off")
+                                .execute(conn)
+                                .await
+                                .map(drop)
+                        })
+                    })
+                    .connect_lazy(url)
+                    .map_err(|source| WobblyError::Connect {
+                        url: redact(url),
+                        source,
+                    })?,
+            ),
+        };
         let mut store = SqlJobStore {
             pool,
             service: service.to_owned(),
             is_sqlite,
             writer,
+            volatile_pool,
+            sync_jobs: std::sync::Arc::default(),
             migrations_applied: 0,
         };
         store.migrations_applied = store.migrate().await?;
@@ -178,17 +209,49 @@ impl SqlJobStore {
             service: service.to_owned(),
             is_sqlite: self.is_sqlite,
             writer: self.writer.clone(),
+            volatile_pool: self.volatile_pool.clone(),
+            sync_jobs: self.sync_jobs.clone(),
             migrations_applied: 0,
         }
     }
 
+    /// The pool for a write on PostgreSQL: one that does not wait for the WAL flush when the
+    /// write need not be durable.
+    fn pool_for(&self, write: &Write) -> &AnyPool {
+        match (&self.volatile_pool, write.durable) {
+            (Some(volatile), false) => volatile,
+            _ => &self.pool,
+        }
+    }
+
+    /// Whether `id` is a synchronous request's job created here and not yet final.
+    fn is_sync(&self, id: &JobId) -> bool {
+        self.sync_jobs.lock().is_ok_and(|jobs| jobs.contains(id))
+    }
+
+    fn forget_sync(&self, id: &JobId) {
+        if let Ok(mut jobs) = self.sync_jobs.lock() {
+            jobs.remove(id);
+        }
+    }
+
+    /// Notes a synchronous request's job that this store created, so its transitions are not
+    /// made durable either.
+    fn created(&self, job: Job, sync: bool) -> Created {
+        if sync && let Ok(mut jobs) = self.sync_jobs.lock() {
+            jobs.insert(job.id.clone());
+        }
+        Created::New(job)
+    }
+
     /// Applies a statement that writes: through the writer on SQLite, on the pool otherwise
-    /// (PostgreSQL takes concurrent writers and commits each durably).
+    /// (PostgreSQL takes concurrent writers and commits each durably, unless the write need
+    /// not be).
     async fn write(&self, write: Write) -> Result<Option<AnyRow>, UwsError> {
         match &self.writer {
             Some(writer) => writer.write(write).await,
             None => {
-                let mut conn = self.pool.acquire().await.map_err(store_error)?;
+                let mut conn = self.pool_for(&write).acquire().await.map_err(store_error)?;
                 if write.then.is_empty() {
                     write.fetch_optional(&mut conn).await.map_err(store_error)
                 } else {
@@ -215,7 +278,7 @@ impl SqlJobStore {
         if self.writer.is_some() {
             return self.write(write).await;
         }
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let mut tx = self.pool_for(&write).begin().await.map_err(store_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
             .bind(format!("skycut-owner/{}/{owner}", self.service))
             .execute(&mut *tx)
@@ -298,6 +361,7 @@ impl JobStore for SqlJobStore {
         let planned = admission.planned_bytes.map(as_int);
         let creation = timestamp::to_micros(job.creation_time);
         let owner = job.owner.clone();
+        let sync = job.sync;
         let repeat = (
             job.owner.clone(),
             job.run_id.clone(),
@@ -334,13 +398,14 @@ impl JobStore for SqlJobStore {
                 .write(Write {
                     sql,
                     binds,
-                    // The client is told the job exists (303 to it) as soon as this returns.
-                    durable: true,
+                    // The client is told the job exists (303 to it) as soon as this returns;
+                    // a sync client is told nothing until the job is final.
+                    durable: !sync,
                     then: Vec::new(),
                 })
                 .await?;
             if let Some(row) = row {
-                return decode_job(&row).map(Created::New);
+                return decode_job(&row).map(|job| self.created(job, sync));
             }
             // No row back: the ID exists, and that row makes this a repeat or a conflict.
             return match self.get(&id).await? {
@@ -414,13 +479,13 @@ impl JobStore for SqlJobStore {
                 Write {
                     sql,
                     binds,
-                    durable: true,
+                    durable: !sync,
                     then,
                 },
             )
             .await?;
         if let Some(row) = row {
-            return decode_job(&row).map(Created::New);
+            return decode_job(&row).map(|job| self.created(job, sync));
         }
         // No row: the ID exists (a concurrent repeat of this create), or a limit refused it.
         match self.get(&id).await? {
@@ -535,6 +600,10 @@ impl JobStore for SqlJobStore {
         binds.extend(data);
         binds.push(Bind::Text(id.as_str().to_owned()));
         binds.push(Bind::Text(self.service.clone()));
+        let sync = self.is_sync(id);
+        if target.is_final() {
+            self.forget_sync(id);
+        }
         let row = self
             .write(Write {
                 sql,
@@ -543,8 +612,9 @@ impl JobStore for SqlJobStore {
                 // again, and a restart re-queues QUEUED and EXECUTING jobs alike (as a takeover
                 // does), so nothing a client was told is lost. Every other phase is something
                 // a client may act on (QUEUED after PHASE=RUN, the final phases and their
-                // results) and is on disk before anyone hears of it.
-                durable: !matches!(transition, Transition::Start),
+                // results) and is on disk before anyone hears of it, except a synchronous
+                // request's: its client hears only through the open connection.
+                durable: !matches!(transition, Transition::Start) && !sync,
                 then: Vec::new(),
             })
             .await?;
@@ -610,6 +680,7 @@ impl JobStore for SqlJobStore {
     }
 
     async fn delete(&self, id: &JobId) -> Result<Option<Job>, UwsError> {
+        self.forget_sync(id);
         let sql = format!("DELETE FROM uws_job WHERE id = $1 AND service = $2 RETURNING {COLUMNS}");
         self.write(Write {
             sql,

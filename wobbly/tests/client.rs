@@ -36,6 +36,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         destruction: now + Duration::from_secs(3600),
         creation_time: now,
         queued: false,
+        sync: false,
         admission: uws::Admission::default(),
     }
 }
@@ -336,6 +337,7 @@ async fn transitions_and_deletions_whose_answers_are_lost_are_done_once() {
     let job = direct
         .create(NewJob {
             queued: true,
+            sync: false,
             ..new_job("erin", 0)
         })
         .await

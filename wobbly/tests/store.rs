@@ -47,6 +47,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         destruction: now + Duration::from_secs(3600),
         creation_time: now,
         queued: false,
+        sync: false,
         admission: uws::Admission::default(),
     }
 }
@@ -470,6 +471,7 @@ async fn a_job_created_queued_starts_at_once(store: SqlJobStore) {
     let job = store
         .create(NewJob {
             queued: true,
+            sync: false,
             ..new_job("alice", 0)
         })
         .await
@@ -483,6 +485,51 @@ async fn a_job_created_queued_starts_at_once(store: SqlJobStore) {
     assert_eq!(started.phase, ExecutionPhase::Executing);
 }
 
+/// A synchronous request's job is written without waiting for the disk (PostgreSQL: through
+/// the connections with `synchronous_commit = off`), with and without admission limits, and
+/// reads back exactly like any other job at every step.
+async fn a_sync_jobs_writes_read_back_like_any_others(store: SqlJobStore) {
+    let limited = uws::Admission {
+        jobs_queued: Some(10),
+        jobs_per_hour: Some(100),
+        ..uws::Admission::default()
+    };
+    for (n, admission) in [uws::Admission::default(), limited].into_iter().enumerate() {
+        let job = store
+            .create(NewJob {
+                queued: true,
+                sync: true,
+                admission,
+                ..new_job("alice", n as i64)
+            })
+            .await
+            .expect("create")
+            .job();
+        assert_eq!(job.phase, ExecutionPhase::Queued);
+        store
+            .transition(&job.id, Transition::Start, timestamp::now())
+            .await
+            .expect("start");
+        let result = JobResult {
+            id: "result".into(),
+            key: format!("{}/0a/result.fits", job.id),
+            mime_type: "application/fits".into(),
+            size: Some(5760),
+        };
+        store
+            .transition(
+                &job.id,
+                Transition::Complete(vec![result.clone()]),
+                timestamp::now(),
+            )
+            .await
+            .expect("complete");
+        let read = store.get(&job.id).await.expect("get").expect("the job");
+        assert_eq!(read.phase, ExecutionPhase::Completed);
+        assert_eq!(read.results, [result]);
+    }
+}
+
 /// Many writers at once (the SQLite writer commits them in batches): each gets its own answer,
 /// and a refused transition in a batch fails alone.
 async fn concurrent_writes_each_get_their_own_answer(store: SqlJobStore) {
@@ -492,6 +539,7 @@ async fn concurrent_writes_each_get_their_own_answer(store: SqlJobStore) {
             let job = store
                 .create(NewJob {
                     queued: n % 2 == 0,
+                    sync: false,
                     ..new_job("alice", n)
                 })
                 .await
@@ -921,6 +969,7 @@ both_databases!(
     queued_count_counts_one_owners_queued_jobs_up_to_the_cap,
     recent_runs_are_the_newest_completed_jobs_with_their_result_bytes,
     a_job_created_queued_starts_at_once,
+    a_sync_jobs_writes_read_back_like_any_others,
     concurrent_writes_each_get_their_own_answer,
     create_is_idempotent_on_the_callers_id,
     concurrent_creates_of_one_id_make_one_job,

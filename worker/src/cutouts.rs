@@ -81,10 +81,9 @@ pub(crate) async fn cut_all(
     job: &uws::Job,
     repositories: &Repositories,
     settings: &WorkerSettings,
-    results: &dyn ResultStore,
+    store: Store<'_>,
     cache: Option<&bucket::SourceCache>,
     token: Option<&DelegatedToken>,
-    stored_keys: &StoredKeys,
 ) -> Result<Vec<JobResult>, JobError> {
     // The frontend admitted the job under its own limit on cutouts (light curves may have more
     // epochs than the default), so none is applied again here.
@@ -167,7 +166,7 @@ pub(crate) async fn cut_all(
                     filename.strip_suffix(".fits").unwrap_or(&filename)
                 ),
             };
-            stored.push(store(job, results, stored_keys, &result_id, extension, &out, meta).await?);
+            stored.push(store.put(&result_id, extension, &out, meta).await?);
         }
     }
     for (n, ((id, stencil), outcome)) in pairs.iter().zip(&outcomes).enumerate() {
@@ -190,7 +189,7 @@ pub(crate) async fn cut_all(
                         filename
                     },
                 };
-                store(job, results, stored_keys, &result_id, extension, path, meta).await?
+                store.put(&result_id, extension, path, meta).await?
             }
             Pair::Failed(error) => {
                 let path = scratch.file(&format!("{n}.txt"));
@@ -201,7 +200,7 @@ pub(crate) async fn cut_all(
                     content_type: TEXT.to_owned(),
                     filename: format!("{}-{result_id}-error.txt", id.image()),
                 };
-                store(job, results, stored_keys, &result_id, "txt", &path, meta).await?
+                store.put(&result_id, "txt", &path, meta).await?
             }
         };
         stored.push(result);
@@ -228,7 +227,7 @@ pub(crate) async fn cut_all(
             content_type: FITS.to_owned(),
             filename: format!("{}-cutouts.fits", job.id),
         };
-        stored.push(store(job, results, stored_keys, "cutouts", "fits", &out, meta).await?);
+        stored.push(store.put("cutouts", "fits", &out, meta).await?);
     }
     Ok(stored)
 }
@@ -279,38 +278,52 @@ async fn cut_one(
     Ok(())
 }
 
-async fn store(
-    job: &uws::Job,
-    results: &dyn ResultStore,
-    stored_keys: &StoredKeys,
-    result_id: &str,
-    extension: &str,
-    path: &std::path::Path,
-    meta: ObjectMeta,
-) -> Result<JobResult, JobError> {
-    // A per-attempt prefix: a job run twice (a worker presumed dead was only slow) never
-    // overwrites or deletes the result that the store recorded.
-    let key = format!(
-        "{}/{:016x}/{result_id}.{extension}",
-        job.id,
-        rand::random::<u64>()
-    );
-    // Recorded before the call: an abort may drop this future while the object is being written.
-    stored_keys.record(&key);
-    let mime_type = meta.content_type.clone();
-    let started = Instant::now();
-    let stored = results.put_file(&key, path, &meta).await;
-    let outcome = if stored.is_ok() { "ok" } else { "error" };
-    metrics::histogram!("skycut_result_store_latency_seconds", "operation" => "put", "outcome" => outcome)
+/// Where one job's results go: `transient` for a synchronous request's (see
+/// [`ResultStore::put_transient`]).
+pub(crate) struct Store<'a> {
+    pub(crate) job: &'a uws::Job,
+    pub(crate) results: &'a dyn ResultStore,
+    /// Each key is recorded here before its object is stored.
+    pub(crate) stored_keys: &'a StoredKeys,
+    pub(crate) transient: bool,
+}
+
+impl Store<'_> {
+    async fn put(
+        &self,
+        result_id: &str,
+        extension: &str,
+        path: &std::path::Path,
+        meta: ObjectMeta,
+    ) -> Result<JobResult, JobError> {
+        let (job, results, stored_keys) = (self.job, self.results, self.stored_keys);
+        // A per-attempt prefix: a job run twice (a worker presumed dead was only slow) never
+        // overwrites or deletes the result that the store recorded.
+        let key = format!(
+            "{}/{:016x}/{result_id}.{extension}",
+            job.id,
+            rand::random::<u64>()
+        );
+        // Recorded before the call: an abort may drop this future while the object is being written.
+        stored_keys.record(&key);
+        let mime_type = meta.content_type.clone();
+        let started = Instant::now();
+        let stored = match self.transient {
+            true => results.put_transient(&key, path, &meta).await,
+            false => results.put_file(&key, path, &meta).await,
+        };
+        let outcome = if stored.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("skycut_result_store_latency_seconds", "operation" => "put", "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
-    let size = stored.map_err(|e| unavailable(format!("storing the result failed: {e}")))?;
-    metrics::counter!("skycut_result_bytes_written_total").increment(size);
-    Ok(JobResult {
-        id: result_id.to_owned(),
-        key,
-        mime_type,
-        size: Some(size),
-    })
+        let size = stored.map_err(|e| unavailable(format!("storing the result failed: {e}")))?;
+        metrics::counter!("skycut_result_bytes_written_total").increment(size);
+        Ok(JobResult {
+            id: result_id.to_owned(),
+            key,
+            mime_type,
+            size: Some(size),
+        })
+    }
 }
 
 fn internal(message: String) -> JobError {

@@ -234,14 +234,20 @@ impl Worker {
         token: Option<&DelegatedToken>,
         stored: &StoredKeys,
     ) -> Result<Vec<JobResult>, JobError> {
+        let store = crate::cutouts::Store {
+            job,
+            results: self.uws.results().as_ref(),
+            stored_keys: stored,
+            // A sync request waiting in this process reads its result once, at once.
+            transient: self.uws.awaited_here(&job.id),
+        };
         crate::cutouts::cut_all(
             job,
             &self.repositories,
             &self.settings,
-            self.uws.results().as_ref(),
+            store,
             self.source_cache.as_deref(),
             token,
-            stored,
         )
         .await
     }
