@@ -307,6 +307,8 @@ pub struct JobsConfig {
     pub max_job_bytes: u64,
     /// Pixels one cutout may hold (every axis kept); 0 = unlimited.
     pub max_cutout_pixels: u64,
+    /// Most pixels a side of a `SIZE` stamp; 0 is unlimited (then only `max_cutout_pixels`).
+    pub max_stamp_size: u64,
     /// Seconds between sweeps of result prefixes that no job owns.
     pub orphan_sweep_interval: u64,
     /// Seconds a result prefix that no job owns must have gone unwritten before it is deleted.
@@ -385,6 +387,7 @@ impl Default for JobsConfig {
             create_retry: 10,
             max_job_bytes: 1 << 30,
             max_cutout_pixels: 1 << 26,
+            max_stamp_size: 1024,
             orphan_sweep_interval: 3600,
             orphan_grace: 600,
         }
@@ -533,6 +536,7 @@ impl Config {
                 max_cutout_pixels: (self.jobs.max_cutout_pixels > 0)
                     .then_some(self.jobs.max_cutout_pixels),
                 max_job_bytes: (self.jobs.max_job_bytes > 0).then_some(self.jobs.max_job_bytes),
+                max_stamp_size: (self.jobs.max_stamp_size > 0).then_some(self.jobs.max_stamp_size),
             },
             allowed_origins: self
                 .auth

@@ -284,3 +284,24 @@ fn a_circle_without_id_cuts_every_indexed_image_that_covers_its_centre() {
     );
     assert_eq!(app.get("/jobs", &[]).text().expect("jobs"), jobs_before);
 }
+
+#[test]
+fn a_light_curve_with_size_gives_stamps_of_exactly_that_size() {
+    let app = app().topology(Topology::Embedded).start();
+    wait_for_index(&app);
+    let r = app.get("/sync", &[("CIRCLE", "150 2 0.001"), ("SIZE", "51")]);
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+    let fits = app.get_url(&location(&r)).bytes().expect("body");
+    let path = app.dir.path().join("light-curve.fits");
+    std::fs::write(&path, &fits).expect("write");
+    let mut f = fitsio::FitsFile::open(&path).expect("open");
+    let stamps = f.num_hdus().expect("hdus") - 1;
+    assert!(stamps >= 1);
+    for n in 1..=stamps {
+        let hdu = f.hdu(n).expect("hdu");
+        let fitsio::hdu::HduInfo::ImageInfo { shape, .. } = &hdu.info else {
+            panic!("HDU {n} is not an image")
+        };
+        assert_eq!(shape.as_slice(), &[51, 51], "HDU {n}");
+    }
+}

@@ -523,3 +523,193 @@ fn with_sync_memory_a_sync_result_is_served_from_memory_and_leaves_no_file() {
         bucket_objects(&app, sync_job)
     );
 }
+
+#[test]
+fn size_cuts_a_stamp_of_exactly_that_size_blank_where_it_hangs_over_the_edge() {
+    let app = spawn_app();
+    // 250.2 pixels east of the centre of the 512-pixel image: a 40-pixel stamp there starts
+    // left of the first column.
+    let ra = RA + 250.2 * PIXEL_DEG / DEC.to_radians().cos();
+    let url = sync_redirect(
+        &app,
+        &[
+            ("ID", IMAGE),
+            ("CIRCLE", &circle(ra, DEC, 1.0)),
+            ("SIZE", "40"),
+        ],
+    );
+    let cut = download(&app, &url);
+    let (pixels, w, h) = read_f32(&cut, 1);
+    assert_eq!((w, h), (40, 40));
+    let (source, sw, sh) = read_f32(&source_image(&app), 0);
+    let x0 = key_f64(&cut, 1, "SKYCX0") as i64 - 1;
+    let y0 = key_f64(&cut, 1, "SKYCY0") as i64 - 1;
+    assert!(x0 < 0 && y0 > 0, "the stamp starts at ({x0}, {y0})");
+    let mut blanks = 0;
+    for y in 0..h as i64 {
+        for x in 0..w as i64 {
+            let (sx, sy) = (x0 + x, y0 + y);
+            let got = pixels[(y * w as i64 + x) as usize];
+            if (0..sw as i64).contains(&sx) && (0..sh as i64).contains(&sy) {
+                assert_eq!(got, source[(sy * sw as i64 + sx) as usize], "({x},{y})");
+            } else {
+                assert!(got.is_nan(), "({x},{y}) off the image holds {got}");
+                blanks += 1;
+            }
+        }
+    }
+    assert_eq!(blanks, -x0 * 40);
+    let crpix1 = key_f64(&source_image(&app), 0, "CRPIX1");
+    assert_eq!(key_f64(&cut, 1, "CRPIX1"), crpix1 - x0 as f64);
+    // The position is in the middle of the stamp (pixel 19.5 of 0..39, within half a pixel).
+    let crpix = key_f64(&cut, 1, "CRPIX1") - 1.0;
+    let x_of_ra = crpix - 250.2;
+    assert!((x_of_ra - 19.5).abs() <= 0.5 + 1e-3, "{x_of_ra}");
+}
+
+#[test]
+fn size_must_be_a_whole_number_of_pixels_within_max_stamp_size() {
+    let app = app().config("JOBS__MAX_STAMP_SIZE", "64").start();
+    let stencil = circle(RA, DEC, 5.0);
+    let ask = |size: &str| {
+        let r = app.get(
+            "/sync",
+            &[("ID", IMAGE), ("CIRCLE", &stencil), ("SIZE", size)],
+        );
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    let (status, body) = ask("65");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.starts_with("UsageError") && body.contains("max_stamp_size"),
+        "{body}"
+    );
+    for bad in ["0", "-1", "3.5", "big"] {
+        let (status, body) = ask(bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body.starts_with("UsageError: SIZE must be"),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(ask("64").0, 303);
+    let r = app.get(
+        "/sync",
+        &[
+            ("ID", IMAGE),
+            ("POLYGON", "150 2 150.01 2 150 2.01"),
+            ("SIZE", "8"),
+        ],
+    );
+    assert_eq!(r.status(), 400);
+}
+
+/// The `STAMPS` rows of a stamp table: (ROW, IMAGE, CRPIX1, CRPIX2, pixels) each, read from
+/// the bytes as FITS lays them out (the header after the primary's, rows big-endian).
+fn stamp_rows(bytes: &[u8], size: usize) -> Vec<(i64, i32, f64, f64, Vec<f32>)> {
+    let cards: Vec<&[u8]> = bytes.chunks(80).collect();
+    let ends: Vec<usize> = (0..cards.len())
+        .filter(|&i| cards[i].starts_with(b"END "))
+        .take(2)
+        .collect();
+    let start = (ends[1] * 80 / 2880 + 1) * 2880;
+    let naxis2 = cards[..ends[1]]
+        .iter()
+        .rev()
+        .find(|c| c.starts_with(b"NAXIS2  ="))
+        .map(|c| {
+            String::from_utf8_lossy(&c[10..30])
+                .trim()
+                .parse::<usize>()
+                .expect("NAXIS2")
+        })
+        .expect("NAXIS2 card");
+    let row_bytes = 68 + 4 * size * size;
+    let f64_at = |at: usize| f64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    (0..naxis2)
+        .map(|n| {
+            let row = start + n * row_bytes;
+            let pixels = bytes[row + 68..row + row_bytes]
+                .chunks(4)
+                .map(|b| f32::from_be_bytes(b.try_into().expect("4 bytes")))
+                .collect();
+            (
+                i64::from_be_bytes(bytes[row..row + 8].try_into().expect("8 bytes")),
+                i32::from_be_bytes(bytes[row + 24..row + 28].try_into().expect("4 bytes")),
+                f64_at(row + 52),
+                f64_at(row + 60),
+                pixels,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_stamp_table_holds_each_stamp_once_and_lists_the_rows_it_could_not_cut() {
+    let app = spawn_app();
+    let east = |pixels: f64| RA + pixels * PIXEL_DEG / DEC.to_radians().cos();
+    let (inside, edge, off) = (
+        circle(east(-3.3), DEC + 10.2 * PIXEL_DEG, 1.0),
+        circle(east(250.2), DEC, 1.0),
+        circle(east(400.0), DEC, 1.0),
+    );
+    let id = app.create_job(&[
+        ("ID", IMAGE),
+        ("CIRCLE", &inside),
+        ("CIRCLE", &edge),
+        ("CIRCLE", &off),
+        ("SIZE", "16"),
+        ("RESPONSEFORMAT", "application/fits;content=stamp-table"),
+    ]);
+    app.run_job(&id);
+    let doc = app.wait_final(&id);
+    assert_uws_valid(&doc);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps", "errors"]);
+    assert_eq!(
+        attributes(&doc, "uws:result", "mime-type"),
+        ["application/fits;content=stamp-table", "text/csv"]
+    );
+    let hrefs = attributes(&doc, "uws:result", "xlink:href");
+    let table = app.get_url(&hrefs[0]).bytes().expect("table");
+    let rows = stamp_rows(&table, 16);
+    assert_eq!(rows.len(), 2, "one row per stamp that could be cut");
+    let (source, sw, sh) = read_f32(&source_image(&app), 0);
+    let crpix = (
+        key_f64(&source_image(&app), 0, "CRPIX1"),
+        key_f64(&source_image(&app), 0, "CRPIX2"),
+    );
+    for (n, (row, image, crpix1, crpix2, pixels)) in rows.iter().enumerate() {
+        assert_eq!((*row, *image), (n as i64, 0));
+        // The stamp's CRPIX is the source's moved by the stamp's first pixel.
+        let (x0, y0) = ((crpix.0 - crpix1) as i64, (crpix.1 - crpix2) as i64);
+        assert_eq!((x0 as f64, y0 as f64), (crpix.0 - crpix1, crpix.1 - crpix2));
+        for j in 0..16i64 {
+            for i in 0..16i64 {
+                let (x, y) = (x0 + i, y0 + j);
+                let got = pixels[(j * 16 + i) as usize];
+                if (0..sw as i64).contains(&x) && (0..sh as i64).contains(&y) {
+                    assert_eq!(
+                        got,
+                        source[(y * sw as i64 + x) as usize],
+                        "row {n} ({i},{j})"
+                    );
+                } else {
+                    assert!(got.is_nan(), "row {n} ({i},{j}) off the image holds {got}");
+                }
+            }
+        }
+    }
+    let errors = app.get_url(&hrefs[1]).text().expect("errors");
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(lines.len(), 2, "{errors}");
+    assert_eq!(lines[0], "row,image,reason");
+    assert!(
+        lines[1].starts_with(&format!("2,{IMAGE},\"UsageError: ")),
+        "{errors}"
+    );
+}

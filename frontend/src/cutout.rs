@@ -35,6 +35,8 @@ pub struct SizeLimits {
     pub max_cutout_pixels: Option<u64>,
     /// Bytes of the results of one job (the combined multi-extension file included).
     pub max_job_bytes: Option<u64>,
+    /// Pixels a side of a `SIZE` stamp.
+    pub max_stamp_size: Option<u64>,
 }
 
 /// A validated cutout job: what to store, and how big its results are planned to be.
@@ -65,10 +67,17 @@ pub async fn job_parameters(app: &App, request: &Parameters) -> Result<CutoutJob
     // A request may make as many cutouts as a light curve may have epochs.
     let max_pairs = soda::request::MAX_PAIRS.max(app.settings.max_epochs);
     let cutout = CutoutRequest::from_parameters_up_to(parameters.iter(), max_pairs)?;
+    let limits = app.settings.size_limits;
+    if let (Some(size), Some(limit)) = (cutout.size, limits.max_stamp_size)
+        && size as u64 > limit
+    {
+        return Err(FrontendError::Usage(format!(
+            "SIZE={size} is over the limit of {limit} pixels a side (max_stamp_size)"
+        )));
+    }
     for id in &cutout.ids {
         app.repositories.locate(id)?;
     }
-    let limits = app.settings.size_limits;
     let repositories = app.repositories.clone();
     // Reading headers is file I/O through cfitsio: off the async threads.
     let planned_bytes = tokio::task::spawn_blocking(move || plan(&repositories, &cutout, limits))
@@ -98,6 +107,7 @@ fn plan(
             mask: request.mask,
             band: request.band,
             extension: id.extension().map(str::to_owned),
+            size: request.size,
         };
         let size = match soda::cutout_size(&path, stencil, &options) {
             Ok(size) => size,
@@ -119,8 +129,13 @@ fn plan(
             preview_bytes = preview_bytes.saturating_add(size.pixels.saturating_mul(4));
         }
     }
-    // A job of several pairs also stores every cutout again in one multi-extension file.
-    let copies = if pairs.len() > 1 { 2 } else { 1 };
+    // A job of several pairs also stores every cutout again in one multi-extension file
+    // (a stamp table is the one file).
+    let copies = if pairs.len() > 1 && !request.stamp_table {
+        2
+    } else {
+        1
+    };
     let planned = fits_bytes
         .saturating_mul(copies)
         .saturating_add(preview_bytes);

@@ -18,6 +18,7 @@ use crate::mask::Mask;
 pub use crate::region::PixelBox;
 use crate::region::{pixel_box, pixel_scale_deg};
 use crate::spectral::SpectralAxis;
+use crate::stamp::Window;
 use crate::stencil::Stencil;
 use crate::unscaled;
 
@@ -59,6 +60,10 @@ pub struct CutOptions {
     /// The `EXTNAME` of the image HDU to cut (the ID's `?ext=`); `None` takes the primary HDU
     /// or, when that is empty, the first image extension.
     pub extension: Option<String>,
+    /// `SIZE` (a Skycut extension): the cutout is a stamp of exactly this many pixels a side,
+    /// centred on the stencil's centre (a circle's; see [`crate::stamp::Window::centred`]),
+    /// blanked where it hangs over the image edge, instead of the stencil's smallest rectangle.
+    pub size: Option<usize>,
 }
 
 /// Pixels copied per read/write call, so that a whole-image cutout never sits in memory.
@@ -111,6 +116,7 @@ pub fn cut_to_file_with(
             image,
             wcs,
             region,
+            window,
             planes,
         },
     ) = open_and_plan(source, stencil, provenance, &options)?;
@@ -122,13 +128,14 @@ pub fn cut_to_file_with(
         let cut = Cut {
             image: &image,
             region,
+            window,
             planes: &planes,
             provenance,
             mask: options.mask.then(|| {
                 let step = pixel_scale_deg(&wcs, image.nx, image.ny);
                 Mask::new(&wcs, stencil, region, step)
             }),
-            masked: options.mask,
+            masked: options.mask || window != Window::of(region),
         };
         match image.bitpix {
             Bitpix::U8 => cut.copy::<u8>(&mut src, &mut dst),
@@ -169,6 +176,7 @@ pub fn header_to_file(
         Plan {
             image,
             region,
+            window,
             planes,
             ..
         },
@@ -180,7 +188,7 @@ pub fn header_to_file(
         std::fs::remove_file(&scratch)?;
     }
     // NAXIS1 first, as the cards are numbered.
-    let mut sizes = vec![region.width(), region.height()];
+    let mut sizes = vec![window.width, window.height];
     sizes.extend(planes.iter().map(|r| r.len()));
     let written = (|| {
         {
@@ -188,10 +196,11 @@ pub fn header_to_file(
             let cut = Cut {
                 image: &image,
                 region,
+                window,
                 planes: &planes,
                 provenance,
                 mask: None,
-                masked: options.mask,
+                masked: options.mask || window != Window::of(region),
             };
             let ones = vec![1; sizes.len()];
             let description = ImageDescription {
@@ -287,7 +296,11 @@ fn open_and_plan(
 struct Plan {
     image: SourceImage,
     wcs: CelestialWcs,
+    /// The source pixels read: the window's part inside the image.
     region: PixelBox,
+    /// The output's pixels in source coordinates: the region itself, or a `SIZE` stamp that
+    /// may hang over the image edge.
+    window: Window,
     planes: Vec<Range<usize>>,
 }
 
@@ -310,8 +323,30 @@ impl Plan {
         let image = SourceImage::find(src, extension)?;
         let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
         let name = || source_name.to_owned();
-        let Some(region) = pixel_box(&wcs, image.nx, image.ny, stencil) else {
-            return Err(SodaError::NoOverlap { source: name() });
+        let (region, window) = match options.size {
+            Some(size) => {
+                let Stencil::Circle(circle) = stencil else {
+                    return Err(SodaError::usage(
+                        "SIZE centres a stamp on a CIRCLE (or POS=CIRCLE): give one",
+                    ));
+                };
+                let (ra, dec) = circle.center();
+                let window = wcs
+                    .sky_to_pixel(ra, dec)
+                    .and_then(|(x, y)| Window::centred(x, y, size));
+                let Some((window, region)) =
+                    window.and_then(|w| w.overlap(image.nx, image.ny).map(|r| (w, r)))
+                else {
+                    return Err(SodaError::NoOverlap { source: name() });
+                };
+                (region, window)
+            }
+            None => {
+                let Some(region) = pixel_box(&wcs, image.nx, image.ny, stencil) else {
+                    return Err(SodaError::NoOverlap { source: name() });
+                };
+                (region, Window::of(region))
+            }
         };
         let mut planes: Vec<Range<usize>> = image.extra.iter().map(|&n| 0..n).collect();
         if let Some(section) = section {
@@ -345,6 +380,7 @@ impl Plan {
             image,
             wcs,
             region,
+            window,
             planes,
         })
     }
@@ -380,7 +416,7 @@ pub fn cutout_size(
     let mut src = FitsFile::open(source)?;
     let plan = Plan::new(&mut src, &source.display().to_string(), stencil, options)?;
     let planes: u64 = plan.planes.iter().map(|r| r.len() as u64).product();
-    let pixels = ((plan.region.width() * plan.region.height()) as u64).saturating_mul(planes);
+    let pixels = ((plan.window.width * plan.window.height) as u64).saturating_mul(planes);
     Ok(CutoutSize {
         pixels,
         bytes: pixels.saturating_mul(plan.image.bitpix.bytes()),
@@ -569,6 +605,51 @@ impl SourceImage {
     }
 }
 
+impl SourceImage {
+    /// The pixels of a rectangle of the image's first plane (every axis beyond the celestial
+    /// two at its first pixel) as physical values, BSCALE and BZERO applied, with blank
+    /// integer pixels (BLANK) as NaN; NAXIS1 varies fastest. The caller holds the lock.
+    pub(crate) fn read_physical(
+        &self,
+        file: &mut FitsFile,
+        columns: Range<usize>,
+        rows: Range<usize>,
+    ) -> Result<Vec<f32>, SodaError> {
+        let scale = self.hdu.read_key::<f64>(file, "BSCALE").unwrap_or(1.0);
+        let zero = self.hdu.read_key::<f64>(file, "BZERO").unwrap_or(0.0);
+        // Stored values are read, so that BLANK is recognised before scaling.
+        unscaled::disable_scaling(file, &self.hdu)?;
+        let first_planes: Vec<Range<usize>> = self.extra.iter().map(|_| 0..1).collect();
+        let mut ranges: Vec<&Range<usize>> = vec![&columns, &rows];
+        ranges.extend(first_planes.iter());
+        let blank = self.blank;
+        macro_rules! physical {
+            ($t:ty) => {{
+                let stored: Vec<$t> = self.hdu.read_region(file, &ranges)?;
+                stored
+                    .into_iter()
+                    .map(|v| {
+                        // `blank` is only ever set for integer images.
+                        if blank == Some(v as i64) {
+                            f32::NAN
+                        } else {
+                            (v as f64 * scale + zero) as f32
+                        }
+                    })
+                    .collect()
+            }};
+        }
+        Ok(match self.bitpix {
+            Bitpix::U8 => physical!(u8),
+            Bitpix::I16 => physical!(i16),
+            Bitpix::I32 => physical!(i32),
+            Bitpix::I64 => physical!(i64),
+            Bitpix::F32 => physical!(f32),
+            Bitpix::F64 => physical!(f64),
+        })
+    }
+}
+
 /// How an image stores a pixel (its BITPIX), each with the Rust type that holds it as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bitpix {
@@ -664,13 +745,18 @@ impl Pixel for f64 {
 /// One cutout being written: what to copy and whether to mask it.
 struct Cut<'a> {
     image: &'a SourceImage,
+    /// The source pixels copied.
     region: PixelBox,
+    /// Where the output lies in source pixels: `region`, or a stamp around it whose pixels
+    /// off the image are blank.
+    window: Window,
     /// The planes kept of each axis beyond the celestial two, NAXIS3 first.
     planes: &'a [Range<usize>],
     provenance: &'a Provenance,
     /// Which pixels are kept, when masking.
     mask: Option<Mask<'a>>,
-    /// Whether the pixels outside the stencil are blanked (`mask` is `None` for a header).
+    /// Whether some pixels are blanked: outside the stencil (`mask` is `None` for a header),
+    /// or off the image for a stamp; an integer cutout then declares its BLANK.
     masked: bool,
 }
 
@@ -692,8 +778,8 @@ impl Cut<'_> {
         } else {
             image.blank
         };
-        let mut offsets = vec![self.region.x0, self.region.y0];
-        offsets.extend(self.planes.iter().map(|r| r.start));
+        let mut offsets = vec![self.window.x0, self.window.y0];
+        offsets.extend(self.planes.iter().map(|r| r.start as i64));
         unscaled::copy_cards(src, &image.hdu, dst, &hdu, &SCALING_KEYWORDS)?;
         write_header(dst, &hdu, image, &offsets, self.provenance, declared_blank)?;
         Ok((hdu, blank))
@@ -706,8 +792,8 @@ impl Cut<'_> {
     where
         Vec<T>: ReadImage,
     {
-        let (image, region) = (self.image, self.region);
-        let (width, height) = (region.width(), region.height());
+        let (image, region, window) = (self.image, self.region, self.window);
+        let (width, height) = (window.width, window.height);
         // fitsio wants the dimensions in C order: NAXISn first, NAXIS1 last.
         let mut dimensions: Vec<usize> = self.planes.iter().rev().map(|r| r.len()).collect();
         dimensions.extend([height, width]);
@@ -719,8 +805,12 @@ impl Cut<'_> {
         unscaled::disable_scaling(src, &image.hdu)?;
         unscaled::disable_scaling(dst, &hdu)?;
 
-        let rows_per_block = (BLOCK_PIXELS / width).max(1);
+        let rows_per_block = (BLOCK_PIXELS / region.width()).max(1);
         let columns = region.x0..region.x1 + 1;
+        // Where the region starts in the output (non-zero only for a stamp over the edge).
+        let dx = (region.x0 as i64 - window.x0) as usize;
+        let dy = (region.y0 as i64 - window.y0) as usize;
+        let padded = window != Window::of(region);
         let plane_count: usize = self.planes.iter().map(|r| r.len()).product();
         for plane in 0..plane_count {
             // The plane's index along each extra axis, NAXIS3 varying fastest as in the file.
@@ -733,9 +823,17 @@ impl Cut<'_> {
                 source_planes.push(r.start + i..r.start + i + 1);
                 output_planes.push(i..i + 1);
             }
+            if padded {
+                // A stamp is bounded by the configured SIZE, so one plane of blanks is small.
+                let all_columns = 0..width;
+                let all_rows = 0..height;
+                let mut ranges: Vec<&Range<usize>> = vec![&all_columns, &all_rows];
+                ranges.extend(output_planes.iter());
+                hdu.write_region(dst, &ranges, &vec![blank; width * height])?;
+            }
             let mut row = 0;
-            while row < height {
-                let rows = rows_per_block.min(height - row);
+            while row < region.height() {
+                let rows = rows_per_block.min(region.height() - row);
                 let source_rows = region.y0 + row..region.y0 + row + rows;
                 let mut ranges: Vec<&Range<usize>> = vec![&columns, &source_rows];
                 ranges.extend(source_planes.iter());
@@ -743,8 +841,8 @@ impl Cut<'_> {
                 if let Some(mask) = &self.mask {
                     mask.apply(&mut pixels, blank, source_rows.clone());
                 }
-                let output_rows = row..row + rows;
-                let columns_out = 0..width;
+                let output_rows = dy + row..dy + row + rows;
+                let columns_out = dx..dx + region.width();
                 let mut ranges: Vec<&Range<usize>> = vec![&columns_out, &output_rows];
                 ranges.extend(output_planes.iter());
                 hdu.write_region(dst, &ranges, &pixels)?;
@@ -759,7 +857,7 @@ fn write_header(
     dst: &mut FitsFile,
     hdu: &FitsHdu,
     image: &SourceImage,
-    offsets: &[usize],
+    offsets: &[i64],
     provenance: &Provenance,
     blank: Option<i64>,
 ) -> Result<(), SodaError> {
@@ -797,12 +895,12 @@ fn write_header(
     hdu.write_key(
         dst,
         "SKYCX0",
-        (offsets[0] as i64 + 1, "source column of pixel 1 (1-based)"),
+        (offsets[0] + 1, "source column of pixel 1 (1-based)"),
     )?;
     hdu.write_key(
         dst,
         "SKYCY0",
-        (offsets[1] as i64 + 1, "source row of pixel 1 (1-based)"),
+        (offsets[1] + 1, "source row of pixel 1 (1-based)"),
     )?;
     Ok(())
 }
@@ -1077,6 +1175,212 @@ mod tests {
             .read_region(&mut src, &[&(r.x0..r.x1 + 1), &(r.y0..r.y1 + 1)])
             .unwrap();
         assert_eq!(section, pixels);
+    }
+
+    /// The (1-based) keyword `name` of HDU 1 of `path`.
+    fn key_of(path: &Path, name: &str) -> f64 {
+        let mut f = FitsFile::open(path).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        hdu.read_key::<f64>(&mut f, name).unwrap()
+    }
+
+    fn stamp_options(size: usize) -> CutOptions {
+        CutOptions {
+            size: Some(size),
+            ..CutOptions::default()
+        }
+    }
+
+    #[test]
+    fn size_cuts_a_stamp_of_exactly_that_size_around_the_centre() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        // A radius far smaller than the stamp: SIZE decides the box, not the circle.
+        let stencil = circle_at(&source, 80.3, 120.6, 2.0);
+        let out = dir.path().join("out.fits");
+        let provenance = provenance(&stencil);
+        let cutout =
+            cut_to_file_with(&source, &stencil, &provenance, &out, stamp_options(32)).unwrap();
+        // astropy's Cutout2D starts at ceil(position - size / 2).
+        let r = cutout.region;
+        assert_eq!((r.x0, r.x1, r.y0, r.y1), (65, 96, 105, 136), "{r:?}");
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        let pixels: Vec<f32> = hdu.read_image(&mut f).unwrap();
+        assert_eq!(pixels.len(), 32 * 32);
+        for j in 0..32 {
+            for i in 0..32 {
+                assert_eq!(pixels[j * 32 + i], ((105 + j) * NX + 65 + i) as f32);
+            }
+        }
+        assert!(hdu.read_key::<i64>(&mut f, "BLANK").is_err());
+        let planned = cutout_size(&source, &stencil, &stamp_options(32)).unwrap();
+        assert_eq!(planned.pixels, 32 * 32);
+    }
+
+    #[test]
+    fn a_stamp_over_the_edge_is_blank_there_and_keeps_every_pixels_sky_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 2.0, 198.4, 1.0);
+        let out = dir.path().join("out.fits");
+        let provenance = provenance(&stencil);
+        let cutout =
+            cut_to_file_with(&source, &stencil, &provenance, &out, stamp_options(16)).unwrap();
+        // The window starts at (-6, 191); only its part inside the image is read.
+        let r = cutout.region;
+        assert_eq!((r.x0, r.x1, r.y0, r.y1), (0, 9, 191, 199), "{r:?}");
+        assert_eq!(cutout.source_bytes, 10 * 9 * 4);
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        let HduInfo::ImageInfo { shape, .. } = &hdu.info else {
+            panic!("not an image")
+        };
+        assert_eq!(shape.as_slice(), &[16, 16]);
+        let pixels: Vec<f32> = hdu.read_image(&mut f).unwrap();
+        for j in 0..16i64 {
+            for i in 0..16i64 {
+                let (x, y) = (i - 6, j + 191);
+                let got = pixels[(j * 16 + i) as usize];
+                if (0..NX as i64).contains(&x) && (0..NY as i64).contains(&y) {
+                    assert_eq!(got, (y as usize * NX + x as usize) as f32, "({i}, {j})");
+                } else {
+                    assert!(got.is_nan(), "({i}, {j}) off the image holds {got}");
+                }
+            }
+        }
+        assert_eq!(key_of(&out, "SKYCX0"), -5.0);
+        assert_eq!(key_of(&out, "SKYCY0"), 192.0);
+        let (src_wcs, out_wcs) = (wcs_of(&source, 0), wcs_of(&out, 1));
+        for (i, j) in [(0, 0), (15, 15), (6, 0), (3, 12)] {
+            let a = out_wcs.pixel_to_sky(i as f64, j as f64).unwrap();
+            let b = src_wcs
+                .pixel_to_sky(i as f64 - 6.0, j as f64 + 191.0)
+                .unwrap();
+            assert!(
+                (a.0 - b.0).abs() < 1e-9 && (a.1 - b.1).abs() < 1e-9,
+                "{a:?} {b:?}"
+            );
+        }
+        // The header-only answer describes the same stamp.
+        let (header, _) = both_headers(&source, &stencil, stamp_options(16));
+        assert!(
+            header.contains("NAXIS1  =                   16"),
+            "{header}"
+        );
+    }
+
+    #[test]
+    fn a_stamp_of_an_integer_image_over_the_edge_declares_and_uses_a_blank() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("int.fits");
+        integer_image_with_blank(&source, ImageType::Short, 0, |v| v as i16, None);
+        let (ra, dec) = wcs_of(&source, 1).pixel_to_sky(62.0, 1.0).unwrap();
+        let stencil = Stencil::parse_circle(&format!("{ra} {dec} {SCALE}")).unwrap();
+        let out = dir.path().join("out.fits");
+        let provenance = provenance(&stencil);
+        cut_to_file_with(&source, &stencil, &provenance, &out, stamp_options(5)).unwrap();
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        assert_eq!(hdu.read_key::<i64>(&mut f, "BLANK").unwrap(), -32768);
+        let pixels: Vec<i64> = hdu.read_image(&mut f).unwrap();
+        // Window x 60..=64 (64 is off a 64-wide image), y -1..=3 (row -1 is off).
+        for j in 0..5i64 {
+            for i in 0..5i64 {
+                let (x, y) = (60 + i, j - 1);
+                let expected = if x < 64 && y >= 0 {
+                    1000 * y + x
+                } else {
+                    -32768
+                };
+                assert_eq!(pixels[(j * 5 + i) as usize], expected, "({i}, {j})");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stamp_that_misses_the_image_is_no_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, -40.0, 50.0, 1.0);
+        let out = dir.path().join("out.fits");
+        let provenance = provenance(&stencil);
+        let got = cut_to_file_with(&source, &stencil, &provenance, &out, stamp_options(16));
+        assert!(matches!(got, Err(SodaError::NoOverlap { .. })), "{got:?}");
+    }
+
+    #[test]
+    fn many_stamps_of_one_image_hold_what_single_stamp_cutouts_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let wcs = wcs_of(&source, 0);
+        let spots = [(80.3, 120.6), (2.0, 198.4), (299.4, 0.2), (150.0, 100.0)];
+        let mut positions: Vec<(f64, f64)> = spots
+            .iter()
+            .map(|&(x, y)| wcs.pixel_to_sky(x, y).unwrap())
+            .collect();
+        positions.push(wcs.pixel_to_sky(-400.0, 50.0).unwrap());
+        let got =
+            crate::stamp::cut_stamps(&source, "butler://demo/src", None, &positions, 16).unwrap();
+        assert_eq!(got.stamps.len(), 5);
+        assert!(matches!(got.stamps[4], Err(SodaError::NoOverlap { .. })));
+        assert_eq!(
+            got.crpix,
+            ((NX as f64 + 1.0) / 2.0, (NY as f64 + 1.0) / 2.0)
+        );
+        assert!(
+            got.wcs_cards
+                .iter()
+                .any(|c| c.starts_with("CTYPE1  = 'RA---TAN'"))
+        );
+        assert!(got.wcs_cards.iter().all(|c| c.len() == 80));
+        for (n, &(x, y)) in spots.iter().enumerate() {
+            let stamp = got.stamps[n].as_ref().unwrap();
+            assert!((stamp.pixel.0 - (x + 1.0)).abs() < 1e-6, "{stamp:?}");
+            assert!((stamp.pixel.1 - (y + 1.0)).abs() < 1e-6, "{stamp:?}");
+            let (ra, dec) = positions[n];
+            let stencil = Stencil::parse_circle(&format!("{ra} {dec} {SCALE}")).unwrap();
+            let out = dir.path().join(format!("{n}.fits"));
+            let provenance = provenance(&stencil);
+            cut_to_file_with(&source, &stencil, &provenance, &out, stamp_options(16)).unwrap();
+            let mut f = FitsFile::open(&out).unwrap();
+            let hdu = f.hdu(1).unwrap();
+            let single: Vec<f32> = hdu.read_image(&mut f).unwrap();
+            let same = single
+                .iter()
+                .zip(&stamp.pixels)
+                .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+            assert!(same, "stamp {n}");
+            assert_eq!(key_of(&out, "CRPIX1"), stamp.crpix(got.crpix).0);
+            assert_eq!(key_of(&out, "CRPIX2"), stamp.crpix(got.crpix).1);
+        }
+    }
+
+    #[test]
+    fn stamps_hold_physical_values_with_blank_pixels_as_nan() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("scaled.fits");
+        integer_image_with_blank(&source, ImageType::Short, 0, |v| v as i16, Some(2021));
+        {
+            let mut f = FitsFile::edit(&source).unwrap();
+            let hdu = f.hdu(1).unwrap();
+            hdu.write_key(&mut f, "BSCALE", 0.5).unwrap();
+            hdu.write_key(&mut f, "BZERO", 10.0).unwrap();
+        }
+        let (ra, dec) = wcs_of(&source, 1).pixel_to_sky(21.0, 2.0).unwrap();
+        let got = crate::stamp::cut_stamps(&source, "s", Some("SCI"), &[(ra, dec)], 3).unwrap();
+        let stamp = got.stamps[0].as_ref().unwrap();
+        // Rows 1..=3, columns 20..=22; stored 1000 y + x, and 2021 is BLANK.
+        let expected: Vec<f32> = (1..=3)
+            .flat_map(|y| (20..=22).map(move |x| (1000 * y + x) as f32 * 0.5 + 10.0))
+            .collect();
+        for (n, (a, b)) in stamp.pixels.iter().zip(&expected).enumerate() {
+            if n == 4 {
+                assert!(a.is_nan(), "the BLANK pixel gave {a}");
+            } else {
+                assert_eq!(a, b, "pixel {n}");
+            }
+        }
     }
 
     #[test]

@@ -88,13 +88,13 @@ impl WcsKeywords {
     }
 
     /// Writes the keywords into `hdu` of a cutout whose first pixel is source pixel
-    /// `offsets` (0-based, NAXIS1 first); only CRPIXi change, because SIP and every other term
+    /// `offsets` (0-based, NAXIS1 first; negative for a stamp that starts off the image); only CRPIXi change, because SIP and every other term
     /// are relative to it.
     pub(crate) fn write_shifted(
         &self,
         file: &mut FitsFile,
         hdu: &FitsHdu,
-        offsets: &[usize],
+        offsets: &[i64],
     ) -> Result<(), SodaError> {
         let crpix_names: Vec<String> = (1..=offsets.len()).map(|i| format!("CRPIX{i}")).collect();
         for (name, value) in &self.entries {
@@ -113,6 +113,31 @@ impl WcsKeywords {
             hdu.write_key(file, name, crpix)?;
         }
         Ok(())
+    }
+}
+
+impl WcsKeywords {
+    /// The keywords as FITS header cards (80 characters each, no `END`), for a header that a
+    /// reader rebuilds the WCS from, e.g. `astropy.io.fits.Header.fromstring`.
+    pub(crate) fn cards(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|(name, value)| {
+                let card = match value {
+                    // A string starts in column 11; FITS doubles a quote inside it and pads it
+                    // to at least 8 characters.
+                    Value::Text(s) => format!("{name:<8}= '{:<8}'", s.replace('\'', "''")),
+                    // Whole numbers as integers (what `A_ORDER` must be), the rest in Rust's
+                    // shortest round-trip form with an exponent, a valid FITS real; both end
+                    // in column 30.
+                    Value::Real(x) if x.fract() == 0.0 && x.abs() < 1e15 => {
+                        format!("{name:<8}= {:>20}", *x as i64)
+                    }
+                    Value::Real(x) => format!("{name:<8}= {:>20}", format!("{x:E}")),
+                };
+                format!("{:<80}", card.chars().take(80).collect::<String>())
+            })
+            .collect()
     }
 }
 

@@ -21,6 +21,10 @@
 //! - [`cutout_reads`] plans a cutout on an image's headers alone, and `layout` walks the
 //!   headers of a remote file to the image HDU, so a worker can fetch only the bytes a cutout
 //!   reads.
+//! - `stamp` places exactly-sized stamps on an image ([`Window`], astropy's `Cutout2D`
+//!   convention), for `SIZE` cutouts and for [`cut_stamps`], many stamps of one image at once.
+//! - [`catalogue`] reads catalogues of positions (CSV) as a stream, for bulk cutouts.
+//! - [`stamp_table`] packs many stamps into one FITS binary table, from parts cut apart.
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
 //! - [`sky`] describes images for the sky index (HEALPix cells, time, band) and tests a
 //!   query region against an image outline exactly.
@@ -30,6 +34,7 @@
 //!
 //! Read `cutout` first: it is short and calls everything else.
 
+pub mod catalogue;
 mod celestial;
 mod cutout;
 mod demo;
@@ -49,6 +54,8 @@ pub mod sky;
 mod source_id;
 mod spectral;
 mod sphere;
+mod stamp;
+pub mod stamp_table;
 mod stencil;
 mod unscaled;
 mod wcslib;
@@ -65,4 +72,5 @@ pub use error::SodaError;
 pub use footprint::{Footprint, footprint};
 pub use region::ImageGeometry;
 pub use source_id::SourceId;
+pub use stamp::{ImageStamps, Stamp, Window, cut_stamps};
 pub use stencil::{Circle, MAX_POLYGON_VERTICES, PixelSection, Polygon, Range, Stencil};

@@ -5,6 +5,7 @@
 use crate::error::SodaError;
 use crate::preview::{JPEG, PNG, PreviewFormat};
 use crate::source_id::SourceId;
+use crate::stamp_table::STAMP_TABLE;
 use crate::stencil::Stencil;
 
 /// The media type of the FITS cutouts, the default `RESPONSEFORMAT`.
@@ -26,6 +27,7 @@ pub const CUTOUT_PARAMETERS: &[&str] = &[
     "SUB",
     "META",
     "KIND",
+    "SIZE",
 ];
 
 /// Most (ID, stencil) pairs one request may ask for: each pair is a cutout and a result, and
@@ -53,6 +55,13 @@ pub struct CutoutRequest {
     /// `META=true` (CADC) or `KIND=HEADER` (DaCHS): each cutout is only its header, as it would
     /// be written, listed as text (see [`HEADER`]); no pixel is read.
     pub header_only: bool,
+    /// `SIZE` (a Skycut extension): every cutout is a stamp of exactly this many pixels a
+    /// side, centred on the circle's centre and blank where it hangs over the image edge, so
+    /// that stamps stack (see [`crate::Window::centred`]).
+    pub size: Option<usize>,
+    /// `RESPONSEFORMAT=application/fits;content=stamp-table` (with `SIZE`): one FITS table
+    /// of every stamp (see [`crate::stamp_table`]) instead of a file per cutout.
+    pub stamp_table: bool,
 }
 
 /// The media type of a header-only result (`META=true`): the FITS header of the cutout's image
@@ -84,6 +93,8 @@ impl CutoutRequest {
         let mut band = None;
         let mut preview = None;
         let mut header_only = false;
+        let mut size = None;
+        let mut stamp_table = false;
         for (name, value) in parameters {
             let name = name.to_ascii_uppercase();
             match name.as_str() {
@@ -98,7 +109,13 @@ impl CutoutRequest {
                         format.eq_ignore_ascii_case(media)
                             || short.iter().any(|s| format.eq_ignore_ascii_case(s))
                     };
-                    preview = if is(PNG, &["png"]) {
+                    // `application/fits; content=stamp-table`: media type parameters may be
+                    // spaced.
+                    let compact: String = format.split_whitespace().collect();
+                    stamp_table = compact.eq_ignore_ascii_case(STAMP_TABLE);
+                    preview = if stamp_table {
+                        None
+                    } else if is(PNG, &["png"]) {
                         Some(PreviewFormat::Png)
                     } else if is(JPEG, &["jpeg", "jpg"]) {
                         Some(PreviewFormat::Jpeg)
@@ -106,11 +123,20 @@ impl CutoutRequest {
                         None
                     } else {
                         return Err(SodaError::Usage(format!(
-                            "RESPONSEFORMAT {format:?} is not supported ({FITS}, {PNG} or {JPEG})"
+                            "RESPONSEFORMAT {format:?} is not supported ({FITS}, {PNG}, {JPEG} \
+                             or {STAMP_TABLE})"
                         )));
                     };
                 }
                 "MASK" => mask = parse_bool("MASK", value)?,
+                "SIZE" => {
+                    if size.is_some() {
+                        return Err(SodaError::MultiValued(
+                            "SIZE given more than once: one stamp size per request".into(),
+                        ));
+                    }
+                    size = Some(parse_size(value)?);
+                }
                 "META" => header_only |= parse_bool("META", value)?,
                 "KIND" => match value.trim().to_ascii_uppercase().as_str() {
                     "HEADER" => header_only = true,
@@ -165,6 +191,26 @@ impl CutoutRequest {
                 )));
             }
         }
+        if size.is_some() {
+            if mask {
+                return Err(SodaError::Usage(
+                    "SIZE cannot be combined with MASK: a stamp keeps every pixel of its square"
+                        .into(),
+                ));
+            }
+            if !stencils.iter().all(|s| matches!(s, Stencil::Circle(_))) {
+                return Err(SodaError::Usage(
+                    "SIZE centres each stamp on a CIRCLE (or POS=CIRCLE): every stencil must be one"
+                        .into(),
+                ));
+            }
+        }
+        if stamp_table && (size.is_none() || header_only) {
+            return Err(SodaError::Usage(format!(
+                "RESPONSEFORMAT={STAMP_TABLE} is a table of stamps of one SIZE: give SIZE, and \
+                 not META or KIND=HEADER"
+            )));
+        }
         if header_only && preview.is_some() {
             return Err(SodaError::Usage(
                 "META=true (or KIND=HEADER) asks for headers only: RESPONSEFORMAT must be FITS"
@@ -186,6 +232,8 @@ impl CutoutRequest {
             band,
             preview,
             header_only,
+            size,
+            stamp_table,
         })
     }
 
@@ -218,6 +266,17 @@ fn parse_band(value: &str) -> Result<(f64, f64), SodaError> {
         )));
     }
     Ok((lo, hi))
+}
+
+/// `SIZE`: a whole number of pixels, at least 1 (the service bounds it from above).
+fn parse_size(value: &str) -> Result<usize, SodaError> {
+    match value.trim().parse::<usize>() {
+        Ok(size) if size > 0 => Ok(size),
+        _ => Err(SodaError::Usage(format!(
+            "SIZE must be a whole number of pixels, at least 1, not {:?}",
+            value.trim()
+        ))),
+    }
 }
 
 /// A DALI boolean: `true`/`false` (any case), also `1`/`0` and `yes`/`no` for hand-typed URLs.
@@ -293,6 +352,72 @@ mod tests {
         let mut params = vec![("CIRCLE", "10 20 0.1"); 11];
         params.extend(vec![("ID", "butler://demo/a"); 10]);
         check(&params, Err("at most 100"));
+    }
+
+    #[test]
+    fn size_is_a_positive_whole_number_of_pixels_around_circles() {
+        let r = |params: &[(&str, &str)]| {
+            let mut all = vec![("ID", "butler://demo/a")];
+            all.extend_from_slice(params);
+            CutoutRequest::from_parameters(all)
+        };
+        let ok = r(&[("CIRCLE", "10 20 0.1"), ("size", " 51 ")]).unwrap();
+        assert_eq!(ok.size, Some(51));
+        assert_eq!(r(&[("POS", "CIRCLE 10 20 0.1")]).unwrap().size, None);
+        for bad in ["0", "-3", "2.5", "many", ""] {
+            let e = r(&[("CIRCLE", "10 20 0.1"), ("SIZE", bad)]).unwrap_err();
+            assert!(
+                matches!(&e, SodaError::Usage(m) if m.contains("SIZE must be")),
+                "{bad}: {e}"
+            );
+        }
+        let twice = r(&[("CIRCLE", "10 20 0.1"), ("SIZE", "5"), ("SIZE", "7")]);
+        assert!(matches!(twice, Err(SodaError::MultiValued(_))));
+        check(
+            &[
+                ("ID", "butler://demo/a"),
+                ("POLYGON", "1 1 2 1 2 2"),
+                ("SIZE", "5"),
+            ],
+            Err("SIZE centres each stamp on a CIRCLE"),
+        );
+        check(
+            &[
+                ("ID", "butler://demo/a"),
+                ("SUB", "[1:5,1:5]"),
+                ("SIZE", "5"),
+            ],
+            Err("CIRCLE"),
+        );
+        check(
+            &[
+                ("ID", "butler://demo/a"),
+                ("CIRCLE", "10 20 0.1"),
+                ("MASK", "true"),
+                ("SIZE", "5"),
+            ],
+            Err("SIZE cannot be combined with MASK"),
+        );
+    }
+
+    #[test]
+    fn a_stamp_table_is_a_response_format_that_needs_size() {
+        let r = |format: &str, size: Option<&str>| {
+            let mut all = vec![
+                ("ID", "butler://demo/a"),
+                ("CIRCLE", "10 20 0.1"),
+                ("RESPONSEFORMAT", format),
+            ];
+            all.extend(size.map(|s| ("SIZE", s)));
+            CutoutRequest::from_parameters(all)
+        };
+        let ok = r("application/fits; content=stamp-table", Some("16")).unwrap();
+        assert!(ok.stamp_table && ok.preview.is_none());
+        assert!(!r("application/fits", Some("16")).unwrap().stamp_table);
+        let e = r("application/fits;content=stamp-table", None).unwrap_err();
+        assert!(e.to_string().contains("give SIZE"), "{e}");
+        let e = r("application/fits;content=zarr", Some("16")).unwrap_err();
+        assert!(e.to_string().contains("stamp-table"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,292 @@
+//! Catalogues of positions for bulk cutouts, read as a stream: a row at a time, so a catalogue
+//! of millions of rows never sits in memory whole.
+//!
+//! CSV (RFC 4180: a header line of column names, quoted fields with doubled quotes, `\r\n` or
+//! `\n`; lines starting with `#` are comments, as astropy's ECSV header is) is read here. The
+//! position columns are found by name: those the caller names (`RACOL`, `DECCOL`), else `ra`
+//! and `dec` in any case; `id`, `t_min` and `t_max` are optional. A row whose position is not
+//! two finite numbers in range is a [`RowError`] for that row alone: the caller decides whether
+//! it fails the whole catalogue (while validating the first rows) or goes to the errors.
+
+use std::io::BufRead;
+
+use crate::SodaError;
+
+/// One position of a catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogueRow {
+    /// 0-based number of the data row, in file order.
+    pub row: u64,
+    pub ra: f64,
+    pub dec: f64,
+    /// The `id` column: the one image to cut this row from.
+    pub id: Option<String>,
+    /// `t_min`, `t_max` (MJD): only images observed within are cut.
+    pub t_min: Option<f64>,
+    pub t_max: Option<f64>,
+}
+
+/// Why one row gives no position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowError {
+    pub row: u64,
+    pub reason: String,
+}
+
+/// Where the columns are.
+#[derive(Debug, Clone)]
+struct Columns {
+    ra: usize,
+    dec: usize,
+    id: Option<usize>,
+    t_min: Option<usize>,
+    t_max: Option<usize>,
+    count: usize,
+}
+
+/// A CSV catalogue being read.
+pub struct CsvCatalogue<R> {
+    reader: R,
+    columns: Columns,
+    next_row: u64,
+    line: String,
+}
+
+impl<R: BufRead> CsvCatalogue<R> {
+    /// Reads the header line and finds the columns; `ra_column`/`dec_column` name them
+    /// (`RACOL`/`DECCOL`), else `ra` and `dec` (any case). A missing column is a usage error
+    /// naming the columns there are.
+    pub fn open(
+        mut reader: R,
+        ra_column: Option<&str>,
+        dec_column: Option<&str>,
+    ) -> Result<CsvCatalogue<R>, SodaError> {
+        let mut line = String::new();
+        let header = loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(SodaError::usage(
+                    "the catalogue is empty: a CSV header line naming the columns is needed",
+                ));
+            }
+            let text = line.trim_end_matches(['\r', '\n']);
+            if !text.starts_with('#') && !text.trim().is_empty() {
+                break split(text)?;
+            }
+        };
+        let find = |name: &str| {
+            header
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+        };
+        let required = |given: Option<&str>, default: &str, parameter: &str| {
+            let name = given.unwrap_or(default);
+            find(name).ok_or_else(|| {
+                SodaError::usage(format!(
+                    "the catalogue has no column {name:?}{} (its columns: {})",
+                    if given.is_some() {
+                        format!(" (named by {parameter})")
+                    } else {
+                        format!("; name the column with {parameter}")
+                    },
+                    header.join(", ")
+                ))
+            })
+        };
+        let columns = Columns {
+            ra: required(ra_column, "ra", "RACOL")?,
+            dec: required(dec_column, "dec", "DECCOL")?,
+            id: find("id"),
+            t_min: find("t_min"),
+            t_max: find("t_max"),
+            count: header.len(),
+        };
+        Ok(CsvCatalogue {
+            reader,
+            columns,
+            next_row: 0,
+            line,
+        })
+    }
+
+    /// The next row: `None` at the end, `Some(Err)` for a row without a usable position, or
+    /// an I/O error (the stream broke) as `Err`.
+    pub fn next_row(&mut self) -> Result<Option<Result<CatalogueRow, RowError>>, SodaError> {
+        loop {
+            self.line.clear();
+            if self.reader.read_line(&mut self.line)? == 0 {
+                return Ok(None);
+            }
+            let text = self.line.trim_end_matches(['\r', '\n']);
+            if text.trim().is_empty() || text.starts_with('#') {
+                continue;
+            }
+            let row = self.next_row;
+            self.next_row += 1;
+            let fields = match split(text) {
+                Ok(fields) => fields,
+                Err(e) => {
+                    return Ok(Some(Err(RowError {
+                        row,
+                        reason: e.to_string(),
+                    })));
+                }
+            };
+            return Ok(Some(parse_row(row, &fields, &self.columns)));
+        }
+    }
+}
+
+fn parse_row(row: u64, fields: &[String], columns: &Columns) -> Result<CatalogueRow, RowError> {
+    let error = |reason: String| RowError { row, reason };
+    if fields.len() != columns.count {
+        return Err(error(format!(
+            "{} fields where the header names {}",
+            fields.len(),
+            columns.count
+        )));
+    }
+    let number = |index: usize, name: &str| -> Result<f64, RowError> {
+        let text = fields[index].trim();
+        text.parse::<f64>()
+            .map_err(|_| error(format!("{name} {text:?} is not a number")))
+    };
+    let ra = number(columns.ra, "ra")?;
+    let dec = number(columns.dec, "dec")?;
+    if !ra.is_finite() || !dec.is_finite() || !(-90.0..=90.0).contains(&dec) {
+        return Err(error(format!(
+            "({ra}, {dec}) is not a sky position (finite degrees, dec within ±90)"
+        )));
+    }
+    let optional = |index: Option<usize>| index.map(|i| fields[i].trim()).filter(|t| !t.is_empty());
+    let time = |index: Option<usize>, name: &str| -> Result<Option<f64>, RowError> {
+        optional(index)
+            .map(|text| {
+                text.parse::<f64>()
+                    .map_err(|_| error(format!("{name} {text:?} is not an MJD")))
+            })
+            .transpose()
+            .map(|t| t.filter(|t| !t.is_nan()))
+    };
+    Ok(CatalogueRow {
+        row,
+        ra: ra.rem_euclid(360.0),
+        dec,
+        id: optional(columns.id).map(str::to_owned),
+        t_min: time(columns.t_min, "t_min")?,
+        t_max: time(columns.t_max, "t_max")?,
+    })
+}
+
+/// The fields of one CSV line (RFC 4180 quoting).
+fn split(line: &str) -> Result<Vec<String>, SodaError> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.trim().is_empty() && !was_quoted => {
+                field.clear();
+                quoted = true;
+                was_quoted = true;
+            }
+            (false, ',') => {
+                fields.push(std::mem::take(&mut field));
+                was_quoted = false;
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err(SodaError::usage(
+            "a quoted field does not end on its line (fields spanning lines are not read)",
+        ));
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(
+        text: &str,
+        ra: Option<&str>,
+        dec: Option<&str>,
+    ) -> Vec<Result<CatalogueRow, RowError>> {
+        let mut cat = CsvCatalogue::open(text.as_bytes(), ra, dec).unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = cat.next_row().unwrap() {
+            rows.push(row);
+        }
+        rows
+    }
+
+    #[test]
+    fn ra_and_dec_are_found_in_any_case_with_optional_columns() {
+        let rows = read(
+            "# written by astropy\nid,RA,Dec,t_min,t_max\r\n\"butler://a/b, c\",10.5,-3,,\r\n,370,4,60000,60001\n",
+            None,
+            None,
+        );
+        assert_eq!(rows.len(), 2);
+        let first = rows[0].as_ref().unwrap();
+        assert_eq!((first.row, first.ra, first.dec), (0, 10.5, -3.0));
+        assert_eq!(first.id.as_deref(), Some("butler://a/b, c"));
+        assert_eq!((first.t_min, first.t_max), (None, None));
+        let second = rows[1].as_ref().unwrap();
+        assert_eq!((second.ra, second.id.as_deref()), (10.0, None));
+        assert_eq!((second.t_min, second.t_max), (Some(60000.0), Some(60001.0)));
+    }
+
+    #[test]
+    fn racol_and_deccol_name_the_columns() {
+        let rows = read(",alpha,delta\n0,1,2\n", Some("ALPHA"), Some("delta"));
+        assert_eq!(rows[0].as_ref().unwrap().ra, 1.0);
+        let missing = CsvCatalogue::open("x,y\n1,2\n".as_bytes(), None, None);
+        let Err(SodaError::Usage(message)) = missing else {
+            panic!("a catalogue without ra must be refused");
+        };
+        assert!(
+            message.contains("no column \"ra\"") && message.contains("RACOL"),
+            "{message}"
+        );
+        assert!(message.contains("x, y"), "{message}");
+        let named = CsvCatalogue::open("x,y\n".as_bytes(), Some("x"), Some("z"));
+        assert!(matches!(named, Err(SodaError::Usage(m)) if m.contains("(named by DECCOL)")));
+        assert!(CsvCatalogue::open("".as_bytes(), None, None).is_err());
+    }
+
+    #[test]
+    fn rows_without_a_usable_position_are_errors_of_their_own() {
+        let rows = read("ra,dec\n1,nan\n1,95\nx,1\n1,2,3\n\"1,2\n4,5\n", None, None);
+        let reasons: Vec<String> = rows
+            .iter()
+            .map(|r| match r {
+                Ok(row) => format!("ok {}", row.row),
+                Err(e) => format!("{} {}", e.row, e.reason),
+            })
+            .collect();
+        assert!(
+            reasons[0].starts_with("0 (1, NaN) is not a sky position"),
+            "{reasons:?}"
+        );
+        assert!(reasons[1].starts_with("1 (1, 95)"), "{reasons:?}");
+        assert!(
+            reasons[2].starts_with("2 ra \"x\" is not a number"),
+            "{reasons:?}"
+        );
+        assert!(reasons[3].starts_with("3 3 fields"), "{reasons:?}");
+        assert!(reasons[4].starts_with("4 a quoted field"), "{reasons:?}");
+        assert_eq!(reasons[5], "ok 5");
+    }
+}
