@@ -1,17 +1,19 @@
 //! Source images read by ranges from a real S3 protocol server (moto) and from an image server:
 //! the cutouts are byte-identical to cutouts of a local copy (every BITPIX, scaled integers, a
 //! named extension, a corner), a small cutout of a large image fetches a small part of it
-//! (counted by the worker's metrics and by the server's own log), the policy downloads a
-//! popular image whole, and an object that changes or a server that answers short never yields
-//! a mixed or short cutout.
+//! (counted by the worker's metrics and by the server's own log) in three round trips however
+//! far away the store is, the policy downloads a popular image whole, and an object that
+//! changes or a server that answers short never yields a mixed or short cutout.
 
 use std::path::Path;
+use std::time::Duration;
 
 use fitsio::FitsFile;
 use fitsio::images::{ImageDescription, ImageType, WriteImage};
 
-use crate::common::image_server::ImageServer;
+use crate::common::image_server::{ImageServer, ShortReads};
 use crate::common::moto::Moto;
+use crate::common::proxy::DelayingProxy;
 use crate::common::*;
 
 const TOKEN: &str = "gt-ranges-7c21";
@@ -19,6 +21,8 @@ const TOKEN: &str = "gt-ranges-7c21";
 /// app's `images` directory), so the `SKYCSRC` card of a cutout has the same length from
 /// either, and only its text and `DATE` differ.
 const REMOTE: &str = "cold";
+/// The same images on an image server (as long a name again).
+const SERVED: &str = "serv";
 const LOCAL: &str = "test";
 
 /// How a test image stores its pixels.
@@ -181,18 +185,45 @@ fn metric(app: &TestApp, metric: &str, label: &str) -> f64 {
         .sum()
 }
 
-#[test]
-fn cutouts_read_by_ranges_from_s3_are_byte_identical_to_local_ones() {
-    let moto = Moto::start();
-    moto.create_bucket("images");
-    let app = app()
+/// The cutout of the local copy `butler://test/{image}` for `stencil` (a CIRCLE), which
+/// `remote` must match byte for byte but for the cards naming source and time.
+fn assert_same_as_local(app: &TestApp, remote: Vec<u8>, image: &str, stencil: &str) {
+    let local = cutout(
+        app,
+        None,
+        &[
+            ("ID", &format!("butler://{LOCAL}/{image}")),
+            ("CIRCLE", stencil),
+        ],
+    );
+    assert!(
+        comparable(remote) == comparable(local),
+        "{image} {stencil}: the cutout read by ranges differs from the local one"
+    );
+}
+
+/// An embedded app whose repository `cold` is the prefix `survey` of the bucket `images` of
+/// the S3 server at `endpoint`.
+fn s3_app(endpoint: &str) -> AppBuilder {
+    app()
         .topology(Topology::Embedded)
-        .config("BUCKET__S3_ENDPOINT", &moto.endpoint)
+        .config("BUCKET__S3_ENDPOINT", endpoint)
         .config("BUCKET__S3_REGION", "us-east-1")
         .config("BUCKET__S3_ACCESS_KEY_ID", "testing")
         .config("BUCKET__S3_SECRET_ACCESS_KEY", "testing")
         .config("BUCKET__MAX_RETRIES", "0")
         .config(&format!("REPOSITORIES__{REMOTE}"), "s3://images/survey")
+}
+
+#[test]
+fn cutouts_read_by_ranges_are_byte_identical_to_local_ones() {
+    let moto = Moto::start();
+    moto.create_bucket("images");
+    let served = tempfile::tempdir().expect("tempdir");
+    let server = ImageServer::start(served.path().to_path_buf(), &[TOKEN]);
+    let app = s3_app(&moto.endpoint)
+        .config("AUTH__MODE", "ingress")
+        .config(&format!("REPOSITORIES__{SERVED}"), &server.url)
         .start();
     let (nx, ny) = (300, 200);
     let images = [
@@ -207,11 +238,9 @@ fn cutouts_read_by_ranges_from_s3_are_byte_identical_to_local_ones() {
     for (name, pixels, extension) in images {
         let path = app.dir.path().join(format!("images/{name}.fits"));
         write_image(&path, pixels, nx, ny, extension, 3);
-        moto.put_object(
-            "images",
-            &format!("survey/{name}.fits"),
-            std::fs::read(&path).expect("image"),
-        );
+        let bytes = std::fs::read(&path).expect("image");
+        std::fs::write(served.path().join(format!("{name}.fits")), &bytes).expect("serve");
+        moto.put_object("images", &format!("survey/{name}.fits"), bytes);
     }
     let (ra, dec) = sky_of(nx, ny, 120.0, 80.0);
     let inside = circle(ra, dec, 12.0);
@@ -225,33 +254,30 @@ fn cutouts_read_by_ranges_from_s3_are_byte_identical_to_local_ones() {
     cases.push(("mef?ext=SCI".to_owned(), inside.as_str()));
     cases.push(("bm32".to_owned(), corner.as_str()));
     cases.push(("scaled".to_owned(), corner.as_str()));
-    for (id, stencil) in &cases {
-        let remote = cutout(
-            &app,
-            None,
-            &[
-                ("ID", &format!("butler://{REMOTE}/{id}")),
-                ("CIRCLE", stencil),
-            ],
-        );
-        let local = cutout(
-            &app,
-            None,
-            &[
-                ("ID", &format!("butler://{LOCAL}/{id}")),
-                ("CIRCLE", stencil),
-            ],
-        );
-        assert!(
-            comparable(remote) == comparable(local),
-            "{id} {stencil}: the cutout read by ranges differs from the local one"
-        );
+    for remote in [REMOTE, SERVED] {
+        for (id, stencil) in &cases {
+            let got = cutout(
+                &app,
+                Some(TOKEN),
+                &[
+                    ("ID", &format!("butler://{remote}/{id}")),
+                    ("CIRCLE", stencil),
+                ],
+            );
+            assert_same_as_local(&app, got, id, stencil);
+        }
     }
-    // Every one came by ranges: nothing was downloaded whole.
+    // Every one came by ranges: nothing was downloaded whole, and the image server was only
+    // ever asked for ranges.
     assert!(metric(&app, "skycut_source_fetched_bytes_total", "path=\"range\"") > 0.0);
     assert_eq!(
         metric(&app, "skycut_source_fetched_bytes_total", "path=\"whole\""),
         0.0
+    );
+    let log = server.log();
+    assert!(
+        !log.is_empty() && log.iter().all(|s| s.status == 206),
+        "{log:?}"
     );
     // An extension the walk does not find goes to the whole-file path, which names it.
     let r = sync(
@@ -263,6 +289,74 @@ fn cutouts_read_by_ranges_from_s3_are_byte_identical_to_local_ones() {
         ],
     );
     assert!(r.status().is_client_error(), "{}", r.status());
+}
+
+#[test]
+fn a_cold_range_read_from_a_distant_store_takes_three_round_trips() {
+    // The proxy answers in rounds, 20 ms after a round's first request and once no request has
+    // come for 200 ms (far longer than the worker takes to send what it sends together, on a
+    // loaded machine too), and once moto has answered them all: so what is counted is the
+    // worker's round trips, not moto's speed. (`skycut bench --s3-latency-ms` measures the
+    // time.)
+    let moto = Moto::start();
+    moto.create_bucket("images");
+    let proxy = DelayingProxy::start(
+        &moto.endpoint,
+        Duration::from_millis(20),
+        Duration::from_millis(200),
+    );
+    let app = s3_app(&proxy.url).start();
+    // Rows as long as the 4096 x 4096 float32 image (16 KiB apart, so the 100 rows of
+    // a 100 x 100 cutout are 100 ranges), a quarter as many of them.
+    let (nx, ny) = (4096, 1024);
+    let path = app.dir.path().join("images/wide.fits");
+    write_image(&path, Pixels::F32, nx, ny, false, 5);
+    moto.put_object(
+        "images",
+        "survey/wide.fits",
+        std::fs::read(&path).expect("image"),
+    );
+    let (ra, dec) = sky_of(nx, ny, 1500.0, 600.0);
+    let small = circle(ra, dec, 50.0);
+    let remote = cutout(
+        &app,
+        None,
+        &[("ID", "butler://cold/wide"), ("CIRCLE", &small)],
+    );
+    let log = proxy.log();
+    // One header read, then about 100 rows, each its own range, at most 64 in flight: 1 + 2
+    // round trips.
+    assert!(
+        (100..=103).contains(&log.len()),
+        "{} requests: {log:?}",
+        log.len()
+    );
+    assert!(log.iter().all(|e| e.request.starts_with("GET ")), "{log:?}");
+    assert_eq!(proxy.round_trips(), 3, "{log:?}");
+    assert_eq!(
+        metric(&app, "skycut_source_requests_total", "path=\"range\""),
+        log.len() as f64
+    );
+    assert_same_as_local(&app, remote, "wide", &small);
+
+    // The header is kept: a second cutout of the image is its rows alone, one round trip.
+    proxy.clear_log();
+    let (ra, dec) = sky_of(nx, ny, 3000.0, 200.0);
+    cutout(
+        &app,
+        None,
+        &[
+            ("ID", "butler://cold/wide"),
+            ("CIRCLE", &circle(ra, dec, 10.0)),
+        ],
+    );
+    let log = proxy.log();
+    assert!(
+        (19..=23).contains(&log.len()),
+        "{} requests: {log:?}",
+        log.len()
+    );
+    assert_eq!(proxy.round_trips(), 1, "{log:?}");
 }
 
 /// An image server holding a 4096 × 4096 float32 image (64 MiB) for one token, and an app that
@@ -315,12 +409,7 @@ fn a_small_cutout_of_a_large_image_fetches_a_small_part_of_it() {
     // The worker counts exactly what the server sent.
     assert_eq!(fetched(&app, "range"), served as f64);
     assert_eq!(fetched(&app, "whole"), 0.0);
-    let local = cutout(
-        &app,
-        None,
-        &[("ID", "butler://test/big"), ("CIRCLE", &small)],
-    );
-    assert!(comparable(remote) == comparable(local));
+    assert_same_as_local(&app, remote, "big", &small);
 
     // A cutout as wide as the image: its rows are contiguous, one range of about its own size
     // (the header is known by now).
@@ -408,29 +497,60 @@ fn an_object_that_changes_during_a_read_is_read_again_never_mixed() {
     // An object that changes after every request fails as transient after one more try (the
     // kept header is stale at once, then the fresh one too).
     server.replace("img.fits", v1.clone());
-    server.replace_after_requests("img.fits", vec![v2.clone(), v1, v2.clone(), v2]);
+    server.replace_after_requests(
+        "img.fits",
+        vec![v2.clone(), v1.clone(), v2.clone(), v2.clone()],
+    );
     let r = run("cold/img", Some(TOKEN));
     assert_eq!(r.status(), 503);
     let text = r.text().expect("body");
     assert!(text.contains("changed while it was being read"), "{text}");
+
+    // A server that ignores If-Match answers the rows from the new version, under its new
+    // ETag: that is seen, and the read starts again on the new version.
+    std::fs::write(served.path().join("other.fits"), &v1).expect("serve");
+    server.ignore_if_match(true);
+    server.clear_log();
+    server.replace_after_requests("other.fits", vec![v2]);
+    let r = run("cold/other", Some(TOKEN));
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap_or_default());
+    let got = comparable(app.get_url(&location(&r)).bytes().expect("body").to_vec());
+    assert!(got == want, "the cutout is not the new version's");
+    let log = server.log();
+    assert!(log.iter().all(|s| s.status == 206), "{log:?}");
+    // Header, rows (refused on their ETag), header again, rows.
+    assert!(log.len() >= 4, "{log:?}");
 }
 
 #[test]
 fn a_server_that_answers_short_fails_the_cutout_as_transient() {
     let (server, app, _served) = big_image_server();
-    server.send_short_reads(true);
     let (ra, dec) = sky_of(4096, 4096, 100.0, 100.0);
-    let r = sync(
+    let small = circle(ra, dec, 5.0);
+    // Fewer bytes than its own Content-Range says, then a consistent answer to a shorter range
+    // than asked: each is a transient failure, never a cutout.
+    for (how, says) in [
+        (ShortReads::Body, "short read"),
+        (ShortReads::Range, "Requested 0..28800, got 0..28799"),
+    ] {
+        server.send_short_reads(how);
+        server.clear_log();
+        let r = sync(
+            &app,
+            Some(TOKEN),
+            &[("ID", "butler://cold/big"), ("CIRCLE", &small)],
+        );
+        assert_eq!(r.status(), 503, "{how:?}");
+        let text = r.text().expect("body");
+        assert!(text.starts_with("ServiceUnavailable"), "{how:?}: {text}");
+        assert!(text.contains(says), "{how:?}: {text}");
+        assert!(!server.log().is_empty());
+    }
+    // Whole answers again: the same cutout is made.
+    server.send_short_reads(ShortReads::Off);
+    cutout(
         &app,
         Some(TOKEN),
-        &[
-            ("ID", "butler://cold/big"),
-            ("CIRCLE", &circle(ra, dec, 5.0)),
-        ],
+        &[("ID", "butler://cold/big"), ("CIRCLE", &small)],
     );
-    assert_eq!(r.status(), 503);
-    let text = r.text().expect("body");
-    assert!(text.starts_with("ServiceUnavailable"), "{text}");
-    assert!(text.contains("short read"), "{text}");
-    assert!(!server.log().is_empty());
 }

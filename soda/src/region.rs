@@ -100,9 +100,11 @@ impl Bounds {
 /// misses the image.
 ///
 /// The bounding box of (stencil ∩ image) is that of its outline, which is made of the parts of
-/// the stencil boundary inside the image and the parts of the image border inside the stencil.
-/// So it is enough to collect boundary samples inside the image, the points where the sampled
-/// boundary crosses the image border, and border samples inside the stencil. Points far outside
+/// the stencil boundary inside the image, the parts of the image border inside the stencil,
+/// and the parts of the edge of the projection's domain inside both. So it is enough to collect
+/// boundary samples inside the image, the points where the sampled boundary crosses the image
+/// border, border samples inside the stencil, and, when the border leaves the projection's
+/// domain, the pixels along its edge inside the stencil ([`add_domain_edge`]). Points far outside
 /// the image never count, which matters because a TAN projection sends points near 90 degrees
 /// from its centre to huge pixel coordinates.
 pub(crate) fn pixel_box(
@@ -155,10 +157,15 @@ pub(crate) fn pixel_box(
         }
     }
     let border: Vec<(f64, f64)> = border(&image, 64).collect();
+    let mut leaves_domain = false;
     for (p, sky) in border.iter().zip(wcs.pixels_to_sky(&border)) {
+        leaves_domain |= sky.is_none();
         if sky.is_some_and(|(ra, dec)| stencil.contains(ra, dec)) {
             bounds.add(*p);
         }
+    }
+    if leaves_domain {
+        add_domain_edge(wcs, nx, ny, stencil, &mut bounds);
     }
     if bounds.x.0 > bounds.x.1 || bounds.y.0 > bounds.y.1 {
         return None;
@@ -171,6 +178,65 @@ pub(crate) fn pixel_box(
         x1: last(bounds.x.1, nx),
         y1: last(bounds.y.1, ny),
     })
+}
+
+/// Side, in pixels, of the cells in which [`add_domain_edge`] looks for the edge of the
+/// projection's domain.
+const EDGE_CELL: usize = 16;
+
+/// Where the edge of the projection's domain runs through the image (a SIN limb, the outline of
+/// a Mollweide sky), the part of it inside the stencil is outline too, and no boundary sample
+/// lies on it: the stencil's samples stop short of it on one side, and the segments that jump
+/// across it are rightly refused. So the pixels along it are tested one by one: those of every
+/// cell of a coarse grid whose corners are not all on the sky or all off it. An edge that
+/// bulges into a cell and out again between its corners, which would take a domain a few
+/// cells across, is not looked for.
+fn add_domain_edge(
+    wcs: &CelestialWcs,
+    nx: usize,
+    ny: usize,
+    stencil: &Stencil,
+    bounds: &mut Bounds,
+) {
+    let ticks = |n: usize| -> Vec<usize> {
+        let mut t: Vec<usize> = (0..n).step_by(EDGE_CELL).collect();
+        if t.last() != Some(&(n - 1)) {
+            t.push(n - 1);
+        }
+        t
+    };
+    let (xs, ys) = (ticks(nx), ticks(ny));
+    let grid: Vec<(f64, f64)> = ys
+        .iter()
+        .flat_map(|&y| xs.iter().map(move |&x| (x as f64, y as f64)))
+        .collect();
+    let on: Vec<bool> = wcs
+        .pixels_to_sky(&grid)
+        .iter()
+        .map(Option::is_some)
+        .collect();
+    let on_at = |i: usize, j: usize| on[j * xs.len() + i];
+    for (j, rows) in ys.windows(2).enumerate() {
+        for (i, columns) in xs.windows(2).enumerate() {
+            let corners = [
+                on_at(i, j),
+                on_at(i + 1, j),
+                on_at(i, j + 1),
+                on_at(i + 1, j + 1),
+            ];
+            if corners.iter().all(|&c| c == corners[0]) {
+                continue;
+            }
+            let cell: Vec<(f64, f64)> = (rows[0]..=rows[1])
+                .flat_map(|y| (columns[0]..=columns[1]).map(move |x| (x as f64, y as f64)))
+                .collect();
+            for (p, sky) in cell.iter().zip(wcs.pixels_to_sky(&cell)) {
+                if sky.is_some_and(|(ra, dec)| stencil.contains(ra, dec)) {
+                    bounds.add(*p);
+                }
+            }
+        }
+    }
 }
 
 /// Whether the straight pixel-space segment between two consecutive boundary samples stays

@@ -109,6 +109,10 @@ pub struct BenchArgs {
     /// (`http://127.0.0.1:5000`); the bucket `skycut-bench` is created there.
     #[arg(long)]
     s3_endpoint: Option<String>,
+    /// Also time the two cold source reads through a relay that holds each request to the S3
+    /// server this many milliseconds (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    s3_latency_ms: u64,
     /// Repetitions of each source-cache measurement (a miss downloads the whole image).
     #[arg(long, default_value_t = 20)]
     cache_requests: usize,

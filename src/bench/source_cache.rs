@@ -3,6 +3,12 @@
 //! whole download into an empty cache, and warm (the cached copy), each then cut; each row names
 //! the bytes fetched and the requests made. Any S3-compatible server on loopback will do, e.g.
 //! `moto_server`.
+//!
+//! A loopback store answers in well under a millisecond, which hides what a cloud store's
+//! latency does to each way of reading. So the two cold reads are timed again through a relay
+//! that holds every request `--s3-latency-ms` before passing it on ([`delaying_relay`]): the
+//! extra time over the direct read, in units of that latency, is the number of round trips the
+//! read waits for one after another.
 
 use std::time::{Duration, Instant};
 
@@ -78,6 +84,16 @@ pub async fn measure_source_cache(
         enabled: false,
         ..bucket::RangePolicy::default()
     };
+    let latency = Duration::from_millis(args.s3_latency_ms);
+    let relay = if latency.is_zero() {
+        None
+    } else {
+        Some(delaying_relay(endpoint, latency).await?)
+    };
+    let slow_settings = relay.as_ref().map(|(url, _)| bucket::CloudSettings {
+        s3_endpoint: Some(url.clone()),
+        ..settings.clone()
+    });
     // (latencies, bytes fetched, requests) of each way.
     let mut ranged = (Vec::with_capacity(args.cache_requests), 0, 0);
     let mut whole = (Vec::with_capacity(args.cache_requests), 0, 0);
@@ -94,6 +110,28 @@ pub async fn measure_source_cache(
             into.0.push(started.elapsed());
             (into.1, into.2) = (source.fetched_bytes, source.requests);
         }
+    }
+    // The same two cold reads through the delaying relay: (latencies, requests).
+    let mut slow_ranged = (Vec::with_capacity(args.cache_requests), 0);
+    let mut slow_whole = (Vec::with_capacity(args.cache_requests), 0);
+    if let Some(slow) = &slow_settings {
+        for _ in 0..args.cache_requests {
+            for (policy, into) in [
+                (bucket::RangePolicy::default(), &mut slow_ranged),
+                (whole_only.clone(), &mut slow_whole),
+            ] {
+                let cache = bucket::SourceCache::new(cache_dir.clone(), u64::MAX, slow.clone())?
+                    .with_range_policy(policy);
+                let started = Instant::now();
+                let source = open_source(&cache, &repositories, &id, stencil, &options).await?;
+                cut(&source.path)?;
+                into.0.push(started.elapsed());
+                into.1 = source.requests;
+            }
+        }
+    }
+    if let Some((_, task)) = relay {
+        task.abort();
     }
     let cache = fresh(bucket::RangePolicy::default())?;
     drop(cache.fetch(repository, "bench.fits").await?);
@@ -115,7 +153,9 @@ pub async fn measure_source_cache(
             if requests == 1 { "" } else { "s" }
         )
     };
-    Ok(vec![
+    let ranged_median = stats(ranged.0.clone()).median;
+    let whole_median = stats(whole.0.clone()).median;
+    let mut rows = vec![
         Row {
             latency: Some(stats(ranged.0)),
             ..Row::cutout(format!(
@@ -137,7 +177,71 @@ pub async fn measure_source_cache(
                 fetched(warm.1, warm.2)
             ))
         },
-    ])
+    ];
+    if !latency.is_zero() {
+        for (way, (samples, requests), direct) in [
+            ("cold by ranges", slow_ranged, ranged_median),
+            ("cold whole download", slow_whole, whole_median),
+        ] {
+            let slow = stats(samples);
+            let round_trips =
+                (slow.median.as_secs_f64() - direct.as_secs_f64()) / latency.as_secs_f64();
+            rows.push(Row {
+                latency: Some(slow),
+                ..Row::cutout(format!(
+                    "{what}, {way} + cut, store {} ms away per request ({requests} requests): \
+                     direct + {round_trips:.1} round trips",
+                    args.s3_latency_ms
+                ))
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// A TCP relay on loopback to the S3 server at `endpoint` that holds each piece of a request
+/// for `delay` before passing it on (a GET is one piece), and passes answers straight back:
+/// a store `delay` away per request. Returns its URL and the task to abort when done.
+async fn delaying_relay(
+    endpoint: &str,
+    delay: Duration,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let requests = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        tokio::time::sleep(delay).await;
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    to_server.shutdown().await.ok();
+                };
+                let answers = async {
+                    tokio::io::copy(&mut from_server, &mut to_client).await.ok();
+                    to_client.shutdown().await.ok();
+                };
+                tokio::join!(requests, answers);
+            });
+        }
+    });
+    Ok((url, task))
 }
 
 /// Opens the bench image as a job's cutout of `stencil` would.

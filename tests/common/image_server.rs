@@ -6,7 +6,8 @@
 //! It answers `Range: bytes=A-B` with 206 and `Content-Range`, and `If-Match` with 412 when
 //! the ETag (the file's size and a version counter bumped on each replacement) differs, as a
 //! real server would; it logs every request (range asked, bytes sent), and can misbehave on
-//! demand: replace a file between two requests, or send fewer bytes than it promises.
+//! demand: replace a file between two requests, ignore `If-Match` (as some servers do), send
+//! fewer bytes than its `Content-Range` promises, or answer a shorter range than was asked.
 
 use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
@@ -29,7 +30,20 @@ struct Shared {
     /// Contents that replace a file, one after each request for it.
     replacements: Mutex<VecDeque<(String, Vec<u8>)>>,
     version: AtomicU64,
-    short_reads: AtomicBool,
+    short_reads: Mutex<ShortReads>,
+    ignore_if_match: AtomicBool,
+}
+
+/// How a ranged answer falls short of what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShortReads {
+    /// Whole answers.
+    Off,
+    /// One byte less than its own `Content-Range` says.
+    Body,
+    /// A `Content-Range` one byte shorter than asked, and that many bytes: a consistent answer
+    /// to another question.
+    Range,
 }
 
 /// One request, as the server saw it.
@@ -62,7 +76,8 @@ impl ImageServer {
             log: Mutex::new(Vec::new()),
             replacements: Mutex::new(VecDeque::new()),
             version: AtomicU64::new(0),
-            short_reads: AtomicBool::new(false),
+            short_reads: Mutex::new(ShortReads::Off),
+            ignore_if_match: AtomicBool::new(false),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -108,7 +123,8 @@ impl ImageServer {
         self.shared.log.lock().expect("log").clear();
     }
 
-    /// After each of the next requests for `name`, replace it with the next of `versions`.
+    /// After each of the next requests for `name`, replace it with the next of `versions` (other
+    /// files' replacements wait their own requests).
     pub fn replace_after_requests(&self, name: &str, versions: Vec<Vec<u8>>) {
         let mut queue = self.shared.replacements.lock().expect("replacements");
         queue.extend(versions.into_iter().map(|v| (name.to_owned(), v)));
@@ -120,9 +136,14 @@ impl ImageServer {
         self.shared.version.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Ranged answers send one byte less than their `Content-Range` says.
-    pub fn send_short_reads(&self, on: bool) {
-        self.shared.short_reads.store(on, Ordering::SeqCst);
+    /// Ranged answers fall short this way from now on.
+    pub fn send_short_reads(&self, how: ShortReads) {
+        *self.shared.short_reads.lock().expect("short reads") = how;
+    }
+
+    /// `If-Match` is ignored (the answer still names the current ETag).
+    pub fn ignore_if_match(&self, on: bool) {
+        self.shared.ignore_if_match.store(on, Ordering::SeqCst);
     }
 }
 
@@ -165,10 +186,10 @@ async fn serve(
     });
     let next = {
         let mut queue = shared.replacements.lock().expect("replacements");
-        match queue.front() {
-            Some((n, _)) if *n == name => queue.pop_front(),
-            _ => None,
-        }
+        queue
+            .iter()
+            .position(|(n, _)| *n == name)
+            .and_then(|i| queue.remove(i))
     };
     if let Some((name, bytes)) = next {
         std::fs::write(shared.dir.join(&name), bytes).expect("replace");
@@ -204,6 +225,7 @@ fn answer(shared: &Shared, name: &str, headers: &HeaderMap, range: Option<&str>)
     let etag = format!("\"{size}-{}\"", shared.version.load(Ordering::SeqCst));
     if let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
         && wanted != etag
+        && !shared.ignore_if_match.load(Ordering::SeqCst)
     {
         return StatusCode::PRECONDITION_FAILED.into_response();
     }
@@ -229,13 +251,17 @@ fn answer(shared: &Shared, name: &str, headers: &HeaderMap, range: Option<&str>)
         };
         (a < size && a <= b).then_some((a, b.min(size - 1)))
     });
-    let Some((first, last)) = parsed else {
+    let Some((first, mut last)) = parsed else {
         return StatusCode::RANGE_NOT_SATISFIABLE.into_response();
     };
+    let short = *shared.short_reads.lock().expect("short reads");
+    if short == ShortReads::Range && last > first {
+        last -= 1;
+    }
     let mut bytes = vec![0u8; (last - first + 1) as usize];
     file.seek(SeekFrom::Start(first)).expect("seek");
     file.read_exact(&mut bytes).expect("read");
-    if shared.short_reads.load(Ordering::SeqCst) {
+    if short == ShortReads::Body {
         bytes.pop();
     }
     (

@@ -225,11 +225,9 @@ fn boxes_on_all_sky_images_hold_their_pixels_and_no_more() {
 }
 
 /// Where the edge of the projection's domain (a SIN limb, the seam of a Mollweide sky) runs
-/// through the image, the part of it inside the stencil is outline too, but nothing samples it.
+/// through the image, the part of it inside the stencil is outline too, and only the pixels
+/// along it show where it is.
 #[test]
-#[ignore = "known bug: pixel_box never samples the edge of the projection's domain inside the \
-            image, so a stencil across it loses the pixels between its sampled boundary and that \
-            edge (CIRCLE 180 0 30 on a Mollweide sky: columns 31-327 of 18-341)"]
 fn a_stencil_across_the_edge_of_the_projection_domain_keeps_its_pixels() {
     // SIN shows one hemisphere: a circle over its limb keeps a thin crescent along it.
     let sin = sky_image("SIN", 128, 128, 0.0, 0.0, 1.0);
@@ -242,11 +240,13 @@ fn a_stencil_across_the_edge_of_the_projection_domain_keeps_its_pixels() {
         check_box(&sin, (128, 128), &stencil, every_pixel(128, 128), 2);
     }
     // On a Mollweide sky a circle across the seam is two half discs against the ellipse, and
-    // one around the pole reaches the seam too.
+    // one around the pole reaches the seam too. Near the pole the seam's two sides are a few
+    // pixels apart, so a boundary chord across it passes `follows_sky`'s two-pixel tolerance:
+    // the box may reach two pixels too far there, never short.
     let mol = sky_image("MOL", 360, 180, 0.0, 0.0, 1.0);
-    for text in ["CIRCLE 180 0 30", "CIRCLE 60 80 25"] {
+    for (text, slack) in [("CIRCLE 180 0 30", 1), ("CIRCLE 60 80 25", 2)] {
         let stencil = Stencil::parse_pos(text).expect("stencil");
-        check_box(&mol, (360, 180), &stencil, every_pixel(360, 180), 1);
+        check_box(&mol, (360, 180), &stencil, every_pixel(360, 180), slack);
     }
 }
 
