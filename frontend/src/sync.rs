@@ -58,7 +58,7 @@ pub async fn sync(
 pub enum SyncOutcome {
     /// The job completed; `chosen` is the result a SODA client is sent to (the preview when one
     /// was asked for, the multi-extension file of a light curve).
-    Completed { job: Job, chosen: usize },
+    Completed { job: Box<Job>, chosen: usize },
     /// Nothing to cut: the stencil misses the image, or no indexed image covers a light curve's
     /// position (SODA 1.0 §5.1: 204). The message says which.
     NoData(String),
@@ -109,7 +109,10 @@ pub async fn run(
                     .unwrap_or(0),
                 false => 0,
             };
-            Ok(SyncOutcome::Completed { job, chosen })
+            Ok(SyncOutcome::Completed {
+                job: Box::new(job),
+                chosen,
+            })
         }
         ExecutionPhase::Error => match &job.error {
             Some(e) if e.code == ErrorCode::NoData => Ok(SyncOutcome::NoData(e.message.clone())),

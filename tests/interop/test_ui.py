@@ -379,3 +379,26 @@ def test_without_javascript_the_form_and_buttons_work_and_the_html_is_valid(serv
     assert deleted.status_code == 303
     assert deleted.headers["location"] == server.base_url + "/#jobs"
     assert fetch(server, alice, f"/jobs/{job_id}").status_code == 404
+
+
+def test_stil_reads_a_job_document_that_names_the_stylesheet(base_url):
+    """STIL's UWS client (behind TOPCAT's TAP window) reads the job document, stylesheet
+    instruction included: it follows the job to COMPLETED and fetches the result, which it then
+    refuses only because a cutout is FITS where TAP expects a VOTable."""
+    if shutil.which("stilts") is None:
+        pytest.fail("stilts is missing: run scripts/install-deps")
+    created = requests.post(
+        f"{base_url}/jobs", allow_redirects=False, timeout=WAIT_S,
+        data={"ID": "butler://demo/m31", "CIRCLE": "10.684708 41.26875 0.01", "PHASE": "RUN"},
+    )
+    assert created.status_code == 303
+    job = created.headers["location"]
+    document = requests.get(job, params={"WAIT": "30", "PHASE": "QUEUED"}, timeout=60).text
+    assert "<?xml-stylesheet" in document
+    done = subprocess.run(
+        ["stilts", "tapresume", f"joburl={job}", "delete=never"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert "TAP response is not a VOTable - SIMPLE" in done.stdout + done.stderr, (
+        done.stdout + done.stderr
+    )
