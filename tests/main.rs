@@ -26,5 +26,6 @@ mod ranges;
 mod sia;
 mod sync;
 mod tidy;
+mod ui;
 mod vosi;
 mod wobbly;

@@ -18,8 +18,13 @@ fn routes_in_router() -> BTreeSet<(String, String)> {
     let mut routes = BTreeSet::new();
     for chunk in source.split(".route(").skip(1) {
         let path = chunk.split('"').nth(1).expect("route path literal");
-        // `{*key}` (axum's catch-all) is `{key}` in OpenAPI.
+        // `{*key}` (axum's catch-all) is `{key}` in OpenAPI, whose paths are relative to the
+        // service path (the page's `/api/cutout/` is routed outside the nested service).
         let path = path.replace("{*", "{");
+        let path = match path.strip_prefix("/api/cutout") {
+            Some(relative) => relative.to_owned(),
+            None => path,
+        };
         for method in METHODS {
             let call = format!("{method}(");
             let called = chunk

@@ -6,13 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{Method, header};
+use axum::http::{Extensions, HeaderMap, Method, header};
 use uws::Parameters;
 
 use uws::queue::DelegatedToken;
 
 use crate::error::FrontendError;
-use crate::state::AppState;
+use crate::state::{App, AppState};
 
 /// The path under which the service lives; every URL the service writes starts with it.
 pub const SERVICE_PATH: &str = "/api/cutout";
@@ -121,8 +121,12 @@ where
 
 /// The address the connection came from (a proxy's, behind one).
 fn peer(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
+    peer_of(&parts.extensions)
+}
+
+/// The connection's peer address among a request's extensions.
+pub fn peer_of(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
 }
@@ -222,6 +226,11 @@ impl PublicBase {
     pub fn job(&self, id: &str) -> String {
         format!("{}/jobs/{id}", self.0)
     }
+
+    /// The web page's asset `name` (see [`crate::ui`]).
+    pub fn ui(&self, name: &str) -> String {
+        format!("{}/ui/{name}", self.0)
+    }
 }
 
 impl<S> FromRequestParts<S> for PublicBase
@@ -233,13 +242,19 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let app = AppState::from_ref(state);
+        Ok(PublicBase::of(&app, &parts.headers, peer(parts)))
+    }
+}
+
+impl PublicBase {
+    /// The base URL a request from `peer` with `headers` sees.
+    pub fn of(app: &App, headers: &HeaderMap, peer: Option<IpAddr>) -> PublicBase {
         if let Some(url) = &app.settings.public_url {
-            return Ok(PublicBase(url.trim_end_matches('/').to_owned()));
+            return PublicBase(url.trim_end_matches('/').to_owned());
         }
-        let trusted = peer(parts).is_some_and(|ip| app.settings.trusted_proxies.contains(&ip));
+        let trusted = peer.is_some_and(|ip| app.settings.trusted_proxies.contains(&ip));
         let header = |name: &str| {
-            parts
-                .headers
+            headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split(',').next())
@@ -254,7 +269,7 @@ where
             .or_else(|| header("host"))
             .filter(|h| is_plausible_host(h))
             .unwrap_or_else(|| "localhost".to_owned());
-        Ok(PublicBase(format!("{scheme}://{host}{SERVICE_PATH}")))
+        PublicBase(format!("{scheme}://{host}{SERVICE_PATH}"))
     }
 }
 

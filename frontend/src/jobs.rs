@@ -61,7 +61,10 @@ pub async fn list(
     DaliParams(params): DaliParams,
 ) -> Result<Response> {
     let jobs = app.uws.list(&owner, &params).await?;
-    Ok(xml_response(xml::job_list(&jobs, |id| base.job(id))))
+    Ok(xml_response(xml::with_stylesheet(
+        xml::job_list(&jobs, |id| base.job(id)),
+        &base.ui(crate::ui::STYLESHEET),
+    )))
 }
 
 /// `POST /jobs`: creates a job (303 to it); `PHASE=RUN` starts it at once. With an
@@ -90,38 +93,52 @@ pub async fn create(
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response> {
-    let params = match cutout::light_curve(&app, &params).await? {
+    let id = create_job(&app, &owner, token, &key, params).await?;
+    Ok(Redirect::to(&base.job(id.as_str())).into_response())
+}
+
+/// Creates a job from a request's parameters, as `POST /jobs` does (also for the web page's
+/// form), and returns its ID: the parameters are validated, the quotas checked and a light curve
+/// that no image covers recorded as a failed job, all before anything is queued.
+pub async fn create_job(
+    app: &AppState,
+    owner: &str,
+    token: Option<uws::queue::DelegatedToken>,
+    key: &IdempotencyKey,
+    params: Parameters,
+) -> Result<uws::JobId> {
+    let params = match cutout::light_curve(app, &params).await? {
         cutout::LightCurve::NotOne => params,
         cutout::LightCurve::Epochs { parameters, .. } => parameters,
         cutout::LightCurve::NoImage(message) => {
-            return no_image_job(&app, &owner, key.job_id(&owner), &base, &params, message).await;
+            return no_image_job(app, owner, key.job_id(owner), &params, message).await;
         }
     };
-    let cutout = cutout::job_parameters(&app, &params).await?;
+    let cutout = cutout::job_parameters(app, &params).await?;
     let intent = match params.first("PHASE") {
         Some(p) if p.trim().eq_ignore_ascii_case("RUN") => Intent::CreateAndRun,
         _ => Intent::Create,
     };
     // The ID is drawn once, before the first attempt, so a create in doubt can be repeated.
-    let id = key.job_id(&owner);
-    if !repeats_a_create(&app, &key, &owner, &id).await {
-        quota::check(&app, &owner, intent).await?;
+    let id = key.job_id(owner);
+    if !repeats_a_create(app, key, owner, &id).await {
+        quota::check(app, owner, intent).await?;
     }
     let job = app
         .uws
         .create(
             id,
-            &owner,
+            owner,
             &params,
             cutout.parameters,
             uws::queue::Priority::Async,
             token,
-            quota::admission(&app, cutout.planned_bytes),
+            quota::admission(app, cutout.planned_bytes),
         )
         .await?;
     tracing::Span::current().record("job_id", job.id.as_str());
     tracing::info!(phase = %job.phase, "job created");
-    Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
+    Ok(job.id)
 }
 
 /// True when the request carries an `Idempotency-Key` whose job the owner already has: a repeat,
@@ -141,10 +158,9 @@ async fn no_image_job(
     app: &AppState,
     owner: &str,
     id: uws::JobId,
-    base: &PublicBase,
     params: &Parameters,
     message: String,
-) -> Result<Response> {
+) -> Result<uws::JobId> {
     quota::check(app, owner, Intent::Create).await?;
     let job = app
         .uws
@@ -173,7 +189,7 @@ async fn no_image_job(
         )
         .await?;
     tracing::info!(job = %job.id, owner = %owner, "light-curve job failed: no covering image");
-    Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
+    Ok(job.id)
 }
 
 /// `GET /jobs/{id}`, with `WAIT` (and `PHASE`) blocking until the phase changes.
@@ -206,7 +222,10 @@ pub async fn get(
     };
     let job = quote::with_quote(&app, job).await?;
     let urls = result_urls(&app, &base, &job).await?;
-    Ok(xml_response(xml::job(&job, &urls)))
+    Ok(xml_response(xml::with_stylesheet(
+        xml::job(&job, &urls),
+        &base.ui(crate::ui::STYLESHEET),
+    )))
 }
 
 /// `POST /jobs/{id}`: only `ACTION=DELETE` (DALI: no parameters on the job URL itself).
@@ -309,19 +328,25 @@ pub async fn post_phase(
     Path(id): Path<String>,
     DaliParams(params): DaliParams,
 ) -> Result<Response> {
-    if params
-        .first("PHASE")
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("RUN"))
-    {
-        // The job is looked up first, so another user's job is still a plain 404.
-        app.uws.job(&owner, &id).await?;
-        quota::check(&app, &owner, Intent::Run).await?;
-    }
-    let job = app
-        .uws
-        .set_phase(&owner, &id, params.first("PHASE"), token)
-        .await?;
+    let job = change_phase(&app, &owner, token, &id, params.first("PHASE")).await?;
     Ok(Redirect::to(&base.job(job.id.as_str())).into_response())
+}
+
+/// `PHASE=RUN` or `PHASE=ABORT` on one of the owner's jobs, as `POST /phase` does (also for the
+/// web page's buttons); a run is checked against the quotas first.
+pub async fn change_phase(
+    app: &AppState,
+    owner: &str,
+    token: Option<uws::queue::DelegatedToken>,
+    id: &str,
+    phase: Option<&str>,
+) -> Result<Job> {
+    if phase.is_some_and(|p| p.trim().eq_ignore_ascii_case("RUN")) {
+        // The job is looked up first, so another user's job is still a plain 404.
+        app.uws.job(owner, id).await?;
+        quota::check(app, owner, Intent::Run).await?;
+    }
+    Ok(app.uws.set_phase(owner, id, phase, token).await?)
 }
 
 #[utoipa::path(

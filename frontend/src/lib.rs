@@ -27,6 +27,7 @@ pub mod sia;
 pub mod span;
 pub mod state;
 pub mod sync;
+pub mod ui;
 pub mod vosi;
 
 pub use error::FrontendError;

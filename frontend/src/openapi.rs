@@ -53,13 +53,19 @@ use crate::{datalink, events, files, jobs, sia, sync, vosi};
         vosi::capabilities,
         files::get,
         openapi_json,
+        crate::ui::page,
+        crate::ui::cutout,
+        crate::ui::job_row,
+        crate::ui::job_action,
+        crate::ui::asset,
     ),
     tags(
         (name = "SODA", description = "Cutouts (SODA 1.0) and their DataLink descriptor"),
         (name = "SIA", description = "Image discovery by position, time and band (SIA 2.0)"),
         (name = "UWS", description = "Asynchronous cutout jobs (UWS 1.1)"),
         (name = "VOSI", description = "Availability and capabilities (VOSI 1.1)"),
-        (name = "service", description = "Result downloads and this description")
+        (name = "service", description = "Result downloads and this description"),
+        (name = "Web page", description = "The page for people: a cutout form and the caller's jobs (HTML)")
     )
 )]
 pub struct ApiDoc;

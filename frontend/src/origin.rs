@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::FrontendError;
+use crate::extract::{PublicBase, peer_of};
 use crate::state::AppState;
 
 /// Refuses a cross-site request that changes state, when the check is configured.
@@ -20,11 +21,35 @@ pub async fn same_origin(State(app): State<AppState>, request: Request, next: Ne
     let Some(allowed) = &app.settings.allowed_origins else {
         return next.run(request).await;
     };
+    if let Some(why) = cross_site(&app, &request, allowed) {
+        return refused(why);
+    }
+    next.run(request).await
+}
+
+/// The same check, made whether or not it is configured: the web page's own form and buttons
+/// (see [`crate::ui`]) are only ever sent by a browser from the page itself, so another site's
+/// POST there is refused in every deployment.
+pub async fn always_same_origin(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let allowed = app.settings.allowed_origins.as_deref().unwrap_or_default();
+    if let Some(why) = cross_site(&app, &request, allowed) {
+        return refused(why);
+    }
+    next.run(request).await
+}
+
+/// Why a state-changing request comes from another site than this service or an `allowed`
+/// origin, or `None` when it does not (or does not change state).
+fn cross_site(app: &AppState, request: &Request, allowed: &[String]) -> Option<&'static str> {
     if matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     ) {
-        return next.run(request).await;
+        return None;
     }
     let headers = request.headers();
     let site = headers
@@ -35,7 +60,7 @@ pub async fn same_origin(State(app): State<AppState>, request: Request, next: Ne
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
         // An explicitly allowed origin may still send requests from its own site.
         if !origin.is_some_and(|o| allowed.iter().any(|a| a == o)) {
-            return refused("the request comes from another site");
+            return Some("the request comes from another site");
         }
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -47,20 +72,19 @@ pub async fn same_origin(State(app): State<AppState>, request: Request, next: Ne
         let own = origin
             .split_once("://")
             .is_some_and(|(_, authority)| !host.is_empty() && authority == host);
-        let public = app
-            .settings
-            .public_url
-            .as_deref()
-            .is_some_and(|url| origin_of(url) == origin);
+        // The origin the page was served from: the configured URL, or the one a trusted proxy
+        // forwarded (`X-Forwarded-Proto`, `X-Forwarded-Host`).
+        let public = PublicBase::of(app, headers, peer_of(request.extensions()));
+        let public = origin_of(&public.0) == origin;
         if !(own || public || allowed.iter().any(|a| a == origin)) {
-            return refused("the request's Origin is not this service");
+            return Some("the request's Origin is not this service");
         }
     }
-    next.run(request).await
+    None
 }
 
 /// `scheme://host[:port]` of a URL.
-fn origin_of(url: &str) -> &str {
+pub fn origin_of(url: &str) -> &str {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let end = rest.find('/').map_or(url.len(), |i| scheme.len() + 3 + i);

@@ -5,14 +5,24 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::extract::{MAX_BODY_BYTES, SERVICE_PATH};
 use crate::state::AppState;
-use crate::{datalink, events, files, jobs, openapi, sia, sync, vosi};
+use crate::{datalink, events, files, jobs, openapi, sia, sync, ui, vosi};
 
 /// Every route under `/api/cutout`.
 pub fn build(state: AppState) -> Router {
+    // The web page (see `crate::ui`): its forms are refused from other sites in every deployment.
+    let page = Router::new()
+        .route("/", get(ui::page))
+        .route("/ui/cutout", post(ui::cutout))
+        .route("/ui/jobs/{id}", get(ui::job_row).post(ui::job_action))
+        .route("/ui/{asset}", get(ui::asset))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            crate::origin::always_same_origin,
+        ));
     let service = Router::new()
         .route("/sync", get(sync::sync).post(sync::sync))
         .route("/links", get(datalink::links).post(datalink::links))
@@ -48,12 +58,17 @@ pub fn build(state: AppState) -> Router {
         .route("/capabilities", get(vosi::capabilities))
         .route("/files/{*key}", get(files::get))
         .route("/openapi.json", get(openapi::openapi_json))
+        .merge(page)
         .route_layer(from_fn_with_state(state.clone(), crate::span::request_span))
         .route_layer(from_fn_with_state(
             state.clone(),
             crate::origin::same_origin,
         ));
+    // The page's own address ends with a slash, which a route nested at the service path
+    // cannot match (`/` there is the service path itself, which serves the page too).
     Router::new()
+        .route("/api/cutout/", get(ui::page))
+        .route_layer(from_fn_with_state(state.clone(), crate::span::request_span))
         .nest(SERVICE_PATH, service)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(map_response(no_sniffing))

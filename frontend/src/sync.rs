@@ -4,9 +4,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use uws::ErrorCode;
-use uws::ExecutionPhase;
-use uws::queue::Priority;
+use uws::queue::{DelegatedToken, Priority};
+use uws::{ErrorCode, ExecutionPhase, Job, Parameters};
 
 use crate::cutout;
 use crate::error::FrontendError;
@@ -43,35 +42,65 @@ pub async fn sync(
     base: PublicBase,
     DaliParams(params): DaliParams,
 ) -> Result<Response, FrontendError> {
+    match run(&app, &owner, token, &key, params).await? {
+        SyncOutcome::Completed { job, chosen } => {
+            let urls = result_urls(&app, &base, &job).await?;
+            let url = urls.get(chosen).ok_or_else(|| {
+                FrontendError::Internal(format!("job {} completed without a result", job.id))
+            })?;
+            Ok(Redirect::to(url).into_response())
+        }
+        SyncOutcome::NoData(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// How a synchronous cutout ended, when it did not fail.
+pub enum SyncOutcome {
+    /// The job completed; `chosen` is the result a SODA client is sent to (the preview when one
+    /// was asked for, the multi-extension file of a light curve).
+    Completed { job: Box<Job>, chosen: usize },
+    /// Nothing to cut: the stencil misses the image, or no indexed image covers a light curve's
+    /// position (SODA 1.0 §5.1: 204). The message says which.
+    NoData(String),
+}
+
+/// Runs one synchronous cutout to its end, as `/sync` does (also for the web page's form): the
+/// validation, quotas and queue-depth refusal happen before any job exists.
+pub async fn run(
+    app: &AppState,
+    owner: &str,
+    token: Option<DelegatedToken>,
+    key: &IdempotencyKey,
+    params: Parameters,
+) -> Result<SyncOutcome, FrontendError> {
     // A position without ID is a light curve: it answers the multi-extension file of every
     // epoch, or 204 when no indexed image covers the position.
-    let (params, light_curve) = match cutout::light_curve(&app, &params).await? {
+    let (params, light_curve) = match cutout::light_curve(app, &params).await? {
         cutout::LightCurve::NotOne => (params, false),
         cutout::LightCurve::Epochs { parameters, .. } => (parameters, true),
-        cutout::LightCurve::NoImage(_) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        cutout::LightCurve::NoImage(message) => return Ok(SyncOutcome::NoData(message)),
     };
     // UWS control parameters mean nothing here; only the SODA ones are kept.
-    let cutout = cutout::job_parameters(&app, &params).await?;
-    let id = key.job_id(&owner);
-    if !repeats_a_create(&app, &key, &owner, &id).await {
-        quota::check(&app, &owner, Intent::CreateAndRun).await?;
-        refuse_if_queue_full(&app).await?;
+    let cutout = cutout::job_parameters(app, &params).await?;
+    let id = key.job_id(owner);
+    if !repeats_a_create(app, key, owner, &id).await {
+        quota::check(app, owner, Intent::CreateAndRun).await?;
+        refuse_if_queue_full(app).await?;
     }
     let job = app
         .uws
         .run_and_wait(
             id,
-            &owner,
+            owner,
             cutout.parameters,
             Priority::Sync,
             token,
             app.settings.sync_timeout,
-            quota::admission(&app, cutout.planned_bytes),
+            quota::admission(app, cutout.planned_bytes),
         )
         .await?;
     match job.phase {
         ExecutionPhase::Completed => {
-            let urls = result_urls(&app, &base, &job).await?;
             let chosen = match light_curve {
                 true => job
                     .results
@@ -80,13 +109,13 @@ pub async fn sync(
                     .unwrap_or(0),
                 false => 0,
             };
-            let url = urls.get(chosen).ok_or_else(|| {
-                FrontendError::Internal(format!("job {} completed without a result", job.id))
-            })?;
-            Ok(Redirect::to(url).into_response())
+            Ok(SyncOutcome::Completed {
+                job: Box::new(job),
+                chosen,
+            })
         }
         ExecutionPhase::Error => match &job.error {
-            Some(e) if e.code == ErrorCode::NoData => Ok(StatusCode::NO_CONTENT.into_response()),
+            Some(e) if e.code == ErrorCode::NoData => Ok(SyncOutcome::NoData(e.message.clone())),
             Some(e) => Err(FrontendError::from_job_error(e)),
             None => Err(FrontendError::Internal(format!(
                 "job {} failed without an error",

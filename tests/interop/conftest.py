@@ -48,8 +48,11 @@ def _pump(stream, lines, first_line):
 
 
 @contextlib.contextmanager
-def running_skycut(data_dir, extra_args):
-    """Runs ``skycut serve`` with ``extra_args`` (image sources) until the block ends."""
+def running_skycut(data_dir, extra_args, settings=None):
+    """Runs ``skycut serve`` with ``extra_args`` (image sources) until the block ends.
+
+    ``settings`` maps configuration variables (``SKYCUT_AUTH__MODE``) to values.
+    """
     binary = Path(os.environ.get("SKYCUT_BIN", str(DEFAULT_BIN)))
     if not binary.is_file():
         pytest.fail(
@@ -67,7 +70,10 @@ def running_skycut(data_dir, extra_args):
         text=True,
         # SKYCUT_BIN tells this suite where the binary is; skycut would read it as a
         # configuration key (every SKYCUT_* variable is one) and refuse it.
-        env={k: v for k, v in os.environ.items() if k != "SKYCUT_BIN"},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "SKYCUT_BIN"},
+            **(settings or {}),
+        },
     )
     lines = []
     first_line = queue.Queue()

@@ -78,6 +78,8 @@ def test_schemathesis_finds_no_server_error_and_no_undescribed_response(
             # deletion has its own end-to-end tests.
             "--exclude-operation-id", "delete_job",
             "--exclude-operation-id", "post_job",
+            # The page's job buttons include ACTION=DELETE (tests/ui.rs and test_ui.py).
+            "--exclude-operation-id", "ui_job_action",
             # The event stream never ends by design (tests/events.rs covers it).
             "--exclude-operation-id", "job_events",
             "--request-timeout", "60",

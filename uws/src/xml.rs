@@ -136,6 +136,20 @@ pub fn job_list(jobs: &[JobSummary], job_url: impl Fn(&str) -> String) -> String
     x
 }
 
+/// `document` with an `<?xml-stylesheet?>` instruction after its declaration, naming the XSLT at
+/// `href` through which a browser shows it as a page; XML clients (pyvo, STIL) skip processing
+/// instructions, and the schemas do not see them.
+pub fn with_stylesheet(document: String, href: &str) -> String {
+    let Some(rest) = document.strip_prefix(DECLARATION) else {
+        return document;
+    };
+    // Escaped as an attribute value, so `?>` cannot end the instruction early.
+    format!(
+        "{DECLARATION}\n<?xml-stylesheet type=\"text/xsl\" href=\"{}\"?>{rest}",
+        escape_attribute(href)
+    )
+}
+
 /// The `uws:results` document on its own (`/results`).
 pub fn results(job: &Job, result_urls: &[String]) -> String {
     let mut x = String::from(DECLARATION);
@@ -237,6 +251,21 @@ mod tests {
             )),
             planned_bytes: None,
         }
+    }
+
+    #[test]
+    fn stylesheet_instruction_follows_the_declaration_and_cannot_be_closed_early() {
+        let doc = with_stylesheet(job(&sample(), &[]), "https://h/ui/uws.xsl?a=1&b=?>");
+        let mut lines = doc.lines();
+        assert_eq!(lines.next(), Some(DECLARATION));
+        assert_eq!(
+            lines.next(),
+            Some(
+                r#"<?xml-stylesheet type="text/xsl" href="https://h/ui/uws.xsl?a=1&amp;b=?&gt;"?>"#
+            )
+        );
+        assert!(lines.next().is_some_and(|l| l.starts_with("<uws:job ")));
+        assert_eq!(with_stylesheet("<x/>".into(), "s.xsl"), "<x/>");
     }
 
     #[test]
