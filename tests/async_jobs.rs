@@ -528,6 +528,63 @@ fn a_job_past_its_destruction_time_is_swept_with_its_results() {
     assert_ne!(app.get_url(&href).status(), 200, "the old URL still serves");
 }
 
+#[test]
+fn a_completed_job_whose_results_expire_is_archived_and_kept_until_destruction() {
+    let app = app()
+        .config("JOBS__SWEEP_INTERVAL", "1")
+        .config("JOBS__RESULT_LIFETIME", "2")
+        .start();
+    let id = app.cutout_job();
+    app.run_job(&id);
+    let doc = app.wait_final(&id);
+    assert_eq!(element(&doc, "uws:phase").as_deref(), Some("COMPLETED"));
+    let href = attributes(&doc, "uws:result", "xlink:href")[0].clone();
+    let bucket = app.dir.path().join("data/bucket").join(&id);
+    assert!(
+        !walk(&bucket).is_empty(),
+        "the result is stored under its job"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.phase(&id) != "ARCHIVED" || !walk(&bucket).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "job {id} not archived: {}; objects left: {:?}",
+            app.phase(&id),
+            walk(&bucket)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let doc = app.job_xml(&id);
+    assert_uws_valid(&doc);
+    assert!(
+        attributes(&doc, "uws:result", "xlink:href").is_empty(),
+        "{doc}"
+    );
+    let results = app.get(&format!("/jobs/{id}/results"), &[]);
+    assert_eq!(results.status(), 200);
+    let results = results.text().expect("body");
+    assert_uws_valid(&results);
+    assert!(!results.contains("uws:result "), "{results}");
+    assert_ne!(app.get_url(&href).status(), 200, "the old URL still serves");
+    // Listed only when asked for, as UWS 1.1 §2.2.3.1 says; until destruction.
+    assert!(!app.job_ids(&[]).contains(&id));
+    assert_eq!(
+        app.job_ids(&[("PHASE", "ARCHIVED")]),
+        std::slice::from_ref(&id)
+    );
+    let r = app.post(
+        &format!("/jobs/{id}/destruction"),
+        &[("DESTRUCTION", "2000-01-01T00:00:00Z")],
+    );
+    assert_eq!(r.status(), 303);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.get(&format!("/jobs/{id}"), &[]).status() != 404 {
+        assert!(Instant::now() < deadline, "archived job {id} not destroyed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

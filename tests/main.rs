@@ -26,5 +26,6 @@ mod ranges;
 mod sia;
 mod sync;
 mod tidy;
+mod time_and_pol;
 mod vosi;
 mod wobbly;

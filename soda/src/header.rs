@@ -164,7 +164,10 @@ fn real_names() -> Vec<String> {
             names.push(format!("PC{i}_{j}"));
         }
     }
-    for name in ["EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS"] {
+    // MJDREF*: the zero point of a time axis (`temporal`), kept so the cutout's axis keeps it.
+    for name in [
+        "EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS", "MJDREF", "MJDREFI", "MJDREFF",
+    ] {
         names.push(name.to_owned());
     }
     // PVi_m up to 39: TPV uses all of PV1_0..PV1_39 and PV2_0..PV2_39, ZPN up to PV2_29.

@@ -21,6 +21,9 @@
 //! - [`cutout_reads`] plans a cutout on an image's headers alone, and `layout` walks the
 //!   headers of a remote file to the image HDU, so a worker can fetch only the bytes a cutout
 //!   reads.
+//! - `spectral`, `temporal` and `polarization` find a cube's wavelength, time and Stokes axes
+//!   (each a `axis::LinearAxis`) for `BAND`, `TIME` and `POL`; `TIME` on an image without a time
+//!   axis keeps or rejects it whole by its observation interval.
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
 //! - [`sky`] describes images for the sky index (HEALPix cells, time, band) and tests a
 //!   query region against an image outline exactly.
@@ -30,7 +33,9 @@
 //!
 //! Read `cutout` first: it is short and calls everything else.
 
+mod axis;
 mod celestial;
+mod coverage;
 mod cutout;
 mod demo;
 mod error;
@@ -40,6 +45,7 @@ mod footprint;
 mod header;
 pub mod layout;
 mod mask;
+mod polarization;
 pub mod preview;
 mod region;
 pub mod repository;
@@ -50,9 +56,11 @@ mod source_id;
 mod spectral;
 mod sphere;
 mod stencil;
+mod temporal;
 mod unscaled;
 mod wcslib;
 
+pub use coverage::MAX_MOC_CELLS;
 pub use cutout::{
     CutOptions, Cutout, CutoutSize, PixelBox, Provenance, ReadPlan, combine_to_file, cut_to_file,
     cut_to_file_with, cutout_bytes, cutout_reads, cutout_size, header_to_file,
@@ -65,4 +73,4 @@ pub use error::SodaError;
 pub use footprint::{Footprint, footprint};
 pub use region::ImageGeometry;
 pub use source_id::SourceId;
-pub use stencil::{Circle, MAX_POLYGON_VERTICES, PixelSection, Polygon, Range, Stencil};
+pub use stencil::{Circle, MAX_POLYGON_VERTICES, Moc, PixelSection, Polygon, Range, Stencil};

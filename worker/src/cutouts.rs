@@ -90,11 +90,7 @@ pub(crate) async fn cut_all(
         job.parameters.iter().map(|(n, v)| (n.as_str(), v.as_str())),
     )
     .map_err(job_error)?;
-    let options = |id: &SourceId| CutOptions {
-        mask: request.mask,
-        band: request.band,
-        extension: id.extension().map(str::to_owned),
-    };
+    let options = |id: &SourceId| request.options(id);
     let sources = JobSources {
         repositories,
         cache,
