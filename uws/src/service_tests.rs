@@ -1019,7 +1019,10 @@ async fn results_past_their_lifetime_are_deleted_and_the_job_archived_until_dest
         }
     };
     assert!(!listed(None).await.contains(&old.id));
-    assert_eq!(listed(Some("ARCHIVED")).await, [old.id.clone()]);
+    assert_eq!(
+        listed(Some("ARCHIVED")).await,
+        std::slice::from_ref(&old.id)
+    );
     // A service without a result lifetime archives nothing.
     let keeps = Harness::default();
     let job = queued(&keeps, "alice", Priority::Async).await;

@@ -154,7 +154,7 @@ async fn the_client_finds_jobs_whose_results_expired_and_archives_them() {
     let minute_ago = timestamp::now() - Duration::from_secs(60);
     assert_eq!(
         client.results_expired(minute_ago, 10).await.expect("ended"),
-        [job.id.clone()]
+        std::slice::from_ref(&job.id)
     );
     let archived = client
         .transition(&job.id, Transition::Archive, timestamp::now())
