@@ -300,6 +300,9 @@ pub struct JobsConfig {
     pub result_url_lifetime: u64,
     /// Seconds between sweeps that delete jobs past their destruction time.
     pub sweep_interval: u64,
+    /// Seconds a COMPLETED job's results are kept after it ends; a job still before its
+    /// destruction time then loses them and becomes ARCHIVED. 0: results live as long as the job.
+    pub result_lifetime: u64,
     /// Seconds a job creation whose outcome is unknown is repeated (same job ID) before 503.
     pub create_retry: u64,
     /// Bytes the results of one job may take, planned on the image headers when the request
@@ -384,6 +387,7 @@ impl Default for JobsConfig {
             fair_share_queued: 10,
             result_url_lifetime: 15 * 60,
             sweep_interval: 60,
+            result_lifetime: 0,
             create_retry: 10,
             max_job_bytes: 1 << 30,
             max_cutout_pixels: 1 << 26,
@@ -404,6 +408,8 @@ impl JobsConfig {
             max_wait: Duration::from_secs(self.max_wait),
             fair_share_queued: self.fair_share_queued,
             create_retry: Duration::from_secs(self.create_retry),
+            result_lifetime: (self.result_lifetime > 0)
+                .then(|| Duration::from_secs(self.result_lifetime)),
         }
     }
 }

@@ -320,7 +320,8 @@ async fn requeue_unfinished(store: &dyn JobStore, queue: &dyn JobQueue) -> anyho
     Ok(())
 }
 
-/// Deletes jobs past their destruction time, with their results, until shutdown; every
+/// Deletes jobs past their destruction time, with their results, and archives jobs whose
+/// results outlived `jobs.result_lifetime`, until shutdown; every
 /// `orphans_every` it also deletes result prefixes that no job owns (untouched for
 /// `orphan_grace`).
 pub(crate) async fn sweep(
@@ -336,6 +337,11 @@ pub(crate) async fn sweep(
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "destroyed expired jobs"),
             Err(e) => tracing::warn!(error = %e, "sweep failed"),
+        }
+        match uws.sweep_archived().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "archived jobs whose results expired"),
+            Err(e) => tracing::warn!(error = %e, "result sweep failed"),
         }
         if orphans_swept.is_none_or(|at| at.elapsed() >= orphans_every) {
             orphans_swept = Some(std::time::Instant::now());

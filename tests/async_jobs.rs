@@ -531,3 +531,56 @@ fn a_job_past_its_destruction_time_is_swept_with_its_results() {
     assert!(!app.job_ids(&[]).contains(&id));
     assert_ne!(app.get_url(&href).status(), 200, "the old URL still serves");
 }
+
+#[test]
+fn a_completed_job_whose_results_expire_is_archived_and_kept_until_destruction() {
+    let app = app()
+        .config("JOBS__SWEEP_INTERVAL", "1")
+        .config("JOBS__RESULT_LIFETIME", "2")
+        .start();
+    let id = app.cutout_job();
+    app.run_job(&id);
+    let doc = app.wait_final(&id);
+    assert_eq!(element(&doc, "uws:phase").as_deref(), Some("COMPLETED"));
+    let href = attributes(&doc, "uws:result", "xlink:href")[0].clone();
+    assert!(
+        !bucket_objects(&app, &id).is_empty(),
+        "the result is stored"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.phase(&id) != "ARCHIVED" || !bucket_objects(&app, &id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "job {id} not archived: {}; objects left: {:?}",
+            app.phase(&id),
+            bucket_objects(&app, &id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let doc = app.job_xml(&id);
+    assert_uws_valid(&doc);
+    assert!(
+        attributes(&doc, "uws:result", "xlink:href").is_empty(),
+        "{doc}"
+    );
+    // As for any job without results (`error_and_results_of_a_job_without_them_are_404`).
+    assert_eq!(app.get(&format!("/jobs/{id}/results"), &[]).status(), 404);
+    assert_ne!(app.get_url(&href).status(), 200, "the old URL still serves");
+    // Listed only when asked for, as UWS 1.1 §2.2.3.1 says; until destruction.
+    assert!(!app.job_ids(&[]).contains(&id));
+    assert_eq!(
+        app.job_ids(&[("PHASE", "ARCHIVED")]),
+        std::slice::from_ref(&id)
+    );
+    let r = app.post(
+        &format!("/jobs/{id}/destruction"),
+        &[("DESTRUCTION", "2000-01-01T00:00:00Z")],
+    );
+    assert_eq!(r.status(), 303);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.get(&format!("/jobs/{id}"), &[]).status() != 404 {
+        assert!(Instant::now() < deadline, "archived job {id} not destroyed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

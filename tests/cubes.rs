@@ -8,7 +8,6 @@ use std::path::Path;
 
 use fitsio::FitsFile;
 use fitsio::hdu::HduInfo;
-use fitsio::images::{ImageDescription, ImageType};
 
 use crate::common::*;
 
@@ -23,43 +22,34 @@ const PLANES: usize = 6;
 /// topology).
 fn write_cube(app: &TestApp) {
     let path = source_image(app).with_file_name("cube.fits");
-    let description = ImageDescription {
-        data_type: ImageType::Float,
-        dimensions: &[PLANES, 48, 64],
-    };
-    let mut f = FitsFile::create(&path)
-        .with_custom_primary(&description)
-        .open()
-        .expect("create cube");
-    let hdu = f.primary_hdu().expect("primary");
-    for (k, v) in [
-        ("CTYPE1", "RA---TAN"),
-        ("CTYPE2", "DEC--TAN"),
-        ("CTYPE3", "WAVE"),
-        ("CUNIT1", "deg"),
-        ("CUNIT2", "deg"),
-        ("CUNIT3", "m"),
-        ("RADESYS", "ICRS"),
-    ] {
-        hdu.write_key(&mut f, k, v).expect(k);
-    }
-    for (k, v) in [
-        ("CRPIX1", 32.5),
-        ("CRPIX2", 24.5),
-        ("CRVAL1", CUBE_RA),
-        ("CRVAL2", CUBE_DEC),
-        ("CDELT1", -PIXEL_DEG),
-        ("CDELT2", PIXEL_DEG),
-        ("CRPIX3", 1.0),
-        ("CRVAL3", 5.0e-7),
-        ("CDELT3", 1.0e-8),
-    ] {
-        hdu.write_key(&mut f, k, v).expect(k);
-    }
     let data: Vec<f32> = (0..PLANES)
         .flat_map(|k| (0..48).flat_map(move |y| (0..64).map(move |x| value(x, y, k))))
         .collect();
-    hdu.write_image(&mut f, &data).expect("pixels");
+    write_primary_image(
+        &path,
+        &[PLANES, 48, 64],
+        &[
+            ("CTYPE1", "RA---TAN"),
+            ("CTYPE2", "DEC--TAN"),
+            ("CTYPE3", "WAVE"),
+            ("CUNIT1", "deg"),
+            ("CUNIT2", "deg"),
+            ("CUNIT3", "m"),
+            ("RADESYS", "ICRS"),
+        ],
+        &[
+            ("CRPIX1", 32.5),
+            ("CRPIX2", 24.5),
+            ("CRVAL1", CUBE_RA),
+            ("CRVAL2", CUBE_DEC),
+            ("CDELT1", -PIXEL_DEG),
+            ("CDELT2", PIXEL_DEG),
+            ("CRPIX3", 1.0),
+            ("CRVAL3", 5.0e-7),
+            ("CDELT3", 1.0e-8),
+        ],
+        &data,
+    );
 }
 
 fn value(x: usize, y: usize, k: usize) -> f32 {

@@ -26,6 +26,7 @@ mod ranges;
 mod sia;
 mod sync;
 mod tidy;
+mod time_and_pol;
 mod ui;
 mod vosi;
 mod wobbly;

@@ -713,3 +713,99 @@ fn a_stamp_table_holds_each_stamp_once_and_lists_the_rows_it_could_not_cut() {
         "{errors}"
     );
 }
+
+/// The sky position (degrees) of 0-based pixel (`x`, `y`) of the test image: its TAN WCS
+/// (reference pixel at the centre, `PIXEL_DEG` per pixel, east left) inverted by the gnomonic
+/// formulas, independently of the service's wcslib.
+fn test_image_sky(x: f64, y: f64) -> (f64, f64) {
+    let centre = (512.0 + 1.0) / 2.0;
+    let xi = (-PIXEL_DEG * (x + 1.0 - centre)).to_radians();
+    let eta = (PIXEL_DEG * (y + 1.0 - centre)).to_radians();
+    let (ra0, dec0) = (RA.to_radians(), DEC.to_radians());
+    let denominator = dec0.cos() - eta * dec0.sin();
+    let ra = ra0 + xi.atan2(denominator);
+    let dec = ((eta * dec0.cos() + dec0.sin()) * (ra - ra0).cos()).atan2(denominator);
+    (ra.to_degrees().rem_euclid(360.0), dec.to_degrees())
+}
+
+#[test]
+fn moc_cuts_the_rectangle_covering_its_cells_and_mask_blanks_pixels_outside_them() {
+    let app = spawn_app();
+    // The depth-14 HEALPix cell (about 13 arcsec, 13 pixels) holding the image centre.
+    let depth = 14;
+    let in_cell = |x: usize, y: usize| {
+        let (ra, dec) = test_image_sky(x as f64, y as f64);
+        cdshealpix::nested::hash(depth, ra.to_radians(), dec.to_radians())
+    };
+    let cell = in_cell(256, 256);
+    let moc = format!("{depth}/{cell}");
+    // The source pixels whose centres lie in the cell, by brute force around the centre.
+    let inside: Vec<(usize, usize)> = (206..306)
+        .flat_map(|y| (206..306).map(move |x| (x, y)))
+        .filter(|&(x, y)| in_cell(x, y) == cell)
+        .collect();
+    assert!(inside.len() > 50, "{} pixels", inside.len());
+    let span = |coordinate: fn(&(usize, usize)) -> usize| {
+        let values = inside.iter().map(coordinate);
+        (
+            values.clone().min().expect("a pixel"),
+            values.max().expect("a pixel"),
+        )
+    };
+    let (x_lo, x_hi) = span(|p| p.0);
+    let (y_lo, y_hi) = span(|p| p.1);
+
+    let cut = download(&app, &sync_redirect(&app, &[("ID", IMAGE), ("MOC", &moc)]));
+    let (_, w, h) = read_f32(&cut, 1);
+    let x0 = key_f64(&cut, 1, "SKYCX0") as usize - 1;
+    let y0 = key_f64(&cut, 1, "SKYCY0") as usize - 1;
+    // The rectangle holds every pixel of the cell, and at most a pixel more on each side.
+    assert!(x0 <= x_lo && x0 + w > x_hi && y0 <= y_lo && y0 + h > y_hi);
+    assert!(
+        x_lo - x0 <= 1 && x0 + w - 1 - x_hi <= 1,
+        "x {x0}+{w} vs {x_lo}..{x_hi}"
+    );
+    assert!(
+        y_lo - y0 <= 1 && y0 + h - 1 - y_hi <= 1,
+        "y {y0}+{h} vs {y_lo}..{y_hi}"
+    );
+    assert_eq!(key_string(&cut, 1, "SKYCSTCL"), format!("MOC {moc}"));
+
+    let masked = download(
+        &app,
+        &sync_redirect(&app, &[("ID", IMAGE), ("MOC", &moc), ("MASK", "true")]),
+    );
+    let (pixels, mw, mh) = read_f32(&masked, 1);
+    assert_eq!((mw, mh), (w, h));
+    let (source, sw, _) = read_f32(&source_image(&app), 0);
+    for j in 0..h {
+        for i in 0..w {
+            let (x, y) = (x0 + i, y0 + j);
+            let value = pixels[j * w + i];
+            if in_cell(x, y) == cell {
+                assert_eq!(value, source[y * sw + x], "pixel ({x}, {y}) is in the cell");
+            } else {
+                assert!(value.is_nan(), "pixel ({x}, {y}) is outside the cell");
+            }
+        }
+    }
+    // A cell elsewhere on the sky is no overlap; a MOC with SUB, or not a MOC, a UsageError.
+    let (far_ra, far_dec) = (RA + 90.0, -DEC);
+    let far = cdshealpix::nested::hash(depth, far_ra.to_radians(), far_dec.to_radians());
+    let r = app.get(
+        "/sync",
+        &[("ID", IMAGE), ("MOC", &format!("{depth}/{far}"))],
+    );
+    assert_eq!(r.status(), 204);
+    for params in [
+        [("MOC", moc.as_str()), ("SUB", "[1:10,1:10]")],
+        [("MOC", "14/"), ("MASK", "false")],
+        [("MOC", "not a moc"), ("MASK", "false")],
+    ] {
+        let mut params = params.to_vec();
+        params.push(("ID", IMAGE));
+        let r = app.get("/sync", &params);
+        assert_eq!(r.status(), 400, "{params:?}");
+        assert!(r.text().expect("body").starts_with("UsageError: "));
+    }
+}

@@ -103,12 +103,7 @@ fn plan(
         let SourceLocation::File(path) = repositories.locate(id)? else {
             return Ok(None);
         };
-        let options = soda::CutOptions {
-            mask: request.mask,
-            band: request.band,
-            extension: id.extension().map(str::to_owned),
-            size: request.size,
-        };
+        let options = request.options(id);
         let size = match soda::cutout_size(&path, stencil, &options) {
             Ok(size) => size,
             // The pair becomes a short error result; the worker says why.

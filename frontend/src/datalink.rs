@@ -153,15 +153,11 @@ pub fn document(base: &str, described: &[Described]) -> String {
                     rows,
                     r##"          <TR><TD>{id}</TD><TD>{whole}</TD><TD></TD><TD></TD><TD>#this</TD><TD>The whole {nx} x {ny} pixel image, as a FITS file with the image in extension CUTOUT</TD><TD>application/fits</TD><TD>-1</TD></TR>
           <TR><TD>{id}</TD><TD>{preview}</TD><TD></TD><TD></TD><TD>#preview</TD><TD>A grey PNG preview of the whole image, north up</TD><TD>image/png</TD><TD>-1</TD></TR>
-          <TR><TD>{id}</TD><TD></TD><TD>{service}</TD><TD></TD><TD>#cutout</TD><TD>SODA cutout of this image by CIRCLE, POLYGON or POS (ICRS degrees){band}</TD><TD>application/fits</TD><TD>-1</TD></TR>
+          <TR><TD>{id}</TD><TD></TD><TD>{service}</TD><TD></TD><TD>#cutout</TD><TD>SODA cutout of this image by CIRCLE, POLYGON or POS (ICRS degrees) or MOC{band}</TD><TD>application/fits</TD><TD>-1</TD></TR>
 "##,
                     whole = escape(whole.as_str()),
                     preview = escape(preview.as_str()),
-                    band = if footprint.band.is_some() {
-                        " and BAND (metres)"
-                    } else {
-                        ""
-                    },
+                    band = axis_parameters(footprint),
                 );
                 descriptors.push_str(&descriptor(&service, &sync, footprint));
             }
@@ -215,6 +211,32 @@ fn descriptor(service: &str, sync: &str, footprint: &Footprint) -> String {
         ),
         None => String::new(),
     };
+    let time = match footprint.time {
+        Some((lo, hi)) => format!(
+            r#"      <PARAM name="TIME" datatype="double" arraysize="2" xtype="interval" unit="d" ucd="time.interval;obs.exposure" value="">
+        <DESCRIPTION>Time interval to keep: lo hi (MJD); the planes of a time axis whose centres lie in it, or the whole image if its observation meets it; MIN and MAX are the image's first and last instants</DESCRIPTION>
+        <VALUES><MIN value="{lo}"/><MAX value="{hi}"/></VALUES>
+      </PARAM>
+"#
+        ),
+        None => String::new(),
+    };
+    let pol = if footprint.pol.is_empty() {
+        String::new()
+    } else {
+        let options: String = footprint
+            .pol
+            .iter()
+            .map(|name| format!(r#"<OPTION value="{name}"/>"#))
+            .collect();
+        format!(
+            r#"      <PARAM name="POL" datatype="char" arraysize="*" ucd="meta.code;phys.polarization" value="">
+        <DESCRIPTION>Polarization states to keep, one per POL value (several form one filter); the planes from the first selected to the last are kept, in axis order</DESCRIPTION>
+        <VALUES>{options}</VALUES>
+      </PARAM>
+"#
+        )
+    };
     format!(
         r##"  <RESOURCE type="meta" utype="adhoc:service" ID="{service}">
     <DESCRIPTION>Skycut SODA 1.0 synchronous cutout</DESCRIPTION>
@@ -235,7 +257,10 @@ fn descriptor(service: &str, sync: &str, footprint: &Footprint) -> String {
         <DESCRIPTION>Polygon to cut out: ra1 dec1 ra2 dec2 ra3 dec3 ... (ICRS degrees); MAX is the outline of the image</DESCRIPTION>
         <VALUES><MAX value="{polygon}"/></VALUES>
       </PARAM>
-{band}      <PARAM name="RESPONSEFORMAT" datatype="char" arraysize="*" ucd="meta.code.mime" value="">
+      <PARAM name="MOC" datatype="char" arraysize="*" ucd="pos.outline;obs" value="">
+        <DESCRIPTION>HEALPix cells to cut out, as an ASCII MOC (e.g. 12/1024-1030 13/4200); the cutout is the rectangle covering them (SODA working draft)</DESCRIPTION>
+      </PARAM>
+{band}{time}{pol}      <PARAM name="RESPONSEFORMAT" datatype="char" arraysize="*" ucd="meta.code.mime" value="">
         <DESCRIPTION>The FITS cutout (the default), or a grey preview of it first</DESCRIPTION>
         <VALUES><OPTION value="application/fits"/><OPTION value="image/png"/><OPTION value="image/jpeg"/></VALUES>
       </PARAM>
@@ -248,6 +273,24 @@ fn descriptor(service: &str, sync: &str, footprint: &Footprint) -> String {
 "##,
         sync = escape(sync),
     )
+}
+
+/// The axis parameters a cutout of this image takes beyond the sky, for a row's description.
+fn axis_parameters(footprint: &Footprint) -> String {
+    let mut axes = Vec::new();
+    if footprint.band.is_some() {
+        axes.push("BAND (metres)");
+    }
+    if footprint.time.is_some() {
+        axes.push("TIME (MJD)");
+    }
+    if !footprint.pol.is_empty() {
+        axes.push("POL (Stokes)");
+    }
+    match axes.as_slice() {
+        [] => String::new(),
+        axes => format!(" and {}", axes.join(", ")),
+    }
 }
 
 /// Percent-encodes a query-string value (RFC 3986 unreserved characters pass).
@@ -268,6 +311,8 @@ mod tests {
                 radius_deg: 0.01,
                 corners: [(150.1, 1.9), (149.9, 1.9), (149.9, 2.1), (150.1, 2.1)],
                 band: None,
+                time: None,
+                pol: Vec::new(),
             },
         }
     }
@@ -291,6 +336,8 @@ mod tests {
         let mut cube = image("butler://a/cube");
         if let Described::Image { footprint, .. } = &mut cube {
             footprint.band = Some((5e-7, 6e-7));
+            footprint.time = Some((60000.0, 60000.5));
+            footprint.pol = vec!["I", "Q", "U", "V"];
         }
         let fault = Described::Fault {
             id: "butler://a/<none>".to_owned(),
@@ -304,5 +351,16 @@ mod tests {
             doc.contains(r#"<MIN value="0.0000005"/><MAX value="0.0000006"/>"#),
             "{doc}"
         );
+        assert!(
+            doc.contains(r#"<MIN value="60000"/><MAX value="60000.5"/>"#),
+            "{doc}"
+        );
+        assert!(
+            doc.contains(
+                r#"<OPTION value="I"/><OPTION value="Q"/><OPTION value="U"/><OPTION value="V"/>"#
+            ),
+            "{doc}"
+        );
+        assert_eq!(doc.matches(r#"name="POL""#).count(), 1, "{doc}");
     }
 }

@@ -125,6 +125,20 @@ pub struct SodaParams {
     #[schema(example = "RANGE 10.67 10.70 41.25 41.28")]
     #[param(example = "RANGE 10.67 10.70 41.25 41.28")]
     pub POS: Option<String>,
+    /// HEALPix cells as an ASCII MOC (SODA working draft): the rectangle covering them.
+    #[schema(example = "14/1234567 15/4938300")]
+    #[param(example = "14/1234567 15/4938300")]
+    pub MOC: Option<String>,
+    /// `lower upper` in MJD (`-Inf`/`+Inf` allowed): the planes of a time axis in it, or the
+    /// whole image if its observation meets it (none: 204).
+    #[schema(example = "60000 60001.5")]
+    #[param(example = "60000 60001.5")]
+    pub TIME: Option<String>,
+    /// A polarization state to keep (`I`, `Q`, `U`, `V`, `RR`, `LL`, `RL`, `LR`, `XX`, `YY`,
+    /// `XY`, `YX`); repeat it for several, which form one filter.
+    #[schema(example = "I")]
+    #[param(example = "I")]
+    pub POL: Option<String>,
     /// `application/fits` (the default), `image/png` or `image/jpeg`: a grey preview of each
     /// cutout (asinh stretch between the 0.5 and 99.5 percentiles, north up; blank pixels
     /// transparent in a PNG, black in a JPEG) listed before the FITS results, so a sync request

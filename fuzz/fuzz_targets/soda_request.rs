@@ -37,15 +37,19 @@ fuzz_target!(|data: &[u8]| {
         check_stencil(stencil);
         let text = stencil.to_string();
         // A pixel section writes itself as `SUB [...]`, the rest as a POS value.
-        let parsed = match text.strip_prefix("SUB ") {
-            Some(section) => Stencil::parse_sub(section),
-            None => Stencil::parse_pos(&text),
+        let parsed = if let Some(section) = text.strip_prefix("SUB ") {
+            Stencil::parse_sub(section)
+        } else if let Some(moc) = text.strip_prefix("MOC ") {
+            Stencil::parse_moc(moc)
+        } else {
+            Stencil::parse_pos(&text)
         };
         assert_eq!(parsed.as_ref(), Ok(stencil), "{text:?} does not parse back");
     }
-    if let Some((lo, hi)) = cutout.band {
+    for (lo, hi) in [cutout.band, cutout.time].into_iter().flatten() {
         assert!(lo <= hi && lo != f64::INFINITY && hi != f64::NEG_INFINITY);
     }
+    assert!(cutout.pol.iter().all(|c| (-8..=4).contains(c) && *c != 0));
 });
 
 fn on_sky(ra: f64, dec: f64) -> bool {
@@ -84,5 +88,9 @@ fn check_stencil(stencil: &Stencil) {
         }
         // Its ranges are checked by parsing: 1-based, increasing, steps of 1.
         Stencil::Pixels(_) => {}
+        Stencil::Moc(moc) => {
+            let cells = moc.cells().count();
+            assert!((1..=soda::MAX_MOC_CELLS).contains(&cells), "{stencil:?}");
+        }
     }
 }

@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         max_wait: Duration::from_secs(1),
         fair_share_queued: 0,
         create_retry: Duration::from_secs(1),
+        result_lifetime: None,
     };
     for limits in [JobLimits::default(), unlimited] {
         if let Ok(creation) = limits.creation(&request, now) {

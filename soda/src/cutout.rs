@@ -17,10 +17,11 @@ use crate::header::WcsKeywords;
 use crate::mask::Mask;
 pub use crate::region::PixelBox;
 use crate::region::{pixel_box, pixel_scale_deg};
-use crate::spectral::SpectralAxis;
+use crate::spectral::wavelength_axis;
 use crate::stamp::Window;
 use crate::stencil::Stencil;
 use crate::unscaled;
+use crate::{polarization, sky, temporal};
 
 /// Where a cutout came from, written into its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,13 @@ pub struct CutOptions {
     /// interval (metres, bounds possibly infinite). Other axes beyond the celestial two are
     /// always kept whole.
     pub band: Option<(f64, f64)>,
+    /// SODA `TIME`: an MJD interval (bounds possibly infinite). On an image with a time axis,
+    /// the planes whose centres lie in it are kept; on one without, the whole image is kept if
+    /// its observation interval meets it, and none of it otherwise.
+    pub time: Option<(f64, f64)>,
+    /// SODA `POL`: the FITS Stokes codes to keep along the image's Stokes axis (empty: all);
+    /// the planes from the first holding one to the last are kept (see `polarization`).
+    pub pol: Vec<i32>,
     /// The `EXTNAME` of the image HDU to cut (the ID's `?ext=`); `None` takes the primary HDU
     /// or, when that is empty, the first image extension.
     pub extension: Option<String>,
@@ -365,13 +373,46 @@ impl Plan {
             }
         }
         if let Some(band) = options.band {
-            let Some(axis) = SpectralAxis::find(&image.keywords, &image.extra)? else {
+            let Some(axis) = wavelength_axis(&image.keywords, &image.extra)? else {
                 return Err(SodaError::usage(format!(
                     "BAND was given but {} has no wavelength axis",
                     name()
                 )));
             };
             let Some(range) = axis.planes(band) else {
+                return Err(SodaError::NoOverlap { source: name() });
+            };
+            planes[axis.extra_index] = range;
+        }
+        if let Some(time) = options.time {
+            if let Some(axis) = temporal::time_axis(&image.keywords, &image.extra)? {
+                let Some(range) = axis.planes(time) else {
+                    return Err(SodaError::NoOverlap { source: name() });
+                };
+                planes[axis.extra_index] = range;
+            } else {
+                let observed = sky::image_observation_time(src, &image.hdu)
+                    .map_err(SodaError::BadImage)?
+                    .ok_or_else(|| {
+                        SodaError::usage(format!(
+                            "TIME was given but {} has neither a time axis nor an observation \
+                             time (MJD-OBS, DATE-OBS, DATE-BEG)",
+                            name()
+                        ))
+                    })?;
+                if !temporal::overlaps(observed, time) {
+                    return Err(SodaError::NoOverlap { source: name() });
+                }
+            }
+        }
+        if !options.pol.is_empty() {
+            let Some(axis) = polarization::stokes_axis(&image.keywords, &image.extra)? else {
+                return Err(SodaError::usage(format!(
+                    "POL was given but {} has no polarization axis (CTYPEn = 'STOKES')",
+                    name()
+                )));
+            };
+            let Some(range) = polarization::planes(&axis, &options.pol) else {
                 return Err(SodaError::NoOverlap { source: name() });
             };
             planes[axis.extra_index] = range;
@@ -515,7 +556,7 @@ pub fn combine_to_file(cutouts: &[&Path], out: &Path) -> Result<u64, SodaError> 
 
 /// The image HDU of a source file and what we need to know about it.
 pub(crate) struct SourceImage {
-    hdu: FitsHdu,
+    pub(crate) hdu: FitsHdu,
     pub(crate) nx: usize,
     pub(crate) ny: usize,
     /// Lengths of the axes beyond the celestial two, NAXIS3 first.
@@ -2256,6 +2297,178 @@ mod tests {
         let error =
             cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options).unwrap_err();
         assert!(matches!(error, SodaError::Usage(_)), "{error:?}");
+    }
+
+    /// A 16 x 12 x 4 x 3 cube: RA, Dec, Stokes I Q U V, and three exposures one hour apart from
+    /// MJD 60000 (TIME in seconds from MJDREF); every pixel of plane (s, t) holds 10 t + s.
+    fn stokes_time_cube(path: &Path) {
+        let mut f = FitsFile::create(path)
+            .with_custom_primary(&ImageDescription {
+                data_type: ImageType::Float,
+                dimensions: &[3, 4, 12, 16],
+            })
+            .open()
+            .unwrap();
+        let hdu = f.primary_hdu().unwrap();
+        for (k, v) in [
+            ("CTYPE1", "RA---TAN"),
+            ("CTYPE2", "DEC--TAN"),
+            ("CTYPE3", "STOKES"),
+            ("CTYPE4", "TIME"),
+            ("CUNIT4", "s"),
+        ] {
+            hdu.write_key(&mut f, k, v).unwrap();
+        }
+        for (k, v) in [
+            ("CRPIX1", 8.5),
+            ("CRPIX2", 6.5),
+            ("CRVAL1", 83.8),
+            ("CRVAL2", -5.4),
+            ("CDELT1", -SCALE),
+            ("CDELT2", SCALE),
+            ("CRPIX3", 1.0),
+            ("CRVAL3", 1.0),
+            ("CDELT3", 1.0),
+            ("CRPIX4", 1.0),
+            ("CRVAL4", 0.0),
+            ("CDELT4", 3600.0),
+            ("MJDREF", 60000.0),
+        ] {
+            hdu.write_key(&mut f, k, v).unwrap();
+        }
+        let data: Vec<f32> = (0..3)
+            .flat_map(|t| (0..4).flat_map(move |s| (0..12 * 16).map(move |_| (10 * t + s) as f32)))
+            .collect();
+        hdu.write_image(&mut f, &data).unwrap();
+    }
+
+    /// Cuts the whole Stokes-time cube with `options`: the output shape (C order), the plane
+    /// numbers it holds in order, and its CRPIX3 and CRPIX4.
+    fn cut_stokes_time(options: CutOptions) -> Result<(Vec<usize>, Vec<f32>, f64, f64), SodaError> {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("stokes.fits");
+        stokes_time_cube(&source);
+        let stencil = Stencil::parse_circle(&format!("83.8 -5.4 {}", 20.0 * SCALE)).unwrap();
+        let out = dir.path().join("out.fits");
+        cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options)?;
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        let HduInfo::ImageInfo { shape, .. } = &hdu.info else {
+            panic!("not an image")
+        };
+        let shape = shape.clone();
+        let pixels: Vec<f32> = hdu.read_image(&mut f).unwrap();
+        let plane = shape[2] * shape[3];
+        let planes = pixels.chunks(plane).map(|p| p[0]).collect();
+        let mut crpix = |n: &str| hdu.read_key::<f64>(&mut f, n).unwrap();
+        Ok((shape, planes, crpix("CRPIX3"), crpix("CRPIX4")))
+    }
+
+    #[test]
+    fn time_keeps_the_planes_of_the_time_axis_it_holds() {
+        let hour = 1.0 / 24.0;
+        let options = CutOptions {
+            time: Some((60000.0 + 0.5 * hour, f64::INFINITY)),
+            ..CutOptions::default()
+        };
+        let (shape, planes, crpix3, crpix4) = cut_stokes_time(options).unwrap();
+        assert_eq!(shape, vec![2, 4, 12, 16]);
+        assert_eq!(planes, [10.0, 11.0, 12.0, 13.0, 20.0, 21.0, 22.0, 23.0]);
+        assert_eq!((crpix3, crpix4), (1.0, 0.0));
+        let options = CutOptions {
+            time: Some((f64::NEG_INFINITY, 59999.0)),
+            ..CutOptions::default()
+        };
+        assert!(matches!(
+            cut_stokes_time(options),
+            Err(SodaError::NoOverlap { .. })
+        ));
+    }
+
+    #[test]
+    fn pol_keeps_the_span_of_the_states_asked_for_in_axis_order() {
+        // V and Q asked for, in that order: Q U V kept, as the axis holds them.
+        let options = CutOptions {
+            pol: vec![4, 2],
+            time: Some((60000.0, 60000.0)),
+            ..CutOptions::default()
+        };
+        let (shape, planes, crpix3, crpix4) = cut_stokes_time(options).unwrap();
+        assert_eq!(shape, vec![1, 3, 12, 16]);
+        assert_eq!(planes, [1.0, 2.0, 3.0]);
+        // Plane 1 of the cutout is Q (code 2): CRVAL3 + (1 - CRPIX3) = 2.
+        assert_eq!((crpix3, crpix4), (0.0, 1.0));
+        let circular = CutOptions {
+            pol: vec![-1, -2],
+            ..CutOptions::default()
+        };
+        assert!(matches!(
+            cut_stokes_time(circular),
+            Err(SodaError::NoOverlap { .. })
+        ));
+    }
+
+    #[test]
+    fn pol_or_time_on_an_image_without_the_axis_or_a_date_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        let stencil = circle_at(&source, 50.0, 50.0, 5.0);
+        let out = dir.path().join("out.fits");
+        for (options, problem) in [
+            (
+                CutOptions {
+                    pol: vec![1],
+                    ..CutOptions::default()
+                },
+                "no polarization axis",
+            ),
+            (
+                CutOptions {
+                    time: Some((0.0, 1.0)),
+                    ..CutOptions::default()
+                },
+                "neither a time axis nor an observation time",
+            ),
+        ] {
+            let error = cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options)
+                .unwrap_err();
+            assert!(
+                matches!(&error, SodaError::Usage(m) if m.contains(problem)),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn time_keeps_or_rejects_a_2d_image_by_its_observation_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = synthetic(dir.path());
+        {
+            let mut f = FitsFile::edit(&source).unwrap();
+            let hdu = f.primary_hdu().unwrap();
+            // 2023-06-15T06:00:00 is MJD 60110.25; a 2-hour exposure.
+            hdu.write_key(&mut f, "DATE-OBS", "2023-06-15T06:00:00")
+                .unwrap();
+            hdu.write_key(&mut f, "EXPTIME", 7200.0).unwrap();
+        }
+        let stencil = circle_at(&source, 50.0, 50.0, 5.0);
+        let out = dir.path().join("out.fits");
+        let cut = |time: (f64, f64)| {
+            let options = CutOptions {
+                time: Some(time),
+                ..CutOptions::default()
+            };
+            cut_to_file_with(&source, &stencil, &provenance(&stencil), &out, options)
+        };
+        assert!(cut((60110.3, 60110.3)).is_ok());
+        assert!(cut((f64::NEG_INFINITY, 60110.25)).is_ok());
+        assert!(cut((60110.33, f64::INFINITY)).is_ok());
+        for miss in [(60110.34, f64::INFINITY), (0.0, 60110.2)] {
+            assert!(
+                matches!(cut(miss), Err(SodaError::NoOverlap { .. })),
+                "{miss:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,8 +8,9 @@ use fitsio::FitsFile;
 use crate::SodaError;
 use crate::celestial::CelestialWcs;
 use crate::cutout::{SourceImage, lock_source};
-use crate::spectral::SpectralAxis;
+use crate::spectral::wavelength_axis;
 use crate::sphere::{self, Vec3};
+use crate::{polarization, sky, temporal};
 
 /// Samples per image edge when looking for the point furthest from the centre: edges of a
 /// non-linear projection bulge, so the corners alone can understate the enclosing circle.
@@ -30,6 +31,11 @@ pub struct Footprint {
     /// The wavelengths (metres, low and high) that the image's linear wavelength axis covers,
     /// the outer edges of its first and last planes; `None` for an image without one.
     pub band: Option<(f64, f64)>,
+    /// The MJD interval `TIME` can select: the edges of the first and last planes of the
+    /// image's time axis, else the image's observation interval; `None` when it states neither.
+    pub time: Option<(f64, f64)>,
+    /// The `POL` names of the planes of the image's Stokes axis, in axis order (empty: none).
+    pub pol: Vec<&'static str>,
 }
 
 impl Footprint {
@@ -51,18 +57,31 @@ impl Footprint {
 /// Reads the image HDU of the FITS file at `path` (the one named `extension`, else the first
 /// image) and computes its footprint from the WCS.
 pub fn footprint(path: &Path, extension: Option<&str>) -> Result<Footprint, SodaError> {
-    let (nx, ny, wcs, band) = {
+    let (nx, ny, wcs, band, time, pol) = {
         let _guard = lock_source(path);
         let mut file = FitsFile::open(path)?;
         let image = SourceImage::find(&mut file, extension)?;
         let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
         // A spectral axis that BAND cannot cut (FREQ, WAVE-LOG) has no BAND range to advertise;
         // a cutout that names BAND on it says why.
-        let band = SpectralAxis::find(&image.keywords, &image.extra)
+        let band = wavelength_axis(&image.keywords, &image.extra)
             .ok()
             .flatten()
             .map(|axis| axis.range());
-        (image.nx, image.ny, wcs, band)
+        // Likewise a time axis in a unit TIME cannot read, or a date that is no date.
+        let time = match temporal::time_axis(&image.keywords, &image.extra) {
+            Ok(Some(axis)) => Some(axis.range()),
+            Ok(None) => sky::image_observation_time(&mut file, &image.hdu)
+                .ok()
+                .flatten(),
+            Err(_) => None,
+        };
+        let pol = polarization::stokes_axis(&image.keywords, &image.extra)
+            .ok()
+            .flatten()
+            .map(|axis| polarization::names(&axis))
+            .unwrap_or_default();
+        (image.nx, image.ny, wcs, band, time, pol)
     };
     let sky = |x: f64, y: f64| {
         wcs.pixel_to_sky(x, y)
@@ -102,6 +121,8 @@ pub fn footprint(path: &Path, extension: Option<&str>) -> Result<Footprint, Soda
         radius_deg,
         corners,
         band,
+        time,
+        pol,
     })
 }
 

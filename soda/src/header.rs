@@ -202,7 +202,10 @@ fn real_names() -> Vec<String> {
             names.push(format!("PC{i}_{j}"));
         }
     }
-    for name in ["EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS"] {
+    // MJDREF*: the zero point of a time axis (`temporal`), kept so the cutout's axis keeps it.
+    for name in [
+        "EQUINOX", "EPOCH", "LONPOLE", "LATPOLE", "MJD-OBS", "MJDREF", "MJDREFI", "MJDREFF",
+    ] {
         names.push(name.to_owned());
     }
     names.extend(TIME_REAL.map(str::to_owned));

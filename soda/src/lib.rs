@@ -25,6 +25,9 @@
 //!   convention), for `SIZE` cutouts and for [`cut_stamps`], many stamps of one image at once.
 //! - [`catalogue`] reads catalogues of positions (CSV) as a stream, for bulk cutouts.
 //! - [`stamp_table`] packs many stamps into one FITS binary table, from parts cut apart.
+//! - `spectral`, `temporal` and `polarization` find a cube's wavelength, time and Stokes axes
+//!   (each a `axis::LinearAxis`) for `BAND`, `TIME` and `POL`; `TIME` on an image without a time
+//!   axis keeps or rejects it whole by its observation interval.
 //! - [`footprint()`] reads where an image lies on the sky, for DataLink service descriptors.
 //! - [`sky`] describes images for the sky index (HEALPix cells, time, band) and tests a
 //!   query region against an image outline exactly.
@@ -34,8 +37,10 @@
 //!
 //! Read `cutout` first: it is short and calls everything else.
 
+mod axis;
 pub mod catalogue;
 mod celestial;
+mod coverage;
 mod cutout;
 mod demo;
 mod error;
@@ -45,6 +50,7 @@ mod footprint;
 mod header;
 pub mod layout;
 mod mask;
+mod polarization;
 pub mod preview;
 mod region;
 pub mod repository;
@@ -57,9 +63,11 @@ mod sphere;
 mod stamp;
 pub mod stamp_table;
 mod stencil;
+mod temporal;
 mod unscaled;
 mod wcslib;
 
+pub use coverage::MAX_MOC_CELLS;
 pub use cutout::{
     CutOptions, Cutout, CutoutSize, PixelBox, Provenance, ReadPlan, combine_to_file, cut_to_file,
     cut_to_file_with, cutout_bytes, cutout_reads, cutout_size, header_to_file,
@@ -73,4 +81,4 @@ pub use footprint::{Footprint, footprint};
 pub use region::ImageGeometry;
 pub use source_id::SourceId;
 pub use stamp::{ImageStamps, Stamp, Window, cut_stamps};
-pub use stencil::{Circle, MAX_POLYGON_VERTICES, PixelSection, Polygon, Range, Stencil};
+pub use stencil::{Circle, MAX_POLYGON_VERTICES, Moc, PixelSection, Polygon, Range, Stencil};

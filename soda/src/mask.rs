@@ -52,7 +52,8 @@ impl<'a> Mask<'a> {
             region,
             near: None,
         };
-        if mask.border_on_sky() {
+        // A MOC's outline is many cells' edges: its pixels are tested one by one.
+        if mask.border_on_sky() && !matches!(stencil, Stencil::Moc(_)) {
             mask.near = near_boundary(wcs, stencil, region, step_deg);
         }
         mask

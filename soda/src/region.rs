@@ -15,7 +15,7 @@ use crate::SodaError;
 use crate::celestial::CelestialWcs;
 use crate::cutout::{SourceImage, lock_source};
 use crate::sphere::{self, Vec3};
-use crate::stencil::Stencil;
+use crate::stencil::{Moc, Polygon, Stencil};
 
 /// An image's size and celestial WCS, read once from its header, so that many stencils can be
 /// located on it without opening the file again.
@@ -94,6 +94,18 @@ impl Bounds {
     fn contains(&self, (x, y): (f64, f64)) -> bool {
         (self.x.0..=self.x.1).contains(&x) && (self.y.0..=self.y.1).contains(&y)
     }
+
+    /// The pixels of an `nx` x `ny` image whose area these (non-empty) bounds reach.
+    fn pixels(&self, nx: usize, ny: usize) -> PixelBox {
+        let first = |lo: f64| (lo + 0.5).floor().max(0.0) as usize;
+        let last = |hi: f64, n: usize| ((hi + 0.5).floor().max(0.0) as usize).min(n - 1);
+        PixelBox {
+            x0: first(self.x.0),
+            y0: first(self.y.0),
+            x1: last(self.x.1, nx),
+            y1: last(self.y.1, ny),
+        }
+    }
 }
 
 /// The pixel rectangle of an `nx` x `ny` image covered by `stencil`, or `None` if the stencil
@@ -124,6 +136,9 @@ pub(crate) fn pixel_box(
             x1: x.end - 1,
             y1: y.end - 1,
         });
+    }
+    if let Stencil::Moc(moc) = stencil {
+        return moc_box(wcs, nx, ny, moc);
     }
     let image = Bounds {
         x: (-0.5, nx as f64 - 0.5),
@@ -170,14 +185,80 @@ pub(crate) fn pixel_box(
     if bounds.x.0 > bounds.x.1 || bounds.y.0 > bounds.y.1 {
         return None;
     }
-    let first = |lo: f64| (lo + 0.5).floor().max(0.0) as usize;
-    let last = |hi: f64, n: usize| ((hi + 0.5).floor().max(0.0) as usize).min(n - 1);
-    Some(PixelBox {
-        x0: first(bounds.x.0),
-        y0: first(bounds.y.0),
-        x1: last(bounds.x.1, nx),
-        y1: last(bounds.y.1, ny),
-    })
+    Some(bounds.pixels(nx, ny))
+}
+
+/// The rectangle covering the cells of `moc` on the image: each cell that may reach the image
+/// is located as the polygon of its outline, and the boxes are joined.
+fn moc_box(wcs: &CelestialWcs, nx: usize, ny: usize, moc: &Moc) -> Option<PixelBox> {
+    let image = Bounds {
+        x: (-0.5, nx as f64 - 0.5),
+        y: (-0.5, ny as f64 - 0.5),
+    };
+    let reach = image_circle(wcs, nx, ny);
+    let mut joined: Option<PixelBox> = None;
+    for (depth, index) in moc.cells() {
+        let (centre, radius) = Moc::cell_circle(depth, index);
+        if let Some((image_centre, image_radius)) = reach {
+            let apart =
+                sphere::separation_deg(image_centre, sphere::unit_vector(centre.0, centre.1));
+            if apart > image_radius + radius + 1e-6 {
+                continue;
+            }
+        }
+        let outline = Moc::cell_outline(depth, index);
+        // A cell wholly inside the image (most of a fine MOC's) is the box of its outline;
+        // one that meets the border is located as any polygon is.
+        let projected: Option<Vec<(f64, f64)>> = wcs
+            .sky_to_pixels(&outline)
+            .into_iter()
+            .map(|p| p.filter(|&p| image.contains(p)))
+            .collect();
+        let found = match projected {
+            Some(points) => {
+                let mut bounds = Bounds::empty();
+                points.into_iter().for_each(|p| bounds.add(p));
+                Some(bounds.pixels(nx, ny))
+            }
+            None => pixel_box(
+                wcs,
+                nx,
+                ny,
+                &Stencil::Polygon(Polygon::from_vertices(outline)),
+            ),
+        };
+        if let Some(b) = found {
+            joined = Some(match joined {
+                None => b,
+                Some(j) => PixelBox {
+                    x0: j.x0.min(b.x0),
+                    y0: j.y0.min(b.y0),
+                    x1: j.x1.max(b.x1),
+                    y1: j.y1.max(b.y1),
+                },
+            });
+        }
+    }
+    joined
+}
+
+/// A circle on the sky holding the whole image (its centre and radius in degrees), or `None`
+/// when part of its border is off the sky (then no cell can be ruled out by distance).
+fn image_circle(wcs: &CelestialWcs, nx: usize, ny: usize) -> Option<(Vec3, f64)> {
+    let image = Bounds {
+        x: (-0.5, nx as f64 - 0.5),
+        y: (-0.5, ny as f64 - 0.5),
+    };
+    let (ra, dec) = wcs.pixel_to_sky(nx as f64 / 2.0 - 0.5, ny as f64 / 2.0 - 0.5)?;
+    let centre = sphere::unit_vector(ra, dec);
+    let border: Vec<(f64, f64)> = border(&image, 64).collect();
+    let mut radius: f64 = 0.0;
+    for sky in wcs.pixels_to_sky(&border) {
+        let (ra, dec) = sky?;
+        radius = radius.max(sphere::separation_deg(centre, sphere::unit_vector(ra, dec)));
+    }
+    // Between border samples the edge may bow out: a sample spacing's worth of slack.
+    Some((centre, radius * 1.05 + pixel_scale_deg(wcs, nx, ny)))
 }
 
 /// Side, in pixels, of the cells in which [`add_domain_edge`] looks for the edge of the

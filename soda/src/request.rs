@@ -12,7 +12,7 @@ use crate::stencil::Stencil;
 pub const FITS: &str = "application/fits";
 
 /// The spatial-stencil parameters, in the order SODA lists them, then the pixel section.
-const STENCIL_PARAMETERS: [&str; 4] = ["POS", "CIRCLE", "POLYGON", "SUB"];
+const STENCIL_PARAMETERS: [&str; 5] = ["POS", "CIRCLE", "POLYGON", "MOC", "SUB"];
 
 /// Every parameter a cutout request is read from (upper case); a service keeps these and drops
 /// the rest, which [`CutoutRequest::from_parameters`] ignores anyway.
@@ -21,7 +21,10 @@ pub const CUTOUT_PARAMETERS: &[&str] = &[
     "POS",
     "CIRCLE",
     "POLYGON",
+    "MOC",
     "BAND",
+    "TIME",
+    "POL",
     "MASK",
     "RESPONSEFORMAT",
     "SUB",
@@ -48,6 +51,11 @@ pub struct CutoutRequest {
     /// SODA `BAND`: the wavelength interval in metres (bounds possibly infinite) of the planes
     /// to keep along an image's wavelength axis.
     pub band: Option<(f64, f64)>,
+    /// SODA `TIME`: an MJD interval (bounds possibly infinite), cutting a time axis, or keeping
+    /// or rejecting an image without one by its observation interval.
+    pub time: Option<(f64, f64)>,
+    /// SODA `POL`: the FITS Stokes codes of every `POL` value, which together form one filter.
+    pub pol: Vec<i32>,
     /// `RESPONSEFORMAT=image/png` or `image/jpeg`: each cutout also gets a preview in that
     /// format, listed before the FITS results (SODA: the preview comes first, so a sync request
     /// answers with it).
@@ -91,6 +99,8 @@ impl CutoutRequest {
         let mut stencils = Vec::new();
         let mut mask = false;
         let mut band = None;
+        let mut time = None;
+        let mut pol = Vec::new();
         let mut preview = None;
         let mut header_only = false;
         let mut size = None;
@@ -103,6 +113,7 @@ impl CutoutRequest {
                 "CIRCLE" => stencils.push(Stencil::parse_circle(value)?),
                 "POLYGON" => stencils.push(Stencil::parse_polygon(value)?),
                 "SUB" => stencils.push(Stencil::parse_sub(value)?),
+                "MOC" => stencils.push(Stencil::parse_moc(value)?),
                 "RESPONSEFORMAT" => {
                     let format = value.trim();
                     let is = |media: &str, short: &[&str]| {
@@ -153,7 +164,21 @@ impl CutoutRequest {
                             "BAND given more than once: one wavelength interval per request".into(),
                         ));
                     }
-                    band = Some(parse_band(value)?);
+                    band = Some(parse_interval("BAND", "in metres", value)?);
+                }
+                "TIME" => {
+                    if time.is_some() {
+                        return Err(SodaError::MultiValued(
+                            "TIME given more than once: one MJD interval per request".into(),
+                        ));
+                    }
+                    time = Some(parse_interval("TIME", "MJD", value)?);
+                }
+                "POL" => {
+                    let code = crate::polarization::stokes_code(value)?;
+                    if !pol.contains(&code) {
+                        pol.push(code);
+                    }
                 }
                 _ => {}
             }
@@ -171,11 +196,11 @@ impl CutoutRequest {
         }
         if stencils.iter().any(Stencil::is_pixels) {
             let conflict = if !stencils.iter().all(Stencil::is_pixels) {
-                Some("a sky stencil (POS, CIRCLE, POLYGON)")
+                Some("a sky stencil (POS, CIRCLE, POLYGON, MOC)")
             } else if mask {
                 Some("MASK (a section has no outside to blank)")
-            } else if band.is_some() {
-                Some("BAND (give the planes as the section's third range)")
+            } else if band.is_some() || time.is_some() || !pol.is_empty() {
+                Some("BAND, TIME or POL (give the planes as the section's other ranges)")
             } else if ids.iter().any(|id| id.extension().is_some())
                 && stencils
                     .iter()
@@ -230,11 +255,25 @@ impl CutoutRequest {
             stencils,
             mask,
             band,
+            time,
+            pol,
             preview,
             header_only,
             size,
             stamp_table,
         })
+    }
+
+    /// How to cut the image `id`: the options every pair of this request shares.
+    pub fn options(&self, id: &SourceId) -> crate::CutOptions {
+        crate::CutOptions {
+            mask: self.mask,
+            band: self.band,
+            time: self.time,
+            pol: self.pol.clone(),
+            extension: id.extension().map(str::to_owned),
+            size: self.size,
+        }
     }
 
     /// Every (image, stencil) pair, each of which gives one result.
@@ -245,24 +284,25 @@ impl CutoutRequest {
     }
 }
 
-/// A DALI interval of wavelengths in metres, `lo hi`; `-Inf`/`+Inf` leave a side open.
-fn parse_band(value: &str) -> Result<(f64, f64), SodaError> {
+/// A DALI interval `lo hi` of `name` (`unit` says in what, for errors); `-Inf`/`+Inf` leave a
+/// side open.
+fn parse_interval(name: &str, unit: &str, value: &str) -> Result<(f64, f64), SodaError> {
     let numbers: Vec<f64> = value
         .split_whitespace()
         .map(|word| {
             word.parse::<f64>()
-                .map_err(|_| SodaError::Usage(format!("BAND value {word:?} is not a number")))
+                .map_err(|_| SodaError::Usage(format!("{name} value {word:?} is not a number")))
         })
         .collect::<Result<_, _>>()?;
     let [lo, hi] = numbers[..] else {
         return Err(SodaError::Usage(format!(
-            "BAND needs 2 numbers (lo hi, in metres), got {}",
+            "{name} needs 2 numbers (lo hi, {unit}), got {}",
             numbers.len()
         )));
     };
     if lo.is_nan() || hi.is_nan() || lo > hi || lo == f64::INFINITY || hi == f64::NEG_INFINITY {
         return Err(SodaError::Usage(format!(
-            "BAND {value:?} is not an interval lo <= hi"
+            "{name} {value:?} is not an interval lo <= hi"
         )));
     }
     Ok((lo, hi))
@@ -513,6 +553,56 @@ mod tests {
     }
 
     #[test]
+    fn time_is_one_mjd_interval_and_a_malformed_one_is_a_usage_error() {
+        let r = |v: &[&'static str]| {
+            let mut params = vec![("ID", "butler://demo/a"), ("CIRCLE", "10 20 0.1")];
+            params.extend(v.iter().map(|v| ("time", *v)));
+            CutoutRequest::from_parameters(params)
+        };
+        assert_eq!(r(&[]).unwrap().time, None);
+        assert_eq!(
+            r(&["60000 60001.5"]).unwrap().time,
+            Some((60000.0, 60001.5))
+        );
+        assert_eq!(
+            r(&["-Inf +Inf"]).unwrap().time,
+            Some((f64::NEG_INFINITY, f64::INFINITY))
+        );
+        for bad in [
+            "60001 60000",
+            "60000",
+            "2023-01-01 2023-01-02",
+            "NaN 1",
+            "-Inf -Inf",
+        ] {
+            let e = r(&[bad]).unwrap_err();
+            assert!(
+                matches!(&e, SodaError::Usage(m) if m.starts_with("TIME")),
+                "{bad}: {e:?}"
+            );
+        }
+        assert!(matches!(r(&["1 2", "3 4"]), Err(SodaError::MultiValued(_))));
+        let with_id = r(&["1 2"]).unwrap();
+        let id = &with_id.ids[0];
+        assert_eq!(with_id.options(id).time, Some((1.0, 2.0)));
+    }
+
+    #[test]
+    fn several_pol_values_form_one_filter_of_stokes_codes() {
+        let r = |v: &[&'static str]| {
+            let mut params = vec![("ID", "butler://demo/a"), ("CIRCLE", "10 20 0.1")];
+            params.extend(v.iter().map(|v| ("POL", *v)));
+            CutoutRequest::from_parameters(params)
+        };
+        assert_eq!(r(&[]).unwrap().pol, Vec::<i32>::new());
+        assert_eq!(r(&["V", "i", "V"]).unwrap().pol, vec![4, 1]);
+        assert_eq!(r(&["XX", "YY"]).unwrap().pol, vec![-5, -6]);
+        for bad in ["POLI", "Z", ""] {
+            assert!(matches!(r(&[bad]), Err(SodaError::Usage(_))), "{bad}");
+        }
+    }
+
+    #[test]
     fn responseformat_is_fits_by_default_png_or_jpeg_asks_a_preview_and_others_are_refused() {
         let format = |f: Option<&str>| {
             let mut params = vec![("ID", "butler://demo/a"), ("CIRCLE", "1 2 0.1")];
@@ -549,6 +639,8 @@ mod fuzz {
             proptest::collection::vec(any::<char>(), 0..30).prop_map(String::from_iter),
             "(CIRCLE |POLYGON |RANGE )?([-+0-9.eEinfNa]{1,8} ){0,12}",
             "(\\[[A-Z0-9]{0,3}\\])?\\[([0-9*]{1,3}(:[0-9]{1,3}){0,2},?){0,4}\\]",
+            // ASCII MOCs, with depths and indices of any size.
+            "(([0-9]{1,2}/)?([0-9]{1,21}([-+][0-9]{1,21})?[ ,]?){0,4}){1,3}",
         ]
     }
 
@@ -563,6 +655,9 @@ mod fuzz {
             Just("META".to_owned()),
             Just("KIND".to_owned()),
             Just("SUB".to_owned()),
+            Just("MOC".to_owned()),
+            Just("TIME".to_owned()),
+            Just("POL".to_owned()),
             "[A-Za-z]{0,6}",
         ]
     }

@@ -17,7 +17,7 @@ use fitsio::hdu::{FitsHdu, HduInfo};
 use crate::SodaError;
 use crate::cutout::{SourceImage, lock_source};
 use crate::footprint::{Footprint, footprint};
-use crate::spectral::SpectralAxis;
+use crate::spectral::wavelength_axis;
 use crate::sphere::{self, Vec3};
 use crate::stencil::Stencil;
 
@@ -133,7 +133,7 @@ fn image_hdus(file: &mut FitsFile) -> Result<Vec<FoundHdu>, SodaError> {
             // An extension inherits the observation time of the primary header when it has none.
             let time = observation_time(file, &hdu)?.or(primary_time);
             let image = SourceImage::find(file, extname.as_deref()).map_err(|e| e.to_string())?;
-            let band = SpectralAxis::find(&image.keywords, &image.extra)
+            let band = wavelength_axis(&image.keywords, &image.extra)
                 .map_err(|e| e.to_string())?
                 .map(|axis| axis.range());
             Ok((time, band))
@@ -145,6 +145,19 @@ fn image_hdus(file: &mut FitsFile) -> Result<Vec<FoundHdu>, SodaError> {
         });
     }
     Ok(found)
+}
+
+/// The observation interval (MJD) of the image in `hdu`, or, when its header states none, of
+/// the file's primary header (as the index reads it), for `TIME` on an image without a time axis.
+pub(crate) fn image_observation_time(
+    file: &mut FitsFile,
+    hdu: &FitsHdu,
+) -> Result<Option<(f64, f64)>, String> {
+    if let Some(time) = observation_time(file, hdu)? {
+        return Ok(Some(time));
+    }
+    let primary = file.primary_hdu().map_err(|e| e.to_string())?;
+    Ok(observation_time(file, &primary).ok().flatten())
 }
 
 /// The observation interval (MJD) a header states: `MJD-BEG`/`MJD-END` or `DATE-BEG`/`DATE-END`
@@ -315,6 +328,11 @@ fn enclosing_circle(stencil: &Stencil) -> ((f64, f64), f64) {
             .map(|&(r, d)| sphere::unit_vector(r, d))
             .collect(),
         Stencil::Range(_) => stencil.boundary(0.5),
+        Stencil::Moc(moc) => moc
+            .cells()
+            .flat_map(|(depth, index)| crate::stencil::Moc::cell_outline(depth, index))
+            .map(|(r, d)| sphere::unit_vector(r, d))
+            .collect(),
         // A pixel section (`SUB`) has no place on the sky: only the whole sky encloses it.
         Stencil::Pixels(_) => return ((0.0, 0.0), 180.0),
     };
@@ -385,6 +403,13 @@ pub fn outline_overlaps(corners: &[(f64, f64)], stencil: &Stencil) -> bool {
                         .any(|j| arcs_cross(a, b, other[j], other[(j + 1) % other.len()]))
                 })
         }
+        Stencil::Moc(moc) => moc.cells().any(|(depth, index)| {
+            let cell = crate::stencil::Moc::cell_outline(depth, index);
+            outline_overlaps(
+                corners,
+                &Stencil::Polygon(crate::stencil::Polygon::from_vertices(cell)),
+            )
+        }),
         Stencil::Range(_) => {
             let size = edges()
                 .map(|(a, b)| sphere::separation_deg(a, b))
@@ -487,6 +512,8 @@ mod tests {
                 radius_deg: radius,
                 corners: [(0.0, 0.0); 4],
                 band: None,
+                time: None,
+                pol: Vec::new(),
             };
             let image = footprint_cells(&fp);
             let point = point_cells(point.0, point.1);
@@ -508,6 +535,8 @@ mod tests {
             radius_deg: 0.1,
             corners: [(0.0, 0.0); 4],
             band: None,
+            time: None,
+            pol: Vec::new(),
         };
         let cells = footprint_cells(&image);
         let matches = |stencil: &Stencil| {

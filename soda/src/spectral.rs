@@ -5,94 +5,36 @@
 //! understood; frequency or log-wavelength axes (`FREQ`, `WAVE-LOG`...) are refused rather than
 //! cut wrongly.
 
-use std::ops::Range;
-
 use crate::SodaError;
+use crate::axis::{LinearAxis, typed_axes};
 use crate::header::WcsKeywords;
 
-/// A linear wavelength axis of an image.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SpectralAxis {
-    /// Index among the axes beyond the celestial two: 0 for NAXIS3.
-    pub(crate) extra_index: usize,
-    /// Number of planes.
-    len: usize,
-    /// Wavelength (metres) of the centre of 1-based pixel `crpix`, and per pixel.
-    crval: f64,
-    cdelt: f64,
-    crpix: f64,
-}
-
-impl SpectralAxis {
-    /// The wavelength axis among the axes beyond the first two (`extra` holds their lengths,
-    /// NAXIS3 first), `None` if there is none, an error if it is not a linear WAVE axis.
-    pub(crate) fn find(
-        keywords: &WcsKeywords,
-        extra: &[usize],
-    ) -> Result<Option<SpectralAxis>, SodaError> {
-        for (extra_index, &len) in extra.iter().enumerate() {
-            let n = extra_index + 3;
-            let Some(ctype) = keywords.text(&format!("CTYPE{n}")) else {
-                continue;
-            };
-            let ctype = ctype.trim();
-            if ![
-                "WAVE", "FREQ", "ENER", "WAVN", "VRAD", "VOPT", "ZOPT", "AWAV", "VELO",
-            ]
-            .iter()
-            .any(|p| ctype.starts_with(p))
-            {
-                continue;
-            }
-            if ctype != "WAVE" {
-                return Err(SodaError::BadImage(format!(
-                    "spectral axis {n} is {ctype:?}: only linear wavelength (WAVE) is supported"
-                )));
-            }
-            let metres = unit_in_metres(keywords.text(&format!("CUNIT{n}")).unwrap_or("m"))?;
-            let cdelt = match keywords.real(&format!("CD{n}_{n}")) {
-                Some(cd) => cd,
-                None => {
-                    keywords.real(&format!("CDELT{n}")).unwrap_or(1.0)
-                        * keywords.real(&format!("PC{n}_{n}")).unwrap_or(1.0)
-                }
-            };
-            if cdelt == 0.0 || !cdelt.is_finite() {
-                return Err(SodaError::BadImage(format!(
-                    "spectral axis {n} has no width per plane (CDELT{n} {cdelt})"
-                )));
-            }
-            return Ok(Some(SpectralAxis {
-                extra_index,
-                len,
-                crval: keywords.real(&format!("CRVAL{n}")).unwrap_or(0.0) * metres,
-                cdelt: cdelt * metres,
-                crpix: keywords.real(&format!("CRPIX{n}")).unwrap_or(0.0),
-            }));
+/// The linear wavelength axis (values in metres) among the axes beyond the first two (`extra`
+/// holds their lengths, NAXIS3 first), `None` if there is none, an error if the image's
+/// spectral axis is not a linear WAVE axis.
+pub(crate) fn wavelength_axis(
+    keywords: &WcsKeywords,
+    extra: &[usize],
+) -> Result<Option<LinearAxis>, SodaError> {
+    for (extra_index, len, ctype) in typed_axes(keywords, extra) {
+        let n = extra_index + 3;
+        if ![
+            "WAVE", "FREQ", "ENER", "WAVN", "VRAD", "VOPT", "ZOPT", "AWAV", "VELO",
+        ]
+        .iter()
+        .any(|p| ctype.starts_with(p))
+        {
+            continue;
         }
-        Ok(None)
+        if ctype != "WAVE" {
+            return Err(SodaError::BadImage(format!(
+                "spectral axis {n} is {ctype:?}: only linear wavelength (WAVE) is supported"
+            )));
+        }
+        let metres = unit_in_metres(keywords.text(&format!("CUNIT{n}")).unwrap_or("m"))?;
+        return LinearAxis::read(keywords, extra_index, len, metres, 0.0).map(Some);
     }
-
-    /// The wavelengths (metres, low then high) of the outer edges of the first and last planes:
-    /// the `BAND` values that can select something.
-    pub(crate) fn range(&self) -> (f64, f64) {
-        let edge = |pixel: f64| self.crval + self.cdelt * (pixel - self.crpix);
-        let (a, b) = (edge(0.5), edge(self.len as f64 + 0.5));
-        (a.min(b), a.max(b))
-    }
-
-    /// The 0-based planes whose centre wavelengths lie in `band` (metres, bounds included,
-    /// possibly infinite), or `None` if none does.
-    pub(crate) fn planes(&self, (lo, hi): (f64, f64)) -> Option<Range<usize>> {
-        // Plane k (0-based) is pixel k + 1: its centre is at crval + cdelt * (k + 1 - crpix).
-        let plane = |w: f64| (w - self.crval) / self.cdelt + self.crpix - 1.0;
-        let (a, b) = (plane(lo), plane(hi));
-        let (first, last) = if a <= b { (a, b) } else { (b, a) };
-        // A centre exactly on a bound counts; the slack absorbs rounding of the division.
-        let first = (first - 1e-9).ceil().max(0.0);
-        let last = (last + 1e-9).floor().min(self.len as f64 - 1.0);
-        (first <= last).then_some(first as usize..last as usize + 1)
-    }
+    Ok(None)
 }
 
 /// Metres per unit of a FITS wavelength unit.
@@ -118,7 +60,7 @@ mod tests {
     use super::*;
     use crate::header::Value;
 
-    fn axis(unit: &str, crval: f64, cdelt: f64, crpix: f64) -> SpectralAxis {
+    fn axis(unit: &str, crval: f64, cdelt: f64, crpix: f64) -> LinearAxis {
         let text = |k: &str, v: &str| (k.to_owned(), Value::Text(v.to_owned()));
         let real = |k: &str, v: f64| (k.to_owned(), Value::Real(v));
         let keywords = WcsKeywords {
@@ -130,7 +72,7 @@ mod tests {
                 real("CRPIX3", crpix),
             ],
         };
-        SpectralAxis::find(&keywords, &[10]).unwrap().unwrap()
+        wavelength_axis(&keywords, &[10]).unwrap().unwrap()
     }
 
     #[test]
@@ -169,11 +111,11 @@ mod tests {
             let keywords = WcsKeywords {
                 entries: vec![("CTYPE3".to_owned(), Value::Text(ctype.to_owned()))],
             };
-            assert!(SpectralAxis::find(&keywords, &[4]).is_err(), "{ctype}");
+            assert!(wavelength_axis(&keywords, &[4]).is_err(), "{ctype}");
         }
         let keywords = WcsKeywords {
             entries: vec![("CTYPE3".to_owned(), Value::Text("STOKES".to_owned()))],
         };
-        assert_eq!(SpectralAxis::find(&keywords, &[4]), Ok(None));
+        assert_eq!(wavelength_axis(&keywords, &[4]), Ok(None));
     }
 }

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::SodaError;
+pub use crate::coverage::Moc;
 pub use crate::section::PixelSection;
 use crate::sphere::{self, Vec3};
 
@@ -23,6 +24,9 @@ pub enum Stencil {
     /// `SUB=[x1:x2,y1:y2]`: a rectangle of pixels rather than of sky, cut as it is (see
     /// [`PixelSection`]); it contains every sky position of its pixels.
     Pixels(PixelSection),
+    /// `MOC=3/1-3 4/80` (SODA working draft): a union of HEALPix cells, located cell by cell;
+    /// a position is inside when its cell is.
+    Moc(Moc),
 }
 
 /// A cone: all points within `radius` degrees of the centre.
@@ -52,6 +56,12 @@ pub struct Polygon {
 }
 
 impl Polygon {
+    /// A polygon made here rather than parsed (a MOC cell's outline): the vertices are trusted
+    /// to be on the sky and as many as the outline needs.
+    pub(crate) fn from_vertices(vertices: Vec<(f64, f64)>) -> Polygon {
+        Polygon { vertices }
+    }
+
     /// Vertices (RA, Dec) in degrees, in the order given.
     pub fn vertices(&self) -> &[(f64, f64)] {
         &self.vertices
@@ -117,6 +127,11 @@ impl Stencil {
         }
     }
 
+    /// Parses the value of a `MOC` parameter, an ASCII MOC.
+    pub fn parse_moc(value: &str) -> Result<Stencil, SodaError> {
+        Moc::parse(value).map(Stencil::Moc)
+    }
+
     /// Parses the value of a `SUB` parameter, a cfitsio image section.
     pub fn parse_sub(value: &str) -> Result<Stencil, SodaError> {
         PixelSection::parse(value).map(Stencil::Pixels)
@@ -143,7 +158,7 @@ impl Stencil {
                     .map(|&(r, d)| sphere::unit_vector(r, d))
                     .collect(),
             ),
-            Stencil::Range(_) | Stencil::Pixels(_) => ([0.0; 3], Vec::new()),
+            Stencil::Range(_) | Stencil::Pixels(_) | Stencil::Moc(_) => ([0.0; 3], Vec::new()),
         };
         StencilTest {
             stencil: self.clone(),
@@ -203,8 +218,9 @@ impl Stencil {
                     .map(|(ra, dec)| sphere::unit_vector(ra, dec))
                     .collect()
             }
-            // A section is located in pixels, never through its sky boundary.
-            Stencil::Pixels(_) => Vec::new(),
+            // A section is located in pixels, never through its sky boundary; a MOC cell by
+            // cell (`region::pixel_box`), and masked pixel by pixel (`mask`).
+            Stencil::Pixels(_) | Stencil::Moc(_) => Vec::new(),
         }
     }
 }
@@ -236,6 +252,7 @@ impl StencilTest {
                 in_ra && (dec_lo..=dec_hi).contains(&dec_deg)
             }
             Stencil::Pixels(_) => true,
+            Stencil::Moc(moc) => moc.contains(ra_deg, dec_deg),
         }
     }
 }
@@ -262,6 +279,7 @@ impl fmt::Display for Stencil {
                 Num(r.dec.1)
             ),
             Stencil::Pixels(section) => write!(f, "SUB {section}"),
+            Stencil::Moc(moc) => write!(f, "MOC {moc}"),
         }
     }
 }

@@ -335,6 +335,8 @@ fn survey_image(collection: &str, file: &str, random: &mut Random) -> IndexedIma
         radius_deg: half * std::f64::consts::SQRT_2,
         corners: [corners[0], corners[1], corners[2], corners[3]],
         band: None,
+        time: None,
+        pol: Vec::new(),
     };
     let mjd = 60_000.0 + random.unit() * 3650.0;
     IndexedImage {

@@ -680,6 +680,33 @@ pub fn bucket_objects(app: &TestApp, job: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Writes a new FITS file at `path` whose primary HDU is a float32 image of `dimensions` (C
+/// order: NAXIS1 last) holding `data`, with the `text` and `real` header cards.
+pub fn write_primary_image(
+    path: &Path,
+    dimensions: &[usize],
+    text: &[(&str, &str)],
+    real: &[(&str, f64)],
+    data: &[f32],
+) {
+    let description = fitsio::images::ImageDescription {
+        data_type: fitsio::images::ImageType::Float,
+        dimensions,
+    };
+    let mut f = fitsio::FitsFile::create(path)
+        .with_custom_primary(&description)
+        .open()
+        .expect("create image");
+    let hdu = f.primary_hdu().expect("primary");
+    for &(k, v) in text {
+        hdu.write_key(&mut f, k, v).expect(k);
+    }
+    for &(k, v) in real {
+        hdu.write_key(&mut f, k, v).expect(k);
+    }
+    hdu.write_image(&mut f, data).expect("pixels");
+}
+
 /// Path of the source test image.
 pub fn source_image(app: &TestApp) -> PathBuf {
     app.dir.path().join("images/field.fits")

@@ -11,6 +11,7 @@ import contextlib
 import os
 import queue
 import re
+import shutil
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -118,3 +119,20 @@ def skycut(tmp_path_factory):
 @pytest.fixture(scope="session")
 def base_url(skycut):
     return skycut.base_url
+
+
+def assert_datalinklint_passes(doc):
+    """Runs STIL's ``stilts datalinklint`` (the DataLink 1.1 rules: columns,
+    error rows, service descriptors and their parameters; it fetches nothing)
+    on the links document ``doc`` and fails unless it reports 0 errors and 0
+    warnings; skips when stilts is not installed."""
+    if shutil.which("stilts") is None:
+        pytest.skip("stilts is not installed")
+    result = subprocess.run(
+        ["stilts", "datalinklint", "report=EW", "votable=-"], input=doc,
+        capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    totals = [line for line in output.splitlines() if line.startswith("Totals")]
+    assert totals and "Errors: 0" in totals[0] and "Warnings: 0" in totals[0], output

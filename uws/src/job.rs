@@ -65,8 +65,9 @@ impl fmt::Display for JobId {
     }
 }
 
-/// The UWS `ExecutionPhase`. `HELD`, `SUSPENDED` and `ARCHIVED` are never entered by this
-/// service (clients such as pyvo treat them as stuck) but are parsed for completeness.
+/// The UWS `ExecutionPhase`. `HELD` and `SUSPENDED` are never entered by this service (clients
+/// such as pyvo treat them as stuck) but are parsed for completeness; a COMPLETED job becomes
+/// `ARCHIVED` when its results expire before the job is destroyed (`jobs.result_lifetime`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExecutionPhase {
     Pending,
@@ -118,7 +119,8 @@ impl ExecutionPhase {
         )
     }
 
-    /// Phases that never change again (except by deletion).
+    /// Phases a job ends in: it never runs again, and only deletion (or, for COMPLETED, the
+    /// archiving of its results) changes it.
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -131,7 +133,8 @@ impl ExecutionPhase {
 
     /// The UWS state machine as this service runs it:
     /// PENDING → QUEUED → EXECUTING → COMPLETED | ERROR, and ABORTED or ERROR from any active phase.
-    /// `EXECUTING → QUEUED` hands a job back to the queue (a draining or dead worker).
+    /// `EXECUTING → QUEUED` hands a job back to the queue (a draining or dead worker);
+    /// `COMPLETED → ARCHIVED` deletes the results of a job that is kept.
     pub fn can_become(self, next: ExecutionPhase) -> bool {
         use ExecutionPhase::*;
         matches!(
@@ -142,6 +145,7 @@ impl ExecutionPhase {
                 | (Executing, Completed)
                 | (Pending | Queued | Executing, Error)
                 | (Pending | Queued | Executing, Aborted)
+                | (Completed, Archived)
         )
     }
 }
@@ -359,10 +363,11 @@ mod tests {
     }
 
     #[test]
-    fn final_phases_never_change() {
+    fn final_phases_never_change_but_completed_may_be_archived() {
         for from in [Completed, Error, Aborted, Archived] {
             for to in ExecutionPhase::ALL {
-                assert!(!from.can_become(to), "{from} -> {to} must be refused");
+                let archiving = (from, to) == (Completed, Archived);
+                assert_eq!(from.can_become(to), archiving, "{from} -> {to}");
             }
         }
     }
@@ -411,7 +416,7 @@ mod tests {
             (Pending, [0, 1, 0, 0, 1, 1, 0, 0, 0, 0]),
             (Queued, [0, 0, 1, 0, 1, 1, 0, 0, 0, 0]),
             (Executing, [0, 1, 0, 1, 1, 1, 0, 0, 0, 0]),
-            (Completed, [0; 10]),
+            (Completed, [0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
             (Error, [0; 10]),
             (Aborted, [0; 10]),
             (Unknown, [0; 10]),

@@ -67,6 +67,9 @@ pub struct JobLimits {
     /// How long a create whose outcome is unknown (the store failed or its answer was lost) is
     /// repeated with the same job ID before the caller is told the store is unavailable.
     pub create_retry: Duration,
+    /// How long a COMPLETED job's results are kept after it ends (`None`: as long as the job);
+    /// [`Uws::sweep_archived`] then deletes them and archives the job.
+    pub result_lifetime: Option<Duration>,
 }
 
 impl Default for JobLimits {
@@ -79,6 +82,7 @@ impl Default for JobLimits {
             max_wait: Duration::from_secs(60),
             fair_share_queued: 10,
             create_retry: Duration::from_secs(10),
+            result_lifetime: None,
         }
     }
 }
@@ -421,9 +425,15 @@ impl Uws {
         owner: &str,
         request: &Parameters,
     ) -> Result<Vec<JobSummary>, UwsError> {
-        self.store
-            .list(owner, &JobFilter::from_parameters(request)?)
-            .await
+        let mut filter = JobFilter::from_parameters(request)?;
+        // UWS 1.1 §2.2.3.1: ARCHIVED jobs are listed only when asked for by PHASE.
+        if filter.phases.is_empty() {
+            filter.phases = ExecutionPhase::ALL
+                .into_iter()
+                .filter(|p| *p != ExecutionPhase::Archived)
+                .collect();
+        }
+        self.store.list(owner, &filter).await
     }
 
     /// `POST /phase` with `PHASE=RUN` or `PHASE=ABORT`; a run hands `token` to the worker.
@@ -597,6 +607,45 @@ impl Uws {
             self.purge(id).await?;
         }
         Ok(expired.len())
+    }
+
+    /// Archives every COMPLETED job whose results have outlived [`JobLimits::result_lifetime`]:
+    /// the store records ARCHIVED with no results first, so no client is handed a URL to a
+    /// deleted object, then the result objects are deleted; returns how many jobs. Jobs past
+    /// their destruction time are left to [`Uws::sweep_expired`].
+    pub async fn sweep_archived(&self) -> Result<usize, UwsError> {
+        let Some(lifetime) = self.limits.result_lifetime else {
+            return Ok(0);
+        };
+        let now = timestamp::now();
+        let ended_before = now - lifetime;
+        let mut archived = 0;
+        for id in self.store.results_expired(ended_before, 500).await? {
+            let Some(job) = self.store.get(&id).await? else {
+                continue;
+            };
+            if job.destruction <= now {
+                continue;
+            }
+            let done = match self.store.transition(&id, Transition::Archive, now).await {
+                Ok(done) => done,
+                // Deleted or archived meanwhile (another frontend's sweep): nothing to do.
+                Err(UwsError::IllegalTransition { .. } | UwsError::JobNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            self.events.publish(PhaseChange {
+                id: done.id.clone(),
+                owner: done.owner.clone(),
+                phase: done.phase,
+            });
+            for result in &job.results {
+                if let Err(e) = self.results.delete(&result.key).await {
+                    tracing::warn!(job = %job.id, key = %result.key, error = %e, "archived result object not deleted");
+                }
+            }
+            archived += 1;
+        }
+        Ok(archived)
     }
 
     /// Deletes the result prefixes that no job of the store owns and in which nothing was

@@ -697,6 +697,7 @@ async fn creation_uses_the_configured_limits() {
         max_wait: Duration::from_secs(7),
         fair_share_queued: 3,
         create_retry: Duration::from_secs(1),
+        result_lifetime: None,
     };
     let h = Harness::new(limits.clone());
     assert_eq!(h.uws.limits().default_execution_duration, 42);
@@ -958,6 +959,79 @@ async fn the_sweeper_deletes_exactly_the_expired_jobs() {
     assert!(h.store.get(&young.id).await.expect("get").is_some());
     assert_eq!(h.results.deleted(), ["old.fits"]);
     assert_eq!(h.uws.sweep_expired().await.expect("sweep"), 0);
+}
+
+#[tokio::test]
+async fn results_past_their_lifetime_are_deleted_and_the_job_archived_until_destruction() {
+    let h = Harness::new(JobLimits {
+        result_lifetime: Some(Duration::from_secs(60)),
+        ..JobLimits::default()
+    });
+    let hour_ago = OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let old = queued(&h, "alice", Priority::Async).await;
+    let old = complete(&h, &old, "old.fits").await;
+    h.store.insert(Job {
+        end_time: Some(hour_ago),
+        ..old.clone()
+    });
+    let fresh = queued(&h, "alice", Priority::Async).await;
+    let fresh = complete(&h, &fresh, "fresh.fits").await;
+    // Ended an hour ago but destroyed already: the destruction sweep's, not archived.
+    let doomed = queued(&h, "alice", Priority::Async).await;
+    let doomed = complete(&h, &doomed, "doomed.fits").await;
+    h.store.insert(Job {
+        end_time: Some(hour_ago),
+        destruction: hour_ago,
+        ..doomed.clone()
+    });
+    let mut events = h.uws.subscribe();
+    assert_eq!(h.uws.sweep_archived().await.expect("sweep"), 1);
+    let archived = h.uws.job("alice", old.id.as_str()).await.expect("job");
+    assert_eq!(archived.phase, ExecutionPhase::Archived);
+    assert!(archived.results.is_empty());
+    assert_eq!(h.results.deleted(), ["old.fits"]);
+    assert_eq!(
+        events.try_recv().ok().map(|e| (e.id, e.phase)),
+        Some((old.id.clone(), ExecutionPhase::Archived))
+    );
+    let kept = h.uws.job("alice", fresh.id.as_str()).await.expect("job");
+    assert_eq!(kept.results.len(), 1);
+    assert_eq!(
+        h.uws
+            .job("alice", doomed.id.as_str())
+            .await
+            .expect("job")
+            .phase,
+        Completed
+    );
+    assert_eq!(h.uws.sweep_archived().await.expect("sweep"), 0);
+    // Listed only when asked for by PHASE, as UWS 1.1 says.
+    let listed = |phase: Option<&str>| {
+        let request: Parameters = phase.map(|p| ("PHASE", p)).into_iter().collect();
+        let uws = h.uws.clone();
+        async move {
+            uws.list("alice", &request)
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|j| j.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(!listed(None).await.contains(&old.id));
+    assert_eq!(
+        listed(Some("ARCHIVED")).await,
+        std::slice::from_ref(&old.id)
+    );
+    // A service without a result lifetime archives nothing.
+    let keeps = Harness::default();
+    let job = queued(&keeps, "alice", Priority::Async).await;
+    let job = complete(&keeps, &job, "a.fits").await;
+    keeps.store.insert(Job {
+        end_time: Some(hour_ago),
+        ..job
+    });
+    assert_eq!(keeps.uws.sweep_archived().await.expect("sweep"), 0);
 }
 
 #[tokio::test]

@@ -25,6 +25,9 @@ pub enum Transition {
     Fail(JobError),
     /// Any active phase → ABORTED.
     Abort,
+    /// COMPLETED → ARCHIVED: the results are gone (their objects deleted by the caller after
+    /// this), the job stays until its destruction time with an empty result list.
+    Archive,
 }
 
 impl Transition {
@@ -35,6 +38,7 @@ impl Transition {
             Transition::Complete(_) => ExecutionPhase::Completed,
             Transition::Fail(_) => ExecutionPhase::Error,
             Transition::Abort => ExecutionPhase::Aborted,
+            Transition::Archive => ExecutionPhase::Archived,
         }
     }
 }
@@ -203,6 +207,14 @@ pub trait JobStore: Send + Sync {
     /// Jobs whose destruction time has passed.
     async fn expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<JobId>, UwsError>;
 
+    /// COMPLETED jobs that ended at or before `ended_before`, oldest end first: the jobs whose
+    /// results have outlived `jobs.result_lifetime` and are to be archived.
+    async fn results_expired(
+        &self,
+        ended_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, UwsError>;
+
     /// The owner's queued and executing jobs, jobs created since `since`, and result bytes held.
     async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError>;
 
@@ -291,6 +303,19 @@ impl JobStore for TimedJobStore {
     async fn expired(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<JobId>, UwsError> {
         let started = std::time::Instant::now();
         timed("expired", started, self.0.expired(now, limit).await)
+    }
+
+    async fn results_expired(
+        &self,
+        ended_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, UwsError> {
+        let started = std::time::Instant::now();
+        timed(
+            "results_expired",
+            started,
+            self.0.results_expired(ended_before, limit).await,
+        )
     }
 
     async fn usage(&self, owner: &str, since: OffsetDateTime) -> Result<OwnerUsage, UwsError> {

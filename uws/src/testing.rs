@@ -198,6 +198,7 @@ impl JobStore for MemoryJobStore {
                 job.end_time = Some(at);
             }
             Transition::Abort => job.end_time = Some(at),
+            Transition::Archive => job.results.clear(),
         }
         Ok(job.clone())
     }
@@ -239,6 +240,29 @@ impl JobStore for MemoryJobStore {
             .collect();
         expired.sort();
         Ok(expired
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, id)| id)
+            .collect())
+    }
+
+    async fn results_expired(
+        &self,
+        ended_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, UwsError> {
+        self.check()?;
+        let mut ended: Vec<(OffsetDateTime, JobId)> = lock(&self.jobs)
+            .values()
+            .filter(|j| j.phase == ExecutionPhase::Completed)
+            .filter_map(|j| {
+                j.end_time
+                    .filter(|t| *t <= ended_before)
+                    .map(|t| (t, j.id.clone()))
+            })
+            .collect();
+        ended.sort();
+        Ok(ended
             .into_iter()
             .take(limit as usize)
             .map(|(_, id)| id)

@@ -90,6 +90,7 @@ pub enum TransitionJson {
     Complete { results: Vec<ResultJson> },
     Fail { error: ErrorJson },
     Abort,
+    Archive,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,7 +143,8 @@ pub struct SummaryJson {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IdsQuery {
-    /// Comma-separated phases (for `/v1/active`), or the instant (for `/v1/expired`).
+    /// Comma-separated phases (for `/v1/active`), or the instant (for `/v1/expired`, and the
+    /// latest end for `/v1/results-expired`).
     #[serde(default)]
     pub phases: Option<String>,
     #[serde(default)]
@@ -427,6 +429,7 @@ impl From<&Transition> for TransitionJson {
                 error: ErrorJson::from(error),
             },
             Transition::Abort => TransitionJson::Abort,
+            Transition::Archive => TransitionJson::Archive,
         }
     }
 }
@@ -441,6 +444,7 @@ impl From<TransitionJson> for Transition {
             }
             TransitionJson::Fail { error } => Transition::Fail(JobError::from(error)),
             TransitionJson::Abort => Transition::Abort,
+            TransitionJson::Archive => Transition::Archive,
         }
     }
 }

@@ -152,6 +152,7 @@ fn shows(job: &Job, transition: &Transition, at: OffsetDateTime) -> bool {
     job.phase == transition.target()
         && match transition {
             Transition::Queue | Transition::Abort => true,
+            Transition::Archive => job.results.is_empty(),
             Transition::Start => job.start_time == at,
             Transition::Complete(results) => job.end_time == at && job.results == *results,
             Transition::Fail(error) => job.end_time == at && job.error.as_ref() == Some(error),
@@ -272,6 +273,21 @@ impl JobStore for WobblyClient {
         };
         ids(self
             .send(self.http.get(self.url("/expired")).query(&query))
+            .await?)
+    }
+
+    async fn results_expired(
+        &self,
+        ended_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, UwsError> {
+        let query = IdsQuery {
+            phases: None,
+            now: Some(timestamp::format(ended_before)),
+            limit,
+        };
+        ids(self
+            .send(self.http.get(self.url("/results-expired")).query(&query))
             .await?)
     }
 

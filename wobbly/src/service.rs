@@ -42,6 +42,7 @@ pub fn router(store: SqlJobStore, key: TokenKey) -> Router {
         .route("/jobs/{id}", get(read).patch(update).delete(delete))
         .route("/jobs/{id}/transition", post(transition))
         .route("/expired", get(expired))
+        .route("/results-expired", get(results_expired))
         .route("/active", get(active))
         .route("/usage", get(usage))
         .route("/queued", get(queued))
@@ -286,6 +287,10 @@ async fn transition(
         None => timestamp::parse(&body.at)?,
     };
     let transition = Transition::from(body.transition);
+    if let Transition::Archive = transition {
+        // Archiving is the result sweeper's, which deletes the objects after it.
+        service_wide(&claims, "archiving a job")?;
+    }
     check_result_keys(&job.id, &transition)?;
     let job = store.transition(&job.id, transition, at).await?;
     Ok(Json(JobJson::from(&job)))
@@ -335,6 +340,25 @@ async fn expired(
         .transpose()?
         .unwrap_or_else(timestamp::now);
     let ids = scoped(&state, &claims).expired(now, query.limit).await?;
+    Ok(Json(ids.iter().map(ToString::to_string).collect()))
+}
+
+async fn results_expired(
+    State(state): State<ServiceState>,
+    axum::Extension(claims): axum::Extension<Claims>,
+    Query(query): Query<IdsQuery>,
+) -> Result<Json<Vec<String>>, Failure> {
+    // Every owner's jobs: the result sweeper's route.
+    service_wide(&claims, "/v1/results-expired")?;
+    let ended_before = query
+        .now
+        .as_deref()
+        .map(timestamp::parse)
+        .transpose()?
+        .ok_or_else(|| UwsError::Usage("now (the latest end) is required".to_owned()))?;
+    let ids = scoped(&state, &claims)
+        .results_expired(ended_before, query.limit)
+        .await?;
     Ok(Json(ids.iter().map(ToString::to_string).collect()))
 }
 

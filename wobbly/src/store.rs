@@ -587,6 +587,10 @@ impl JobStore for SqlJobStore {
                 ],
             ),
             Transition::Abort => (", end_time = $2", vec![Bind::Int(at)]),
+            Transition::Archive => (
+                ", results = $2, result_bytes = $3",
+                vec![Bind::Text(encode_results(&[])?), Bind::Int(0)],
+            ),
         };
         let n = data.len();
         let sql = format!(
@@ -703,6 +707,25 @@ impl JobStore for SqlJobStore {
         )
         .bind(self.service.as_str())
         .bind(timestamp::to_micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(decode_id).collect()
+    }
+
+    async fn results_expired(
+        &self,
+        ended_before: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<JobId>, UwsError> {
+        // The partial index of migration 8 holds exactly these rows, by end time.
+        let rows = sqlx::query(
+            "SELECT id FROM uws_job WHERE service = $1 AND phase = 'COMPLETED' AND end_time <= $2 \
+             ORDER BY end_time LIMIT $3",
+        )
+        .bind(self.service.as_str())
+        .bind(timestamp::to_micros(ended_before))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await

@@ -125,6 +125,53 @@ async fn the_client_reads_the_recent_runs_of_completed_jobs() {
     );
 }
 
+#[tokio::test]
+async fn the_client_finds_jobs_whose_results_expired_and_archives_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TokenKey::new(b"client-test-key").expect("key");
+    let base = serve(&dir, &key).await;
+    let client = WobblyClient::new(&base, "client-test", key).expect("client");
+    let job = client
+        .create(new_job("fay", 0))
+        .await
+        .expect("create")
+        .job();
+    let ended = timestamp::now() - Duration::from_secs(120);
+    for transition in [
+        Transition::Queue,
+        Transition::Start,
+        Transition::Complete(vec![uws::JobResult {
+            id: "result".into(),
+            key: format!("{}/a.fits", job.id),
+            mime_type: "application/fits".into(),
+            size: Some(2880),
+        }]),
+    ] {
+        client
+            .transition(&job.id, transition, ended)
+            .await
+            .expect("transition");
+    }
+    let minute_ago = timestamp::now() - Duration::from_secs(60);
+    assert_eq!(
+        client.results_expired(minute_ago, 10).await.expect("ended"),
+        std::slice::from_ref(&job.id)
+    );
+    let archived = client
+        .transition(&job.id, Transition::Archive, timestamp::now())
+        .await
+        .expect("archive");
+    assert_eq!(archived.phase, uws::ExecutionPhase::Archived);
+    assert!(archived.results.is_empty());
+    assert!(
+        client
+            .results_expired(minute_ago, 10)
+            .await
+            .expect("ended")
+            .is_empty()
+    );
+}
+
 /// A raw request to the service with `token`: (status, body).
 async fn call(
     method: reqwest::Method,
@@ -155,7 +202,11 @@ async fn a_user_token_is_confined_to_its_user_and_sets_no_times() {
     let bobs = client.create(new_job("bob", 0)).await.expect("bob").job();
     let alice = key.issue("client-test", Some("alice"), 60).expect("token");
 
-    for route in ["/v1/expired?limit=10", "/v1/active?limit=10&phases=PENDING"] {
+    for route in [
+        "/v1/expired?limit=10",
+        "/v1/results-expired?limit=10&now=2100-01-01T00:00:00Z",
+        "/v1/active?limit=10&phases=PENDING",
+    ] {
         let (status, body) =
             call(reqwest::Method::GET, format!("{base}{route}"), &alice, None).await;
         assert_eq!(status, 403, "{route}: {body}");

@@ -467,6 +467,86 @@ async fn recent_runs_are_the_newest_completed_jobs_with_their_result_bytes(store
     assert_eq!(store.recent_runs(10).await.expect("runs").len(), 3);
 }
 
+async fn completed_jobs_are_found_by_end_and_archived_without_results(store: SqlJobStore) {
+    let result = JobResult {
+        id: "result".into(),
+        key: "k/1.fits".into(),
+        mime_type: "application/fits".into(),
+        size: Some(5760),
+    };
+    let mut ids = Vec::new();
+    for ended_ago in [300, 200, 100] {
+        let job = store
+            .create(new_job("alice", 0))
+            .await
+            .expect("create")
+            .job();
+        let at = timestamp::now() - time::Duration::seconds(ended_ago);
+        store
+            .transition(&job.id, Transition::Queue, at)
+            .await
+            .expect("queue");
+        store
+            .transition(&job.id, Transition::Start, at)
+            .await
+            .expect("start");
+        store
+            .transition(&job.id, Transition::Complete(vec![result.clone()]), at)
+            .await
+            .expect("complete");
+        ids.push(job.id);
+    }
+    // A failed job has no results to expire.
+    run(&store, 0, 0, |_| {
+        Transition::Fail(JobError::new(ErrorCode::Internal, "boom"))
+    })
+    .await;
+    let before = |seconds: i64| timestamp::now() - time::Duration::seconds(seconds);
+    assert_eq!(
+        store.results_expired(before(150), 10).await.expect("ended"),
+        ids[..2]
+    );
+    assert_eq!(
+        store.results_expired(before(150), 1).await.expect("ended"),
+        ids[..1]
+    );
+    let archived = store
+        .transition(&ids[0], Transition::Archive, timestamp::now())
+        .await
+        .expect("archive");
+    assert_eq!(archived.phase, ExecutionPhase::Archived);
+    assert!(archived.results.is_empty());
+    assert_eq!(
+        store.get(&ids[0]).await.expect("get"),
+        Some(archived.clone())
+    );
+    assert_eq!(
+        store.results_expired(before(150), 10).await.expect("ended"),
+        ids[1..2]
+    );
+    // Archived once, never again; an uncompleted job never.
+    assert!(matches!(
+        store
+            .transition(&ids[0], Transition::Archive, timestamp::now())
+            .await,
+        Err(UwsError::IllegalTransition { .. })
+    ));
+    let pending = store
+        .create(new_job("alice", 0))
+        .await
+        .expect("create")
+        .job();
+    assert!(matches!(
+        store
+            .transition(&pending.id, Transition::Archive, timestamp::now())
+            .await,
+        Err(UwsError::IllegalTransition { .. })
+    ));
+    // Its results no longer count against the owner's bytes.
+    let usage = store.usage("alice", timestamp::now()).await.expect("usage");
+    assert_eq!(usage.result_bytes, 2 * 5760);
+}
+
 async fn a_job_created_queued_starts_at_once(store: SqlJobStore) {
     let job = store
         .create(NewJob {
@@ -968,6 +1048,7 @@ both_databases!(
     usage_counts_one_owners_queue_window_and_result_bytes,
     queued_count_counts_one_owners_queued_jobs_up_to_the_cap,
     recent_runs_are_the_newest_completed_jobs_with_their_result_bytes,
+    completed_jobs_are_found_by_end_and_archived_without_results,
     a_job_created_queued_starts_at_once,
     a_sync_jobs_writes_read_back_like_any_others,
     concurrent_writes_each_get_their_own_answer,

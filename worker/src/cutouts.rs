@@ -99,12 +99,7 @@ pub(crate) async fn cut_all(
         usize::MAX,
     )
     .map_err(job_error)?;
-    let options = |id: &SourceId| CutOptions {
-        mask: request.mask,
-        band: request.band,
-        extension: id.extension().map(str::to_owned),
-        size: request.size,
-    };
+    let options = |id: &SourceId| request.options(id);
     let sources = JobSources {
         repositories,
         cache,
