@@ -236,6 +236,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn observation_time_keywords_never_reach_wcslib() {
+        // cfitsio reads a long string whole (CONTINUE cards): as one card for wcslib it would
+        // not fit, and the image would be refused for a keyword the WCS does not use.
+        let long_date = "2024-03-01T04:05:06.5 (start of the first of four exposures) ".repeat(2);
+        let header = keywords(
+            &[
+                ("CTYPE1", "RA---TAN"),
+                ("CTYPE2", "DEC--TAN"),
+                ("DATE-OBS", &long_date),
+                ("TIMESYS", "TAI"),
+            ],
+            &[
+                ("CRPIX1", 50.5),
+                ("CRPIX2", 50.5),
+                ("CRVAL1", 10.0),
+                ("CRVAL2", 41.0),
+                ("CDELT1", -0.001),
+                ("CDELT2", 0.001),
+                ("EXPTIME", 30.0),
+            ],
+        );
+        let wcs = CelestialWcs::new(100, 100, &header).expect("the WCS ignores DATE-OBS");
+        assert_maps(&wcs, (49.5, 49.5), (10.0, 41.0));
+    }
+
     fn keywords(text: &[(&str, &str)], real: &[(&str, f64)]) -> WcsKeywords {
         let mut entries: Vec<(String, Value)> = text
             .iter()

@@ -219,21 +219,7 @@ async fn one_light_curve(
     circle: &str,
     epochs: usize,
 ) -> anyhow::Result<usize> {
-    let r = client
-        .get(format!("{base}/sync"))
-        .query(&[("CIRCLE", circle)])
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 303, "light curve answered {}", r.status());
-    let location = r
-        .headers()
-        .get("location")
-        .context("303 without Location")?
-        .to_str()?
-        .to_owned();
-    let r = client.get(&location).send().await?;
-    anyhow::ensure!(r.status() == 200, "result answered {}", r.status());
-    let body = r.bytes().await?;
+    let body = load::sync_download(client, base, &[("CIRCLE", circle)]).await?;
     let extensions = body
         .chunks(2880)
         .filter(|block| block.starts_with(b"XTENSION= 'IMAGE   '"))

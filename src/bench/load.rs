@@ -68,9 +68,19 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
 
 /// GET `/sync` → 303 → GET of the signed URL, with the result checked.
 pub async fn one_sync(client: &reqwest::Client, base: &str, work: &Workload) -> anyhow::Result<()> {
+    let query = [("ID", work.id.as_str()), ("CIRCLE", work.circle.as_str())];
+    work.check(&sync_download(client, base, &query).await?)
+}
+
+/// GET `/sync` with `query` → 303 → GET of the signed URL: the result's bytes.
+pub async fn sync_download(
+    client: &reqwest::Client,
+    base: &str,
+    query: &[(&str, &str)],
+) -> anyhow::Result<bytes::Bytes> {
     let r = client
         .get(format!("{base}/sync"))
-        .query(&[("ID", work.id.as_str()), ("CIRCLE", work.circle.as_str())])
+        .query(query)
         .send()
         .await?;
     anyhow::ensure!(r.status() == 303, "sync answered {}", r.status());
@@ -80,13 +90,18 @@ pub async fn one_sync(client: &reqwest::Client, base: &str, work: &Workload) -> 
         .context("303 without Location")?
         .to_str()?
         .to_owned();
-    fetch_result(client, &location, work).await
+    download(client, &location).await
+}
+
+/// GET of a result URL: its bytes.
+async fn download(client: &reqwest::Client, url: &str) -> anyhow::Result<bytes::Bytes> {
+    let r = client.get(url).send().await?;
+    anyhow::ensure!(r.status() == 200, "result answered {}", r.status());
+    Ok(r.bytes().await?)
 }
 
 async fn fetch_result(client: &reqwest::Client, url: &str, work: &Workload) -> anyhow::Result<()> {
-    let r = client.get(url).send().await?;
-    anyhow::ensure!(r.status() == 200, "result answered {}", r.status());
-    work.check(&r.bytes().await?)
+    work.check(&download(client, url).await?)
 }
 
 /// `requests` sequential sync cutouts after a few uncounted ones; returns latencies and errors.
