@@ -66,6 +66,7 @@ pub struct Config {
     pub ranges: RangesConfig,
     pub http: HttpConfig,
     pub index: IndexConfig,
+    pub bulk: BulkConfig,
 }
 
 /// What one client may take of a role's HTTP server (every role: frontend, serve, wobbly and the
@@ -126,6 +127,29 @@ impl Default for IndexConfig {
             concurrency: 2,
             // Rubin expects more than 800 visits of a field.
             max_epochs: 1000,
+        }
+    }
+}
+
+/// Bulk cutouts (`POST /bulk`): limits on one request, each refused before any work.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkConfig {
+    /// Most rows of one catalogue.
+    pub max_rows: u64,
+    /// Most stamps of one bulk job (a row that several images cover makes several).
+    pub max_stamps: u64,
+    /// Most bytes of one bulk request's body, the catalogue included.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        let limits = frontend::bulk::BulkLimits::default();
+        BulkConfig {
+            max_rows: limits.max_rows,
+            max_stamps: limits.max_stamps,
+            max_upload_bytes: limits.max_upload_bytes,
         }
     }
 }
@@ -370,6 +394,7 @@ impl Default for Config {
             ranges: RangesConfig::default(),
             http: HttpConfig::default(),
             index: IndexConfig::default(),
+            bulk: BulkConfig::default(),
         }
     }
 }
@@ -549,6 +574,11 @@ impl Config {
                 .check_origin
                 .then(|| self.auth.allowed_origins.clone()),
             max_epochs: self.index.max_epochs,
+            bulk: frontend::bulk::BulkLimits {
+                max_rows: self.bulk.max_rows,
+                max_stamps: self.bulk.max_stamps,
+                max_upload_bytes: self.bulk.max_upload_bytes,
+            },
         }
     }
 

@@ -6,6 +6,7 @@ mod common;
 mod async_jobs;
 mod auth;
 mod buckets;
+mod bulk;
 mod cli;
 mod cubes;
 mod datalink;

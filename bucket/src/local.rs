@@ -369,6 +369,18 @@ impl ResultStore for LocalBucket {
         ))
     }
 
+    async fn get_file(&self, key: &str, path: &Path) -> Result<u64, UwsError> {
+        let bucket = self.clone();
+        let (key, path) = (key.to_owned(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || -> Result<u64, UwsError> {
+            let (mut object, _) = bucket.open_object(&key).map_err(io)?;
+            let mut file = std::fs::File::create(&path).map_err(io)?;
+            std::io::copy(&mut object, &mut file).map_err(io)
+        })
+        .await
+        .map_err(|e| UwsError::Store(format!("local bucket: {e}")))?
+    }
+
     async fn delete(&self, key: &str) -> Result<(), UwsError> {
         if let Some(memory) = &self.memory
             && memory.remove(key)

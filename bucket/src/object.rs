@@ -149,6 +149,31 @@ impl ResultStore for ObjectBucket {
         Ok(url.to_string())
     }
 
+    async fn get_file(&self, key: &str, path: &Path) -> Result<u64, UwsError> {
+        let object = self.url.display_object(key);
+        let mut stream = self
+            .store
+            .get(&self.url.object_path(key))
+            .await
+            .map_err(|e| uws_error(BucketError::from_store(&object, e)))?
+            .into_stream();
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| uws_error(BucketError::io(path, e)))?;
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| uws_error(BucketError::from_store(&object, e)))?;
+            size += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| uws_error(BucketError::io(path, e)))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| uws_error(BucketError::io(path, e)))?;
+        Ok(size)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), UwsError> {
         match self.store.delete(&self.url.object_path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

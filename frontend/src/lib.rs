@@ -11,6 +11,7 @@
 //! signed URL (they are made afresh on each read).
 
 pub mod auth;
+pub mod bulk;
 pub mod cutout;
 pub mod datalink;
 pub mod error;

@@ -30,6 +30,7 @@ use crate::{datalink, events, files, jobs, sia, sync, vosi};
         sync::sync,
         datalink::links,
         sia::query,
+        crate::bulk::create,
         jobs::list,
         events::events,
         jobs::create,
@@ -62,6 +63,7 @@ use crate::{datalink, events, files, jobs, sia, sync, vosi};
     tags(
         (name = "SODA", description = "Cutouts (SODA 1.0) and their DataLink descriptor"),
         (name = "SIA", description = "Image discovery by position, time and band (SIA 2.0)"),
+        (name = "Bulk", description = "Bulk cutouts: a catalogue of positions in, a table of stamps out, as a UWS job"),
         (name = "UWS", description = "Asynchronous cutout jobs (UWS 1.1)"),
         (name = "VOSI", description = "Availability and capabilities (VOSI 1.1)"),
         (name = "service", description = "Result downloads and this description"),

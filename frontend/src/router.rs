@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 
 use crate::extract::{MAX_BODY_BYTES, SERVICE_PATH};
 use crate::state::AppState;
-use crate::{datalink, events, files, jobs, openapi, sia, sync, ui, vosi};
+use crate::{bulk, datalink, events, files, jobs, openapi, sia, sync, ui, vosi};
 
 /// Every route under `/api/cutout`.
 pub fn build(state: AppState) -> Router {
@@ -23,7 +23,13 @@ pub fn build(state: AppState) -> Router {
             state.clone(),
             crate::origin::always_same_origin,
         ));
+    // A catalogue may be far larger than a form: the bulk route takes its own body limit.
+    let upload_limit = usize::try_from(state.settings.bulk.max_upload_bytes).unwrap_or(usize::MAX);
     let service = Router::new()
+        .route(
+            "/bulk",
+            post(bulk::create).layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route("/sync", get(sync::sync).post(sync::sync))
         .route("/links", get(datalink::links).post(datalink::links))
         .route("/sia/query", get(sia::query).post(sia::query))

@@ -39,6 +39,8 @@ pub struct FrontendSettings {
     pub allowed_origins: Option<Vec<String>>,
     /// Most images a light curve (a cutout request with a position and no ID) may cut.
     pub max_epochs: usize,
+    /// Limits on one bulk request.
+    pub bulk: crate::bulk::BulkLimits,
 }
 
 impl Default for FrontendSettings {
@@ -56,6 +58,7 @@ impl Default for FrontendSettings {
             size_limits: SizeLimits::default(),
             allowed_origins: None,
             max_epochs: soda::request::MAX_PAIRS,
+            bulk: crate::bulk::BulkLimits::default(),
         }
     }
 }

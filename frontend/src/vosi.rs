@@ -73,13 +73,20 @@ pub async fn capabilities(base: PublicBase) -> Response {
             escape(base.0.as_str())
         )
     };
+    // No IVOA standard defines bulk cutouts: a capability without a standardID, whose
+    // interface follows no standard (so no role="std").
+    let bulk = format!(
+        "  <capability>\n    <description>Bulk cutouts: POST a catalogue of positions (DALI UPLOAD) to create a UWS job whose result is one FITS table of stamps</description>\n    <interface xsi:type=\"vs:ParamHTTP\">\n      <accessURL use=\"base\">{}/bulk</accessURL>\n    </interface>\n  </capability>\n",
+        escape(base.0.as_str())
+    );
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<vosi:capabilities xmlns:vosi=\"http://www.ivoa.net/xml/VOSICapabilities/v1.0\" xmlns:vr=\"http://www.ivoa.net/xml/VOResource/v1.0\" xmlns:vs=\"http://www.ivoa.net/xml/VODataService/v1.1\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n{}{}{}{}{}</vosi:capabilities>\n",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<vosi:capabilities xmlns:vosi=\"http://www.ivoa.net/xml/VOSICapabilities/v1.0\" xmlns:vr=\"http://www.ivoa.net/xml/VOResource/v1.0\" xmlns:vs=\"http://www.ivoa.net/xml/VODataService/v1.1\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n{}{}{}{}{}{}</vosi:capabilities>\n",
         capability("ivo://ivoa.net/std/VOSI#capabilities", "capabilities"),
         capability("ivo://ivoa.net/std/VOSI#availability", "availability"),
         capability("ivo://ivoa.net/std/SODA#sync-1.0", "sync"),
         capability("ivo://ivoa.net/std/SODA#async-1.0", "jobs"),
         capability(crate::sia::SIA_QUERY, "sia/query"),
+        bulk,
     );
     (
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],

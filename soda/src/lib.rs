@@ -50,6 +50,7 @@ mod footprint;
 mod header;
 pub mod layout;
 mod mask;
+pub mod plan;
 mod polarization;
 pub mod preview;
 mod region;

@@ -309,7 +309,7 @@ fn parse_interval(name: &str, unit: &str, value: &str) -> Result<(f64, f64), Sod
 }
 
 /// `SIZE`: a whole number of pixels, at least 1 (the service bounds it from above).
-fn parse_size(value: &str) -> Result<usize, SodaError> {
+pub fn parse_size(value: &str) -> Result<usize, SodaError> {
     match value.trim().parse::<usize>() {
         Ok(size) if size > 0 => Ok(size),
         _ => Err(SodaError::Usage(format!(

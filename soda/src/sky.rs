@@ -273,6 +273,35 @@ pub fn point_cells(ra_deg: f64, dec_deg: f64) -> Vec<i64> {
         .collect()
 }
 
+/// The depth of the cells by which [`cell_of`] groups positions (about 13.7′ on a side): coarse
+/// enough that one lookup serves every catalogue row near it, fine enough that it finds few
+/// images beyond those that cover the row.
+pub const GROUPING_DEPTH: u8 = 8;
+
+/// The [`GROUPING_DEPTH`] cell (nested hash) that holds a position.
+pub fn cell_of(ra_deg: f64, dec_deg: f64) -> u64 {
+    cdshealpix::nested::hash(GROUPING_DEPTH, ra_deg.to_radians(), dec_deg.to_radians())
+}
+
+/// The cells (exact matches) and NUNIQ ranges (half-open) to look up for every image that may
+/// contain a point of the [`GROUPING_DEPTH`] cell `hash`: an image covering such a point has a
+/// cell holding it, which is either an ancestor of `hash` (or `hash` itself) or lies inside it.
+pub fn cell_lookup(hash: u64) -> (Vec<i64>, Vec<(i64, i64)>) {
+    let exact = (0..=GROUPING_DEPTH)
+        .map(|depth| nuniq(depth, hash >> (2 * u32::from(GROUPING_DEPTH - depth))))
+        .collect();
+    let ranges = (GROUPING_DEPTH + 1..=MAX_DEPTH)
+        .map(|depth| {
+            let shift = 2 * u32::from(depth - GROUPING_DEPTH);
+            (
+                nuniq(depth, hash << shift),
+                nuniq(depth, (hash + 1) << shift),
+            )
+        })
+        .collect();
+    (exact, ranges)
+}
+
 /// The NUNIQ range that holds every cell of every depth up to [`MAX_DEPTH`]: the whole sky.
 pub fn all_sky_range() -> (i64, i64) {
     (nuniq(0, 0), nuniq(MAX_DEPTH + 1, 0))
@@ -524,6 +553,41 @@ mod tests {
             // And a far point shares no cell with it.
             let far = point_cells(center.0 + 90.0, -center.1);
             assert!(!image.iter().any(|c| far.contains(c)), "{center:?}");
+        }
+    }
+
+    #[test]
+    fn a_grouping_cell_lookup_finds_every_image_that_covers_a_point_in_it() {
+        // Images far bigger and far smaller than a grouping cell, each covering the point.
+        for (center, radius, point) in [
+            ((150.0, 2.0), 5.0, (150.01, 2.01)),
+            ((150.0, 2.0), 0.001, (150.0002, 2.0001)),
+            ((0.02, -3.0), 0.05, (359.99, -3.01)),
+            ((10.0, 89.9), 0.3, (200.0, 89.95)),
+        ] {
+            let fp = Footprint {
+                size: (10, 10),
+                center,
+                radius_deg: radius,
+                corners: [(0.0, 0.0); 4],
+                band: None,
+                time: None,
+                pol: Vec::new(),
+            };
+            let image = footprint_cells(&fp);
+            let (exact, ranges) = cell_lookup(cell_of(point.0, point.1));
+            let found = |cells: &[i64]| {
+                cells
+                    .iter()
+                    .any(|c| exact.contains(c) || ranges.iter().any(|&(a, b)| (a..b).contains(c)))
+            };
+            assert!(found(&image), "{center:?} {radius}: {image:?}");
+            // An image far from the cell is not a candidate.
+            let far = Footprint {
+                center: (center.0 + 90.0, -center.1),
+                ..fp
+            };
+            assert!(!found(&footprint_cells(&far)), "{center:?} {radius}");
         }
     }
 

@@ -481,6 +481,47 @@ impl TestApp {
         self.http.delete(self.url(path)).send().expect("DELETE")
     }
 
+    /// POSTs a `multipart/form-data` body: `fields` as text parts, `files` as file parts
+    /// (name, bytes), written out by hand as RFC 7578 lays them.
+    pub fn post_multipart(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        files: &[(&str, &[u8])],
+    ) -> Response {
+        let boundary = format!("skycut{:032x}", rand_u128());
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        for (name, bytes) in files {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; \
+                     filename=\"{name}.csv\"\r\nContent-Type: text/csv\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        self.http
+            .post(self.url(path))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+            .send()
+            .expect("POST")
+    }
+
     /// A client that sends `headers` on every request instead of the default user's.
     pub fn as_caller(&self, headers: &[(&str, &str)]) -> Caller<'_> {
         Caller {
@@ -800,5 +841,79 @@ impl Caller<'_> {
         let r = self.get("/jobs", &[]);
         assert_eq!(r.status(), 200);
         attributes(&r.text().expect("body"), "uws:jobref", "id")
+    }
+}
+
+/// The `STAMPS` rows of a stamp table: (ROW, IMAGE, CRPIX1, CRPIX2, pixels) each, read from
+/// the bytes as FITS lays them out (the header after the primary's, rows big-endian).
+pub fn stamp_rows(bytes: &[u8], size: usize) -> Vec<(i64, i32, f64, f64, Vec<f32>)> {
+    let cards: Vec<&[u8]> = bytes.chunks(80).collect();
+    let ends: Vec<usize> = (0..cards.len())
+        .filter(|&i| cards[i].starts_with(b"END "))
+        .take(2)
+        .collect();
+    let start = (ends[1] * 80 / 2880 + 1) * 2880;
+    let naxis2 = cards[..ends[1]]
+        .iter()
+        .rev()
+        .find(|c| c.starts_with(b"NAXIS2  ="))
+        .map(|c| {
+            String::from_utf8_lossy(&c[10..30])
+                .trim()
+                .parse::<usize>()
+                .expect("NAXIS2")
+        })
+        .expect("NAXIS2 card");
+    let row_bytes = 68 + 4 * size * size;
+    let f64_at = |at: usize| f64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    (0..naxis2)
+        .map(|n| {
+            let row = start + n * row_bytes;
+            let pixels = bytes[row + 68..row + row_bytes]
+                .chunks(4)
+                .map(|b| f32::from_be_bytes(b.try_into().expect("4 bytes")))
+                .collect();
+            (
+                i64::from_be_bytes(bytes[row..row + 8].try_into().expect("8 bytes")),
+                i32::from_be_bytes(bytes[row + 24..row + 28].try_into().expect("4 bytes")),
+                f64_at(row + 52),
+                f64_at(row + 60),
+                pixels,
+            )
+        })
+        .collect()
+}
+
+/// Checks that a stamp of the test image is exactly its source pixels: the window that the
+/// stamp's `CRPIX` (the source's, moved by the window's first pixel) places, NaN off the image.
+pub fn assert_stamp_is_a_source_window(
+    app: &TestApp,
+    (crpix1, crpix2): (f64, f64),
+    pixels: &[f32],
+    size: usize,
+) {
+    let path = source_image(app);
+    let mut f = fitsio::FitsFile::open(&path).expect("source");
+    let hdu = f.primary_hdu().expect("primary");
+    let source: Vec<f32> = hdu.read_image(&mut f).expect("pixels");
+    let (sw, sh) = match &hdu.info {
+        fitsio::hdu::HduInfo::ImageInfo { shape, .. } => (shape[1] as i64, shape[0] as i64),
+        _ => panic!("not an image"),
+    };
+    let crpix: f64 = hdu.read_key(&mut f, "CRPIX1").expect("CRPIX1");
+    let crpix_y: f64 = hdu.read_key(&mut f, "CRPIX2").expect("CRPIX2");
+    let (x0, y0) = ((crpix - crpix1) as i64, (crpix_y - crpix2) as i64);
+    assert_eq!((x0 as f64, y0 as f64), (crpix - crpix1, crpix_y - crpix2));
+    let size = size as i64;
+    for j in 0..size {
+        for i in 0..size {
+            let (x, y) = (x0 + i, y0 + j);
+            let got = pixels[(j * size + i) as usize];
+            if (0..sw).contains(&x) && (0..sh).contains(&y) {
+                assert_eq!(got, source[(y * sw + x) as usize], "({i},{j})");
+            } else {
+                assert!(got.is_nan(), "({i},{j}) off the image holds {got}");
+            }
+        }
     }
 }

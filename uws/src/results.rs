@@ -46,6 +46,11 @@ pub trait ResultStore: Send + Sync {
         public_base: &str,
     ) -> Result<String, UwsError>;
 
+    /// Copies the object `key` to a new file at `path` and returns its size: how a worker reads
+    /// an input that the frontend stored beside a job's results (a bulk job's plan). A missing
+    /// object is an error.
+    async fn get_file(&self, key: &str, path: &Path) -> Result<u64, UwsError>;
+
     /// Removes an object; a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), UwsError>;
 

@@ -473,6 +473,21 @@ impl ResultStore for RecordingResultStore {
         ))
     }
 
+    async fn get_file(&self, key: &str, path: &Path) -> Result<u64, UwsError> {
+        // The newest put of the key that no delete followed.
+        let mut source = None;
+        for event in lock(&self.events).iter() {
+            match event {
+                ResultEvent::Put { key: k, path, .. } if k == key => source = Some(path.clone()),
+                ResultEvent::Delete(k) if k == key => source = None,
+                _ => {}
+            }
+        }
+        let source = source.ok_or_else(|| UwsError::ResultStore(format!("no object {key}")))?;
+        std::fs::copy(&source, path)
+            .map_err(|e| UwsError::ResultStore(format!("{}: {e}", source.display())))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), UwsError> {
         lock(&self.events).push(ResultEvent::Delete(key.to_owned()));
         Ok(())

@@ -18,17 +18,15 @@
 //! pixel is read.
 //!
 //! With `RESPONSEFORMAT=application/fits;content=stamp-table` (and `SIZE`) the results are
-//! instead `stamps`, one FITS table of every stamp (`soda::stamp_table`): each image is opened
-//! once and all its stamps are cut in one pass, into a part of rows of its own, and the parts
-//! are joined in image order; a pair that cannot be cut is a line of `errors` (CSV: row, image,
-//! reason) rather than a result.
+//! instead `stamps`, one FITS table of every stamp, and `errors` for the stamps that could not
+//! be cut; a bulk job (one with `UPLOAD`) makes the same from its plan. Both are `stamps`'
+//! business.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use soda::repository::Repositories;
 use soda::request::{CutoutRequest, FITS, HEADER};
-use soda::stamp_table::{STAMP_TABLE, StampRow, StampTable, TableImage};
 use soda::{CutOptions, Provenance, SodaError, SourceId, Stencil};
 use uws::queue::DelegatedToken;
 use uws::results::{ObjectMeta, ResultStore};
@@ -44,7 +42,7 @@ const TEXT: &str = "text/plain";
 /// that ends (including an abort that drops the job's future half-way). Names carry a
 /// per-attempt prefix: a job run twice at once on one worker (a takeover of a job whose first
 /// run was only slow) never deletes the other attempt's files under it.
-struct Scratch {
+pub(crate) struct Scratch {
     prefix: PathBuf,
     files: Vec<PathBuf>,
 }
@@ -58,7 +56,7 @@ impl Scratch {
     }
 
     /// `{dir}/{job}-{attempt}-{name}`, removed on drop.
-    fn file(&mut self, name: &str) -> PathBuf {
+    pub(crate) fn file(&mut self, name: &str) -> PathBuf {
         let mut path = self.prefix.clone().into_os_string();
         path.push(format!("-{name}"));
         let path = PathBuf::from(path);
@@ -92,6 +90,16 @@ pub(crate) async fn cut_all(
     cache: Option<&bucket::SourceCache>,
     token: Option<&DelegatedToken>,
 ) -> Result<Vec<JobResult>, JobError> {
+    let sources = JobSources {
+        repositories,
+        cache,
+        token,
+    };
+    let mut scratch = Scratch::new(&settings.scratch_dir, &job.id);
+    // A bulk job's cutouts are in its plan, not its parameters.
+    if job.parameters.iter().any(|(name, _)| name == "UPLOAD") {
+        return crate::stamps::bulk(job, &sources, &store, &mut scratch).await;
+    }
     // The frontend admitted the job under its own limit on cutouts (light curves may have more
     // epochs than the default), so none is applied again here.
     let request = CutoutRequest::from_parameters_up_to(
@@ -100,14 +108,8 @@ pub(crate) async fn cut_all(
     )
     .map_err(job_error)?;
     let options = |id: &SourceId| request.options(id);
-    let sources = JobSources {
-        repositories,
-        cache,
-        token,
-    };
-    let mut scratch = Scratch::new(&settings.scratch_dir, &job.id);
     if request.stamp_table {
-        return stamp_table(job, &request, &sources, &store, &mut scratch).await;
+        return crate::stamps::stamp_table(job, &request, &sources, &store, &mut scratch).await;
     }
     let pairs: Vec<(&SourceId, &Stencil)> = request.pairs().collect();
     let mut outcomes = Vec::with_capacity(pairs.len());
@@ -238,125 +240,6 @@ pub(crate) async fn cut_all(
     Ok(stored)
 }
 
-/// The results of a stamp-table request: `stamps`, and `errors` when some pair could not be
-/// cut. A row's `ROW` is its circle's place among the request's stencils (0-based), so the
-/// rows of one position in several images (a light curve) share it.
-async fn stamp_table(
-    job: &uws::Job,
-    request: &CutoutRequest,
-    sources: &JobSources<'_>,
-    store: &Store<'_>,
-    scratch: &mut Scratch,
-) -> Result<Vec<JobResult>, JobError> {
-    let size = request
-        .size
-        .ok_or_else(|| JobError::new(ErrorCode::Usage, "a stamp table needs SIZE"))?;
-    let table = StampTable { size };
-    let positions: Vec<(f64, f64)> = request
-        .stencils
-        .iter()
-        .map(|stencil| match stencil {
-            Stencil::Circle(circle) => Ok(circle.center()),
-            other => Err(JobError::new(
-                ErrorCode::Usage,
-                format!("a stamp is centred on a CIRCLE, not {other}"),
-            )),
-        })
-        .collect::<Result<_, _>>()?;
-    let mut parts = Vec::new();
-    let mut images = Vec::new();
-    let mut errors = String::from("row,image,reason\n");
-    let mut first_error = None;
-    let mut note = |row: usize, id: &SourceId, error: JobError| {
-        let reason = error.labelled().replace('"', "\"\"");
-        errors.push_str(&format!("{row},{id},\"{reason}\"\n"));
-        first_error.get_or_insert(error);
-    };
-    let mut rows = 0usize;
-    for id in &request.ids {
-        let cut = async {
-            // Pinned in the source cache until its stamps are cut.
-            let source = sources.open(id, None, job_error).await?;
-            let (path, name) = (source.path.clone(), id.to_string());
-            let extension = id.extension().map(str::to_owned);
-            let positions = positions.clone();
-            tokio::task::spawn_blocking(move || {
-                soda::cut_stamps(&path, &name, extension.as_deref(), &positions, size)
-            })
-            .await
-            .map_err(|e| internal(format!("stamp thread failed: {e}")))?
-            .map_err(|e| source.explain(job_error(e)))
-        };
-        let stamps = match cut.await {
-            Ok(stamps) => stamps,
-            Err(error) => {
-                for row in 0..positions.len() {
-                    note(row, id, error.clone());
-                }
-                continue;
-            }
-        };
-        let image = u32::try_from(images.len())
-            .map_err(|_| internal("too many images for one table".to_owned()))?;
-        let mut bytes = Vec::with_capacity(table.row_bytes() * positions.len());
-        for (row, stamp) in stamps.stamps.iter().enumerate() {
-            match stamp {
-                Ok(stamp) => {
-                    let (ra, dec) = positions[row];
-                    let entry = StampRow {
-                        row: row as u64,
-                        ra,
-                        dec,
-                        image,
-                        mjd: stamps.mjd.unwrap_or(f64::NAN),
-                        source_crpix: stamps.crpix,
-                        stamp,
-                    };
-                    table.encode(&entry, &mut bytes).map_err(job_error)?;
-                    rows += 1;
-                }
-                Err(e) => note(row, id, job_error(e.clone())),
-            }
-        }
-        images.push(TableImage {
-            id: id.to_string(),
-            wcs_cards: stamps.wcs_cards,
-        });
-        let part = scratch.file(&format!("part-{image}"));
-        tokio::fs::write(&part, &bytes)
-            .await
-            .map_err(|e| unavailable(format!("writing stamps failed: {e}")))?;
-        parts.push(part);
-    }
-    if rows == 0 {
-        return Err(first_error
-            .unwrap_or_else(|| JobError::new(ErrorCode::NoData, "no stamp could be cut")));
-    }
-    let out = scratch.file("stamps.fits");
-    let path = out.clone();
-    tokio::task::spawn_blocking(move || table.assemble(&path, &parts, &images))
-        .await
-        .map_err(|e| internal(format!("stamp table thread failed: {e}")))?
-        .map_err(job_error)?;
-    let meta = ObjectMeta {
-        content_type: STAMP_TABLE.to_owned(),
-        filename: format!("{}-stamps.fits", job.id),
-    };
-    let mut stored = vec![store.put("stamps", "fits", &out, meta).await?];
-    if first_error.is_some() {
-        let path = scratch.file("errors.csv");
-        tokio::fs::write(&path, &errors)
-            .await
-            .map_err(|e| unavailable(format!("writing the errors failed: {e}")))?;
-        let meta = ObjectMeta {
-            content_type: "text/csv".to_owned(),
-            filename: format!("{}-errors.csv", job.id),
-        };
-        stored.push(store.put("errors", "csv", &path, meta).await?);
-    }
-    Ok(stored)
-}
-
 /// Cuts one pair into `out` on a blocking thread (or, `header_only`, writes its header there).
 async fn cut_one(
     sources: &JobSources<'_>,
@@ -414,7 +297,7 @@ pub(crate) struct Store<'a> {
 }
 
 impl Store<'_> {
-    async fn put(
+    pub(crate) async fn put(
         &self,
         result_id: &str,
         extension: &str,
@@ -451,11 +334,11 @@ impl Store<'_> {
     }
 }
 
-fn internal(message: String) -> JobError {
+pub(crate) fn internal(message: String) -> JobError {
     JobError::new(ErrorCode::Internal, message)
 }
 
-fn unavailable(message: String) -> JobError {
+pub(crate) fn unavailable(message: String) -> JobError {
     JobError::new(ErrorCode::Unavailable, message)
 }
 

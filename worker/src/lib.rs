@@ -22,6 +22,7 @@ pub mod redis;
 pub mod redis_events;
 pub mod runner;
 pub mod sources;
+mod stamps;
 
 pub use local::{LocalQueue, LocalQueueReceiver, run_local};
 pub use runner::{Outcome, Worker, WorkerSettings};

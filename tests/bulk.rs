@@ -1,0 +1,281 @@
+//! Bulk cutouts (`POST /bulk`): a catalogue of positions in, one stamp table out, as a UWS job.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const STAMP_TABLE: &str = "application/fits;content=stamp-table";
+
+/// RA, Dec of the test image's pixel (`dx`, `dy`) from its centre (east is left).
+fn offset(dx: f64, dy: f64) -> (f64, f64) {
+    (
+        RA - dx * PIXEL_DEG / DEC.to_radians().cos(),
+        DEC + dy * PIXEL_DEG,
+    )
+}
+
+/// Waits until the background index has located the test image.
+fn wait_for_index(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !app
+        .get("/sia/query", &[("POS", "CIRCLE 150 2 0.01")])
+        .text()
+        .expect("body")
+        .contains("<TR>")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the index never located the image"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// POSTs a bulk request with `catalogue` as the part `cat`; returns the response.
+fn post_bulk(
+    app: &TestApp,
+    params: &[(&str, &str)],
+    catalogue: &str,
+) -> reqwest::blocking::Response {
+    let mut fields = vec![("UPLOAD", "cat,param:cat")];
+    fields.extend_from_slice(params);
+    app.post_multipart("/bulk", &fields, &[("cat", catalogue.as_bytes())])
+}
+
+/// Creates and runs a bulk job (303 expected); returns the final job document.
+fn run_bulk(app: &TestApp, params: &[(&str, &str)], catalogue: &str) -> String {
+    let mut params = params.to_vec();
+    params.push(("PHASE", "RUN"));
+    let r = post_bulk(app, &params, catalogue);
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+    let id = location(&r).rsplit('/').next().expect("id").to_owned();
+    let doc = app.wait_final(&id);
+    assert_uws_valid(&doc);
+    doc
+}
+
+#[test]
+fn a_catalogue_becomes_one_stamp_per_covering_image_and_an_errors_list() {
+    let app = app().topology(Topology::Embedded).start();
+    wait_for_index(&app);
+    let rows = [offset(-3.3, 10.2), offset(250.2, 0.0), offset(0.0, -120.7)];
+    let mut catalogue = String::from("# written by hand\nname,RA,Dec\n");
+    for (n, (ra, dec)) in rows.iter().enumerate() {
+        catalogue.push_str(&format!("src{n},{ra},{dec}\n"));
+    }
+    // Row 3 lies where no image is.
+    catalogue.push_str("far,10.0,-40.0\n");
+    let doc = run_bulk(&app, &[("SIZE", "16")], &catalogue);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps", "errors"]);
+    assert_eq!(
+        attributes(&doc, "uws:result", "mime-type"),
+        [STAMP_TABLE, "text/csv"]
+    );
+    let hrefs = attributes(&doc, "uws:result", "xlink:href");
+    let table = app.get_url(&hrefs[0]).bytes().expect("table");
+    let stamps = stamp_rows(&table, 16);
+    assert_eq!(
+        stamps.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+        [(0, 0), (1, 0), (2, 0)],
+        "one row per stamp, catalogue rows in order, all of image 0"
+    );
+    for (_, _, crpix1, crpix2, pixels) in &stamps {
+        assert_stamp_is_a_source_window(&app, (*crpix1, *crpix2), pixels, 16);
+    }
+    let errors = app.get_url(&hrefs[1]).text().expect("errors");
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(lines.len(), 2, "{errors}");
+    assert_eq!(lines[0], "row,image,reason");
+    assert!(
+        lines[1].starts_with("3,,\"UsageError: no indexed image covers (10, -40)"),
+        "{errors}"
+    );
+    // The job keeps the request's bulk parameters.
+    let parameters = app.get(
+        &format!(
+            "/jobs/{}/parameters",
+            element(&doc, "uws:jobId").expect("id")
+        ),
+        &[],
+    );
+    let parameters = parameters.text().expect("parameters");
+    assert!(parameters.contains("id=\"UPLOAD\""), "{parameters}");
+    assert!(parameters.contains("id=\"SIZE\""), "{parameters}");
+}
+
+#[test]
+fn rows_with_an_id_are_cut_from_that_image_without_a_sky_index() {
+    // Both topologies: the distributed frontend has no sky index, and its workers read the plan
+    // from the shared bucket.
+    let app = spawn_app();
+    let (ra, dec) = offset(10.0, 20.0);
+    let catalogue = format!("ra,dec,id\n{ra},{dec},{IMAGE}\n{ra},{dec},butler://test/missing\n");
+    let doc = run_bulk(
+        &app,
+        &[("SIZE", "9"), ("RESPONSEFORMAT", STAMP_TABLE)],
+        &catalogue,
+    );
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    let hrefs = attributes(&doc, "uws:result", "xlink:href");
+    let stamps = stamp_rows(&app.get_url(&hrefs[0]).bytes().expect("table"), 9);
+    assert_eq!(stamps.len(), 1);
+    assert_stamp_is_a_source_window(&app, (stamps[0].2, stamps[0].3), &stamps[0].4, 9);
+    let errors = app.get_url(&hrefs[1]).text().expect("errors");
+    assert!(errors.contains("\n1,,\""), "{errors}");
+    assert!(errors.contains("missing"), "{errors}");
+}
+
+#[test]
+fn a_catalogue_that_no_image_serves_makes_an_error_job_that_says_why() {
+    let app = app().topology(Topology::Embedded).start();
+    wait_for_index(&app);
+    let doc = run_bulk(&app, &[("SIZE", "8")], "ra,dec\n10,-40\n11,-41\n");
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("ERROR"),
+        "{doc}"
+    );
+    assert!(
+        doc.contains("none of the 2 catalogue rows could be cut"),
+        "{doc}"
+    );
+    assert!(doc.contains("no indexed image covers (10, -40)"), "{doc}");
+}
+
+#[test]
+fn a_bad_bulk_request_is_a_usage_error_and_creates_nothing() {
+    let app = app()
+        .topology(Topology::Embedded)
+        .config("BULK__MAX_ROWS", "3")
+        .config("BULK__MAX_UPLOAD_BYTES", "4000")
+        .start();
+    wait_for_index(&app);
+    let good = "ra,dec\n150,2\n";
+    // What is wrong, the parameters, the catalogue, and what the error must name.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, &'a str);
+    let cases: Vec<Case> = vec![
+        ("no SIZE", vec![], good.to_owned(), "SIZE"),
+        ("SIZE 0", vec![("SIZE", "0")], good.to_owned(), "SIZE"),
+        (
+            "another format",
+            vec![("SIZE", "8"), ("RESPONSEFORMAT", "application/zip")],
+            good.to_owned(),
+            "RESPONSEFORMAT",
+        ),
+        (
+            "bad EPOCHS",
+            vec![("SIZE", "8"), ("EPOCHS", "most")],
+            good.to_owned(),
+            "EPOCHS",
+        ),
+        (
+            "missing columns",
+            vec![("SIZE", "8")],
+            "x,y\n150,2\n".to_owned(),
+            "no column \"ra\"",
+        ),
+        (
+            "RACOL naming no column",
+            vec![("SIZE", "8"), ("RACOL", "alpha")],
+            good.to_owned(),
+            "\"alpha\"",
+        ),
+        (
+            "NaN coordinates",
+            vec![("SIZE", "8")],
+            "ra,dec\n150,2\nnan,2\n".to_owned(),
+            "row 1",
+        ),
+        (
+            "a declination past the pole",
+            vec![("SIZE", "8")],
+            "ra,dec\n150,95\n".to_owned(),
+            "row 0",
+        ),
+        (
+            "no rows",
+            vec![("SIZE", "8")],
+            "ra,dec\n".to_owned(),
+            "no rows",
+        ),
+        (
+            "over max_rows",
+            vec![("SIZE", "8")],
+            "ra,dec\n150,2\n150,2\n150,2\n150,2\n".to_owned(),
+            "max_rows",
+        ),
+        (
+            "over max_upload_bytes",
+            vec![("SIZE", "8")],
+            format!("ra,dec\n{}", "150.000000,2.000000\n".repeat(300)),
+            "max_upload_bytes",
+        ),
+        (
+            "EPOCHS=nearest without times",
+            vec![("SIZE", "8"), ("EPOCHS", "nearest")],
+            good.to_owned(),
+            "t_min",
+        ),
+    ];
+    for (what, params, catalogue, says) in cases {
+        let r = post_bulk(&app, &params, &catalogue);
+        let status = r.status();
+        let body = r.text().expect("body");
+        assert_eq!(status, 400, "{what}: {body}");
+        assert!(body.starts_with("UsageError"), "{what}: {body}");
+        assert!(body.contains(says), "{what}: {body} does not name {says}");
+    }
+    // No UPLOAD at all, an UPLOAD naming no part, and one naming a URL.
+    for (upload, says) in [
+        (None, "UPLOAD=cat,param:cat"),
+        (Some("cat,param:other"), "no part \"other\""),
+        (Some("cat,https://example.org/cat.csv"), "not from a URL"),
+    ] {
+        let mut fields = vec![("SIZE", "8")];
+        if let Some(upload) = upload {
+            fields.push(("UPLOAD", upload));
+        }
+        let r = app.post_multipart("/bulk", &fields, &[("cat", good.as_bytes())]);
+        assert_eq!(r.status(), 400);
+        let body = r.text().expect("body");
+        assert!(body.contains(says), "{upload:?}: {body}");
+    }
+    assert!(
+        app.job_ids(&[]).is_empty(),
+        "a refused request created a job"
+    );
+}
+
+#[test]
+fn a_small_catalogue_may_come_as_a_form_parameter() {
+    let app = app().topology(Topology::Embedded).start();
+    wait_for_index(&app);
+    let (ra, dec) = offset(0.0, 0.0);
+    let r = app.post(
+        "/bulk",
+        &[
+            ("UPLOAD", "cat,param:cat"),
+            ("cat", &format!("ra,dec\n{ra},{dec}\n")),
+            ("SIZE", "5"),
+            ("PHASE", "RUN"),
+        ],
+    );
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+    let id = location(&r).rsplit('/').next().expect("id").to_owned();
+    let doc = app.wait_final(&id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
+}
