@@ -327,3 +327,128 @@ fn roles_started_before_the_database_wait_for_it() {
         Some("COMPLETED")
     );
 }
+
+/// A bulk catalogue long enough to be killed or aborted half-way: `images` hard links to the big
+/// test image, 200 stamps of 16×16 spread over each (so each is read stamp by stamp), every row
+/// naming its image. Returns the catalogue and its row count.
+fn slow_bulk_catalogue(app: &TestApp, images: usize) -> (String, usize) {
+    big_image(app);
+    let dir = app.dir.path().join("images");
+    let mut catalogue = String::from("ra,dec,id\n");
+    let mut rows = 0;
+    for n in 0..images {
+        std::fs::hard_link(dir.join("big.fits"), dir.join(format!("big{n}.fits"))).expect("link");
+        for k in 0..200 {
+            // Pixel offsets within ±1900 (x) and ±1900 (y) of the centre: on the image.
+            let dx = ((k * 7919) % 3800) as f64 - 1900.0;
+            let dy = ((k * 104_729) % 3800) as f64 - 1900.0;
+            let ra = RA - dx * PIXEL_DEG / DEC.to_radians().cos();
+            let dec = DEC + dy * PIXEL_DEG;
+            catalogue.push_str(&format!("{ra},{dec},butler://test/big{n}\n"));
+            rows += 1;
+        }
+    }
+    (catalogue, rows)
+}
+
+fn create_bulk(app: &TestApp, catalogue: &str) -> String {
+    let r = app.post_multipart(
+        "/bulk",
+        &[
+            ("UPLOAD", "cat,param:cat"),
+            ("SIZE", "16"),
+            ("PHASE", "RUN"),
+        ],
+        &[("cat", catalogue.as_bytes())],
+    );
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+    location(&r).rsplit('/').next().expect("id").to_owned()
+}
+
+#[test]
+fn a_bulk_job_whose_worker_is_killed_gives_every_stamp_exactly_once() {
+    let mut app = distributed(1)
+        .config("WORKER__VISIBILITY_TIMEOUT", "2")
+        .config("WORKER__CONCURRENCY", "1")
+        .start();
+    let (catalogue, rows) = slow_bulk_catalogue(&app, 60);
+    let id = create_bulk(&app, &catalogue);
+    assert_eq!(app.wait_until_not_queued(&id), "EXECUTING");
+    app.workers[0].kill().expect("SIGKILL the worker");
+    app.workers[0].wait().expect("reap");
+    assert_eq!(
+        app.phase(&id),
+        "EXECUTING",
+        "the job ended before its worker was killed: make it longer"
+    );
+
+    app.start_worker();
+    let doc = app.wait_final(&id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
+    let table = app
+        .get_url(&attributes(&doc, "uws:result", "xlink:href")[0])
+        .bytes()
+        .expect("table");
+    let mut seen: Vec<i64> = stamp_rows(&table, 16).iter().map(|r| r.0).collect();
+    assert_eq!(seen.len(), rows, "one stamp per row, none twice");
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (0..rows as i64).collect::<Vec<_>>());
+    // Only the finishing attempt stored a table (the plan is the job's input, under `bulk`).
+    let attempts: std::collections::HashSet<String> = bucket_objects(&app, &id)
+        .iter()
+        .filter_map(|p| {
+            p.file_name()?
+                .to_str()?
+                .split('+')
+                .nth(1)
+                .map(str::to_owned)
+        })
+        .filter(|attempt| attempt != "bulk")
+        .collect();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+}
+
+#[test]
+fn an_aborted_bulk_job_stops_and_leaves_no_stamps_behind() {
+    let app = distributed(1).config("WORKER__CONCURRENCY", "1").start();
+    let (catalogue, _) = slow_bulk_catalogue(&app, 60);
+    let id = create_bulk(&app, &catalogue);
+    assert_eq!(app.wait_until_not_queued(&id), "EXECUTING");
+    let r = app.post(&format!("/jobs/{id}/phase"), &[("PHASE", "ABORT")]);
+    assert_eq!(r.status(), 303);
+    let doc = app.wait_final(&id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("ABORTED"),
+        "{doc}"
+    );
+    // No result object, and the attempt's scratch parts are gone once the worker lets go.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored: Vec<_> = bucket_objects(&app, &id)
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains("+bulk+"))
+            .collect();
+        let scratch: Vec<_> = std::fs::read_dir(app.dir.path().join("data/scratch"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&id))
+            .collect();
+        if stored.is_empty() && scratch.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {stored:?} {:?}",
+            scratch.iter().map(|e| e.path()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
