@@ -115,6 +115,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         WorkerSettings {
             scratch_dir,
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
+            part_bytes: config.bulk.part_bytes,
         },
     );
     let worker = match crate::buckets::build_source_cache(&config, &data_dir)? {

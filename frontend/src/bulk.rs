@@ -195,12 +195,22 @@ pub async fn create(
 #[derive(Debug, Clone)]
 struct BulkOptions {
     size: usize,
+    packaging: Packaging,
     epochs: Epochs,
     time: Option<(f64, f64)>,
     band: Option<(f64, f64)>,
     collections: Vec<String>,
     ra_column: Option<String>,
     dec_column: Option<String>,
+}
+
+/// How the stamps are packaged, as far as their planned size goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packaging {
+    /// One table row per stamp.
+    Table,
+    /// An image HDU (a multi-extension file) or a FITS file (a zip) per stamp.
+    Files,
 }
 
 /// Which of the images covering a row are cut.
@@ -234,10 +244,15 @@ pub async fn create_job(
         quota::check(app, owner, intent).await?;
     }
     let planned = plan(app, catalogue, &options).await?;
-    let table = StampTable { size: options.size };
+    let stamp_bytes = match options.packaging {
+        Packaging::Table => StampTable { size: options.size }.row_bytes() as u64,
+        // A header of about 40 cards (two blocks with a long image ID), and the pixels; a zip
+        // entry adds its local header and its central-directory record.
+        Packaging::Files => soda::stamp_file::stamp_bytes(options.size, 30, 256) + 200,
+    };
     let planned_bytes = planned
         .stamps
-        .saturating_mul(table.row_bytes() as u64)
+        .saturating_mul(stamp_bytes)
         .saturating_add(planned.images.saturating_mul(4 * 2880))
         .saturating_add(4 * 2880);
     if let Some(limit) = app
@@ -340,15 +355,25 @@ fn options(app: &App, params: &Parameters) -> Result<BulkOptions> {
             "SIZE={size} is over the limit of {limit} pixels a side (max_stamp_size)"
         )));
     }
-    if let Some(format) = single("RESPONSEFORMAT")? {
-        let compact: String = format.chars().filter(|c| !c.is_whitespace()).collect();
-        if !compact.eq_ignore_ascii_case(STAMP_TABLE) {
-            return Err(FrontendError::Usage(format!(
-                "RESPONSEFORMAT {format:?} is not offered for bulk cutouts: this service writes \
-                 {STAMP_TABLE}"
-            )));
+    let packaging = match single("RESPONSEFORMAT")? {
+        None => Packaging::Table,
+        Some(format) => {
+            let compact: String = format.chars().filter(|c| !c.is_whitespace()).collect();
+            if compact.eq_ignore_ascii_case(STAMP_TABLE) {
+                Packaging::Table
+            } else if compact.eq_ignore_ascii_case("application/fits")
+                || compact.eq_ignore_ascii_case("application/zip")
+            {
+                Packaging::Files
+            } else {
+                return Err(FrontendError::Usage(format!(
+                    "RESPONSEFORMAT {format:?} is not offered for bulk cutouts: this service \
+                     writes {STAMP_TABLE} (the default), application/fits (an HDU per stamp) \
+                     or application/zip (a FITS file per stamp)"
+                )));
+            }
         }
-    }
+    };
     let epochs = match single("EPOCHS")?.map(|v| v.trim().to_ascii_lowercase()) {
         None => Epochs::All,
         Some(v) => match v.as_str() {
@@ -371,6 +396,7 @@ fn options(app: &App, params: &Parameters) -> Result<BulkOptions> {
         .transpose()?;
     Ok(BulkOptions {
         size,
+        packaging,
         epochs,
         time,
         band,

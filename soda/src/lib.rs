@@ -62,6 +62,7 @@ mod source_id;
 mod spectral;
 mod sphere;
 mod stamp;
+pub mod stamp_file;
 pub mod stamp_table;
 mod stencil;
 mod temporal;

@@ -98,7 +98,7 @@ pub(crate) async fn cut_all(
     let mut scratch = Scratch::new(&settings.scratch_dir, &job.id);
     // A bulk job's cutouts are in its plan, not its parameters.
     if job.parameters.iter().any(|(name, _)| name == "UPLOAD") {
-        return crate::stamps::bulk(job, &sources, &store, &mut scratch).await;
+        return crate::stamps::bulk(job, settings.part_bytes, &sources, &store, &mut scratch).await;
     }
     // The frontend admitted the job under its own limit on cutouts (light curves may have more
     // epochs than the default), so none is applied again here.

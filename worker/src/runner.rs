@@ -24,6 +24,9 @@ pub struct WorkerSettings {
     pub scratch_dir: PathBuf,
     /// Recorded in every result's provenance.
     pub software: String,
+    /// Most bytes of one result file of a bulk job's stamps; more stamps go to further,
+    /// numbered parts, each a valid file on its own.
+    pub part_bytes: u64,
 }
 
 /// How long after an abort a store call cut short may still finish its object.
