@@ -117,8 +117,10 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
         },
     );
-    let worker = match crate::buckets::build_source_cache(&config, &data_dir)? {
-        Some(cache) => worker.with_source_cache(cache),
+    // The worker and the indexer share one source cache (and its store clients).
+    let source_cache = crate::buckets::build_source_cache(&config, &data_dir)?;
+    let worker = match &source_cache {
+        Some(cache) => worker.with_source_cache(cache.clone()),
         None => worker,
     };
     let shutdown = CancellationToken::new();
@@ -159,6 +161,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         tokio::spawn(crate::index::run_in_background(
             sky_index,
             config.repositories.clone(),
+            source_cache,
             config.index.concurrency,
             Duration::from_secs(config.index.rescan_interval),
             shutdown.clone(),
