@@ -358,29 +358,33 @@ fn write_two_extensions(path: &Path) {
     }
 }
 
-/// Writes the demo images and a multi-extension file (`mef`: extensions `BLUE` and `RED`) into
-/// `dir`, and the same bytes under `survey/` of the bucket `images`, with a corrupt
-/// `survey/broken.fits` beside them in the bucket only. The names of the images written.
-fn images_here_and_in_the_bucket(moto: &Moto, dir: &Path) -> Vec<String> {
+/// Writes the demo images, a multi-extension file (`mef`: extensions `BLUE` and `RED`) and a
+/// tile-compressed copy of the M31 demo image (`packed.fits.fz`) into `dir`, and the same files
+/// under `survey/` of the bucket `images`, with a corrupt `survey/broken.fits` beside them in the
+/// bucket only.
+fn images_here_and_in_the_bucket(moto: &Moto, dir: &Path) {
     moto.create_bucket("images");
-    let mut names: Vec<String> = soda::write_demo_repository(dir)
-        .expect("demo images")
-        .into_iter()
-        .map(|image| image.name)
-        .collect();
+    let demo = soda::write_demo_repository(dir).expect("demo images");
     write_two_extensions(&dir.join("mef.fits"));
-    names.push("mef".to_owned());
-    for name in &names {
-        let bytes = std::fs::read(dir.join(format!("{name}.fits"))).expect("image");
-        moto.put_object("images", &format!("survey/{name}.fits"), bytes);
+    crate::buckets::tile_compressed(&dir.join("m31.fits"), &dir.join("packed.fits.fz"));
+    for entry in std::fs::read_dir(dir).expect("list") {
+        let entry = entry.expect("entry");
+        let file = entry.file_name().into_string().expect("name");
+        let bytes = std::fs::read(entry.path()).expect("image");
+        moto.put_object("images", &format!("survey/{file}"), bytes);
     }
     moto.put_object(
         "images",
         "survey/broken.fits",
         b"SIMPLE  = nonsense".to_vec(),
     );
-    names
+    assert_eq!(demo.len(), 3, "the counts below assume three demo images");
 }
+
+/// What [`images_here_and_in_the_bucket`] writes into the directory: three demo images, `mef`
+/// (one file, two images) and `packed` (one image).
+const FILES_HERE: usize = 5;
+const IMAGES_HERE: usize = 6;
 
 /// The rows of an SIA answer by image ID, each a map from column name to value.
 fn rows_by_id(doc: &str) -> BTreeMap<String, BTreeMap<String, String>> {
@@ -398,7 +402,7 @@ fn rows_by_id(doc: &str) -> BTreeMap<String, BTreeMap<String, String>> {
 fn images_in_a_bucket_prefix_are_found_with_the_footprints_of_the_same_images_in_a_directory() {
     let moto = Moto::start();
     let local = tempfile::tempdir().expect("tempdir");
-    let names = images_here_and_in_the_bucket(&moto, local.path());
+    images_here_and_in_the_bucket(&moto, local.path());
     let mut builder = app()
         .topology(Topology::Embedded)
         .config("REPOSITORIES__COLD", "s3://images/survey")
@@ -407,8 +411,7 @@ fn images_in_a_bucket_prefix_are_found_with_the_footprints_of_the_same_images_in
         builder = builder.config(&key["SKYCUT_".len()..], &value);
     }
     let app = builder.start();
-    // Every image of both repositories: four single images, and the two extensions of `mef`.
-    let expected = names.len() + 1;
+    let expected = IMAGES_HERE;
     let deadline = Instant::now() + Duration::from_secs(60);
     let (cold, here) = loop {
         let query = |collection: &str| {
@@ -445,13 +448,23 @@ fn images_in_a_bucket_prefix_are_found_with_the_footprints_of_the_same_images_in
         "{:?}",
         cold.keys()
     );
-    // A position finds the image in both places, and its DataLink leads to a cutout.
+    // A position finds the image and its compressed copy in both places, and a cutout of the
+    // remote one can be made.
     let doc = app
         .get("/sia/query", &[("POS", "CIRCLE 10.684708 41.26875 0.01")])
         .text()
         .expect("body");
     let found: Vec<String> = rows_by_id(&doc).into_keys().collect();
-    assert_eq!(found, ["butler://cold/m31", "butler://here/m31"], "{doc}");
+    assert_eq!(
+        found,
+        [
+            "butler://cold/m31",
+            "butler://cold/packed",
+            "butler://here/m31",
+            "butler://here/packed"
+        ],
+        "{doc}"
+    );
     let r = app.get(
         "/sync",
         &[
@@ -489,29 +502,25 @@ fn skycut_index(dir: &Path, repositories: &[String], env: &[(String, String)]) -
 fn skycut_index_reads_a_bucket_prefix_by_headers_once_and_lists_corrupt_objects() {
     let moto = Moto::start();
     let local = tempfile::tempdir().expect("tempdir");
-    let names = images_here_and_in_the_bucket(&moto, local.path());
+    images_here_and_in_the_bucket(&moto, local.path());
     let dir = tempfile::tempdir().expect("tempdir");
     let env = s3_settings(&moto.endpoint);
     let cold = vec!["cold=s3://images/survey".to_owned()];
     let (ok, first) = skycut_index(dir.path(), &cold, &env);
     assert!(ok, "{first}");
-    // Four single-image files and the two images of `mef` located, the corrupt object listed
-    // as unusable. One request per single-image file (its header is in the first read), two for
-    // `mef` (its second extension's header is past the first one's data), and one for the
-    // corrupt object, too short to hold a header, which is read whole instead.
+    // Every image located, the corrupt object listed as unusable. One request per demo image
+    // (its header is in the first read), two for `mef` (its second extension's header is past
+    // the first one's data), one each for `packed` and the corrupt object (too short to hold a
+    // header), which are read whole.
     assert!(
         first.contains(&format!(
-            "{} files read ({} images located, 1 unusable)",
-            names.len() + 1,
-            names.len() + 1
+            "{} files read ({IMAGES_HERE} images located, 1 unusable)",
+            FILES_HERE + 1
         )),
         "{first}"
     );
     assert!(
-        first.contains(&format!(
-            "{} requests to buckets",
-            (names.len() - 1) + 2 + 1
-        )) && first.contains("(1 objects read whole)"),
+        first.contains("7 requests to buckets") && first.contains("(2 objects read whole)"),
         "{first}"
     );
     // Unchanged: no object is read again.
@@ -521,7 +530,7 @@ fn skycut_index_reads_a_bucket_prefix_by_headers_once_and_lists_corrupt_objects(
         second.contains("0 files read")
             && second.contains(&format!(
                 "{} files unchanged, 0 removed, 0 failed",
-                names.len() + 1
+                FILES_HERE + 1
             ))
             && second.contains("0 requests to buckets"),
         "{second}"
@@ -535,7 +544,7 @@ fn skycut_index_reads_a_bucket_prefix_by_headers_once_and_lists_corrupt_objects(
     assert!(ok, "{third}");
     assert!(
         third.contains("1 files read (2 images located, 0 unusable)")
-            && third.contains(&format!("{} files unchanged, 1 removed", names.len() - 1)),
+            && third.contains(&format!("{} files unchanged, 1 removed", FILES_HERE - 1)),
         "{third}"
     );
 }
@@ -544,7 +553,7 @@ fn skycut_index_reads_a_bucket_prefix_by_headers_once_and_lists_corrupt_objects(
 fn a_bucket_that_cannot_be_listed_fails_the_run_and_keeps_its_index_entries() {
     let moto = Moto::start();
     let local = tempfile::tempdir().expect("tempdir");
-    let names = images_here_and_in_the_bucket(&moto, local.path());
+    images_here_and_in_the_bucket(&moto, local.path());
     let dir = tempfile::tempdir().expect("tempdir");
     let env = s3_settings(&moto.endpoint);
     let (ok, first) = skycut_index(dir.path(), &["cold=s3://images/survey".to_owned()], &env);
@@ -561,7 +570,7 @@ fn a_bucket_that_cannot_be_listed_fails_the_run_and_keeps_its_index_entries() {
     );
     assert!(!ok, "{broken}");
     assert!(
-        broken.contains(&format!("{} files read", names.len()))
+        broken.contains(&format!("{FILES_HERE} files read"))
             && broken.contains("0 removed")
             && broken.contains("1 repositories failed to list"),
         "{broken}"
@@ -570,7 +579,7 @@ fn a_bucket_that_cannot_be_listed_fails_the_run_and_keeps_its_index_entries() {
     assert!(ok, "{again}");
     assert!(
         again.contains("0 files read")
-            && again.contains(&format!("{} files unchanged, 0 removed", names.len() + 1)),
+            && again.contains(&format!("{} files unchanged, 0 removed", FILES_HERE + 1)),
         "{again}"
     );
 }
