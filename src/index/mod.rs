@@ -332,9 +332,7 @@ async fn read_file(
         }
         Source::Object(url, object) => {
             let cache = buckets.ok_or_else(|| "no source cache to read buckets with".to_owned())?;
-            objects::describe(cache, url, object, describing)
-                .await
-                .map_err(|e| e.to_string())
+            objects::describe(cache, url, object, describing).await
         }
     }
 }

@@ -52,41 +52,47 @@ impl Drop for Scratch {
 /// Describes the version `object.version` of object `object.name` of the bucket `repository`
 /// (its URL). `describing` bounds the descriptions run at once (they take CPU; the reads before
 /// them only wait). A store failure, including the object changing since it was listed, is an
-/// error: the object is then left for the next scan, not described from mixed versions.
+/// error, which says why: the object is then left for the next scan, not described from mixed
+/// versions.
 pub(super) async fn describe(
     cache: &SourceCache,
     repository: &str,
     object: &ListedObject,
     describing: &Semaphore,
-) -> Result<ObjectRead, BucketError> {
-    let remote = cache.remote(repository, &object.name, None)?;
+) -> Result<ObjectRead, String> {
+    let store = |e: BucketError| e.to_string();
+    let task = |e: tokio::task::JoinError| format!("index task failed: {e}");
+    let remote = cache
+        .remote(repository, &object.name, None)
+        .map_err(store)?;
     let scratch = Scratch(cache.scratch_file());
     let version = &object.version;
     let whole = if object.name.ends_with(".fits.fz") {
         Some("a tile-compressed image is read whole".to_owned())
     } else {
-        match headers(&remote, version).await? {
+        match headers(&remote, version).await.map_err(store)? {
             Ok(chunks) => {
                 let (path, size) = (scratch.0.clone(), version.size);
                 tokio::task::spawn_blocking(move || write_sparse(&path, Some(size), &chunks))
                     .await
-                    .map_err(|e| BucketError::Config(format!("index task failed: {e}")))??;
+                    .map_err(task)?
+                    .map_err(store)?;
                 None
             }
             Err(why) => Some(why),
         }
     };
     if whole.is_some() {
-        remote.read_to_file(&scratch.0, version).await?;
+        remote
+            .read_to_file(&scratch.0, version)
+            .await
+            .map_err(store)?;
     }
-    let _permit = describing
-        .acquire()
-        .await
-        .map_err(|e| BucketError::Config(format!("index semaphore: {e}")))?;
+    let _permit = describing.acquire().await.map_err(|e| e.to_string())?;
     let path = scratch.0.clone();
     let described = tokio::task::spawn_blocking(move || soda::sky::describe_file(&path))
         .await
-        .map_err(|e| BucketError::Config(format!("index task failed: {e}")))?;
+        .map_err(task)?;
     let (requests, bytes) = remote.fetched();
     Ok(ObjectRead {
         described,
