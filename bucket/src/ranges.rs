@@ -166,9 +166,7 @@ impl RemoteObject {
             .try_collect()
             .await
     }
-}
 
-impl RemoteObject {
     /// The whole of `version` of the object, streamed into a new file at `path` (for an object
     /// its reader must see whole, a tile-compressed image say); an object that is no longer
     /// that version fails with [`BucketError::Changed`]. Returns the bytes written.
