@@ -118,8 +118,10 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
             part_bytes: config.bulk.part_bytes,
         },
     );
-    let worker = match crate::buckets::build_source_cache(&config, &data_dir)? {
-        Some(cache) => worker.with_source_cache(cache),
+    // The worker and the indexer share one source cache (and its store clients).
+    let source_cache = crate::buckets::build_source_cache(&config, &data_dir)?;
+    let worker = match &source_cache {
+        Some(cache) => worker.with_source_cache(cache.clone()),
         None => worker,
     };
     let shutdown = CancellationToken::new();
@@ -160,6 +162,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         tokio::spawn(crate::index::run_in_background(
             sky_index,
             config.repositories.clone(),
+            source_cache,
             config.index.concurrency,
             Duration::from_secs(config.index.rescan_interval),
             shutdown.clone(),
