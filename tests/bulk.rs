@@ -429,3 +429,40 @@ fn a_result_over_the_part_size_is_split_into_parts_that_are_files_of_their_own()
     }
     assert_eq!(rows, [0, 1, 2, 3, 4]);
 }
+
+#[test]
+fn a_running_bulk_job_shows_its_progress_in_job_info() {
+    let app = spawn_app();
+    let (catalogue, rows) = slow_bulk_catalogue(&app, 30);
+    let id = create_bulk(&app, &catalogue);
+    let progress = |doc: &str| -> Option<(u64, u64)> {
+        let at = doc.find("<progress xmlns=\"urn:skycut:progress\" name=\"stamps\"")?;
+        let attr = |name: &str| -> Option<u64> {
+            let rest = &doc[at..];
+            let start = rest.find(&format!(" {name}=\""))? + name.len() + 3;
+            rest[start..].split('"').next()?.parse().ok()
+        };
+        Some((attr("done")?, attr("total")?))
+    };
+    // Seen part-way at least once while it runs (a report every 2 s, the job takes longer).
+    let mut partway = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let doc = app.job_xml(&id);
+        assert_uws_valid(&doc);
+        let phase = element(&doc, "uws:phase").unwrap_or_default();
+        if let Some((done, total)) = progress(&doc) {
+            assert_eq!(total, rows as u64, "{doc}");
+            if phase == "EXECUTING" && done < total {
+                partway = Some(done);
+            }
+        }
+        if phase == "COMPLETED" {
+            assert_eq!(progress(&doc), Some((rows as u64, rows as u64)), "{doc}");
+            break;
+        }
+        assert!(phase != "ERROR" && Instant::now() < deadline, "{doc}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(partway.is_some(), "no report while the job ran");
+}

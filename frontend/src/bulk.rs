@@ -11,8 +11,8 @@
 //! image of the sky index whose outline holds the position (looked up once per HEALPix cell of
 //! [`soda::sky::GROUPING_DEPTH`], so neighbouring rows share a lookup), narrowed by the
 //! request's `TIME`, `BAND` and `COLLECTION` and the row's own `t_min`/`t_max`, and `EPOCHS`
-//! picks among them. The stamps are grouped by image into the job's plan ([`soda::plan`]),
-//! stored beside its results under [`soda::plan::plan_key`], which the worker reads: each image is opened
+//! picks among them. The stamps are grouped by image into the job's plan ([`soda::bulk_plan`]),
+//! stored beside its results under [`soda::bulk_plan::plan_key`], which the worker reads: each image is opened
 //! once and cut for all its rows. A row no image serves is listed in the plan as an error and
 //! becomes a line of the job's `errors` result; a catalogue none of whose rows can be served
 //! makes a job that is ERROR at once, saying why.
@@ -27,8 +27,8 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use soda::bulk_plan::{PlanWriter, PlannedStamp};
 use soda::catalogue::{CatalogueRow, CsvCatalogue};
-use soda::plan::{PlanWriter, PlannedStamp};
 use soda::stamp_table::{STAMP_TABLE, StampTable};
 use uws::Parameters;
 use uws::results::ObjectMeta;
@@ -311,7 +311,7 @@ pub async fn create_job(
     app.uws
         .results()
         .put_file(
-            &soda::plan::plan_key(id.as_str()),
+            &soda::bulk_plan::plan_key(id.as_str()),
             planned.file.path(),
             &meta,
         )
@@ -573,7 +573,7 @@ async fn plan(
     let images = groups.len() as u64;
     let file = tokio::task::spawn_blocking(move || {
         let file = tempfile::NamedTempFile::new()?;
-        let mut writer = PlanWriter::new(std::io::BufWriter::new(file.reopen()?))?;
+        let mut writer = PlanWriter::new(std::io::BufWriter::new(file.reopen()?), stamps, images)?;
         for (row, reason) in &errors {
             writer.error(*row, reason)?;
         }

@@ -148,6 +148,7 @@ mod tests {
             results: Vec::new(),
             error: None,
             planned_bytes: None,
+            progress: None,
         }
     }
 

@@ -38,6 +38,7 @@
 //! Read `cutout` first: it is short and calls everything else.
 
 mod axis;
+pub mod bulk_plan;
 pub mod catalogue;
 mod celestial;
 mod coverage;
@@ -50,7 +51,6 @@ mod footprint;
 mod header;
 pub mod layout;
 mod mask;
-pub mod plan;
 mod polarization;
 pub mod preview;
 mod region;

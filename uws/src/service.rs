@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::error::UwsError;
 use crate::events::{JobWaiters, JobWatch, PhaseChange, PhaseEvents, Wake};
-use crate::job::{Admission, ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob};
+use crate::job::{Admission, ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob, Progress};
 use crate::params::Parameters;
 use crate::queue::{DelegatedToken, JobQueue, Priority, QueuedJob};
 use crate::results::ResultStore;
@@ -544,6 +544,15 @@ impl Uws {
             Err(UwsError::IllegalTransition { .. }) => self.job(&job.owner, job.id.as_str()).await,
             Err(e) => Err(e),
         }
+    }
+
+    /// Records how far an EXECUTING job has come (shown in its `jobInfo`). A report that comes
+    /// after the job ended is refused as `WrongPhase`, which a worker may ignore.
+    pub async fn report_progress(&self, id: &JobId, progress: Progress) -> Result<(), UwsError> {
+        self.store
+            .update(id, JobUpdate::Progress(progress))
+            .await
+            .map(drop)
     }
 
     /// Applies a transition and announces it.

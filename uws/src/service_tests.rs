@@ -1116,3 +1116,43 @@ async fn wait_final_waits_for_the_end_of_the_job() {
     assert_eq!(done.phase, Completed);
     worker.await.expect("worker");
 }
+
+#[tokio::test]
+async fn progress_is_recorded_while_executing_and_refused_before_and_after() {
+    let h = Harness::default();
+    let job = queued(&h, "alice", Priority::Bulk).await;
+    let progress = |done| {
+        crate::Progress(vec![crate::ProgressCount {
+            name: "stamps".into(),
+            done,
+            total: 10,
+        }])
+    };
+    let early = h.uws.report_progress(&job.id, progress(0)).await;
+    assert!(
+        matches!(early, Err(UwsError::WrongPhase { .. })),
+        "{early:?}"
+    );
+    h.uws
+        .finish(&job.id, Transition::Start)
+        .await
+        .expect("start");
+    h.uws
+        .report_progress(&job.id, progress(4))
+        .await
+        .expect("report");
+    let seen = h.uws.job("alice", job.id.as_str()).await.expect("job");
+    assert_eq!(seen.progress, Some(progress(4)));
+    h.uws
+        .finish(&job.id, Transition::Complete(vec![result("k")]))
+        .await
+        .expect("complete");
+    let late = h.uws.report_progress(&job.id, progress(10)).await;
+    assert!(matches!(late, Err(UwsError::WrongPhase { .. })), "{late:?}");
+    let done = h.uws.job("alice", job.id.as_str()).await.expect("job");
+    assert_eq!(
+        done.progress,
+        Some(progress(4)),
+        "a late report changes nothing"
+    );
+}

@@ -308,6 +308,9 @@ async fn update(
     if let JobUpdate::Destruction(_) | JobUpdate::ExecutionDuration(_) = update {
         service_wide(&claims, "setting a job's times")?;
     }
+    if let JobUpdate::Progress(_) = update {
+        service_wide(&claims, "reporting a job's progress")?;
+    }
     let job = store.update(&job.id, update).await?;
     Ok(Json(JobJson::from(&job)))
 }

@@ -294,6 +294,8 @@ pub(crate) struct Store<'a> {
     /// Each key is recorded here before its object is stored.
     pub(crate) stored_keys: &'a StoredKeys,
     pub(crate) transient: bool,
+    /// Where a long job reports its progress.
+    pub(crate) uws: &'a uws::service::Uws,
 }
 
 impl Store<'_> {

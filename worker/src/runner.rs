@@ -243,6 +243,7 @@ impl Worker {
             stored_keys: stored,
             // A sync request waiting in this process reads its result once, at once.
             transient: self.uws.awaited_here(&job.id),
+            uws: &self.uws,
         };
         crate::cutouts::cut_all(
             job,

@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use soda::plan::{PlanItem, PlanReader, PlannedStamp};
+use soda::bulk_plan::{PlanItem, PlanReader, PlannedStamp};
 use soda::stamp_table::{STAMP_TABLE, StampRow, StampTable, TableImage};
 use soda::{SourceId, Stencil};
 use uws::results::ObjectMeta;
@@ -456,7 +456,7 @@ pub(crate) async fn bulk(
     let plan = scratch.file("plan.txt");
     store
         .results
-        .get_file(&soda::plan::plan_key(job.id.as_str()), &plan)
+        .get_file(&soda::bulk_plan::plan_key(job.id.as_str()), &plan)
         .await
         .map_err(|e| unavailable(format!("reading the bulk plan failed: {e}")))?;
     let file = std::fs::File::open(&plan)
@@ -470,6 +470,8 @@ pub(crate) async fn bulk(
         .map(|(_, value)| value.as_str());
     let packaging = Packaging::from_response_format(format)?;
     let mut builder = StampsBuilder::new(packaging, size, part_bytes);
+    let (total_stamps, total_images) = reader.totals();
+    let mut progress = Progress::new(total_stamps, total_images);
     loop {
         // A group is read on a blocking thread: the plan is a file.
         let (back, item) = tokio::task::spawn_blocking(move || {
@@ -484,20 +486,77 @@ pub(crate) async fn bulk(
             Some(PlanItem::Error { row, reason }) => {
                 builder.note(row, "", JobError::new(ErrorCode::NoData, reason));
             }
-            Some(PlanItem::Image { id, stamps }) => match SourceId::parse(&id) {
-                Ok(source) => {
-                    builder
-                        .add_image(sources, &source, &stamps, scratch)
-                        .await?
-                }
-                Err(e) => {
-                    let error = job_error(e);
-                    for stamp in &stamps {
-                        builder.note(stamp.row, &id, error.clone());
+            Some(PlanItem::Image { id, stamps }) => {
+                match SourceId::parse(&id) {
+                    Ok(source) => {
+                        builder
+                            .add_image(sources, &source, &stamps, scratch)
+                            .await?
+                    }
+                    Err(e) => {
+                        let error = job_error(e);
+                        for stamp in &stamps {
+                            builder.note(stamp.row, &id, error.clone());
+                        }
                     }
                 }
-            },
+                progress.image_done(stamps.len() as u64);
+                progress.report_now_and_then(store.uws, &job.id).await;
+            }
         }
     }
+    progress.report(store.uws, &job.id).await;
     builder.finish(job, store, scratch).await
+}
+
+/// How often a bulk job's progress is reported at most.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A bulk job's progress: stamps and images done of the plan's totals.
+struct Progress {
+    stamps: (u64, u64),
+    images: (u64, u64),
+    reported: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(stamps: u64, images: u64) -> Progress {
+        Progress {
+            stamps: (0, stamps),
+            images: (0, images),
+            reported: None,
+        }
+    }
+
+    fn image_done(&mut self, stamps: u64) {
+        self.stamps.0 += stamps;
+        self.images.0 += 1;
+    }
+
+    /// Reports when the last report is [`PROGRESS_EVERY`] old (or there was none).
+    async fn report_now_and_then(&mut self, uws: &uws::service::Uws, job: &uws::JobId) {
+        if self
+            .reported
+            .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
+        {
+            self.report(uws, job).await;
+        }
+    }
+
+    /// Reports to the job store; a failed report is only a stale count, never the job's end.
+    async fn report(&mut self, uws: &uws::service::Uws, job: &uws::JobId) {
+        self.reported = Some(std::time::Instant::now());
+        let count = |name: &str, (done, total): (u64, u64)| uws::ProgressCount {
+            name: name.to_owned(),
+            done,
+            total,
+        };
+        let progress = uws::Progress(vec![
+            count("stamps", self.stamps),
+            count("images", self.images),
+        ]);
+        if let Err(e) = uws.report_progress(job, progress).await {
+            tracing::debug!(error = %e, "progress report refused");
+        }
+    }
 }

@@ -3,12 +3,14 @@
 //! The frontend places every catalogue row on the images that cover it before the job exists,
 //! and writes the plan as a text file stored beside the job's results; the worker reads it back
 //! a group at a time, so its memory is bounded by one image's stamps, not by the catalogue.
+//! The second line holds the totals (stamps, images) that the worker reports progress against.
 //! Rows that no image can serve are listed first, as errors with the reason. Then come the
 //! groups: an image ID, then its stamps, each a catalogue row number and position, in
 //! catalogue order.
 //!
 //! ```text
 //! # skycut bulk plan 1
+//! T,2,1
 //! E,17,no indexed image covers (10.5, -3.25)
 //! I,butler://demo/image-1
 //! S,0,10.01,-3.02
@@ -54,8 +56,11 @@ pub struct PlanWriter<W: Write> {
 }
 
 impl<W: Write> PlanWriter<W> {
-    pub fn new(mut out: W) -> Result<PlanWriter<W>, SodaError> {
+    /// Starts a plan of `stamps` stamps from `images` images (its totals, which a worker
+    /// reports its progress against).
+    pub fn new(mut out: W, stamps: u64, images: u64) -> Result<PlanWriter<W>, SodaError> {
         writeln!(out, "{HEADER}")?;
+        writeln!(out, "T,{stamps},{images}")?;
         Ok(PlanWriter { out })
     }
 
@@ -86,12 +91,14 @@ impl<W: Write> PlanWriter<W> {
 /// Reads a plan back, an item at a time.
 pub struct PlanReader<R: BufRead> {
     input: R,
+    /// Stamps and images the plan holds.
+    totals: (u64, u64),
     /// A line read ahead: the first line after a group's stamps.
     pending: Option<String>,
 }
 
 impl<R: BufRead> PlanReader<R> {
-    /// Checks the header line.
+    /// Checks the header line and reads the totals.
     pub fn open(mut input: R) -> Result<PlanReader<R>, SodaError> {
         let mut line = String::new();
         input.read_line(&mut line)?;
@@ -101,10 +108,24 @@ impl<R: BufRead> PlanReader<R> {
                 line.trim_end()
             )));
         }
+        line.clear();
+        input.read_line(&mut line)?;
+        let totals = line
+            .trim_end()
+            .strip_prefix("T,")
+            .and_then(|t| t.split_once(','))
+            .and_then(|(s, i)| Some((s.parse().ok()?, i.parse().ok()?)))
+            .ok_or_else(|| SodaError::Fits(format!("bad bulk plan totals {line:?}")))?;
         Ok(PlanReader {
             input,
+            totals,
             pending: None,
         })
+    }
+
+    /// The stamps and images the plan holds.
+    pub fn totals(&self) -> (u64, u64) {
+        self.totals
     }
 
     fn line(&mut self) -> Result<Option<String>, SodaError> {
@@ -163,7 +184,7 @@ mod tests {
 
     #[test]
     fn a_plan_reads_back_as_written() {
-        let mut writer = PlanWriter::new(Vec::new()).unwrap();
+        let mut writer = PlanWriter::new(Vec::new(), 3, 2).unwrap();
         writer.error(3, "no indexed image covers\n(1, 2)").unwrap();
         let first = [
             PlannedStamp {
@@ -181,6 +202,7 @@ mod tests {
         writer.image("butler://demo/b,c", &first[1..]).unwrap();
         let bytes = writer.finish().unwrap();
         let mut reader = PlanReader::open(bytes.as_slice()).unwrap();
+        assert_eq!(reader.totals(), (3, 2));
         assert_eq!(
             reader.next_item().unwrap(),
             Some(PlanItem::Error {
@@ -207,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_plan_cut_short_is_an_error_not_fewer_stamps() {
-        let mut writer = PlanWriter::new(Vec::new()).unwrap();
+        let mut writer = PlanWriter::new(Vec::new(), 1, 1).unwrap();
         writer
             .image(
                 "butler://demo/a",
