@@ -1,5 +1,6 @@
 //! Conventions as tests: every Rust source file starts with a `//!` module doc saying why it
-//! exists (rust-analyzer's tidy rule), and `unsafe` is allowed in one module only.
+//! exists (rust-analyzer's tidy rule), `unsafe` is allowed in one module only, and the pure
+//! libraries (`uws`, `soda`) depend on no crate that opens connections.
 
 use std::path::{Path, PathBuf};
 
@@ -60,4 +61,61 @@ fn unsafe_code_is_allowed_only_in_soda_unscaled_and_wcslib() {
         .collect();
     allowing.sort();
     assert_eq!(allowing, allowed);
+}
+
+/// The crates `uws` and `soda` must not use to stay pure (ARCHITECTURE.md): no HTTP server or
+/// client, no database, no Redis, no object store.
+const IMPURE: [&str; 5] = ["axum", "sqlx", "fred", "reqwest", "object_store"];
+
+/// The names of the crates a manifest's `[dependencies]` (and target-specific dependencies)
+/// name, as published: a renamed dependency counts by its `package`.
+fn dependencies(manifest: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(manifest).expect("manifest");
+    let manifest: toml::Table = text.parse().expect("a TOML manifest");
+    let mut tables = vec![manifest.get("dependencies")];
+    if let Some(toml::Value::Table(targets)) = manifest.get("target") {
+        for target in targets.values() {
+            tables.push(target.get("dependencies"));
+        }
+    }
+    let mut names = Vec::new();
+    for table in tables.into_iter().flatten() {
+        let toml::Value::Table(table) = table else {
+            continue;
+        };
+        for (key, value) in table {
+            let package = value.get("package").and_then(toml::Value::as_str);
+            names.push(package.unwrap_or(key).to_owned());
+        }
+    }
+    names
+}
+
+/// `uws` and `soda` are libraries of pure logic: they never depend on the crates that open
+/// connections. They depend on no other workspace crate but `uws` (`soda` for `ErrorCode`),
+/// so checking both manifests covers what they pull in from the workspace too.
+#[test]
+fn uws_and_soda_never_depend_on_http_sql_redis_or_object_stores() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for crate_name in ["uws", "soda"] {
+        let names = dependencies(&root.join(crate_name).join("Cargo.toml"));
+        assert!(!names.is_empty(), "{crate_name} lists no dependencies");
+        let impure: Vec<&String> = names
+            .iter()
+            .filter(|n| IMPURE.contains(&n.as_str()))
+            .collect();
+        assert!(
+            impure.is_empty(),
+            "{crate_name} depends on {impure:?}, which its architecture invariant rules out"
+        );
+        let workspace: Vec<&String> = names
+            .iter()
+            .filter(|n| root.join(n.as_str()).join("Cargo.toml").exists())
+            .filter(|n| !["uws", "soda"].contains(&n.as_str()))
+            .collect();
+        assert!(
+            workspace.is_empty(),
+            "{crate_name} depends on the workspace crates {workspace:?}, which this test does not check"
+        );
+    }
 }
