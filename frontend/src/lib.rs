@@ -11,6 +11,7 @@
 //! signed URL (they are made afresh on each read).
 
 pub mod auth;
+pub mod completion;
 pub mod cutout;
 pub mod datalink;
 pub mod error;
@@ -21,7 +22,6 @@ pub mod jobs;
 pub mod openapi;
 pub mod origin;
 pub mod quota;
-pub mod quote;
 pub mod router;
 pub mod sia;
 pub mod span;
