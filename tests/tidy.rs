@@ -1,6 +1,7 @@
 //! Conventions as tests: every Rust source file starts with a `//!` module doc saying why it
-//! exists (rust-analyzer's tidy rule), `unsafe` is allowed in one module only, and the pure
-//! libraries (`uws`, `soda`) depend on no crate that opens connections.
+//! exists (rust-analyzer's tidy rule), `unsafe` is allowed in one module only, the pure
+//! libraries (`uws`, `soda`) depend on no crate that opens connections, and the modules of
+//! `soda` import one another without a cycle.
 
 use std::path::{Path, PathBuf};
 
@@ -118,4 +119,119 @@ fn uws_and_soda_never_depend_on_http_sql_redis_or_object_stores() {
             "{crate_name} depends on the workspace crates {workspace:?}, which this test does not check"
         );
     }
+}
+
+/// The modules of `soda/src` that one module's code (not its tests) names through `crate::`,
+/// a name re-exported at the crate root counting as the module it comes from.
+fn soda_imports(
+    src: &Path,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let modules: std::collections::BTreeSet<String> = std::fs::read_dir(src)
+        .expect("soda/src")
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".rs")
+                .map(str::to_owned)
+        })
+        .filter(|m| m != "lib")
+        .collect();
+    let code = |module: &str| -> String {
+        let text = std::fs::read_to_string(src.join(format!("{module}.rs"))).expect("module");
+        let text = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // `crate::NAME` or `crate::{A, B::C}`: the first segment of each path.
+    let names = |text: &str| -> Vec<String> {
+        let mut found = Vec::new();
+        for (at, _) in text.match_indices("crate::") {
+            let rest = &text[at + "crate::".len()..];
+            let group = match rest.strip_prefix('{') {
+                Some(inner) => inner.split('}').next().unwrap_or_default(),
+                None => rest,
+            };
+            for path in group.split(',') {
+                let name: String = path
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                found.push(name);
+                if !rest.starts_with('{') {
+                    break;
+                }
+            }
+        }
+        found
+    };
+    // `pub use MODULE::{A, B};` and `pub use MODULE::A;` at the root.
+    let mut exported = std::collections::BTreeMap::new();
+    let lib = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs");
+    for item in lib.split(';') {
+        let Some(rest) = item.trim().strip_prefix("pub use ") else {
+            continue;
+        };
+        let Some((module, names)) = rest.split_once("::") else {
+            continue;
+        };
+        for name in names.trim_matches(|c| c == '{' || c == '}').split(',') {
+            exported.insert(name.trim().to_owned(), module.to_owned());
+        }
+    }
+    let mut graph = std::collections::BTreeMap::new();
+    for module in &modules {
+        let mut deps = std::collections::BTreeSet::new();
+        for name in names(&code(module)) {
+            let target = if modules.contains(&name) {
+                Some(name)
+            } else {
+                exported.get(&name).cloned()
+            };
+            if let Some(target) = target.filter(|t| t != module) {
+                deps.insert(target);
+            }
+        }
+        graph.insert(module.clone(), deps);
+    }
+    graph
+}
+
+/// ARCHITECTURE.md: the modules of `soda` import one another without a cycle, so each can be
+/// read (and tested) on top of the ones it uses; `region` is pure geometry and opens no file.
+#[test]
+fn soda_modules_import_one_another_without_a_cycle() {
+    let graph = soda_imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join("soda/src"));
+    assert!(
+        graph["cutout"].contains("image"),
+        "the parser lost `use crate::image`"
+    );
+    assert!(!graph["region"].contains("image") && !graph["region"].contains("cutout"));
+    // Peel off modules that import nothing left; whatever remains lies on a cycle or imports
+    // a module that does.
+    let mut left = graph.clone();
+    loop {
+        let leaves: Vec<String> = left
+            .iter()
+            .filter(|(_, deps)| deps.iter().all(|d| !left.contains_key(d)))
+            .map(|(m, _)| m.clone())
+            .collect();
+        if leaves.is_empty() {
+            break;
+        }
+        for leaf in leaves {
+            left.remove(&leaf);
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "soda modules on an import cycle, or importing one: {left:?}"
+    );
 }
