@@ -63,6 +63,9 @@ pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
 
 /// Builds the embedded service from the configuration and starts serving on its listen address.
 pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
+    // Before anything is recorded: the requeue of the previous run's jobs counts its
+    // transitions, and metrics recorded before a recorder exists are lost.
+    crate::ops::recorder()?;
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
