@@ -253,7 +253,7 @@ impl ReadPlan {
 }
 
 /// Plans the cutout of `stencil` out of `source` without reading a pixel (see [`ReadPlan`]);
-/// the same errors as [`cut_to_file_with`] for a stencil off the image, a bad `BAND` or a
+/// the same errors as [`crate::cut_to_file_with`] for a stencil off the image, a bad `BAND` or a
 /// missing extension.
 pub fn cutout_reads(
     source: &Path,
