@@ -192,6 +192,9 @@ impl ErrorType {
 pub enum ErrorCode {
     /// Bad input (`UsageError`, 400).
     Usage,
+    /// A parameter given more often than the service supports (SODA 1.0 §3.1 and §5.2:
+    /// `MultiValuedParamNotSupported`, 400).
+    MultiValued,
     /// The input names something that does not exist (`UsageError`, 404).
     NotFound,
     /// The request is valid but selects no data (`UsageError`; a synchronous SODA request
@@ -208,6 +211,7 @@ impl ErrorCode {
     pub fn label(self) -> &'static str {
         match self {
             ErrorCode::Usage | ErrorCode::NotFound | ErrorCode::NoData => "UsageError",
+            ErrorCode::MultiValued => "MultiValuedParamNotSupported",
             ErrorCode::Unavailable => "ServiceUnavailable",
             ErrorCode::Internal => "Error",
         }
@@ -217,6 +221,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Usage => "usage",
+            ErrorCode::MultiValued => "multi-valued",
             ErrorCode::NotFound => "not-found",
             ErrorCode::NoData => "no-data",
             ErrorCode::Unavailable => "unavailable",
@@ -227,6 +232,7 @@ impl ErrorCode {
     pub fn parse(s: &str) -> Option<ErrorCode> {
         [
             ErrorCode::Usage,
+            ErrorCode::MultiValued,
             ErrorCode::NotFound,
             ErrorCode::NoData,
             ErrorCode::Unavailable,
@@ -239,7 +245,11 @@ impl ErrorCode {
     pub fn error_type(self) -> ErrorType {
         match self {
             ErrorCode::Unavailable => ErrorType::Transient,
-            _ => ErrorType::Fatal,
+            ErrorCode::Usage
+            | ErrorCode::MultiValued
+            | ErrorCode::NotFound
+            | ErrorCode::NoData
+            | ErrorCode::Internal => ErrorType::Fatal,
         }
     }
 }
@@ -542,6 +552,12 @@ mod tests {
         // (code, storage name, DALI label, errorSummary type)
         let table = [
             (Usage, "usage", "UsageError", ErrorType::Fatal),
+            (
+                MultiValued,
+                "multi-valued",
+                "MultiValuedParamNotSupported",
+                ErrorType::Fatal,
+            ),
             (NotFound, "not-found", "UsageError", ErrorType::Fatal),
             (NoData, "no-data", "UsageError", ErrorType::Fatal),
             (

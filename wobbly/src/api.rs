@@ -574,7 +574,10 @@ impl Problem {
                 p.kind = "over-quota".into();
                 p.message = m.clone();
             }
-            _ => p.kind = "store".into(),
+            UwsError::ResourceNotFound(_)
+            | UwsError::Store(_)
+            | UwsError::Queue(_)
+            | UwsError::ResultStore(_) => p.kind = "store".into(),
         }
         p
     }

@@ -84,7 +84,10 @@ impl IntoResponse for Failure {
             | UwsError::Conflict(_) => StatusCode::CONFLICT,
             UwsError::Usage(_) => StatusCode::BAD_REQUEST,
             UwsError::OverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
+            UwsError::ResourceNotFound(_)
+            | UwsError::Store(_)
+            | UwsError::Queue(_)
+            | UwsError::ResultStore(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(Problem::from_error(&error))).into_response()
     }

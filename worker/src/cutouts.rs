@@ -344,15 +344,8 @@ pub(crate) fn unavailable(message: String) -> JobError {
     JobError::new(ErrorCode::Unavailable, message)
 }
 
-/// How a science error becomes a job error: the user's fault is a UsageError, ours is an Error.
+/// How a science error becomes a job error: with the code [`SodaError::code`] gives it, as the
+/// frontend answers the same error on the request path.
 pub(crate) fn job_error(e: SodaError) -> JobError {
-    let code = match &e {
-        SodaError::Usage(_) | SodaError::MultiValued(_) | SodaError::UnsupportedWcs(_) => {
-            ErrorCode::Usage
-        }
-        SodaError::UnknownImage(_) => ErrorCode::NotFound,
-        SodaError::NoOverlap { .. } => ErrorCode::NoData,
-        _ => ErrorCode::Internal,
-    };
-    JobError::new(code, e.to_string())
+    JobError::new(e.code(), e.to_string())
 }

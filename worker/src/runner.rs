@@ -132,7 +132,7 @@ impl Worker {
         if takeover {
             match self.uws.store().get(id).await? {
                 Some(job) if job.phase == ExecutionPhase::Executing => {
-                    match self.uws.finish(id, Transition::Queue).await {
+                    match self.uws.hand_back(id).await {
                         Ok(_) | Err(UwsError::IllegalTransition { .. }) => {}
                         Err(e) => return Err(e),
                     }
@@ -140,7 +140,7 @@ impl Worker {
                 _ => {}
             }
         }
-        let job = match self.uws.finish(id, Transition::Start).await {
+        let job = match self.uws.begin(id).await {
             Ok(job) => job,
             Err(UwsError::IllegalTransition { .. } | UwsError::JobNotFound(_)) => {
                 return Ok(Outcome::Skipped);
