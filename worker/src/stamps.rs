@@ -14,6 +14,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+
 use soda::bulk_plan::{PlanItem, PlanReader, PlannedStamp};
 use soda::stamp_table::{STAMP_TABLE, StampRow, StampTable, TableImage};
 use soda::{SourceId, Stencil};
@@ -140,8 +143,7 @@ impl StampsBuilder {
         self.first_error.get_or_insert(error);
     }
 
-    /// Cuts the stamps of one image and adds them; an image that cannot be opened or read makes
-    /// every one of its stamps an error. Fails only when the stamps cannot be written.
+    /// Cuts the stamps of one image and adds them.
     async fn add_image(
         &mut self,
         sources: &JobSources<'_>,
@@ -149,26 +151,24 @@ impl StampsBuilder {
         stamps: &[PlannedStamp],
         scratch: &mut Scratch,
     ) -> Result<(), JobError> {
-        let size = self.table.size;
-        let positions: Vec<(f64, f64)> = stamps.iter().map(|s| (s.ra, s.dec)).collect();
-        let cut = async {
-            // Pinned in the source cache until its stamps are cut.
-            let source = sources.open(id, None, job_error).await?;
-            let (path, name) = (source.path.clone(), id.to_string());
-            let extension = id.extension().map(str::to_owned);
-            tokio::task::spawn_blocking(move || {
-                soda::cut_stamps(&path, &name, extension.as_deref(), &positions, size)
-            })
-            .await
-            .map_err(|e| internal(format!("stamp thread failed: {e}")))?
-            .map_err(|e| source.explain(job_error(e)))
-        };
-        let id = id.to_string();
-        let cut = match cut.await {
+        let cut = cut_image(sources, id, stamps, self.table.size).await;
+        self.add_cut(&id.to_string(), stamps, cut, scratch)
+    }
+
+    /// Adds the stamps of one image, cut by [`cut_image`]; an image that could not be opened or
+    /// read makes every one of its stamps an error. Fails only when the stamps cannot be written.
+    fn add_cut(
+        &mut self,
+        id: &str,
+        stamps: &[PlannedStamp],
+        cut: Result<soda::ImageStamps, JobError>,
+        scratch: &mut Scratch,
+    ) -> Result<(), JobError> {
+        let cut = match cut {
             Ok(cut) => cut,
             Err(error) => {
                 for stamp in stamps {
-                    self.note(stamp.row, &id, error.clone());
+                    self.note(stamp.row, id, error.clone());
                 }
                 return Ok(());
             }
@@ -176,8 +176,8 @@ impl StampsBuilder {
         // Writing is quick next to cutting: done here, in order, so parts are deterministic.
         for (planned, stamp) in stamps.iter().zip(&cut.stamps) {
             match stamp {
-                Ok(stamp) => self.write(planned, stamp, &id, &cut, scratch)?,
-                Err(e) => self.note(planned.row, &id, job_error(e.clone())),
+                Ok(stamp) => self.write(planned, stamp, id, &cut, scratch)?,
+                Err(e) => self.note(planned.row, id, job_error(e.clone())),
             }
         }
         Ok(())
@@ -400,6 +400,27 @@ impl StampsBuilder {
     }
 }
 
+/// Opens one image and cuts the stamps of `stamps` from it, `size` pixels a side, on a
+/// blocking thread.
+async fn cut_image(
+    sources: &JobSources<'_>,
+    id: &SourceId,
+    stamps: &[PlannedStamp],
+    size: usize,
+) -> Result<soda::ImageStamps, JobError> {
+    let positions: Vec<(f64, f64)> = stamps.iter().map(|s| (s.ra, s.dec)).collect();
+    // Pinned in the source cache until its stamps are cut.
+    let source = sources.open(id, None, job_error).await?;
+    let (path, name) = (source.path.clone(), id.to_string());
+    let extension = id.extension().map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        soda::cut_stamps(&path, &name, extension.as_deref(), &positions, size)
+    })
+    .await
+    .map_err(|e| internal(format!("stamp thread failed: {e}")))?
+    .map_err(|e| source.explain(job_error(e)))
+}
+
 /// The results of a stamp-table request: a stamp of every position in every image. A row's
 /// `ROW` is its circle's place among the request's stencils (0-based), so the rows of one
 /// position in several images (a light curve) share it.
@@ -472,38 +493,42 @@ pub(crate) async fn bulk(
     let mut builder = StampsBuilder::new(packaging, size, part_bytes);
     let (total_stamps, total_images) = reader.totals();
     let mut progress = Progress::new(total_stamps, total_images);
+    // Images are cut several at once (each on a blocking thread) and written in plan order as
+    // they finish, so a bulk job uses the worker's cores while its parts stay deterministic;
+    // memory holds the stamps of at most `ahead` images.
+    let ahead = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
+    let mut cutting = FuturesOrdered::new();
+    let mut read_all = false;
     loop {
-        // A group is read on a blocking thread: the plan is a file.
-        let (back, item) = tokio::task::spawn_blocking(move || {
-            let item = reader.next_item();
-            (reader, item)
-        })
-        .await
-        .map_err(|e| internal(format!("plan thread failed: {e}")))?;
-        reader = back;
-        match item.map_err(|e| internal(format!("the bulk plan is unreadable: {e}")))? {
-            None => break,
-            Some(PlanItem::Error { row, reason }) => {
-                builder.note(row, "", JobError::new(ErrorCode::NoData, reason));
-            }
-            Some(PlanItem::Image { id, stamps }) => {
-                match SourceId::parse(&id) {
-                    Ok(source) => {
-                        builder
-                            .add_image(sources, &source, &stamps, scratch)
-                            .await?
-                    }
-                    Err(e) => {
-                        let error = job_error(e);
-                        for stamp in &stamps {
-                            builder.note(stamp.row, &id, error.clone());
-                        }
-                    }
+        while !read_all && cutting.len() < ahead {
+            // The plan is read on a blocking thread: it is a file.
+            let (back, item) = tokio::task::spawn_blocking(move || {
+                let item = reader.next_item();
+                (reader, item)
+            })
+            .await
+            .map_err(|e| internal(format!("plan thread failed: {e}")))?;
+            reader = back;
+            match item.map_err(|e| internal(format!("the bulk plan is unreadable: {e}")))? {
+                None => read_all = true,
+                Some(PlanItem::Error { row, reason }) => {
+                    builder.note(row, "", JobError::new(ErrorCode::NoData, reason));
                 }
-                progress.image_done(stamps.len() as u64);
-                progress.report_now_and_then(store.uws, &job.id).await;
+                Some(PlanItem::Image { id, stamps }) => cutting.push_back(async move {
+                    let cut = match SourceId::parse(&id) {
+                        Ok(source) => cut_image(sources, &source, &stamps, size).await,
+                        Err(e) => Err(job_error(e)),
+                    };
+                    (id, stamps, cut)
+                }),
             }
         }
+        let Some((id, stamps, cut)) = cutting.next().await else {
+            break;
+        };
+        builder.add_cut(&id, &stamps, cut, scratch)?;
+        progress.image_done(stamps.len() as u64);
+        progress.report_now_and_then(store.uws, &job.id).await;
     }
     progress.report(store.uws, &job.id).await;
     builder.finish(job, store, scratch).await
