@@ -394,6 +394,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn whole_numbers_are_integer_cards_and_the_rest_reals_that_read_back_exactly() {
+        let keywords = WcsKeywords {
+            entries: vec![
+                ("A_ORDER".into(), Value::Real(3.0)),
+                ("CRPIX1".into(), Value::Real(-4.0)),
+                ("CRVAL1".into(), Value::Real(2.5)),
+                ("CDELT1".into(), Value::Real(-2.777_777_777_777_778e-4)),
+                // At 1e15 and beyond an f64 is no longer sure to be a whole number of its
+                // text's digits: a real, as is 1e16.
+                ("BIG1".into(), Value::Real(1e15)),
+                ("BIG2".into(), Value::Real(1e16)),
+                ("NEARBIG".into(), Value::Real(999_999_999_999_999.0)),
+                ("CTYPE1".into(), Value::Text("RA---TAN".into())),
+            ],
+        };
+        let cards = keywords.cards();
+        let value = |n: usize| cards[n][10..].trim().to_owned();
+        assert_eq!(value(0), "3");
+        assert_eq!(value(1), "-4");
+        assert_eq!(value(2), "2.5E0");
+        assert_eq!(value(3).parse::<f64>().unwrap(), -2.777_777_777_777_778e-4);
+        assert!(value(3).contains('E'), "{}", value(3));
+        assert_eq!(value(4), "1E15");
+        assert_eq!(value(5), "1E16");
+        assert_eq!(value(6), "999999999999999");
+        assert_eq!(cards[7], format!("{:<80}", "CTYPE1  = 'RA---TAN'"));
+        assert!(cards.iter().all(|c| c.len() == 80));
+    }
+
+    #[test]
     fn long_values_split_without_trailing_blanks() {
         let value = format!("{} {}", "x".repeat(67), "y'z".repeat(40));
         let parts = split_for_cards(&value);
