@@ -27,12 +27,12 @@ const MAX_KEPT_BYTES: usize = 1 << 16;
 pub struct VoTableCatalogue<R: BufRead> {
     fields: Vec<Field>,
     columns: Columns,
-    data: Data<R>,
+    data: Rows<R>,
     next_row: u64,
 }
 
 /// Where the rows come from.
-enum Data<R: BufRead> {
+enum Rows<R: BufRead> {
     TableData {
         reader: Reader<R>,
         buf: Vec<u8>,
@@ -210,13 +210,13 @@ impl<R: BufRead> VoTableCatalogue<R> {
         let ucds: Vec<Option<String>> = fields.iter().map(|f| f.ucd.clone()).collect();
         let columns = find_columns(&names, &ucds, ra_column, dec_column)?;
         let data = match kind {
-            Serialization::Empty => Data::Done,
-            Serialization::TableData => Data::TableData {
+            Serialization::Empty => Rows::Done,
+            Serialization::TableData => Rows::TableData {
                 reader,
                 buf,
                 cells: Vec::new(),
             },
-            Serialization::Binary { binary2 } => Data::Binary {
+            Serialization::Binary { binary2 } => Rows::Binary {
                 stream: Base64Stream::new(reader.into_inner()),
                 binary2,
                 row: Vec::new(),
@@ -246,10 +246,10 @@ impl<R: BufRead> CatalogueReader for VoTableCatalogue<R> {
     fn next_row(&mut self) -> Result<Option<Result<CatalogueRow, RowError>>, SodaError> {
         let row = self.next_row;
         let cells = match &mut self.data {
-            Data::Done => return Ok(None),
-            Data::TableData { reader, buf, cells } => {
+            Rows::Done => return Ok(None),
+            Rows::TableData { reader, buf, cells } => {
                 if !next_tr(reader, buf, cells)? {
-                    self.data = Data::Done;
+                    self.data = Rows::Done;
                     return Ok(None);
                 }
                 if cells.len() != self.fields.len() {
@@ -266,12 +266,12 @@ impl<R: BufRead> CatalogueReader for VoTableCatalogue<R> {
                 let cells = std::mem::take(cells);
                 let fields = &self.fields;
                 let row_cells = self.cells(|n| text_cell(&fields[n], &cells[n]));
-                if let Data::TableData { cells: slot, .. } = &mut self.data {
+                if let Rows::TableData { cells: slot, .. } = &mut self.data {
                     *slot = cells;
                 }
                 row_cells
             }
-            Data::Binary {
+            Rows::Binary {
                 stream,
                 binary2,
                 row: bytes,
@@ -279,7 +279,7 @@ impl<R: BufRead> CatalogueReader for VoTableCatalogue<R> {
                 let Some(offsets) =
                     binary_row(stream, *binary2, &self.fields, &self.columns, bytes)?
                 else {
-                    self.data = Data::Done;
+                    self.data = Rows::Done;
                     return Ok(None);
                 };
                 let bytes = std::mem::take(bytes);
@@ -288,7 +288,7 @@ impl<R: BufRead> CatalogueReader for VoTableCatalogue<R> {
                     Some(range) => binary_cell(&fields[n], &bytes[range.clone()]),
                     None => Cell::Null,
                 });
-                if let Data::Binary { row: slot, .. } = &mut self.data {
+                if let Rows::Binary { row: slot, .. } = &mut self.data {
                     *slot = bytes;
                 }
                 row_cells
@@ -728,7 +728,8 @@ mod tests {
     /// The rows of UCD_FIELDS, serialized as BINARY (`binary2` false) or BINARY2.
     fn binary_rows(binary2: bool) -> String {
         // (source, ra, dec, id, t_min); None is null.
-        let rows: [(&str, f64, f32, Option<&str>, Option<i32>); 3] = [
+        type Values<'a> = (&'a str, f64, f32, Option<&'a str>, Option<i32>);
+        let rows: [Values; 3] = [
             ("a", 10.5, -3.25, Some("butler://x/y &amp; z"), Some(60000)),
             ("bb", 370.0, 4.0, None, None),
             ("", 1.0, f32::NAN, None, Some(1)),
