@@ -104,6 +104,23 @@ impl ParquetCatalogue {
                     | PhysicalType::FLOAT
                     | PhysicalType::DOUBLE
             );
+            let temporal = matches!(
+                column.logical_type_ref(),
+                Some(LogicalType::Date | LogicalType::Time(_) | LogicalType::Timestamp(_))
+            ) || matches!(
+                column.converted_type(),
+                ConvertedType::DATE
+                    | ConvertedType::TIME_MILLIS
+                    | ConvertedType::TIME_MICROS
+                    | ConvertedType::TIMESTAMP_MILLIS
+                    | ConvertedType::TIMESTAMP_MICROS
+            );
+            if temporal {
+                return Err(SodaError::usage(format!(
+                    "the Parquet column {name:?} holds dates or times, not numbers: write \
+                     positions in degrees and t_min, t_max as MJD numbers"
+                )));
+            }
             let fits =
                 numeric || (role == Role::Id && column.physical_type() == PhysicalType::BYTE_ARRAY);
             if !fits {
@@ -191,6 +208,8 @@ struct Cursor {
     levels: Vec<i16>,
     max_level: i16,
     unsigned: bool,
+    /// What integers are divided by (a decimal's 10^scale, else 1).
+    divisor: f64,
     /// Records in the batch, the next record and the next value.
     records: usize,
     record: usize,
@@ -226,11 +245,19 @@ impl Cursor {
                     | ConvertedType::UINT_32
                     | ConvertedType::UINT_64
             );
+        // A decimal's integers are unscaled: the value is the integer / 10^scale.
+        let decimal = matches!(column.logical_type_ref(), Some(LogicalType::Decimal(_)))
+            || column.converted_type() == ConvertedType::DECIMAL;
         Cursor {
             values,
             levels: Vec::new(),
             max_level: column.max_def_level(),
             unsigned,
+            divisor: if decimal {
+                10f64.powi(column.type_scale())
+            } else {
+                1.0
+            },
             records: 0,
             record: 0,
             value: 0,
@@ -257,19 +284,21 @@ impl Cursor {
         Ok(match &self.values {
             Values::Int32(_, v) => {
                 let v = *v.get(n).ok_or_else(missing)?;
-                Cell::Number(if self.unsigned {
+                let v = if self.unsigned {
                     f64::from(v as u32)
                 } else {
                     f64::from(v)
-                })
+                };
+                Cell::Number(v / self.divisor)
             }
             Values::Int64(_, v) => {
                 let v = *v.get(n).ok_or_else(missing)?;
-                Cell::Number(if self.unsigned {
+                let v = if self.unsigned {
                     v as u64 as f64
                 } else {
                     v as f64
-                })
+                };
+                Cell::Number(v / self.divisor)
             }
             Values::Float(_, v) => Cell::Number(f64::from(*v.get(n).ok_or_else(missing)?)),
             Values::Double(_, v) => Cell::Number(*v.get(n).ok_or_else(missing)?),
@@ -451,6 +480,47 @@ mod tests {
             "{:?}",
             opened.err()
         );
+    }
+
+    /// A one-row file of the given schema, every column INT64 holding `value`.
+    fn write_int64(schema: &str, value: i64) -> tempfile::NamedTempFile {
+        let schema = Arc::new(parse_message_type(schema).unwrap());
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut writer =
+            SerializedFileWriter::new(file.reopen().unwrap(), schema, Default::default()).unwrap();
+        let mut group = writer.next_row_group().unwrap();
+        while let Some(mut col) = group.next_column().unwrap() {
+            col.typed::<Int64Type>()
+                .write_batch(&[value], None, None)
+                .unwrap();
+            col.close().unwrap();
+        }
+        group.close().unwrap();
+        writer.close().unwrap();
+        file
+    }
+
+    #[test]
+    fn decimals_are_scaled_unsigned_integers_read_unsigned_and_timestamps_refused() {
+        let decimal = write_int64(
+            "message m { required int64 ra (DECIMAL(18, 6)); required int64 dec (DECIMAL(18, 6)); }",
+            10_684_708,
+        );
+        let row = read_all(&decimal).unwrap().remove(0).unwrap();
+        assert!((row.ra - 10.684708).abs() < 1e-12, "{row:?}");
+        let unsigned = write_int64(
+            "message m { required int64 ra (INTEGER(64, false)); required int64 dec; }",
+            -1,
+        );
+        let row = read_all(&unsigned).unwrap().remove(0).unwrap();
+        // Read signed, the bits of u64::MAX would be -1, that is 359 degrees.
+        assert_eq!(row.ra, (u64::MAX as f64).rem_euclid(360.0));
+        let timestamps = write_int64(
+            "message m { required int64 ra; required int64 dec; required int64 t_min (TIMESTAMP(MILLIS, true)); }",
+            1,
+        );
+        let opened = read_all(&timestamps);
+        assert!(matches!(opened, Err(SodaError::Usage(m)) if m.contains("dates or times")));
     }
 
     #[test]
