@@ -342,3 +342,175 @@ mod tests {
         assert_eq!((row.t_min, row.t_max), (None, Some(60000.5)));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property-based fuzzing of the readers: real catalogues of every format, cut short, with
+    //! bytes flipped or inserted, and arbitrary bytes, give rows, row errors or a usage error,
+    //! never a panic, a server-side error or an endless read.
+
+    use std::io::Write;
+    use std::sync::{Arc, OnceLock};
+
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Rows read at most from one input.
+    const MAX_ROWS: usize = 10_000;
+
+    fn votable(data: &str) -> Vec<u8> {
+        format!(
+            "<?xml version=\"1.0\"?><VOTABLE><RESOURCE><TABLE>\
+             <FIELD name=\"name\" datatype=\"char\" arraysize=\"*\"/>\
+             <FIELD name=\"a\" datatype=\"double\" ucd=\"pos.eq.ra;meta.main\"/>\
+             <FIELD name=\"d\" datatype=\"float\" ucd=\"pos.eq.dec;meta.main\"/>\
+             <FIELD name=\"t_min\" datatype=\"int\"><VALUES null=\"0\"/></FIELD>\
+             <FIELD name=\"flags\" datatype=\"short\" arraysize=\"2x*\"/>\
+             <DATA>{data}</DATA></TABLE></RESOURCE></VOTABLE>"
+        )
+        .into_bytes()
+    }
+
+    fn parquet() -> Vec<u8> {
+        use ::parquet::data_type::{DoubleType, FloatType};
+        use ::parquet::file::writer::SerializedFileWriter;
+        let schema = ::parquet::schema::parser::parse_message_type(
+            "message m { required double ra; optional float dec; }",
+        )
+        .unwrap();
+        let mut bytes = Vec::new();
+        let mut writer =
+            SerializedFileWriter::new(&mut bytes, Arc::new(schema), Default::default()).unwrap();
+        for _ in 0..2 {
+            let mut group = writer.next_row_group().unwrap();
+            let mut column = group.next_column().unwrap().unwrap();
+            column
+                .typed::<DoubleType>()
+                .write_batch(&[1.0, 2.0, 3.0], None, None)
+                .unwrap();
+            column.close().unwrap();
+            let mut column = group.next_column().unwrap().unwrap();
+            column
+                .typed::<FloatType>()
+                .write_batch(&[4.0, 5.0], Some(&[1, 0, 1]), None)
+                .unwrap();
+            column.close().unwrap();
+            group.close().unwrap();
+        }
+        writer.close().unwrap();
+        bytes
+    }
+
+    fn seeds() -> &'static [Vec<u8>] {
+        static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+        SEEDS.get_or_init(|| {
+            let mut binary2 = Vec::new();
+            for (name, ra, dec) in [("x", 1.0f64, 2.0f32), ("", 3.0, f32::NAN)] {
+                binary2.push(0u8);
+                binary2.extend((name.len() as u32).to_be_bytes());
+                binary2.extend(name.as_bytes());
+                binary2.extend(ra.to_be_bytes());
+                binary2.extend(dec.to_be_bytes());
+                binary2.extend(7i32.to_be_bytes());
+                binary2.extend(1u32.to_be_bytes());
+                binary2.extend([0, 1, 0, 2]);
+            }
+            let binary2 = base64::engine::general_purpose::STANDARD.encode(&binary2);
+            vec![
+                b"id,ra,dec,t_min\n\"a,b\",1,2,60000\n,3,4,\n".to_vec(),
+                votable(
+                    "<TABLEDATA><TR><TD>x</TD><TD>1</TD><TD>2</TD><TD>60000</TD><TD>1 2</TD></TR>\
+                     <TR><TD/><TD>3</TD><TD/><TD>0</TD><TD/></TR></TABLEDATA>",
+                ),
+                votable(&format!(
+                    "<BINARY2><STREAM encoding=\"base64\">{binary2}</STREAM></BINARY2>"
+                )),
+                parquet(),
+            ]
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Change {
+        Cut(usize),
+        Flip(usize, u8),
+        Insert(usize, u8),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            any::<usize>().prop_map(Change::Cut),
+            (any::<usize>(), 1..=255u8).prop_map(|(at, bits)| Change::Flip(at, bits)),
+            (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Change::Insert(at, byte)),
+        ]
+    }
+
+    fn read(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let outcome = open(file, None, None).and_then(|mut cat| {
+            for _ in 0..MAX_ROWS {
+                if cat.next_row()?.is_none() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) | Err(SodaError::Usage(_)) => Ok(()),
+            Err(e) => Err(TestCaseError::fail(format!("{e:?} is not a usage error"))),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn changed_catalogues_read_or_are_usage_errors(
+            seed in 0..4usize,
+            changes in proptest::collection::vec(change(), 1..6),
+        ) {
+            let mut bytes = seeds()[seed].clone();
+            for change in changes {
+                let len = bytes.len().max(1);
+                match change {
+                    Change::Cut(at) => bytes.truncate(at % len),
+                    Change::Flip(at, bits) => {
+                        if let Some(b) = bytes.get_mut(at % len) {
+                            *b ^= bits;
+                        }
+                    }
+                    Change::Insert(at, byte) => bytes.insert((at % len).min(bytes.len()), byte),
+                }
+            }
+            read(&bytes)?;
+        }
+
+        #[test]
+        fn arbitrary_bytes_read_or_are_usage_errors(
+            head in prop_oneof![Just(&b"PAR1"[..]), Just(&b"<VOTABLE>"[..]), Just(&b"ra,dec\n"[..])],
+            tail in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            read(&[head, &tail[..]].concat())?;
+        }
+    }
+
+    #[test]
+    fn the_seeds_read_whole() {
+        for seed in seeds() {
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(seed).unwrap();
+            file.seek(SeekFrom::Start(0)).unwrap();
+            let mut cat = open(file, None, None).unwrap();
+            let mut rows = 0;
+            while let Some(row) = cat.next_row().unwrap() {
+                rows += 1;
+                if rows == 1 {
+                    assert!(row.is_ok(), "{row:?}");
+                }
+            }
+            assert!(rows >= 2);
+        }
+    }
+}

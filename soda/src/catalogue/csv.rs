@@ -14,7 +14,21 @@ pub struct CsvCatalogue<R> {
     /// Fields of the header line.
     count: usize,
     next_row: u64,
-    line: String,
+    bytes: Vec<u8>,
+}
+
+/// Reads the next line into `bytes`; its text (lossy) and whether it was UTF-8, or `None` at the
+/// end.
+fn next_line<'a, R: BufRead>(
+    reader: &mut R,
+    bytes: &'a mut Vec<u8>,
+) -> Result<Option<(std::borrow::Cow<'a, str>, bool)>, SodaError> {
+    bytes.clear();
+    if reader.read_until(b'\n', bytes)? == 0 {
+        return Ok(None);
+    }
+    let utf8 = std::str::from_utf8(bytes).is_ok();
+    Ok(Some((String::from_utf8_lossy(bytes), utf8)))
 }
 
 impl<R: BufRead> CsvCatalogue<R> {
@@ -26,16 +40,21 @@ impl<R: BufRead> CsvCatalogue<R> {
         ra_column: Option<&str>,
         dec_column: Option<&str>,
     ) -> Result<CsvCatalogue<R>, SodaError> {
-        let mut line = String::new();
+        let mut bytes = Vec::new();
         let header = loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
+            let Some((line, utf8)) = next_line(&mut reader, &mut bytes)? else {
                 return Err(SodaError::usage(
                     "the catalogue is empty: a CSV header line naming the columns is needed",
                 ));
-            }
+            };
             let text = line.trim_end_matches(['\r', '\n']);
             if !text.starts_with('#') && !text.trim().is_empty() {
+                if !utf8 {
+                    return Err(SodaError::usage(
+                        "the catalogue's header line is not UTF-8 text (nor a VOTable or Parquet \
+                         file)",
+                    ));
+                }
                 break split(text)?;
             }
         };
@@ -45,7 +64,7 @@ impl<R: BufRead> CsvCatalogue<R> {
             columns,
             count: header.len(),
             next_row: 0,
-            line,
+            bytes,
         })
     }
 
@@ -53,13 +72,20 @@ impl<R: BufRead> CsvCatalogue<R> {
     /// an I/O error (the stream broke) as `Err`.
     pub fn next_row(&mut self) -> Result<Option<Result<CatalogueRow, RowError>>, SodaError> {
         loop {
-            self.line.clear();
-            if self.reader.read_line(&mut self.line)? == 0 {
+            let Some((line, utf8)) = next_line(&mut self.reader, &mut self.bytes)? else {
                 return Ok(None);
-            }
-            let text = self.line.trim_end_matches(['\r', '\n']);
+            };
+            let text = line.trim_end_matches(['\r', '\n']);
             if text.trim().is_empty() || text.starts_with('#') {
                 continue;
+            }
+            if !utf8 {
+                let row = self.next_row;
+                self.next_row += 1;
+                return Ok(Some(Err(RowError {
+                    row,
+                    reason: "the line is not UTF-8 text".to_owned(),
+                })));
             }
             let row = self.next_row;
             self.next_row += 1;
@@ -210,5 +236,19 @@ mod tests {
         assert!(reasons[3].starts_with("3 3 fields"), "{reasons:?}");
         assert!(reasons[4].starts_with("4 a quoted field"), "{reasons:?}");
         assert_eq!(reasons[5], "ok 5");
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_an_error_of_its_row_and_a_comment_may_be_anything() {
+        let text: &[u8] = b"ra,dec\n# written by M\xfcller\n1,\xe9\n1,2\n";
+        let mut cat = CsvCatalogue::open(text, None, None).unwrap();
+        let bad = cat.next_row().unwrap().unwrap().unwrap_err();
+        assert_eq!(
+            (bad.row, bad.reason.as_str()),
+            (0, "the line is not UTF-8 text")
+        );
+        assert_eq!(cat.next_row().unwrap().unwrap().unwrap().row, 1);
+        let header = CsvCatalogue::open(&b"r\xe9,dec\n1,2\n"[..], None, None);
+        assert!(matches!(header, Err(SodaError::Usage(m)) if m.contains("not UTF-8")));
     }
 }

@@ -26,6 +26,8 @@ const BATCH: usize = 4096;
 /// A Parquet catalogue being read.
 pub struct ParquetCatalogue {
     file: SerializedFileReader<File>,
+    /// Bytes of the file.
+    length: u64,
     columns: Columns,
     /// The wanted columns, in the order of [`Role`]s: ra, dec, then id, t_min, t_max if there.
     wanted: Vec<(usize, Role)>,
@@ -137,6 +139,7 @@ impl ParquetCatalogue {
         }
         Ok(ParquetCatalogue {
             file,
+            length,
             columns,
             wanted,
             next_group: 0,
@@ -156,6 +159,30 @@ impl ParquetCatalogue {
                 .file
                 .get_row_group(self.next_group)
                 .map_err(unreadable)?;
+            // The crate asserts a column chunk's place is not negative (a panic): check it,
+            // and that the chunk lies in the file, first.
+            for &(index, _) in &self.wanted {
+                let chunk = group.metadata().column(index);
+                let start = chunk
+                    .dictionary_page_offset()
+                    .unwrap_or(chunk.data_page_offset());
+                let length = chunk.compressed_size();
+                let inside = u64::try_from(start)
+                    .ok()
+                    .zip(u64::try_from(length).ok())
+                    .and_then(|(start, length)| start.checked_add(length))
+                    .is_some_and(|end| end <= self.length);
+                if !inside {
+                    return Err(SodaError::usage(format!(
+                        "the Parquet catalogue is cut short / unreadable: the column chunk of {:?} \
+                         in row group {} says it lies at bytes {start}+{length}, outside the file \
+                         of {} bytes",
+                        chunk.column_path().string(),
+                        self.next_group,
+                        self.length
+                    )));
+                }
+            }
             self.next_group += 1;
             self.rows_left = u64::try_from(group.metadata().num_rows()).unwrap_or(0);
             let schema = self.file.metadata().file_metadata().schema_descr_ptr();

@@ -209,6 +209,23 @@ impl<R: BufRead> VoTableCatalogue<R> {
         let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
         let ucds: Vec<Option<String>> = fields.iter().map(|f| f.ucd.clone()).collect();
         let columns = find_columns(&names, &ucds, ra_column, dec_column)?;
+        for index in [
+            Some(columns.ra),
+            Some(columns.dec),
+            columns.t_min,
+            columns.t_max,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let field = &fields[index];
+            if !field.datatype.is_text() && (field.variable || field.count != 1) {
+                return Err(SodaError::usage(format!(
+                    "the VOTable field {:?} is an array (arraysize), not one number per row",
+                    field.name
+                )));
+            }
+        }
         let data = match kind {
             Serialization::Empty => Rows::Done,
             Serialization::TableData => Rows::TableData {
@@ -826,6 +843,14 @@ mod tests {
         assert_eq!((row.ra, row.dec), (7.0, 9.0));
         let mut cat = VoTableCatalogue::open(text.as_bytes(), Some("X"), None).unwrap();
         assert_eq!(cat.next_row().unwrap().unwrap().unwrap().ra, 8.0);
+    }
+
+    #[test]
+    fn an_array_is_no_position() {
+        let fields = r#"<FIELD name="ra" datatype="double" arraysize="2"/><FIELD name="dec" datatype="double"/>"#;
+        let text = document(fields, "<TABLEDATA></TABLEDATA>");
+        let opened = VoTableCatalogue::open(text.as_bytes(), None, None);
+        assert!(matches!(opened, Err(SodaError::Usage(m)) if m.contains("\"ra\" is an array")));
     }
 
     #[test]
