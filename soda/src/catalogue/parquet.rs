@@ -26,6 +26,8 @@ const BATCH: usize = 4096;
 /// A Parquet catalogue being read.
 pub struct ParquetCatalogue {
     file: SerializedFileReader<File>,
+    /// A read failed: the readers are in no state to go on.
+    broken: bool,
     /// Bytes of the file.
     length: u64,
     columns: Columns,
@@ -62,6 +64,23 @@ fn unreadable(e: ParquetError) -> SodaError {
     ))
 }
 
+/// Runs reads of the `parquet` crate, whose decoders assert on some malformed pages (a page
+/// that says it is dictionary-encoded in a chunk without a dictionary page panics, found by
+/// `catalogue::fuzz`): such a panic is a usage error of the upload, not a failed request. The
+/// readers it leaves behind are not used again ([`ParquetCatalogue::broken`]).
+fn guarded<T>(read: impl FnOnce() -> Result<T, SodaError>) -> Result<T, SodaError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(SodaError::usage(format!(
+            "the Parquet catalogue is cut short / unreadable: {what}"
+        )))
+    })
+}
+
 impl ParquetCatalogue {
     /// Reads the footer (the schema and the row groups' places) and finds the columns.
     pub fn open(
@@ -76,7 +95,7 @@ impl ParquetCatalogue {
                  header and footer"
             )));
         }
-        let file = SerializedFileReader::new(file).map_err(unreadable)?;
+        let file = guarded(|| SerializedFileReader::new(file).map_err(unreadable))?;
         let schema = file.metadata().file_metadata().schema_descr_ptr();
         let leaves = schema.columns();
         let names: Vec<String> = leaves.iter().map(|c| c.path().string()).collect();
@@ -139,6 +158,7 @@ impl ParquetCatalogue {
         }
         Ok(ParquetCatalogue {
             file,
+            broken: false,
             length,
             columns,
             wanted,
@@ -201,6 +221,19 @@ impl ParquetCatalogue {
 
 impl CatalogueReader for ParquetCatalogue {
     fn next_row(&mut self) -> Result<Option<Result<CatalogueRow, RowError>>, SodaError> {
+        if self.broken {
+            return Err(SodaError::usage(
+                "the Parquet catalogue is cut short / unreadable (an earlier row failed)",
+            ));
+        }
+        let row = guarded(|| self.read_row());
+        self.broken = row.is_err();
+        row
+    }
+}
+
+impl ParquetCatalogue {
+    fn read_row(&mut self) -> Result<Option<Result<CatalogueRow, RowError>>, SodaError> {
         if !self.next_group()? {
             return Ok(None);
         }
