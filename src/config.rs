@@ -141,6 +141,8 @@ pub struct BulkConfig {
     pub max_stamps: u64,
     /// Most bytes of one bulk request's body, the catalogue included.
     pub max_upload_bytes: u64,
+    /// Most bytes of one result file of a bulk job; more stamps go to further numbered parts.
+    pub part_bytes: u64,
 }
 
 impl Default for BulkConfig {
@@ -150,6 +152,7 @@ impl Default for BulkConfig {
             max_rows: limits.max_rows,
             max_stamps: limits.max_stamps,
             max_upload_bytes: limits.max_upload_bytes,
+            part_bytes: 2 << 30,
         }
     }
 }

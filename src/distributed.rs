@@ -265,6 +265,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         WorkerSettings {
             scratch_dir,
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
+            part_bytes: config.bulk.part_bytes,
         },
     );
     let runner = match crate::buckets::build_source_cache(&config, &config.data_dir)? {

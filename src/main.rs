@@ -51,15 +51,15 @@ enum Command {
     /// Measure the service against its floor (cfitsio alone) on this machine, embedded and
     /// distributed (PostgreSQL + Redis, skipped when unreachable), and print one table.
     Bench(bench::BenchArgs),
-    /// Index the images of every directory repository into the sky index (in the job-store
-    /// database), reading only files that changed since the last run.
+    /// Index the images of every repository (directories and s3:// or gs:// prefixes) into the
+    /// sky index (in the job-store database), reading only files that changed since the last run.
     Index {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Job store URL (postgres://… or sqlite://…); default from the configuration.
         #[arg(long)]
         database_url: Option<String>,
-        /// An image repository, NAME=DIR (repeatable).
+        /// An image repository, NAME=DIR or NAME=s3://BUCKET/PREFIX (repeatable).
         #[arg(long = "repository", value_name = "NAME=DIR")]
         repositories: Vec<String>,
     },
@@ -280,9 +280,27 @@ fn main() -> anyhow::Result<()> {
                 let store = wobbly::SqlJobStore::connect(&url, &config.service_name, 4).await?;
                 let index: std::sync::Arc<dyn uws::sky_index::ImageIndex> =
                     std::sync::Arc::new(store.sky_index());
-                let report =
-                    index::scan(&index, &config.repositories, config.index.concurrency).await?;
+                // Scratch space of its own: a source cache empties its directory when it
+                // opens, and a `skycut serve` may be using data_dir's.
+                let scratch = config
+                    .data_dir
+                    .join(format!("index-scratch-{}", std::process::id()));
+                let buckets = buckets::build_source_cache(&config, &scratch)?;
+                let report = index::scan(
+                    &index,
+                    &config.repositories,
+                    buckets.as_deref(),
+                    config.index.concurrency,
+                )
+                .await;
+                std::fs::remove_dir_all(&scratch).ok();
+                let report = report?;
                 println!("{report}");
+                anyhow::ensure!(
+                    !report.incomplete(),
+                    "part of the repositories could not be read (see the warnings above); \
+                     the next run reads it"
+                );
                 anyhow::Ok(())
             })
         }

@@ -11,10 +11,9 @@ use frontend::{App, AppState};
 use soda::repository::Repositories;
 use tokio_util::sync::CancellationToken;
 use uws::events::{LocalPhaseEvents, PhaseEvents};
-use uws::queue::{JobQueue, Priority, QueuedJob};
 use uws::service::Uws;
-use uws::store::{JobStore, Transition};
-use uws::{ExecutionPhase, timestamp};
+use uws::store::JobStore;
+use uws::timestamp;
 use worker::{LocalQueue, Worker, WorkerSettings};
 
 use crate::config::Config;
@@ -64,6 +63,9 @@ pub async fn run(config: Config, demo: bool) -> anyhow::Result<()> {
 
 /// Builds the embedded service from the configuration and starts serving on its listen address.
 pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
+    // Before anything is recorded: the requeue of the previous run's jobs counts its
+    // transitions, and metrics recorded before a recorder exists are lost.
+    crate::ops::recorder()?;
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -115,10 +117,13 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         WorkerSettings {
             scratch_dir,
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
+            part_bytes: config.bulk.part_bytes,
         },
     );
-    let worker = match crate::buckets::build_source_cache(&config, &data_dir)? {
-        Some(cache) => worker.with_source_cache(cache),
+    // The worker and the indexer share one source cache (and its store clients).
+    let source_cache = crate::buckets::build_source_cache(&config, &data_dir)?;
+    let worker = match &source_cache {
+        Some(cache) => worker.with_source_cache(cache.clone()),
         None => worker,
     };
     let shutdown = CancellationToken::new();
@@ -129,7 +134,13 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         config.worker.concurrency,
         shutdown.clone(),
     ));
-    requeue_unfinished(store.as_ref(), queue.as_ref()).await?;
+    let requeued = uws.requeue_unfinished(100_000).await?;
+    if requeued > 0 {
+        tracing::info!(
+            jobs = requeued,
+            "requeued unfinished jobs from the last run"
+        );
+    }
     tokio::spawn(sweep(
         uws.clone(),
         Duration::from_secs(config.jobs.sweep_interval.max(1)),
@@ -159,6 +170,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         tokio::spawn(crate::index::run_in_background(
             sky_index,
             config.repositories.clone(),
+            source_cache,
             config.index.concurrency,
             Duration::from_secs(config.index.rescan_interval),
             shutdown.clone(),
@@ -291,33 +303,6 @@ fn key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path),
         Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
     }
-}
-
-/// Puts back on the queue the jobs a previous run left QUEUED or EXECUTING: the in-process queue
-/// died with that process, the job store did not.
-async fn requeue_unfinished(store: &dyn JobStore, queue: &dyn JobQueue) -> anyhow::Result<()> {
-    let ids = store
-        .in_phases(
-            &[ExecutionPhase::Queued, ExecutionPhase::Executing],
-            100_000,
-        )
-        .await?;
-    for id in &ids {
-        // EXECUTING → QUEUED; a QUEUED job refuses this, which is fine.
-        let _ = store
-            .transition(id, Transition::Queue, timestamp::now())
-            .await;
-        queue
-            .enqueue(QueuedJob::new(id.clone(), Priority::Async))
-            .await?;
-    }
-    if !ids.is_empty() {
-        tracing::info!(
-            jobs = ids.len(),
-            "requeued unfinished jobs from the last run"
-        );
-    }
-    Ok(())
 }
 
 /// Deletes jobs past their destruction time, with their results, and archives jobs whose

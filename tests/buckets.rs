@@ -134,7 +134,7 @@ fn bucket_sources_are_read_once_through_the_cache() {
 /// Writes the image of `source` (the test image) tile-compressed, as `fpack` would: an empty
 /// primary HDU and the image in a compressed extension (cfitsio's `[compress]` file-name syntax,
 /// GZIP, floats not quantised, so the pixels stay exact).
-fn tile_compressed(source: &std::path::Path, out: &std::path::Path) -> Vec<u8> {
+pub(crate) fn tile_compressed(source: &std::path::Path, out: &std::path::Path) -> Vec<u8> {
     let mut src = FitsFile::open(source).expect("open source");
     let hdu = src.primary_hdu().expect("primary");
     let HduInfo::ImageInfo { shape, .. } = &hdu.info else {

@@ -167,7 +167,7 @@ fn a_bad_bulk_request_is_a_usage_error_and_creates_nothing() {
         ("SIZE 0", vec![("SIZE", "0")], good.to_owned(), "SIZE"),
         (
             "another format",
-            vec![("SIZE", "8"), ("RESPONSEFORMAT", "application/zip")],
+            vec![("SIZE", "8"), ("RESPONSEFORMAT", "image/png")],
             good.to_owned(),
             "RESPONSEFORMAT",
         ),
@@ -278,6 +278,193 @@ fn a_small_catalogue_may_come_as_a_form_parameter() {
         "{doc}"
     );
     assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
+}
+
+/// The catalogue of three rows on the test image (the second hangs over its east edge).
+fn three_rows() -> String {
+    let mut catalogue = String::from("ra,dec\n");
+    for (ra, dec) in [offset(-3.3, 10.2), offset(250.2, 0.0), offset(0.0, -120.7)] {
+        catalogue.push_str(&format!("{ra},{dec}\n"));
+    }
+    catalogue
+}
+
+#[test]
+fn stamps_come_as_a_multi_extension_file_with_a_wcs_per_stamp() {
+    let app = app().topology(Topology::Embedded).start();
+    wait_for_index(&app);
+    let doc = run_bulk(
+        &app,
+        &[("SIZE", "12"), ("RESPONSEFORMAT", "application/fits")],
+        &three_rows(),
+    );
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
+    assert_eq!(
+        attributes(&doc, "uws:result", "mime-type"),
+        ["application/fits"]
+    );
+    let bytes = app
+        .get_url(&attributes(&doc, "uws:result", "xlink:href")[0])
+        .bytes()
+        .expect("file");
+    let path = app.dir.path().join("stamps.fits");
+    std::fs::write(&path, &bytes).expect("write");
+    let mut f = fitsio::FitsFile::open(&path).expect("open");
+    assert_eq!(
+        f.num_hdus().expect("hdus"),
+        4,
+        "an empty primary and one HDU per stamp"
+    );
+    for n in 1..4 {
+        let hdu = f.hdu(n).expect("hdu");
+        assert_eq!(
+            hdu.read_key::<i64>(&mut f, "SKYROW").expect("SKYROW"),
+            n as i64 - 1
+        );
+        assert_eq!(
+            hdu.read_key::<String>(&mut f, "SKYIMAGE")
+                .expect("SKYIMAGE"),
+            IMAGE
+        );
+        let crpix = (
+            hdu.read_key::<f64>(&mut f, "CRPIX1").expect("CRPIX1"),
+            hdu.read_key::<f64>(&mut f, "CRPIX2").expect("CRPIX2"),
+        );
+        assert_eq!(
+            hdu.read_key::<String>(&mut f, "CTYPE1").expect("CTYPE1"),
+            "RA---TAN"
+        );
+        let pixels: Vec<f32> = hdu.read_image(&mut f).expect("pixels");
+        assert_stamp_is_a_source_window(&app, crpix, &pixels, 12);
+    }
+}
+
+#[test]
+fn stamps_come_as_a_zip_of_fits_files_with_an_index() {
+    let app = app().topology(Topology::Embedded).start();
+    wait_for_index(&app);
+    let doc = run_bulk(
+        &app,
+        &[("SIZE", "10"), ("RESPONSEFORMAT", "application/zip")],
+        &three_rows(),
+    );
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(
+        attributes(&doc, "uws:result", "mime-type"),
+        ["application/zip"]
+    );
+    let bytes = app
+        .get_url(&attributes(&doc, "uws:result", "xlink:href")[0])
+        .bytes()
+        .expect("zip");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).expect("a zip");
+    let mut index = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("index.csv").expect("index"), &mut index)
+        .expect("index text");
+    let lines: Vec<&str> = index.lines().collect();
+    assert_eq!(lines[0], "file,row,ra,dec,image,x,y,mjd");
+    assert_eq!(lines.len(), 4, "{index}");
+    for (n, line) in lines[1..].iter().enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[1], n.to_string(), "{line}");
+        assert_eq!(fields[4], format!("\"{IMAGE}\""), "{line}");
+        let mut file = Vec::new();
+        std::io::Read::read_to_end(&mut zip.by_name(fields[0]).expect("entry"), &mut file)
+            .expect("entry bytes");
+        let path = app.dir.path().join(format!("stamp{n}.fits"));
+        std::fs::write(&path, &file).expect("write");
+        let mut f = fitsio::FitsFile::open(&path).expect("a FITS file");
+        let hdu = f.primary_hdu().expect("primary");
+        let crpix = (
+            hdu.read_key::<f64>(&mut f, "CRPIX1").expect("CRPIX1"),
+            hdu.read_key::<f64>(&mut f, "CRPIX2").expect("CRPIX2"),
+        );
+        let pixels: Vec<f32> = hdu.read_image(&mut f).expect("pixels");
+        assert_stamp_is_a_source_window(&app, crpix, &pixels, 10);
+    }
+}
+
+#[test]
+fn a_result_over_the_part_size_is_split_into_parts_that_are_files_of_their_own() {
+    // A table row of an 8×8 stamp takes 324 bytes: two rows a part.
+    let app = app()
+        .topology(Topology::Embedded)
+        .config("BULK__PART_BYTES", "700")
+        .start();
+    wait_for_index(&app);
+    let mut catalogue = three_rows();
+    let (ra, dec) = offset(40.0, 40.0);
+    catalogue.push_str(&format!("{ra},{dec}\n"));
+    let (ra, dec) = offset(-40.0, 40.0);
+    catalogue.push_str(&format!("{ra},{dec}\n"));
+    let doc = run_bulk(&app, &[("SIZE", "8")], &catalogue);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(
+        attributes(&doc, "uws:result", "id"),
+        ["stamps-1", "stamps-2", "stamps-3"]
+    );
+    let mut rows = Vec::new();
+    for href in attributes(&doc, "uws:result", "xlink:href") {
+        let table = app.get_url(&href).bytes().expect("part");
+        let part = stamp_rows(&table, 8);
+        assert!(!part.is_empty() && part.len() <= 2, "{}", part.len());
+        for (row, image, crpix1, crpix2, pixels) in part {
+            assert_eq!(image, 0, "each part lists its own images");
+            assert_stamp_is_a_source_window(&app, (crpix1, crpix2), &pixels, 8);
+            rows.push(row);
+        }
+    }
+    assert_eq!(rows, [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn a_running_bulk_job_shows_its_progress_in_job_info() {
+    let app = spawn_app();
+    let (catalogue, rows) = slow_bulk_catalogue(&app, 30);
+    let id = create_bulk(&app, &catalogue);
+    let progress = |doc: &str| -> Option<(u64, u64)> {
+        let at = doc.find("<progress xmlns=\"urn:skycut:progress\" name=\"stamps\"")?;
+        let attr = |name: &str| -> Option<u64> {
+            let rest = &doc[at..];
+            let start = rest.find(&format!(" {name}=\""))? + name.len() + 3;
+            rest[start..].split('"').next()?.parse().ok()
+        };
+        Some((attr("done")?, attr("total")?))
+    };
+    // Seen part-way at least once while it runs (a report every 2 s, the job takes longer).
+    let mut partway = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let doc = app.job_xml(&id);
+        assert_uws_valid(&doc);
+        let phase = element(&doc, "uws:phase").unwrap_or_default();
+        if let Some((done, total)) = progress(&doc) {
+            assert_eq!(total, rows as u64, "{doc}");
+            if phase == "EXECUTING" && done < total {
+                partway = Some(done);
+            }
+        }
+        if phase == "COMPLETED" {
+            assert_eq!(progress(&doc), Some((rows as u64, rows as u64)), "{doc}");
+            break;
+        }
+        assert!(phase != "ERROR" && Instant::now() < deadline, "{doc}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(partway.is_some(), "no report while the job ran");
 }
 
 #[test]

@@ -328,43 +328,6 @@ fn roles_started_before_the_database_wait_for_it() {
     );
 }
 
-/// A bulk catalogue long enough to be killed or aborted half-way: `images` hard links to the big
-/// test image, 200 stamps of 16×16 spread over each (so each is read stamp by stamp), every row
-/// naming its image. Returns the catalogue and its row count.
-fn slow_bulk_catalogue(app: &TestApp, images: usize) -> (String, usize) {
-    big_image(app);
-    let dir = app.dir.path().join("images");
-    let mut catalogue = String::from("ra,dec,id\n");
-    let mut rows = 0;
-    for n in 0..images {
-        std::fs::hard_link(dir.join("big.fits"), dir.join(format!("big{n}.fits"))).expect("link");
-        for k in 0..200 {
-            // Pixel offsets within ±1900 (x) and ±1900 (y) of the centre: on the image.
-            let dx = ((k * 7919) % 3800) as f64 - 1900.0;
-            let dy = ((k * 104_729) % 3800) as f64 - 1900.0;
-            let ra = RA - dx * PIXEL_DEG / DEC.to_radians().cos();
-            let dec = DEC + dy * PIXEL_DEG;
-            catalogue.push_str(&format!("{ra},{dec},butler://test/big{n}\n"));
-            rows += 1;
-        }
-    }
-    (catalogue, rows)
-}
-
-fn create_bulk(app: &TestApp, catalogue: &str) -> String {
-    let r = app.post_multipart(
-        "/bulk",
-        &[
-            ("UPLOAD", "cat,param:cat"),
-            ("SIZE", "16"),
-            ("PHASE", "RUN"),
-        ],
-        &[("cat", catalogue.as_bytes())],
-    );
-    assert_eq!(r.status(), 303, "{:?}", r.text());
-    location(&r).rsplit('/').next().expect("id").to_owned()
-}
-
 #[test]
 fn a_bulk_job_whose_worker_is_killed_gives_every_stamp_exactly_once() {
     let mut app = distributed(1)

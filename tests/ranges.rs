@@ -203,10 +203,12 @@ fn assert_same_as_local(app: &TestApp, remote: Vec<u8>, image: &str, stencil: &s
 }
 
 /// An embedded app whose repository `cold` is the prefix `survey` of the bucket `images` of
-/// the S3 server at `endpoint`.
+/// the S3 server at `endpoint`. It does not index its repositories: the tests count the
+/// requests that cutouts make to the store.
 fn s3_app(endpoint: &str) -> AppBuilder {
     app()
         .topology(Topology::Embedded)
+        .config("INDEX__ENABLED", "false")
         .config("BUCKET__S3_ENDPOINT", endpoint)
         .config("BUCKET__S3_REGION", "us-east-1")
         .config("BUCKET__S3_ACCESS_KEY_ID", "testing")

@@ -4,7 +4,6 @@
 
 /// Why a bucket operation failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum BucketError {
     /// A bucket URL or configuration that cannot work (`s3://` without a bucket name, ...).
     #[error("bucket configuration: {0}")]

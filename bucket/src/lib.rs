@@ -27,6 +27,8 @@ pub use error::BucketError;
 pub use local::LocalBucket;
 pub use memory::MemoryObjects;
 pub use object::ObjectBucket;
-pub use ranges::{ObjectPrefix, ObjectVersion, RangePolicy, RemoteObject};
+pub use ranges::{
+    ListedObject, ObjectPrefix, ObjectVersion, RangePolicy, RemoteObject, write_sparse,
+};
 pub use signing::{SignatureError, UrlSigner};
 pub use source_cache::{CacheStats, CachedSource, SourceCache};

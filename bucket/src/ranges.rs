@@ -166,6 +166,107 @@ impl RemoteObject {
             .try_collect()
             .await
     }
+
+    /// The whole of `version` of the object, streamed into a new file at `path` (for an object
+    /// its reader must see whole, a tile-compressed image say); an object that is no longer
+    /// that version fails with [`BucketError::Changed`]. Returns the bytes written.
+    pub async fn read_to_file(
+        &self,
+        path: &std::path::Path,
+        version: &ObjectVersion,
+    ) -> Result<u64, BucketError> {
+        use tokio::io::AsyncWriteExt;
+        let options = GetOptions {
+            if_match: version.etag.clone(),
+            ..GetOptions::default()
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("skycut_source_requests_total", "path" => "whole").increment(1);
+        let got = self
+            .store
+            .get_opts(&self.path, options)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::Precondition { .. } => BucketError::Changed(self.url.clone()),
+                other => BucketError::from_store(&self.url, other),
+            })?;
+        let seen = ObjectVersion::of(&got.meta);
+        if seen.tag != version.tag || seen.size != version.size {
+            return Err(BucketError::Changed(self.url.clone()));
+        }
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| BucketError::io(path, e))?;
+        let mut written = 0u64;
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| BucketError::from_store(&self.url, e))?;
+            written += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| BucketError::io(path, e))?;
+        }
+        file.flush().await.map_err(|e| BucketError::io(path, e))?;
+        self.bytes.fetch_add(written, Ordering::Relaxed);
+        metrics::counter!("skycut_source_fetched_bytes_total", "path" => "whole")
+            .increment(written);
+        if written != version.size {
+            return Err(BucketError::Unavailable {
+                url: self.url.clone(),
+                message: format!("short read: {written} of {} bytes", version.size),
+            });
+        }
+        Ok(written)
+    }
+}
+
+/// Writes each chunk at its offset into the file at `path`, creating it first (`size` bytes,
+/// all holes) when `size` is given: a sparse local copy of an object of which only some ranges
+/// were read, which local code can then open like the whole file as long as it reads only
+/// those ranges.
+pub fn write_sparse(
+    path: &std::path::Path,
+    size: Option<u64>,
+    chunks: &[(u64, Bytes)],
+) -> Result<(), BucketError> {
+    use std::os::unix::fs::FileExt;
+    let io = |e: std::io::Error| BucketError::io(path, e);
+    let file = match size {
+        Some(size) => {
+            let file = std::fs::File::create(path).map_err(io)?;
+            file.set_len(size).map_err(io)?;
+            file
+        }
+        None => std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io)?,
+    };
+    for (offset, bytes) in chunks {
+        file.write_all_at(bytes, *offset).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// An object a listing found directly under a bucket prefix.
+#[derive(Debug, Clone)]
+pub struct ListedObject {
+    /// Its key below the prefix (`X.fits` for `s3://BUCKET/PREFIX/X.fits`).
+    pub name: String,
+    /// The version listed, to which reads of it can be pinned.
+    pub version: ObjectVersion,
+    /// Its last modification, in microseconds since the epoch.
+    pub last_modified: i64,
+}
+
+impl ListedObject {
+    pub(crate) fn of(name: String, meta: &object_store::ObjectMeta) -> ListedObject {
+        ListedObject {
+            name,
+            version: ObjectVersion::of(meta),
+            last_modified: meta.last_modified.timestamp_micros(),
+        }
+    }
 }
 
 /// The start of an object one reader walked: the chunks read, at their offsets, and the

@@ -209,6 +209,39 @@ impl SourceCache {
         })
     }
 
+    /// The objects directly under the prefix of the bucket `repository` (`s3://BUCKET/PREFIX`
+    /// or `gs://…`), with the version of each, sorted by name; an object below a further `/`
+    /// is not listed (no image ID can name it). Image servers are not listed: their listing is
+    /// no protocol, and what they hold depends on who asks.
+    pub async fn list(
+        &self,
+        repository: &str,
+    ) -> Result<Vec<crate::ranges::ListedObject>, BucketError> {
+        let bucket = BucketUrl::parse(repository)?;
+        if bucket.scheme.checks_each_reader() {
+            return Err(BucketError::Config(format!(
+                "{repository} is an image server, which cannot be listed"
+            )));
+        }
+        let store = self.store(&bucket)?;
+        let root = (!bucket.prefix.is_empty())
+            .then(|| object_store::path::Path::from(bucket.prefix.as_str()));
+        let listed = store
+            .list_with_delimiter(root.as_ref())
+            .await
+            .map_err(|e| BucketError::from_store(&bucket.display_object(""), e))?;
+        let mut objects: Vec<crate::ranges::ListedObject> = listed
+            .objects
+            .iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_owned();
+                Some(crate::ranges::ListedObject::of(name, meta))
+            })
+            .collect();
+        objects.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(objects)
+    }
+
     /// Ranged reads of `object` within the policy's window.
     pub fn recent_range_reads(&self, object: &RemoteObject) -> usize {
         self.ranges.recent_reads(&object.url, self.policy.window)
@@ -590,5 +623,50 @@ mod tests {
         assert!(!x_path.exists());
         assert_eq!(cache.stats(), CacheStats { hits: 0, misses: 4 });
         assert_eq!(cache.size(), 5000);
+    }
+
+    #[tokio::test]
+    async fn a_listing_gives_the_objects_directly_under_the_prefix_with_their_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = cache_over_memory(dir.path(), 1 << 20).await;
+        let store = cache
+            .store(&BucketUrl::parse("s3://b/p").expect("url"))
+            .expect("store");
+        for name in ["p/sub/z.fits", "pq/v.fits", "other/u.fits"] {
+            store
+                .put(&object_store::path::Path::from(name), vec![9u8; 10].into())
+                .await
+                .expect("put");
+        }
+        let listed = cache.list("s3://b/p").await.expect("list");
+        let names: Vec<&str> = listed.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["w.fits", "x.fits", "y.fits"]);
+        assert!(listed.iter().all(|o| o.version.size == 5000));
+        assert!(listed.iter().all(|o| o.last_modified > 0));
+        // Each listed version pins a read: the listed object is read, a replaced one refused.
+        let object = cache.remote("s3://b/p", "x.fits", None).expect("remote");
+        let copy = dir.path().join("x.copy");
+        let x = &listed[1];
+        assert_eq!(
+            object.read_to_file(&copy, &x.version).await.expect("read"),
+            5000
+        );
+        assert_eq!(std::fs::read(&copy).expect("copy"), vec![1u8; 5000]);
+        store
+            .put(
+                &object_store::path::Path::from("p/x.fits"),
+                vec![4u8; 5000].into(),
+            )
+            .await
+            .expect("replace");
+        assert!(matches!(
+            object.read_to_file(&copy, &x.version).await,
+            Err(BucketError::Changed(_))
+        ));
+        assert!(matches!(
+            object.read(0..10, Some(&x.version)).await,
+            Err(BucketError::Changed(_))
+        ));
+        assert!(cache.list("https://images.example.org/repo").await.is_err());
     }
 }

@@ -12,8 +12,8 @@
 //! image of the sky index whose outline holds the position (looked up once per HEALPix cell of
 //! [`soda::sky::GROUPING_DEPTH`], so neighbouring rows share a lookup), narrowed by the
 //! request's `TIME`, `BAND` and `COLLECTION` and the row's own `t_min`/`t_max`, and `EPOCHS`
-//! picks among them. The stamps are grouped by image into the job's plan ([`soda::plan`]),
-//! stored beside its results under [`soda::plan::plan_key`], which the worker reads: each image is opened
+//! picks among them. The stamps are grouped by image into the job's plan ([`soda::bulk_plan`]),
+//! stored beside its results under [`soda::bulk_plan::plan_key`], which the worker reads: each image is opened
 //! once and cut for all its rows. A row no image serves is listed in the plan as an error and
 //! becomes a line of the job's `errors` result; a catalogue none of whose rows can be served
 //! makes a job that is ERROR at once, saying why.
@@ -28,8 +28,8 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use soda::bulk_plan::{PlanWriter, PlannedStamp};
 use soda::catalogue::CatalogueRow;
-use soda::plan::{PlanWriter, PlannedStamp};
 use soda::stamp_table::{STAMP_TABLE, StampTable};
 use uws::Parameters;
 use uws::results::ObjectMeta;
@@ -196,12 +196,22 @@ pub async fn create(
 #[derive(Debug, Clone)]
 struct BulkOptions {
     size: usize,
+    packaging: Packaging,
     epochs: Epochs,
     time: Option<(f64, f64)>,
     band: Option<(f64, f64)>,
     collections: Vec<String>,
     ra_column: Option<String>,
     dec_column: Option<String>,
+}
+
+/// How the stamps are packaged, as far as their planned size goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packaging {
+    /// One table row per stamp.
+    Table,
+    /// An image HDU (a multi-extension file) or a FITS file (a zip) per stamp.
+    Files,
 }
 
 /// Which of the images covering a row are cut.
@@ -235,10 +245,15 @@ pub async fn create_job(
         quota::check(app, owner, intent).await?;
     }
     let planned = plan(app, catalogue, &options).await?;
-    let table = StampTable { size: options.size };
+    let stamp_bytes = match options.packaging {
+        Packaging::Table => StampTable { size: options.size }.row_bytes() as u64,
+        // A header of about 40 cards (two blocks with a long image ID), and the pixels; a zip
+        // entry adds its local header and its central-directory record.
+        Packaging::Files => soda::stamp_file::stamp_bytes(options.size, 30, 256) + 200,
+    };
     let planned_bytes = planned
         .stamps
-        .saturating_mul(table.row_bytes() as u64)
+        .saturating_mul(stamp_bytes)
         .saturating_add(planned.images.saturating_mul(4 * 2880))
         .saturating_add(4 * 2880);
     if let Some(limit) = app
@@ -297,7 +312,7 @@ pub async fn create_job(
     app.uws
         .results()
         .put_file(
-            &soda::plan::plan_key(id.as_str()),
+            &soda::bulk_plan::plan_key(id.as_str()),
             planned.file.path(),
             &meta,
         )
@@ -341,15 +356,25 @@ fn options(app: &App, params: &Parameters) -> Result<BulkOptions> {
             "SIZE={size} is over the limit of {limit} pixels a side (max_stamp_size)"
         )));
     }
-    if let Some(format) = single("RESPONSEFORMAT")? {
-        let compact: String = format.chars().filter(|c| !c.is_whitespace()).collect();
-        if !compact.eq_ignore_ascii_case(STAMP_TABLE) {
-            return Err(FrontendError::Usage(format!(
-                "RESPONSEFORMAT {format:?} is not offered for bulk cutouts: this service writes \
-                 {STAMP_TABLE}"
-            )));
+    let packaging = match single("RESPONSEFORMAT")? {
+        None => Packaging::Table,
+        Some(format) => {
+            let compact: String = format.chars().filter(|c| !c.is_whitespace()).collect();
+            if compact.eq_ignore_ascii_case(STAMP_TABLE) {
+                Packaging::Table
+            } else if compact.eq_ignore_ascii_case("application/fits")
+                || compact.eq_ignore_ascii_case("application/zip")
+            {
+                Packaging::Files
+            } else {
+                return Err(FrontendError::Usage(format!(
+                    "RESPONSEFORMAT {format:?} is not offered for bulk cutouts: this service \
+                     writes {STAMP_TABLE} (the default), application/fits (an HDU per stamp) \
+                     or application/zip (a FITS file per stamp)"
+                )));
+            }
         }
-    }
+    };
     let epochs = match single("EPOCHS")?.map(|v| v.trim().to_ascii_lowercase()) {
         None => Epochs::All,
         Some(v) => match v.as_str() {
@@ -372,6 +397,7 @@ fn options(app: &App, params: &Parameters) -> Result<BulkOptions> {
         .transpose()?;
     Ok(BulkOptions {
         size,
+        packaging,
         epochs,
         time,
         band,
@@ -544,7 +570,7 @@ async fn plan(
     let images = groups.len() as u64;
     let file = tokio::task::spawn_blocking(move || {
         let file = tempfile::NamedTempFile::new()?;
-        let mut writer = PlanWriter::new(std::io::BufWriter::new(file.reopen()?))?;
+        let mut writer = PlanWriter::new(std::io::BufWriter::new(file.reopen()?), stamps, images)?;
         for (row, reason) in &errors {
             writer.error(*row, reason)?;
         }

@@ -3,7 +3,9 @@
 //! Every error a handler returns is a [`FrontendError`]; each variant names its DALI/SODA label
 //! and status, and the body is `text/plain; charset=utf-8` starting with the label, as SODA 1.0
 //! §5.2 asks and as pyvo shows it. Conversions from the library errors are exhaustive matches,
-//! so a new library error forces a choice of label here.
+//! so a new library error forces a choice of label here. A science error takes the route a
+//! failed job's does: [`SodaError::code`] picks its [`ErrorCode`], and
+//! [`FrontendError::from_code`] is the one table from a code to a status and label.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -104,15 +106,24 @@ impl FrontendError {
         }
     }
 
-    /// How a failed job's error is told to a synchronous client.
-    pub fn from_job_error(error: &JobError) -> FrontendError {
-        let message = error.message.clone();
-        match error.code {
+    /// The one table from a job's [`ErrorCode`] to an answer: a failed job told to a
+    /// synchronous client, and a science error on the request path (through
+    /// [`SodaError::code`]), so both carry the label the job's own error document carries
+    /// ([`ErrorCode::label`]). `NoData` is a 400 here: a synchronous cutout that selects no data
+    /// is answered 204 before it gets this far (see `sync`).
+    pub fn from_code(code: ErrorCode, message: String) -> FrontendError {
+        match code {
             ErrorCode::Usage | ErrorCode::NoData => FrontendError::Usage(message),
+            ErrorCode::MultiValued => FrontendError::MultiValued(message),
             ErrorCode::NotFound => FrontendError::NotFound(message),
             ErrorCode::Unavailable => FrontendError::Unavailable(message),
             ErrorCode::Internal => FrontendError::Internal(message),
         }
+    }
+
+    /// How a failed job's error is told to a synchronous client.
+    pub fn from_job_error(error: &JobError) -> FrontendError {
+        FrontendError::from_code(error.code, error.message.clone())
     }
 }
 
@@ -138,22 +149,13 @@ impl From<UwsError> for FrontendError {
             UwsError::Store(_) | UwsError::Queue(_) | UwsError::ResultStore(_) => {
                 FrontendError::Unavailable(e.to_string())
             }
-            _ => FrontendError::Internal(e.to_string()),
         }
     }
 }
 
 impl From<SodaError> for FrontendError {
     fn from(e: SodaError) -> Self {
-        match e {
-            SodaError::Usage(_) | SodaError::NoOverlap { .. } | SodaError::UnsupportedWcs(_) => {
-                FrontendError::Usage(e.to_string())
-            }
-            SodaError::MultiValued(_) => FrontendError::MultiValued(e.to_string()),
-            SodaError::UnknownImage(_) => FrontendError::NotFound(e.to_string()),
-            SodaError::BadImage(_) | SodaError::Fits(_) => FrontendError::Internal(e.to_string()),
-            _ => FrontendError::Internal(e.to_string()),
-        }
+        FrontendError::from_code(e.code(), e.to_string())
     }
 }
 
@@ -194,5 +196,91 @@ impl IntoResponse for FrontendError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code; the match stops compiling when a code is added, until it is listed here.
+    fn every_code() -> [ErrorCode; 6] {
+        let all = [
+            ErrorCode::Usage,
+            ErrorCode::MultiValued,
+            ErrorCode::NotFound,
+            ErrorCode::NoData,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ];
+        for code in all {
+            match code {
+                ErrorCode::Usage
+                | ErrorCode::MultiValued
+                | ErrorCode::NotFound
+                | ErrorCode::NoData
+                | ErrorCode::Unavailable
+                | ErrorCode::Internal => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn each_job_error_code_has_its_status_and_the_label_of_the_jobs_error_document() {
+        let table = [
+            (ErrorCode::Usage, StatusCode::BAD_REQUEST),
+            (ErrorCode::MultiValued, StatusCode::BAD_REQUEST),
+            (ErrorCode::NotFound, StatusCode::NOT_FOUND),
+            (ErrorCode::NoData, StatusCode::BAD_REQUEST),
+            (ErrorCode::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (ErrorCode::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+        ];
+        assert_eq!(table.map(|(code, _)| code), every_code());
+        for (code, status) in table {
+            let error = FrontendError::from_code(code, "it broke".into());
+            assert_eq!(error.status(), status, "{code:?}");
+            // A synchronous client reads what the job's error document says.
+            assert_eq!(error.label(), code.label(), "{code:?}");
+            let job_error = JobError::new(code, "it broke");
+            let told = FrontendError::from_job_error(&job_error);
+            assert_eq!(
+                format!("{}: {told}", told.label()),
+                job_error.labelled(),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_science_error_is_answered_with_the_code_a_failed_job_records() {
+        let errors = [
+            SodaError::Usage("bad CIRCLE".into()),
+            SodaError::MultiValued("BAND given twice".into()),
+            SodaError::UnknownImage("no such image".into()),
+            SodaError::NoOverlap {
+                source: "butler://demo/m31".into(),
+            },
+            SodaError::UnsupportedWcs("AZP".into()),
+            SodaError::BadImage("no image HDU".into()),
+            SodaError::Fits("disk full".into()),
+        ];
+        let statuses = [400, 400, 404, 400, 400, 500, 500];
+        let labels = [
+            "UsageError",
+            "MultiValuedParamNotSupported",
+            "UsageError",
+            "UsageError",
+            "UsageError",
+            "Error",
+            "Error",
+        ];
+        for ((e, status), label) in errors.into_iter().zip(statuses).zip(labels) {
+            let code = e.code();
+            let answer = FrontendError::from(e.clone());
+            assert_eq!(answer.status().as_u16(), status, "{e:?}");
+            assert_eq!(answer.label(), label, "{e:?}");
+            assert_eq!(code.label(), label, "{e:?}");
+        }
     }
 }

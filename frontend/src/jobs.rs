@@ -6,11 +6,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use uws::{ExecutionPhase, Job, Parameters, UwsError, timestamp, xml};
 
+use crate::completion;
 use crate::cutout;
 use crate::error::FrontendError;
 use crate::extract::{DaliParams, Delegated, IdempotencyKey, Owner, PublicBase};
 use crate::quota::{self, Intent};
-use crate::quote;
 use crate::state::AppState;
 
 type Result<T> = std::result::Result<T, FrontendError>;
@@ -220,7 +220,7 @@ pub async fn get(
         }
         None => app.uws.job(&owner, &id).await?,
     };
-    let job = quote::with_quote(&app, job).await?;
+    let job = completion::with_quote(&app, job).await?;
     let urls = result_urls(&app, &base, &job).await?;
     Ok(xml_response(xml::with_stylesheet(
         xml::job(&job, &urls),
@@ -468,7 +468,7 @@ pub async fn get_error(
     }
 }
 
-/// `GET /quote`: when the job is expected to complete (see [`crate::quote`]); empty for a held or
+/// `GET /quote`: when the job is expected to complete (see [`crate::completion`]); empty for a held or
 /// suspended job.
 #[utoipa::path(
     get,
@@ -485,7 +485,7 @@ pub async fn get_quote(
     Owner(owner): Owner,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let job = quote::with_quote(&app, app.uws.job(&owner, &id).await?).await?;
+    let job = completion::with_quote(&app, app.uws.job(&owner, &id).await?).await?;
     Ok(text_response(
         job.quote.map(timestamp::format).unwrap_or_default(),
     ))

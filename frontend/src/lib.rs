@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod bulk;
+pub mod completion;
 pub mod cutout;
 pub mod datalink;
 pub mod error;
@@ -22,7 +23,6 @@ pub mod jobs;
 pub mod openapi;
 pub mod origin;
 pub mod quota;
-pub mod quote;
 pub mod router;
 pub mod sia;
 pub mod span;

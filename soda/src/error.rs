@@ -1,5 +1,6 @@
 //! The one error type of the crate, split by who is to blame, so that callers can pick a DALI
-//! error label (UsageError, 204 No Content, Error) without inspecting messages.
+//! error label (UsageError, 204 No Content, Error) without inspecting messages:
+//! [`SodaError::code`] is that choice, made once.
 //!
 //! `Display` and `Error` are written by hand rather than derived with thiserror, because
 //! thiserror treats any field named `source` as the error's cause, and the agreed API has a
@@ -7,9 +8,10 @@
 
 use std::fmt;
 
+use uws::ErrorCode;
+
 /// Everything that can go wrong while parsing a request or cutting an image.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum SodaError {
     /// Bad user input; the message carries no "UsageError:" label, the caller adds it.
     Usage(String),
@@ -36,6 +38,19 @@ pub enum SodaError {
 impl SodaError {
     pub(crate) fn usage(message: impl Into<String>) -> SodaError {
         SodaError::Usage(message.into())
+    }
+
+    /// Who is to blame, in the DALI vocabulary of a failed job; the one mapping of a science
+    /// error, used alike for a request the frontend refuses and for a job that fails, so that
+    /// the sync and async answers agree.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SodaError::Usage(_) | SodaError::UnsupportedWcs(_) => ErrorCode::Usage,
+            SodaError::MultiValued(_) => ErrorCode::MultiValued,
+            SodaError::UnknownImage(_) => ErrorCode::NotFound,
+            SodaError::NoOverlap { .. } => ErrorCode::NoData,
+            SodaError::BadImage(_) | SodaError::Fits(_) => ErrorCode::Internal,
+        }
     }
 }
 
@@ -68,5 +83,40 @@ impl From<fitsio::errors::Error> for SodaError {
 impl From<std::io::Error> for SodaError {
     fn from(error: std::io::Error) -> SodaError {
         SodaError::Fits(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_the_code_of_whom_it_blames() {
+        let cases = [
+            (SodaError::Usage("bad CIRCLE".into()), ErrorCode::Usage),
+            (
+                SodaError::MultiValued("two BANDs".into()),
+                ErrorCode::MultiValued,
+            ),
+            (
+                SodaError::UnknownImage("no m32".into()),
+                ErrorCode::NotFound,
+            ),
+            (
+                SodaError::NoOverlap {
+                    source: "butler://demo/m31".into(),
+                },
+                ErrorCode::NoData,
+            ),
+            (SodaError::UnsupportedWcs("AZP".into()), ErrorCode::Usage),
+            (
+                SodaError::BadImage("no image HDU".into()),
+                ErrorCode::Internal,
+            ),
+            (SodaError::Fits("disk full".into()), ErrorCode::Internal),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code, "{error:?}");
+        }
     }
 }

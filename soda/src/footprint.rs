@@ -7,10 +7,10 @@ use fitsio::FitsFile;
 
 use crate::SodaError;
 use crate::celestial::CelestialWcs;
-use crate::cutout::{SourceImage, lock_source};
+use crate::image::{SourceImage, image_observation_time, lock_source};
 use crate::spectral::wavelength_axis;
 use crate::sphere::{self, Vec3};
-use crate::{polarization, sky, temporal};
+use crate::{polarization, temporal};
 
 /// Samples per image edge when looking for the point furthest from the centre: edges of a
 /// non-linear projection bulge, so the corners alone can understate the enclosing circle.
@@ -71,9 +71,7 @@ pub fn footprint(path: &Path, extension: Option<&str>) -> Result<Footprint, Soda
         // Likewise a time axis in a unit TIME cannot read, or a date that is no date.
         let time = match temporal::time_axis(&image.keywords, &image.extra) {
             Ok(Some(axis)) => Some(axis.range()),
-            Ok(None) => sky::image_observation_time(&mut file, &image.hdu)
-                .ok()
-                .flatten(),
+            Ok(None) => image_observation_time(&mut file, &image.hdu).ok().flatten(),
             Err(_) => None,
         };
         let pol = polarization::stokes_axis(&image.keywords, &image.extra)

@@ -1,6 +1,7 @@
-//! The header keywords that carry an image's celestial WCS: which ones we read from a source
-//! image, and how they are written into a cutout with the reference pixel moved, so that every
-//! copied pixel keeps its sky position.
+//! A cutout's header: the keywords that carry an image's celestial WCS (which ones we read from
+//! a source image, and how they are written into a cutout with the reference pixel moved, so
+//! that every copied pixel keeps its sky position), the provenance cards, and the text of a
+//! header for `META=true`.
 
 use fitsio::FitsFile;
 use fitsio::hdu::FitsHdu;
@@ -220,4 +221,185 @@ fn real_names() -> Vec<String> {
         names.push(format!("{prefix}_ORDER"));
     }
     names
+}
+
+/// Where a cutout came from, written into its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// The `ID` the user asked for, e.g. `butler://demo/m31`.
+    pub source_id: String,
+    /// The stencil in its canonical POS form.
+    pub stencil: String,
+    /// Name and version of the software that made the cutout.
+    pub software: String,
+    /// When the cutout was made, ISO 8601 UTC (`2024-05-01T12:00:00` or with a trailing `Z`).
+    pub time_utc: String,
+}
+
+/// Writes a cutout's own cards into `hdu`: the source's WCS `keywords` shifted to the cutout's
+/// first pixel `offsets` (0-based source pixel, NAXIS1 first), `BUNIT`, `BLANK`, and provenance.
+pub(crate) fn write_cutout_header(
+    dst: &mut FitsFile,
+    hdu: &FitsHdu,
+    keywords: &WcsKeywords,
+    bunit: Option<&str>,
+    offsets: &[i64],
+    provenance: &Provenance,
+    blank: Option<i64>,
+) -> Result<(), SodaError> {
+    keywords.write_shifted(dst, hdu, offsets)?;
+    if let Some(bunit) = bunit {
+        hdu.write_key(dst, "BUNIT", bunit)?;
+    }
+    if let Some(blank) = blank {
+        hdu.write_key(dst, "BLANK", blank)?;
+    }
+    let date = provenance.time_utc.trim_end_matches('Z');
+    hdu.write_key(dst, "DATE", (date, "UTC time the cutout was made"))?;
+    hdu.write_key(
+        dst,
+        "CREATOR",
+        (
+            provenance.software.as_str(),
+            "software that made the cutout",
+        ),
+    )?;
+    write_text(
+        dst,
+        hdu,
+        "SKYCSRC",
+        &provenance.source_id,
+        "ID of the source image",
+    )?;
+    write_text(
+        dst,
+        hdu,
+        "SKYCSTCL",
+        &provenance.stencil,
+        "SODA stencil of the cutout",
+    )?;
+    hdu.write_key(
+        dst,
+        "SKYCX0",
+        (offsets[0] + 1, "source column of pixel 1 (1-based)"),
+    )?;
+    hdu.write_key(
+        dst,
+        "SKYCY0",
+        (offsets[1] + 1, "source row of pixel 1 (1-based)"),
+    )?;
+    Ok(())
+}
+
+/// Most characters of a string value that fit on one header card (80 minus key, `= ` and the
+/// quotes); a quote counts twice because FITS doubles it.
+const CARD_TEXT: usize = 68;
+
+/// Most continuation keys written for one value.
+const MAX_CONTINUATIONS: usize = 99;
+
+/// Writes a string that may not fit on one card.
+///
+/// fitsio cannot write the CONTINUE long-string convention (cfitsio silently truncates at 68
+/// characters), so a long value goes on in numbered keys: `SKYCSTCL` holds the first part, then
+/// `SKYCST01`, `SKYCST02`, ... (the name's first 6 characters and a 2-digit counter), to be
+/// concatenated in order. Characters outside printable ASCII, which FITS forbids, become `?`.
+fn write_text(
+    dst: &mut FitsFile,
+    hdu: &FitsHdu,
+    name: &str,
+    value: &str,
+    comment: &str,
+) -> Result<(), SodaError> {
+    let chunks = split_for_cards(value);
+    let stem: String = name.chars().take(6).collect();
+    let continued;
+    let comment = if chunks.len() > 1 {
+        continued = format!("{comment}, continued in {stem}01..");
+        continued.as_str()
+    } else {
+        comment
+    };
+    for (i, chunk) in chunks.iter().take(MAX_CONTINUATIONS + 1).enumerate() {
+        if i == 0 {
+            hdu.write_key(dst, name, (chunk.as_str(), comment))?;
+        } else {
+            hdu.write_key(dst, &format!("{stem}{i:02}"), chunk.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+fn split_for_cards(value: &str) -> Vec<String> {
+    let mut chunks = vec![String::new()];
+    let mut used = 0;
+    for c in value.chars() {
+        let c = if c.is_ascii_graphic() || c == ' ' {
+            c
+        } else {
+            '?'
+        };
+        let width = if c == '\'' { 2 } else { 1 };
+        // Trailing blanks of a FITS string are not significant, so a space never ends a part.
+        if used + width > CARD_TEXT || (c == ' ' && used + width == CARD_TEXT) {
+            chunks.push(String::new());
+            used = 0;
+        }
+        used += width;
+        if let Some(last) = chunks.last_mut() {
+            last.push(c);
+        }
+    }
+    chunks
+}
+
+/// The header of the second HDU of the FITS file `bytes` (whose primary HDU has no data) as
+/// lines of text, with `NAXISn` set to `sizes[n - 1]`.
+pub(crate) fn extension_header_text(bytes: &[u8], sizes: &[usize]) -> Result<String, SodaError> {
+    const CARD: usize = 80;
+    const BLOCK: usize = 2880;
+    let bad = || SodaError::Fits("the scratch header is not a FITS file".to_owned());
+    let cards = |from: usize| bytes.get(from..).unwrap_or_default().chunks_exact(CARD);
+    // The primary header ends at its END card, padded to a whole block.
+    let primary_cards = cards(0)
+        .position(|c| c.starts_with(b"END     "))
+        .ok_or_else(bad)?
+        + 1;
+    let start = (primary_cards * CARD).div_ceil(BLOCK) * BLOCK;
+    let mut text = String::new();
+    for card in cards(start) {
+        let card = std::str::from_utf8(card).map_err(|_| bad())?;
+        let key = card[..8].trim_end();
+        let naxis = key
+            .strip_prefix("NAXIS")
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| sizes.get(n.wrapping_sub(1)));
+        match naxis {
+            // A fixed-format integer: right-justified in columns 11-30, the comment kept.
+            Some(size) => {
+                text.push_str(&format!("{}{size:>20}{}", &card[..10], &card[30..]));
+            }
+            None => text.push_str(card),
+        }
+        text.push('\n');
+        if key == "END" {
+            return Ok(text);
+        }
+    }
+    Err(bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_split_without_trailing_blanks() {
+        let value = format!("{} {}", "x".repeat(67), "y'z".repeat(40));
+        let parts = split_for_cards(&value);
+        assert_eq!(parts.concat(), value);
+        for part in &parts {
+            assert!(!part.ends_with(' ') && part.len() + part.matches('\'').count() <= 68);
+        }
+    }
 }

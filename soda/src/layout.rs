@@ -102,6 +102,37 @@ pub fn walk(chunks: &[(u64, &[u8])], size: u64, extension: Option<&str>) -> Walk
     }
 }
 
+/// Walks every header of a file of `size` bytes, for a caller that describes all of its
+/// images (the sky index) rather than cutting one: [`Walk::Found`] holds every HDU in file
+/// order once the last one's data ends the file. A tile-compressed image or random groups, or
+/// bytes after the last HDU that are not one, are [`Walk::Unsure`], as in [`walk`].
+pub fn walk_all(chunks: &[(u64, &[u8])], size: u64) -> Walk {
+    let mut offset = 0u64;
+    let mut seen: Vec<HduLayout> = Vec::new();
+    while offset < size {
+        let hdu = match parse_hdu(chunks, offset, seen.len(), size) {
+            Ok(Parsed::Hdu(hdu)) => hdu,
+            Ok(Parsed::Need(block)) => return Walk::Need(block),
+            Err(why) => return Walk::Unsure(why),
+        };
+        if hdu.next > size {
+            return Walk::Unsure(format!(
+                "HDU {} ends at byte {} of a {size}-byte file",
+                hdu.index, hdu.next
+            ));
+        }
+        if hdu.unusual {
+            return Walk::Unsure(format!("HDU {} is not a plain image", hdu.index));
+        }
+        offset = hdu.next;
+        seen.push(hdu);
+    }
+    if seen.is_empty() {
+        return Walk::Unsure("the file is empty".to_owned());
+    }
+    Walk::Found(seen)
+}
+
 /// The bytes at `range` if the chunks hold all of them in one chunk.
 fn bytes_at<'a>(chunks: &[(u64, &'a [u8])], range: Range<u64>) -> Option<&'a [u8]> {
     chunks.iter().find_map(|(start, bytes)| {
@@ -400,6 +431,57 @@ mod tests {
         let short = image(&["SIMPLE  =                    T"], &[100, 100], -32);
         assert!(matches!(
             walk(&[(0, &short[..2880])], 2880, None),
+            Walk::Unsure(_)
+        ));
+    }
+
+    #[test]
+    fn the_whole_walk_reads_every_header_to_the_end_of_the_file() {
+        let file = mef();
+        let size = file.len() as u64;
+        let Walk::Found(hdus) = walk_all(&[(0, &file[..])], size) else {
+            panic!("not every header found");
+        };
+        assert_eq!(hdus.len(), 3);
+        assert_eq!(hdus[2].axes, vec![10, 10, 3]);
+        assert_eq!(hdus[2].next, size);
+        // Each header is asked for where it starts, past the data before it.
+        assert_eq!(walk_all(&[], size), Walk::Need(0));
+        assert_eq!(walk_all(&[(0, &file[..2880])], size), Walk::Need(2880));
+        let data_end = hdus[1].next as usize;
+        assert_eq!(
+            walk_all(&[(0, &file[..5760])], size),
+            Walk::Need(data_end as u64)
+        );
+        let pieces = [
+            (0, &file[..5760]),
+            (data_end as u64, &file[data_end..data_end + 2880]),
+        ];
+        assert!(matches!(walk_all(&pieces, size), Walk::Found(ref h) if h.len() == 3));
+        // Bytes after the last HDU that are no HDU, and an empty object, are left to cfitsio.
+        let mut trailing = file.clone();
+        trailing.extend([0u8; 100]);
+        assert!(matches!(
+            walk_all(&[(0, &trailing[..])], trailing.len() as u64),
+            Walk::Unsure(_)
+        ));
+        assert!(matches!(walk_all(&[], 0), Walk::Unsure(_)));
+    }
+
+    #[test]
+    fn the_whole_walk_leaves_compressed_images_to_the_whole_file_path() {
+        let mut file = image(&["SIMPLE  =                    T"], &[], 8);
+        file.extend(header(&[
+            "XTENSION= 'BINTABLE'",
+            "BITPIX  =                    8",
+            "NAXIS   =                    2",
+            "NAXIS1  =                    8",
+            "NAXIS2  =                    1",
+            "ZIMAGE  =                    T",
+        ]));
+        file.resize(file.len() + 2880, 0);
+        assert!(matches!(
+            walk_all(&[(0, &file[..])], file.len() as u64),
             Walk::Unsure(_)
         ));
     }

@@ -235,26 +235,12 @@ fn refine(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::{Value, WcsKeywords};
+    use crate::fixtures::sky_image;
     use crate::region::{pixel_box, pixel_scale_deg};
 
     /// An `n` x `n` image in projection `proj`, `scale` degrees per pixel, centred on (ra, dec).
     fn wcs(proj: &str, n: usize, ra: f64, dec: f64, scale: f64) -> CelestialWcs {
-        let text = |k: &str, v: String| (k.to_owned(), Value::Text(v));
-        let real = |k: &str, v: f64| (k.to_owned(), Value::Real(v));
-        let keywords = WcsKeywords {
-            entries: vec![
-                text("CTYPE1", format!("RA---{proj}")),
-                text("CTYPE2", format!("DEC--{proj}")),
-                real("CRPIX1", (n as f64 + 1.0) / 2.0),
-                real("CRPIX2", (n as f64 + 1.0) / 2.0),
-                real("CRVAL1", ra),
-                real("CRVAL2", dec),
-                real("CD1_1", -scale),
-                real("CD2_2", scale),
-            ],
-        };
-        CelestialWcs::new(n, n, &keywords).unwrap()
+        sky_image(proj, n, n, ra, dec, scale)
     }
 
     /// Compares the mask of `stencil` with a test of every pixel centre of its rectangle.

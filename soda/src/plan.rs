@@ -1,227 +1,276 @@
-//! A bulk job's plan: which stamps to cut from which image, in the order a worker cuts them.
-//!
-//! The frontend places every catalogue row on the images that cover it before the job exists,
-//! and writes the plan as a text file stored beside the job's results; the worker reads it back
-//! a group at a time, so its memory is bounded by one image's stamps, not by the catalogue.
-//! Rows that no image can serve are listed first, as errors with the reason. Then come the
-//! groups: an image ID, then its stamps, each a catalogue row number and position, in
-//! catalogue order.
-//!
-//! ```text
-//! # skycut bulk plan 1
-//! E,17,no indexed image covers (10.5, -3.25)
-//! I,butler://demo/image-1
-//! S,0,10.01,-3.02
-//! S,4,10.03,-3.01
-//! ```
-//!
-//! Numbers are written in Rust's shortest round-trip form, so positions come back exactly.
+//! Planning a cutout on its image's header alone: the image HDU, its celestial WCS, the pixel
+//! rectangle of the stencil (or of a `SIZE` stamp) and the planes of the other axes that
+//! `BAND`, `TIME`, `POL` and `SUB` keep. A plan reads no pixel, so it also answers how big a
+//! cutout would be ([`cutout_size`]) and which bytes of the file it reads ([`cutout_reads`]).
 
-use std::io::{BufRead, Write};
+use std::ops::Range;
+use std::path::Path;
+
+use fitsio::FitsFile;
 
 use crate::SodaError;
+use crate::celestial::CelestialWcs;
+use crate::image::{SourceImage, image_observation_time, lock_source};
+use crate::region::{PixelBox, pixel_box};
+use crate::spectral::wavelength_axis;
+use crate::stamp::Window;
+use crate::stencil::Stencil;
+use crate::{polarization, temporal};
 
-const HEADER: &str = "# skycut bulk plan 1";
-
-/// The object, beside the job's results, that holds the plan of bulk job `job`.
-pub fn plan_key(job: &str) -> String {
-    format!("{job}/bulk/plan.txt")
+/// How to cut, beyond where.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CutOptions {
+    /// Blank the pixels of the rectangle whose centres lie outside the stencil: NaN for
+    /// floating-point images, the BLANK value for integer images (the source's BLANK, or the
+    /// type's smallest value, which is then declared as BLANK).
+    pub mask: bool,
+    /// SODA `BAND`: keep only the planes of the wavelength axis whose centres lie in this
+    /// interval (metres, bounds possibly infinite). Other axes beyond the celestial two are
+    /// always kept whole.
+    pub band: Option<(f64, f64)>,
+    /// SODA `TIME`: an MJD interval (bounds possibly infinite). On an image with a time axis,
+    /// the planes whose centres lie in it are kept; on one without, the whole image is kept if
+    /// its observation interval meets it, and none of it otherwise.
+    pub time: Option<(f64, f64)>,
+    /// SODA `POL`: the FITS Stokes codes to keep along the image's Stokes axis (empty: all);
+    /// the planes from the first holding one to the last are kept (see `polarization`).
+    pub pol: Vec<i32>,
+    /// The `EXTNAME` of the image HDU to cut (the ID's `?ext=`); `None` takes the primary HDU
+    /// or, when that is empty, the first image extension.
+    pub extension: Option<String>,
+    /// `SIZE` (a Skycut extension): the cutout is a stamp of exactly this many pixels a side,
+    /// centred on the stencil's centre (a circle's; see [`crate::stamp::Window::centred`]),
+    /// blanked where it hangs over the image edge, instead of the stencil's smallest rectangle.
+    pub size: Option<usize>,
 }
 
-/// A stamp to cut: the catalogue row it serves and the position it is centred on (ICRS deg).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PlannedStamp {
-    pub row: u64,
-    pub ra: f64,
-    pub dec: f64,
+/// What a cutout will copy: the image HDU, its celestial WCS, the pixel rectangle of the stencil
+/// and the planes of the other axes (all of them, or the `BAND`'s).
+pub(crate) struct Plan {
+    pub(crate) image: SourceImage,
+    pub(crate) wcs: CelestialWcs,
+    /// The source pixels read: the window's part inside the image.
+    pub(crate) region: PixelBox,
+    /// The output's pixels in source coordinates: the region itself, or a `SIZE` stamp that
+    /// may hang over the image edge.
+    pub(crate) window: Window,
+    pub(crate) planes: Vec<Range<usize>>,
 }
 
-/// What a plan says, one item at a time.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PlanItem {
-    /// A catalogue row that gives no stamp, and why.
-    Error { row: u64, reason: String },
-    /// The stamps of one image.
-    Image {
-        id: String,
-        stamps: Vec<PlannedStamp>,
-    },
-}
-
-/// Writes a plan: every error first, then one group per image.
-pub struct PlanWriter<W: Write> {
-    out: W,
-}
-
-impl<W: Write> PlanWriter<W> {
-    pub fn new(mut out: W) -> Result<PlanWriter<W>, SodaError> {
-        writeln!(out, "{HEADER}")?;
-        Ok(PlanWriter { out })
-    }
-
-    pub fn error(&mut self, row: u64, reason: &str) -> Result<(), SodaError> {
-        // One line per item: a reason never spans lines.
-        let reason = reason.replace(['\r', '\n'], " ");
-        writeln!(self.out, "E,{row},{reason}")?;
-        Ok(())
-    }
-
-    pub fn image(&mut self, id: &str, stamps: &[PlannedStamp]) -> Result<(), SodaError> {
-        if id.contains(['\r', '\n']) {
-            return Err(SodaError::usage(format!("image ID {id:?} spans lines")));
+impl Plan {
+    /// `source_name` names the image in errors.
+    pub(crate) fn new(
+        src: &mut FitsFile,
+        source_name: &str,
+        stencil: &Stencil,
+        options: &CutOptions,
+    ) -> Result<Plan, SodaError> {
+        let section = match stencil {
+            Stencil::Pixels(section) => Some(section),
+            _ => None,
+        };
+        let extension = options
+            .extension
+            .as_deref()
+            .or_else(|| section.and_then(|s| s.extension()));
+        let image = SourceImage::find(src, extension)?;
+        let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
+        let name = || source_name.to_owned();
+        let (region, window) = match options.size {
+            Some(size) => {
+                let Stencil::Circle(circle) = stencil else {
+                    return Err(SodaError::usage(
+                        "SIZE centres a stamp on a CIRCLE (or POS=CIRCLE): give one",
+                    ));
+                };
+                let (ra, dec) = circle.center();
+                let window = wcs
+                    .sky_to_pixel(ra, dec)
+                    .and_then(|(x, y)| Window::centred(x, y, size));
+                let Some((window, region)) =
+                    window.and_then(|w| w.overlap(image.nx, image.ny).map(|r| (w, r)))
+                else {
+                    return Err(SodaError::NoOverlap { source: name() });
+                };
+                (region, window)
+            }
+            None => {
+                let Some(region) = pixel_box(&wcs, image.nx, image.ny, stencil) else {
+                    return Err(SodaError::NoOverlap { source: name() });
+                };
+                (region, Window::of(region))
+            }
+        };
+        let mut planes: Vec<Range<usize>> = image.extra.iter().map(|&n| 0..n).collect();
+        if let Some(section) = section {
+            if section.axes() > 2 + planes.len() {
+                return Err(SodaError::usage(format!(
+                    "SUB {section} gives {} axes but {} has {}",
+                    section.axes(),
+                    name(),
+                    2 + planes.len()
+                )));
+            }
+            for (i, planes) in planes.iter_mut().enumerate() {
+                *planes = section
+                    .axis(i + 2, planes.len())
+                    .ok_or_else(|| SodaError::NoOverlap { source: name() })?;
+            }
         }
-        writeln!(self.out, "I,{id}")?;
-        for stamp in stamps {
-            writeln!(self.out, "S,{},{},{}", stamp.row, stamp.ra, stamp.dec)?;
+        if let Some(band) = options.band {
+            let Some(axis) = wavelength_axis(&image.keywords, &image.extra)? else {
+                return Err(SodaError::usage(format!(
+                    "BAND was given but {} has no wavelength axis",
+                    name()
+                )));
+            };
+            let Some(range) = axis.planes(band) else {
+                return Err(SodaError::NoOverlap { source: name() });
+            };
+            planes[axis.extra_index] = range;
         }
-        Ok(())
-    }
-
-    pub fn finish(mut self) -> Result<W, SodaError> {
-        self.out.flush()?;
-        Ok(self.out)
-    }
-}
-
-/// Reads a plan back, an item at a time.
-pub struct PlanReader<R: BufRead> {
-    input: R,
-    /// A line read ahead: the first line after a group's stamps.
-    pending: Option<String>,
-}
-
-impl<R: BufRead> PlanReader<R> {
-    /// Checks the header line.
-    pub fn open(mut input: R) -> Result<PlanReader<R>, SodaError> {
-        let mut line = String::new();
-        input.read_line(&mut line)?;
-        if line.trim_end() != HEADER {
-            return Err(SodaError::Fits(format!(
-                "not a bulk plan (first line {:?})",
-                line.trim_end()
-            )));
+        if let Some(time) = options.time {
+            if let Some(axis) = temporal::time_axis(&image.keywords, &image.extra)? {
+                let Some(range) = axis.planes(time) else {
+                    return Err(SodaError::NoOverlap { source: name() });
+                };
+                planes[axis.extra_index] = range;
+            } else {
+                let observed = image_observation_time(src, &image.hdu)
+                    .map_err(SodaError::BadImage)?
+                    .ok_or_else(|| {
+                        SodaError::usage(format!(
+                            "TIME was given but {} has neither a time axis nor an observation \
+                             time (MJD-OBS, DATE-OBS, DATE-BEG)",
+                            name()
+                        ))
+                    })?;
+                if !temporal::overlaps(observed, time) {
+                    return Err(SodaError::NoOverlap { source: name() });
+                }
+            }
         }
-        Ok(PlanReader {
-            input,
-            pending: None,
+        if !options.pol.is_empty() {
+            let Some(axis) = polarization::stokes_axis(&image.keywords, &image.extra)? else {
+                return Err(SodaError::usage(format!(
+                    "POL was given but {} has no polarization axis (CTYPEn = 'STOKES')",
+                    name()
+                )));
+            };
+            let Some(range) = polarization::planes(&axis, &options.pol) else {
+                return Err(SodaError::NoOverlap { source: name() });
+            };
+            planes[axis.extra_index] = range;
+        }
+        Ok(Plan {
+            image,
+            wcs,
+            region,
+            window,
+            planes,
         })
     }
+}
 
-    fn line(&mut self) -> Result<Option<String>, SodaError> {
-        if let Some(line) = self.pending.take() {
-            return Ok(Some(line));
-        }
-        let mut line = String::new();
-        if self.input.read_line(&mut line)? == 0 {
-            return Ok(None);
-        }
-        if !line.ends_with('\n') {
-            return Err(SodaError::Fits("the bulk plan is cut short".to_owned()));
-        }
-        line.truncate(line.trim_end_matches(['\r', '\n']).len());
-        Ok(Some(line))
-    }
+/// The bytes of pixel data a cutout of `stencil` out of `source` would hold, without cutting it
+/// (for completion estimates): the header is read, no pixel is.
+pub fn cutout_bytes(
+    source: &Path,
+    stencil: &Stencil,
+    options: &CutOptions,
+) -> Result<u64, SodaError> {
+    cutout_size(source, stencil, options).map(|size| size.bytes)
+}
 
-    /// The next item, or `None` at the end.
-    pub fn next_item(&mut self) -> Result<Option<PlanItem>, SodaError> {
-        let Some(line) = self.line()? else {
-            return Ok(None);
-        };
-        let bad = |line: &str| SodaError::Fits(format!("bad bulk plan line {line:?}"));
-        if let Some(rest) = line.strip_prefix("E,") {
-            let (row, reason) = rest.split_once(',').ok_or_else(|| bad(&line))?;
-            let row = row.parse().map_err(|_| bad(&line))?;
-            return Ok(Some(PlanItem::Error {
-                row,
-                reason: reason.to_owned(),
-            }));
+/// How big a cutout would be, planned on the image header alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutoutSize {
+    /// Pixels over every axis kept (a cube's planes included).
+    pub pixels: u64,
+    /// Bytes of pixel data.
+    pub bytes: u64,
+}
+
+/// The size of the cutout of `stencil` out of `source`, without cutting it: the header is read,
+/// no pixel is.
+pub fn cutout_size(
+    source: &Path,
+    stencil: &Stencil,
+    options: &CutOptions,
+) -> Result<CutoutSize, SodaError> {
+    let _guard = lock_source(source);
+    let mut src = FitsFile::open(source)?;
+    let plan = Plan::new(&mut src, &source.display().to_string(), stencil, options)?;
+    let planes: u64 = plan.planes.iter().map(|r| r.len() as u64).product();
+    let pixels = ((plan.window.width * plan.window.height) as u64).saturating_mul(planes);
+    Ok(CutoutSize {
+        pixels,
+        bytes: pixels.saturating_mul(plan.image.bitpix.bytes()),
+    })
+}
+
+/// Which pixels of its source a cutout reads, planned on the source's headers alone: the image
+/// HDU, its axes, and the rectangle and planes the cutout copies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// The image HDU's number, 0 for the primary HDU.
+    pub hdu: usize,
+    /// NAXIS1, NAXIS2, ...
+    pub axes: Vec<usize>,
+    /// Bytes of one stored pixel.
+    pub pixel_bytes: u64,
+    /// The celestial rectangle copied.
+    pub region: PixelBox,
+    /// The planes copied of each axis beyond the celestial two, NAXIS3 first.
+    pub planes: Vec<Range<usize>>,
+}
+
+impl ReadPlan {
+    /// The file offsets of the pixels the cutout reads, for an image whose data starts at
+    /// `data_start`: one range per row of the rectangle in each plane, in file order.
+    pub fn byte_ranges(&self, data_start: u64) -> Vec<Range<u64>> {
+        let (nx, ny) = (self.axes[0] as u64, self.axes[1] as u64);
+        let region = self.region;
+        let row_bytes = region.width() as u64 * self.pixel_bytes;
+        let plane_count: usize = self.planes.iter().map(|r| r.len()).product();
+        let mut ranges = Vec::with_capacity(plane_count * region.height());
+        for plane in 0..plane_count {
+            // The plane's linear number in the file, NAXIS3 varying fastest.
+            let (mut rest, mut linear, mut stride) = (plane, 0u64, 1u64);
+            for (r, &n) in self.planes.iter().zip(&self.axes[2..]) {
+                linear += (r.start + rest % r.len()) as u64 * stride;
+                rest /= r.len();
+                stride *= n as u64;
+            }
+            for y in region.y0..=region.y1 {
+                let pixel = (linear * ny + y as u64) * nx + region.x0 as u64;
+                let start = data_start + pixel * self.pixel_bytes;
+                ranges.push(start..start + row_bytes);
+            }
         }
-        let id = line
-            .strip_prefix("I,")
-            .ok_or_else(|| bad(&line))?
-            .to_owned();
-        let mut stamps = Vec::new();
-        while let Some(next) = self.line()? {
-            let Some(rest) = next.strip_prefix("S,") else {
-                self.pending = Some(next);
-                break;
-            };
-            let mut fields = rest.split(',');
-            let mut field = || fields.next().ok_or_else(|| bad(&next));
-            let row = field()?.parse().map_err(|_| bad(&next))?;
-            let ra = field()?.parse().map_err(|_| bad(&next))?;
-            let dec = field()?.parse().map_err(|_| bad(&next))?;
-            stamps.push(PlannedStamp { row, ra, dec });
-        }
-        Ok(Some(PlanItem::Image { id, stamps }))
+        ranges
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plan_reads_back_as_written() {
-        let mut writer = PlanWriter::new(Vec::new()).unwrap();
-        writer.error(3, "no indexed image covers\n(1, 2)").unwrap();
-        let first = [
-            PlannedStamp {
-                row: 0,
-                ra: 10.123456789012345,
-                dec: -3.0,
-            },
-            PlannedStamp {
-                row: 7,
-                ra: 359.99999999999994,
-                dec: 89.9,
-            },
-        ];
-        writer.image("butler://demo/a?ext=SCI", &first).unwrap();
-        writer.image("butler://demo/b,c", &first[1..]).unwrap();
-        let bytes = writer.finish().unwrap();
-        let mut reader = PlanReader::open(bytes.as_slice()).unwrap();
-        assert_eq!(
-            reader.next_item().unwrap(),
-            Some(PlanItem::Error {
-                row: 3,
-                reason: "no indexed image covers (1, 2)".to_owned()
-            })
-        );
-        assert_eq!(
-            reader.next_item().unwrap(),
-            Some(PlanItem::Image {
-                id: "butler://demo/a?ext=SCI".to_owned(),
-                stamps: first.to_vec()
-            })
-        );
-        assert_eq!(
-            reader.next_item().unwrap(),
-            Some(PlanItem::Image {
-                id: "butler://demo/b,c".to_owned(),
-                stamps: first[1..].to_vec()
-            })
-        );
-        assert_eq!(reader.next_item().unwrap(), None);
-    }
-
-    #[test]
-    fn a_plan_cut_short_is_an_error_not_fewer_stamps() {
-        let mut writer = PlanWriter::new(Vec::new()).unwrap();
-        writer
-            .image(
-                "butler://demo/a",
-                &[PlannedStamp {
-                    row: 12,
-                    ra: 1.5,
-                    dec: 2.5,
-                }],
-            )
-            .unwrap();
-        let mut bytes = writer.finish().unwrap();
-        bytes.truncate(bytes.len() - 3);
-        let mut reader = PlanReader::open(bytes.as_slice()).unwrap();
-        assert!(reader.next_item().is_err());
-        assert!(PlanReader::open(&b"row,ra,dec\n"[..]).is_err());
-    }
+/// Plans the cutout of `stencil` out of `source` without reading a pixel (see [`ReadPlan`]);
+/// the same errors as [`crate::cut_to_file_with`] for a stencil off the image, a bad `BAND` or a
+/// missing extension.
+pub fn cutout_reads(
+    source: &Path,
+    stencil: &Stencil,
+    options: &CutOptions,
+    source_name: &str,
+) -> Result<ReadPlan, SodaError> {
+    let _guard = lock_source(source);
+    let mut src = FitsFile::open(source)?;
+    let plan = Plan::new(&mut src, source_name, stencil, options)?;
+    let mut axes = vec![plan.image.nx, plan.image.ny];
+    axes.extend(&plan.image.extra);
+    Ok(ReadPlan {
+        hdu: plan.image.hdu.number,
+        axes,
+        pixel_bytes: plan.image.bitpix.bytes(),
+        region: plan.region,
+        planes: plan.planes,
+    })
 }

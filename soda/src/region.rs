@@ -7,44 +7,9 @@
 //! added as well, which covers stencils that contain the whole image (whose boundary may not
 //! even be projectable).
 
-use std::path::Path;
-
-use fitsio::FitsFile;
-
-use crate::SodaError;
 use crate::celestial::CelestialWcs;
-use crate::cutout::{SourceImage, lock_source};
 use crate::sphere::{self, Vec3};
 use crate::stencil::{Moc, Polygon, Stencil};
-
-/// An image's size and celestial WCS, read once from its header, so that many stencils can be
-/// located on it without opening the file again.
-pub struct ImageGeometry {
-    nx: usize,
-    ny: usize,
-    wcs: CelestialWcs,
-}
-
-impl ImageGeometry {
-    /// Reads the image HDU's header of the FITS file at `path`.
-    pub fn read(path: &Path) -> Result<ImageGeometry, SodaError> {
-        let _guard = lock_source(path);
-        let mut file = FitsFile::open(path)?;
-        let image = SourceImage::find(&mut file, None)?;
-        let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
-        Ok(ImageGeometry {
-            nx: image.nx,
-            ny: image.ny,
-            wcs,
-        })
-    }
-
-    /// The pixel rectangle that [`crate::cut_to_file`] copies for `stencil`, or `None` if the
-    /// stencil misses the image.
-    pub fn pixel_box(&self, stencil: &Stencil) -> Option<PixelBox> {
-        pixel_box(&self.wcs, self.nx, self.ny, stencil)
-    }
-}
 
 /// A 0-based inclusive pixel rectangle in the source image (x along NAXIS1, y along NAXIS2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,34 +366,14 @@ pub(crate) fn pixel_scale_deg(wcs: &CelestialWcs, nx: usize, ny: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::{Value, WcsKeywords};
+    use crate::fixtures::{sky, sky_image};
 
     const SCALE: f64 = 1.0 / 3600.0;
     const N: usize = 512;
 
     /// A north-up TAN WCS with its reference point at the centre of an N x N image.
     fn tan_wcs(ra: f64, dec: f64) -> CelestialWcs {
-        let text = |k: &str, v: &str| (k.to_owned(), Value::Text(v.to_owned()));
-        let real = |k: &str, v: f64| (k.to_owned(), Value::Real(v));
-        let keywords = WcsKeywords {
-            entries: vec![
-                text("CTYPE1", "RA---TAN"),
-                text("CTYPE2", "DEC--TAN"),
-                text("RADESYS", "ICRS"),
-                real("CRPIX1", (N as f64 + 1.0) / 2.0),
-                real("CRPIX2", (N as f64 + 1.0) / 2.0),
-                real("CRVAL1", ra),
-                real("CRVAL2", dec),
-                real("CD1_1", -SCALE),
-                real("CD2_2", SCALE),
-                real("EQUINOX", 2000.0),
-            ],
-        };
-        CelestialWcs::new(N, N, &keywords).unwrap()
-    }
-
-    fn sky(wcs: &CelestialWcs, x: f64, y: f64) -> (f64, f64) {
-        wcs.pixel_to_sky(x, y).unwrap()
+        sky_image("TAN", N, N, ra, dec, SCALE)
     }
 
     fn full() -> PixelBox {

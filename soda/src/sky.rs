@@ -12,21 +12,19 @@
 use std::path::Path;
 
 use fitsio::FitsFile;
-use fitsio::hdu::{FitsHdu, HduInfo};
+use fitsio::hdu::HduInfo;
 
 use crate::SodaError;
-use crate::cutout::{SourceImage, lock_source};
 use crate::footprint::{Footprint, footprint};
+use crate::image::{SourceImage, lock_source, observation_time};
 use crate::spectral::wavelength_axis;
 use crate::sphere::{self, Vec3};
 use crate::stencil::Stencil;
+pub use crate::temporal::iso_to_mjd;
 
 /// The deepest HEALPix depth an image's cells may have (cells of about 50 milliarcseconds):
 /// a point query looks up one cell per depth up to this one.
 pub const MAX_DEPTH: u8 = 22;
-
-/// Seconds per day, for EXPTIME.
-const SECONDS_PER_DAY: f64 = 86_400.0;
 
 /// One image HDU of a file, as the index records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,82 +143,6 @@ fn image_hdus(file: &mut FitsFile) -> Result<Vec<FoundHdu>, SodaError> {
         });
     }
     Ok(found)
-}
-
-/// The observation interval (MJD) of the image in `hdu`, or, when its header states none, of
-/// the file's primary header (as the index reads it), for `TIME` on an image without a time axis.
-pub(crate) fn image_observation_time(
-    file: &mut FitsFile,
-    hdu: &FitsHdu,
-) -> Result<Option<(f64, f64)>, String> {
-    if let Some(time) = observation_time(file, hdu)? {
-        return Ok(Some(time));
-    }
-    let primary = file.primary_hdu().map_err(|e| e.to_string())?;
-    Ok(observation_time(file, &primary).ok().flatten())
-}
-
-/// The observation interval (MJD) a header states: `MJD-BEG`/`MJD-END` or `DATE-BEG`/`DATE-END`
-/// when present, else a start (`MJD-OBS` or `DATE-OBS`) plus `EXPTIME` (or `XPOSURE`) seconds.
-/// `Ok(None)` when the header gives no time; an error when it gives one that cannot be read.
-fn observation_time(file: &mut FitsFile, hdu: &FitsHdu) -> Result<Option<(f64, f64)>, String> {
-    let mjd = |file: &mut FitsFile, mjd_key: &str, date_key: &str| -> Result<Option<f64>, String> {
-        if let Ok(value) = hdu.read_key::<f64>(file, mjd_key) {
-            return Ok(Some(value));
-        }
-        match hdu.read_key::<String>(file, date_key) {
-            Ok(text) if !text.trim().is_empty() => iso_to_mjd(text.trim())
-                .map(Some)
-                .ok_or_else(|| format!("{date_key} {text:?} is not an ISO 8601 date")),
-            _ => Ok(None),
-        }
-    };
-    let begin = mjd(file, "MJD-BEG", "DATE-BEG")?;
-    let end = mjd(file, "MJD-END", "DATE-END")?;
-    let obs = mjd(file, "MJD-OBS", "DATE-OBS")?;
-    let Some(start) = begin.or(obs) else {
-        return Ok(None);
-    };
-    let exposure = hdu
-        .read_key::<f64>(file, "EXPTIME")
-        .or_else(|_| hdu.read_key::<f64>(file, "XPOSURE"))
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0);
-    let stop = end.unwrap_or(start + exposure.unwrap_or(0.0) / SECONDS_PER_DAY);
-    Ok(Some((start.min(stop), start.max(stop))))
-}
-
-/// `YYYY-MM-DD[Thh:mm:ss[.s…]]` (UTC or TAI, not told apart at this resolution) as MJD.
-pub fn iso_to_mjd(text: &str) -> Option<f64> {
-    let (date, time) = text.split_once('T').unwrap_or((text, ""));
-    let mut parts = date.splitn(3, '-');
-    let year: i64 = parts.next()?.parse().ok()?;
-    let month: i64 = parts.next()?.parse().ok()?;
-    let day: i64 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let mut seconds = 0.0;
-    if !time.is_empty() {
-        let time = time.trim_end_matches('Z');
-        let mut fields = time.splitn(3, ':');
-        let h: f64 = fields.next()?.parse().ok()?;
-        let m: f64 = fields.next().unwrap_or("0").parse().ok()?;
-        let s: f64 = fields.next().unwrap_or("0").parse().ok()?;
-        if !(0.0..24.0).contains(&h) || !(0.0..60.0).contains(&m) || !(0.0..61.0).contains(&s) {
-            return None;
-        }
-        seconds = h * 3600.0 + m * 60.0 + s;
-    }
-    // Days from 1970-01-01 (Howard Hinnant's days_from_civil); MJD 40587 is 1970-01-01.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 + 40_587.0 + seconds / SECONDS_PER_DAY)
 }
 
 /// The NUNIQ value of cell `hash` at `depth`.

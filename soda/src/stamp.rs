@@ -14,7 +14,7 @@ use fitsio::FitsFile;
 
 use crate::SodaError;
 use crate::celestial::CelestialWcs;
-use crate::cutout::{SourceImage, lock_source};
+use crate::image::{SourceImage, lock_source};
 use crate::region::PixelBox;
 
 /// A rectangle of pixels in source coordinates (0-based, x along NAXIS1) that may extend past

@@ -21,8 +21,8 @@ use crate::stamp::Stamp;
 /// The media type of a stamp table (`RESPONSEFORMAT`).
 pub const STAMP_TABLE: &str = "application/fits;content=stamp-table";
 
-const BLOCK: usize = 2880;
-const CARD: usize = 80;
+pub(crate) const BLOCK: usize = 2880;
+pub(crate) const CARD: usize = 80;
 
 /// A table of stamps `size` pixels a side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +202,7 @@ impl StampTable {
 }
 
 /// FITS text holds printable ASCII only.
-fn printable(b: u8) -> u8 {
+pub(crate) fn printable(b: u8) -> u8 {
     if (0x20..0x7f).contains(&b) { b } else { b'?' }
 }
 
@@ -222,26 +222,26 @@ fn table_cards(extname: &str, row_bytes: u64, rows: u64, fields: usize) -> Vec<S
     ]
 }
 
-fn card(name: &str, value: &str) -> String {
+pub(crate) fn card(name: &str, value: &str) -> String {
     let card = format!("{name:<8}= {value:>20}");
     format!("{card:<80}")
 }
 
-fn card_int(name: &str, value: i64) -> String {
+pub(crate) fn card_int(name: &str, value: i64) -> String {
     card(name, &value.to_string())
 }
 
-fn card_logical(name: &str, value: bool) -> String {
+pub(crate) fn card_logical(name: &str, value: bool) -> String {
     card(name, if value { "T" } else { "F" })
 }
 
-fn card_text(name: &str, value: &str) -> String {
+pub(crate) fn card_text(name: &str, value: &str) -> String {
     let quoted = format!("'{:<8}'", value.replace('\'', "''"));
     format!("{:<80}", format!("{name:<8}= {quoted}"))
 }
 
 /// Writes the cards, `END` and the blank padding to a whole block.
-fn write_header(out: &mut impl Write, cards: &[String]) -> Result<(), SodaError> {
+pub(crate) fn write_header(out: &mut impl Write, cards: &[String]) -> Result<(), SodaError> {
     let mut text = String::with_capacity((cards.len() + 1) * CARD);
     for card in cards {
         text.push_str(card);
@@ -253,7 +253,7 @@ fn write_header(out: &mut impl Write, cards: &[String]) -> Result<(), SodaError>
 }
 
 /// Pads `written` bytes to a whole FITS block with `fill`.
-fn pad(out: &mut impl Write, written: u64, fill: u8) -> Result<(), SodaError> {
+pub(crate) fn pad(out: &mut impl Write, written: u64, fill: u8) -> Result<(), SodaError> {
     let rest = (BLOCK - (written % BLOCK as u64) as usize) % BLOCK;
     out.write_all(&vec![fill; rest])?;
     Ok(())

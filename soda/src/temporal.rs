@@ -4,7 +4,7 @@
 //! Values are MJD (days). A time axis is a linear axis whose `CTYPEn` is a time scale (`TIME`,
 //! `UTC`, `TAI`, `TT`, ...: values relative to `MJDREF`, in `CUNITn`, seconds by default) or
 //! `MJD` / `JD` (the date itself, in days). The observation interval of an image is read as the
-//! sky index reads it (`sky::observation_time`: `MJD-BEG`/`DATE-BEG` to `MJD-END`/`DATE-END`,
+//! sky index reads it (`image::observation_time`: `MJD-BEG`/`DATE-BEG` to `MJD-END`/`DATE-END`,
 //! else `MJD-OBS`/`DATE-OBS` plus `EXPTIME`).
 
 use crate::SodaError;
@@ -16,6 +16,9 @@ const TIME_SCALES: [&str; 14] = [
     "TIME", "TAI", "TT", "TDT", "ET", "IAT", "UT1", "UTC", "GMT", "GPS", "TCG", "TCB", "TDB",
     "LOCAL",
 ];
+
+/// Seconds per day, for EXPTIME.
+pub(crate) const SECONDS_PER_DAY: f64 = 86_400.0;
 
 /// Days from the JD zero point to the MJD one.
 const JD_MINUS_MJD: f64 = 2_400_000.5;
@@ -72,6 +75,39 @@ fn unit_in_days(unit: &str) -> Option<f64> {
 /// Whether an observation interval (MJD) meets the `TIME` interval asked for (bounds included).
 pub(crate) fn overlaps((begin, end): (f64, f64), (lo, hi): (f64, f64)) -> bool {
     begin <= hi && end >= lo
+}
+
+/// `YYYY-MM-DD[Thh:mm:ss[.s…]]` (UTC or TAI, not told apart at this resolution) as MJD.
+pub fn iso_to_mjd(text: &str) -> Option<f64> {
+    let (date, time) = text.split_once('T').unwrap_or((text, ""));
+    let mut parts = date.splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: i64 = parts.next()?.parse().ok()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut seconds = 0.0;
+    if !time.is_empty() {
+        let time = time.trim_end_matches('Z');
+        let mut fields = time.splitn(3, ':');
+        let h: f64 = fields.next()?.parse().ok()?;
+        let m: f64 = fields.next().unwrap_or("0").parse().ok()?;
+        let s: f64 = fields.next().unwrap_or("0").parse().ok()?;
+        if !(0.0..24.0).contains(&h) || !(0.0..60.0).contains(&m) || !(0.0..61.0).contains(&s) {
+            return None;
+        }
+        seconds = h * 3600.0 + m * 60.0 + s;
+    }
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil); MJD 40587 is 1970-01-01.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 + 40_587.0 + seconds / SECONDS_PER_DAY)
 }
 
 #[cfg(test)]

@@ -77,7 +77,8 @@ pub(super) async fn measure(
         .await
         .context("opening the bench's job store")?;
     let index: Arc<dyn ImageIndex> = Arc::new(store.sky_index());
-    let report = crate::index::scan(&index, &config.repositories, config.index.concurrency).await?;
+    let report =
+        crate::index::scan(&index, &config.repositories, None, config.index.concurrency).await?;
     anyhow::ensure!(
         report.images_located == args.epochs as u64,
         "indexing located {} of {} epochs",
@@ -91,7 +92,8 @@ pub(super) async fn measure(
             args.epochs, config.index.concurrency, args.epoch_size
         ))
     });
-    let again = crate::index::scan(&index, &config.repositories, config.index.concurrency).await?;
+    let again =
+        crate::index::scan(&index, &config.repositories, None, config.index.concurrency).await?;
     notes.push(format!("re-index of the unchanged field: {again}"));
     drop((index, store));
 

@@ -40,6 +40,7 @@ fn completed_job() -> Job {
         }],
         error: None,
         planned_bytes: None,
+        progress: None,
     }
 }
 

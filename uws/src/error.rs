@@ -4,7 +4,6 @@
 use crate::job::ExecutionPhase;
 
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum UwsError {
     /// Bad input from the client (DALI `UsageError`, 400).
     #[error("{0}")]

@@ -192,6 +192,9 @@ impl ErrorType {
 pub enum ErrorCode {
     /// Bad input (`UsageError`, 400).
     Usage,
+    /// A parameter given more often than the service supports (SODA 1.0 §3.1 and §5.2:
+    /// `MultiValuedParamNotSupported`, 400).
+    MultiValued,
     /// The input names something that does not exist (`UsageError`, 404).
     NotFound,
     /// The request is valid but selects no data (`UsageError`; a synchronous SODA request
@@ -208,6 +211,7 @@ impl ErrorCode {
     pub fn label(self) -> &'static str {
         match self {
             ErrorCode::Usage | ErrorCode::NotFound | ErrorCode::NoData => "UsageError",
+            ErrorCode::MultiValued => "MultiValuedParamNotSupported",
             ErrorCode::Unavailable => "ServiceUnavailable",
             ErrorCode::Internal => "Error",
         }
@@ -217,6 +221,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Usage => "usage",
+            ErrorCode::MultiValued => "multi-valued",
             ErrorCode::NotFound => "not-found",
             ErrorCode::NoData => "no-data",
             ErrorCode::Unavailable => "unavailable",
@@ -227,6 +232,7 @@ impl ErrorCode {
     pub fn parse(s: &str) -> Option<ErrorCode> {
         [
             ErrorCode::Usage,
+            ErrorCode::MultiValued,
             ErrorCode::NotFound,
             ErrorCode::NoData,
             ErrorCode::Unavailable,
@@ -239,7 +245,11 @@ impl ErrorCode {
     pub fn error_type(self) -> ErrorType {
         match self {
             ErrorCode::Unavailable => ErrorType::Transient,
-            _ => ErrorType::Fatal,
+            ErrorCode::Usage
+            | ErrorCode::MultiValued
+            | ErrorCode::NotFound
+            | ErrorCode::NoData
+            | ErrorCode::Internal => ErrorType::Fatal,
         }
     }
 }
@@ -347,12 +357,75 @@ pub struct Job {
     pub error: Option<JobError>,
     /// Bytes the results were planned to take when the job was created, if known.
     pub planned_bytes: Option<u64>,
+    /// How far the job has come, as its worker last said (shown in `jobInfo`).
+    pub progress: Option<Progress>,
+}
+
+/// How far an executing job has come, counted in units its service names (a bulk job's stamps
+/// and images): what UWS leaves to `jobInfo`. The job store keeps the last report; a worker
+/// reports it every few seconds, never durably (a lost report is only a stale count).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Progress(pub Vec<ProgressCount>);
+
+/// `done` of `total` units called `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressCount {
+    pub name: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+impl Progress {
+    /// One line per count, `name done total`: what the store keeps.
+    pub fn encode(&self) -> String {
+        self.0
+            .iter()
+            .map(|c| format!("{} {} {}", c.name, c.done, c.total))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Reads back what [`Progress::encode`] wrote; `None` if it is not that.
+    pub fn decode(text: &str) -> Option<Progress> {
+        text.lines()
+            .map(|line| {
+                let mut fields = line.split(' ');
+                let name = fields.next().filter(|n| !n.is_empty())?.to_owned();
+                let done = fields.next()?.parse().ok()?;
+                let total = fields.next()?.parse().ok()?;
+                fields
+                    .next()
+                    .is_none()
+                    .then_some(ProgressCount { name, done, total })
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Progress)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::ExecutionPhase::*;
     use super::*;
+
+    #[test]
+    fn progress_reads_back_as_stored() {
+        let progress = Progress(vec![
+            ProgressCount {
+                name: "stamps".into(),
+                done: 1500,
+                total: 100_000,
+            },
+            ProgressCount {
+                name: "images".into(),
+                done: 2,
+                total: 100,
+            },
+        ]);
+        assert_eq!(Progress::decode(&progress.encode()), Some(progress));
+        assert_eq!(Progress::decode("stamps 1 two"), None);
+        assert_eq!(Progress::decode("stamps 1 2 3"), None);
+    }
 
     #[test]
     fn job_runs_through_queue_and_execution() {
@@ -479,6 +552,12 @@ mod tests {
         // (code, storage name, DALI label, errorSummary type)
         let table = [
             (Usage, "usage", "UsageError", ErrorType::Fatal),
+            (
+                MultiValued,
+                "multi-valued",
+                "MultiValuedParamNotSupported",
+                ErrorType::Fatal,
+            ),
             (NotFound, "not-found", "UsageError", ErrorType::Fatal),
             (NoData, "no-data", "UsageError", ErrorType::Fatal),
             (

@@ -35,5 +35,6 @@ mod service_tests;
 pub use error::UwsError;
 pub use job::{
     Admission, ErrorCode, ErrorType, ExecutionPhase, Job, JobError, JobId, JobResult, NewJob,
+    Progress, ProgressCount,
 };
 pub use params::Parameters;

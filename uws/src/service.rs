@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::error::UwsError;
 use crate::events::{JobWaiters, JobWatch, PhaseChange, PhaseEvents, Wake};
-use crate::job::{Admission, ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob};
+use crate::job::{Admission, ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob, Progress};
 use crate::params::Parameters;
 use crate::queue::{DelegatedToken, JobQueue, Priority, QueuedJob};
 use crate::results::ResultStore;
@@ -546,8 +546,64 @@ impl Uws {
         }
     }
 
-    /// Applies a transition and announces it.
+    /// Records how far an EXECUTING job has come (shown in its `jobInfo`). A report that comes
+    /// after the job ended is refused as `WrongPhase`, which a worker may ignore.
+    pub async fn report_progress(&self, id: &JobId, progress: Progress) -> Result<(), UwsError> {
+        self.store
+            .update(id, JobUpdate::Progress(progress))
+            .await
+            .map(drop)
+    }
+
+    /// Ends a job: applies a transition to a final phase (`Complete`, `Fail`, `Abort`,
+    /// `Archive`) and announces it. Any other transition is refused with `UwsError::Usage`
+    /// before the store is asked: a worker takes a job with [`Uws::begin`] and gives it back
+    /// with [`Uws::hand_back`].
     pub async fn finish(&self, id: &JobId, transition: Transition) -> Result<Job, UwsError> {
+        let to = transition.target();
+        if !to.is_final() {
+            return Err(UwsError::Usage(format!(
+                "finish ends job {id}, but {to} is not a final phase"
+            )));
+        }
+        self.apply(id, transition).await
+    }
+
+    /// QUEUED → EXECUTING: a worker takes the job (recording its start time), and says so.
+    pub async fn begin(&self, id: &JobId) -> Result<Job, UwsError> {
+        self.apply(id, Transition::Start).await
+    }
+
+    /// EXECUTING → QUEUED: a worker gives the job back (draining, or taking over the job of a
+    /// worker that died), and says so; the caller puts it on the queue again.
+    pub async fn hand_back(&self, id: &JobId) -> Result<Job, UwsError> {
+        self.apply(id, Transition::Queue).await
+    }
+
+    /// Puts on the queue again, in the async lane, every job the store holds QUEUED or
+    /// EXECUTING (at most `limit`), handing the EXECUTING ones back first: for a process whose
+    /// in-process queue died with its previous run while the store did not. Returns how many.
+    pub async fn requeue_unfinished(&self, limit: u32) -> Result<usize, UwsError> {
+        let ids = self
+            .store
+            .in_phases(&[ExecutionPhase::Queued, ExecutionPhase::Executing], limit)
+            .await?;
+        for id in &ids {
+            match self.hand_back(id).await {
+                // A QUEUED job refuses this, which is fine: it only needs queueing.
+                Ok(_) | Err(UwsError::IllegalTransition { .. }) => {}
+                Err(e) => tracing::warn!(job = %id, error = %e, "unfinished job not handed back"),
+            }
+            self.queue
+                .enqueue(QueuedJob::new(id.clone(), Priority::Async))
+                .await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Applies a transition the store accepts and announces it: the transition metric, the
+    /// final job to a synchronous run waiting in this process, then the phase event.
+    async fn apply(&self, id: &JobId, transition: Transition) -> Result<Job, UwsError> {
         let job = self
             .store
             .transition(id, transition, timestamp::now())

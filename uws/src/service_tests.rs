@@ -101,10 +101,7 @@ fn result(key: &str) -> JobResult {
 
 /// Runs a queued job to COMPLETED as a worker would.
 async fn complete(h: &Harness, job: &Job, key: &str) -> Job {
-    h.uws
-        .finish(&job.id, Transition::Start)
-        .await
-        .expect("start");
+    h.uws.begin(&job.id).await.expect("start");
     h.uws
         .finish(&job.id, Transition::Complete(vec![result(key)]))
         .await
@@ -249,10 +246,7 @@ async fn abort_ends_every_active_phase_and_leaves_a_final_job_alone() {
     let pending_job = pending(&h, "alice").await;
     let queued_job = queued(&h, "alice", Priority::Async).await;
     let executing = queued(&h, "alice", Priority::Async).await;
-    h.uws
-        .finish(&executing.id, Transition::Start)
-        .await
-        .expect("start");
+    h.uws.begin(&executing.id).await.expect("start");
     for job in [&pending_job, &queued_job, &executing] {
         let mut events = h.uws.subscribe();
         let aborted = h
@@ -280,19 +274,15 @@ async fn abort_ends_every_active_phase_and_leaves_a_final_job_alone() {
 }
 
 #[tokio::test]
-async fn finish_applies_only_the_state_machine_and_announces_what_it_applied() {
+async fn a_worker_applies_only_the_state_machine_and_each_change_is_announced() {
     let h = Harness::default();
     let job = queued(&h, "alice", Priority::Async).await;
     let mut events = h.uws.subscribe();
-    let started = h
-        .uws
-        .finish(&job.id, Transition::Start)
-        .await
-        .expect("start");
+    let started = h.uws.begin(&job.id).await.expect("start");
     assert_eq!(started.phase, Executing);
     assert!(started.start_time.is_some());
     // A duplicate worker message is refused and announces nothing.
-    let twice = h.uws.finish(&job.id, Transition::Start).await;
+    let twice = h.uws.begin(&job.id).await;
     assert!(
         matches!(
             twice,
@@ -305,21 +295,14 @@ async fn finish_applies_only_the_state_machine_and_announces_what_it_applied() {
         "{twice:?}"
     );
     // A draining worker hands the job back.
-    let back = h
-        .uws
-        .finish(&job.id, Transition::Queue)
-        .await
-        .expect("requeue");
+    let back = h.uws.hand_back(&job.id).await.expect("requeue");
     assert_eq!(back.phase, Queued);
-    let queued_twice = h.uws.finish(&job.id, Transition::Queue).await;
+    let queued_twice = h.uws.hand_back(&job.id).await;
     assert!(
         matches!(queued_twice, Err(UwsError::IllegalTransition { .. })),
         "{queued_twice:?}"
     );
-    h.uws
-        .finish(&job.id, Transition::Start)
-        .await
-        .expect("start again");
+    h.uws.begin(&job.id).await.expect("start again");
     let error = JobError::new(ErrorCode::NoData, "no overlap");
     let failed = h
         .uws
@@ -361,11 +344,145 @@ async fn finish_applies_only_the_state_machine_and_announces_what_it_applied() {
             .expect("fail");
         assert_eq!(failed.phase, Error);
     }
-    let missing = h
-        .uws
-        .finish(&crate::JobId::random(), Transition::Start)
-        .await;
+    let missing = h.uws.begin(&crate::JobId::random()).await;
     assert!(is_not_found(missing));
+}
+
+#[tokio::test]
+async fn finish_refuses_a_transition_that_does_not_end_the_job() {
+    let h = Harness::default();
+    let job = queued(&h, "alice", Priority::Async).await;
+    let mut events = h.uws.subscribe();
+    for transition in [Transition::Start, Transition::Queue] {
+        let refused = h.uws.finish(&job.id, transition).await;
+        assert!(matches!(refused, Err(UwsError::Usage(_))), "{refused:?}");
+    }
+    assert_eq!(
+        h.store.get(&job.id).await.expect("get").map(|j| j.phase),
+        Some(Queued)
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "a refused finish announced a change"
+    );
+    // The same job ends through finish once it runs.
+    h.uws.begin(&job.id).await.expect("start");
+    let aborted = h
+        .uws
+        .finish(&job.id, Transition::Abort)
+        .await
+        .expect("abort");
+    assert_eq!(aborted.phase, Aborted);
+}
+
+/// Counts `skycut_job_phase_transitions_total` by phase, for the thread it is set on.
+#[derive(Default)]
+struct TransitionCounts(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+struct PhaseCounter {
+    phase: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl metrics::CounterFn for PhaseCounter {
+    fn increment(&self, value: u64) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.extend((0..value).map(|_| self.phase.clone()));
+        }
+    }
+
+    fn absolute(&self, _: u64) {}
+}
+
+impl metrics::Recorder for TransitionCounts {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        if key.name() != "skycut_job_phase_transitions_total" {
+            return metrics::Counter::noop();
+        }
+        let phase = key
+            .labels()
+            .find(|l| l.key() == "phase")
+            .map(|l| l.value().to_owned())
+            .unwrap_or_default();
+        metrics::Counter::from_arc(std::sync::Arc::new(PhaseCounter {
+            phase,
+            seen: self.0.clone(),
+        }))
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[tokio::test]
+async fn requeue_unfinished_queues_every_unfinished_job_again_and_announces_the_hand_back() {
+    let h = Harness::default();
+    let waiting = queued(&h, "alice", Priority::Async).await;
+    let running = queued(&h, "bob", Priority::Async).await;
+    let done = queued(&h, "carol", Priority::Async).await;
+    h.uws.begin(&running.id).await.expect("start");
+    complete(&h, &done, "k").await;
+    // The previous run's in-process queue died with it.
+    while h.queue.take().is_some() {}
+    let counts = TransitionCounts::default();
+    let mut events = h.uws.subscribe();
+    let requeued = {
+        // A current-thread test runtime: the recorder sees every increment of this test.
+        let _recorder = metrics::set_default_local_recorder(&counts);
+        h.uws.requeue_unfinished(100).await.expect("requeue")
+    };
+    assert_eq!(requeued, 2);
+    let mut sent: Vec<(JobId, Priority)> = std::iter::from_fn(|| h.queue.take())
+        .map(|j| (j.id, j.priority))
+        .collect();
+    sent.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let mut want = vec![
+        (waiting.id.clone(), Priority::Async),
+        (running.id.clone(), Priority::Async),
+    ];
+    want.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    assert_eq!(sent, want);
+    for (job, phase) in [(&running, Queued), (&waiting, Queued), (&done, Completed)] {
+        let now = h.store.get(&job.id).await.expect("get").map(|j| j.phase);
+        assert_eq!(now, Some(phase), "{}", job.id);
+    }
+    // Only the EXECUTING job changed phase: one event, one count.
+    let seen: Vec<(JobId, ExecutionPhase)> = std::iter::from_fn(|| events.try_recv().ok())
+        .map(|c| (c.id, c.phase))
+        .collect();
+    assert_eq!(seen, [(running.id.clone(), Queued)]);
+    assert_eq!(*counts.0.lock().expect("counts"), ["QUEUED"]);
 }
 
 #[tokio::test]
@@ -427,7 +544,7 @@ async fn fair_share_sends_an_owners_flood_to_the_bulk_lane_but_never_a_sync_job(
     );
     // Jobs that stopped waiting no longer count.
     for job in h.store.in_phases(&[Queued], 100).await.expect("queued") {
-        h.uws.finish(&job, Transition::Start).await.expect("start");
+        h.uws.begin(&job).await.expect("start");
     }
     queued(&h, "alice", Priority::Async).await;
     assert_eq!(lanes(&h)[5], Priority::Async);
@@ -545,15 +662,9 @@ async fn wait_wakes_on_the_phase_change_not_the_fallback_reread() {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             // Another job's change must not end alice's wait.
-            h.uws
-                .finish(&other.id, Transition::Start)
-                .await
-                .expect("start other");
+            h.uws.begin(&other.id).await.expect("start other");
             tokio::time::sleep(Duration::from_millis(50)).await;
-            h.uws
-                .finish(&job.id, Transition::Start)
-                .await
-                .expect("start");
+            h.uws.begin(&job.id).await.expect("start");
         })
     };
     let reads = h.store.gets();
@@ -583,17 +694,14 @@ async fn wait_wakes_on_the_phase_change_not_the_fallback_reread() {
 async fn wait_with_phase_waits_only_while_the_job_is_in_it() {
     let h = Harness::default();
     let job = queued(&h, "alice", Priority::Async).await;
-    h.uws
-        .finish(&job.id, Transition::Start)
-        .await
-        .expect("start");
+    h.uws.begin(&job.id).await.expect("start");
     let worker = {
         let h = h.clone();
         let id = job.id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             // A draining worker hands the job back: it is no longer EXECUTING.
-            h.uws.finish(&id, Transition::Queue).await.expect("requeue");
+            h.uws.hand_back(&id).await.expect("requeue");
         })
     };
     let started = Instant::now();
@@ -906,10 +1014,7 @@ async fn deleting_a_job_removes_its_results_and_stops_it() {
     assert_eq!(h.results.deleted(), ["alice/result.fits"]);
 
     let running = queued(&h, "alice", Priority::Async).await;
-    h.uws
-        .finish(&running.id, Transition::Start)
-        .await
-        .expect("start");
+    h.uws.begin(&running.id).await.expect("start");
     let mut events = h.uws.subscribe();
     h.uws
         .delete("alice", running.id.as_str())
@@ -1115,4 +1220,41 @@ async fn wait_final_waits_for_the_end_of_the_job() {
         .expect("wait");
     assert_eq!(done.phase, Completed);
     worker.await.expect("worker");
+}
+
+#[tokio::test]
+async fn progress_is_recorded_while_executing_and_refused_before_and_after() {
+    let h = Harness::default();
+    let job = queued(&h, "alice", Priority::Bulk).await;
+    let progress = |done| {
+        crate::Progress(vec![crate::ProgressCount {
+            name: "stamps".into(),
+            done,
+            total: 10,
+        }])
+    };
+    let early = h.uws.report_progress(&job.id, progress(0)).await;
+    assert!(
+        matches!(early, Err(UwsError::WrongPhase { .. })),
+        "{early:?}"
+    );
+    h.uws.begin(&job.id).await.expect("start");
+    h.uws
+        .report_progress(&job.id, progress(4))
+        .await
+        .expect("report");
+    let seen = h.uws.job("alice", job.id.as_str()).await.expect("job");
+    assert_eq!(seen.progress, Some(progress(4)));
+    h.uws
+        .finish(&job.id, Transition::Complete(vec![result("k")]))
+        .await
+        .expect("complete");
+    let late = h.uws.report_progress(&job.id, progress(10)).await;
+    assert!(matches!(late, Err(UwsError::WrongPhase { .. })), "{late:?}");
+    let done = h.uws.job("alice", job.id.as_str()).await.expect("job");
+    assert_eq!(
+        done.progress,
+        Some(progress(4)),
+        "a late report changes nothing"
+    );
 }

@@ -149,6 +149,8 @@ pub enum JobUpdate {
     /// Replaces the job's parameters (only while PENDING).
     Parameters(Vec<(String, String)>),
     RunId(Option<String>),
+    /// How far the job has come (only while EXECUTING; not written durably).
+    Progress(crate::job::Progress),
 }
 
 /// One COMPLETED job's cost, for completion estimates.

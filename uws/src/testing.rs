@@ -127,6 +127,7 @@ impl JobStore for MemoryJobStore {
             results: Vec::new(),
             error: None,
             planned_bytes: job.admission.planned_bytes,
+            progress: None,
         };
         self.insert(created.clone());
         Ok(Created::New(created))
@@ -209,7 +210,14 @@ impl JobStore for MemoryJobStore {
         let job = jobs
             .get_mut(id)
             .ok_or_else(|| UwsError::JobNotFound(id.to_string()))?;
-        let pending_only = !matches!(update, JobUpdate::Destruction(_));
+        if matches!(update, JobUpdate::Progress(_)) && job.phase != ExecutionPhase::Executing {
+            return Err(UwsError::WrongPhase {
+                id: id.to_string(),
+                phase: job.phase,
+                what: "progress is reported only while EXECUTING".into(),
+            });
+        }
+        let pending_only = !matches!(update, JobUpdate::Destruction(_) | JobUpdate::Progress(_));
         if pending_only && job.phase != ExecutionPhase::Pending {
             return Err(UwsError::WrongPhase {
                 id: id.to_string(),
@@ -222,6 +230,7 @@ impl JobStore for MemoryJobStore {
             JobUpdate::ExecutionDuration(s) => job.execution_duration = s,
             JobUpdate::Parameters(p) => job.parameters = p,
             JobUpdate::RunId(r) => job.run_id = r,
+            JobUpdate::Progress(p) => job.progress = Some(p),
         }
         Ok(job.clone())
     }

@@ -101,9 +101,26 @@ pub fn job(job: &Job, result_urls: &[String]) -> String {
             escape(error.labelled().as_str())
         );
     }
+    if let Some(progress) = job.progress.as_ref().filter(|p| !p.0.is_empty()) {
+        x.push_str("\n  <uws:jobInfo>");
+        for count in &progress.0 {
+            let _ = write!(
+                x,
+                "\n    <progress xmlns=\"{PROGRESS_NS}\" name=\"{}\" done=\"{}\" total=\"{}\"/>",
+                escape(&count.name),
+                count.done,
+                count.total
+            );
+        }
+        x.push_str("\n  </uws:jobInfo>");
+    }
     x.push_str("\n</uws:job>\n");
     x
 }
+
+/// The namespace of the `progress` elements of a job's `jobInfo` (UWS leaves its content to the
+/// service): one element per count, `<progress name="stamps" done="…" total="…"/>`.
+pub const PROGRESS_NS: &str = "urn:skycut:progress";
 
 /// The `uws:jobs` list. `job_url` gives the absolute URL of a job from its ID.
 pub fn job_list(jobs: &[JobSummary], job_url: impl Fn(&str) -> String) -> String {
@@ -250,6 +267,7 @@ mod tests {
                 "CIRCLE radius must be positive",
             )),
             planned_bytes: None,
+            progress: None,
         }
     }
 
@@ -297,6 +315,30 @@ mod tests {
         assert!(doc.contains("version=\"1.1\""));
         assert!(doc.contains("<uws:endTime xsi:nil=\"true\"/>"));
         assert!(doc.contains("2026-11-29T10:00:00.250Z"));
+    }
+
+    #[test]
+    fn progress_is_the_last_element_a_job_document_holds_in_job_info() {
+        let mut job_with_progress = sample();
+        job_with_progress.progress = Some(crate::Progress(vec![crate::ProgressCount {
+            name: "stamps".into(),
+            done: 12,
+            total: 40,
+        }]));
+        let doc = job(&job_with_progress, &["https://h/r".into()]);
+        let info = doc.find("<uws:jobInfo>").expect("jobInfo");
+        assert!(
+            doc.find("<uws:errorSummary").expect("summary") < info,
+            "{doc}"
+        );
+        assert!(
+            doc[info..].starts_with(&format!(
+                "<uws:jobInfo>\n    <progress xmlns=\"{PROGRESS_NS}\" name=\"stamps\" done=\"12\" total=\"40\"/>\n  </uws:jobInfo>\n</uws:job>"
+            )),
+            "{doc}"
+        );
+        // No report, no jobInfo.
+        assert!(!job(&sample(), &[]).contains("jobInfo"));
     }
 
     #[test]
@@ -404,6 +446,7 @@ mod fuzz {
             results: Vec::new(),
             error: None,
             planned_bytes: None,
+            progress: None,
         }
     }
 

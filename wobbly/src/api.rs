@@ -41,6 +41,9 @@ pub struct JobJson {
     /// Bytes the results were planned to take; absent from an older service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_bytes: Option<u64>,
+    /// The last progress report ([`uws::Progress::encode`]); absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 /// `POST /v1/jobs`: answered 201 with the job when it was stored, 200 with the existing job when
@@ -106,6 +109,8 @@ pub enum UpdateJson {
     ExecutionDuration(u32),
     Parameters(Vec<(String, String)>),
     RunId(Option<String>),
+    /// [`uws::Progress::encode`]d.
+    Progress(String),
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -338,6 +343,7 @@ impl From<&Job> for JobJson {
             results: j.results.iter().map(ResultJson::from).collect(),
             error: j.error.as_ref().map(ErrorJson::from),
             planned_bytes: j.planned_bytes,
+            progress: j.progress.as_ref().map(uws::Progress::encode),
         }
     }
 }
@@ -361,6 +367,7 @@ impl TryFrom<JobJson> for Job {
             results: j.results.into_iter().map(JobResult::from).collect(),
             error: j.error.map(JobError::from),
             planned_bytes: j.planned_bytes,
+            progress: j.progress.as_deref().and_then(uws::Progress::decode),
         })
     }
 }
@@ -456,6 +463,7 @@ impl From<&JobUpdate> for UpdateJson {
             JobUpdate::ExecutionDuration(s) => UpdateJson::ExecutionDuration(*s),
             JobUpdate::Parameters(p) => UpdateJson::Parameters(p.clone()),
             JobUpdate::RunId(r) => UpdateJson::RunId(r.clone()),
+            JobUpdate::Progress(p) => UpdateJson::Progress(p.encode()),
         }
     }
 }
@@ -469,6 +477,9 @@ impl TryFrom<UpdateJson> for JobUpdate {
             UpdateJson::ExecutionDuration(s) => JobUpdate::ExecutionDuration(s),
             UpdateJson::Parameters(p) => JobUpdate::Parameters(p),
             UpdateJson::RunId(r) => JobUpdate::RunId(r),
+            UpdateJson::Progress(p) => {
+                JobUpdate::Progress(uws::Progress::decode(&p).ok_or_else(|| bad("progress"))?)
+            }
         })
     }
 }
@@ -563,7 +574,10 @@ impl Problem {
                 p.kind = "over-quota".into();
                 p.message = m.clone();
             }
-            _ => p.kind = "store".into(),
+            UwsError::ResourceNotFound(_)
+            | UwsError::Store(_)
+            | UwsError::Queue(_)
+            | UwsError::ResultStore(_) => p.kind = "store".into(),
         }
         p
     }

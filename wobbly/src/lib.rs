@@ -33,7 +33,6 @@ pub use store::SqlJobStore;
 
 /// Errors of opening and migrating a store; per-operation errors are [`uws::UwsError`].
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum WobblyError {
     #[error("cannot open job store {url}: {source}")]
     Connect { url: String, source: sqlx::Error },

@@ -96,9 +96,14 @@ CREATE TABLE IF NOT EXISTS sky_cell (
 CREATE INDEX IF NOT EXISTS sky_cell_by_image ON sky_cell (image_id);
 "#,
     ),
+    // How far an executing job has come (`uws::Progress::encode`), as its worker last said.
+    (
+        7,
+        "progress",
+        "ALTER TABLE uws_job ADD COLUMN progress TEXT",
+    ),
     // ARCHIVED (issue 17): the result sweeper looks for COMPLETED jobs by end time, which this
-    // keeps to the COMPLETED rows of a service (a partial index, as number 3). Number 7 belongs
-    // to another branch.
+    // keeps to the COMPLETED rows of a service (a partial index, as number 3).
     (
         8,
         "completed_by_end",

@@ -84,7 +84,10 @@ impl IntoResponse for Failure {
             | UwsError::Conflict(_) => StatusCode::CONFLICT,
             UwsError::Usage(_) => StatusCode::BAD_REQUEST,
             UwsError::OverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
+            UwsError::ResourceNotFound(_)
+            | UwsError::Store(_)
+            | UwsError::Queue(_)
+            | UwsError::ResultStore(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(Problem::from_error(&error))).into_response()
     }
@@ -307,6 +310,9 @@ async fn update(
     let update = JobUpdate::try_from(body)?;
     if let JobUpdate::Destruction(_) | JobUpdate::ExecutionDuration(_) = update {
         service_wide(&claims, "setting a job's times")?;
+    }
+    if let JobUpdate::Progress(_) = update {
+        service_wide(&claims, "reporting a job's progress")?;
     }
     let job = store.update(&job.id, update).await?;
     Ok(Json(JobJson::from(&job)))

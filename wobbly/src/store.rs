@@ -23,7 +23,8 @@ use crate::wire::{StoredParameter, StoredResult};
 use crate::writer::{Bind, SqliteWriter, Write};
 
 const COLUMNS: &str = "id, owner, run_id, phase, quote, creation_time, start_time, end_time, \
-     execution_duration, destruction, parameters, results, error_code, error_message, planned_bytes";
+     execution_duration, destruction, parameters, results, error_code, error_message, planned_bytes, \
+     progress";
 
 /// The window of the `jobs_per_hour` limit, in microseconds: ledger entries older than this
 /// before a new job's creation are pruned when it is admitted.
@@ -649,9 +650,13 @@ impl JobStore for SqlJobStore {
                 ("parameters = $1", Bind::Text(encode_parameters(&p)?), true)
             }
             JobUpdate::RunId(r) => ("run_id = $1", Bind::OptText(r), true),
+            JobUpdate::Progress(p) => ("progress = $1", Bind::Text(p.encode()), false),
         };
+        let reporting = sql.starts_with("progress");
         let guard = if pending_only {
             " AND phase = 'PENDING'"
+        } else if reporting {
+            " AND phase = 'EXECUTING'"
         } else {
             ""
         };
@@ -666,7 +671,8 @@ impl JobStore for SqlJobStore {
                     Bind::Text(id.as_str().to_owned()),
                     Bind::Text(self.service.clone()),
                 ],
-                durable: true,
+                // A progress report lost in a crash is only a stale count.
+                durable: !reporting,
                 then: Vec::new(),
             })
             .await?;
@@ -676,7 +682,11 @@ impl JobStore for SqlJobStore {
                 Some(job) => Err(UwsError::WrongPhase {
                     id: id.to_string(),
                     phase: job.phase,
-                    what: "this can only be changed while PENDING".into(),
+                    what: if reporting {
+                        "progress is reported only while EXECUTING".into()
+                    } else {
+                        "this can only be changed while PENDING".into()
+                    },
                 }),
                 None => Err(UwsError::JobNotFound(id.to_string())),
             },
@@ -952,6 +962,7 @@ fn decode_job(row: &AnyRow) -> Result<Job, UwsError> {
     let error_message: Option<String> = row.try_get("error_message").map_err(store_error)?;
     let execution_duration: i64 = row.try_get("execution_duration").map_err(store_error)?;
     let planned_bytes: Option<i64> = row.try_get("planned_bytes").map_err(store_error)?;
+    let progress: Option<String> = row.try_get("progress").map_err(store_error)?;
     Ok(Job {
         id: decode_id(row)?,
         run_id: row.try_get("run_id").map_err(store_error)?,
@@ -980,5 +991,6 @@ fn decode_job(row: &AnyRow) -> Result<Job, UwsError> {
             )
         }),
         planned_bytes: planned_bytes.and_then(|b| u64::try_from(b).ok()),
+        progress: progress.as_deref().and_then(uws::Progress::decode),
     })
 }

@@ -98,7 +98,7 @@ pub(crate) async fn cut_all(
     let mut scratch = Scratch::new(&settings.scratch_dir, &job.id);
     // A bulk job's cutouts are in its plan, not its parameters.
     if job.parameters.iter().any(|(name, _)| name == "UPLOAD") {
-        return crate::stamps::bulk(job, &sources, &store, &mut scratch).await;
+        return crate::stamps::bulk(job, settings.part_bytes, &sources, &store, &mut scratch).await;
     }
     // The frontend admitted the job under its own limit on cutouts (light curves may have more
     // epochs than the default), so none is applied again here.
@@ -294,6 +294,8 @@ pub(crate) struct Store<'a> {
     /// Each key is recorded here before its object is stored.
     pub(crate) stored_keys: &'a StoredKeys,
     pub(crate) transient: bool,
+    /// Where a long job reports its progress.
+    pub(crate) uws: &'a uws::service::Uws,
 }
 
 impl Store<'_> {
@@ -342,15 +344,8 @@ pub(crate) fn unavailable(message: String) -> JobError {
     JobError::new(ErrorCode::Unavailable, message)
 }
 
-/// How a science error becomes a job error: the user's fault is a UsageError, ours is an Error.
+/// How a science error becomes a job error: with the code [`SodaError::code`] gives it, as the
+/// frontend answers the same error on the request path.
 pub(crate) fn job_error(e: SodaError) -> JobError {
-    let code = match &e {
-        SodaError::Usage(_) | SodaError::MultiValued(_) | SodaError::UnsupportedWcs(_) => {
-            ErrorCode::Usage
-        }
-        SodaError::UnknownImage(_) => ErrorCode::NotFound,
-        SodaError::NoOverlap { .. } => ErrorCode::NoData,
-        _ => ErrorCode::Internal,
-    };
-    JobError::new(code, e.to_string())
+    JobError::new(e.code(), e.to_string())
 }

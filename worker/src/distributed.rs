@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use uws::events::PhaseEvents;
 use uws::queue::JobQueue;
 use uws::service::Uws;
-use uws::store::Transition;
 use uws::{ExecutionPhase, JobId, UwsError};
 
 use crate::local::watch_aborts;
@@ -183,7 +182,7 @@ async fn drain(
         .unwrap_or_default();
     for d in left {
         worker.cancel(&d.job.id);
-        match uws.finish(&d.job.id, Transition::Queue).await {
+        match uws.hand_back(&d.job.id).await {
             Ok(_) => {
                 if let Err(e) = queue.add(&d.job, false).await {
                     tracing::error!(job = %d.job.id, error = %e, "could not hand back; the stale entry will be reclaimed");

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bucket::{BucketError, ObjectPrefix, ObjectVersion, RemoteObject, SourceCache};
+use bucket::{BucketError, ObjectPrefix, ObjectVersion, RemoteObject, SourceCache, write_sparse};
 use bytes::Bytes;
 use soda::layout::{self, Walk};
 use soda::{CutOptions, SodaError, Stencil};
@@ -163,7 +163,7 @@ async fn attempt(
     let (size, source_id) = (version.size, want.source_id.to_owned());
     let headers: Vec<(u64, Bytes)> = chunks;
     let plan = tokio::task::spawn_blocking(move || {
-        write_at(&file, Some(size), &headers).map_err(RangedError::Bucket)?;
+        write_sparse(&file, Some(size), &headers).map_err(RangedError::Bucket)?;
         soda::cutout_reads(&file, &stencil, &options, &source_id).map_err(RangedError::Science)
     })
     .await
@@ -192,37 +192,8 @@ async fn attempt(
         .zip(parts)
         .collect();
     let file = path.to_path_buf();
-    tokio::task::spawn_blocking(move || write_at(&file, None, &pieces))
+    tokio::task::spawn_blocking(move || write_sparse(&file, None, &pieces))
         .await
         .map_err(|e| RangedError::Bucket(BucketError::Config(format!("writing thread: {e}"))))??;
     Ok(None)
-}
-
-/// Writes each chunk at its offset into the file at `path`, created first (with `size`, all
-/// holes) when `size` is given.
-fn write_at(
-    path: &std::path::Path,
-    size: Option<u64>,
-    chunks: &[(u64, Bytes)],
-) -> Result<(), BucketError> {
-    use std::os::unix::fs::FileExt;
-    let io = |e: std::io::Error| BucketError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let file = match size {
-        Some(size) => {
-            let file = std::fs::File::create(path).map_err(io)?;
-            file.set_len(size).map_err(io)?;
-            file
-        }
-        None => std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(io)?,
-    };
-    for (offset, bytes) in chunks {
-        file.write_all_at(bytes, *offset).map_err(io)?;
-    }
-    Ok(())
 }

@@ -24,6 +24,9 @@ pub struct WorkerSettings {
     pub scratch_dir: PathBuf,
     /// Recorded in every result's provenance.
     pub software: String,
+    /// Most bytes of one result file of a bulk job's stamps; more stamps go to further,
+    /// numbered parts, each a valid file on its own.
+    pub part_bytes: u64,
 }
 
 /// How long after an abort a store call cut short may still finish its object.
@@ -129,7 +132,7 @@ impl Worker {
         if takeover {
             match self.uws.store().get(id).await? {
                 Some(job) if job.phase == ExecutionPhase::Executing => {
-                    match self.uws.finish(id, Transition::Queue).await {
+                    match self.uws.hand_back(id).await {
                         Ok(_) | Err(UwsError::IllegalTransition { .. }) => {}
                         Err(e) => return Err(e),
                     }
@@ -137,7 +140,7 @@ impl Worker {
                 _ => {}
             }
         }
-        let job = match self.uws.finish(id, Transition::Start).await {
+        let job = match self.uws.begin(id).await {
             Ok(job) => job,
             Err(UwsError::IllegalTransition { .. } | UwsError::JobNotFound(_)) => {
                 return Ok(Outcome::Skipped);
@@ -240,6 +243,7 @@ impl Worker {
             stored_keys: stored,
             // A sync request waiting in this process reads its result once, at once.
             transient: self.uws.awaited_here(&job.id),
+            uws: &self.uws,
         };
         crate::cutouts::cut_all(
             job,

@@ -195,10 +195,12 @@ fn fetch_error(id: &SourceId, e: BucketError, per_reader: bool) -> JobError {
         BucketError::PermissionDenied { .. } | BucketError::Config(_) => {
             JobError::new(ErrorCode::Internal, format!("cannot read image {id}: {e}"))
         }
-        other => JobError::new(
-            ErrorCode::Unavailable,
-            format!("cannot read image {id} now: {other}"),
-        ),
+        BucketError::Unavailable { .. } | BucketError::Changed(_) | BucketError::Io { .. } => {
+            JobError::new(
+                ErrorCode::Unavailable,
+                format!("cannot read image {id} now: {e}"),
+            )
+        }
     }
 }
 

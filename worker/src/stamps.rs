@@ -11,9 +11,10 @@
 //! A bulk job's plan is read a group at a time, so the worker's memory holds one image's
 //! stamps, never the catalogue.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use soda::plan::{PlanItem, PlanReader, PlannedStamp};
+use soda::bulk_plan::{PlanItem, PlanReader, PlannedStamp};
 use soda::stamp_table::{STAMP_TABLE, StampRow, StampTable, TableImage};
 use soda::{SourceId, Stencil};
 use uws::results::ObjectMeta;
@@ -22,26 +23,106 @@ use uws::{ErrorCode, JobError, JobResult};
 use crate::cutouts::{Scratch, Store, internal, job_error, unavailable};
 use crate::sources::JobSources;
 
-/// The stamp table of one job while its images are cut.
-struct TableBuilder {
+/// The media type of a multi-extension file of stamps, and of a zip of stamp files.
+pub(crate) const MEF: &str = "application/fits";
+pub(crate) const ZIP: &str = "application/zip";
+
+/// How a job's stamps are packaged (`RESPONSEFORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Packaging {
+    /// One FITS binary table of stamps (`soda::stamp_table`).
+    Table,
+    /// One multi-extension FITS file, an image HDU per stamp (`soda::stamp_file`).
+    Mef,
+    /// A zip of one FITS file per stamp, plus `index.csv`.
+    Zip,
+}
+
+impl Packaging {
+    pub(crate) fn from_response_format(format: Option<&str>) -> Result<Packaging, JobError> {
+        let Some(format) = format else {
+            return Ok(Packaging::Table);
+        };
+        let compact: String = format.chars().filter(|c| !c.is_whitespace()).collect();
+        if compact.eq_ignore_ascii_case(STAMP_TABLE) {
+            Ok(Packaging::Table)
+        } else if compact.eq_ignore_ascii_case(MEF) {
+            Ok(Packaging::Mef)
+        } else if compact.eq_ignore_ascii_case(ZIP) {
+            Ok(Packaging::Zip)
+        } else {
+            Err(JobError::new(
+                ErrorCode::Usage,
+                format!("RESPONSEFORMAT {format:?} is not a packaging of stamps"),
+            ))
+        }
+    }
+
+    fn media_type(self) -> &'static str {
+        match self {
+            Packaging::Table => STAMP_TABLE,
+            Packaging::Mef => MEF,
+            Packaging::Zip => ZIP,
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Packaging::Table | Packaging::Mef => "fits",
+            Packaging::Zip => "zip",
+        }
+    }
+}
+
+/// The part being written: a file of its own, valid when closed.
+enum OpenPart {
+    /// Encoded table rows, and the images they refer to; the headers are written when the
+    /// part is closed, when the row count is known.
+    Table {
+        rows: std::io::BufWriter<std::fs::File>,
+        rows_path: PathBuf,
+        count: u64,
+        images: Vec<TableImage>,
+    },
+    Mef(std::io::BufWriter<std::fs::File>),
+    Zip {
+        zip: Box<zip::ZipWriter<std::io::BufWriter<std::fs::File>>>,
+        index: String,
+    },
+}
+
+/// The stamps of one job while its images are cut: written as they come, into numbered parts
+/// of at most `part_bytes` each (a part holds at least one stamp).
+struct StampsBuilder {
+    packaging: Packaging,
     table: StampTable,
+    part_bytes: u64,
+    /// Closed parts, in order.
     parts: Vec<PathBuf>,
-    images: Vec<TableImage>,
+    open: Option<(PathBuf, OpenPart)>,
+    open_bytes: u64,
     /// The `errors` result, header line first.
     errors: String,
     first_error: Option<JobError>,
-    rows: u64,
+    stamps: u64,
 }
 
-impl TableBuilder {
-    fn new(size: usize) -> TableBuilder {
-        TableBuilder {
+fn io_error(what: &str) -> impl Fn(std::io::Error) -> JobError + '_ {
+    move |e| unavailable(format!("{what} failed: {e}"))
+}
+
+impl StampsBuilder {
+    fn new(packaging: Packaging, size: usize, part_bytes: u64) -> StampsBuilder {
+        StampsBuilder {
+            packaging,
             table: StampTable { size },
+            part_bytes: part_bytes.max(1),
             parts: Vec::new(),
-            images: Vec::new(),
+            open: None,
+            open_bytes: 0,
             errors: String::from("row,image,reason\n"),
             first_error: None,
-            rows: 0,
+            stamps: 0,
         }
     }
 
@@ -59,8 +140,8 @@ impl TableBuilder {
         self.first_error.get_or_insert(error);
     }
 
-    /// Cuts the stamps of one image into a part of its own; an image that cannot be opened or
-    /// read makes every one of its stamps an error. Fails only when a part cannot be written.
+    /// Cuts the stamps of one image and adds them; an image that cannot be opened or read makes
+    /// every one of its stamps an error. Fails only when the stamps cannot be written.
     async fn add_image(
         &mut self,
         sources: &JobSources<'_>,
@@ -82,74 +163,230 @@ impl TableBuilder {
             .map_err(|e| internal(format!("stamp thread failed: {e}")))?
             .map_err(|e| source.explain(job_error(e)))
         };
+        let id = id.to_string();
         let cut = match cut.await {
             Ok(cut) => cut,
             Err(error) => {
                 for stamp in stamps {
-                    self.note(stamp.row, &id.to_string(), error.clone());
+                    self.note(stamp.row, &id, error.clone());
                 }
                 return Ok(());
             }
         };
-        let image = u32::try_from(self.images.len())
-            .map_err(|_| internal("too many images for one table".to_owned()))?;
-        let mut bytes = Vec::with_capacity(self.table.row_bytes() * stamps.len());
+        // Writing is quick next to cutting: done here, in order, so parts are deterministic.
         for (planned, stamp) in stamps.iter().zip(&cut.stamps) {
             match stamp {
-                Ok(stamp) => {
-                    let entry = StampRow {
-                        row: planned.row,
-                        ra: planned.ra,
-                        dec: planned.dec,
-                        image,
-                        mjd: cut.mjd.unwrap_or(f64::NAN),
-                        source_crpix: cut.crpix,
-                        stamp,
-                    };
-                    self.table.encode(&entry, &mut bytes).map_err(job_error)?;
-                    self.rows += 1;
-                }
-                Err(e) => self.note(planned.row, &id.to_string(), job_error(e.clone())),
+                Ok(stamp) => self.write(planned, stamp, &id, &cut, scratch)?,
+                Err(e) => self.note(planned.row, &id, job_error(e.clone())),
             }
         }
-        self.images.push(TableImage {
-            id: id.to_string(),
-            wcs_cards: cut.wcs_cards,
-        });
-        let part = scratch.file(&format!("part-{image}"));
-        tokio::fs::write(&part, &bytes)
-            .await
-            .map_err(|e| unavailable(format!("writing stamps failed: {e}")))?;
-        self.parts.push(part);
         Ok(())
     }
 
-    /// Joins the parts and stores `stamps`, and `errors` when some stamp could not be cut.
+    /// Writes one stamp into the open part, closing it first when the stamp would take it past
+    /// `part_bytes`.
+    fn write(
+        &mut self,
+        planned: &PlannedStamp,
+        stamp: &soda::Stamp,
+        id: &str,
+        cut: &soda::ImageStamps,
+        scratch: &mut Scratch,
+    ) -> Result<(), JobError> {
+        let bytes = match self.packaging {
+            Packaging::Table => self.table.row_bytes() as u64,
+            Packaging::Mef | Packaging::Zip => {
+                soda::stamp_file::stamp_bytes(self.table.size, cut.wcs_cards.len(), id.len())
+            }
+        };
+        if self.open.is_some() && self.open_bytes + bytes > self.part_bytes {
+            self.close_part()?;
+        }
+        if self.open.is_none() {
+            self.open_part(scratch)?;
+        }
+        let image = soda::stamp_file::StampImage {
+            row: planned.row,
+            ra: planned.ra,
+            dec: planned.dec,
+            image_id: id,
+            wcs_cards: &cut.wcs_cards,
+            source_crpix: cut.crpix,
+            mjd: cut.mjd,
+            stamp,
+        };
+        let Some((_, part)) = self.open.as_mut() else {
+            return Err(internal("no part is open".to_owned()));
+        };
+        match part {
+            OpenPart::Table {
+                rows,
+                count,
+                images,
+                ..
+            } => {
+                if images.last().is_none_or(|last| last.id != id) {
+                    images.push(TableImage {
+                        id: id.to_owned(),
+                        wcs_cards: cut.wcs_cards.clone(),
+                    });
+                }
+                let index = u32::try_from(images.len() - 1)
+                    .map_err(|_| internal("too many images for one table".to_owned()))?;
+                let entry = StampRow {
+                    row: planned.row,
+                    ra: planned.ra,
+                    dec: planned.dec,
+                    image: index,
+                    mjd: cut.mjd.unwrap_or(f64::NAN),
+                    source_crpix: cut.crpix,
+                    stamp,
+                };
+                let mut encoded = Vec::with_capacity(bytes as usize);
+                self.table.encode(&entry, &mut encoded).map_err(job_error)?;
+                rows.write_all(&encoded)
+                    .map_err(io_error("writing stamps"))?;
+                *count += 1;
+            }
+            OpenPart::Mef(out) => {
+                soda::stamp_file::write_stamp(out, &image, false).map_err(job_error)?;
+            }
+            OpenPart::Zip { zip, index } => {
+                let mut file = Vec::with_capacity(bytes as usize);
+                soda::stamp_file::write_stamp(&mut file, &image, true).map_err(job_error)?;
+                // Rows may repeat (one per covering image): the entry names both.
+                let name = format!("stamps/row{}-{:08x}.fits", planned.row, self.stamps);
+                let options = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored)
+                    .large_file(file.len() as u64 >= u32::MAX as u64);
+                zip.start_file(name.as_str(), options)
+                    .map_err(|e| unavailable(format!("writing the zip failed: {e}")))?;
+                zip.write_all(&file).map_err(io_error("writing the zip"))?;
+                let mjd = cut.mjd.map(|m| m.to_string()).unwrap_or_default();
+                let quoted_id = format!("\"{}\"", id.replace('"', "\"\""));
+                index.push_str(&format!(
+                    "{name},{},{},{},{quoted_id},{},{},{mjd}\n",
+                    planned.row, planned.ra, planned.dec, stamp.pixel.0, stamp.pixel.1
+                ));
+            }
+        }
+        self.open_bytes += bytes;
+        self.stamps += 1;
+        Ok(())
+    }
+
+    fn open_part(&mut self, scratch: &mut Scratch) -> Result<(), JobError> {
+        let n = self.parts.len();
+        let path = scratch.file(&format!("stamps-{n}.{}", self.packaging.extension()));
+        let create = |path: &PathBuf| {
+            std::fs::File::create(path)
+                .map(|f| std::io::BufWriter::with_capacity(1 << 20, f))
+                .map_err(io_error("creating a part"))
+        };
+        let part = match self.packaging {
+            Packaging::Table => {
+                let rows_path = scratch.file(&format!("rows-{n}"));
+                OpenPart::Table {
+                    rows: create(&rows_path)?,
+                    rows_path,
+                    count: 0,
+                    images: Vec::new(),
+                }
+            }
+            Packaging::Mef => {
+                let mut out = create(&path)?;
+                soda::stamp_file::write_empty_primary(&mut out).map_err(job_error)?;
+                OpenPart::Mef(out)
+            }
+            Packaging::Zip => OpenPart::Zip {
+                zip: Box::new(zip::ZipWriter::new(create(&path)?)),
+                index: String::from("file,row,ra,dec,image,x,y,mjd\n"),
+            },
+        };
+        self.open = Some((path, part));
+        self.open_bytes = 0;
+        Ok(())
+    }
+
+    /// Finishes the open part as a file of its own.
+    fn close_part(&mut self) -> Result<(), JobError> {
+        let Some((path, part)) = self.open.take() else {
+            return Ok(());
+        };
+        match part {
+            OpenPart::Table {
+                rows,
+                rows_path,
+                images,
+                ..
+            } => {
+                rows.into_inner()
+                    .map_err(|e| unavailable(format!("writing stamps failed: {e}")))?;
+                self.table
+                    .assemble(&path, &[rows_path], &images)
+                    .map_err(job_error)?;
+            }
+            OpenPart::Mef(out) => {
+                out.into_inner()
+                    .map_err(|e| unavailable(format!("writing stamps failed: {e}")))?;
+            }
+            OpenPart::Zip { mut zip, index } => {
+                let options = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Stored);
+                zip.start_file("index.csv", options)
+                    .map_err(|e| unavailable(format!("writing the zip failed: {e}")))?;
+                zip.write_all(index.as_bytes())
+                    .map_err(io_error("writing the zip"))?;
+                zip.finish()
+                    .map_err(|e| unavailable(format!("writing the zip failed: {e}")))?
+                    .into_inner()
+                    .map_err(|e| unavailable(format!("writing the zip failed: {e}")))?;
+            }
+        }
+        self.parts.push(path);
+        Ok(())
+    }
+
+    /// Closes the last part and stores the parts (`stamps`, or `stamps-1`, `stamps-2`, …), and
+    /// `errors` when some stamp could not be cut.
     async fn finish(
-        self,
+        mut self,
         job: &uws::Job,
         store: &Store<'_>,
         scratch: &mut Scratch,
     ) -> Result<Vec<JobResult>, JobError> {
-        if self.rows == 0 {
+        if self.stamps == 0 {
             return Err(self
                 .first_error
+                .take()
                 .unwrap_or_else(|| JobError::new(ErrorCode::NoData, "no stamp could be cut")));
         }
-        let out = scratch.file("stamps.fits");
-        let (path, table, parts, images) = (out.clone(), self.table, self.parts, self.images);
-        tokio::task::spawn_blocking(move || table.assemble(&path, &parts, &images))
-            .await
-            .map_err(|e| internal(format!("stamp table thread failed: {e}")))?
-            .map_err(job_error)?;
-        let meta = ObjectMeta {
-            content_type: STAMP_TABLE.to_owned(),
-            filename: format!("{}-stamps.fits", job.id),
-        };
-        let mut stored = vec![store.put("stamps", "fits", &out, meta).await?];
-        if self.first_error.is_some() {
+        // The last part's headers (a table's) take a moment: off the async threads.
+        let mut builder = tokio::task::spawn_blocking(move || {
+            let closed = self.close_part();
+            (self, closed)
+        })
+        .await
+        .map_err(|e| internal(format!("stamp thread failed: {e}")))
+        .and_then(|(builder, closed)| closed.map(|()| builder))?;
+        let extension = builder.packaging.extension();
+        let single = builder.parts.len() == 1;
+        let mut stored = Vec::new();
+        for (n, part) in builder.parts.iter().enumerate() {
+            let result_id = if single {
+                "stamps".to_owned()
+            } else {
+                format!("stamps-{}", n + 1)
+            };
+            let meta = ObjectMeta {
+                content_type: builder.packaging.media_type().to_owned(),
+                filename: format!("{}-{result_id}.{extension}", job.id),
+            };
+            stored.push(store.put(&result_id, extension, part, meta).await?);
+        }
+        if builder.first_error.is_some() {
             let path = scratch.file("errors.csv");
-            tokio::fs::write(&path, &self.errors)
+            tokio::fs::write(&path, &builder.errors)
                 .await
                 .map_err(|e| unavailable(format!("writing the errors failed: {e}")))?;
             let meta = ObjectMeta {
@@ -158,6 +395,7 @@ impl TableBuilder {
             };
             stored.push(store.put("errors", "csv", &path, meta).await?);
         }
+        builder.parts.clear();
         Ok(stored)
     }
 }
@@ -194,7 +432,7 @@ pub(crate) async fn stamp_table(
             )),
         })
         .collect::<Result<_, _>>()?;
-    let mut builder = TableBuilder::new(size);
+    let mut builder = StampsBuilder::new(Packaging::Table, size, u64::MAX);
     for id in &request.ids {
         builder.add_image(sources, id, &stamps, scratch).await?;
     }
@@ -204,6 +442,7 @@ pub(crate) async fn stamp_table(
 /// The results of a bulk job: the stamps its plan lists, image by image.
 pub(crate) async fn bulk(
     job: &uws::Job,
+    part_bytes: u64,
     sources: &JobSources<'_>,
     store: &Store<'_>,
     scratch: &mut Scratch,
@@ -217,14 +456,22 @@ pub(crate) async fn bulk(
     let plan = scratch.file("plan.txt");
     store
         .results
-        .get_file(&soda::plan::plan_key(job.id.as_str()), &plan)
+        .get_file(&soda::bulk_plan::plan_key(job.id.as_str()), &plan)
         .await
         .map_err(|e| unavailable(format!("reading the bulk plan failed: {e}")))?;
     let file = std::fs::File::open(&plan)
         .map_err(|e| unavailable(format!("reading the bulk plan failed: {e}")))?;
     let mut reader = PlanReader::open(std::io::BufReader::with_capacity(1 << 16, file))
         .map_err(|e| internal(format!("the bulk plan is unreadable: {e}")))?;
-    let mut builder = TableBuilder::new(size);
+    let format = job
+        .parameters
+        .iter()
+        .find(|(name, _)| name == "RESPONSEFORMAT")
+        .map(|(_, value)| value.as_str());
+    let packaging = Packaging::from_response_format(format)?;
+    let mut builder = StampsBuilder::new(packaging, size, part_bytes);
+    let (total_stamps, total_images) = reader.totals();
+    let mut progress = Progress::new(total_stamps, total_images);
     loop {
         // A group is read on a blocking thread: the plan is a file.
         let (back, item) = tokio::task::spawn_blocking(move || {
@@ -239,20 +486,77 @@ pub(crate) async fn bulk(
             Some(PlanItem::Error { row, reason }) => {
                 builder.note(row, "", JobError::new(ErrorCode::NoData, reason));
             }
-            Some(PlanItem::Image { id, stamps }) => match SourceId::parse(&id) {
-                Ok(source) => {
-                    builder
-                        .add_image(sources, &source, &stamps, scratch)
-                        .await?
-                }
-                Err(e) => {
-                    let error = job_error(e);
-                    for stamp in &stamps {
-                        builder.note(stamp.row, &id, error.clone());
+            Some(PlanItem::Image { id, stamps }) => {
+                match SourceId::parse(&id) {
+                    Ok(source) => {
+                        builder
+                            .add_image(sources, &source, &stamps, scratch)
+                            .await?
+                    }
+                    Err(e) => {
+                        let error = job_error(e);
+                        for stamp in &stamps {
+                            builder.note(stamp.row, &id, error.clone());
+                        }
                     }
                 }
-            },
+                progress.image_done(stamps.len() as u64);
+                progress.report_now_and_then(store.uws, &job.id).await;
+            }
         }
     }
+    progress.report(store.uws, &job.id).await;
     builder.finish(job, store, scratch).await
+}
+
+/// How often a bulk job's progress is reported at most.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A bulk job's progress: stamps and images done of the plan's totals.
+struct Progress {
+    stamps: (u64, u64),
+    images: (u64, u64),
+    reported: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(stamps: u64, images: u64) -> Progress {
+        Progress {
+            stamps: (0, stamps),
+            images: (0, images),
+            reported: None,
+        }
+    }
+
+    fn image_done(&mut self, stamps: u64) {
+        self.stamps.0 += stamps;
+        self.images.0 += 1;
+    }
+
+    /// Reports when the last report is [`PROGRESS_EVERY`] old (or there was none).
+    async fn report_now_and_then(&mut self, uws: &uws::service::Uws, job: &uws::JobId) {
+        if self
+            .reported
+            .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
+        {
+            self.report(uws, job).await;
+        }
+    }
+
+    /// Reports to the job store; a failed report is only a stale count, never the job's end.
+    async fn report(&mut self, uws: &uws::service::Uws, job: &uws::JobId) {
+        self.reported = Some(std::time::Instant::now());
+        let count = |name: &str, (done, total): (u64, u64)| uws::ProgressCount {
+            name: name.to_owned(),
+            done,
+            total,
+        };
+        let progress = uws::Progress(vec![
+            count("stamps", self.stamps),
+            count("images", self.images),
+        ]);
+        if let Err(e) = uws.report_progress(job, progress).await {
+            tracing::debug!(error = %e, "progress report refused");
+        }
+    }
 }

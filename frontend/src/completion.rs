@@ -1,6 +1,6 @@
-//! UWS `quote`: when a job is expected to complete, estimated on each read from the queue
-//! depth, the cost of recently completed jobs (`JobStore::recent_runs`) and the size of the
-//! job's own results.
+//! The UWS `quote` of a job, its estimated completion: when a job is expected to complete,
+//! estimated on each read from the queue depth, the cost of recently completed jobs
+//! (`JobStore::recent_runs`) and the size of the job's own results.
 //!
 //! A cutout's run time is modelled as a fixed cost plus a cost per byte, fitted by least squares
 //! to the run times and result sizes of the last 100 COMPLETED jobs ([`RunCost`]). The job's own
@@ -148,6 +148,7 @@ mod tests {
             results: Vec::new(),
             error: None,
             planned_bytes: None,
+            progress: None,
         }
     }
 

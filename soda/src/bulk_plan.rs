@@ -1,0 +1,249 @@
+//! A bulk job's plan: which stamps to cut from which image, in the order a worker cuts them.
+//!
+//! The frontend places every catalogue row on the images that cover it before the job exists,
+//! and writes the plan as a text file stored beside the job's results; the worker reads it back
+//! a group at a time, so its memory is bounded by one image's stamps, not by the catalogue.
+//! The second line holds the totals (stamps, images) that the worker reports progress against.
+//! Rows that no image can serve are listed first, as errors with the reason. Then come the
+//! groups: an image ID, then its stamps, each a catalogue row number and position, in
+//! catalogue order.
+//!
+//! ```text
+//! # skycut bulk plan 1
+//! T,2,1
+//! E,17,no indexed image covers (10.5, -3.25)
+//! I,butler://demo/image-1
+//! S,0,10.01,-3.02
+//! S,4,10.03,-3.01
+//! ```
+//!
+//! Numbers are written in Rust's shortest round-trip form, so positions come back exactly.
+
+use std::io::{BufRead, Write};
+
+use crate::SodaError;
+
+const HEADER: &str = "# skycut bulk plan 1";
+
+/// The object, beside the job's results, that holds the plan of bulk job `job`.
+pub fn plan_key(job: &str) -> String {
+    format!("{job}/bulk/plan.txt")
+}
+
+/// A stamp to cut: the catalogue row it serves and the position it is centred on (ICRS deg).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlannedStamp {
+    pub row: u64,
+    pub ra: f64,
+    pub dec: f64,
+}
+
+/// What a plan says, one item at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanItem {
+    /// A catalogue row that gives no stamp, and why.
+    Error { row: u64, reason: String },
+    /// The stamps of one image.
+    Image {
+        id: String,
+        stamps: Vec<PlannedStamp>,
+    },
+}
+
+/// Writes a plan: every error first, then one group per image.
+pub struct PlanWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> PlanWriter<W> {
+    /// Starts a plan of `stamps` stamps from `images` images (its totals, which a worker
+    /// reports its progress against).
+    pub fn new(mut out: W, stamps: u64, images: u64) -> Result<PlanWriter<W>, SodaError> {
+        writeln!(out, "{HEADER}")?;
+        writeln!(out, "T,{stamps},{images}")?;
+        Ok(PlanWriter { out })
+    }
+
+    pub fn error(&mut self, row: u64, reason: &str) -> Result<(), SodaError> {
+        // One line per item: a reason never spans lines.
+        let reason = reason.replace(['\r', '\n'], " ");
+        writeln!(self.out, "E,{row},{reason}")?;
+        Ok(())
+    }
+
+    pub fn image(&mut self, id: &str, stamps: &[PlannedStamp]) -> Result<(), SodaError> {
+        if id.contains(['\r', '\n']) {
+            return Err(SodaError::usage(format!("image ID {id:?} spans lines")));
+        }
+        writeln!(self.out, "I,{id}")?;
+        for stamp in stamps {
+            writeln!(self.out, "S,{},{},{}", stamp.row, stamp.ra, stamp.dec)?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<W, SodaError> {
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Reads a plan back, an item at a time.
+pub struct PlanReader<R: BufRead> {
+    input: R,
+    /// Stamps and images the plan holds.
+    totals: (u64, u64),
+    /// A line read ahead: the first line after a group's stamps.
+    pending: Option<String>,
+}
+
+impl<R: BufRead> PlanReader<R> {
+    /// Checks the header line and reads the totals.
+    pub fn open(mut input: R) -> Result<PlanReader<R>, SodaError> {
+        let mut line = String::new();
+        input.read_line(&mut line)?;
+        if line.trim_end() != HEADER {
+            return Err(SodaError::Fits(format!(
+                "not a bulk plan (first line {:?})",
+                line.trim_end()
+            )));
+        }
+        line.clear();
+        input.read_line(&mut line)?;
+        let totals = line
+            .trim_end()
+            .strip_prefix("T,")
+            .and_then(|t| t.split_once(','))
+            .and_then(|(s, i)| Some((s.parse().ok()?, i.parse().ok()?)))
+            .ok_or_else(|| SodaError::Fits(format!("bad bulk plan totals {line:?}")))?;
+        Ok(PlanReader {
+            input,
+            totals,
+            pending: None,
+        })
+    }
+
+    /// The stamps and images the plan holds.
+    pub fn totals(&self) -> (u64, u64) {
+        self.totals
+    }
+
+    fn line(&mut self) -> Result<Option<String>, SodaError> {
+        if let Some(line) = self.pending.take() {
+            return Ok(Some(line));
+        }
+        let mut line = String::new();
+        if self.input.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if !line.ends_with('\n') {
+            return Err(SodaError::Fits("the bulk plan is cut short".to_owned()));
+        }
+        line.truncate(line.trim_end_matches(['\r', '\n']).len());
+        Ok(Some(line))
+    }
+
+    /// The next item, or `None` at the end.
+    pub fn next_item(&mut self) -> Result<Option<PlanItem>, SodaError> {
+        let Some(line) = self.line()? else {
+            return Ok(None);
+        };
+        let bad = |line: &str| SodaError::Fits(format!("bad bulk plan line {line:?}"));
+        if let Some(rest) = line.strip_prefix("E,") {
+            let (row, reason) = rest.split_once(',').ok_or_else(|| bad(&line))?;
+            let row = row.parse().map_err(|_| bad(&line))?;
+            return Ok(Some(PlanItem::Error {
+                row,
+                reason: reason.to_owned(),
+            }));
+        }
+        let id = line
+            .strip_prefix("I,")
+            .ok_or_else(|| bad(&line))?
+            .to_owned();
+        let mut stamps = Vec::new();
+        while let Some(next) = self.line()? {
+            let Some(rest) = next.strip_prefix("S,") else {
+                self.pending = Some(next);
+                break;
+            };
+            let mut fields = rest.split(',');
+            let mut field = || fields.next().ok_or_else(|| bad(&next));
+            let row = field()?.parse().map_err(|_| bad(&next))?;
+            let ra = field()?.parse().map_err(|_| bad(&next))?;
+            let dec = field()?.parse().map_err(|_| bad(&next))?;
+            stamps.push(PlannedStamp { row, ra, dec });
+        }
+        Ok(Some(PlanItem::Image { id, stamps }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_reads_back_as_written() {
+        let mut writer = PlanWriter::new(Vec::new(), 3, 2).unwrap();
+        writer.error(3, "no indexed image covers\n(1, 2)").unwrap();
+        let first = [
+            PlannedStamp {
+                row: 0,
+                ra: 10.123456789012345,
+                dec: -3.0,
+            },
+            PlannedStamp {
+                row: 7,
+                ra: 359.99999999999994,
+                dec: 89.9,
+            },
+        ];
+        writer.image("butler://demo/a?ext=SCI", &first).unwrap();
+        writer.image("butler://demo/b,c", &first[1..]).unwrap();
+        let bytes = writer.finish().unwrap();
+        let mut reader = PlanReader::open(bytes.as_slice()).unwrap();
+        assert_eq!(reader.totals(), (3, 2));
+        assert_eq!(
+            reader.next_item().unwrap(),
+            Some(PlanItem::Error {
+                row: 3,
+                reason: "no indexed image covers (1, 2)".to_owned()
+            })
+        );
+        assert_eq!(
+            reader.next_item().unwrap(),
+            Some(PlanItem::Image {
+                id: "butler://demo/a?ext=SCI".to_owned(),
+                stamps: first.to_vec()
+            })
+        );
+        assert_eq!(
+            reader.next_item().unwrap(),
+            Some(PlanItem::Image {
+                id: "butler://demo/b,c".to_owned(),
+                stamps: first[1..].to_vec()
+            })
+        );
+        assert_eq!(reader.next_item().unwrap(), None);
+    }
+
+    #[test]
+    fn a_plan_cut_short_is_an_error_not_fewer_stamps() {
+        let mut writer = PlanWriter::new(Vec::new(), 1, 1).unwrap();
+        writer
+            .image(
+                "butler://demo/a",
+                &[PlannedStamp {
+                    row: 12,
+                    ra: 1.5,
+                    dec: 2.5,
+                }],
+            )
+            .unwrap();
+        let mut bytes = writer.finish().unwrap();
+        bytes.truncate(bytes.len() - 3);
+        let mut reader = PlanReader::open(bytes.as_slice()).unwrap();
+        assert!(reader.next_item().is_err());
+        assert!(PlanReader::open(&b"row,ra,dec\n"[..]).is_err());
+    }
+}
