@@ -466,3 +466,115 @@ fn a_running_bulk_job_shows_its_progress_in_job_info() {
     }
     assert!(partway.is_some(), "no report while the job ran");
 }
+
+#[test]
+fn a_votable_catalogue_with_positions_found_by_ucd_is_cut() {
+    let app = app().topology(Topology::Embedded).start();
+    wait_for_index(&app);
+    let rows = [offset(4.2, -7.9), offset(-30.0, 12.5)];
+    let trs: String = rows
+        .iter()
+        .enumerate()
+        .map(|(n, (ra, dec))| format!("<TR><TD>src{n}</TD><TD>{ra}</TD><TD>{dec}</TD></TR>\n"))
+        .collect();
+    // No column is named ra or dec: the UCDs say which are the position.
+    let catalogue = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n\
+         <VOTABLE version=\"1.4\" xmlns=\"http://www.ivoa.net/xml/VOTable/v1.3\"><RESOURCE>\
+         <TABLE><FIELD name=\"name\" datatype=\"char\" arraysize=\"*\"/>\
+         <FIELD name=\"RAJ2000\" datatype=\"double\" ucd=\"pos.eq.ra;meta.main\" unit=\"deg\"/>\
+         <FIELD name=\"DEJ2000\" datatype=\"double\" ucd=\"pos.eq.dec;meta.main\" unit=\"deg\"/>\
+         <DATA><TABLEDATA>\n{trs}</TABLEDATA></DATA></TABLE></RESOURCE></VOTABLE>\n"
+    );
+    let doc = run_bulk(&app, &[("SIZE", "12")], &catalogue);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
+    let hrefs = attributes(&doc, "uws:result", "xlink:href");
+    let stamps = stamp_rows(&app.get_url(&hrefs[0]).bytes().expect("table"), 12);
+    assert_eq!(
+        stamps.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [0, 1],
+        "one stamp per row, in catalogue order"
+    );
+    for (_, _, crpix1, crpix2, pixels) in &stamps {
+        assert_stamp_is_a_source_window(&app, (*crpix1, *crpix2), pixels, 12);
+    }
+}
+
+/// A real Parquet catalogue of `rows` positions (ra, dec as doubles).
+fn parquet_catalogue(rows: &[(f64, f64)]) -> Vec<u8> {
+    use parquet::data_type::DoubleType;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+
+    let schema = parquet::schema::parser::parse_message_type(
+        "message catalogue { required double ra; required double dec; }",
+    )
+    .expect("schema");
+    let mut bytes = Vec::new();
+    let mut writer = SerializedFileWriter::new(&mut bytes, Arc::new(schema), Default::default())
+        .expect("writer");
+    let mut group = writer.next_row_group().expect("row group");
+    for values in [
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        rows.iter().map(|r| r.1).collect(),
+    ] {
+        let mut column = group.next_column().expect("column").expect("a column");
+        column
+            .typed::<DoubleType>()
+            .write_batch(&values, None, None)
+            .expect("values");
+        column.close().expect("column");
+    }
+    group.close().expect("row group");
+    writer.close().expect("file");
+    bytes
+}
+
+#[test]
+fn a_parquet_catalogue_is_cut_and_a_truncated_one_is_a_usage_error_that_creates_nothing() {
+    let app = app().topology(Topology::Embedded).start();
+    wait_for_index(&app);
+    let whole = parquet_catalogue(&[offset(1.0, 2.0), offset(-5.5, 3.25), offset(8.0, -8.0)]);
+    for keep in [whole.len() / 2, whole.len() - 3] {
+        let r = app.post_multipart(
+            "/bulk",
+            &[("UPLOAD", "cat,param:cat"), ("SIZE", "8")],
+            &[("cat", &whole[..keep])],
+        );
+        let status = r.status();
+        let body = r.text().expect("body");
+        assert_eq!(status, 400, "{keep} bytes: {body}");
+        assert!(
+            body.starts_with("UsageError") && body.contains("Parquet catalogue is cut short"),
+            "{keep} bytes: {body}"
+        );
+    }
+    assert!(
+        app.job_ids(&[]).is_empty(),
+        "a truncated catalogue created a job"
+    );
+    let r = app.post_multipart(
+        "/bulk",
+        &[("UPLOAD", "cat,param:cat"), ("SIZE", "8"), ("PHASE", "RUN")],
+        &[("cat", &whole)],
+    );
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+    let id = location(&r).rsplit('/').next().expect("id").to_owned();
+    let doc = app.wait_final(&id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    let hrefs = attributes(&doc, "uws:result", "xlink:href");
+    let stamps = stamp_rows(&app.get_url(&hrefs[0]).bytes().expect("table"), 8);
+    assert_eq!(stamps.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2]);
+    for (_, _, crpix1, crpix2, pixels) in &stamps {
+        assert_stamp_is_a_source_window(&app, (*crpix1, *crpix2), pixels, 8);
+    }
+}

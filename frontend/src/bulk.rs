@@ -1,7 +1,8 @@
 //! `POST /bulk`: bulk cutouts, a catalogue of positions in and one table of stamps out.
 //!
 //! The catalogue comes as a DALI `UPLOAD`: `UPLOAD=cat,param:cat` names a part `cat` of a
-//! `multipart/form-data` body (or, for a small catalogue, a form parameter `cat`). The part is
+//! `multipart/form-data` body (or, for a small catalogue, a form parameter `cat`), in CSV,
+//! VOTable or Parquet ([`soda::catalogue::open`] tells which from its content). The part is
 //! spooled to a temporary file as it arrives (bounded by [`BulkLimits::max_upload_bytes`]),
 //! never held in memory whole, and read once, a batch of rows at a time, before the job exists:
 //! a catalogue without its position columns, or with a row that is not a sky position, is a
@@ -21,14 +22,14 @@
 //! queued on the bulk lane; its parameters are the request's bulk parameters.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use soda::bulk_plan::{PlanWriter, PlannedStamp};
-use soda::catalogue::{CatalogueRow, CsvCatalogue};
+use soda::catalogue::CatalogueRow;
 use soda::stamp_table::{STAMP_TABLE, StampTable};
 use uws::Parameters;
 use uws::results::ObjectMeta;
@@ -171,7 +172,7 @@ impl FromRequest<AppState> for BulkRequest {
     operation_id = "create_bulk_job",
     path = "/bulk",
     tag = "Bulk",
-    request_body(content_type = "multipart/form-data", description = "UPLOAD=cat,param:cat with a part cat holding a CSV catalogue (columns ra, dec; optional id, t_min, t_max); SIZE (pixels, required); RESPONSEFORMAT (application/fits;content=stamp-table); EPOCHS (all, first, last, nearest); TIME, BAND, COLLECTION; RACOL, DECCOL; the UWS PHASE=RUN, RUNID, DESTRUCTION, EXECUTIONDURATION"),
+    request_body(content_type = "multipart/form-data", description = "UPLOAD=cat,param:cat with a part cat holding a catalogue in CSV, VOTable (TABLEDATA, BINARY, BINARY2) or Parquet (columns ra, dec, or by UCD pos.eq.ra;meta.main and pos.eq.dec;meta.main in a VOTable; optional id, t_min, t_max); SIZE (pixels, required); RESPONSEFORMAT (application/fits;content=stamp-table); EPOCHS (all, first, last, nearest); TIME, BAND, COLLECTION; RACOL, DECCOL; the UWS PHASE=RUN, RUNID, DESTRUCTION, EXECUTIONDURATION"),
     responses(
         (status = 303, description = "See Other: Location is the job"),
         (status = 400, description = "UsageError: a bad parameter, a catalogue without its columns or with a row that is not a position, or a request over a limit", content_type = "text/plain", body = String),
@@ -481,11 +482,7 @@ async fn plan(
     let (ra_column, dec_column) = (options.ra_column.clone(), options.dec_column.clone());
     let reader = tokio::task::spawn_blocking(move || {
         let file = catalogue.reopen()?;
-        let reader = CsvCatalogue::open(
-            BufReader::with_capacity(1 << 16, file),
-            ra_column.as_deref(),
-            dec_column.as_deref(),
-        )?;
+        let reader = soda::catalogue::open(file, ra_column.as_deref(), dec_column.as_deref())?;
         // The temporary file stays until the catalogue is read.
         Ok::<_, soda::SodaError>((reader, catalogue))
     })

@@ -1,16 +1,31 @@
-//! Catalogues of positions for bulk cutouts, read as a stream: a row at a time, so a catalogue
-//! of millions of rows never sits in memory whole.
+//! Catalogues of positions for bulk cutouts, read as a stream: a row at a time (Parquet: a
+//! batch of one row group's column chunks at a time), so a catalogue of millions of rows never
+//! sits in memory whole.
 //!
-//! CSV (RFC 4180: a header line of column names, quoted fields with doubled quotes, `\r\n` or
-//! `\n`; lines starting with `#` are comments, as astropy's ECSV header is) is read here. The
-//! position columns are found by name: those the caller names (`RACOL`, `DECCOL`), else `ra`
-//! and `dec` in any case; `id`, `t_min` and `t_max` are optional. A row whose position is not
-//! two finite numbers in range is a [`RowError`] for that row alone: the caller decides whether
-//! it fails the whole catalogue (while validating the first rows) or goes to the errors.
+//! [`open`] tells the format from the content: Parquet by its `PAR1` magic, VOTable by its
+//! XML start (`<?xml`, `<VOTABLE`, a comment), anything else is CSV. Each format has its
+//! submodule: [`csv`] (RFC 4180 with a header line), [`votable`] (TABLEDATA, BINARY and BINARY2
+//! serializations of the first table with data), [`parquet`] (flat columns of any numeric
+//! type).
+//!
+//! The same column rules hold for all: the position columns are those the caller names
+//! (`RACOL`, `DECCOL`), else those named `ra` and `dec` in any case, else (VOTable, which has
+//! UCDs) the fields whose UCD is `pos.eq.ra;meta.main` and `pos.eq.dec;meta.main`, else
+//! `pos.eq.ra` and `pos.eq.dec`; `id`, `t_min` and `t_max` are optional, by name. A missing
+//! column is a usage error naming the columns there are. A row whose position is not two
+//! finite numbers in range (a null, a NaN, text) is a [`RowError`] for that row alone: the
+//! caller decides whether it fails the whole catalogue or goes to the errors.
 
-use std::io::BufRead;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use crate::SodaError;
+
+pub mod csv;
+pub mod parquet;
+pub mod votable;
+
+pub use csv::CsvCatalogue;
 
 /// One position of a catalogue.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,260 +48,469 @@ pub struct RowError {
     pub reason: String,
 }
 
-/// Where the columns are.
-#[derive(Debug, Clone)]
-struct Columns {
-    ra: usize,
-    dec: usize,
-    id: Option<usize>,
-    t_min: Option<usize>,
-    t_max: Option<usize>,
-    count: usize,
-}
-
-/// A CSV catalogue being read.
-pub struct CsvCatalogue<R> {
-    reader: R,
-    columns: Columns,
-    next_row: u64,
-    line: String,
-}
-
-impl<R: BufRead> CsvCatalogue<R> {
-    /// Reads the header line and finds the columns; `ra_column`/`dec_column` name them
-    /// (`RACOL`/`DECCOL`), else `ra` and `dec` (any case). A missing column is a usage error
-    /// naming the columns there are.
-    pub fn open(
-        mut reader: R,
-        ra_column: Option<&str>,
-        dec_column: Option<&str>,
-    ) -> Result<CsvCatalogue<R>, SodaError> {
-        let mut line = String::new();
-        let header = loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                return Err(SodaError::usage(
-                    "the catalogue is empty: a CSV header line naming the columns is needed",
-                ));
-            }
-            let text = line.trim_end_matches(['\r', '\n']);
-            if !text.starts_with('#') && !text.trim().is_empty() {
-                break split(text)?;
-            }
-        };
-        let find = |name: &str| {
-            header
-                .iter()
-                .position(|h| h.trim().eq_ignore_ascii_case(name))
-        };
-        let required = |given: Option<&str>, default: &str, parameter: &str| {
-            let name = given.unwrap_or(default);
-            find(name).ok_or_else(|| {
-                SodaError::usage(format!(
-                    "the catalogue has no column {name:?}{} (its columns: {})",
-                    if given.is_some() {
-                        format!(" (named by {parameter})")
-                    } else {
-                        format!("; name the column with {parameter}")
-                    },
-                    header.join(", ")
-                ))
-            })
-        };
-        let columns = Columns {
-            ra: required(ra_column, "ra", "RACOL")?,
-            dec: required(dec_column, "dec", "DECCOL")?,
-            id: find("id"),
-            t_min: find("t_min"),
-            t_max: find("t_max"),
-            count: header.len(),
-        };
-        Ok(CsvCatalogue {
-            reader,
-            columns,
-            next_row: 0,
-            line,
-        })
-    }
-
+/// A catalogue being read, whatever its format.
+pub trait CatalogueReader {
     /// The next row: `None` at the end, `Some(Err)` for a row without a usable position, or
-    /// an I/O error (the stream broke) as `Err`.
-    pub fn next_row(&mut self) -> Result<Option<Result<CatalogueRow, RowError>>, SodaError> {
-        loop {
-            self.line.clear();
-            if self.reader.read_line(&mut self.line)? == 0 {
-                return Ok(None);
-            }
-            let text = self.line.trim_end_matches(['\r', '\n']);
-            if text.trim().is_empty() || text.starts_with('#') {
-                continue;
-            }
-            let row = self.next_row;
-            self.next_row += 1;
-            let fields = match split(text) {
-                Ok(fields) => fields,
-                Err(e) => {
-                    return Ok(Some(Err(RowError {
-                        row,
-                        reason: e.to_string(),
-                    })));
-                }
-            };
-            return Ok(Some(parse_row(row, &fields, &self.columns)));
-        }
-    }
+    /// `Err` when the file itself cannot be read on (cut short, malformed, an I/O error).
+    fn next_row(&mut self) -> Result<Option<Result<CatalogueRow, RowError>>, SodaError>;
 }
 
-fn parse_row(row: u64, fields: &[String], columns: &Columns) -> Result<CatalogueRow, RowError> {
-    let error = |reason: String| RowError { row, reason };
-    if fields.len() != columns.count {
-        return Err(error(format!(
-            "{} fields where the header names {}",
-            fields.len(),
-            columns.count
-        )));
-    }
-    let number = |index: usize, name: &str| -> Result<f64, RowError> {
-        let text = fields[index].trim();
-        text.parse::<f64>()
-            .map_err(|_| error(format!("{name} {text:?} is not a number")))
-    };
-    let ra = number(columns.ra, "ra")?;
-    let dec = number(columns.dec, "dec")?;
-    if !ra.is_finite() || !dec.is_finite() || !(-90.0..=90.0).contains(&dec) {
-        return Err(error(format!(
-            "({ra}, {dec}) is not a sky position (finite degrees, dec within ±90)"
-        )));
-    }
-    let optional = |index: Option<usize>| index.map(|i| fields[i].trim()).filter(|t| !t.is_empty());
-    let time = |index: Option<usize>, name: &str| -> Result<Option<f64>, RowError> {
-        optional(index)
-            .map(|text| {
-                text.parse::<f64>()
-                    .map_err(|_| error(format!("{name} {text:?} is not an MJD")))
-            })
-            .transpose()
-            .map(|t| t.filter(|t| !t.is_nan()))
-    };
-    Ok(CatalogueRow {
-        row,
-        ra: ra.rem_euclid(360.0),
-        dec,
-        id: optional(columns.id).map(str::to_owned),
-        t_min: time(columns.t_min, "t_min")?,
-        t_max: time(columns.t_max, "t_max")?,
+/// Opens a catalogue of any format, telling which from its first bytes, and finds its
+/// columns (`ra_column`/`dec_column` are `RACOL`/`DECCOL`).
+pub fn open(
+    mut file: File,
+    ra_column: Option<&str>,
+    dec_column: Option<&str>,
+) -> Result<Box<dyn CatalogueReader + Send>, SodaError> {
+    let mut head = Vec::with_capacity(512);
+    (&mut file).take(512).read_to_end(&mut head)?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok(match Format::of(&head) {
+        Format::Parquet => Box::new(parquet::ParquetCatalogue::open(
+            file, ra_column, dec_column,
+        )?),
+        Format::VoTable => Box::new(votable::VoTableCatalogue::open(
+            BufReader::with_capacity(1 << 16, file),
+            ra_column,
+            dec_column,
+        )?),
+        Format::Csv => Box::new(CsvCatalogue::open(
+            BufReader::with_capacity(1 << 16, file),
+            ra_column,
+            dec_column,
+        )?),
     })
 }
 
-/// The fields of one CSV line (RFC 4180 quoting).
-fn split(line: &str) -> Result<Vec<String>, SodaError> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut was_quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') if field.trim().is_empty() && !was_quoted => {
-                field.clear();
-                quoted = true;
-                was_quoted = true;
-            }
-            (false, ',') => {
-                fields.push(std::mem::take(&mut field));
-                was_quoted = false;
-            }
-            (false, c) => field.push(c),
+/// The formats [`open`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Csv,
+    VoTable,
+    Parquet,
+}
+
+impl Format {
+    /// The format of a file that starts with `head`.
+    fn of(head: &[u8]) -> Format {
+        if head.starts_with(b"PAR1") {
+            return Format::Parquet;
+        }
+        let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+        match text.iter().find(|b| !b.is_ascii_whitespace()) {
+            // No CSV header starts with `<`: it is XML (`<?xml`, `<VOTABLE`, `<!--`).
+            Some(b'<') => Format::VoTable,
+            _ => Format::Csv,
         }
     }
-    if quoted {
-        return Err(SodaError::usage(
-            "a quoted field does not end on its line (fields spanning lines are not read)",
-        ));
+}
+
+impl<R: std::io::BufRead> CatalogueReader for CsvCatalogue<R> {
+    fn next_row(&mut self) -> Result<Option<Result<CatalogueRow, RowError>>, SodaError> {
+        CsvCatalogue::next_row(self)
     }
-    fields.push(field);
-    Ok(fields)
+}
+
+/// Where the columns are, by index into the file's columns.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Columns {
+    pub ra: usize,
+    pub dec: usize,
+    pub id: Option<usize>,
+    pub t_min: Option<usize>,
+    pub t_max: Option<usize>,
+}
+
+/// Finds the columns among `names` (and `ucds`, one per name, for formats that have them; an
+/// empty slice for those that do not) by the rules of this module.
+pub(crate) fn find_columns(
+    names: &[String],
+    ucds: &[Option<String>],
+    ra_column: Option<&str>,
+    dec_column: Option<&str>,
+) -> Result<Columns, SodaError> {
+    let find = |name: &str| {
+        names
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+    };
+    let by_ucd = |word: &str| {
+        let main = format!("{word};meta.main");
+        let ucd = |n: usize| -> String {
+            ucds.get(n)
+                .and_then(|u| u.as_deref())
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>()
+                .to_ascii_lowercase()
+        };
+        (0..names.len())
+            .find(|&n| ucd(n) == main)
+            .or_else(|| (0..names.len()).find(|&n| ucd(n) == word))
+    };
+    let required = |given: Option<&str>, default: &str, parameter: &str, ucd: &str| {
+        if let Some(name) = given {
+            return find(name).ok_or_else(|| {
+                SodaError::usage(format!(
+                    "the catalogue has no column {name:?} (named by {parameter}) (its columns: {})",
+                    names.join(", ")
+                ))
+            });
+        }
+        find(default).or_else(|| by_ucd(ucd)).ok_or_else(|| {
+            SodaError::usage(format!(
+                "the catalogue has no column {default:?}{}; name the column with {parameter} \
+                     (its columns: {})",
+                if ucds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" nor one whose UCD is {ucd};meta.main or {ucd}")
+                },
+                names.join(", ")
+            ))
+        })
+    };
+    Ok(Columns {
+        ra: required(ra_column, "ra", "RACOL", "pos.eq.ra")?,
+        dec: required(dec_column, "dec", "DECCOL", "pos.eq.dec")?,
+        id: find("id"),
+        t_min: find("t_min"),
+        t_max: find("t_max"),
+    })
+}
+
+/// One value of a row, as a format gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    /// No value (a null flag, a null sentinel, an empty VOTable cell).
+    Null,
+    Number(f64),
+    /// Text, parsed where a number is needed (CSV fields, VOTable TABLEDATA cells of a text
+    /// type).
+    Text(String),
+}
+
+/// The values of one row's columns, by role.
+pub(crate) struct RowCells {
+    pub ra: Cell,
+    pub dec: Cell,
+    pub id: Option<Cell>,
+    pub t_min: Option<Cell>,
+    pub t_max: Option<Cell>,
+}
+
+impl RowCells {
+    /// The row, or why it gives no position.
+    pub fn into_row(self, row: u64) -> Result<CatalogueRow, RowError> {
+        let error = |reason: String| RowError { row, reason };
+        let number = |cell: Cell, name: &str| -> Result<f64, RowError> {
+            match cell {
+                Cell::Number(v) => Ok(v),
+                Cell::Null => Err(error(format!("{name} has no value (null)"))),
+                Cell::Text(text) => text
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| error(format!("{name} {:?} is not a number", text.trim()))),
+            }
+        };
+        let ra = number(self.ra, "ra")?;
+        let dec = number(self.dec, "dec")?;
+        if !ra.is_finite() || !dec.is_finite() || !(-90.0..=90.0).contains(&dec) {
+            return Err(error(format!(
+                "({ra}, {dec}) is not a sky position (finite degrees, dec within ±90)"
+            )));
+        }
+        let time = |cell: Option<Cell>, name: &str| -> Result<Option<f64>, RowError> {
+            match cell {
+                None | Some(Cell::Null) => Ok(None),
+                Some(Cell::Number(v)) => Ok(Some(v).filter(|t| !t.is_nan())),
+                Some(Cell::Text(text)) if text.trim().is_empty() => Ok(None),
+                Some(Cell::Text(text)) => text
+                    .trim()
+                    .parse::<f64>()
+                    .map(|t| Some(t).filter(|t| !t.is_nan()))
+                    .map_err(|_| error(format!("{name} {:?} is not an MJD", text.trim()))),
+            }
+        };
+        let id = match self.id {
+            None | Some(Cell::Null) => None,
+            Some(Cell::Text(text)) => Some(text.trim().to_owned()).filter(|t| !t.is_empty()),
+            Some(Cell::Number(v)) => Some(v.to_string()),
+        };
+        Ok(CatalogueRow {
+            row,
+            ra: ra.rem_euclid(360.0),
+            dec,
+            id,
+            t_min: time(self.t_min, "t_min")?,
+            t_max: time(self.t_max, "t_max")?,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn read(
-        text: &str,
-        ra: Option<&str>,
-        dec: Option<&str>,
-    ) -> Vec<Result<CatalogueRow, RowError>> {
-        let mut cat = CsvCatalogue::open(text.as_bytes(), ra, dec).unwrap();
-        let mut rows = Vec::new();
-        while let Some(row) = cat.next_row().unwrap() {
-            rows.push(row);
-        }
-        rows
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
-    fn ra_and_dec_are_found_in_any_case_with_optional_columns() {
-        let rows = read(
-            "# written by astropy\nid,RA,Dec,t_min,t_max\r\n\"butler://a/b, c\",10.5,-3,,\r\n,370,4,60000,60001\n",
-            None,
-            None,
-        );
-        assert_eq!(rows.len(), 2);
-        let first = rows[0].as_ref().unwrap();
-        assert_eq!((first.row, first.ra, first.dec), (0, 10.5, -3.0));
-        assert_eq!(first.id.as_deref(), Some("butler://a/b, c"));
-        assert_eq!((first.t_min, first.t_max), (None, None));
-        let second = rows[1].as_ref().unwrap();
-        assert_eq!((second.ra, second.id.as_deref()), (10.0, None));
-        assert_eq!((second.t_min, second.t_max), (Some(60000.0), Some(60001.0)));
+    fn the_format_is_told_from_the_first_bytes() {
+        assert_eq!(Format::of(b"PAR1\x15\x04"), Format::Parquet);
+        assert_eq!(Format::of(b"<?xml version=\"1.0\"?>"), Format::VoTable);
+        assert_eq!(Format::of(b"\xEF\xBB\xBF\n  <VOTABLE>"), Format::VoTable);
+        assert_eq!(Format::of(b"ra,dec\n1,2\n"), Format::Csv);
+        assert_eq!(Format::of(b"# %ECSV 1.0\nra,dec\n"), Format::Csv);
+        assert_eq!(Format::of(b""), Format::Csv);
     }
 
     #[test]
-    fn racol_and_deccol_name_the_columns() {
-        let rows = read(",alpha,delta\n0,1,2\n", Some("ALPHA"), Some("delta"));
-        assert_eq!(rows[0].as_ref().unwrap().ra, 1.0);
-        let missing = CsvCatalogue::open("x,y\n1,2\n".as_bytes(), None, None);
-        let Err(SodaError::Usage(message)) = missing else {
-            panic!("a catalogue without ra must be refused");
+    fn names_come_before_ucds_and_main_ucds_before_plain_ones() {
+        let ucd = |list: &[&str]| -> Vec<Option<String>> {
+            list.iter()
+                .map(|u| Some(u.to_string()).filter(|u| !u.is_empty()))
+                .collect()
         };
+        let header = names(&["alpha", "delta", "RAJ2000", "DEJ2000"]);
+        let ucds = ucd(&[
+            "pos.eq.ra",
+            "pos.eq.dec",
+            "POS.EQ.RA; meta.main",
+            "pos.eq.dec;meta.main",
+        ]);
+        let columns = find_columns(&header, &ucds, None, None).unwrap();
+        assert_eq!((columns.ra, columns.dec), (2, 3));
+        let plain = ucd(&["pos.eq.ra", "pos.eq.dec", "", ""]);
+        let columns = find_columns(&header, &plain, None, None).unwrap();
+        assert_eq!((columns.ra, columns.dec), (0, 1));
+        let named = names(&["x", "RA", "Dec", "id"]);
+        let columns = find_columns(&named, &ucds, None, None).unwrap();
+        assert_eq!((columns.ra, columns.dec, columns.id), (1, 2, Some(3)));
+        let columns = find_columns(&header, &ucds, Some("alpha"), Some("DELTA")).unwrap();
+        assert_eq!((columns.ra, columns.dec), (0, 1));
+    }
+
+    #[test]
+    fn a_missing_column_names_the_ucds_looked_for_where_the_format_has_them() {
+        let header = names(&["x", "y"]);
+        let Err(SodaError::Usage(message)) = find_columns(&header, &[None, None], None, None)
+        else {
+            panic!("no position columns must be refused");
+        };
+        assert!(message.contains("pos.eq.ra;meta.main"), "{message}");
         assert!(
-            message.contains("no column \"ra\"") && message.contains("RACOL"),
+            message.contains("x, y") && message.contains("RACOL"),
             "{message}"
         );
-        assert!(message.contains("x, y"), "{message}");
-        let named = CsvCatalogue::open("x,y\n".as_bytes(), Some("x"), Some("z"));
-        assert!(matches!(named, Err(SodaError::Usage(m)) if m.contains("(named by DECCOL)")));
-        assert!(CsvCatalogue::open("".as_bytes(), None, None).is_err());
+        let Err(SodaError::Usage(message)) = find_columns(&header, &[], None, None) else {
+            panic!("no position columns must be refused");
+        };
+        assert!(!message.contains("UCD"), "{message}");
     }
 
     #[test]
-    fn rows_without_a_usable_position_are_errors_of_their_own() {
-        let rows = read("ra,dec\n1,nan\n1,95\nx,1\n1,2,3\n\"1,2\n4,5\n", None, None);
-        let reasons: Vec<String> = rows
-            .iter()
-            .map(|r| match r {
-                Ok(row) => format!("ok {}", row.row),
-                Err(e) => format!("{} {}", e.row, e.reason),
-            })
-            .collect();
+    fn a_null_or_nan_position_is_an_error_of_its_row() {
+        let cells = |ra: Cell, dec: Cell| RowCells {
+            ra,
+            dec,
+            id: None,
+            t_min: None,
+            t_max: None,
+        };
+        let reason = |r: Result<CatalogueRow, RowError>| r.unwrap_err().reason;
         assert!(
-            reasons[0].starts_with("0 (1, NaN) is not a sky position"),
-            "{reasons:?}"
+            reason(cells(Cell::Null, Cell::Number(1.0)).into_row(3)).contains("ra has no value")
         );
-        assert!(reasons[1].starts_with("1 (1, 95)"), "{reasons:?}");
         assert!(
-            reasons[2].starts_with("2 ra \"x\" is not a number"),
-            "{reasons:?}"
+            reason(cells(Cell::Number(1.0), Cell::Number(f64::NAN)).into_row(3))
+                .contains("is not a sky position")
         );
-        assert!(reasons[3].starts_with("3 3 fields"), "{reasons:?}");
-        assert!(reasons[4].starts_with("4 a quoted field"), "{reasons:?}");
-        assert_eq!(reasons[5], "ok 5");
+        let row = RowCells {
+            ra: Cell::Number(-10.0),
+            dec: Cell::Number(2.0),
+            id: Some(Cell::Text(" butler://a/b ".into())),
+            t_min: Some(Cell::Number(f64::NAN)),
+            t_max: Some(Cell::Number(60000.5)),
+        }
+        .into_row(7)
+        .unwrap();
+        assert_eq!((row.row, row.ra, row.dec), (7, 350.0, 2.0));
+        assert_eq!(row.id.as_deref(), Some("butler://a/b"));
+        assert_eq!((row.t_min, row.t_max), (None, Some(60000.5)));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property-based fuzzing of the readers: real catalogues of every format, cut short, with
+    //! bytes flipped or inserted, and arbitrary bytes, give rows, row errors or a usage error,
+    //! never a panic, a server-side error or an endless read.
+
+    use std::io::Write;
+    use std::sync::{Arc, OnceLock};
+
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Rows read at most from one input.
+    const MAX_ROWS: usize = 10_000;
+
+    fn votable(data: &str) -> Vec<u8> {
+        format!(
+            "<?xml version=\"1.0\"?><VOTABLE><RESOURCE><TABLE>\
+             <FIELD name=\"name\" datatype=\"char\" arraysize=\"*\"/>\
+             <FIELD name=\"a\" datatype=\"double\" ucd=\"pos.eq.ra;meta.main\"/>\
+             <FIELD name=\"d\" datatype=\"float\" ucd=\"pos.eq.dec;meta.main\"/>\
+             <FIELD name=\"t_min\" datatype=\"int\"><VALUES null=\"0\"/></FIELD>\
+             <FIELD name=\"flags\" datatype=\"short\" arraysize=\"2x*\"/>\
+             <DATA>{data}</DATA></TABLE></RESOURCE></VOTABLE>"
+        )
+        .into_bytes()
+    }
+
+    fn parquet() -> Vec<u8> {
+        use ::parquet::data_type::{DoubleType, FloatType};
+        use ::parquet::file::writer::SerializedFileWriter;
+        let schema = ::parquet::schema::parser::parse_message_type(
+            "message m { required double ra; optional float dec; }",
+        )
+        .unwrap();
+        let mut bytes = Vec::new();
+        let mut writer =
+            SerializedFileWriter::new(&mut bytes, Arc::new(schema), Default::default()).unwrap();
+        for _ in 0..2 {
+            let mut group = writer.next_row_group().unwrap();
+            let mut column = group.next_column().unwrap().unwrap();
+            column
+                .typed::<DoubleType>()
+                .write_batch(&[1.0, 2.0, 3.0], None, None)
+                .unwrap();
+            column.close().unwrap();
+            let mut column = group.next_column().unwrap().unwrap();
+            column
+                .typed::<FloatType>()
+                .write_batch(&[4.0, 5.0], Some(&[1, 0, 1]), None)
+                .unwrap();
+            column.close().unwrap();
+            group.close().unwrap();
+        }
+        writer.close().unwrap();
+        bytes
+    }
+
+    fn seeds() -> &'static [Vec<u8>] {
+        static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+        SEEDS.get_or_init(|| {
+            let mut binary2 = Vec::new();
+            for (name, ra, dec) in [("x", 1.0f64, 2.0f32), ("", 3.0, f32::NAN)] {
+                binary2.push(0u8);
+                binary2.extend((name.len() as u32).to_be_bytes());
+                binary2.extend(name.as_bytes());
+                binary2.extend(ra.to_be_bytes());
+                binary2.extend(dec.to_be_bytes());
+                binary2.extend(7i32.to_be_bytes());
+                binary2.extend(1u32.to_be_bytes());
+                binary2.extend([0, 1, 0, 2]);
+            }
+            let binary2 = base64::engine::general_purpose::STANDARD.encode(&binary2);
+            vec![
+                b"id,ra,dec,t_min\n\"a,b\",1,2,60000\n,3,4,\n".to_vec(),
+                votable(
+                    "<TABLEDATA><TR><TD>x</TD><TD>1</TD><TD>2</TD><TD>60000</TD><TD>1 2</TD></TR>\
+                     <TR><TD/><TD>3</TD><TD/><TD>0</TD><TD/></TR></TABLEDATA>",
+                ),
+                votable(&format!(
+                    "<BINARY2><STREAM encoding=\"base64\">{binary2}</STREAM></BINARY2>"
+                )),
+                parquet(),
+            ]
+        })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Change {
+        Cut(usize),
+        Flip(usize, u8),
+        Insert(usize, u8),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            any::<usize>().prop_map(Change::Cut),
+            (any::<usize>(), 1..=255u8).prop_map(|(at, bits)| Change::Flip(at, bits)),
+            (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Change::Insert(at, byte)),
+        ]
+    }
+
+    fn read(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let outcome = open(file, None, None).and_then(|mut cat| {
+            for _ in 0..MAX_ROWS {
+                if cat.next_row()?.is_none() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) | Err(SodaError::Usage(_)) => Ok(()),
+            Err(e) => Err(TestCaseError::fail(format!("{e:?} is not a usage error"))),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn changed_catalogues_read_or_are_usage_errors(
+            seed in 0..4usize,
+            changes in proptest::collection::vec(change(), 1..6),
+        ) {
+            let mut bytes = seeds()[seed].clone();
+            for change in changes {
+                let len = bytes.len().max(1);
+                match change {
+                    Change::Cut(at) => bytes.truncate(at % len),
+                    Change::Flip(at, bits) => {
+                        if let Some(b) = bytes.get_mut(at % len) {
+                            *b ^= bits;
+                        }
+                    }
+                    Change::Insert(at, byte) => bytes.insert((at % len).min(bytes.len()), byte),
+                }
+            }
+            read(&bytes)?;
+        }
+
+        #[test]
+        fn arbitrary_bytes_read_or_are_usage_errors(
+            head in prop_oneof![Just(&b"PAR1"[..]), Just(&b"<VOTABLE>"[..]), Just(&b"ra,dec\n"[..])],
+            tail in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            read(&[head, &tail[..]].concat())?;
+        }
+    }
+
+    #[test]
+    fn the_seeds_read_whole() {
+        for seed in seeds() {
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(seed).unwrap();
+            file.seek(SeekFrom::Start(0)).unwrap();
+            let mut cat = open(file, None, None).unwrap();
+            let mut rows = 0;
+            while let Some(row) = cat.next_row().unwrap() {
+                rows += 1;
+                if rows == 1 {
+                    assert!(row.is_ok(), "{row:?}");
+                }
+            }
+            assert!(rows >= 2);
+        }
     }
 }
