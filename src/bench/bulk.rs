@@ -951,3 +951,124 @@ fn load_average() -> String {
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A field of one 64×64 image and four positions (two hanging over its edges), and the
+    /// stamp table soda makes of them.
+    fn table_of_a_small_field(dir: &Path) -> (Field, Vec<u8>) {
+        let side = 64;
+        let path = dir.join(format!("{}.fits", image_name(0)));
+        let centre = (super::super::RA, super::super::DEC);
+        soda::write_synthetic_image(
+            &path,
+            &soda::SyntheticImage {
+                nx: side,
+                ny: side,
+                ra_deg: centre.0,
+                dec_deg: centre.1,
+                pixel_scale_deg: SCALE,
+            },
+        )
+        .expect("image");
+        let crpix = (side as f64 + 1.0) / 2.0;
+        let positions: Vec<Position> = [(10.3, 20.7), (1.0, 1.0), (64.0, 33.2), (40.5, 50.5)]
+            .into_iter()
+            .map(|(x, y)| {
+                let (ra, dec) = tangent_to_sky(centre, -(x - crpix) * SCALE, (y - crpix) * SCALE);
+                Position {
+                    ra,
+                    dec,
+                    image: 0,
+                    x,
+                    y,
+                }
+            })
+            .collect();
+        let sky: Vec<(f64, f64)> = positions.iter().map(|p| (p.ra, p.dec)).collect();
+        let cut = soda::cut_stamps(&path, &image_id(0), None, &sky, 8).expect("stamps");
+        let table = soda::stamp_table::StampTable { size: 8 };
+        let mut rows = Vec::new();
+        for (n, stamp) in cut.stamps.iter().enumerate() {
+            let p = &positions[n];
+            table
+                .encode(
+                    &soda::stamp_table::StampRow {
+                        row: n as u64,
+                        ra: p.ra,
+                        dec: p.dec,
+                        image: 0,
+                        mjd: f64::NAN,
+                        source_crpix: cut.crpix,
+                        stamp: stamp.as_ref().expect("a stamp"),
+                    },
+                    &mut rows,
+                )
+                .expect("row");
+        }
+        let part = dir.join("part");
+        std::fs::write(&part, &rows).expect("part");
+        let out = dir.join("stamps.fits");
+        table
+            .assemble(
+                &out,
+                &[part],
+                &[soda::stamp_table::TableImage {
+                    id: image_id(0),
+                    wcs_cards: cut.wcs_cards.clone(),
+                }],
+            )
+            .expect("table");
+        let field = Field {
+            images: dir.to_owned(),
+            side,
+            positions,
+            by_sky: Vec::new(),
+            by_id: Vec::new(),
+        };
+        (field, std::fs::read(out).expect("read"))
+    }
+
+    #[test]
+    fn a_table_of_the_source_windows_passes_the_check() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (field, table) = table_of_a_small_field(dir.path());
+        assert_eq!(check_table(&table, &field, 8, 100).expect("whole"), 0);
+    }
+
+    #[test]
+    fn a_stamp_pixel_that_differs_from_its_source_fails_the_check() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (field, mut table) = table_of_a_small_field(dir.path());
+        let hdus = hdus(&table).expect("hdus");
+        let stamps = table_of(&hdus);
+        let width = stamps.number("NAXIS1").expect("width");
+        let (offset, _, _) = stamps.column("STAMP").expect("STAMP");
+        // The middle pixel of every row's stamp, so that any sample sees one.
+        for row in 0..4 {
+            let at = stamps.data.start + row * width + offset + 4 * (4 * 8 + 4);
+            table[at..at + 4].copy_from_slice(&(-1.0f32).to_be_bytes());
+        }
+        assert!(check_table(&table, &field, 8, 100).expect("whole") > 0);
+    }
+
+    #[test]
+    fn a_catalogue_row_with_two_stamps_fails_the_check() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (field, mut table) = table_of_a_small_field(dir.path());
+        let hdus = hdus(&table).expect("hdus");
+        let stamps = table_of(&hdus);
+        let width = stamps.number("NAXIS1").expect("width");
+        // Row 1 claims to be catalogue row 0.
+        let at = stamps.data.start + width;
+        table[at..at + 8].copy_from_slice(&0i64.to_be_bytes());
+        let error = check_table(&table, &field, 8, 100).expect_err("a duplicate");
+        assert!(error.to_string().contains("two stamps"), "{error}");
+    }
+
+    fn table_of(hdus: &[Hdu]) -> &Hdu {
+        table(hdus, "STAMPS").expect("STAMPS")
+    }
+}

@@ -13,6 +13,10 @@
 //!   and the S3 source cache ([`source_cache`]).
 //!
 //! Every result is checked against the floor's pixels ([`load`]).
+//!
+//! Two measurements replace this table with their own: `--light-curve` ([`light_curve`]) and
+//! `--bulk` ([`bulk`]: bulk stamp tables, embedded and distributed, against astropy and
+//! astrocut).
 
 mod bulk;
 mod cluster;
