@@ -50,7 +50,7 @@ enum Command {
     },
     /// Measure the service against its floor (cfitsio alone) on this machine, embedded and
     /// distributed (PostgreSQL + Redis, skipped when unreachable), and print one table.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Index the images of every repository (directories and s3:// or gs:// prefixes) into the
     /// sky index (in the job-store database), reading only files that changed since the last run.
     Index {
@@ -254,7 +254,7 @@ fn main() -> anyhow::Result<()> {
         Command::Frontend(_) => runtime.block_on(distributed::frontend(config()?)),
         Command::Wobbly(_) => runtime.block_on(distributed::wobbly(config()?)),
         Command::Worker(_) => runtime.block_on(distributed::worker(config()?)),
-        Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(*args)),
         Command::DemoData { dir } => {
             std::fs::create_dir_all(&dir)?;
             // Progress on stderr, in the log format; stdout keeps only the paths.

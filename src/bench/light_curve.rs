@@ -345,7 +345,7 @@ fn survey_image(collection: &str, file: &str, random: &mut Random) -> IndexedIma
 }
 
 /// The sky position of the gnomonic (TAN) offsets `x`, `y` (degrees) from `center`.
-fn tangent_to_sky(center: (f64, f64), x: f64, y: f64) -> (f64, f64) {
+pub(super) fn tangent_to_sky(center: (f64, f64), x: f64, y: f64) -> (f64, f64) {
     let (ra0, dec0) = (center.0.to_radians(), center.1.to_radians());
     let (x, y) = (x.to_radians(), y.to_radians());
     let rho = (x * x + y * y).sqrt();
@@ -360,7 +360,7 @@ fn tangent_to_sky(center: (f64, f64), x: f64, y: f64) -> (f64, f64) {
 }
 
 /// A small deterministic generator (xorshift64*), so that runs index the same sky.
-struct Random(u64);
+pub(super) struct Random(pub(super) u64);
 
 impl Random {
     fn next(&mut self) -> u64 {
@@ -371,7 +371,7 @@ impl Random {
     }
 
     /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
+    pub(super) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 

@@ -13,7 +13,12 @@
 //!   and the S3 source cache ([`source_cache`]).
 //!
 //! Every result is checked against the floor's pixels ([`load`]).
+//!
+//! Two measurements replace this table with their own: `--light-curve` ([`light_curve`]) and
+//! `--bulk` ([`bulk`]: bulk stamp tables, embedded and distributed, against astropy and
+//! astrocut).
 
+mod bulk;
 mod cluster;
 mod light_curve;
 mod load;
@@ -144,6 +149,36 @@ pub struct BenchArgs {
     /// Footprints written into the PostgreSQL sky index for the lookup measurement (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     index_images: u64,
+    /// Measure bulk cutouts instead (`POST /bulk`): `--bulk-images` images, a catalogue of
+    /// `--bulk-stamps-per-image` positions in each, cut embedded and distributed into a stamp
+    /// table, against astropy and astrocut on the same stamps ([`bulk`]).
+    #[arg(long)]
+    bulk: bool,
+    /// Images of the bulk measurement.
+    #[arg(long, default_value_t = 100)]
+    bulk_images: usize,
+    /// Side of each square float32 image of the bulk measurement, in pixels.
+    #[arg(long, default_value_t = 2048)]
+    bulk_image_size: usize,
+    /// Random catalogue positions in each image of the bulk measurement.
+    #[arg(long, default_value_t = 1000)]
+    bulk_stamps_per_image: usize,
+    /// Side of each bulk stamp (`SIZE`), in pixels.
+    #[arg(long, default_value_t = 32)]
+    bulk_stamp_size: usize,
+    /// Bulk jobs timed per topology (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    bulk_runs: usize,
+    /// Stamps astrocut cuts (an even sample of the catalogue; it is slow), for its rate.
+    #[arg(long, default_value_t = 5000)]
+    bulk_baseline_stamps: usize,
+    /// Random stamps of each topology's table checked against the source pixels.
+    #[arg(long, default_value_t = 100)]
+    bulk_check: usize,
+    /// Python with astropy and astrocut for the bulk baselines (`scripts/bench-bulk` installs
+    /// them into `.venv`).
+    #[arg(long, default_value = ".venv/bin/python")]
+    bulk_python: PathBuf,
 }
 
 /// One line of the table; a figure that does not apply is left out.
@@ -281,6 +316,9 @@ const DEC: f64 = 2.0;
 const SCALE: f64 = 0.2 / 3600.0;
 
 async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
+    if args.bulk {
+        return bulk::measure(args, dir).await;
+    }
     let image = dir.join("images/bench.fits");
     eprintln!(
         "writing a {0}x{0} float32 image ({1} MiB)…",
