@@ -76,6 +76,7 @@ fuzz_target!(|data: &[u8]| {
         results,
         error: first("ERROR").map(|m| JobError::new(CODES[m.len() % CODES.len()], m)),
         planned_bytes: None,
+        progress: None,
     };
 
     let doc = Document::parse(&xml::job(&job, &urls));
