@@ -117,28 +117,24 @@ pub(super) async fn measure(
 
 /// The first epoch is written whole; the others are copies with their own time and pointing.
 fn write_epochs(dir: &Path, epochs: usize, side: usize) -> anyhow::Result<()> {
-    let first = dir.join("e0000.fits");
-    soda::write_synthetic_image(
-        &first,
-        &soda::SyntheticImage {
-            nx: side,
-            ny: side,
-            ra_deg: RA,
-            dec_deg: DEC,
-            pixel_scale_deg: SCALE,
-        },
-    )?;
     for epoch in 0..epochs {
         let path = dir.join(format!("e{epoch:04}.fits"));
-        if epoch > 0 {
-            std::fs::copy(&first, &path)?;
-        }
+        // Dithers of up to ±5 arcsec, so epochs differ as real visits do. Each epoch is written
+        // whole: fitsio's `write_key` appends a card, so a copy's CRVAL could not be changed
+        // (the index would read the first one).
+        let dither = |k: usize| ((epoch * k) % 11) as f64 - 5.0;
+        soda::write_synthetic_image(
+            &path,
+            &soda::SyntheticImage {
+                nx: side,
+                ny: side,
+                ra_deg: RA + dither(7) / 3600.0,
+                dec_deg: DEC + dither(3) / 3600.0,
+                pixel_scale_deg: SCALE,
+            },
+        )?;
         let mut file = fitsio::FitsFile::edit(&path)?;
         let hdu = file.primary_hdu()?;
-        // Dithers of up to ±5 arcsec, so epochs differ as real visits do.
-        let dither = |k: usize| ((epoch * k) % 11) as f64 - 5.0;
-        hdu.write_key(&mut file, "CRVAL1", RA + dither(7) / 3600.0)?;
-        hdu.write_key(&mut file, "CRVAL2", DEC + dither(3) / 3600.0)?;
         hdu.write_key(&mut file, "MJD-OBS", 60_000.0 + epoch as f64)?;
         hdu.write_key(&mut file, "EXPTIME", 30.0)?;
     }
