@@ -278,6 +278,17 @@ fn a_small_catalogue_may_come_as_a_form_parameter() {
         "{doc}"
     );
     assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
+    // A text part (no file name) larger than a form may be is refused as it arrives, although
+    // the body is within the upload limit.
+    let huge = "x".repeat(1_100_000);
+    let r = app.post_multipart(
+        "/bulk",
+        &[("UPLOAD", "cat,param:cat"), ("SIZE", "8"), ("cat", &huge)],
+        &[],
+    );
+    assert_eq!(r.status(), 400);
+    let body = r.text().expect("body");
+    assert!(body.contains("send a catalogue as a file part"), "{body}");
 }
 
 /// The catalogue of three rows on the test image (the second hangs over its east edge).

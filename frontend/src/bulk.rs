@@ -137,14 +137,25 @@ impl FromRequest<AppState> for BulkRequest {
         while let Some(mut field) = body.next_field().await.map_err(read_error)? {
             let name = field.name().unwrap_or_default().to_owned();
             if field.file_name().is_none() {
-                let value = field.text().await.map_err(read_error)?;
-                text_bytes += name.len() + value.len();
-                if text_bytes > MAX_BODY_BYTES {
-                    return Err(FrontendError::Usage(format!(
+                // Read a chunk at a time, so a huge text part is refused before it is held.
+                let too_many = || {
+                    FrontendError::Usage(format!(
                         "the parameters other than files take more than {MAX_BODY_BYTES} bytes: \
                          send a catalogue as a file part"
-                    )));
+                    ))
+                };
+                text_bytes += name.len();
+                let mut value = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(read_error)? {
+                    text_bytes += chunk.len();
+                    if text_bytes > MAX_BODY_BYTES {
+                        return Err(too_many());
+                    }
+                    value.extend_from_slice(&chunk);
                 }
+                let value = String::from_utf8(value).map_err(|_| {
+                    FrontendError::Usage(format!("parameter {name:?} is not UTF-8 text"))
+                })?;
                 params.push(&name, &value);
                 continue;
             }
