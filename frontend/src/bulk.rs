@@ -279,14 +279,7 @@ pub async fn create_job(
             planned.stamps
         )));
     }
-    let kept: Parameters = params
-        .iter()
-        .filter(|(name, _)| {
-            BULK_PARAMETERS
-                .iter()
-                .any(|known| name.eq_ignore_ascii_case(known))
-        })
-        .collect();
+    let kept = params.only(BULK_PARAMETERS);
     if planned.stamps == 0 {
         // Nothing to cut: the job exists, as the client asked, and says why it has no result.
         let job = app

@@ -50,14 +50,7 @@ pub struct CutoutJob {
 /// Validates the SODA parameters of a request, plans its cutouts and checks them against the
 /// configured limits. Unknown images are refused here with 404.
 pub async fn job_parameters(app: &App, request: &Parameters) -> Result<CutoutJob, FrontendError> {
-    let parameters: Parameters = request
-        .iter()
-        .filter(|(name, _)| {
-            CUTOUT_PARAMETERS
-                .iter()
-                .any(|known| name.eq_ignore_ascii_case(known))
-        })
-        .collect();
+    let parameters = request.only(CUTOUT_PARAMETERS);
     let size: usize = parameters.iter().map(|(n, v)| n.len() + v.len()).sum();
     if size > MAX_JOB_PARAMETER_BYTES {
         return Err(FrontendError::Usage(format!(

@@ -168,14 +168,7 @@ async fn no_image_job(
             id,
             owner,
             &params.without(&["PHASE"]),
-            params
-                .iter()
-                .filter(|(name, _)| {
-                    soda::request::CUTOUT_PARAMETERS
-                        .iter()
-                        .any(|known| name.eq_ignore_ascii_case(known))
-                })
-                .collect(),
+            params.only(soda::request::CUTOUT_PARAMETERS),
             uws::queue::Priority::Async,
             None,
             quota::admission(app, None),

@@ -60,6 +60,18 @@ impl Parameters {
         )
     }
 
+    /// Only the parameters named (any case), in the order sent: what a service keeps of a
+    /// request, since DALI lets it ignore the parameters it does not define.
+    pub fn only(&self, names: &[&str]) -> Parameters {
+        Parameters(
+            self.0
+                .iter()
+                .filter(|(n, _)| names.iter().any(|c| c.eq_ignore_ascii_case(n)))
+                .cloned()
+                .collect(),
+        )
+    }
+
     pub fn into_vec(self) -> Vec<(String, String)> {
         self.0
     }
@@ -84,6 +96,24 @@ impl From<Vec<(String, String)>> for Parameters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_keeps_the_named_parameters_in_order_whatever_their_case() {
+        let p: Parameters = [
+            ("id", "a"),
+            ("RESPONSEFORMAT", "x"),
+            ("Id", "b"),
+            ("PHASE", "RUN"),
+        ]
+        .into_iter()
+        .collect();
+        let kept = p.only(&["ID", "responseformat"]);
+        assert_eq!(
+            kept.iter().collect::<Vec<_>>(),
+            [("ID", "a"), ("RESPONSEFORMAT", "x"), ("ID", "b")]
+        );
+        assert!(p.only(&[]).is_empty());
+    }
 
     #[test]
     fn names_are_case_insensitive_and_values_are_kept() {
