@@ -118,20 +118,7 @@ impl RemoteObject {
             if_match: version.and_then(|v| v.etag.clone()),
             ..GetOptions::default()
         };
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("skycut_source_requests_total", "path" => "range").increment(1);
-        let got = self
-            .store
-            .get_opts(&self.path, options)
-            .await
-            .map_err(|e| match e {
-                object_store::Error::Precondition { .. } => BucketError::Changed(self.url.clone()),
-                other => BucketError::from_store(&self.url, other),
-            })?;
-        let seen = ObjectVersion::of(&got.meta);
-        if version.is_some_and(|v| v.tag != seen.tag || v.size != seen.size) {
-            return Err(BucketError::Changed(self.url.clone()));
-        }
+        let (got, seen) = self.get(options, "range", version).await?;
         let expected = range.end.min(seen.size).saturating_sub(range.start);
         let bytes = got
             .bytes()
@@ -151,6 +138,31 @@ impl RemoteObject {
             });
         }
         Ok((bytes, seen))
+    }
+
+    /// One counted GET; an answer that is not `version` (when given) fails with
+    /// [`BucketError::Changed`], whether the store refused the `If-Match` or ignored it.
+    async fn get(
+        &self,
+        options: GetOptions,
+        path: &'static str,
+        version: Option<&ObjectVersion>,
+    ) -> Result<(object_store::GetResult, ObjectVersion), BucketError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("skycut_source_requests_total", "path" => path).increment(1);
+        let got = self
+            .store
+            .get_opts(&self.path, options)
+            .await
+            .map_err(|e| match e {
+                object_store::Error::Precondition { .. } => BucketError::Changed(self.url.clone()),
+                other => BucketError::from_store(&self.url, other),
+            })?;
+        let seen = ObjectVersion::of(&got.meta);
+        if version.is_some_and(|v| v.tag != seen.tag || v.size != seen.size) {
+            return Err(BucketError::Changed(self.url.clone()));
+        }
+        Ok((got, seen))
     }
 
     /// The bytes of each of `ranges` of `version`, in order, a bounded number of requests in
@@ -180,20 +192,7 @@ impl RemoteObject {
             if_match: version.etag.clone(),
             ..GetOptions::default()
         };
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("skycut_source_requests_total", "path" => "whole").increment(1);
-        let got = self
-            .store
-            .get_opts(&self.path, options)
-            .await
-            .map_err(|e| match e {
-                object_store::Error::Precondition { .. } => BucketError::Changed(self.url.clone()),
-                other => BucketError::from_store(&self.url, other),
-            })?;
-        let seen = ObjectVersion::of(&got.meta);
-        if seen.tag != version.tag || seen.size != version.size {
-            return Err(BucketError::Changed(self.url.clone()));
-        }
+        let (got, _) = self.get(options, "whole", Some(version)).await?;
         let mut file = tokio::fs::File::create(path)
             .await
             .map_err(|e| BucketError::io(path, e))?;

@@ -30,7 +30,7 @@ use axum::http::{Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use soda::bulk_plan::{PlanWriter, PlannedStamp};
 use soda::catalogue::CatalogueRow;
-use soda::stamp_table::{STAMP_TABLE, StampTable};
+use soda::stamp_file::Packaging;
 use uws::Parameters;
 use uws::results::ObjectMeta;
 use uws::sky_index::{CellQuery, ImageContent};
@@ -216,15 +216,6 @@ struct BulkOptions {
     dec_column: Option<String>,
 }
 
-/// How the stamps are packaged, as far as their planned size goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Packaging {
-    /// One table row per stamp.
-    Table,
-    /// An image HDU (a multi-extension file) or a FITS file (a zip) per stamp.
-    Files,
-}
-
 /// Which of the images covering a row are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Epochs {
@@ -256,12 +247,7 @@ pub async fn create_job(
         quota::check(app, owner, intent).await?;
     }
     let planned = plan(app, catalogue, &options).await?;
-    let stamp_bytes = match options.packaging {
-        Packaging::Table => StampTable { size: options.size }.row_bytes() as u64,
-        // A header of about 40 cards (two blocks with a long image ID), and the pixels; a zip
-        // entry adds its local header and its central-directory record.
-        Packaging::Files => soda::stamp_file::stamp_bytes(options.size, 30, 256) + 200,
-    };
+    let stamp_bytes = options.packaging.planned_stamp_bytes(options.size);
     let planned_bytes = planned
         .stamps
         .saturating_mul(stamp_bytes)
@@ -360,25 +346,7 @@ fn options(app: &App, params: &Parameters) -> Result<BulkOptions> {
             "SIZE={size} is over the limit of {limit} pixels a side (max_stamp_size)"
         )));
     }
-    let packaging = match single("RESPONSEFORMAT")? {
-        None => Packaging::Table,
-        Some(format) => {
-            let compact: String = format.chars().filter(|c| !c.is_whitespace()).collect();
-            if compact.eq_ignore_ascii_case(STAMP_TABLE) {
-                Packaging::Table
-            } else if compact.eq_ignore_ascii_case("application/fits")
-                || compact.eq_ignore_ascii_case("application/zip")
-            {
-                Packaging::Files
-            } else {
-                return Err(FrontendError::Usage(format!(
-                    "RESPONSEFORMAT {format:?} is not offered for bulk cutouts: this service \
-                     writes {STAMP_TABLE} (the default), application/fits (an HDU per stamp) \
-                     or application/zip (a FITS file per stamp)"
-                )));
-            }
-        }
-    };
+    let packaging = Packaging::from_response_format(single("RESPONSEFORMAT")?)?;
     let epochs = match single("EPOCHS")?.map(|v| v.trim().to_ascii_lowercase()) {
         None => Epochs::All,
         Some(v) => match v.as_str() {

@@ -13,7 +13,72 @@ use std::io::Write;
 
 use crate::SodaError;
 use crate::stamp::Stamp;
-use crate::stamp_table::{BLOCK, card, card_int, card_logical, card_text, pad, write_header};
+use crate::stamp_table::{
+    BLOCK, STAMP_TABLE, StampTable, card, card_int, card_logical, card_text, pad, write_header,
+};
+
+/// How many stamps are packaged (`RESPONSEFORMAT` of a bulk job): the frontend validates and
+/// plans by it, the worker writes by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packaging {
+    /// One FITS binary table of stamps ([`crate::stamp_table`]), the default.
+    Table,
+    /// One multi-extension FITS file, an image HDU per stamp.
+    Mef,
+    /// A zip of one FITS file per stamp, plus `index.csv`.
+    Zip,
+}
+
+/// The media types of [`Packaging::Mef`] and [`Packaging::Zip`].
+pub const MEF: &str = "application/fits";
+pub const ZIP: &str = "application/zip";
+
+impl Packaging {
+    /// The packaging a `RESPONSEFORMAT` names (none: the table); any other is a usage error
+    /// naming those offered.
+    pub fn from_response_format(format: Option<&str>) -> Result<Packaging, SodaError> {
+        let Some(format) = format else {
+            return Ok(Packaging::Table);
+        };
+        let compact: String = format.chars().filter(|c| !c.is_whitespace()).collect();
+        [Packaging::Table, Packaging::Mef, Packaging::Zip]
+            .into_iter()
+            .find(|p| compact.eq_ignore_ascii_case(p.media_type()))
+            .ok_or_else(|| {
+                SodaError::usage(format!(
+                    "RESPONSEFORMAT {format:?} is not offered for bulk cutouts: this service \
+                     writes {STAMP_TABLE} (the default), {MEF} (an HDU per stamp) or {ZIP} (a \
+                     FITS file per stamp)"
+                ))
+            })
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Packaging::Table => STAMP_TABLE,
+            Packaging::Mef => MEF,
+            Packaging::Zip => ZIP,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Packaging::Table | Packaging::Mef => "fits",
+            Packaging::Zip => "zip",
+        }
+    }
+
+    /// Bytes planned for one stamp of `size` pixels a side: a table row, or an HDU with a
+    /// header of about 40 cards (two blocks with a long image ID) and, in a zip, its entry's
+    /// local header and central-directory record.
+    pub fn planned_stamp_bytes(self, size: usize) -> u64 {
+        match self {
+            Packaging::Table => StampTable { size }.row_bytes() as u64,
+            Packaging::Mef => stamp_bytes(size, 30, 256),
+            Packaging::Zip => stamp_bytes(size, 30, 256) + 200,
+        }
+    }
+}
 
 /// One stamp and what it came from.
 #[derive(Debug, Clone, Copy)]
@@ -279,6 +344,28 @@ mod tests {
             assert!(cards[1..].iter().all(|c| c.starts_with("CONTINUE  '")));
             assert_eq!(read_long(&cards, "SKYIMAGE"), id);
         }
+    }
+
+    #[test]
+    fn a_response_format_names_one_packaging_whatever_its_case_and_spaces() {
+        use Packaging::*;
+        assert_eq!(Packaging::from_response_format(None).unwrap(), Table);
+        for (format, packaging) in [
+            ("application/fits; content=stamp-table", Table),
+            ("Application/FITS", Mef),
+            ("application/zip", Zip),
+        ] {
+            assert_eq!(
+                Packaging::from_response_format(Some(format)).unwrap(),
+                packaging
+            );
+        }
+        let refused = Packaging::from_response_format(Some("image/png")).unwrap_err();
+        assert!(refused.to_string().contains("application/zip"), "{refused}");
+        assert_eq!(Zip.extension(), "zip");
+        assert_eq!(Mef.extension(), "fits");
+        assert!(Zip.planned_stamp_bytes(8) > Mef.planned_stamp_bytes(8));
+        assert_eq!(Table.planned_stamp_bytes(8), 68 + 4 * 64);
     }
 
     #[test]

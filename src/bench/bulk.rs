@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::light_curve::{Random, tangent_to_sky};
-use super::{BenchArgs, JobRows, cluster, load, redact};
+use super::{BenchArgs, JobRows, cluster, load};
 
 /// The baselines' script, written next to the images at run time.
 const BASELINES: &str = include_str!("../../scripts/bench_bulk_baselines.py");
@@ -98,21 +98,7 @@ pub(super) async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> 
     let client = load::client()?;
 
     embedded(args, dir, &field, &client, &mut rows, &mut notes).await?;
-    if args.embedded_only {
-        notes.push("distributed: skipped (--embedded-only)".to_owned());
-    } else if !cluster::reachable(&args.postgres_url) || !cluster::reachable(&args.redis_url) {
-        anyhow::ensure!(
-            !args.distributed,
-            "--distributed: PostgreSQL ({}) or Redis ({}) is unreachable",
-            redact(&args.postgres_url),
-            args.redis_url
-        );
-        notes.push(format!(
-            "distributed: skipped, PostgreSQL ({}) or Redis ({}) is unreachable",
-            redact(&args.postgres_url),
-            args.redis_url
-        ));
-    } else {
+    if super::distributed_wanted(args, &mut notes)? {
         distributed(args, dir, &field, &client, &mut rows, &mut notes).await?;
     }
     baselines(args, dir, &field, &mut rows, &mut notes)?;

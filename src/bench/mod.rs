@@ -454,18 +454,14 @@ async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The distributed rows, unless skipped (with a note saying why).
-async fn distributed_rows(
-    args: &BenchArgs,
-    dir: &Path,
-    client: &reqwest::Client,
-    work: &Arc<Workload>,
-    table: &mut Table,
-    notes: &mut Vec<String>,
-) -> anyhow::Result<()> {
+/// Whether the distributed rows run: not with `--embedded-only`, nor when PostgreSQL or Redis
+/// is unreachable (a note says why), which is an error if `--distributed` asked for them.
+fn distributed_wanted(args: &BenchArgs, notes: &mut Vec<String>) -> anyhow::Result<bool> {
     if args.embedded_only {
         notes.push("distributed: skipped (--embedded-only)".to_owned());
-    } else if !cluster::reachable(&args.postgres_url) || !cluster::reachable(&args.redis_url) {
+        return Ok(false);
+    }
+    if !cluster::reachable(&args.postgres_url) || !cluster::reachable(&args.redis_url) {
         anyhow::ensure!(
             !args.distributed,
             "--distributed: PostgreSQL ({}) or Redis ({}) is unreachable",
@@ -477,7 +473,21 @@ async fn distributed_rows(
             redact(&args.postgres_url),
             args.redis_url
         ));
-    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The distributed rows, unless skipped (with a note saying why).
+async fn distributed_rows(
+    args: &BenchArgs,
+    dir: &Path,
+    client: &reqwest::Client,
+    work: &Arc<Workload>,
+    table: &mut Table,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    if distributed_wanted(args, notes)? {
         distributed(args, dir, client, work, table, notes).await?;
     }
     Ok(())

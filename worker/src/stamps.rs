@@ -18,64 +18,14 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 
 use soda::bulk_plan::{PlanItem, PlanReader, PlannedStamp};
-use soda::stamp_table::{STAMP_TABLE, StampRow, StampTable, TableImage};
+use soda::stamp_file::Packaging;
+use soda::stamp_table::{StampRow, StampTable, TableImage};
 use soda::{SourceId, Stencil};
 use uws::results::ObjectMeta;
 use uws::{ErrorCode, JobError, JobResult};
 
 use crate::cutouts::{Scratch, Store, internal, job_error, unavailable};
 use crate::sources::JobSources;
-
-/// The media type of a multi-extension file of stamps, and of a zip of stamp files.
-pub(crate) const MEF: &str = "application/fits";
-pub(crate) const ZIP: &str = "application/zip";
-
-/// How a job's stamps are packaged (`RESPONSEFORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Packaging {
-    /// One FITS binary table of stamps (`soda::stamp_table`).
-    Table,
-    /// One multi-extension FITS file, an image HDU per stamp (`soda::stamp_file`).
-    Mef,
-    /// A zip of one FITS file per stamp, plus `index.csv`.
-    Zip,
-}
-
-impl Packaging {
-    pub(crate) fn from_response_format(format: Option<&str>) -> Result<Packaging, JobError> {
-        let Some(format) = format else {
-            return Ok(Packaging::Table);
-        };
-        let compact: String = format.chars().filter(|c| !c.is_whitespace()).collect();
-        if compact.eq_ignore_ascii_case(STAMP_TABLE) {
-            Ok(Packaging::Table)
-        } else if compact.eq_ignore_ascii_case(MEF) {
-            Ok(Packaging::Mef)
-        } else if compact.eq_ignore_ascii_case(ZIP) {
-            Ok(Packaging::Zip)
-        } else {
-            Err(JobError::new(
-                ErrorCode::Usage,
-                format!("RESPONSEFORMAT {format:?} is not a packaging of stamps"),
-            ))
-        }
-    }
-
-    fn media_type(self) -> &'static str {
-        match self {
-            Packaging::Table => STAMP_TABLE,
-            Packaging::Mef => MEF,
-            Packaging::Zip => ZIP,
-        }
-    }
-
-    fn extension(self) -> &'static str {
-        match self {
-            Packaging::Table | Packaging::Mef => "fits",
-            Packaging::Zip => "zip",
-        }
-    }
-}
 
 /// The part being written: a file of its own, valid when closed.
 enum OpenPart {
@@ -489,7 +439,7 @@ pub(crate) async fn bulk(
         .iter()
         .find(|(name, _)| name == "RESPONSEFORMAT")
         .map(|(_, value)| value.as_str());
-    let packaging = Packaging::from_response_format(format)?;
+    let packaging = Packaging::from_response_format(format).map_err(job_error)?;
     let mut builder = StampsBuilder::new(packaging, size, part_bytes);
     let (total_stamps, total_images) = reader.totals();
     let mut progress = Progress::new(total_stamps, total_images);
