@@ -183,6 +183,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_plan_lives_under_its_job_s_prefix_apart_from_its_results() {
+        let key = plan_key("0123abcd");
+        assert_eq!(key, "0123abcd/bulk/plan.txt");
+        // The sweep of a job's prefix takes it; no attempt's results (`{job}/{hex}/…`) meet it.
+        assert!(key.starts_with("0123abcd/"));
+        assert_ne!(plan_key("0123abce"), key);
+    }
+
+    #[test]
     fn a_plan_reads_back_as_written() {
         let mut writer = PlanWriter::new(Vec::new(), 3, 2).unwrap();
         writer.error(3, "no indexed image covers\n(1, 2)").unwrap();
