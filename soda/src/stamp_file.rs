@@ -307,6 +307,53 @@ mod tests {
             assert_eq!(hdu.read_key::<f64>(&mut f, "CRPIX2").unwrap(), 40.0);
             assert_eq!(hdu.read_key::<f64>(&mut f, "MJD-OBS").unwrap(), 60000.5);
             assert_eq!(hdu.read_key::<f64>(&mut f, "SKYX").unwrap(), 0.5);
+            // The image's other WCS cards are kept, and its CRPIX only as the stamp's.
+            assert_eq!(
+                hdu.read_key::<String>(&mut f, "CTYPE2").unwrap(),
+                "DEC--TAN"
+            );
+            assert_eq!(
+                hdu.read_key::<f64>(&mut f, "CDELT2").unwrap(),
+                0.0002777777777777778
+            );
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(text.matches("CRPIX1  =").count(), 2, "one CRPIX1 per stamp");
+    }
+
+    #[test]
+    fn the_planned_bytes_of_a_stamp_are_the_bytes_it_takes() {
+        // A stamp bigger than a block, and headers of one and of two blocks.
+        let stamp = Stamp {
+            window: Window {
+                x0: 0,
+                y0: 0,
+                width: 32,
+                height: 32,
+            },
+            pixel: (16.0, 16.0),
+            pixels: vec![1.0; 32 * 32],
+        };
+        let mut many = cards();
+        many.extend((0..30).map(|n| format!("{:<80}", format!("PV2_{n:<3} = {:>20}", n))));
+        for (wcs, id) in [
+            (cards(), "butler://demo/a".to_owned()),
+            (many, format!("butler://demo/{}", "z".repeat(200))),
+        ] {
+            let image = StampImage {
+                row: 1,
+                ra: 1.0,
+                dec: 2.0,
+                image_id: &id,
+                wcs_cards: &wcs,
+                source_crpix: (100.0, 50.0),
+                mjd: Some(60000.0),
+                stamp: &stamp,
+            };
+            let mut bytes = Vec::new();
+            let written = write_stamp(&mut bytes, &image, false).unwrap();
+            assert_eq!(written, bytes.len() as u64);
+            assert_eq!(written, stamp_bytes(32, wcs.len(), id.len()));
         }
     }
 
@@ -338,6 +385,8 @@ mod tests {
             format!("butler://demo/{}?ext=SCI", "x'y".repeat(40)),
             "a".repeat(61),
             "b".repeat(256),
+            // A doubled quote that would take a piece from 59 to 61 characters.
+            format!("{}'{}", "c".repeat(59), "d".repeat(100)),
         ] {
             let cards = long_text("SKYIMAGE", &id);
             assert!(cards.iter().all(|c| c.len() == 80), "{cards:?}");
