@@ -143,6 +143,11 @@ pub struct BulkConfig {
     pub max_upload_bytes: u64,
     /// Most bytes of one result file of a bulk job; more stamps go to further numbered parts.
     pub part_bytes: u64,
+    /// A bulk job is split into shards that any worker may cut: a shard closes once it holds
+    /// this many stamps (an image's stamps are never split)...
+    pub shard_stamps: u64,
+    /// ...or this many images.
+    pub shard_images: u64,
 }
 
 impl Default for BulkConfig {
@@ -153,6 +158,8 @@ impl Default for BulkConfig {
             max_stamps: limits.max_stamps,
             max_upload_bytes: limits.max_upload_bytes,
             part_bytes: 2 << 30,
+            shard_stamps: worker::ShardLimits::default().stamps,
+            shard_images: worker::ShardLimits::default().images,
         }
     }
 }

@@ -266,6 +266,10 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             scratch_dir,
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
             part_bytes: config.bulk.part_bytes,
+            shards: worker::ShardLimits {
+                stamps: config.bulk.shard_stamps,
+                images: config.bulk.shard_images,
+            },
         },
     );
     let runner = match crate::buckets::build_source_cache(&config, &config.data_dir)? {

@@ -118,6 +118,10 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
             scratch_dir,
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
             part_bytes: config.bulk.part_bytes,
+            shards: worker::ShardLimits {
+                stamps: config.bulk.shard_stamps,
+                images: config.bulk.shard_images,
+            },
         },
     );
     // The worker and the indexer share one source cache (and its store clients).

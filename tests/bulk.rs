@@ -442,6 +442,64 @@ fn a_result_over_the_part_size_is_split_into_parts_that_are_files_of_their_own()
 }
 
 #[test]
+fn a_bulk_job_split_into_shards_gives_every_stamp_once_in_catalogue_order() {
+    // Both topologies: shards go through the in-process queue or Redis to every worker.
+    let app = app()
+        .config("BULK__SHARD_IMAGES", "2")
+        .capture_logs("info")
+        .start();
+    let (mut catalogue, rows) = slow_bulk_catalogue(&app, 7);
+    let (ra, dec) = offset(0.0, 0.0);
+    catalogue.push_str(&format!("{ra},{dec},butler://test/missing\n"));
+    let doc = run_bulk(&app, &[("SIZE", "16")], &catalogue);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps", "errors"]);
+    let hrefs = attributes(&doc, "uws:result", "xlink:href");
+    let stamps = stamp_rows(&app.get_url(&hrefs[0]).bytes().expect("table"), 16);
+    let order: Vec<i64> = stamps.iter().map(|s| s.0).collect();
+    assert_eq!(
+        order,
+        (0..rows as i64).collect::<Vec<_>>(),
+        "each row once, in order"
+    );
+    // Every image is a link to the big test image.
+    let big = app.dir.path().join("images/big.fits");
+    for stamp in stamps.iter().step_by(233) {
+        assert_stamp_is_a_window_of(&big, (stamp.2, stamp.3), &stamp.4, 16);
+    }
+    let errors = app.get_url(&hrefs[1]).text().expect("errors");
+    assert!(errors.contains(&format!("\n{rows},,")), "{errors}");
+    let logs = app.logs();
+    assert!(
+        logs.contains("shards=4"),
+        "7 images, 2 a shard: 4 shards\n{logs}"
+    );
+    // Once done, the shards' objects go; the job's plan stays with the job.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let objects = bucket_objects(&app, &doc_id(&doc));
+        let shards: Vec<_> = objects
+            .iter()
+            .filter(|p| p.to_string_lossy().contains("+shard-"))
+            .collect();
+        if shards.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {shards:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The job ID of a job document.
+fn doc_id(doc: &str) -> String {
+    element(doc, "uws:jobId").expect("jobId")
+}
+
+#[test]
 fn a_running_bulk_job_shows_its_progress_in_job_info() {
     let app = spawn_app();
     let (catalogue, rows) = slow_bulk_catalogue(&app, 30);

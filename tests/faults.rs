@@ -378,8 +378,70 @@ fn a_bulk_job_whose_worker_is_killed_gives_every_stamp_exactly_once() {
 }
 
 #[test]
+fn a_bulk_shard_whose_worker_is_killed_is_cut_again_and_every_stamp_is_there_once() {
+    // One job slot each: the job's own worker never takes a shard message, so the shard that
+    // the other worker is cutting when it dies is cut by nobody else at that moment.
+    let mut app = distributed(2)
+        .config("WORKER__CONCURRENCY", "1")
+        .config("BULK__SHARD_IMAGES", "4")
+        .capture_logs("info")
+        .start();
+    let (catalogue, rows) = slow_bulk_catalogue(&app, 40);
+    let id = create_bulk(&app, &catalogue);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let helper = loop {
+        let logs = app.worker_logs();
+        let cutting = |log: &String| log.contains("cutting a bulk shard");
+        if let Some(n) = logs.iter().position(cutting) {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline && app.phase(&id) != "COMPLETED",
+            "no worker took a shard: make the job longer\n{}",
+            app.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        !app.worker_logs()[helper].contains("bulk job shared as shards"),
+        "the job's own worker took a shard message"
+    );
+    app.workers[helper]
+        .kill()
+        .expect("SIGKILL the worker cutting a shard");
+    app.workers[helper].wait().expect("reap");
+    assert_eq!(
+        app.phase(&id),
+        "EXECUTING",
+        "the job ended before the shard's worker was killed: make it longer"
+    );
+
+    let doc = app.wait_final(&id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
+    let table = app
+        .get_url(&attributes(&doc, "uws:result", "xlink:href")[0])
+        .bytes()
+        .expect("table");
+    let seen: Vec<i64> = stamp_rows(&table, 16).iter().map(|r| r.0).collect();
+    assert_eq!(
+        seen,
+        (0..rows as i64).collect::<Vec<_>>(),
+        "every row once, in catalogue order"
+    );
+}
+
+#[test]
 fn an_aborted_bulk_job_stops_and_leaves_no_stamps_behind() {
-    let app = distributed(1).config("WORKER__CONCURRENCY", "1").start();
+    // Shared as shards, so both workers have stamps to leave behind.
+    let app = distributed(2)
+        .config("WORKER__CONCURRENCY", "1")
+        .config("BULK__SHARD_IMAGES", "4")
+        .start();
     let (catalogue, _) = slow_bulk_catalogue(&app, 60);
     let id = create_bulk(&app, &catalogue);
     assert_eq!(app.wait_until_not_queued(&id), "EXECUTING");
@@ -391,12 +453,13 @@ fn an_aborted_bulk_job_stops_and_leaves_no_stamps_behind() {
         Some("ABORTED"),
         "{doc}"
     );
-    // No result object, and the attempt's scratch parts are gone once the worker lets go.
+    // No result object and no shard, only the job's plan, and the scratch files are gone once
+    // the workers let go.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let stored: Vec<_> = bucket_objects(&app, &id)
             .into_iter()
-            .filter(|p| !p.to_string_lossy().contains("+bulk+"))
+            .filter(|p| !p.to_string_lossy().ends_with("+bulk+plan.txt"))
             .collect();
         let scratch: Vec<_> = std::fs::read_dir(app.dir.path().join("data/scratch"))
             .into_iter()

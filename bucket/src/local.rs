@@ -381,6 +381,21 @@ impl ResultStore for LocalBucket {
         .map_err(|e| UwsError::Store(format!("local bucket: {e}")))?
     }
 
+    async fn exists(&self, key: &str) -> Result<bool, UwsError> {
+        if self.memory_object(key).is_some() {
+            return Ok(true);
+        }
+        let bucket = self.clone();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || match bucket.open_object(&key) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(e)),
+        })
+        .await
+        .map_err(|e| UwsError::Store(format!("local bucket: {e}")))?
+    }
+
     async fn delete(&self, key: &str) -> Result<(), UwsError> {
         if let Some(memory) = &self.memory
             && memory.remove(key)

@@ -174,6 +174,17 @@ impl ResultStore for ObjectBucket {
         Ok(size)
     }
 
+    async fn exists(&self, key: &str) -> Result<bool, UwsError> {
+        match self.store.head(&self.url.object_path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(uws_error(BucketError::from_store(
+                &self.url.display_object(key),
+                e,
+            ))),
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<(), UwsError> {
         match self.store.delete(&self.url.object_path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

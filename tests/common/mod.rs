@@ -337,6 +337,25 @@ impl TestApp {
             .collect()
     }
 
+    /// What each `skycut worker` wrote to stderr so far (with `capture_logs`), in the order of
+    /// [`TestApp::workers`].
+    pub fn worker_logs(&self) -> Vec<String> {
+        let dir = self
+            .log_dir
+            .as_ref()
+            .expect("logs are captured (capture_logs)");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("logs dir")
+            .map(|e| e.expect("log entry").path())
+            .filter(|f| f.to_string_lossy().ends_with("-worker.log"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("log file"))
+            .collect()
+    }
+
     /// The value of a setting the app's processes were started with, e.g. `SKYCUT_SIGNING_KEY`.
     pub fn env_value(&self, name: &str) -> Option<&str> {
         self.env
@@ -892,8 +911,17 @@ pub fn assert_stamp_is_a_source_window(
     pixels: &[f32],
     size: usize,
 ) {
-    let path = source_image(app);
-    let mut f = fitsio::FitsFile::open(&path).expect("source");
+    assert_stamp_is_a_window_of(&source_image(app), (crpix1, crpix2), pixels, size);
+}
+
+/// [`assert_stamp_is_a_source_window`] of the image at `path`.
+pub fn assert_stamp_is_a_window_of(
+    path: &std::path::Path,
+    (crpix1, crpix2): (f64, f64),
+    pixels: &[f32],
+    size: usize,
+) {
+    let mut f = fitsio::FitsFile::open(path).expect("source");
     let hdu = f.primary_hdu().expect("primary");
     let source: Vec<f32> = hdu.read_image(&mut f).expect("pixels");
     let (sw, sh) = match &hdu.info {

@@ -57,14 +57,17 @@ impl std::fmt::Debug for DelegatedToken {
     }
 }
 
-/// The message a queue carries: the job's identity, its lane, and the owner's delegated token if
-/// there is one. Everything else is read from the job store, which is the truth, so a message
-/// replayed after a crash is harmless.
+/// The message a queue carries: the job's identity, its lane, the owner's delegated token if
+/// there is one, and for a shard of a bulk job, which one. Everything else is read from the job
+/// store, which is the truth, so a message replayed after a crash is harmless.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedJob {
     pub id: JobId,
     pub priority: Priority,
     pub token: Option<DelegatedToken>,
+    /// A shard of the job that any worker may cut while the job's own worker runs it (the
+    /// shard's name, as that worker chose it); `None` for the job itself.
+    pub shard: Option<String>,
 }
 
 impl QueuedJob {
@@ -73,6 +76,7 @@ impl QueuedJob {
             id,
             priority,
             token: None,
+            shard: None,
         }
     }
 }
@@ -99,6 +103,7 @@ mod tests {
             id: JobId::random(),
             priority: Priority::Async,
             token: Some(DelegatedToken::new("gt-secret-value")),
+            shard: None,
         };
         let shown = format!("{job:?}");
         assert!(!shown.contains("gt-secret-value"), "{shown}");

@@ -51,6 +51,10 @@ pub trait ResultStore: Send + Sync {
     /// object is an error.
     async fn get_file(&self, key: &str, path: &Path) -> Result<u64, UwsError>;
 
+    /// Whether an object is stored under `key`: how workers sharing a bulk job find the shards
+    /// already cut.
+    async fn exists(&self, key: &str) -> Result<bool, UwsError>;
+
     /// Removes an object; a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), UwsError>;
 

@@ -503,6 +503,7 @@ impl Uws {
                 id: id.clone(),
                 priority,
                 token,
+                shard: None,
             })
             .await
         {

@@ -444,6 +444,19 @@ impl RecordingResultStore {
         lock(&self.events).clone()
     }
 
+    /// The file of the newest put of `key` that no delete followed.
+    fn stored(&self, key: &str) -> Option<std::path::PathBuf> {
+        let mut source = None;
+        for event in lock(&self.events).iter() {
+            match event {
+                ResultEvent::Put { key: k, path, .. } if k == key => source = Some(path.clone()),
+                ResultEvent::Delete(k) if k == key => source = None,
+                _ => {}
+            }
+        }
+        source
+    }
+
     /// The keys deleted so far, in order.
     pub fn deleted(&self) -> Vec<String> {
         lock(&self.events)
@@ -483,18 +496,15 @@ impl ResultStore for RecordingResultStore {
     }
 
     async fn get_file(&self, key: &str, path: &Path) -> Result<u64, UwsError> {
-        // The newest put of the key that no delete followed.
-        let mut source = None;
-        for event in lock(&self.events).iter() {
-            match event {
-                ResultEvent::Put { key: k, path, .. } if k == key => source = Some(path.clone()),
-                ResultEvent::Delete(k) if k == key => source = None,
-                _ => {}
-            }
-        }
-        let source = source.ok_or_else(|| UwsError::ResultStore(format!("no object {key}")))?;
+        let source = self
+            .stored(key)
+            .ok_or_else(|| UwsError::ResultStore(format!("no object {key}")))?;
         std::fs::copy(&source, path)
             .map_err(|e| UwsError::ResultStore(format!("{}: {e}", source.display())))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, UwsError> {
+        Ok(self.stored(key).is_some())
     }
 
     async fn delete(&self, key: &str) -> Result<(), UwsError> {

@@ -48,7 +48,7 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    fn new(dir: &std::path::Path, job: &uws::JobId) -> Scratch {
+    pub(crate) fn new(dir: &std::path::Path, job: &uws::JobId) -> Scratch {
         Scratch {
             prefix: dir.join(format!("{job}-{:016x}", rand::random::<u64>())),
             files: Vec::new(),
@@ -62,6 +62,11 @@ impl Scratch {
         let path = PathBuf::from(path);
         self.files.push(path.clone());
         path
+    }
+
+    /// Removes `path` with the others: a file named after [`Scratch::file`]'s, written elsewhere.
+    pub(crate) fn adopt(&mut self, path: PathBuf) {
+        self.files.push(path);
     }
 }
 
@@ -98,7 +103,7 @@ pub(crate) async fn cut_all(
     let mut scratch = Scratch::new(&settings.scratch_dir, &job.id);
     // A bulk job's cutouts are in its plan, not its parameters.
     if job.parameters.iter().any(|(name, _)| name == "UPLOAD") {
-        return crate::stamps::bulk(job, settings.part_bytes, &sources, &store, &mut scratch).await;
+        return crate::stamps::bulk(job, settings, &sources, &store, &mut scratch).await;
     }
     // The frontend admitted the job under its own limit on cutouts (light curves may have more
     // epochs than the default), so none is applied again here.

@@ -93,7 +93,12 @@ pub async fn run_redis(
             }
         };
         taken += 1;
-        if let Ok(mut r) = running.lock() {
+        // A shard is not handed back at a drain: the job's own worker cuts whatever shard
+        // nobody else finished.
+        let shard = delivery.job.shard.clone();
+        if shard.is_none()
+            && let Ok(mut r) = running.lock()
+        {
             r.insert(delivery.job.id.clone(), delivery.clone());
         }
         let done = done.clone();
@@ -104,7 +109,13 @@ pub async fn run_redis(
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let id = delivery.job.id.clone();
-            let work = worker.run_job(&id, delivery.takeover, delivery.job.token.as_ref());
+            let token = delivery.job.token.as_ref();
+            let work = async {
+                match &shard {
+                    Some(shard) => worker.run_shard(&id, shard, token).await,
+                    None => worker.run_job(&id, delivery.takeover, token).await,
+                }
+            };
             tokio::pin!(work);
             let outcome = loop {
                 tokio::select! {
@@ -116,7 +127,8 @@ pub async fn run_redis(
                     }
                 }
             };
-            let handed_back = running.lock().map(|mut r| r.remove(&id).is_none()).unwrap_or(false);
+            let handed_back = shard.is_none()
+                && running.lock().map(|mut r| r.remove(&id).is_none()).unwrap_or(false);
             match outcome {
                 Ok(outcome) => {
                     done.fetch_add(1, Ordering::Relaxed);

@@ -157,7 +157,11 @@ pub async fn run_local(
         tokio::spawn(async move {
             let id = job.id;
             // The token lives in this task only, and is dropped with it when the job ends.
-            match worker.run_job(&id, false, job.token.as_ref()).await {
+            let outcome = match &job.shard {
+                Some(shard) => worker.run_shard(&id, shard, job.token.as_ref()).await,
+                None => worker.run_job(&id, false, job.token.as_ref()).await,
+            };
+            match outcome {
                 Ok(outcome) => tracing::debug!(job = %id, ?outcome, "job done"),
                 Err(e) => tracing::error!(job = %id, error = %e, "job could not be recorded"),
             }

@@ -7,9 +7,10 @@
 //! timeout another worker claims it (`XAUTOCLAIM`). A live worker keeps its entries fresh with a
 //! heartbeat (`XCLAIM … JUSTID` to itself resets the idle time), so long jobs are not stolen.
 //!
-//! The entry carries only the job ID, whether the job may be taken over from a dead worker, and
-//! the owner's delegated token if there is one; the job store decides everything else. The token
-//! leaves Redis with the entry (`XDEL`) when the job ends.
+//! The entry carries only the job ID, whether the job may be taken over from a dead worker, the
+//! owner's delegated token if there is one, and for a shard of a bulk job its name; the job
+//! store decides everything else. The token leaves Redis with the entry (`XDEL`) when the job
+//! ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -166,6 +167,9 @@ impl RedisQueue {
         ];
         if let Some(token) = &job.token {
             fields.push(("token", token.secret()));
+        }
+        if let Some(shard) = &job.shard {
+            fields.push(("shard", shard.as_str()));
         }
         let _: String = self
             .client
@@ -396,6 +400,7 @@ impl RedisConsumer {
                 id,
                 priority: self.streams.priority_of(stream),
                 token: fields.get("token").map(|t| DelegatedToken::new(t.as_str())),
+                shard: fields.get("shard").cloned(),
             },
             entry,
             takeover: reclaimed || fields.get("takeover").is_some_and(|t| t == "1"),

@@ -27,6 +27,8 @@ pub struct WorkerSettings {
     /// Most bytes of one result file of a bulk job's stamps; more stamps go to further,
     /// numbered parts, each a valid file on its own.
     pub part_bytes: u64,
+    /// How a bulk job's plan is split into shards that any worker may cut.
+    pub shards: crate::shards::ShardLimits,
 }
 
 /// How long after an abort a store call cut short may still finish its object.
@@ -71,7 +73,9 @@ pub struct Worker {
     /// Where images from bucket repositories are kept; None when every repository is local.
     source_cache: Option<Arc<bucket::SourceCache>>,
     settings: Arc<WorkerSettings>,
-    running: Arc<Mutex<HashMap<JobId, CancellationToken>>>,
+    /// What runs here of each job (the job itself and shards of it), with one token that
+    /// cancels them all.
+    running: Arc<Mutex<HashMap<JobId, (CancellationToken, usize)>>>,
 }
 
 impl Worker {
@@ -97,24 +101,34 @@ impl Worker {
             .running
             .lock()
             .ok()
-            .and_then(|running| running.get(id).cloned())
+            .and_then(|running| running.get(id).map(|(token, _)| token.clone()))
         {
             token.cancel();
         }
     }
 
-    /// Records a running job so that an abort can reach it.
+    /// Records a running job (or a shard of one) so that an abort can reach it.
     fn register(&self, id: &JobId) -> CancellationToken {
-        let token = CancellationToken::new();
-        if let Ok(mut running) = self.running.lock() {
-            running.insert(id.clone(), token.clone());
+        match self.running.lock() {
+            Ok(mut running) => {
+                let (token, count) = running
+                    .entry(id.clone())
+                    .or_insert_with(|| (CancellationToken::new(), 0));
+                *count += 1;
+                token.clone()
+            }
+            Err(_) => CancellationToken::new(),
         }
-        token
     }
 
     fn unregister(&self, id: &JobId) {
-        if let Ok(mut running) = self.running.lock() {
-            running.remove(id);
+        if let Ok(mut running) = self.running.lock()
+            && let Some((_, count)) = running.get_mut(id)
+        {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(id);
+            }
         }
     }
 
@@ -179,26 +193,74 @@ impl Worker {
         outcome
     }
 
-    /// Deletes `keys` from the result store, now and once more a little later: a store call cut
-    /// short by an abort may still finish its object in the background (the local bucket links
-    /// it on a blocking thread) after the first delete.
-    fn remove_stored(&self, keys: Vec<String>) {
-        if keys.is_empty() {
-            return;
+    /// Cuts one shard of a bulk job that another worker runs (see `stamps`), if the job still
+    /// runs and nobody has cut the shard yet. Whatever happens, the job is the other worker's:
+    /// this never changes its phase. A shard cut here after the job ended is removed.
+    #[tracing::instrument(name = "shard", skip_all, fields(job_id = %id, shard = %shard))]
+    pub async fn run_shard(
+        &self,
+        id: &JobId,
+        shard: &str,
+        token: Option<&DelegatedToken>,
+    ) -> Result<Outcome, UwsError> {
+        let Some(job) = self.uws.store().get(id).await? else {
+            return Ok(Outcome::Skipped);
+        };
+        if job.phase != ExecutionPhase::Executing {
+            return Ok(Outcome::Skipped);
         }
-        let results = self.uws.results().clone();
-        tokio::spawn(async move {
-            for pass in 0..2 {
-                if pass > 0 {
-                    tokio::time::sleep(LATE_OBJECT_GRACE).await;
+        let cancelled = self.register(id);
+        let stored = StoredKeys::default();
+        let sources = crate::sources::JobSources {
+            repositories: &self.repositories,
+            cache: self.source_cache.as_deref(),
+            token,
+        };
+        let work = crate::stamps::cut_shard(
+            &job,
+            shard,
+            &self.settings,
+            &sources,
+            self.uws.results().as_ref(),
+            &stored,
+        );
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            () = cancelled.cancelled() => Err(JobError::new(ErrorCode::Internal, "the job ended")),
+        };
+        self.unregister(id);
+        let ended = !matches!(
+            self.uws.store().get(id).await,
+            Ok(Some(ref job)) if job.phase == ExecutionPhase::Executing
+        );
+        match outcome {
+            Ok(cut) if !ended => {
+                if cut {
+                    tracing::info!("cut a bulk shard");
                 }
-                for key in &keys {
-                    if let Err(e) = results.delete(key).await {
-                        tracing::warn!(key, error = %e, "cannot remove a result of an unfinished attempt");
-                    }
-                }
+                Ok(if cut {
+                    Outcome::Completed
+                } else {
+                    Outcome::Skipped
+                })
             }
-        });
+            // The job ended while the shard was cut (or a store failure left its question
+            // open): what was stored belongs to nobody.
+            Ok(_) => {
+                self.remove_stored(stored.take());
+                Ok(Outcome::Aborted)
+            }
+            Err(error) => {
+                tracing::info!(error = %error.labelled(), "bulk shard not cut");
+                self.remove_stored(stored.take());
+                Ok(Outcome::Failed)
+            }
+        }
+    }
+
+    /// Deletes what an attempt stored (see [`remove_later`]).
+    fn remove_stored(&self, keys: Vec<String>) {
+        remove_later(self.uws.results().clone(), keys);
     }
 
     async fn complete(&self, id: &JobId, results: Vec<JobResult>) -> Result<Outcome, UwsError> {
@@ -255,4 +317,25 @@ impl Worker {
         )
         .await
     }
+}
+
+/// Deletes `keys` from the result store, now and once more a little later: a store call cut
+/// short by an abort may still finish its object in the background (the local bucket links it
+/// on a blocking thread) after the first delete.
+pub(crate) fn remove_later(results: Arc<dyn uws::results::ResultStore>, keys: Vec<String>) {
+    if keys.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        for pass in 0..2 {
+            if pass > 0 {
+                tokio::time::sleep(LATE_OBJECT_GRACE).await;
+            }
+            for key in &keys {
+                if let Err(e) = results.delete(key).await {
+                    tracing::warn!(key, error = %e, "cannot remove an object nothing refers to");
+                }
+            }
+        }
+    });
 }

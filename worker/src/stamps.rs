@@ -12,7 +12,7 @@
 //! stamps, never the catalogue.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -21,10 +21,12 @@ use soda::bulk_plan::{PlanItem, PlanReader, PlannedStamp};
 use soda::stamp_file::Packaging;
 use soda::stamp_table::{StampRow, StampTable, TableImage};
 use soda::{SourceId, Stencil};
-use uws::results::ObjectMeta;
+use uws::results::{ObjectMeta, ResultStore};
 use uws::{ErrorCode, JobError, JobResult};
 
 use crate::cutouts::{Scratch, Store, internal, job_error, unavailable};
+use crate::runner::{StoredKeys, WorkerSettings};
+use crate::shards::{self, BatchWriter, CutImage, Shard};
 use crate::sources::JobSources;
 
 /// The part being written: a file of its own, valid when closed.
@@ -102,7 +104,12 @@ impl StampsBuilder {
         scratch: &mut Scratch,
     ) -> Result<(), JobError> {
         let cut = cut_image(sources, id, stamps, self.table.size).await;
-        self.add_cut(&id.to_string(), stamps, cut, scratch)
+        self.add_cut(
+            &id.to_string(),
+            stamps,
+            cut.map(CutImage::from_soda),
+            scratch,
+        )
     }
 
     /// Adds the stamps of one image, cut by [`cut_image`]; an image that could not be opened or
@@ -111,7 +118,7 @@ impl StampsBuilder {
         &mut self,
         id: &str,
         stamps: &[PlannedStamp],
-        cut: Result<soda::ImageStamps, JobError>,
+        cut: Result<CutImage, JobError>,
         scratch: &mut Scratch,
     ) -> Result<(), JobError> {
         let cut = match cut {
@@ -127,7 +134,7 @@ impl StampsBuilder {
         for (planned, stamp) in stamps.iter().zip(&cut.stamps) {
             match stamp {
                 Ok(stamp) => self.write(planned, stamp, id, &cut, scratch)?,
-                Err(e) => self.note(planned.row, id, job_error(e.clone())),
+                Err(e) => self.note(planned.row, id, e.clone()),
             }
         }
         Ok(())
@@ -140,7 +147,7 @@ impl StampsBuilder {
         planned: &PlannedStamp,
         stamp: &soda::Stamp,
         id: &str,
-        cut: &soda::ImageStamps,
+        cut: &CutImage,
         scratch: &mut Scratch,
     ) -> Result<(), JobError> {
         let bytes = match self.packaging {
@@ -411,19 +418,25 @@ pub(crate) async fn stamp_table(
 }
 
 /// The results of a bulk job: the stamps its plan lists, image by image.
+///
+/// A plan of one shard is cut here, straight into the results. A plan of several is shared
+/// (see [`crate::shards`]): each shard's plan is stored and queued for any worker, this worker
+/// cuts the shards nobody has cut yet from the last one back, and then packages every shard's
+/// batch in plan order.
 pub(crate) async fn bulk(
     job: &uws::Job,
-    part_bytes: u64,
+    settings: &WorkerSettings,
     sources: &JobSources<'_>,
     store: &Store<'_>,
     scratch: &mut Scratch,
 ) -> Result<Vec<JobResult>, JobError> {
-    let size = job
+    let size = bulk_size(job)?;
+    let format = job
         .parameters
         .iter()
-        .find(|(name, _)| name == "SIZE")
-        .ok_or_else(|| JobError::new(ErrorCode::Usage, "a bulk job needs SIZE"))
-        .and_then(|(_, value)| soda::request::parse_size(value).map_err(job_error))?;
+        .find(|(name, _)| name == "RESPONSEFORMAT")
+        .map(|(_, value)| value.as_str());
+    let packaging = Packaging::from_response_format(format).map_err(job_error)?;
     let plan = scratch.file("plan.txt");
     store
         .results
@@ -432,20 +445,257 @@ pub(crate) async fn bulk(
         .map_err(|e| unavailable(format!("reading the bulk plan failed: {e}")))?;
     let file = std::fs::File::open(&plan)
         .map_err(|e| unavailable(format!("reading the bulk plan failed: {e}")))?;
-    let mut reader = PlanReader::open(std::io::BufReader::with_capacity(1 << 16, file))
+    let reader = PlanReader::open(std::io::BufReader::with_capacity(1 << 16, file))
         .map_err(|e| internal(format!("the bulk plan is unreadable: {e}")))?;
-    let format = job
-        .parameters
-        .iter()
-        .find(|(name, _)| name == "RESPONSEFORMAT")
-        .map(|(_, value)| value.as_str());
-    let packaging = Packaging::from_response_format(format).map_err(job_error)?;
-    let mut builder = StampsBuilder::new(packaging, size, part_bytes);
     let (total_stamps, total_images) = reader.totals();
-    let mut progress = Progress::new(total_stamps, total_images);
-    // Images are cut several at once (each on a blocking thread) and written in plan order as
-    // they finish, so a bulk job uses the worker's cores while its parts stay deterministic;
-    // memory holds the stamps of at most `ahead` images.
+    // The plan is read and split on a blocking thread: it is a file, perhaps a large one.
+    let base = scratch.file("shard");
+    let limits = settings.shards;
+    let split = tokio::task::spawn_blocking(move || {
+        shards::split(reader, limits, |n| {
+            let mut path = base.clone().into_os_string();
+            path.push(format!("-{n}"));
+            PathBuf::from(path)
+        })
+    })
+    .await
+    .map_err(|e| internal(format!("plan thread failed: {e}")))??;
+    for shard in &split.shards {
+        scratch.adopt(shard.plan.clone());
+    }
+
+    let mut builder = StampsBuilder::new(packaging, size, settings.part_bytes);
+    for (row, reason) in split.errors {
+        builder.note(row, "", JobError::new(ErrorCode::NoData, reason));
+    }
+    let mut progress = Progress::new(store.uws, &job.id, total_stamps, total_images);
+    if split.shards.len() <= 1 {
+        if let Some(shard) = split.shards.first() {
+            cut_plan(
+                &shard.plan,
+                sources,
+                size,
+                Some(&mut progress),
+                |id, stamps, cut| builder.add_cut(&id, &stamps, cut, scratch),
+            )
+            .await?;
+        }
+        progress.report().await;
+        return builder.finish(job, store, scratch).await;
+    }
+
+    let shards = split.shards;
+    share(job, &shards, sources.token, store).await?;
+    let batches = cut_unclaimed(job, &shards, sources, size, store, scratch, &mut progress).await?;
+    progress.report().await;
+    for (shard, batch) in shards.iter().zip(batches) {
+        let path = match batch {
+            Some(path) => path,
+            None => {
+                let path = scratch.file(&format!("{}.batch", shard.name));
+                store
+                    .results
+                    .get_file(&shards::batch_key(job.id.as_str(), &shard.name), &path)
+                    .await
+                    .map_err(|e| unavailable(format!("reading a shard's stamps failed: {e}")))?;
+                path
+            }
+        };
+        let mut reader = shards::open_batch(&path)
+            .map_err(|e| internal(format!("a shard's stamps are unreadable: {e}")))?;
+        while let Some((id, stamps, cut)) = reader
+            .next_image()
+            .map_err(|e| internal(format!("a shard's stamps are unreadable: {e}")))?
+        {
+            builder.add_cut(&id, &stamps, cut, scratch)?;
+        }
+    }
+    let results = builder.finish(job, store, scratch).await?;
+    // The shards served their purpose; a late copy of one (a worker that finished after this
+    // one had cut it too) goes with the second pass, or with the job's prefix at the latest.
+    let keys: Vec<String> = shards
+        .iter()
+        .flat_map(|s| {
+            [
+                shards::plan_key(job.id.as_str(), &s.name),
+                shards::batch_key(job.id.as_str(), &s.name),
+            ]
+        })
+        .collect();
+    crate::runner::remove_later(store.uws.results().clone(), keys);
+    Ok(results)
+}
+
+/// A bulk job's `SIZE`: the side of every stamp.
+fn bulk_size(job: &uws::Job) -> Result<usize, JobError> {
+    job.parameters
+        .iter()
+        .find(|(name, _)| name == "SIZE")
+        .ok_or_else(|| JobError::new(ErrorCode::Usage, "a bulk job needs SIZE"))
+        .and_then(|(_, value)| soda::request::parse_size(value).map_err(job_error))
+}
+
+/// The metadata of a shard's objects, which no client ever sees.
+fn shard_meta(name: &str, extension: &str) -> ObjectMeta {
+    ObjectMeta {
+        content_type: "application/octet-stream".to_owned(),
+        filename: format!("{name}.{extension}"),
+    }
+}
+
+/// Stores each shard's plan and queues it on the bulk lane for any worker. A shard that cannot
+/// be queued is only not shared: this worker cuts it.
+async fn share(
+    job: &uws::Job,
+    shards: &[Shard],
+    token: Option<&uws::queue::DelegatedToken>,
+    store: &Store<'_>,
+) -> Result<(), JobError> {
+    for shard in shards {
+        // Recorded first: an attempt that does not complete removes every shard object.
+        let plan_key = shards::plan_key(job.id.as_str(), &shard.name);
+        store.stored_keys.record(&plan_key);
+        store
+            .stored_keys
+            .record(&shards::batch_key(job.id.as_str(), &shard.name));
+        store
+            .results
+            .put_file(&plan_key, &shard.plan, &shard_meta(&shard.name, "plan"))
+            .await
+            .map_err(|e| unavailable(format!("storing a shard plan failed: {e}")))?;
+    }
+    for shard in shards {
+        let message = uws::queue::QueuedJob {
+            id: job.id.clone(),
+            priority: uws::queue::Priority::Bulk,
+            token: token.cloned(),
+            shard: Some(shard.name.clone()),
+        };
+        if let Err(e) = store.uws.queue().enqueue(message).await {
+            tracing::warn!(shard = %shard.name, error = %e, "could not share a bulk shard; cutting it here");
+        }
+    }
+    tracing::info!(shards = shards.len(), "bulk job shared as shards");
+    Ok(())
+}
+
+/// Cuts, from the last shard back, every shard whose batch no other worker has stored yet, and
+/// stores each batch (so that a later attempt finds it). Returns the local batch of each shard
+/// cut here.
+async fn cut_unclaimed(
+    job: &uws::Job,
+    shards: &[Shard],
+    sources: &JobSources<'_>,
+    size: usize,
+    store: &Store<'_>,
+    scratch: &mut Scratch,
+    progress: &mut Progress<'_>,
+) -> Result<Vec<Option<PathBuf>>, JobError> {
+    let mut batches = vec![None; shards.len()];
+    for (shard, batch) in shards.iter().zip(batches.iter_mut()).rev() {
+        let key = shards::batch_key(job.id.as_str(), &shard.name);
+        match store.results.exists(&key).await {
+            Ok(true) => {
+                progress.shard_done(shard.stamps, shard.images);
+                progress.now_and_then().await;
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(shard = %shard.name, error = %e, "cannot tell whether a shard is cut; cutting it")
+            }
+        }
+        let path = scratch.file(&format!("{}.batch", shard.name));
+        cut_to_batch(&shard.plan, &path, sources, size, Some(progress)).await?;
+        store
+            .results
+            .put_file(&key, &path, &shard_meta(&shard.name, "batch1"))
+            .await
+            .map_err(|e| unavailable(format!("storing a shard's stamps failed: {e}")))?;
+        *batch = Some(path);
+    }
+    Ok(batches)
+}
+
+/// Cuts one shard of a bulk job that another worker runs: its stamps, as a batch stored where
+/// that worker looks for it. `Ok(false)` when the shard was already cut.
+pub(crate) async fn cut_shard(
+    job: &uws::Job,
+    shard: &str,
+    settings: &WorkerSettings,
+    sources: &JobSources<'_>,
+    results: &dyn ResultStore,
+    stored: &StoredKeys,
+) -> Result<bool, JobError> {
+    if !shards::is_shard_name(shard) {
+        return Err(internal(format!("{shard:?} is not a shard name")));
+    }
+    let key = shards::batch_key(job.id.as_str(), shard);
+    if results
+        .exists(&key)
+        .await
+        .map_err(|e| unavailable(format!("reading the result store failed: {e}")))?
+    {
+        return Ok(false);
+    }
+    let size = bulk_size(job)?;
+    tracing::info!("cutting a bulk shard");
+    let mut scratch = Scratch::new(&settings.scratch_dir, &job.id);
+    let plan = scratch.file(&format!("{shard}.plan"));
+    results
+        .get_file(&shards::plan_key(job.id.as_str(), shard), &plan)
+        .await
+        .map_err(|e| unavailable(format!("reading a shard plan failed: {e}")))?;
+    let batch = scratch.file(&format!("{shard}.batch"));
+    cut_to_batch(&plan, &batch, sources, size, None).await?;
+    stored.record(&key);
+    results
+        .put_file(&key, &batch, &shard_meta(shard, "batch1"))
+        .await
+        .map_err(|e| unavailable(format!("storing a shard's stamps failed: {e}")))?;
+    Ok(true)
+}
+
+/// Cuts the images of the plan at `plan` into a batch at `out`.
+async fn cut_to_batch(
+    plan: &Path,
+    out: &Path,
+    sources: &JobSources<'_>,
+    size: usize,
+    progress: Option<&mut Progress<'_>>,
+) -> Result<(), JobError> {
+    let file = std::fs::File::create(out).map_err(io_error("writing a shard's stamps"))?;
+    let mut writer = BatchWriter::new(std::io::BufWriter::with_capacity(1 << 20, file))
+        .map_err(io_error("writing a shard's stamps"))?;
+    cut_plan(plan, sources, size, progress, |id, stamps, cut| {
+        writer
+            .image(&id, &stamps, &cut)
+            .map_err(io_error("writing a shard's stamps"))
+    })
+    .await?;
+    writer
+        .finish()
+        .map_err(io_error("writing a shard's stamps"))?
+        .into_inner()
+        .map_err(|e| unavailable(format!("writing a shard's stamps failed: {e}")))?;
+    Ok(())
+}
+
+/// Cuts the stamps of every image of the plan at `plan` and hands each image's to `take`, in
+/// plan order. Images are cut several at once (each on a blocking thread) and handed over in
+/// plan order as they finish, so a bulk job uses the worker's cores while what it writes stays
+/// deterministic; memory holds the stamps of at most `ahead` images.
+async fn cut_plan(
+    plan: &Path,
+    sources: &JobSources<'_>,
+    size: usize,
+    mut progress: Option<&mut Progress<'_>>,
+    mut take: impl FnMut(String, Vec<PlannedStamp>, Result<CutImage, JobError>) -> Result<(), JobError>,
+) -> Result<(), JobError> {
+    let unreadable = |e: String| internal(format!("the bulk plan is unreadable: {e}"));
+    let file = std::fs::File::open(plan).map_err(|e| unreadable(e.to_string()))?;
+    let mut reader = PlanReader::open(std::io::BufReader::with_capacity(1 << 16, file))
+        .map_err(|e| unreadable(e.to_string()))?;
     let ahead = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let mut cutting = FuturesOrdered::new();
     let mut read_all = false;
@@ -459,14 +709,16 @@ pub(crate) async fn bulk(
             .await
             .map_err(|e| internal(format!("plan thread failed: {e}")))?;
             reader = back;
-            match item.map_err(|e| internal(format!("the bulk plan is unreadable: {e}")))? {
+            match item.map_err(|e| unreadable(e.to_string()))? {
                 None => read_all = true,
-                Some(PlanItem::Error { row, reason }) => {
-                    builder.note(row, "", JobError::new(ErrorCode::NoData, reason));
+                Some(PlanItem::Error { row, .. }) => {
+                    return Err(unreadable(format!("row {row} is an error inside a shard")));
                 }
                 Some(PlanItem::Image { id, stamps }) => cutting.push_back(async move {
                     let cut = match SourceId::parse(&id) {
-                        Ok(source) => cut_image(sources, &source, &stamps, size).await,
+                        Ok(source) => cut_image(sources, &source, &stamps, size)
+                            .await
+                            .map(CutImage::from_soda),
                         Err(e) => Err(job_error(e)),
                     };
                     (id, stamps, cut)
@@ -476,27 +728,34 @@ pub(crate) async fn bulk(
         let Some((id, stamps, cut)) = cutting.next().await else {
             break;
         };
-        builder.add_cut(&id, &stamps, cut, scratch)?;
-        progress.image_done(stamps.len() as u64);
-        progress.report_now_and_then(store.uws, &job.id).await;
+        let count = stamps.len() as u64;
+        take(id, stamps, cut)?;
+        if let Some(progress) = progress.as_deref_mut() {
+            progress.image_done(count);
+            progress.now_and_then().await;
+        }
     }
-    progress.report(store.uws, &job.id).await;
-    builder.finish(job, store, scratch).await
+    Ok(())
 }
 
 /// How often a bulk job's progress is reported at most.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A bulk job's progress: stamps and images done of the plan's totals.
-struct Progress {
+/// A bulk job's progress: stamps and images done of the plan's totals, reported to the job
+/// store now and then.
+struct Progress<'a> {
+    uws: &'a uws::service::Uws,
+    job: &'a uws::JobId,
     stamps: (u64, u64),
     images: (u64, u64),
     reported: Option<std::time::Instant>,
 }
 
-impl Progress {
-    fn new(stamps: u64, images: u64) -> Progress {
+impl<'a> Progress<'a> {
+    fn new(uws: &'a uws::service::Uws, job: &'a uws::JobId, stamps: u64, images: u64) -> Self {
         Progress {
+            uws,
+            job,
             stamps: (0, stamps),
             images: (0, images),
             reported: None,
@@ -504,22 +763,26 @@ impl Progress {
     }
 
     fn image_done(&mut self, stamps: u64) {
+        self.shard_done(stamps, 1);
+    }
+
+    fn shard_done(&mut self, stamps: u64, images: u64) {
         self.stamps.0 += stamps;
-        self.images.0 += 1;
+        self.images.0 += images;
     }
 
     /// Reports when the last report is [`PROGRESS_EVERY`] old (or there was none).
-    async fn report_now_and_then(&mut self, uws: &uws::service::Uws, job: &uws::JobId) {
+    async fn now_and_then(&mut self) {
         if self
             .reported
             .is_none_or(|at| at.elapsed() >= PROGRESS_EVERY)
         {
-            self.report(uws, job).await;
+            self.report().await;
         }
     }
 
     /// Reports to the job store; a failed report is only a stale count, never the job's end.
-    async fn report(&mut self, uws: &uws::service::Uws, job: &uws::JobId) {
+    async fn report(&mut self) {
         self.reported = Some(std::time::Instant::now());
         let count = |name: &str, (done, total): (u64, u64)| uws::ProgressCount {
             name: name.to_owned(),
@@ -530,7 +793,7 @@ impl Progress {
             count("stamps", self.stamps),
             count("images", self.images),
         ]);
-        if let Err(e) = uws.report_progress(job, progress).await {
+        if let Err(e) = self.uws.report_progress(self.job, progress).await {
             tracing::debug!(error = %e, "progress report refused");
         }
     }
