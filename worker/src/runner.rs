@@ -256,3 +256,6 @@ impl Worker {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;
