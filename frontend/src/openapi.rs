@@ -14,7 +14,9 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use utoipa::{IntoParams, IntoResponses, OpenApi, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{Object, Schema};
+use utoipa::{IntoParams, IntoResponses, OpenApi, PartialSchema, ToSchema};
 
 /// The document without its operations, which [`crate::router`] adds route by route; paths are
 /// relative to the service path.
@@ -95,6 +97,9 @@ pub async fn openapi_json(Extension(described): Extension<Arc<Described>>) -> Re
 }
 
 /// SODA 1.0 cutout parameters. Exactly one stencil per request: `CIRCLE`, `POLYGON` or `POS`.
+///
+/// The one description of the SODA parameters: the sync query's parameters, and the SODA part
+/// of [`JobCreation`] and [`ParametersForm`], which are made from it.
 #[derive(ToSchema, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SodaParams {
@@ -130,8 +135,8 @@ pub struct SodaParams {
     pub POL: Option<String>,
     /// `application/fits` (the default), `image/png` or `image/jpeg`: a grey preview of each
     /// cutout (asinh stretch between the 0.5 and 99.5 percentiles, north up; blank pixels
-    /// transparent in a PNG, black in a JPEG) listed before the FITS results, so a sync request
-    /// redirects to the preview. Anything else: 400.
+    /// transparent in a PNG, black in a JPEG), results `preview` (or `preview-N`) listed before
+    /// the FITS results, so a sync request redirects to the preview. Anything else: 400.
     #[schema(example = "image/png")]
     #[param(example = "image/png")]
     pub RESPONSEFORMAT: Option<String>,
@@ -142,22 +147,9 @@ pub struct SodaParams {
     pub META: Option<String>,
 }
 
-/// A new async job: the SODA parameters plus the UWS control parameters.
+/// The UWS control parameters of a new job, beside its SODA parameters.
 #[derive(ToSchema)]
-pub struct JobCreation {
-    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
-    #[schema(example = "butler://demo/m31")]
-    pub ID: String,
-    /// `ra dec radius`, ICRS degrees.
-    #[schema(example = "10.684708 41.26875 0.0178")]
-    pub CIRCLE: Option<String>,
-    /// `ra1 dec1 ra2 dec2 ra3 dec3 ...`, ICRS degrees.
-    pub POLYGON: Option<String>,
-    /// `CIRCLE ...`, `POLYGON ...` or `RANGE ra1 ra2 dec1 dec2`.
-    pub POS: Option<String>,
-    /// `application/fits` (the default), `image/png` or `image/jpeg`: also a preview of each
-    /// cutout in that format, results `preview` (or `preview-N`) listed before the FITS results.
-    pub RESPONSEFORMAT: Option<String>,
+pub struct UwsControls {
     /// `RUN` queues the job at once; otherwise it is created PENDING.
     #[schema(example = "RUN")]
     pub PHASE: Option<String>,
@@ -167,6 +159,58 @@ pub struct JobCreation {
     pub EXECUTIONDURATION: Option<String>,
     /// When the job and its results are deleted (ISO 8601 UTC).
     pub DESTRUCTION: Option<String>,
+}
+
+/// A new async job: the SODA parameters ([`SodaParams`]) plus the UWS control parameters
+/// ([`UwsControls`]), as one form.
+pub struct JobCreation;
+
+impl PartialSchema for JobCreation {
+    fn schema() -> RefOr<Schema> {
+        let mut form = object_of::<SodaParams>();
+        let controls = object_of::<UwsControls>();
+        form.properties.extend(controls.properties);
+        form.description =
+            Some("A new async job: the SODA parameters plus the UWS control parameters.".into());
+        RefOr::T(Schema::Object(form))
+    }
+}
+
+impl ToSchema for JobCreation {}
+
+/// `POST /jobs/{id}/parameters`: the SODA parameters ([`SodaParams`], none required) and the
+/// run label.
+pub struct ParametersForm;
+
+/// The run label [`ParametersForm`] accepts beside the SODA parameters.
+#[derive(ToSchema)]
+pub struct RunIdForm {
+    /// A client label for the job.
+    pub RUNID: Option<String>,
+}
+
+impl PartialSchema for ParametersForm {
+    fn schema() -> RefOr<Schema> {
+        let mut form = object_of::<SodaParams>();
+        form.required.clear();
+        form.properties.extend(object_of::<RunIdForm>().properties);
+        form.description = Some(
+            "`POST /jobs/{id}/parameters`: SODA parameters to replace while PENDING, and the run \
+             label."
+                .into(),
+        );
+        RefOr::T(Schema::Object(form))
+    }
+}
+
+impl ToSchema for ParametersForm {}
+
+/// The object schema derived for `T` (a struct of named fields, so always an object).
+fn object_of<T: PartialSchema>() -> Object {
+    match T::schema() {
+        RefOr::T(Schema::Object(object)) => object,
+        RefOr::T(_) | RefOr::Ref(_) => Object::default(),
+    }
 }
 
 /// DataLink `{links}` input.
@@ -249,21 +293,6 @@ pub struct DestructionForm {
     /// ISO 8601 UTC instant, e.g. `2030-01-01T00:00:00Z`.
     #[schema(example = "2030-01-01T00:00:00Z")]
     pub DESTRUCTION: String,
-}
-
-/// `POST /jobs/{id}/parameters`: SODA parameters to replace while PENDING, and the run label.
-#[derive(ToSchema)]
-pub struct ParametersForm {
-    /// The image: `butler://REPOSITORY/NAME`, optionally `?ext=EXTNAME` (an extension).
-    pub ID: Option<String>,
-    /// `ra dec radius`, ICRS degrees.
-    pub CIRCLE: Option<String>,
-    /// `ra1 dec1 ra2 dec2 ra3 dec3 ...`, ICRS degrees.
-    pub POLYGON: Option<String>,
-    /// `CIRCLE ...`, `POLYGON ...` or `RANGE ...`.
-    pub POS: Option<String>,
-    /// A client label for the job.
-    pub RUNID: Option<String>,
 }
 
 /// The signature of a local result URL, as issued in a job's results.
