@@ -131,6 +131,13 @@ impl Default for IndexConfig {
     }
 }
 
+impl IndexConfig {
+    /// How often `skycut serve` scans its repositories again (zero: once, at start).
+    pub fn rescan_every(&self) -> Duration {
+        Duration::from_secs(self.rescan_interval)
+    }
+}
+
 /// Bulk cutouts (`POST /bulk`): limits on one request, each refused before any work.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -298,7 +305,7 @@ impl WobblyConfig {
             .token_key
             .as_ref()
             .context("wobbly.token_key must be set (SKYCUT_WOBBLY__TOKEN_KEY)")?;
-        let min = crate::serve::MIN_KEY_BYTES;
+        let min = crate::wiring::MIN_KEY_BYTES;
         if secret.expose().len() < min {
             anyhow::bail!(
                 "wobbly.token_key is {} bytes; it must be at least {min}: make one with \
@@ -447,6 +454,41 @@ impl JobsConfig {
                 .then(|| Duration::from_secs(self.result_lifetime)),
         }
     }
+
+    /// How often the sweeper deletes expired jobs and archives expired results (at least 1 s).
+    pub fn sweep_every(&self) -> Duration {
+        Duration::from_secs(self.sweep_interval.max(1))
+    }
+
+    /// How often the sweeper looks for result prefixes that no job owns (at least 1 s).
+    pub fn orphan_sweep_every(&self) -> Duration {
+        Duration::from_secs(self.orphan_sweep_interval.max(1))
+    }
+
+    /// How long a result prefix that no job owns must go unwritten before it is deleted.
+    pub fn orphan_grace_period(&self) -> Duration {
+        Duration::from_secs(self.orphan_grace)
+    }
+}
+
+impl WorkerConfig {
+    /// The settings of `skycut worker`'s loop over the Redis queue.
+    pub fn loop_settings(&self) -> worker::distributed::LoopSettings {
+        worker::distributed::LoopSettings {
+            concurrency: self.concurrency,
+            visibility_timeout: Duration::from_secs(self.visibility_timeout.max(1)),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+            recovery_interval: Duration::from_secs(self.recovery_interval.max(1)),
+            max_jobs: self.max_jobs,
+            summary_interval: (self.summary_interval > 0)
+                .then(|| Duration::from_secs(self.summary_interval)),
+        }
+    }
+
+    /// When a worker retires (drains and exits 0) after its start; `None`: never.
+    pub fn retire_after(&self) -> Option<Duration> {
+        (self.max_uptime > 0).then(|| Duration::from_secs(self.max_uptime))
+    }
 }
 
 impl Default for WorkerConfig {
@@ -521,6 +563,13 @@ impl Default for BucketConfig {
     }
 }
 
+impl BucketConfig {
+    /// How long a synchronous request's result kept in memory stays readable (at least 1 s).
+    pub fn sync_memory_lifetime(&self) -> Duration {
+        Duration::from_secs(self.sync_memory_lifetime.max(1))
+    }
+}
+
 impl Config {
     /// Defaults, then the file, then `SKYCUT_*` environment variables.
     ///
@@ -588,6 +637,19 @@ impl Config {
                 max_rows: self.bulk.max_rows,
                 max_stamps: self.bulk.max_stamps,
                 max_upload_bytes: self.bulk.max_upload_bytes,
+            },
+        }
+    }
+
+    /// The worker's share of the configuration (the same in `skycut serve` and `skycut worker`).
+    pub fn worker_settings(&self) -> worker::WorkerSettings {
+        worker::WorkerSettings {
+            scratch_dir: self.data_dir.join("scratch"),
+            software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
+            part_bytes: self.bulk.part_bytes,
+            shards: worker::ShardLimits {
+                stamps: self.bulk.shard_stamps,
+                images: self.bulk.shard_images,
             },
         }
     }
@@ -800,7 +862,7 @@ mod tests {
                 signing_key: Some(Secret(key.to_owned())),
                 ..Config::default()
             };
-            let e = crate::serve::signing_key(&c, &dir).expect_err(key);
+            let e = crate::wiring::signing_key(&c, &dir).expect_err(key);
             assert!(format!("{e:#}").contains("openssl rand -hex 32"), "{e:#}");
         }
         let c = Config {
@@ -808,7 +870,9 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(
-            crate::serve::signing_key(&c, &dir).expect("32 bytes").len(),
+            crate::wiring::signing_key(&c, &dir)
+                .expect("32 bytes")
+                .len(),
             32
         );
         for key in ["", "x", "change-me"] {

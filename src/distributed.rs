@@ -2,27 +2,25 @@
 //! into Redis) and `skycut worker` (any number, on any host, taking jobs from Redis). They share
 //! the job store (PostgreSQL) and the result bucket, and hear each other through Redis pub/sub.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use bucket::{LocalBucket, UrlSigner};
-use frontend::{App, AppState};
 use soda::repository::Repositories;
 use tokio_util::sync::CancellationToken;
 use uws::events::PhaseEvents;
 use uws::health::HealthCheck;
+use uws::queue::JobQueue;
 use uws::service::Uws;
+use uws::sky_index::ImageIndex;
 use uws::store::JobStore;
-use uws::timestamp;
-use worker::distributed::{LoopSettings, run_redis};
+use worker::distributed::run_redis;
 use worker::redis::{RedisConsumer, RedisQueue, Streams};
 use worker::redis_events::RedisPhaseEvents;
-use worker::{Worker, WorkerSettings};
 
 use crate::config::Config;
-use crate::serve::{health_checks, serve_http, shutdown_signal, signing_key, sweep};
+use crate::wiring;
 
 /// What both roles connect to.
 struct Shared {
@@ -39,7 +37,7 @@ struct Shared {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<Shared> {
-    crate::serve::warn_of_missing_repositories(config);
+    wiring::warn_of_missing_repositories(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let (store, store_health) = connect_store(config).await?;
@@ -55,7 +53,7 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
             .context("cannot subscribe to phase events")?,
     );
     let queue = RedisQueue::new(client, streams.clone());
-    let signer = UrlSigner::new(&signing_key(config, &config.data_dir)?);
+    let signer = UrlSigner::new(&wiring::signing_key(config, &config.data_dir)?);
     let crate::buckets::ResultBucket {
         store: results,
         local: local_bucket,
@@ -77,10 +75,7 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
         events,
         local_bucket,
         bucket_health,
-        repositories: Arc::new(
-            Repositories::new(config.repositories.clone())
-                .following_symlinks_out(config.follow_repository_symlinks),
-        ),
+        repositories: wiring::repositories(config),
         streams,
         store_health,
     })
@@ -144,49 +139,32 @@ pub async fn frontend(config: Config) -> anyhow::Result<()> {
     let auth = crate::auth::build(&config.auth, crate::auth::Role::Frontend).await?;
     let shared = connect(&config).await?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(sweep(
-        shared.uws.clone(),
-        Duration::from_secs(config.jobs.sweep_interval.max(1)),
-        Duration::from_secs(config.jobs.orphan_sweep_interval.max(1)),
-        Duration::from_secs(config.jobs.orphan_grace),
-        shutdown.clone(),
-    ));
-    let queue: Arc<dyn uws::queue::JobQueue> = Arc::new(shared.queue.clone());
+    wiring::spawn_sweep(shared.uws.clone(), &config, shutdown.clone());
     // Queue depth is read from Redis, so the queue check is the Redis check.
-    let health = health_checks(
-        shared.store_health,
-        Arc::new(uws::health::QueueHealth(queue.clone())),
-        shared.bucket_health.clone(),
-    );
+    let queue: Arc<dyn JobQueue> = Arc::new(shared.queue.clone());
+    let health = wiring::health_checks(shared.store_health, queue.clone(), shared.bucket_health);
     let ops = crate::ops::routes(health.clone(), queue)?;
     // The sky index lives in the database (`skycut index` writes it); a frontend that reaches
     // the job store through wobbly has no database URL, and answers SIA queries 503.
-    let sky_index: Option<Arc<dyn uws::sky_index::ImageIndex>> = match config.wobbly.url {
+    let sky_index: Option<Arc<dyn ImageIndex>> = match config.wobbly.url {
         Some(_) => None,
         None => Some(Arc::new(open_database(&config, 4).await?.sky_index())),
     };
-    let app = AppState(Arc::new(App {
-        uws: shared.uws,
-        repositories: shared.repositories,
-        local_bucket: shared.local_bucket,
-        settings: config.frontend_settings(),
+    let app = wiring::build_app(
+        &config,
+        shared.uws,
+        shared.repositories,
+        shared.local_bucket,
         auth,
-        started: timestamp::now(),
         health,
         sky_index,
-    }));
+    );
     crate::auth::spawn_refresh(&config.auth, app.clone(), shutdown.clone())?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = wiring::listen(config.listen, "listen").await?;
     let base = format!("http://{}/api/cutout", listener.local_addr()?);
-    let server = serve_http(listener, app, ops, config.http.limits(), shutdown.clone());
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "skycut frontend listening on {base}")?;
-        out.flush()?;
-    }
-    shutdown_signal(shutdown.clone()).await;
+    let server = wiring::serve_http(listener, app, ops, config.http.limits(), shutdown.clone());
+    wiring::announce(&format!("skycut frontend listening on {base}"))?;
+    wiring::shutdown_signal(shutdown.clone()).await;
     shutdown.cancel();
     server.await?
 }
@@ -206,15 +184,9 @@ pub async fn wobbly(config: Config) -> anyhow::Result<()> {
         );
     }
     let store = open_database(&config, 32).await?;
-    let listener = tokio::net::TcpListener::bind(config.wobbly.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.wobbly.listen))?;
+    let listener = wiring::listen(config.wobbly.listen, "wobbly.listen").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "skycut wobbly listening on {url}")?;
-        out.flush()?;
-    }
+    wiring::announce(&format!("skycut wobbly listening on {url}"))?;
     let shutdown = CancellationToken::new();
     // wobbly's own router has its probes; the binary adds what only it may serve.
     let router = crate::ops::track_requests(
@@ -224,7 +196,7 @@ pub async fn wobbly(config: Config) -> anyhow::Result<()> {
     let server = crate::http::serve(listener, router, config.http.limits(), shutdown.clone());
     tokio::select! {
         served = server => served?,
-        () = shutdown_signal(shutdown.clone()) => {}
+        () = wiring::shutdown_signal(shutdown.clone()) => {}
     }
     Ok(())
 }
@@ -247,44 +219,29 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         std::process::id(),
         rand::random::<u32>()
     );
-    let settings = &config.worker;
+    let settings = config.worker.loop_settings();
     let consumer = Arc::new(RedisConsumer::new(
         reader,
         commands,
         shared.streams.clone(),
         name.clone(),
-        Duration::from_secs(settings.visibility_timeout.max(1)),
+        settings.visibility_timeout,
     ));
     consumer.ensure_groups().await?;
     worker::distributed::recover_if_lost(&shared.uws, &consumer, &shared.queue).await;
-    let scratch_dir = config.data_dir.join("scratch");
-    std::fs::create_dir_all(&scratch_dir)?;
-    let runner = Worker::new(
+    let source_cache = crate::buckets::build_source_cache(&config, &config.data_dir)?;
+    let runner = wiring::build_worker(
+        &config,
         shared.uws.clone(),
-        shared.repositories.clone(),
-        WorkerSettings {
-            scratch_dir,
-            software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
-            part_bytes: config.bulk.part_bytes,
-            shards: worker::ShardLimits {
-                stamps: config.bulk.shard_stamps,
-                images: config.bulk.shard_images,
-            },
-        },
-    );
-    let runner = match crate::buckets::build_source_cache(&config, &config.data_dir)? {
-        Some(cache) => runner.with_source_cache(cache),
-        None => runner,
-    };
+        shared.repositories,
+        source_cache,
+    )?;
     let shutdown = CancellationToken::new();
-    let health_url = match settings.health_listen {
+    let health_url = match config.worker.health_listen {
         Some(addr) => {
-            let queue: Arc<dyn uws::queue::JobQueue> = Arc::new(shared.queue.clone());
-            let checks = health_checks(
-                shared.store_health.clone(),
-                Arc::new(uws::health::QueueHealth(queue.clone())),
-                shared.bucket_health.clone(),
-            );
+            let queue: Arc<dyn JobQueue> = Arc::new(shared.queue.clone());
+            let checks =
+                wiring::health_checks(shared.store_health, queue.clone(), shared.bucket_health);
             let ops = crate::ops::routes(checks, queue)?;
             Some(serve_ops(addr, ops, config.http.limits(), shutdown.clone()).await?)
         }
@@ -298,15 +255,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         consumer,
         shared.queue,
         shared.events as Arc<dyn PhaseEvents>,
-        LoopSettings {
-            concurrency: settings.concurrency,
-            visibility_timeout: Duration::from_secs(settings.visibility_timeout.max(1)),
-            drain_timeout: Duration::from_secs(settings.drain_timeout),
-            recovery_interval: Duration::from_secs(settings.recovery_interval.max(1)),
-            max_jobs: settings.max_jobs,
-            summary_interval: (settings.summary_interval > 0)
-                .then(|| Duration::from_secs(settings.summary_interval)),
-        },
+        settings,
         shutdown.clone(),
     );
     let finished = shutdown.clone();
@@ -314,17 +263,12 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         run.await;
         finished.cancel();
     });
-    {
-        let mut out = std::io::stdout().lock();
-        match &health_url {
-            Some(url) => writeln!(out, "skycut worker {name} ready; health on {url}")?,
-            None => writeln!(out, "skycut worker {name} ready")?,
-        }
-        out.flush()?;
+    match &health_url {
+        Some(url) => wiring::announce(&format!("skycut worker {name} ready; health on {url}"))?,
+        None => wiring::announce(&format!("skycut worker {name} ready"))?,
     }
-    if settings.max_uptime > 0 {
+    if let Some(after) = config.worker.retire_after() {
         let retire = shutdown.clone();
-        let after = Duration::from_secs(settings.max_uptime);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             tracing::info!(
@@ -335,7 +279,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         });
     }
     // stop: no new jobs; running ones finish or go back to the queue.
-    shutdown_signal(shutdown.clone()).await;
+    wiring::shutdown_signal(shutdown.clone()).await;
     shutdown.cancel();
     task.await?;
     // close: the Redis and job-store clients are dropped with the loop; nothing is buffered.
@@ -350,9 +294,7 @@ async fn serve_ops(
     limits: crate::http::Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (worker.health_listen)"))?;
+    let listener = wiring::listen(addr, "worker.health_listen").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let router = crate::ops::track_requests(ops);
     tokio::spawn(async move {

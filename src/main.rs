@@ -13,6 +13,7 @@ mod http;
 mod index;
 mod ops;
 mod serve;
+mod wiring;
 
 use std::path::PathBuf;
 

@@ -19,7 +19,6 @@ mod hardening;
 mod hostile;
 mod logs;
 mod many_cutouts;
-mod openapi;
 mod ops;
 mod previews;
 mod quotas;

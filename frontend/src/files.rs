@@ -16,7 +16,7 @@ use crate::state::AppState;
 #[utoipa::path(
     get,
     operation_id = "get_file",
-    path = "/files/{key}",
+    path = "/files/{*key}",
     tag = "service",
     params(("key" = String, Path, description = "Object key, e.g. JOB/result.fits"), crate::openapi::SignedUrlParams),
     responses(

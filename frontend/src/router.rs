@@ -1,84 +1,88 @@
-//! The whole URL space of the service, on one screen.
+//! The whole URL space of the service, on one screen, and the one list of routes: each
+//! `routes!(handler, ...)` line routes the handlers of one path and adds their `#[utoipa::path]`
+//! operations to the OpenAPI document, so a route cannot be left out of the description.
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
+use axum::{Extension, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::extract::{MAX_BODY_BYTES, SERVICE_PATH};
+use crate::openapi::{ApiDoc, Described};
 use crate::state::AppState;
 use crate::{bulk, datalink, events, files, jobs, openapi, sia, sync, ui, vosi};
 
 /// Every route under `/api/cutout`.
 pub fn build(state: AppState) -> Router {
+    let (service, document) = service(&state).split_for_parts();
+    let document = Described::new(document);
+    // The page's own address ends with a slash, which a route nested at the service path
+    // cannot match (`/` there is the service path itself, which serves the page too); the
+    // document's `/` is this address (its server URL is the service path).
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the page's second address, described as the document's `/`"
+    )]
+    let page_with_slash = Router::new().route("/api/cutout/", get(ui::page));
+    page_with_slash
+        .route_layer(from_fn_with_state(state.clone(), crate::span::request_span))
+        .nest(SERVICE_PATH, service.layer(Extension(Arc::new(document))))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(map_response(no_sniffing))
+        .with_state(state)
+}
+
+/// The routes of the service path with their OpenAPI operations, relative to the service path.
+fn service(state: &AppState) -> OpenApiRouter<AppState> {
     // The web page (see `crate::ui`): its forms are refused from other sites in every deployment.
-    let page = Router::new()
-        .route("/", get(ui::page))
-        .route("/ui/cutout", post(ui::cutout))
-        .route("/ui/jobs/{id}", get(ui::job_row).post(ui::job_action))
-        .route("/ui/{asset}", get(ui::asset))
+    let page = OpenApiRouter::new()
+        .routes(routes!(ui::page))
+        .routes(routes!(ui::cutout))
+        .routes(routes!(ui::job_row, ui::job_action))
+        .routes(routes!(ui::asset))
         .route_layer(from_fn_with_state(
             state.clone(),
             crate::origin::always_same_origin,
         ));
     // A catalogue may be far larger than a form: the bulk route takes its own body limit.
     let upload_limit = usize::try_from(state.settings.bulk.max_upload_bytes).unwrap_or(usize::MAX);
-    let service = Router::new()
-        .route(
-            "/bulk",
-            post(bulk::create).layer(DefaultBodyLimit::max(upload_limit)),
-        )
-        .route("/sync", get(sync::sync).post(sync::sync))
-        .route("/links", get(datalink::links).post(datalink::links))
-        .route("/sia/query", get(sia::query).post(sia::query))
-        .route("/jobs", get(jobs::list).post(jobs::create))
-        .route("/jobs/events", get(events::events))
-        .route(
-            "/jobs/{id}",
-            get(jobs::get).post(jobs::post).delete(jobs::delete),
-        )
-        .route(
-            "/jobs/{id}/phase",
-            get(jobs::get_phase).post(jobs::post_phase),
-        )
-        .route(
-            "/jobs/{id}/executionduration",
-            get(jobs::get_execution_duration).post(jobs::post_execution_duration),
-        )
-        .route(
-            "/jobs/{id}/destruction",
-            get(jobs::get_destruction).post(jobs::post_destruction),
-        )
-        .route("/jobs/{id}/error", get(jobs::get_error))
-        .route("/jobs/{id}/quote", get(jobs::get_quote))
-        .route("/jobs/{id}/owner", get(jobs::get_owner))
-        .route(
-            "/jobs/{id}/parameters",
-            get(jobs::get_parameters).post(jobs::post_parameters),
-        )
-        .route("/jobs/{id}/results", get(jobs::get_results))
-        .route("/jobs/{id}/results/{result}", get(jobs::get_result))
-        .route("/availability", get(vosi::availability))
-        .route("/capabilities", get(vosi::capabilities))
-        .route("/files/{*key}", get(files::get))
-        .route("/openapi.json", get(openapi::openapi_json))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(bulk::create).layer(DefaultBodyLimit::max(upload_limit)))
+        .routes(routes!(sync::sync))
+        .routes(routes!(datalink::links))
+        .routes(routes!(sia::query))
+        .routes(routes!(jobs::list, jobs::create))
+        .routes(routes!(events::events))
+        .routes(routes!(jobs::get, jobs::post, jobs::delete))
+        .routes(routes!(jobs::get_phase, jobs::post_phase))
+        .routes(routes!(
+            jobs::get_execution_duration,
+            jobs::post_execution_duration
+        ))
+        .routes(routes!(jobs::get_destruction, jobs::post_destruction))
+        .routes(routes!(jobs::get_error))
+        .routes(routes!(jobs::get_quote))
+        .routes(routes!(jobs::get_owner))
+        .routes(routes!(jobs::get_parameters, jobs::post_parameters))
+        .routes(routes!(jobs::get_results))
+        .routes(routes!(jobs::get_result))
+        .routes(routes!(vosi::availability))
+        .routes(routes!(vosi::capabilities))
+        .routes(routes!(files::get))
+        .routes(routes!(openapi::openapi_json))
         .merge(page)
         .route_layer(from_fn_with_state(state.clone(), crate::span::request_span))
         .route_layer(from_fn_with_state(
             state.clone(),
             crate::origin::same_origin,
-        ));
-    // The page's own address ends with a slash, which a route nested at the service path
-    // cannot match (`/` there is the service path itself, which serves the page too).
-    Router::new()
-        .route("/api/cutout/", get(ui::page))
-        .route_layer(from_fn_with_state(state.clone(), crate::span::request_span))
-        .nest(SERVICE_PATH, service)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(map_response(no_sniffing))
-        .with_state(state)
+        ))
 }
 
 /// Every answer says its content type is to be believed: a browser must not guess HTML or script
@@ -90,3 +94,6 @@ async fn no_sniffing(mut response: Response) -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests;

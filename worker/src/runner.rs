@@ -319,6 +319,9 @@ impl Worker {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 /// Deletes `keys` from the result store, now and once more a little later: a store call cut
 /// short by an abort may still finish its object in the background (the local bucket links it
 /// on a blocking thread) after the first delete.

@@ -1,0 +1,271 @@
+//! Fast tests of [`Worker::run_job`] and of the result-naming rules, on the in-memory store,
+//! queue and recording result store of `uws::testing` and the demo images (three small files
+//! written once per test into a temporary directory).
+
+use std::sync::Arc;
+
+use soda::repository::Repositories;
+use uws::job::{ErrorCode, ExecutionPhase, Job, JobId};
+use uws::params::Parameters;
+use uws::queue::Priority;
+use uws::store::JobStore;
+use uws::testing::{Harness, ResultEvent};
+
+use super::{Outcome, Worker, WorkerSettings};
+
+/// A centre and radius inside the demo image `m31`.
+const M31_CIRCLE: &str = "10.684708 41.26875 0.01";
+const ORION_CIRCLE: &str = "83.822083 -5.391111 0.01";
+
+struct Setup {
+    h: Harness,
+    worker: Worker,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let images = dir.path().join("demo");
+    soda::write_demo_repository(&images).expect("demo images");
+    let h = Harness::default();
+    let worker = Worker::new(
+        h.uws.clone(),
+        Arc::new(Repositories::new([("demo".to_owned(), images)])),
+        WorkerSettings {
+            scratch_dir: dir.path().join("scratch"),
+            software: "Skycut test".to_owned(),
+            part_bytes: 1 << 30,
+            shards: crate::ShardLimits::default(),
+        },
+    );
+    std::fs::create_dir_all(dir.path().join("scratch")).expect("scratch directory");
+    Setup {
+        h,
+        worker,
+        _dir: dir,
+    }
+}
+
+/// A job of alice's with `parameters`, QUEUED.
+async fn queued(h: &Harness, parameters: &[(&str, &str)]) -> Job {
+    let run: Parameters = [("PHASE", "RUN")].into_iter().collect();
+    h.uws
+        .create(
+            JobId::random(),
+            "alice",
+            &run,
+            parameters.iter().copied().collect(),
+            Priority::Async,
+            None,
+            uws::Admission::default(),
+        )
+        .await
+        .expect("create")
+}
+
+async fn stored(h: &Harness, id: &JobId) -> Job {
+    h.store.get(id).await.expect("get").expect("the job")
+}
+
+/// `(result ID, content type)` of each object put, in order.
+fn puts(h: &Harness) -> Vec<(String, String)> {
+    h.results
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            ResultEvent::Put {
+                key, content_type, ..
+            } => Some((key, content_type)),
+            ResultEvent::Delete(_) => None,
+        })
+        .collect()
+}
+
+fn result_ids(job: &Job) -> Vec<&str> {
+    job.results.iter().map(|r| r.id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_single_cutout_completes_with_one_fits_result_named_result() {
+    let s = setup();
+    let job = queued(&s.h, &[("ID", "butler://demo/m31"), ("CIRCLE", M31_CIRCLE)]).await;
+    let outcome = s.worker.run_job(&job.id, false, None).await.expect("run");
+    assert_eq!(outcome, Outcome::Completed);
+    let job = stored(&s.h, &job.id).await;
+    assert_eq!(job.phase, ExecutionPhase::Completed);
+    assert_eq!(result_ids(&job), ["result"]);
+    assert_eq!(job.results[0].mime_type, "application/fits");
+    assert!(job.results[0].size.is_some_and(|n| n > 2880));
+}
+
+#[tokio::test]
+async fn a_result_key_is_the_job_then_an_attempt_prefix_then_the_result_id() {
+    let s = setup();
+    let job = queued(&s.h, &[("ID", "butler://demo/m31"), ("CIRCLE", M31_CIRCLE)]).await;
+    s.worker.run_job(&job.id, false, None).await.expect("run");
+    let key = &stored(&s.h, &job.id).await.results[0].key;
+    let parts: Vec<&str> = key.split('/').collect();
+    assert_eq!(parts.len(), 3, "{key}");
+    assert_eq!(parts[0], job.id.as_str());
+    assert_eq!(parts[1].len(), 16, "{key}");
+    assert!(parts[1].chars().all(|c| c.is_ascii_hexdigit()), "{key}");
+    assert_eq!(parts[2], "result.fits");
+    assert_eq!(puts(&s.h), [(key.clone(), "application/fits".to_owned())]);
+}
+
+#[tokio::test]
+async fn several_cutouts_are_numbered_and_followed_by_one_file_of_them_all() {
+    let s = setup();
+    let job = queued(
+        &s.h,
+        &[
+            ("ID", "butler://demo/m31"),
+            ("CIRCLE", M31_CIRCLE),
+            ("CIRCLE", "10.684708 41.26875 0.02"),
+        ],
+    )
+    .await;
+    s.worker.run_job(&job.id, false, None).await.expect("run");
+    let job = stored(&s.h, &job.id).await;
+    assert_eq!(job.phase, ExecutionPhase::Completed);
+    assert_eq!(result_ids(&job), ["cutout-1", "cutout-2", "cutouts"]);
+    assert!(
+        job.results
+            .iter()
+            .all(|r| r.mime_type == "application/fits")
+    );
+}
+
+#[tokio::test]
+async fn a_preview_is_listed_before_the_fits_result() {
+    let s = setup();
+    let job = queued(
+        &s.h,
+        &[
+            ("ID", "butler://demo/m31"),
+            ("CIRCLE", M31_CIRCLE),
+            ("RESPONSEFORMAT", "image/png"),
+        ],
+    )
+    .await;
+    s.worker.run_job(&job.id, false, None).await.expect("run");
+    let job = stored(&s.h, &job.id).await;
+    assert_eq!(result_ids(&job), ["preview", "result"]);
+    assert_eq!(job.results[0].mime_type, "image/png");
+    assert!(job.results[0].key.ends_with("/preview.png"));
+}
+
+#[tokio::test]
+async fn a_header_request_gives_a_text_result() {
+    let s = setup();
+    let job = queued(
+        &s.h,
+        &[
+            ("ID", "butler://demo/m31"),
+            ("CIRCLE", M31_CIRCLE),
+            ("META", "true"),
+        ],
+    )
+    .await;
+    s.worker.run_job(&job.id, false, None).await.expect("run");
+    let job = stored(&s.h, &job.id).await;
+    assert_eq!(result_ids(&job), ["result"]);
+    assert!(job.results[0].mime_type.starts_with("text/plain"));
+    assert!(job.results[0].key.ends_with("/result.txt"));
+}
+
+#[tokio::test]
+async fn a_pair_that_cannot_be_cut_becomes_an_error_text_among_the_results() {
+    let s = setup();
+    let job = queued(
+        &s.h,
+        &[
+            ("ID", "butler://demo/m31"),
+            ("ID", "butler://demo/nowhere"),
+            ("CIRCLE", M31_CIRCLE),
+        ],
+    )
+    .await;
+    let outcome = s.worker.run_job(&job.id, false, None).await.expect("run");
+    assert_eq!(outcome, Outcome::Completed);
+    let job = stored(&s.h, &job.id).await;
+    assert_eq!(result_ids(&job), ["cutout-1", "cutout-2", "cutouts"]);
+    assert!(job.results[1].mime_type.starts_with("text/plain"));
+    assert!(job.results[1].key.ends_with("/cutout-2.txt"));
+}
+
+#[tokio::test]
+async fn a_job_whose_every_pair_fails_ends_in_error_with_the_first_failure() {
+    let s = setup();
+    let job = queued(
+        &s.h,
+        &[("ID", "butler://demo/nowhere"), ("CIRCLE", M31_CIRCLE)],
+    )
+    .await;
+    let outcome = s.worker.run_job(&job.id, false, None).await.expect("run");
+    assert_eq!(outcome, Outcome::Failed);
+    let job = stored(&s.h, &job.id).await;
+    assert_eq!(job.phase, ExecutionPhase::Error);
+    assert!(job.results.is_empty());
+    let error = job.error.expect("an error");
+    assert_eq!(error.code, ErrorCode::NotFound, "{error:?}");
+}
+
+#[tokio::test]
+async fn a_stencil_off_the_image_fails_the_job_with_no_data_and_stores_nothing() {
+    let s = setup();
+    let job = queued(
+        &s.h,
+        &[("ID", "butler://demo/m31"), ("CIRCLE", ORION_CIRCLE)],
+    )
+    .await;
+    assert_eq!(
+        s.worker.run_job(&job.id, false, None).await.expect("run"),
+        Outcome::Failed
+    );
+    let job = stored(&s.h, &job.id).await;
+    assert_eq!(job.phase, ExecutionPhase::Error);
+    assert_eq!(job.error.map(|e| e.code), Some(ErrorCode::NoData));
+    assert!(puts(&s.h).is_empty());
+}
+
+#[tokio::test]
+async fn a_job_that_is_not_queued_is_skipped_and_left_as_it_is() {
+    let s = setup();
+    let job = queued(&s.h, &[("ID", "butler://demo/m31"), ("CIRCLE", M31_CIRCLE)]).await;
+    s.h.uws
+        .set_phase("alice", job.id.as_str(), Some("ABORT"), None)
+        .await
+        .expect("abort");
+    let outcome = s.worker.run_job(&job.id, false, None).await.expect("run");
+    assert_eq!(outcome, Outcome::Skipped);
+    assert_eq!(stored(&s.h, &job.id).await.phase, ExecutionPhase::Aborted);
+    assert!(puts(&s.h).is_empty());
+}
+
+#[tokio::test]
+async fn a_deleted_job_is_skipped() {
+    let s = setup();
+    let outcome = s
+        .worker
+        .run_job(&JobId::random(), false, None)
+        .await
+        .expect("run");
+    assert_eq!(outcome, Outcome::Skipped);
+}
+
+#[tokio::test]
+async fn an_executing_job_is_skipped_unless_taken_over() {
+    let s = setup();
+    let job = queued(&s.h, &[("ID", "butler://demo/m31"), ("CIRCLE", M31_CIRCLE)]).await;
+    s.h.uws.begin(&job.id).await.expect("begin");
+    assert_eq!(
+        s.worker.run_job(&job.id, false, None).await.expect("run"),
+        Outcome::Skipped
+    );
+    assert_eq!(
+        s.worker.run_job(&job.id, true, None).await.expect("run"),
+        Outcome::Completed
+    );
+    assert_eq!(stored(&s.h, &job.id).await.phase, ExecutionPhase::Completed);
+}
