@@ -475,9 +475,11 @@ fn a_bulk_job_split_into_shards_gives_every_stamp_once_in_catalogue_order() {
     assert!(errors.contains(&format!("\n{rows},,")), "{errors}");
     let logs = app.logs();
     assert!(
-        logs.contains("shards=4"),
+        logs.contains(r#""bulk job shared as shards","shards":4"#),
         "7 images, 2 a shard: 4 shards\n{logs}"
     );
+    // Workers other than the job's own cut shards (the job's worker never runs `run_shard`).
+    assert!(logs.contains("cut a bulk shard"), "{logs}");
     // Once done, the shards' objects go; the job's plan stays with the job.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
