@@ -448,18 +448,27 @@ pub(crate) async fn bulk(
     let reader = PlanReader::open(std::io::BufReader::with_capacity(1 << 16, file))
         .map_err(|e| internal(format!("the bulk plan is unreadable: {e}")))?;
     let (total_stamps, total_images) = reader.totals();
-    // The plan is read and split on a blocking thread: it is a file, perhaps a large one.
+    // The plan is read and split on a blocking thread: it is a file, perhaps a large one. An
+    // abort drops this future but not the thread: the shard plans it wrote then go with it.
     let base = scratch.file("shard");
     let limits = settings.shards;
-    let split = tokio::task::spawn_blocking(move || {
-        shards::split(reader, limits, |n| {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let split = shards::split(reader, limits, |n| {
             let mut path = base.clone().into_os_string();
             path.push(format!("-{n}"));
             PathBuf::from(path)
-        })
-    })
-    .await
-    .map_err(|e| internal(format!("plan thread failed: {e}")))??;
+        });
+        if let Err(Ok(unwanted)) = sender.send(split) {
+            for shard in unwanted.shards {
+                std::fs::remove_file(shard.plan).ok();
+            }
+        }
+    });
+    let split = receiver
+        .await
+        .map_err(|e| internal(format!("plan thread failed: {e}")))??;
+    // Adopted at once (no await between): whenever this attempt ends, they go.
     for shard in &split.shards {
         scratch.adopt(shard.plan.clone());
     }
