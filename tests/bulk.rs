@@ -458,6 +458,7 @@ fn a_bulk_job_split_into_shards_gives_every_stamp_once_in_catalogue_order() {
         "{doc}"
     );
     assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps", "errors"]);
+    assert!(doc.contains(r#"name="shards" done="4" total="4""#), "{doc}");
     let hrefs = attributes(&doc, "uws:result", "xlink:href");
     let stamps = stamp_rows(&app.get_url(&hrefs[0]).bytes().expect("table"), 16);
     let order: Vec<i64> = stamps.iter().map(|s| s.0).collect();
@@ -530,6 +531,8 @@ fn a_running_bulk_job_shows_its_progress_in_job_info() {
         }
         if phase == "COMPLETED" {
             assert_eq!(progress(&doc), Some((rows as u64, rows as u64)), "{doc}");
+            // 30 images, 64 a shard by default: one shard.
+            assert!(doc.contains(r#"name="shards" done="1" total="1""#), "{doc}");
             break;
         }
         assert!(phase != "ERROR" && Instant::now() < deadline, "{doc}");

@@ -477,7 +477,11 @@ pub(crate) async fn bulk(
     for (row, reason) in split.errors {
         builder.note(row, "", JobError::new(ErrorCode::NoData, reason));
     }
-    let mut progress = Progress::new(store.uws, &job.id, total_stamps, total_images);
+    let mut progress = Progress::new(
+        store.uws,
+        &job.id,
+        (total_stamps, total_images, split.shards.len().max(1) as u64),
+    );
     if split.shards.len() <= 1 {
         if let Some(shard) = split.shards.first() {
             cut_plan(
@@ -489,6 +493,7 @@ pub(crate) async fn bulk(
             )
             .await?;
         }
+        progress.shard_finished();
         progress.report().await;
         return builder.finish(job, store, scratch).await;
     }
@@ -605,7 +610,7 @@ async fn cut_unclaimed(
         let key = shards::batch_key(job.id.as_str(), &shard.name);
         match store.results.exists(&key).await {
             Ok(true) => {
-                progress.shard_done(shard.stamps, shard.images);
+                progress.cut_elsewhere(shard.stamps, shard.images);
                 progress.now_and_then().await;
                 continue;
             }
@@ -616,6 +621,7 @@ async fn cut_unclaimed(
         }
         let path = scratch.file(&format!("{}.batch", shard.name));
         cut_to_batch(&shard.plan, &path, sources, size, Some(progress)).await?;
+        progress.shard_finished();
         store
             .results
             .put_file(&key, &path, &shard_meta(&shard.name, "batch1"))
@@ -750,34 +756,44 @@ async fn cut_plan(
 /// How often a bulk job's progress is reported at most.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A bulk job's progress: stamps and images done of the plan's totals, reported to the job
-/// store now and then.
+/// A bulk job's progress: stamps, images and shards done of the plan's totals, reported to the
+/// job store now and then. What other workers cut counts when the job's worker finds it.
 struct Progress<'a> {
     uws: &'a uws::service::Uws,
     job: &'a uws::JobId,
     stamps: (u64, u64),
     images: (u64, u64),
+    shards: (u64, u64),
     reported: Option<std::time::Instant>,
 }
 
 impl<'a> Progress<'a> {
-    fn new(uws: &'a uws::service::Uws, job: &'a uws::JobId, stamps: u64, images: u64) -> Self {
+    /// Progress towards `(stamps, images, shards)`.
+    fn new(uws: &'a uws::service::Uws, job: &'a uws::JobId, totals: (u64, u64, u64)) -> Self {
         Progress {
             uws,
             job,
-            stamps: (0, stamps),
-            images: (0, images),
+            stamps: (0, totals.0),
+            images: (0, totals.1),
+            shards: (0, totals.2),
             reported: None,
         }
     }
 
     fn image_done(&mut self, stamps: u64) {
-        self.shard_done(stamps, 1);
+        self.stamps.0 += stamps;
+        self.images.0 += 1;
     }
 
-    fn shard_done(&mut self, stamps: u64, images: u64) {
+    fn shard_finished(&mut self) {
+        self.shards.0 += 1;
+    }
+
+    /// A shard another worker cut.
+    fn cut_elsewhere(&mut self, stamps: u64, images: u64) {
         self.stamps.0 += stamps;
         self.images.0 += images;
+        self.shard_finished();
     }
 
     /// Reports when the last report is [`PROGRESS_EVERY`] old (or there was none).
@@ -801,6 +817,7 @@ impl<'a> Progress<'a> {
         let progress = uws::Progress(vec![
             count("stamps", self.stamps),
             count("images", self.images),
+            count("shards", self.shards),
         ]);
         if let Err(e) = self.uws.report_progress(self.job, progress).await {
             tracing::debug!(error = %e, "progress report refused");
