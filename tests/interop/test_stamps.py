@@ -144,3 +144,63 @@ def test_a_stamp_table_reads_with_astropy_and_stacks_into_cutout2d_stamps(server
         a = stamp_wcs.pixel_to_world(ii, jj)
         b = source_wcs.pixel_to_world(ii + x0, jj + y0)
         assert np.all(a.separation(b).deg < 1e-7), f"row {n}"
+
+
+@pytest.fixture(scope="module")
+def sharded_server(server, tmp_path_factory):
+    """A second server on the same images whose bulk jobs are split one image a shard, so that
+    the stamps of one job are cut by several of its worker slots and joined."""
+    _, images = server
+    data_dir = tmp_path_factory.mktemp("stamp-bulk-data")
+    with running_skycut(data_dir, ["--repository", f"{REPOSITORY}={images}"],
+                        settings={"SKYCUT_BULK__SHARD_IMAGES": "1"}) as s:
+        yield s, images
+
+
+def test_bulk_stamps_of_every_projection_are_astropys_cutout2d(sharded_server):
+    """Issue 15's pixel-exact rule: a bulk job's stamps, over TAN, TAN-SIP, SIN and ZEA images
+    and hanging over their edges, equal astropy's Cutout2D at the same sky positions, when the
+    job is shared as one shard per image."""
+    s, images = sharded_server
+    size = 16
+    rows = []
+    for name in sorted(IMAGES):
+        with fits.open(images / f"{name}.fits") as hdul:
+            wcs = WCS(hdul[0].header)
+        for x, y in SPOTS:
+            sky = wcs.pixel_to_world(x, y)
+            rows.append((float(sky.ra.deg), float(sky.dec.deg), name))
+    catalogue = "ra,dec,id\n" + "".join(
+        f"{ra!r},{dec!r},butler://{REPOSITORY}/{name}\n" for ra, dec, name in rows)
+    r = requests.post(
+        f"{s.base_url}/bulk",
+        data={"UPLOAD": "cat,param:cat", "SIZE": str(size), "PHASE": "RUN"},
+        files={"cat": ("cat.csv", catalogue)},
+        allow_redirects=False, timeout=HTTP_TIMEOUT,
+    )
+    assert r.status_code == 303, r.text
+    job = r.headers["Location"]
+    phase = "QUEUED"
+    for _ in range(20):
+        phase = requests.get(f"{job}/phase", timeout=HTTP_TIMEOUT).text
+        if phase in ("COMPLETED", "ERROR", "ABORTED"):
+            break
+        requests.get(job, params={"WAIT": "10", "PHASE": phase}, timeout=HTTP_TIMEOUT)
+    assert phase == "COMPLETED", requests.get(f"{job}/error", timeout=HTTP_TIMEOUT).text
+    info = requests.get(job, timeout=HTTP_TIMEOUT).text
+    assert f'name="shards" done="{len(IMAGES)}" total="{len(IMAGES)}"' in info, info
+    body = requests.get(f"{job}/results/stamps", timeout=HTTP_TIMEOUT).content
+    table = Table.read(io.BytesIO(body), format="fits", hdu="STAMPS")
+    sources = Table.read(io.BytesIO(body), format="fits", hdu="IMAGES")
+    assert list(table["ROW"]) == list(range(len(rows)))
+    stamps = np.asarray(table["STAMP"])
+    assert stamps.shape == (len(rows), size, size)
+    for n, row in enumerate(table):
+        ra, dec, name = rows[n]
+        assert sources["ID"][row["IMAGE"]] == f"butler://{REPOSITORY}/{name}"
+        with fits.open(images / f"{name}.fits") as hdul:
+            data, wcs = hdul[0].data, WCS(hdul[0].header)
+            px, py = wcs.world_to_pixel(SkyCoord(ra, dec, unit="deg"))
+            expected = Cutout2D(data, (float(px), float(py)), size, mode="partial",
+                                fill_value=np.nan).data
+        np.testing.assert_array_equal(stamps[n], expected, err_msg=f"{name} row {n}")
