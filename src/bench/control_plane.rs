@@ -137,12 +137,12 @@ const PG_COUNTERS: [&str; 6] = [
     "tup_deleted",
 ];
 
-/// How long after its last transaction a backend's counters are surely in `pg_stat_database`.
-const PG_SETTLE: Duration = Duration::from_secs(11);
-
 /// What this run reads from outside the cluster: PostgreSQL's statistics, Redis's `INFO`.
 struct Probe {
     pool: sqlx::PgPool,
+    /// How long after its last transaction a backend's counters are surely in
+    /// `pg_stat_database` (`--cp-settle-seconds`).
+    settle: Duration,
     redis: String,
     http: reqwest::Client,
 }
@@ -163,6 +163,7 @@ impl Probe {
         );
         Ok(Probe {
             pool,
+            settle: Duration::from_secs_f64(args.cp_settle_seconds),
             redis,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -218,7 +219,7 @@ impl Probe {
             add_calls(&mut s.worker_calls, &self.metrics(url).await?);
         }
         if settle {
-            tokio::time::sleep(PG_SETTLE).await;
+            tokio::time::sleep(self.settle).await;
         }
         let row = sqlx::query_as::<_, (i64, i64, i64, i64, i64, i64)>(
             "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched, tup_inserted, \
@@ -234,6 +235,16 @@ impl Probe {
             s.pg.insert(name, value);
         }
         Ok(s)
+    }
+
+    /// Jobs in the run's database, and the bytes of their table with its indexes and TOAST.
+    async fn stored_jobs(&self) -> anyhow::Result<(i64, i64)> {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT count(*), pg_total_relation_size('uws_job') FROM uws_job",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("cannot size uws_job")
     }
 
     async fn metrics(&self, root: &str) -> anyhow::Result<String> {
@@ -653,6 +664,7 @@ async fn measure_in(
     let load_before = load_average();
     let mut costs = Vec::new();
     let mut steps = Vec::new();
+    let mut stored = None;
     for (i, &replicas) in args.cp_replicas.iter().enumerate() {
         let topology = Topology {
             wobblies: replicas,
@@ -692,7 +704,7 @@ async fn measure_in(
                 ];
                 // The warm-up's counters are all in first (each kind's last sample waits for
                 // its own).
-                tokio::time::sleep(PG_SETTLE).await;
+                tokio::time::sleep(probe.settle).await;
                 for (kind, jobs, n) in plan {
                     if jobs == 0 {
                         continue;
@@ -711,6 +723,7 @@ async fn measure_in(
                     );
                     costs.push(c);
                 }
+                stored = Some(probe.stored_jobs().await?);
             }
             for &n in &args.cp_clients {
                 let before = probe.sample(&cluster, false).await?;
@@ -751,7 +764,7 @@ async fn measure_in(
         outcome?;
     }
     probe.pool.close().await;
-    print_report(args, cores, &load_before, &costs, &steps);
+    print_report(args, cores, &load_before, &costs, &steps, stored);
     Ok(())
 }
 
@@ -829,7 +842,14 @@ fn load_average() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-fn print_report(args: &BenchArgs, cores: f64, load_before: &str, costs: &[Cost], steps: &[Step]) {
+fn print_report(
+    args: &BenchArgs,
+    cores: f64,
+    load_before: &str,
+    costs: &[Cost],
+    steps: &[Step],
+    stored: Option<(i64, i64)>,
+) {
     println!(
         "control plane: a {0}x{0} float32 image; {1} workers of concurrency {2}; load average before {load_before}, after {3}; {cores} cores",
         args.cp_image_size,
@@ -908,6 +928,12 @@ fn print_report(args: &BenchArgs, cores: f64, load_before: &str, costs: &[Cost],
             .join(", ")
     });
     row("seconds measured", &|c| format!("{:.1}", c.seconds));
+    if let Some((jobs, bytes)) = stored {
+        println!(
+            "job store after the cost measurement: {jobs} jobs in {bytes} bytes of uws_job with its indexes and TOAST ({:.0} bytes a job)",
+            bytes as f64 / jobs.max(1) as f64
+        );
+    }
     println!();
     println!("Simulation: closed loops of sync jobs, clients spread over the frontends:");
     println!(

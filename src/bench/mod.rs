@@ -218,6 +218,10 @@ pub struct BenchArgs {
     /// Seconds of each step of the simulation.
     #[arg(long, default_value_t = 10.0)]
     cp_seconds: f64,
+    /// Seconds to wait before reading PostgreSQL's counters after a load: PostgreSQL 15 reports
+    /// a busy backend's counters only after 10 s idle (less makes its figures incomplete).
+    #[arg(long, default_value_t = 11.0)]
+    cp_settle_seconds: f64,
 }
 
 /// One line of the table; a figure that does not apply is left out.
