@@ -17,7 +17,7 @@ use uws::sky_index::ImageIndex;
 use uws::store::JobStore;
 use worker::distributed::run_redis;
 use worker::redis::{RedisConsumer, RedisQueue, Streams};
-use worker::redis_events::RedisPhaseEvents;
+use worker::redis_events::{Hearing, RedisPhaseEvents};
 
 use crate::config::Config;
 use crate::wiring;
@@ -36,7 +36,8 @@ struct Shared {
     store_health: Arc<dyn HealthCheck>,
 }
 
-async fn connect(config: &Config) -> anyhow::Result<Shared> {
+/// Connects a role that hears the phase changes of `hearing`.
+async fn connect(config: &Config, hearing: Hearing) -> anyhow::Result<Shared> {
     wiring::warn_of_missing_repositories(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -48,7 +49,7 @@ async fn connect(config: &Config) -> anyhow::Result<Shared> {
         .context("cannot connect to Redis")?;
     let streams = Streams::new(&config.redis_prefix);
     let events = Arc::new(
-        RedisPhaseEvents::start(client.clone(), redis_url, &streams.events_channel())
+        RedisPhaseEvents::start(client.clone(), redis_url, &streams, hearing)
             .await
             .context("cannot subscribe to phase events")?,
     );
@@ -137,7 +138,7 @@ async fn open_database(config: &Config, connections: u32) -> anyhow::Result<wobb
 /// `skycut frontend`: the public HTTP service.
 pub async fn frontend(config: Config) -> anyhow::Result<()> {
     let auth = crate::auth::build(&config.auth, crate::auth::Role::Frontend).await?;
-    let shared = connect(&config).await?;
+    let shared = connect(&config, Hearing::Every).await?;
     let shutdown = CancellationToken::new();
     wiring::spawn_sweep(shared.uws.clone(), &config, shutdown.clone());
     // Queue depth is read from Redis, so the queue check is the Redis check.
@@ -205,7 +206,8 @@ pub async fn wobbly(config: Config) -> anyhow::Result<()> {
 /// exits 0.
 pub async fn worker(config: Config) -> anyhow::Result<()> {
     // connect: each step waits with backoff for a job store or Redis not reachable yet.
-    let shared = connect(&config).await?;
+    // A worker needs only final phases (to cancel a job), not every job's QUEUED and EXECUTING.
+    let shared = connect(&config, Hearing::FinalOnly).await?;
     let redis_url = config.redis_url.expose();
     let reader = worker::redis::connect(redis_url)
         .await

@@ -1,6 +1,6 @@
 //! The command line as an operator meets it: `--listen` of each distributed role, the warnings a
 //! role gives about a setting that will not work, configuration typos (file and environment
-//! alike) and `skycut migrate` in an empty directory.
+//! alike), `skycut migrate` in an empty directory and a tiny `skycut bench --control-plane`.
 
 use std::net::TcpListener;
 use std::process::{Command, Output};
@@ -172,4 +172,102 @@ fn migrate_in_an_empty_directory_creates_the_data_directory_and_says_what_it_did
     let out = run_skycut_in(dir.path(), &["migrate"], &[]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout).trim(), "job store was already up to date");
+}
+
+#[test]
+fn bench_control_plane_prints_every_cost_and_every_simulation_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (postgres, redis) = (postgres_url(), redis_url());
+    let out = run_skycut_in(
+        dir.path(),
+        &[
+            "bench",
+            "--control-plane",
+            "--postgres-url",
+            &postgres,
+            "--redis-url",
+            &redis,
+            "--cp-jobs",
+            "6",
+            "--cp-cost-clients",
+            "2",
+            "--cp-bulk-jobs",
+            "2",
+            "--cp-workers",
+            "2",
+            "--cp-worker-concurrency",
+            "1",
+            "--cp-replicas",
+            "1,2",
+            "--cp-clients",
+            "2",
+            "--cp-seconds",
+            "1",
+            // The PostgreSQL figures may come out incomplete; only the table's shape is checked.
+            "--cp-settle-seconds",
+            "0",
+        ],
+        &[("RUST_LOG", "warn")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    let rows = |prefix: &str| -> Vec<Vec<String>> {
+        stdout
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split(" | ")
+                    .map(|c| c.trim().to_owned())
+                    .collect()
+            })
+            .collect()
+    };
+    // The cost table: a column per kind of job, a figure in every cell.
+    let header = &rows("| per job |")[0];
+    assert_eq!(header.len(), 4, "{stdout}");
+    for (cell, kind) in header[1..].iter().zip(["sync", "async", "bulk"]) {
+        assert!(cell.starts_with(kind), "{stdout}");
+    }
+    for name in [
+        "CPU ms: load generator (bench)",
+        "CPU ms: frontend",
+        "CPU ms: wobbly",
+        "CPU ms: workers",
+        "CPU ms: PostgreSQL backends of wobbly",
+        "CPU ms: PostgreSQL background",
+        "CPU ms: Redis",
+        "CPU ms: all of this run's processes",
+        "HTTP requests to wobbly",
+        "job-store calls of the frontend",
+        "job-store calls of the workers",
+        "PostgreSQL transactions",
+        "Redis commands",
+    ] {
+        let row = rows(&format!("| {name} |"));
+        assert_eq!(row.len(), 1, "no row {name}: {stdout}");
+        assert_eq!(row[0].len(), 4, "{name}: {stdout}");
+        assert!(
+            row[0][1..].iter().all(|c| !c.is_empty()),
+            "{name}: {stdout}"
+        );
+    }
+    // Every job was counted: the frontend asked wobbly something for each.
+    let requests = &rows("| HTTP requests to wobbly |")[0];
+    for cell in &requests[1..] {
+        assert!(cell.parse::<f64>().expect("a number") > 0.0, "{stdout}");
+    }
+    // The simulation: one row per replica count and client count, and its maximum with the
+    // model's prediction.
+    for replicas in ["1", "2"] {
+        let step = rows(&format!("| {replicas} | 2 |"));
+        assert_eq!(step.len(), 1, "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "maximum with {replicas} wobbly + {replicas} frontend(s): "
+            )),
+            "{stdout}"
+        );
+    }
+    assert_eq!(stdout.matches("measured/model").count(), 2, "{stdout}");
 }

@@ -475,7 +475,7 @@ fn push_runs(
 }
 
 /// POSTs the catalogue as a bulk job that runs at once; returns the job's ID.
-async fn post(
+pub(super) async fn post(
     client: &reqwest::Client,
     base: &str,
     catalogue: &[u8],

@@ -22,15 +22,36 @@ pub struct ClusterSpec {
     pub data_dir: PathBuf,
 }
 
+/// How many of each role a [`Cluster`] runs.
+pub struct Topology {
+    /// wobbly replicas, all over the same database; frontends and workers are spread over them
+    /// in turn.
+    pub wobblies: usize,
+    /// Frontends, each on its own port (a load spreads itself over [`Cluster::bases`]).
+    pub frontends: usize,
+    pub workers: usize,
+    /// Jobs each worker runs at once (`worker.concurrency`); `None` keeps the default.
+    pub worker_concurrency: Option<usize>,
+    /// Whether each worker serves `/metrics` (`worker.health_listen` on a free port).
+    pub worker_metrics: bool,
+}
+
 /// A running distributed Skycut; every child is killed on drop.
 pub struct Cluster {
-    /// `http://ADDR/api/cutout` of the frontend.
+    /// `http://ADDR/api/cutout` of the (first) frontend.
     pub base: String,
+    /// `http://ADDR/api/cutout` of every frontend.
+    pub bases: Vec<String>,
+    /// `http://ADDR` of every wobbly replica.
+    pub wobbly_urls: Vec<String>,
+    /// `http://ADDR` where each worker serves `/metrics`, with [`Topology::worker_metrics`].
+    pub worker_metrics: Vec<String>,
     /// The job-store service name (and Redis prefix) of this run.
     pub scope: String,
     env: Vec<(String, String)>,
-    wobbly: Option<Child>,
-    frontend: Option<Child>,
+    worker_concurrency: Option<usize>,
+    wobblies: Vec<Child>,
+    frontends: Vec<Child>,
     workers: Vec<Child>,
 }
 
@@ -70,6 +91,20 @@ impl Cluster {
     /// Starts wobbly, the frontend and `workers` workers, and returns once each has said it is
     /// ready.
     pub fn start(spec: &ClusterSpec, workers: usize) -> anyhow::Result<Cluster> {
+        Cluster::start_topology(
+            spec,
+            &Topology {
+                wobblies: 1,
+                frontends: 1,
+                workers,
+                worker_concurrency: None,
+                worker_metrics: false,
+            },
+        )
+    }
+
+    /// Starts the roles of `topology`, and returns once each has said it is ready.
+    pub fn start_topology(spec: &ClusterSpec, topology: &Topology) -> anyhow::Result<Cluster> {
         let scope = format!("bench{}", &random_hex()[..16]);
         let mut env = vec![
             (
@@ -98,42 +133,77 @@ impl Cluster {
                 dir.display().to_string(),
             ));
         }
+        if topology.worker_metrics {
+            env.push((
+                "SKYCUT_WORKER__HEALTH_LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ));
+        }
         let mut cluster = Cluster {
             base: String::new(),
+            bases: Vec::new(),
+            wobbly_urls: Vec::new(),
+            worker_metrics: Vec::new(),
             scope,
             env,
-            wobbly: None,
-            frontend: None,
+            worker_concurrency: topology.worker_concurrency,
+            wobblies: Vec::new(),
+            frontends: Vec::new(),
             workers: Vec::new(),
         };
-        let (wobbly, line) = cluster.spawn(&["wobbly"], &[])?;
-        cluster.wobbly = Some(wobbly);
-        let url = listening_url(&line).context("wobbly did not start")?;
-        cluster.env.push(("SKYCUT_WOBBLY__URL".to_owned(), url));
-        let (frontend, line) = cluster.spawn(&["frontend", "--listen", "127.0.0.1:0"], &[])?;
-        cluster.frontend = Some(frontend);
-        cluster.base = listening_url(&line).context("the frontend did not start")?;
-        for _ in 0..workers {
+        for _ in 0..topology.wobblies.max(1) {
+            let (wobbly, line) = cluster.spawn(&["wobbly"], &[])?;
+            cluster.wobblies.push(wobbly);
+            let url = listening_url(&line).context("wobbly did not start")?;
+            cluster.wobbly_urls.push(url);
+        }
+        for i in 0..topology.frontends.max(1) {
+            let wobbly = cluster.next_wobbly(i);
+            let (frontend, line) = cluster.spawn(
+                &["frontend", "--listen", "127.0.0.1:0"],
+                &[("SKYCUT_WOBBLY__URL", &wobbly)],
+            )?;
+            cluster.frontends.push(frontend);
+            let base = listening_url(&line).context("the frontend did not start")?;
+            cluster.bases.push(base);
+        }
+        cluster.base = cluster.bases[0].clone();
+        for _ in 0..topology.workers {
             cluster.start_worker(None)?;
         }
         Ok(cluster)
     }
 
+    /// The wobbly replica the `i`th frontend or worker uses.
+    fn next_wobbly(&self, i: usize) -> String {
+        self.wobbly_urls[i % self.wobbly_urls.len()].clone()
+    }
+
     /// Starts one more worker; with `address_space_limit`, under that `RLIMIT_AS` (bytes, set by
     /// the shell's `ulimit -v` before it execs the worker).
     pub fn start_worker(&mut self, address_space_limit: Option<u64>) -> anyhow::Result<u32> {
+        let wobbly = self.next_wobbly(self.workers.len());
+        let concurrency = self.worker_concurrency.map(|n| n.to_string());
+        let mut extra = vec![("SKYCUT_WOBBLY__URL", wobbly.as_str())];
+        if let Some(n) = &concurrency {
+            extra.push(("SKYCUT_WORKER__CONCURRENCY", n));
+        }
         let (child, line) = match address_space_limit {
-            None => self.spawn(&["worker"], &[])?,
+            None => self.spawn(&["worker"], &extra)?,
             Some(bytes) => {
                 let script = format!("ulimit -v {} && exec \"$0\" worker", bytes / 1024);
                 // Each thread's malloc arena reserves 64 MiB of address space; two arenas keep
                 // the limit about the worker's data, not its thread count.
-                self.spawn_via_shell(&script, &[("MALLOC_ARENA_MAX", "2")])?
+                extra.push(("MALLOC_ARENA_MAX", "2"));
+                self.spawn_via_shell(&script, &extra)?
             }
         };
         let pid = child.id();
         self.workers.push(child);
         anyhow::ensure!(line.contains("ready"), "worker did not start: {line:?}");
+        if let Some((_, url)) = line.split_once("health on ") {
+            self.worker_metrics.push(url.trim().to_owned());
+        }
         Ok(pid)
     }
 
@@ -146,11 +216,19 @@ impl Cluster {
     }
 
     pub fn frontend_pid(&self) -> Option<u32> {
-        self.frontend.as_ref().map(Child::id)
+        self.frontends.first().map(Child::id)
     }
 
     pub fn wobbly_pid(&self) -> Option<u32> {
-        self.wobbly.as_ref().map(Child::id)
+        self.wobblies.first().map(Child::id)
+    }
+
+    pub fn frontend_pids(&self) -> Vec<u32> {
+        self.frontends.iter().map(Child::id).collect()
+    }
+
+    pub fn wobbly_pids(&self) -> Vec<u32> {
+        self.wobblies.iter().map(Child::id).collect()
     }
 
     pub fn worker_pids(&self) -> Vec<u32> {
@@ -213,11 +291,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_workers();
-        for child in [self.frontend.take(), self.wobbly.take()]
-            .into_iter()
-            .flatten()
-        {
-            let mut child = child;
+        for mut child in self.frontends.drain(..).chain(self.wobblies.drain(..)) {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -14,12 +14,14 @@
 //!
 //! Every result is checked against the floor's pixels ([`load`]).
 //!
-//! Two measurements replace this table with their own: `--light-curve` ([`light_curve`]) and
+//! Three measurements replace this table with their own: `--light-curve` ([`light_curve`]),
 //! `--bulk` ([`bulk`]: bulk stamp tables, embedded and distributed, against astropy and
-//! astrocut).
+//! astrocut) and `--control-plane` ([`control_plane`]: the cost per job of each distributed
+//! component, and the most jobs a second the control plane carries).
 
 mod bulk;
 mod cluster;
+mod control_plane;
 mod light_curve;
 mod load;
 mod source_cache;
@@ -179,6 +181,47 @@ pub struct BenchArgs {
     /// them into `.venv`).
     #[arg(long, default_value = ".venv/bin/python")]
     bulk_python: PathBuf,
+    /// Measure the control plane instead ([`control_plane`]): the CPU and round trips each
+    /// distributed component spends per sync, async and bulk job of a tiny image, then the most
+    /// sync jobs a second with `--cp-workers` workers and each of `--cp-replicas` wobbly
+    /// replicas and frontends.
+    #[arg(long)]
+    control_plane: bool,
+    /// Side of the square float32 image of the control-plane measurement, in pixels.
+    #[arg(long, default_value_t = 16)]
+    cp_image_size: usize,
+    /// Sync jobs, and async jobs, whose costs are measured.
+    #[arg(long, default_value_t = 400)]
+    cp_jobs: usize,
+    /// Concurrent clients of the cost measurement (sync and async).
+    #[arg(long, default_value_t = 4)]
+    cp_cost_clients: usize,
+    /// Bulk jobs whose costs are measured, one at a time (0 skips them).
+    #[arg(long, default_value_t = 20)]
+    cp_bulk_jobs: usize,
+    /// Stamps (4×4 pixels) in each bulk job.
+    #[arg(long, default_value_t = 5)]
+    cp_bulk_stamps: usize,
+    /// Worker processes of the control-plane measurement.
+    #[arg(long, default_value_t = 20)]
+    cp_workers: usize,
+    /// Jobs each of those workers runs at once.
+    #[arg(long, default_value_t = 2)]
+    cp_worker_concurrency: usize,
+    /// wobbly replicas (and as many frontends) of each simulation; the costs are measured on
+    /// the first.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    cp_replicas: Vec<usize>,
+    /// Concurrent clients of each step of the simulation (closed loops of sync jobs).
+    #[arg(long, value_delimiter = ',', default_value = "8,32,96")]
+    cp_clients: Vec<usize>,
+    /// Seconds of each step of the simulation.
+    #[arg(long, default_value_t = 10.0)]
+    cp_seconds: f64,
+    /// Seconds to wait before reading PostgreSQL's counters after a load: PostgreSQL 15 reports
+    /// a busy backend's counters only after 10 s idle (less makes its figures incomplete).
+    #[arg(long, default_value_t = 11.0)]
+    cp_settle_seconds: f64,
 }
 
 /// One line of the table; a figure that does not apply is left out.
@@ -318,6 +361,9 @@ const SCALE: f64 = 0.2 / 3600.0;
 async fn measure(args: &BenchArgs, dir: &Path) -> anyhow::Result<()> {
     if args.bulk {
         return bulk::measure(args, dir).await;
+    }
+    if args.control_plane {
+        return control_plane::measure(args, dir).await;
     }
     let image = dir.join("images/bench.fits");
     eprintln!(

@@ -109,8 +109,15 @@ impl Streams {
         format!("{}:epoch", self.prefix)
     }
 
+    /// Every phase change (frontends hear it: `WAIT`, sync requests, `/jobs/events`).
     pub fn events_channel(&self) -> String {
         format!("{}:phase", self.prefix)
+    }
+
+    /// Final phase changes only, published on [`Streams::events_channel`] too: what a worker
+    /// needs to cancel a job, without hearing each job's QUEUED and EXECUTING.
+    pub fn final_events_channel(&self) -> String {
+        format!("{}:phase:final", self.prefix)
     }
 
     /// Every key Skycut writes under this prefix (the channel is not a key).
