@@ -319,16 +319,7 @@ impl TestApp {
     /// Everything the app's processes wrote to stderr so far (with `capture_logs`), each file
     /// after a `== NAME ==` line.
     pub fn logs(&self) -> String {
-        let dir = self
-            .log_dir
-            .as_ref()
-            .expect("logs are captured (capture_logs)");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .expect("logs dir")
-            .map(|e| e.expect("log entry").path())
-            .collect();
-        files.sort();
-        files
+        self.log_files()
             .iter()
             .map(|f| {
                 let text = std::fs::read_to_string(f).expect("log file");
@@ -340,6 +331,15 @@ impl TestApp {
     /// What each `skycut worker` wrote to stderr so far (with `capture_logs`), in the order of
     /// [`TestApp::workers`].
     pub fn worker_logs(&self) -> Vec<String> {
+        self.log_files()
+            .iter()
+            .filter(|f| f.to_string_lossy().ends_with("-worker.log"))
+            .map(|f| std::fs::read_to_string(f).expect("log file"))
+            .collect()
+    }
+
+    /// The log file of each process (with `capture_logs`), in the order they were started.
+    fn log_files(&self) -> Vec<PathBuf> {
         let dir = self
             .log_dir
             .as_ref()
@@ -347,13 +347,9 @@ impl TestApp {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .expect("logs dir")
             .map(|e| e.expect("log entry").path())
-            .filter(|f| f.to_string_lossy().ends_with("-worker.log"))
             .collect();
         files.sort();
         files
-            .iter()
-            .map(|f| std::fs::read_to_string(f).expect("log file"))
-            .collect()
     }
 
     /// The value of a setting the app's processes were started with, e.g. `SKYCUT_SIGNING_KEY`.
