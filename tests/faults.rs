@@ -346,18 +346,7 @@ fn a_bulk_job_whose_worker_is_killed_gives_every_stamp_exactly_once() {
     );
 
     app.start_worker();
-    let doc = app.wait_final(&id);
-    assert_eq!(
-        element(&doc, "uws:phase").as_deref(),
-        Some("COMPLETED"),
-        "{doc}"
-    );
-    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
-    let table = app
-        .get_url(&attributes(&doc, "uws:result", "xlink:href")[0])
-        .bytes()
-        .expect("table");
-    let mut seen: Vec<i64> = stamp_rows(&table, 16).iter().map(|r| r.0).collect();
+    let mut seen = completed_stamp_rows(&app, &id);
     assert_eq!(seen.len(), rows, "one stamp per row, none twice");
     seen.sort_unstable();
     seen.dedup();
@@ -375,6 +364,23 @@ fn a_bulk_job_whose_worker_is_killed_gives_every_stamp_exactly_once() {
         .filter(|attempt| attempt != "bulk")
         .collect();
     assert_eq!(attempts.len(), 1, "{attempts:?}");
+}
+
+/// Waits for bulk job `id` to end, checks it COMPLETED with one stamp table of 16×16 stamps,
+/// and returns the table's `ROW` column.
+fn completed_stamp_rows(app: &TestApp, id: &str) -> Vec<i64> {
+    let doc = app.wait_final(id);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
+    let table = app
+        .get_url(&attributes(&doc, "uws:result", "xlink:href")[0])
+        .bytes()
+        .expect("table");
+    stamp_rows(&table, 16).iter().map(|r| r.0).collect()
 }
 
 #[test]
@@ -416,18 +422,7 @@ fn a_bulk_shard_whose_worker_is_killed_is_cut_again_and_every_stamp_is_there_onc
         "the job ended before the shard's worker was killed: make it longer"
     );
 
-    let doc = app.wait_final(&id);
-    assert_eq!(
-        element(&doc, "uws:phase").as_deref(),
-        Some("COMPLETED"),
-        "{doc}"
-    );
-    assert_eq!(attributes(&doc, "uws:result", "id"), ["stamps"]);
-    let table = app
-        .get_url(&attributes(&doc, "uws:result", "xlink:href")[0])
-        .bytes()
-        .expect("table");
-    let seen: Vec<i64> = stamp_rows(&table, 16).iter().map(|r| r.0).collect();
+    let seen = completed_stamp_rows(&app, &id);
     assert_eq!(
         seen,
         (0..rows as i64).collect::<Vec<_>>(),

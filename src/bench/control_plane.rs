@@ -505,23 +505,7 @@ impl Client {
             }
             Kind::Async => {
                 self.requests.fetch_add(1, Ordering::Relaxed);
-                let r = self
-                    .http
-                    .post(format!("{}/jobs", self.base))
-                    .form(&[
-                        ("ID", IMAGE_ID),
-                        ("CIRCLE", circle.as_str()),
-                        ("PHASE", "RUN"),
-                    ])
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status() == 303, "job creation answered {}", r.status());
-                let location = r
-                    .headers()
-                    .get("location")
-                    .context("303 without Location")?
-                    .to_str()?;
-                location.rsplit('/').next().unwrap_or_default().to_owned()
+                load::create_job(&self.http, &self.base, IMAGE_ID, &circle).await?
             }
             Kind::Bulk => {
                 self.requests.fetch_add(1, Ordering::Relaxed);

@@ -197,7 +197,7 @@ pub async fn async_jobs(
             let mut ids = Vec::new();
             let mut errors = 0usize;
             while next.fetch_add(1, Ordering::Relaxed) < jobs {
-                match create_job(&client, &base, &work).await {
+                match create_job(&client, &base, &work.id, &work.circle).await {
                     Ok(id) => ids.push(id),
                     Err(e) => {
                         errors += 1;
@@ -260,18 +260,16 @@ pub async fn async_jobs(
     })
 }
 
-async fn create_job(
+/// Creates and runs a cutout job of `id` and `circle`; returns its job ID.
+pub(super) async fn create_job(
     client: &reqwest::Client,
     base: &str,
-    work: &Workload,
+    id: &str,
+    circle: &str,
 ) -> anyhow::Result<String> {
     let r = client
         .post(format!("{base}/jobs"))
-        .form(&[
-            ("ID", work.id.as_str()),
-            ("CIRCLE", work.circle.as_str()),
-            ("PHASE", "RUN"),
-        ])
+        .form(&[("ID", id), ("CIRCLE", circle), ("PHASE", "RUN")])
         .send()
         .await?;
     anyhow::ensure!(r.status() == 303, "job creation answered {}", r.status());
