@@ -552,3 +552,58 @@ impl Default for Harness {
         Harness::new(JobLimits::default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> ObjectMeta {
+        ObjectMeta {
+            content_type: "application/octet-stream".to_owned(),
+            filename: "x".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_recording_store_reads_back_the_newest_put_that_no_delete_followed() {
+        let dir = std::env::temp_dir().join(format!("uws-recording-{}", JobId::random()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let (first, second, copy) = (dir.join("a"), dir.join("b"), dir.join("copy"));
+        std::fs::write(&first, b"first").expect("write");
+        std::fs::write(&second, b"second!").expect("write");
+        let store = RecordingResultStore::new();
+        assert!(!store.exists("k").await.expect("the store answers"));
+        assert!(store.get_file("k", &copy).await.is_err());
+
+        store
+            .put_file("k", &first, &meta())
+            .await
+            .expect("the store answers");
+        store
+            .put_file("other", &second, &meta())
+            .await
+            .expect("the store answers");
+        assert!(store.exists("k").await.expect("the store answers"));
+        assert_eq!(
+            store.get_file("k", &copy).await.expect("the store answers"),
+            5
+        );
+        assert_eq!(std::fs::read(&copy).expect("the copy"), b"first");
+
+        store
+            .put_file("k", &second, &meta())
+            .await
+            .expect("the store answers");
+        assert_eq!(
+            store.get_file("k", &copy).await.expect("the store answers"),
+            7
+        );
+        assert_eq!(std::fs::read(&copy).expect("the copy"), b"second!");
+
+        store.delete("k").await.expect("the store answers");
+        assert!(!store.exists("k").await.expect("the store answers"));
+        assert!(store.get_file("k", &copy).await.is_err());
+        assert!(store.exists("other").await.expect("the store answers"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
