@@ -651,6 +651,8 @@ impl Config {
                 stamps: self.bulk.shard_stamps,
                 images: self.bulk.shard_images,
             },
+            max_stamp_side: (self.jobs.max_stamp_size > 0)
+                .then(|| usize::try_from(self.jobs.max_stamp_size).unwrap_or(usize::MAX)),
         }
     }
 

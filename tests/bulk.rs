@@ -166,6 +166,43 @@ fn a_bad_bulk_request_is_a_usage_error_and_creates_nothing() {
         ("no SIZE", vec![], good.to_owned(), "SIZE"),
         ("SIZE 0", vec![("SIZE", "0")], good.to_owned(), "SIZE"),
         (
+            "SIZE and RADIUS",
+            vec![("SIZE", "8"), ("RADIUS", "0.01")],
+            good.to_owned(),
+            "not both",
+        ),
+        ("RADIUS 0", vec![("RADIUS", "0")], good.to_owned(), "RADIUS"),
+        (
+            "RADIUS not a number",
+            vec![("RADIUS", "wide")],
+            good.to_owned(),
+            "RADIUS",
+        ),
+        (
+            "a row's size of 0",
+            vec![("RADIUS", "0.01")],
+            "ra,dec,size\n150,2,0\n".to_owned(),
+            "row 0",
+        ),
+        (
+            "a row with both a size and a radius",
+            vec![("SIZE", "8")],
+            "ra,dec,size,radius\n150,2,,\n150,2,8,0.01\n".to_owned(),
+            "row 1",
+        ),
+        (
+            "a row's size over max_stamp_size",
+            vec![("SIZE", "8")],
+            "ra,dec,size\n150,2,5000\n".to_owned(),
+            "max_stamp_size",
+        ),
+        (
+            "a row without a size when the request has none",
+            vec![],
+            "ra,dec,size\n150,2,8\n150,2,\n".to_owned(),
+            "row 1 has neither",
+        ),
+        (
             "another format",
             vec![("SIZE", "8"), ("RESPONSEFORMAT", "image/png")],
             good.to_owned(),
@@ -495,6 +532,105 @@ fn a_bulk_job_split_into_shards_gives_every_stamp_once_in_catalogue_order() {
         assert!(Instant::now() < deadline, "left behind: {shards:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The pixels and shape of the sync `CIRCLE` cutout of `id` around (`ra`, `dec`).
+fn circle_cutout(
+    app: &TestApp,
+    id: &str,
+    ra: f64,
+    dec: f64,
+    radius: f64,
+) -> (Vec<f32>, usize, usize) {
+    let r = app.get(
+        "/sync",
+        &[("ID", id), ("CIRCLE", &format!("{ra} {dec} {radius}"))],
+    );
+    let r = if r.status().is_redirection() {
+        app.get_url(&location(&r))
+    } else {
+        r
+    };
+    assert_eq!(r.status(), 200);
+    let path = app.dir.path().join(format!("circle-{}.fits", rand_u128()));
+    std::fs::write(&path, r.bytes().expect("cutout")).expect("write");
+    let mut f = fitsio::FitsFile::open(&path).expect("open");
+    let hdu = f.hdu(1).expect("the cutout's HDU");
+    let (width, height) = match &hdu.info {
+        fitsio::hdu::HduInfo::ImageInfo { shape, .. } => (shape[1], shape[0]),
+        other => panic!("{other:?}"),
+    };
+    (hdu.read_image(&mut f).expect("pixels"), width, height)
+}
+
+#[test]
+fn radius_and_per_row_sizes_shared_as_shards_give_each_stamp_its_own_shape() {
+    // Both topologies, one image a shard: extents travel through shard plans and batches.
+    let app = app().config("BULK__SHARD_IMAGES", "1").start();
+    let source = source_image(&app);
+    let dir = app.dir.path().join("images");
+    let radius = 4.0 * PIXEL_DEG;
+    let mut catalogue = String::from("ra,dec,id,size,radius\n");
+    // (dx, dy, size, radius in pixels): the request's RADIUS, a row's own radius, a row's own
+    // size, and the request's RADIUS over the image's edge (clipped, not padded).
+    let rows = [
+        (-3.3, 10.2, "", ""),
+        (20.0, -7.6, "", "7.5"),
+        (-15.5, 4.2, "11", ""),
+        (254.5, 0.0, "", ""),
+    ];
+    let images = 3;
+    for n in 0..images {
+        std::fs::hard_link(&source, dir.join(format!("copy{n}.fits"))).expect("link");
+        for (dx, dy, size, own_radius) in rows {
+            let (ra, dec) = offset(dx, dy);
+            let own_radius = own_radius
+                .parse::<f64>()
+                .map(|r| (r * PIXEL_DEG).to_string())
+                .unwrap_or_default();
+            catalogue.push_str(&format!(
+                "{ra},{dec},butler://test/copy{n},{size},{own_radius}\n"
+            ));
+        }
+    }
+    let doc = run_bulk(&app, &[("RADIUS", &radius.to_string())], &catalogue);
+    assert_eq!(
+        element(&doc, "uws:phase").as_deref(),
+        Some("COMPLETED"),
+        "{doc}"
+    );
+    assert!(doc.contains(r#"name="shards" done="3" total="3""#), "{doc}");
+    let hrefs = attributes(&doc, "uws:result", "xlink:href");
+    assert_eq!(hrefs.len(), 1, "no errors: {doc}");
+    let stamps = varied_stamp_rows(&app.get_url(&hrefs[0]).bytes().expect("table"));
+    let order: Vec<i64> = stamps.iter().map(|s| s.row).collect();
+    assert_eq!(order, (0..(images * rows.len()) as i64).collect::<Vec<_>>());
+    for stamp in &stamps {
+        let (dx, dy, size, own_radius) = rows[stamp.row as usize % rows.len()];
+        let (ra, dec) = offset(dx, dy);
+        let shape = (stamp.width, stamp.height);
+        assert_window_of(&source, stamp.crpix, &stamp.pixels, shape);
+        if let Ok(size) = size.parse::<usize>() {
+            assert_eq!(shape, (size, size), "row {}", stamp.row);
+            continue;
+        }
+        let r = own_radius.parse::<f64>().map_or(radius, |r| r * PIXEL_DEG);
+        let (pixels, width, height) = circle_cutout(&app, IMAGE, ra, dec, r);
+        assert_eq!(shape, (width, height), "row {}", stamp.row);
+        assert_eq!(stamp.pixels, pixels, "row {}", stamp.row);
+        assert!(
+            stamp.pixels.iter().all(|p| p.is_finite()),
+            "row {}",
+            stamp.row
+        );
+    }
+    let shapes: std::collections::HashSet<(usize, usize)> =
+        stamps.iter().map(|s| (s.width, s.height)).collect();
+    let all: Vec<_> = stamps
+        .iter()
+        .map(|s| (s.row, s.width, s.height, s.crpix))
+        .collect();
+    assert_eq!(shapes.len(), 4, "{shapes:?} {all:?}");
 }
 
 /// The job ID of a job document.

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use soda::bulk_plan::{PlanWriter, PlannedStamp};
+use soda::bulk_plan::{Extent, PlanWriter, PlannedStamp};
 use soda::catalogue::CatalogueRow;
 use soda::stamp_file::Packaging;
 use uws::Parameters;
@@ -46,6 +46,7 @@ type Result<T, E = FrontendError> = std::result::Result<T, E>;
 pub const BULK_PARAMETERS: &[&str] = &[
     "UPLOAD",
     "SIZE",
+    "RADIUS",
     "RESPONSEFORMAT",
     "EPOCHS",
     "TIME",
@@ -183,7 +184,7 @@ impl FromRequest<AppState> for BulkRequest {
     operation_id = "create_bulk_job",
     path = "/bulk",
     tag = "Bulk",
-    request_body(content_type = "multipart/form-data", description = "UPLOAD=cat,param:cat with a part cat holding a catalogue in CSV, VOTable (TABLEDATA, BINARY, BINARY2) or Parquet (columns ra, dec, or by UCD pos.eq.ra;meta.main and pos.eq.dec;meta.main in a VOTable; optional id, t_min, t_max); SIZE (pixels, required); RESPONSEFORMAT (application/fits;content=stamp-table); EPOCHS (all, first, last, nearest); TIME, BAND, COLLECTION; RACOL, DECCOL; the UWS PHASE=RUN, RUNID, DESTRUCTION, EXECUTIONDURATION"),
+    request_body(content_type = "multipart/form-data", description = "UPLOAD=cat,param:cat with a part cat holding a catalogue in CSV, VOTable (TABLEDATA, BINARY, BINARY2) or Parquet (columns ra, dec, or by UCD pos.eq.ra;meta.main and pos.eq.dec;meta.main in a VOTable; optional id, t_min, t_max, and a row's own size (pixels) or radius (degrees)); SIZE (pixels a side) or RADIUS (degrees: the smallest rectangle of pixels holding the circle, as a CIRCLE cutout), one of them unless every row has its own; RESPONSEFORMAT (application/fits;content=stamp-table); EPOCHS (all, first, last, nearest); TIME, BAND, COLLECTION; RACOL, DECCOL; the UWS PHASE=RUN, RUNID, DESTRUCTION, EXECUTIONDURATION"),
     responses(
         (status = 303, description = "See Other: Location is the job"),
         (status = 400, description = "UsageError: a bad parameter, a catalogue without its columns or with a row that is not a position, or a request over a limit", content_type = "text/plain", body = String),
@@ -206,7 +207,11 @@ pub async fn create(
 /// What a bulk request asks for, validated.
 #[derive(Debug, Clone)]
 struct BulkOptions {
-    size: usize,
+    /// `SIZE` or `RADIUS`: the extent of every stamp whose row has no `size` or `radius` of
+    /// its own.
+    extent: Option<Extent>,
+    /// `[jobs] max_stamp_size`: most pixels a side of a stamp.
+    max_side: Option<u64>,
     packaging: Packaging,
     epochs: Epochs,
     time: Option<(f64, f64)>,
@@ -247,10 +252,8 @@ pub async fn create_job(
         quota::check(app, owner, intent).await?;
     }
     let planned = plan(app, catalogue, &options).await?;
-    let stamp_bytes = options.packaging.planned_stamp_bytes(options.size);
     let planned_bytes = planned
-        .stamps
-        .saturating_mul(stamp_bytes)
+        .stamp_bytes
         .saturating_add(planned.images.saturating_mul(4 * 2880))
         .saturating_add(4 * 2880);
     if let Some(limit) = app
@@ -333,19 +336,21 @@ pub async fn create_job(
 /// Reads and checks the bulk parameters.
 fn options(app: &App, params: &Parameters) -> Result<BulkOptions> {
     let single = |name: &'static str| crate::sia::single_value(params, name);
-    let size = single("SIZE")?.ok_or_else(|| {
-        FrontendError::Usage(
-            "a bulk request needs SIZE, the side of every stamp in pixels".to_owned(),
-        )
-    })?;
-    let size = soda::request::parse_size(size)?;
-    if let Some(limit) = app.settings.size_limits.max_stamp_size
-        && size as u64 > limit
-    {
-        return Err(FrontendError::Usage(format!(
-            "SIZE={size} is over the limit of {limit} pixels a side (max_stamp_size)"
-        )));
-    }
+    let max_side = app.settings.size_limits.max_stamp_size;
+    let extent = match (single("SIZE")?, single("RADIUS")?) {
+        (Some(_), Some(_)) => {
+            return Err(FrontendError::Usage(
+                "give SIZE (pixels a side) or RADIUS (degrees), not both".to_owned(),
+            ));
+        }
+        (Some(size), None) => {
+            let size = soda::request::parse_size(size)?;
+            check_side(size, max_side, "SIZE")?;
+            Some(Extent::Size(size))
+        }
+        (None, Some(radius)) => Some(Extent::Radius(parse_radius(radius)?)),
+        (None, None) => None,
+    };
     let packaging = Packaging::from_response_format(single("RESPONSEFORMAT")?)?;
     let epochs = match single("EPOCHS")?.map(|v| v.trim().to_ascii_lowercase()) {
         None => Epochs::All,
@@ -368,7 +373,8 @@ fn options(app: &App, params: &Parameters) -> Result<BulkOptions> {
         .map(|v| crate::sia::interval("BAND", v, "a wavelength interval: lower upper (metres)"))
         .transpose()?;
     Ok(BulkOptions {
-        size,
+        extent,
+        max_side,
         packaging,
         epochs,
         time,
@@ -377,6 +383,53 @@ fn options(app: &App, params: &Parameters) -> Result<BulkOptions> {
         ra_column: single("RACOL")?.map(str::to_owned),
         dec_column: single("DECCOL")?.map(str::to_owned),
     })
+}
+
+/// A stamp side within `[jobs] max_stamp_size`; `what` names where it came from.
+fn check_side(size: usize, limit: Option<u64>, what: &str) -> Result<()> {
+    match limit {
+        Some(limit) if size as u64 > limit => Err(FrontendError::Usage(format!(
+            "{what}={size} is over the limit of {limit} pixels a side (max_stamp_size)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `RADIUS`: degrees, more than 0 and at most 180.
+fn parse_radius(value: &str) -> Result<f64> {
+    match value.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 180.0 => Ok(r),
+        _ => Err(FrontendError::Usage(format!(
+            "RADIUS must be a number of degrees, more than 0 and at most 180, not {value:?}"
+        ))),
+    }
+}
+
+/// The extent of the stamps of one catalogue row: its own `size` or `radius`, else the
+/// request's `SIZE` or `RADIUS`.
+fn row_extent(row: &CatalogueRow, options: &BulkOptions) -> Result<Extent> {
+    let refuse = |why: String| {
+        FrontendError::Usage(format!(
+            "catalogue row {} (counting data rows from 0): {why}; no job was created",
+            row.row
+        ))
+    };
+    match (row.size, row.radius, options.extent) {
+        (Some(_), Some(_), _) => Err(refuse("it has both a size and a radius".to_owned())),
+        (Some(size), None, _) => match options.max_side {
+            Some(limit) if size as u64 > limit => Err(refuse(format!(
+                "size {size} is over the limit of {limit} pixels a side (max_stamp_size)"
+            ))),
+            _ => Ok(Extent::Size(size)),
+        },
+        (None, Some(radius), _) => Ok(Extent::Radius(radius)),
+        (None, None, Some(extent)) => Ok(extent),
+        (None, None, None) => Err(FrontendError::Usage(format!(
+            "a bulk request needs SIZE (the side of every stamp in pixels) or RADIUS (degrees), \
+             unless each catalogue row has its own size or radius column; row {} has neither",
+            row.row
+        ))),
+    }
 }
 
 /// The catalogue file that `UPLOAD` names.
@@ -433,15 +486,40 @@ struct Planned {
     rows: u64,
     stamps: u64,
     images: u64,
+    /// The bytes the stamps will take, as packaged (estimated for `RADIUS` stamps).
+    stamp_bytes: u64,
     /// The first row that gives no stamp, and why ("N: reason").
     first_error: String,
 }
 
-/// A located image that may serve rows: its ID, outline and observation interval.
+/// A located image that may serve rows: its ID, outline, observation interval and scale.
 struct Candidate {
     id: String,
     corners: Vec<(f64, f64)>,
     time: Option<(f64, f64)>,
+    scale: ImageScale,
+}
+
+/// What the sky index tells of an image's pixels: about how many degrees one spans, and the
+/// image's longer side, which a `RADIUS` stamp never exceeds.
+#[derive(Debug, Clone, Copy)]
+struct ImageScale {
+    degrees_per_pixel: f64,
+    longest_side: u64,
+}
+
+/// The side a stamp of `extent` is planned at: a `RADIUS` stamp by the image's scale where the
+/// index knows it, else at the most a stamp may have (`max_stamp_size`, or 1024 pixels).
+fn planned_side(extent: Extent, scale: Option<ImageScale>, max_side: Option<u64>) -> usize {
+    let most = max_side.unwrap_or(1024) as f64;
+    match (extent, scale) {
+        (Extent::Size(size), _) => size,
+        (Extent::Radius(radius), Some(scale)) if scale.degrees_per_pixel > 0.0 => {
+            let side = (2.0 * radius / scale.degrees_per_pixel).ceil() + 1.0;
+            side.min(scale.longest_side as f64).min(most).max(1.0) as usize
+        }
+        (Extent::Radius(_), _) => most as usize,
+    }
 }
 
 /// Reads the whole catalogue, places each row on its images and writes the plan.
@@ -467,7 +545,7 @@ async fn plan(
     let mut group_of: HashMap<String, usize> = HashMap::new();
     let mut errors: Vec<(u64, String)> = Vec::new();
     let mut cells: HashMap<u64, Arc<Vec<Candidate>>> = HashMap::new();
-    let (mut rows, mut stamps) = (0u64, 0u64);
+    let (mut rows, mut stamps, mut stamp_bytes) = (0u64, 0u64, 0u64);
     loop {
         let (back, batch) = tokio::task::spawn_blocking(move || {
             let mut batch = Vec::with_capacity(BATCH_ROWS);
@@ -493,6 +571,7 @@ async fn plan(
                 ))
             })?;
             rows += 1;
+            let extent = row_extent(&row, options)?;
             if rows > limits.max_rows {
                 return Err(FrontendError::Usage(format!(
                     "the catalogue has more than {} rows, the limit of one bulk request \
@@ -507,8 +586,11 @@ async fn plan(
                     continue;
                 }
             };
-            for id in images {
+            for (id, scale) in images {
                 stamps += 1;
+                let side = planned_side(extent, scale, options.max_side);
+                stamp_bytes =
+                    stamp_bytes.saturating_add(options.packaging.planned_stamp_bytes(side));
                 if stamps > limits.max_stamps {
                     return Err(FrontendError::Usage(format!(
                         "the catalogue asks for more than {} stamps, the limit of one bulk \
@@ -525,6 +607,7 @@ async fn plan(
                     row: row.row,
                     ra: row.ra,
                     dec: row.dec,
+                    extent,
                 });
             }
         }
@@ -564,17 +647,19 @@ async fn plan(
         rows,
         stamps,
         images,
+        stamp_bytes,
         first_error,
     })
 }
 
-/// The images one row is cut from, or why there is none.
+/// The images one row is cut from (with their scale where the sky index tells it), or why
+/// there is none.
 async fn images_for(
     app: &App,
     options: &BulkOptions,
     row: &CatalogueRow,
     cells: &mut HashMap<u64, Arc<Vec<Candidate>>>,
-) -> Result<std::result::Result<Vec<String>, String>> {
+) -> Result<std::result::Result<Vec<(String, Option<ImageScale>)>, String>> {
     if let Some(id) = &row.id {
         let known = soda::SourceId::parse(id)
             .map_err(FrontendError::from)
@@ -584,7 +669,7 @@ async fn images_for(
                     .map_err(FrontendError::from)
             });
         return Ok(match known {
-            Ok(_) => Ok(vec![id.clone()]),
+            Ok(_) => Ok(vec![(id.clone(), None)]),
             Err(e) => Err(e.to_string()),
         });
     }
@@ -624,6 +709,11 @@ async fn images_for(
                     .filter_map(|image| match image.content {
                         ImageContent::Located(location) => Some(Candidate {
                             id: image.id,
+                            scale: ImageScale {
+                                degrees_per_pixel: 2.0 * location.radius_deg
+                                    / (location.size.0 as f64).hypot(location.size.1 as f64),
+                                longest_side: location.size.0.max(location.size.1),
+                            },
                             corners: location.corners,
                             time: location.time,
                         }),
@@ -703,5 +793,8 @@ async fn images_for(
                 .collect()
         }
     };
-    Ok(Ok(chosen.into_iter().map(|c| c.id.clone()).collect()))
+    Ok(Ok(chosen
+        .into_iter()
+        .map(|c| (c.id.clone(), Some(c.scale)))
+        .collect()))
 }

@@ -5,37 +5,61 @@
 //! a group at a time, so its memory is bounded by one image's stamps, not by the catalogue.
 //! The second line holds the totals (stamps, images) that the worker reports progress against.
 //! Rows that no image can serve are listed first, as errors with the reason. Then come the
-//! groups: an image ID, then its stamps, each a catalogue row number and position, in
+//! groups: an image ID, then its stamps, each a catalogue row number, position and extent
+//! (`s` and a side in pixels for `SIZE`, `r` and a radius in degrees for `RADIUS`), in
 //! catalogue order.
 //!
 //! ```text
-//! # skycut bulk plan 1
+//! # skycut bulk plan 2
 //! T,2,1
 //! E,17,no indexed image covers (10.5, -3.25)
 //! I,butler://demo/image-1
-//! S,0,10.01,-3.02
-//! S,4,10.03,-3.01
+//! S,0,10.01,-3.02,s32
+//! S,4,10.03,-3.01,r0.002
 //! ```
 //!
 //! Numbers are written in Rust's shortest round-trip form, so positions come back exactly.
+//! A plan of version 1 (stored before stamps had extents of their own) has no extent on its
+//! stamp lines: its reader is told the job's `SIZE` ([`PlanReader::with_default_extent`]).
 
 use std::io::{BufRead, Write};
 
 use crate::SodaError;
+pub use crate::stamp::Extent;
 
-const HEADER: &str = "# skycut bulk plan 1";
+const HEADER: &str = "# skycut bulk plan 2";
+/// The header of plans without extents, still read.
+const HEADER_1: &str = "# skycut bulk plan 1";
 
 /// The object, beside the job's results, that holds the plan of bulk job `job`.
 pub fn plan_key(job: &str) -> String {
     format!("{job}/bulk/plan.txt")
 }
 
-/// A stamp to cut: the catalogue row it serves and the position it is centred on (ICRS deg).
+/// A stamp to cut: the catalogue row it serves, the position it is centred on (ICRS deg) and
+/// how much of the image around it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlannedStamp {
     pub row: u64,
     pub ra: f64,
     pub dec: f64,
+    pub extent: Extent,
+}
+
+/// How a stamp's extent is written in a plan: `s` and a side in pixels, `r` and a radius.
+fn write_extent(extent: Extent) -> String {
+    match extent {
+        Extent::Size(side) => format!("s{side}"),
+        Extent::Radius(degrees) => format!("r{degrees}"),
+    }
+}
+
+fn read_extent(field: &str) -> Option<Extent> {
+    if let Some(side) = field.strip_prefix('s') {
+        return side.parse().ok().filter(|&s| s > 0).map(Extent::Size);
+    }
+    let radius: f64 = field.strip_prefix('r')?.parse().ok()?;
+    (radius > 0.0 && radius <= 180.0).then_some(Extent::Radius(radius))
 }
 
 /// What a plan says, one item at a time.
@@ -77,7 +101,14 @@ impl<W: Write> PlanWriter<W> {
         }
         writeln!(self.out, "I,{id}")?;
         for stamp in stamps {
-            writeln!(self.out, "S,{},{},{}", stamp.row, stamp.ra, stamp.dec)?;
+            writeln!(
+                self.out,
+                "S,{},{},{},{}",
+                stamp.row,
+                stamp.ra,
+                stamp.dec,
+                write_extent(stamp.extent)
+            )?;
         }
         Ok(())
     }
@@ -95,6 +126,8 @@ pub struct PlanReader<R: BufRead> {
     totals: (u64, u64),
     /// A line read ahead: the first line after a group's stamps.
     pending: Option<String>,
+    /// A plan of version 1: its stamps have this extent (`None`: not yet told).
+    version_1: Option<Option<Extent>>,
 }
 
 impl<R: BufRead> PlanReader<R> {
@@ -102,12 +135,16 @@ impl<R: BufRead> PlanReader<R> {
     pub fn open(mut input: R) -> Result<PlanReader<R>, SodaError> {
         let mut line = String::new();
         input.read_line(&mut line)?;
-        if line.trim_end() != HEADER {
-            return Err(SodaError::Fits(format!(
-                "not a bulk plan (first line {:?})",
-                line.trim_end()
-            )));
-        }
+        let version_1 = match line.trim_end() {
+            HEADER => None,
+            HEADER_1 => Some(None),
+            _ => {
+                return Err(SodaError::Fits(format!(
+                    "not a bulk plan (first line {:?})",
+                    line.trim_end()
+                )));
+            }
+        };
         line.clear();
         input.read_line(&mut line)?;
         let totals = line
@@ -120,7 +157,17 @@ impl<R: BufRead> PlanReader<R> {
             input,
             totals,
             pending: None,
+            version_1,
         })
+    }
+
+    /// The extent of every stamp of a version 1 plan, whose lines have none (the job's `SIZE`);
+    /// a plan of version 2 names each stamp's own.
+    pub fn with_default_extent(mut self, extent: Option<Extent>) -> PlanReader<R> {
+        if let Some(default) = self.version_1.as_mut() {
+            *default = extent;
+        }
+        self
     }
 
     /// The stamps and images the plan holds.
@@ -172,7 +219,21 @@ impl<R: BufRead> PlanReader<R> {
             let row = field()?.parse().map_err(|_| bad(&next))?;
             let ra = field()?.parse().map_err(|_| bad(&next))?;
             let dec = field()?.parse().map_err(|_| bad(&next))?;
-            stamps.push(PlannedStamp { row, ra, dec });
+            let extent = match self.version_1 {
+                None => read_extent(field()?).ok_or_else(|| bad(&next))?,
+                Some(Some(extent)) => extent,
+                Some(None) => {
+                    return Err(SodaError::Fits(
+                        "a bulk plan of version 1 needs the job's SIZE".to_owned(),
+                    ));
+                }
+            };
+            stamps.push(PlannedStamp {
+                row,
+                ra,
+                dec,
+                extent,
+            });
         }
         Ok(Some(PlanItem::Image { id, stamps }))
     }
@@ -200,11 +261,13 @@ mod tests {
                 row: 0,
                 ra: 10.123456789012345,
                 dec: -3.0,
+                extent: Extent::Size(32),
             },
             PlannedStamp {
                 row: 7,
                 ra: 359.99999999999994,
                 dec: 89.9,
+                extent: Extent::Radius(0.0027777777777777775),
             },
         ];
         writer.image("butler://demo/a?ext=SCI", &first).unwrap();
@@ -246,6 +309,7 @@ mod tests {
                     row: 12,
                     ra: 1.5,
                     dec: 2.5,
+                    extent: Extent::Size(8),
                 }],
             )
             .unwrap();
@@ -254,5 +318,60 @@ mod tests {
         let mut reader = PlanReader::open(bytes.as_slice()).unwrap();
         assert!(reader.next_item().is_err());
         assert!(PlanReader::open(&b"row,ra,dec\n"[..]).is_err());
+    }
+
+    #[test]
+    fn a_plan_of_version_1_is_read_with_the_job_s_size() {
+        let plan = "# skycut bulk plan 1\nT,1,1\nI,butler://demo/a\nS,3,1.5,2.5\n";
+        let mut reader = PlanReader::open(plan.as_bytes())
+            .unwrap()
+            .with_default_extent(Some(Extent::Size(16)));
+        assert_eq!(
+            reader.next_item().unwrap(),
+            Some(PlanItem::Image {
+                id: "butler://demo/a".to_owned(),
+                stamps: vec![PlannedStamp {
+                    row: 3,
+                    ra: 1.5,
+                    dec: 2.5,
+                    extent: Extent::Size(16)
+                }]
+            })
+        );
+        // Without the job's SIZE a version 1 plan cannot be cut, rather than cut wrong.
+        let mut untold = PlanReader::open(plan.as_bytes()).unwrap();
+        assert!(untold.next_item().is_err());
+        // A plan of version 2 keeps its stamps' own extents whatever the job says.
+        let mut writer = PlanWriter::new(Vec::new(), 1, 1).unwrap();
+        let own = PlannedStamp {
+            row: 0,
+            ra: 1.0,
+            dec: 2.0,
+            extent: Extent::Radius(0.5),
+        };
+        writer.image("butler://demo/a", &[own]).unwrap();
+        let bytes = writer.finish().unwrap();
+        let mut reader = PlanReader::open(bytes.as_slice())
+            .unwrap()
+            .with_default_extent(Some(Extent::Size(16)));
+        assert_eq!(
+            reader.next_item().unwrap(),
+            Some(PlanItem::Image {
+                id: "butler://demo/a".to_owned(),
+                stamps: vec![own]
+            })
+        );
+    }
+
+    #[test]
+    fn a_stamp_line_without_a_usable_extent_is_refused() {
+        for extent in ["", "s0", "s-3", "sx", "r0", "r-1", "r181", "rNaN", "q5"] {
+            let plan = format!("# skycut bulk plan 2\nT,1,1\nI,a\nS,0,1,2,{extent}\n");
+            let mut reader = PlanReader::open(plan.as_bytes()).unwrap();
+            assert!(reader.next_item().is_err(), "{extent:?} was read");
+        }
+        let mut no_field =
+            PlanReader::open(&b"# skycut bulk plan 2\nT,1,1\nI,a\nS,0,1,2\n"[..]).unwrap();
+        assert!(no_field.next_item().is_err());
     }
 }

@@ -11,7 +11,8 @@
 //! The same column rules hold for all: the position columns are those the caller names
 //! (`RACOL`, `DECCOL`), else those named `ra` and `dec` in any case, else (VOTable, which has
 //! UCDs) the fields whose UCD is `pos.eq.ra;meta.main` and `pos.eq.dec;meta.main`, else
-//! `pos.eq.ra` and `pos.eq.dec`; `id`, `t_min` and `t_max` are optional, by name. A missing
+//! `pos.eq.ra` and `pos.eq.dec`; `id`, `t_min`, `t_max`, `size` and `radius` are optional, by
+//! name. A missing
 //! column is a usage error naming the columns there are. A row whose position is not two
 //! finite numbers in range (a null, a NaN, text) is a [`RowError`] for that row alone: the
 //! caller decides whether it fails the whole catalogue or goes to the errors.
@@ -39,6 +40,10 @@ pub struct CatalogueRow {
     /// `t_min`, `t_max` (MJD): only images observed within are cut.
     pub t_min: Option<f64>,
     pub t_max: Option<f64>,
+    /// `size` (pixels a side): this row's stamp size, instead of the request's.
+    pub size: Option<usize>,
+    /// `radius` (degrees): this row's stamp radius, instead of the request's.
+    pub radius: Option<f64>,
 }
 
 /// Why one row gives no position.
@@ -119,6 +124,17 @@ pub(crate) struct Columns {
     pub id: Option<usize>,
     pub t_min: Option<usize>,
     pub t_max: Option<usize>,
+    pub size: Option<usize>,
+    pub radius: Option<usize>,
+}
+
+impl Columns {
+    /// The optional numeric columns there are: their values are numbers, one per row.
+    pub(crate) fn numbers(&self) -> impl Iterator<Item = usize> {
+        [self.t_min, self.t_max, self.size, self.radius]
+            .into_iter()
+            .flatten()
+    }
 }
 
 /// Finds the columns among `names` (and `ucds`, one per name, for formats that have them; an
@@ -177,6 +193,8 @@ pub(crate) fn find_columns(
         id: find("id"),
         t_min: find("t_min"),
         t_max: find("t_max"),
+        size: find("size"),
+        radius: find("radius"),
     })
 }
 
@@ -198,6 +216,8 @@ pub(crate) struct RowCells {
     pub id: Option<Cell>,
     pub t_min: Option<Cell>,
     pub t_max: Option<Cell>,
+    pub size: Option<Cell>,
+    pub radius: Option<Cell>,
 }
 
 impl RowCells {
@@ -221,17 +241,37 @@ impl RowCells {
                 "({ra}, {dec}) is not a sky position (finite degrees, dec within ±90)"
             )));
         }
-        let time = |cell: Option<Cell>, name: &str| -> Result<Option<f64>, RowError> {
-            match cell {
-                None | Some(Cell::Null) => Ok(None),
-                Some(Cell::Number(v)) => Ok(Some(v).filter(|t| !t.is_nan())),
-                Some(Cell::Text(text)) if text.trim().is_empty() => Ok(None),
-                Some(Cell::Text(text)) => text
-                    .trim()
-                    .parse::<f64>()
-                    .map(|t| Some(t).filter(|t| !t.is_nan()))
-                    .map_err(|_| error(format!("{name} {:?} is not an MJD", text.trim()))),
+        // An optional number: absent, null, empty or NaN is no value.
+        let optional =
+            |cell: Option<Cell>, name: &str, what: &str| -> Result<Option<f64>, RowError> {
+                match cell {
+                    None | Some(Cell::Null) => Ok(None),
+                    Some(Cell::Number(v)) => Ok(Some(v).filter(|t| !t.is_nan())),
+                    Some(Cell::Text(text)) if text.trim().is_empty() => Ok(None),
+                    Some(Cell::Text(text)) => text
+                        .trim()
+                        .parse::<f64>()
+                        .map(|t| Some(t).filter(|t| !t.is_nan()))
+                        .map_err(|_| error(format!("{name} {:?} is not {what}", text.trim()))),
+                }
+            };
+        let time = |cell, name| optional(cell, name, "an MJD");
+        let size = match optional(self.size, "size", "a number of pixels")? {
+            None => None,
+            Some(s) if s >= 1.0 && s.fract() == 0.0 && s <= u32::MAX as f64 => Some(s as usize),
+            Some(s) => {
+                return Err(error(format!(
+                    "size {s} is not a stamp size (a whole number of pixels, at least 1)"
+                )));
             }
+        };
+        let radius = match optional(self.radius, "radius", "a number of degrees")? {
+            Some(r) if !(r > 0.0 && r <= 180.0) => {
+                return Err(error(format!(
+                    "radius {r} is not a stamp radius (degrees, more than 0 and at most 180)"
+                )));
+            }
+            radius => radius,
         };
         let id = match self.id {
             None | Some(Cell::Null) => None,
@@ -245,6 +285,8 @@ impl RowCells {
             id,
             t_min: time(self.t_min, "t_min")?,
             t_max: time(self.t_max, "t_max")?,
+            size,
+            radius,
         })
     }
 }
@@ -319,6 +361,8 @@ mod tests {
             id: None,
             t_min: None,
             t_max: None,
+            size: None,
+            radius: None,
         };
         let reason = |r: Result<CatalogueRow, RowError>| r.unwrap_err().reason;
         assert!(
@@ -334,12 +378,61 @@ mod tests {
             id: Some(Cell::Text(" butler://a/b ".into())),
             t_min: Some(Cell::Number(f64::NAN)),
             t_max: Some(Cell::Number(60000.5)),
+            size: None,
+            radius: None,
         }
         .into_row(7)
         .unwrap();
         assert_eq!((row.row, row.ra, row.dec), (7, 350.0, 2.0));
         assert_eq!(row.id.as_deref(), Some("butler://a/b"));
         assert_eq!((row.t_min, row.t_max), (None, Some(60000.5)));
+    }
+
+    #[test]
+    fn a_row_s_own_size_and_radius_are_read_and_checked() {
+        let row = |size: Option<Cell>, radius: Option<Cell>| {
+            RowCells {
+                ra: Cell::Number(1.0),
+                dec: Cell::Number(2.0),
+                id: None,
+                t_min: None,
+                t_max: None,
+                size,
+                radius,
+            }
+            .into_row(4)
+        };
+        let text = |s: &str| Some(Cell::Text(s.to_owned()));
+        let read = row(text(" 24 "), Some(Cell::Number(0.005))).unwrap();
+        assert_eq!((read.size, read.radius), (Some(24), Some(0.005)));
+        // No value is no value: the request's SIZE or RADIUS applies.
+        for (size, radius) in [
+            (text(""), Some(Cell::Null)),
+            (Some(Cell::Number(f64::NAN)), text("  ")),
+            (None, None),
+        ] {
+            let read = row(size, radius).unwrap();
+            assert_eq!((read.size, read.radius), (None, None));
+        }
+        for (size, radius, says) in [
+            (text("0"), None, "size 0"),
+            (Some(Cell::Number(2.5)), None, "size 2.5"),
+            (Some(Cell::Number(-3.0)), None, "size -3"),
+            (Some(Cell::Number(f64::INFINITY)), None, "size inf"),
+            (text("big"), None, "size \"big\" is not a number of pixels"),
+            (None, Some(Cell::Number(0.0)), "radius 0"),
+            (None, Some(Cell::Number(181.0)), "radius 181"),
+            (None, Some(Cell::Number(f64::NEG_INFINITY)), "radius -inf"),
+            (
+                None,
+                text("wide"),
+                "radius \"wide\" is not a number of degrees",
+            ),
+        ] {
+            let error = row(size, radius).unwrap_err();
+            assert_eq!(error.row, 4);
+            assert!(error.reason.contains(says), "{} for {says}", error.reason);
+        }
     }
 }
 

@@ -87,5 +87,5 @@ pub use image::ImageGeometry;
 pub use plan::{CutOptions, CutoutSize, ReadPlan, cutout_bytes, cutout_reads, cutout_size};
 pub use region::PixelBox;
 pub use source_id::SourceId;
-pub use stamp::{ImageStamps, Stamp, Window, cut_stamps};
+pub use stamp::{Extent, ImageStamps, Stamp, Window, cut_stamps};
 pub use stencil::{Circle, MAX_POLYGON_VERTICES, Moc, PixelSection, Polygon, Range, Stencil};

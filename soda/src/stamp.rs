@@ -1,6 +1,7 @@
 //! Stamps: cutouts of exactly SIZE×SIZE pixels centred on a sky position, blank where they hang
 //! over the image edge, so that the stamps of many positions (a light curve's epochs, a
-//! catalogue's rows) stack into one array.
+//! catalogue's rows) stack into one array; or, for a bulk job's `RADIUS`, the smallest
+//! rectangle of pixels that holds a circle, as a `CIRCLE` cutout is.
 //!
 //! [`Window`] is where a stamp lies in source pixels, on astropy's `Cutout2D` convention, so
 //! a stamp here and astropy's cutout of the same position hold the same pixels.
@@ -15,7 +16,20 @@ use fitsio::FitsFile;
 use crate::SodaError;
 use crate::celestial::CelestialWcs;
 use crate::image::{SourceImage, lock_source};
-use crate::region::PixelBox;
+use crate::region::{PixelBox, pixel_box};
+use crate::stencil::Stencil;
+
+/// How much of an image a stamp takes around its position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Extent {
+    /// `SIZE`: exactly this many pixels a side, centred on the position and blank where it
+    /// hangs over the image's edge ([`Window::centred`]).
+    Size(usize),
+    /// `RADIUS` (degrees): the smallest rectangle of the image's pixels that holds the circle,
+    /// as a SODA `CIRCLE` cutout cuts it (so it never hangs over the edge, and its shape
+    /// depends on the image).
+    Radius(f64),
+}
 
 /// A rectangle of pixels in source coordinates (0-based, x along NAXIS1) that may extend past
 /// the image on any side.
@@ -83,7 +97,7 @@ pub struct Stamp {
     /// The position's pixel coordinates in the source, 1-based as in FITS (the centre of the
     /// first pixel is (1, 1)).
     pub pixel: (f64, f64),
-    /// `size`×`size` physical values (BSCALE and BZERO applied), NAXIS1 varying fastest as in
+    /// The window's physical values (BSCALE and BZERO applied), NAXIS1 varying fastest as in
     /// FITS; NaN for a blank source pixel and off the image.
     pub pixels: Vec<f32>,
 }
@@ -116,36 +130,67 @@ pub struct ImageStamps {
 /// stamps is read stamp by stamp.
 const ONE_PASS_PIXELS: usize = 1 << 24;
 
-/// Cuts a `size`×`size` stamp around each of `positions` (ICRS RA, Dec in degrees) out of the
-/// image at `source` (its `extension`, else the first image HDU; axes beyond the celestial two
-/// at their first plane), opening the file once. The pixels the stamps cover are read in one
-/// pass when they lie within [`ONE_PASS_PIXELS`] of each other, else stamp by stamp. A
-/// position whose stamp misses the image is a [`SodaError::NoOverlap`] in its place; an
-/// unreadable image or WCS fails the whole call.
+/// Cuts a stamp of its [`Extent`] around each of `stamps` (ICRS RA, Dec in degrees, and
+/// extent) out of the image at `source` (its `extension`, else the first image HDU; axes beyond
+/// the celestial two at their first plane), opening the file once. The pixels the stamps cover
+/// are read in one pass when they lie within [`ONE_PASS_PIXELS`] of each other, else stamp by
+/// stamp. A stamp that misses the image is a [`SodaError::NoOverlap`] in its place, as is one
+/// whose centre cannot be projected, and a radius stamp wider or taller than `max_side` pixels
+/// is a usage error in its place (before any pixel is read); an unreadable image or WCS fails
+/// the whole call.
 pub fn cut_stamps(
     source: &Path,
     source_name: &str,
     extension: Option<&str>,
-    positions: &[(f64, f64)],
-    size: usize,
+    stamps: &[(f64, f64, Extent)],
+    max_side: Option<usize>,
 ) -> Result<ImageStamps, SodaError> {
-    if size == 0 {
+    if stamps.iter().any(|s| s.2 == Extent::Size(0)) {
         return Err(SodaError::usage("SIZE must be at least 1 pixel"));
     }
     let _guard = lock_source(source);
     let mut file = FitsFile::open(source)?;
     let image = SourceImage::find(&mut file, extension)?;
     let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
-    // Each position's 1-based pixel, window and the part of the window on the image.
+    let positions: Vec<(f64, f64)> = stamps.iter().map(|&(ra, dec, _)| (ra, dec)).collect();
+    // Each position's 1-based pixel, window and the part of the window on the image, or why
+    // it has none.
     type Placed = ((f64, f64), Window, PixelBox);
-    let placed: Vec<Option<Placed>> = wcs
-        .sky_to_pixels(positions)
+    let no_overlap = || SodaError::NoOverlap {
+        source: source_name.to_owned(),
+    };
+    let placed: Vec<Result<Placed, SodaError>> = wcs
+        .sky_to_pixels(&positions)
         .into_iter()
-        .map(|pixel| {
-            let (x, y) = pixel?;
-            let window = Window::centred(x, y, size)?;
-            let region = window.overlap(image.nx, image.ny)?;
-            Some(((x + 1.0, y + 1.0), window, region))
+        .zip(stamps)
+        .map(|(pixel, &(ra, dec, extent))| {
+            let (x, y) = pixel.ok_or_else(no_overlap)?;
+            let (window, region) = match extent {
+                Extent::Size(size) => {
+                    let window = Window::centred(x, y, size).ok_or_else(no_overlap)?;
+                    (
+                        window,
+                        window.overlap(image.nx, image.ny).ok_or_else(no_overlap)?,
+                    )
+                }
+                Extent::Radius(radius) => {
+                    let circle = Stencil::circle(ra, dec, radius)?;
+                    let region =
+                        pixel_box(&wcs, image.nx, image.ny, &circle).ok_or_else(no_overlap)?;
+                    if let Some(max) = max_side
+                        && region.width().max(region.height()) > max
+                    {
+                        return Err(SodaError::usage(format!(
+                            "a radius of {radius} degrees takes {}x{} pixels of this image, \
+                             over the limit of {max} pixels a side (max_stamp_size)",
+                            region.width(),
+                            region.height()
+                        )));
+                    }
+                    (Window::of(region), region)
+                }
+            };
+            Ok(((x + 1.0, y + 1.0), window, region))
         })
         .collect();
     let union = placed
@@ -165,15 +210,17 @@ pub fn cut_stamps(
         }
         _ => None,
     };
-    let mut stamps = Vec::with_capacity(positions.len());
+    let mut cut = Vec::with_capacity(positions.len());
     for place in placed {
-        let Some((pixel, window, region)) = place else {
-            stamps.push(Err(SodaError::NoOverlap {
-                source: source_name.to_owned(),
-            }));
-            continue;
+        let (pixel, window, region) = match place {
+            Ok(placed) => placed,
+            Err(e) => {
+                cut.push(Err(e));
+                continue;
+            }
         };
-        let mut pixels = vec![f32::NAN; size * size];
+        let stride = window.width;
+        let mut pixels = vec![f32::NAN; stride * window.height];
         let dx = (region.x0 as i64 - window.x0) as usize;
         let dy = (region.y0 as i64 - window.y0) as usize;
         let width = region.width();
@@ -181,7 +228,7 @@ pub fn cut_stamps(
             Some((u, block)) => {
                 for row in 0..region.height() {
                     let from = (region.y0 + row - u.y0) * u.width() + region.x0 - u.x0;
-                    let to = (dy + row) * size + dx;
+                    let to = (dy + row) * stride + dx;
                     pixels[to..to + width].copy_from_slice(&block[from..from + width]);
                 }
             }
@@ -192,12 +239,12 @@ pub fn cut_stamps(
                     region.y0..region.y1 + 1,
                 )?;
                 for (row, line) in read.chunks(width).enumerate() {
-                    let to = (dy + row) * size + dx;
+                    let to = (dy + row) * stride + dx;
                     pixels[to..to + width].copy_from_slice(line);
                 }
             }
         }
-        stamps.push(Ok(Stamp {
+        cut.push(Ok(Stamp {
             window,
             pixel,
             pixels,
@@ -211,7 +258,7 @@ pub fn cut_stamps(
         ),
         mjd: keywords.real("MJD-OBS"),
         wcs_cards: keywords.cards(),
-        stamps,
+        stamps: cut,
     })
 }
 

@@ -73,9 +73,9 @@ impl Packaging {
     /// local header and central-directory record.
     pub fn planned_stamp_bytes(self, size: usize) -> u64 {
         match self {
-            Packaging::Table => StampTable { size }.row_bytes() as u64,
-            Packaging::Mef => stamp_bytes(size, 30, 256),
-            Packaging::Zip => stamp_bytes(size, 30, 256) + 200,
+            Packaging::Table => StampTable::Square { size }.row_bytes() as u64,
+            Packaging::Mef => stamp_bytes(size * size, 30, 256),
+            Packaging::Zip => stamp_bytes(size * size, 30, 256) + 200,
         }
     }
 }
@@ -113,14 +113,14 @@ pub fn write_empty_primary(out: &mut impl Write) -> Result<u64, SodaError> {
     Ok(BLOCK as u64)
 }
 
-/// Bytes [`write_stamp`] writes for a stamp of `size`×`size` pixels with `wcs_cards` cards and
+/// Bytes [`write_stamp`] writes for a stamp of `pixels` pixels with `wcs_cards` cards and
 /// an image ID of `id_len` bytes: what a part of stamps is planned and split by.
-pub fn stamp_bytes(size: usize, wcs_cards: usize, id_len: usize) -> u64 {
+pub fn stamp_bytes(pixels: usize, wcs_cards: usize, id_len: usize) -> u64 {
     // Mandatory cards, EXTNAME, the SKY* cards (SKYIMAGE in as many cards as it takes), MJD-OBS,
     // CREATOR and END.
     let cards = 7 + 1 + 5 + id_len.div_ceil(60) + 1 + 1 + wcs_cards + 1;
     let blocks = |bytes: usize| bytes.div_ceil(BLOCK) * BLOCK;
-    (blocks(cards * 80) + blocks(4 * size * size)) as u64
+    (blocks(cards * 80) + blocks(4 * pixels)) as u64
 }
 
 /// Writes one stamp as an image HDU: the primary HDU of a file of its own (`primary`), else an
@@ -289,7 +289,7 @@ mod tests {
                 stamp: &stamp,
             };
             let written = write_stamp(&mut bytes, &image, false).unwrap();
-            assert_eq!(written, stamp_bytes(3, cards.len(), id.len()));
+            assert_eq!(written, stamp_bytes(6, cards.len(), id.len()));
         }
         assert_eq!(bytes.len() % BLOCK, 0);
         std::fs::write(&path, &bytes).unwrap();
@@ -353,7 +353,7 @@ mod tests {
             let mut bytes = Vec::new();
             let written = write_stamp(&mut bytes, &image, false).unwrap();
             assert_eq!(written, bytes.len() as u64);
-            assert_eq!(written, stamp_bytes(32, wcs.len(), id.len()));
+            assert_eq!(written, stamp_bytes(32 * 32, wcs.len(), id.len()));
         }
     }
 

@@ -1,5 +1,8 @@
-//! The stamp table: many stamps of one size in one FITS file, one binary-table row per stamp,
-//! the format machine-learning users stack into an (N, SIZE, SIZE) array in one read.
+//! The stamp table: many stamps in one FITS file, one binary-table row per stamp. Stamps of one
+//! size (`SIZE`) are a fixed-size array column that machine-learning users stack into an
+//! (N, SIZE, SIZE) array in one read; stamps of their own shapes (`RADIUS`, or a catalogue's
+//! per-row sizes) are a variable-length array column (`1QE`, the pixels in the table's heap)
+//! beside their `NX`, `NY`, which astropy reads as one array per row.
 //!
 //! Rows are encoded on their own ([`StampTable::encode`]) so that stamps cut in separate
 //! parts (one per image, possibly by different workers) are kept as plain files of rows and
@@ -12,7 +15,7 @@
 //! image's with the row's `CRPIX1`/`CRPIX2`, e.g. in astropy
 //! `WCS(fits.Header.fromstring(images[row["IMAGE"]]["WCS"]))` with those two values set.
 
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::SodaError;
@@ -24,10 +27,13 @@ pub const STAMP_TABLE: &str = "application/fits;content=stamp-table";
 pub(crate) const BLOCK: usize = 2880;
 pub(crate) const CARD: usize = 80;
 
-/// A table of stamps `size` pixels a side.
+/// A table of stamps: all of one size, or each of its own shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StampTable {
-    pub size: usize,
+pub enum StampTable {
+    /// Every stamp `size`×`size` pixels: `STAMP` is a fixed-size array with `TDIM`.
+    Square { size: usize },
+    /// Stamps of any shape: `NX`, `NY` and `STAMP` a variable-length array.
+    Varied,
 }
 
 /// One stamp and what it came from.
@@ -67,21 +73,57 @@ const COLUMNS: [(&str, &str, usize, &str); 9] = [
     ("CRPIX2", "D", 8, "pix"),
 ];
 
+/// Bytes of the columns before the stamp.
+const COLUMN_BYTES: usize = {
+    let mut bytes = 0;
+    let mut n = 0;
+    while n < COLUMNS.len() {
+        bytes += COLUMNS[n].2;
+        n += 1;
+    }
+    bytes
+};
+
+/// A varied table's `NX`, `NY` (J) and `STAMP` descriptor (Q: element count and heap offset).
+const VARIED_BYTES: usize = 4 + 4 + 16;
+
 impl StampTable {
-    /// Bytes of one encoded row.
+    /// Bytes of one row of the table itself (in a varied table, without its heap pixels).
     pub fn row_bytes(&self) -> usize {
-        COLUMNS.iter().map(|c| c.2).sum::<usize>() + 4 * self.size * self.size
+        match self {
+            StampTable::Square { size } => COLUMN_BYTES + 4 * size * size,
+            StampTable::Varied => COLUMN_BYTES + VARIED_BYTES,
+        }
     }
 
-    /// Appends the row's bytes (big-endian, as FITS stores them) to `out`. A stamp of another
-    /// size is a usage error, since every row of a table has the same shape.
+    /// Bytes [`StampTable::encode`] writes for `stamp`: what a part is planned and split by.
+    pub fn encoded_bytes(&self, stamp: &Stamp) -> usize {
+        match self {
+            StampTable::Square { .. } => self.row_bytes(),
+            StampTable::Varied => self.row_bytes() + 4 * stamp.pixels.len(),
+        }
+    }
+
+    /// Appends the row's bytes (big-endian, as FITS stores them) to `out`; in a varied table,
+    /// the row with a heap offset of 0, then its pixels ([`StampTable::assemble`] moves them to
+    /// the heap). A stamp of another size than a square table's is a usage error, since every
+    /// row of such a table has the same shape.
     pub fn encode(&self, row: &StampRow<'_>, out: &mut Vec<u8>) -> Result<(), SodaError> {
-        if row.stamp.pixels.len() != self.size * self.size {
+        let window = row.stamp.window;
+        if row.stamp.pixels.len() != window.width * window.height {
             return Err(SodaError::usage(format!(
-                "a stamp of {} pixels does not fit a table of {}x{} stamps",
-                row.stamp.pixels.len(),
-                self.size,
-                self.size
+                "a stamp of {}x{} holds {} pixels",
+                window.width,
+                window.height,
+                row.stamp.pixels.len()
+            )));
+        }
+        if let StampTable::Square { size } = *self
+            && (window.width, window.height) != (size, size)
+        {
+            return Err(SodaError::usage(format!(
+                "a stamp of {}x{} pixels does not fit a table of {size}x{size} stamps",
+                window.width, window.height
             )));
         }
         let (crpix1, crpix2) = row.stamp.crpix(row.source_crpix);
@@ -99,6 +141,15 @@ impl StampTable {
         ] {
             out.extend_from_slice(&value.to_be_bytes());
         }
+        if *self == StampTable::Varied {
+            let side = |n: usize| {
+                i32::try_from(n).map_err(|_| SodaError::usage(format!("a stamp {n} pixels wide")))
+            };
+            out.extend_from_slice(&side(window.width)?.to_be_bytes());
+            out.extend_from_slice(&side(window.height)?.to_be_bytes());
+            out.extend_from_slice(&(row.stamp.pixels.len() as i64).to_be_bytes());
+            out.extend_from_slice(&0i64.to_be_bytes());
+        }
         for value in &row.stamp.pixels {
             out.extend_from_slice(&value.to_be_bytes());
         }
@@ -106,8 +157,8 @@ impl StampTable {
     }
 
     /// Writes the table at `out` from `parts` (files of encoded rows, joined in this order)
-    /// and `images`, replacing any file there; returns its size. A part whose size is not a
-    /// whole number of rows is refused (it was cut short).
+    /// and `images`, replacing any file there; returns its size. A part that does not end
+    /// with a whole row is refused (it was cut short).
     pub fn assemble(
         &self,
         out: &Path,
@@ -115,16 +166,37 @@ impl StampTable {
         images: &[TableImage],
     ) -> Result<u64, SodaError> {
         let row_bytes = self.row_bytes() as u64;
-        let mut rows = 0u64;
+        let (mut rows, mut heap, mut longest) = (0u64, 0u64, 0u64);
         for part in parts {
             let len = std::fs::metadata(part)?.len();
-            if len % row_bytes != 0 {
-                return Err(SodaError::Fits(format!(
+            let cut_short = || {
+                SodaError::Fits(format!(
                     "part {} holds {len} bytes, not a whole number of {row_bytes}-byte rows",
                     part.display()
-                )));
+                ))
+            };
+            match self {
+                StampTable::Square { .. } => {
+                    if len % row_bytes != 0 {
+                        return Err(cut_short());
+                    }
+                    rows += len / row_bytes;
+                }
+                StampTable::Varied => {
+                    let mut at = 0u64;
+                    for_each_varied_row(part, |_, pixels| {
+                        rows += 1;
+                        heap += 4 * pixels;
+                        longest = longest.max(pixels);
+                        at += row_bytes + 4 * pixels;
+                        Ok(())
+                    })
+                    .map_err(|_| cut_short())?;
+                    if at != len {
+                        return Err(cut_short());
+                    }
+                }
             }
-            rows += len / row_bytes;
         }
         let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
         write_header(
@@ -137,7 +209,11 @@ impl StampTable {
                 card_text("CREATOR", "Skycut stamp table"),
             ],
         )?;
-        let mut cards = table_cards("STAMPS", row_bytes, rows, COLUMNS.len() + 1);
+        let stamp_column = match self {
+            StampTable::Square { .. } => COLUMNS.len() + 1,
+            StampTable::Varied => COLUMNS.len() + 3,
+        };
+        let mut cards = table_cards("STAMPS", row_bytes, rows, heap, stamp_column);
         for (n, (name, form, _, unit)) in COLUMNS.iter().enumerate() {
             cards.push(card_text(&format!("TTYPE{}", n + 1), name));
             cards.push(card_text(&format!("TFORM{}", n + 1), form));
@@ -145,22 +221,63 @@ impl StampTable {
                 cards.push(card_text(&format!("TUNIT{}", n + 1), unit));
             }
         }
-        let n = COLUMNS.len() + 1;
-        cards.push(card_text(&format!("TTYPE{n}"), "STAMP"));
-        cards.push(card_text(
-            &format!("TFORM{n}"),
-            &format!("{}E", self.size * self.size),
-        ));
-        cards.push(card_text(
-            &format!("TDIM{n}"),
-            &format!("({},{})", self.size, self.size),
-        ));
-        cards.push(card_int("STAMPSZ", self.size as i64));
+        let n = stamp_column;
+        match self {
+            StampTable::Square { size } => {
+                cards.push(card_text(&format!("TTYPE{n}"), "STAMP"));
+                cards.push(card_text(
+                    &format!("TFORM{n}"),
+                    &format!("{}E", size * size),
+                ));
+                cards.push(card_text(&format!("TDIM{n}"), &format!("({size},{size})")));
+                cards.push(card_int("STAMPSZ", *size as i64));
+            }
+            StampTable::Varied => {
+                for (m, axis) in [(n - 2, "NX"), (n - 1, "NY")] {
+                    cards.push(card_text(&format!("TTYPE{m}"), axis));
+                    cards.push(card_text(&format!("TFORM{m}"), "J"));
+                    cards.push(card_text(&format!("TUNIT{m}"), "pix"));
+                }
+                cards.push(card_text(&format!("TTYPE{n}"), "STAMP"));
+                cards.push(card_text(&format!("TFORM{n}"), &format!("1QE({longest})")));
+            }
+        }
         write_header(&mut file, &cards)?;
         let mut written = 0u64;
-        for part in parts {
-            let mut from = std::fs::File::open(part)?;
-            written += std::io::copy(&mut from, &mut file)?;
+        match self {
+            StampTable::Square { .. } => {
+                for part in parts {
+                    let mut from = std::fs::File::open(part)?;
+                    written += std::io::copy(&mut from, &mut file)?;
+                }
+            }
+            StampTable::Varied => {
+                // The rows, each pointing at its pixels in the heap, then the heap.
+                let descriptor = row_bytes as usize - 8;
+                let mut offset = 0u64;
+                for part in parts {
+                    for_each_varied_row(part, |row, pixels| {
+                        row[descriptor..].copy_from_slice(&offset.to_be_bytes());
+                        offset += 4 * pixels;
+                        file.write_all(row)?;
+                        Ok(())
+                    })?;
+                }
+                for part in parts {
+                    let mut from =
+                        std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(part)?);
+                    let mut row = vec![0u8; row_bytes as usize];
+                    loop {
+                        match from.read_exact(&mut row) {
+                            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                            other => other?,
+                        }
+                        let pixels = varied_pixels(&row);
+                        std::io::copy(&mut (&mut from).take(4 * pixels), &mut file)?;
+                    }
+                }
+                written = rows * row_bytes + heap;
+            }
         }
         pad(&mut file, written, 0)?;
 
@@ -175,6 +292,7 @@ impl StampTable {
             "IMAGES",
             (id_width + wcs_width) as u64,
             images.len() as u64,
+            0,
             2,
         );
         cards.extend([
@@ -201,6 +319,37 @@ impl StampTable {
     }
 }
 
+/// The pixel count in an encoded varied row.
+fn varied_pixels(row: &[u8]) -> u64 {
+    let at = COLUMN_BYTES + 8;
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&row[at..at + 8]);
+    i64::from_be_bytes(count).max(0) as u64
+}
+
+/// Calls `each` with every encoded row of a varied table's part (its pixels skipped) and the
+/// row's pixel count; fails on a row cut short.
+fn for_each_varied_row(
+    part: &Path,
+    mut each: impl FnMut(&mut [u8], u64) -> Result<(), SodaError>,
+) -> Result<(), SodaError> {
+    let mut from = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(part)?);
+    let mut row = vec![0u8; StampTable::Varied.row_bytes()];
+    loop {
+        // A row is read whole or not at all: zero bytes left is the end.
+        if from.fill_buf()?.is_empty() {
+            return Ok(());
+        }
+        from.read_exact(&mut row)?;
+        let pixels = varied_pixels(&row);
+        let skip = i64::try_from(4 * pixels)
+            .map_err(|_| SodaError::Fits("a stamp of too many pixels".to_owned()))?;
+        // Seeking past the end is allowed: the caller checks the part's length.
+        from.seek_relative(skip)?;
+        each(&mut row, pixels)?;
+    }
+}
+
 /// FITS text holds printable ASCII only.
 pub(crate) fn printable(b: u8) -> u8 {
     if (0x20..0x7f).contains(&b) { b } else { b'?' }
@@ -208,14 +357,14 @@ pub(crate) fn printable(b: u8) -> u8 {
 
 /// The mandatory cards of a binary table, in the order FITS requires (`TFIELDS` eighth), then
 /// its name.
-fn table_cards(extname: &str, row_bytes: u64, rows: u64, fields: usize) -> Vec<String> {
+fn table_cards(extname: &str, row_bytes: u64, rows: u64, heap: u64, fields: usize) -> Vec<String> {
     vec![
         card_text("XTENSION", "BINTABLE"),
         card_int("BITPIX", 8),
         card_int("NAXIS", 2),
         card_int("NAXIS1", row_bytes as i64),
         card_int("NAXIS2", rows as i64),
-        card_int("PCOUNT", 0),
+        card_int("PCOUNT", heap as i64),
         card_int("GCOUNT", 1),
         card_int("TFIELDS", fields as i64),
         card_text("EXTNAME", extname),
@@ -281,7 +430,7 @@ mod tests {
     #[test]
     fn parts_assemble_into_a_table_cfitsio_reads_row_by_row() {
         let dir = tempfile::tempdir().unwrap();
-        let table = StampTable { size: 3 };
+        let table = StampTable::Square { size: 3 };
         let (a, b) = (stamp(3, 0.0), stamp(3, 100.0));
         let mut parts = Vec::new();
         for (n, rows) in [vec![(7u64, &a, 0u32), (9, &b, 0)], vec![(8, &a, 1)]]
@@ -366,7 +515,7 @@ mod tests {
     #[test]
     fn a_part_cut_short_or_a_stamp_of_another_size_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let table = StampTable { size: 3 };
+        let table = StampTable::Square { size: 3 };
         let part = dir.path().join("short");
         std::fs::write(&part, vec![0u8; table.row_bytes() + 5]).unwrap();
         let out = dir.path().join("t.fits");
@@ -382,5 +531,129 @@ mod tests {
             stamp: &big,
         };
         assert!(table.encode(&row, &mut Vec::new()).is_err());
+    }
+
+    fn shaped(width: usize, height: usize, start: f32) -> Stamp {
+        Stamp {
+            window: Window {
+                x0: 4,
+                y0: -1,
+                width,
+                height,
+            },
+            pixel: (6.0, 1.0),
+            pixels: (0..width * height).map(|i| start + i as f32).collect(),
+        }
+    }
+
+    /// The (header, data) of the `STAMPS` HDU of the file at `path`, split on the cards.
+    fn stamps_hdu(raw: &[u8]) -> (String, &[u8]) {
+        let ends: Vec<usize> = raw
+            .chunks(CARD)
+            .enumerate()
+            .filter(|(_, c)| c.starts_with(b"END "))
+            .map(|(i, _)| i * CARD)
+            .collect();
+        let start = (ends[0] / BLOCK + 1) * BLOCK;
+        let data = (ends[1] / BLOCK + 1) * BLOCK;
+        let header = String::from_utf8(raw[start..data].to_vec()).unwrap();
+        (header, &raw[data..])
+    }
+
+    fn card_value(header: &str, name: &str) -> String {
+        header
+            .as_bytes()
+            .chunks(CARD)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .find(|c| c.starts_with(&format!("{name:<8}=")))
+            .map(|c| c[10..].trim().trim_matches('\'').trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {header}"))
+    }
+
+    #[test]
+    fn stamps_of_their_own_shapes_go_to_the_heap_in_row_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = StampTable::Varied;
+        let stamps = [shaped(3, 2, 0.0), shaped(4, 4, 100.0), shaped(1, 5, 200.0)];
+        let mut parts = Vec::new();
+        for (n, group) in [&stamps[..2], &stamps[2..]].into_iter().enumerate() {
+            let mut bytes = Vec::new();
+            for (m, stamp) in group.iter().enumerate() {
+                let row = StampRow {
+                    row: (10 * n + m) as u64,
+                    ra: 1.0,
+                    dec: 2.0,
+                    image: 0,
+                    mjd: f64::NAN,
+                    source_crpix: (10.0, 10.0),
+                    stamp,
+                };
+                let before = bytes.len();
+                table.encode(&row, &mut bytes).unwrap();
+                assert_eq!(bytes.len() - before, table.encoded_bytes(stamp));
+            }
+            let path = dir.path().join(format!("part{n}"));
+            std::fs::write(&path, &bytes).unwrap();
+            parts.push(path);
+        }
+        let out = dir.path().join("varied.fits");
+        let size = table.assemble(&out, &parts, &[]).unwrap();
+        let raw = std::fs::read(&out).unwrap();
+        assert_eq!(size, raw.len() as u64);
+        assert_eq!(size % BLOCK as u64, 0);
+        let (header, data) = stamps_hdu(&raw);
+        let row_bytes = table.row_bytes();
+        assert_eq!(card_value(&header, "NAXIS1"), row_bytes.to_string());
+        assert_eq!(card_value(&header, "NAXIS2"), "3");
+        assert_eq!(
+            card_value(&header, "PCOUNT"),
+            (4 * (6 + 16 + 5)).to_string()
+        );
+        assert_eq!(card_value(&header, "TFIELDS"), "12");
+        assert_eq!(card_value(&header, "TTYPE10"), "NX");
+        assert_eq!(card_value(&header, "TTYPE11"), "NY");
+        assert_eq!(card_value(&header, "TFORM12"), "1QE(16)");
+        assert!(!header.contains("TDIM"), "{header}");
+        let be_i32 = |b: &[u8]| i32::from_be_bytes(b.try_into().unwrap());
+        let be_i64 = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap());
+        let heap = &data[3 * row_bytes..];
+        let mut expected_offset = 0i64;
+        for (n, stamp) in stamps.iter().enumerate() {
+            let row = &data[n * row_bytes..(n + 1) * row_bytes];
+            let at = COLUMN_BYTES;
+            assert_eq!(be_i32(&row[at..at + 4]) as usize, stamp.window.width);
+            assert_eq!(be_i32(&row[at + 4..at + 8]) as usize, stamp.window.height);
+            let count = be_i64(&row[at + 8..at + 16]);
+            let offset = be_i64(&row[at + 16..at + 24]);
+            assert_eq!(count as usize, stamp.pixels.len());
+            assert_eq!(offset, expected_offset);
+            let pixels: Vec<f32> = heap[offset as usize..(offset + 4 * count) as usize]
+                .chunks(4)
+                .map(|b| f32::from_be_bytes(b.try_into().unwrap()))
+                .collect();
+            assert_eq!(pixels, stamp.pixels);
+            expected_offset += 4 * count;
+        }
+        // Cut short anywhere, a part is refused.
+        let whole = std::fs::read(&parts[0]).unwrap();
+        for cut in [1, 10, table.row_bytes(), whole.len() - 3] {
+            std::fs::write(&parts[0], &whole[..whole.len() - cut]).unwrap();
+            assert!(table.assemble(&out, &parts, &[]).is_err(), "cut {cut}");
+        }
+        // A square table takes only its own size.
+        let row = StampRow {
+            row: 0,
+            ra: 0.0,
+            dec: 0.0,
+            image: 0,
+            mjd: 0.0,
+            source_crpix: (0.0, 0.0),
+            stamp: &stamps[0],
+        };
+        assert!(
+            StampTable::Square { size: 3 }
+                .encode(&row, &mut Vec::new())
+                .is_err()
+        );
     }
 }

@@ -102,6 +102,11 @@ impl Stencil {
         circle("CIRCLE", value)
     }
 
+    /// The circle of `radius` degrees around (`ra`, `dec`), checked as a parsed `CIRCLE` is.
+    pub fn circle(ra: f64, dec: f64, radius: f64) -> Result<Stencil, SodaError> {
+        checked_circle("CIRCLE", &[ra, dec, radius])
+    }
+
     /// Parses the value of a `POLYGON` parameter: `ra1 dec1 ra2 dec2 ra3 dec3 ...`.
     pub fn parse_polygon(value: &str) -> Result<Stencil, SodaError> {
         polygon("POLYGON", value)
@@ -348,14 +353,17 @@ fn check_dec(label: &str, dec: f64) -> Result<(), SodaError> {
 }
 
 fn circle(label: &str, value: &str) -> Result<Stencil, SodaError> {
-    let v = numbers(label, value)?;
+    checked_circle(label, &numbers(label, value)?)
+}
+
+fn checked_circle(label: &str, v: &[f64]) -> Result<Stencil, SodaError> {
     let [ra, dec, radius] = v[..] else {
         return Err(SodaError::usage(format!(
             "{label} needs 3 numbers (ra dec radius), got {}",
             v.len()
         )));
     };
-    require_finite(label, &v)?;
+    require_finite(label, v)?;
     check_ra(label, ra)?;
     check_dec(label, dec)?;
     if radius <= 0.0 {
@@ -505,6 +513,22 @@ mod tests {
         let c = Stencil::parse_circle;
         check(c, "NaN 2 1", "error: CIRCLE values must be finite, got NaN");
         check(c, "1 2 inf", "error: CIRCLE values must be finite, got inf");
+    }
+
+    #[test]
+    fn a_circle_from_numbers_is_the_parsed_circle_and_checked_alike() {
+        assert_eq!(
+            Stencil::circle(10.5, -3.25, 0.01).unwrap(),
+            Stencil::parse_circle("10.5 -3.25 0.01").unwrap()
+        );
+        for (ra, dec, radius) in [
+            (f64::NAN, 0.0, 1.0),
+            (10.0, 91.0, 1.0),
+            (10.0, 0.0, 0.0),
+            (10.0, 0.0, 181.0),
+        ] {
+            assert!(Stencil::circle(ra, dec, radius).is_err());
+        }
     }
 
     #[test]

@@ -973,9 +973,12 @@ mod tests {
                 }
             })
             .collect();
-        let sky: Vec<(f64, f64)> = positions.iter().map(|p| (p.ra, p.dec)).collect();
-        let cut = soda::cut_stamps(&path, &image_id(0), None, &sky, 8).expect("stamps");
-        let table = soda::stamp_table::StampTable { size: 8 };
+        let sky: Vec<(f64, f64, soda::Extent)> = positions
+            .iter()
+            .map(|p| (p.ra, p.dec, soda::Extent::Size(8)))
+            .collect();
+        let cut = soda::cut_stamps(&path, &image_id(0), None, &sky, None).expect("stamps");
+        let table = soda::stamp_table::StampTable::Square { size: 8 };
         let mut rows = Vec::new();
         for (n, stamp) in cut.stamps.iter().enumerate() {
             let p = &positions[n];

@@ -899,6 +899,69 @@ pub fn stamp_rows(bytes: &[u8], size: usize) -> Vec<(i64, i32, f64, f64, Vec<f32
         .collect()
 }
 
+/// One row of a stamp table whose stamps have shapes of their own (`RADIUS`, or per-row
+/// sizes): catalogue row, image, `CRPIX1`, `CRPIX2`, `NX`, `NY` and the pixels from the heap.
+pub struct VariedStamp {
+    pub row: i64,
+    pub image: i32,
+    pub crpix: (f64, f64),
+    pub width: usize,
+    pub height: usize,
+    pub pixels: Vec<f32>,
+}
+
+/// The rows of a stamp table with a variable-length `STAMP` column (`1QE`), read by hand as
+/// FITS lays them out: the rows, then the heap they point into.
+pub fn varied_stamp_rows(bytes: &[u8]) -> Vec<VariedStamp> {
+    let cards: Vec<&[u8]> = bytes.chunks(80).collect();
+    let ends: Vec<usize> = (0..cards.len())
+        .filter(|&i| cards[i].starts_with(b"END "))
+        .take(2)
+        .collect();
+    let start = (ends[1] * 80 / 2880 + 1) * 2880;
+    let key = |name: &str| -> String {
+        cards[ends[0]..ends[1]]
+            .iter()
+            .find(|c| c.starts_with(format!("{name:<8}=").as_bytes()))
+            .map(|c| {
+                String::from_utf8_lossy(&c[10..])
+                    .trim()
+                    .trim_matches('\'')
+                    .trim()
+                    .to_owned()
+            })
+            .unwrap_or_else(|| panic!("no {name} card"))
+    };
+    assert_eq!(key("TTYPE12"), "STAMP");
+    assert!(key("TFORM12").starts_with("1QE("), "{}", key("TFORM12"));
+    let row_bytes: usize = key("NAXIS1").parse().expect("NAXIS1");
+    let rows: usize = key("NAXIS2").parse().expect("NAXIS2");
+    let heap = start + row_bytes * rows;
+    let at = |n: usize, len: usize| &bytes[n..n + len];
+    let f64_at = |n: usize| f64::from_be_bytes(at(n, 8).try_into().expect("8 bytes"));
+    let i32_at = |n: usize| i32::from_be_bytes(at(n, 4).try_into().expect("4 bytes"));
+    let i64_at = |n: usize| i64::from_be_bytes(at(n, 8).try_into().expect("8 bytes"));
+    (0..rows)
+        .map(|n| {
+            let row = start + n * row_bytes;
+            let (count, offset) = (i64_at(row + 76) as usize, i64_at(row + 84) as usize);
+            let stamp = VariedStamp {
+                row: i64_at(row),
+                image: i32_at(row + 24),
+                crpix: (f64_at(row + 52), f64_at(row + 60)),
+                width: i32_at(row + 68) as usize,
+                height: i32_at(row + 72) as usize,
+                pixels: at(heap + offset, 4 * count)
+                    .chunks(4)
+                    .map(|b| f32::from_be_bytes(b.try_into().expect("4 bytes")))
+                    .collect(),
+            };
+            assert_eq!(stamp.width * stamp.height, count, "row {n}");
+            stamp
+        })
+        .collect()
+}
+
 /// Checks that a stamp of the test image is exactly its source pixels: the window that the
 /// stamp's `CRPIX` (the source's, moved by the window's first pixel) places, NaN off the image.
 pub fn assert_stamp_is_a_source_window(
@@ -917,6 +980,17 @@ pub fn assert_stamp_is_a_window_of(
     pixels: &[f32],
     size: usize,
 ) {
+    assert_window_of(path, (crpix1, crpix2), pixels, (size, size));
+}
+
+/// [`assert_stamp_is_a_window_of`] for a stamp of `width`×`height` pixels.
+pub fn assert_window_of(
+    path: &std::path::Path,
+    (crpix1, crpix2): (f64, f64),
+    pixels: &[f32],
+    (width, height): (usize, usize),
+) {
+    assert_eq!(pixels.len(), width * height);
     let mut f = fitsio::FitsFile::open(path).expect("source");
     let hdu = f.primary_hdu().expect("primary");
     let source: Vec<f32> = hdu.read_image(&mut f).expect("pixels");
@@ -928,11 +1002,10 @@ pub fn assert_stamp_is_a_window_of(
     let crpix_y: f64 = hdu.read_key(&mut f, "CRPIX2").expect("CRPIX2");
     let (x0, y0) = ((crpix - crpix1) as i64, (crpix_y - crpix2) as i64);
     assert_eq!((x0 as f64, y0 as f64), (crpix - crpix1, crpix_y - crpix2));
-    let size = size as i64;
-    for j in 0..size {
-        for i in 0..size {
+    for j in 0..height as i64 {
+        for i in 0..width as i64 {
             let (x, y) = (x0 + i, y0 + j);
-            let got = pixels[(j * size + i) as usize];
+            let got = pixels[(j * width as i64 + i) as usize];
             if (0..sw).contains(&x) && (0..sh).contains(&y) {
                 assert_eq!(got, source[(y * sw + x) as usize], "({i},{j})");
             } else {

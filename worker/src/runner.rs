@@ -29,6 +29,9 @@ pub struct WorkerSettings {
     pub part_bytes: u64,
     /// How a bulk job's plan is split into shards that any worker may cut.
     pub shards: crate::shards::ShardLimits,
+    /// Most pixels a side of a bulk job's `RADIUS` stamp (`[jobs] max_stamp_size`); a wider
+    /// one is an error of its row, refused before its pixels are read.
+    pub max_stamp_side: Option<usize>,
 }
 
 /// How long after an abort a store call cut short may still finish its object.

@@ -23,7 +23,7 @@ use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use soda::bulk_plan::{PlanItem, PlanReader, PlanWriter, PlannedStamp};
+use soda::bulk_plan::{Extent, PlanItem, PlanReader, PlanWriter, PlannedStamp};
 use uws::{ErrorCode, JobError};
 
 use crate::cutouts::internal;
@@ -65,7 +65,7 @@ pub(crate) fn plan_key(job: &str, name: &str) -> String {
 /// Where the batch of shard `name` is stored (the format's version in the name: a batch of
 /// another version is never read as this one).
 pub(crate) fn batch_key(job: &str, name: &str) -> String {
-    format!("{job}/bulk/{name}.batch1")
+    format!("{job}/bulk/{name}.batch2")
 }
 
 /// Whether `name` is a shard name as [`split`] makes them (`shard-{5 digits}-{16 hex digits}`):
@@ -85,11 +85,13 @@ pub(crate) fn is_shard_name(name: &str) -> bool {
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// A plan split into shards: the rows no image serves, and the shards in plan order.
+/// A plan split into shards: the rows no image serves, the shards in plan order, and the one
+/// size of all its stamps if they have one (`SIZE`, no per-row sizes).
 #[derive(Debug, Default)]
 pub(crate) struct Split {
     pub errors: Vec<(u64, String)>,
     pub shards: Vec<Shard>,
+    pub one_size: Option<usize>,
 }
 
 /// Reads a plan and writes its images into shard plans, `file(n)` being the path of shard `n`;
@@ -122,6 +124,7 @@ fn split_into<R: BufRead>(
     let mut split = Split::default();
     let mut groups: Vec<(String, Vec<PlannedStamp>)> = Vec::new();
     let mut stamps = 0u64;
+    let mut sizes_differ = false;
     loop {
         let item = reader.next_item().map_err(unreadable)?;
         let full = stamps >= limits.stamps.max(1) || groups.len() as u64 >= limits.images.max(1);
@@ -132,9 +135,22 @@ fn split_into<R: BufRead>(
             stamps = 0;
         }
         match item {
-            None => return Ok(split),
+            None => {
+                if sizes_differ {
+                    split.one_size = None;
+                }
+                return Ok(split);
+            }
             Some(PlanItem::Error { row, reason }) => split.errors.push((row, reason)),
             Some(PlanItem::Image { id, stamps: group }) => {
+                for stamp in &group {
+                    match stamp.extent {
+                        Extent::Size(size) if split.one_size.is_none_or(|one| one == size) => {
+                            split.one_size = Some(size);
+                        }
+                        _ => sizes_differ = true,
+                    }
+                }
                 stamps += group.len() as u64;
                 groups.push((id, group));
             }
@@ -193,7 +209,7 @@ impl CutImage {
 /// One image of a batch: its ID, its planned stamps, and what cutting them gave.
 pub(crate) type BatchImage = (String, Vec<PlannedStamp>, Result<CutImage, JobError>);
 
-const MAGIC: &[u8] = b"skycut stamp batch 1\n";
+const MAGIC: &[u8] = b"skycut stamp batch 2\n";
 const IMAGE: u8 = b'I';
 const END: u8 = b'Z';
 
@@ -223,6 +239,16 @@ impl<W: Write> BatchWriter<W> {
             put_u64(out, stamp.row)?;
             put_f64(out, stamp.ra)?;
             put_f64(out, stamp.dec)?;
+            match stamp.extent {
+                Extent::Size(size) => {
+                    out.write_all(b"s")?;
+                    put_u64(out, size as u64)?;
+                }
+                Extent::Radius(radius) => {
+                    out.write_all(b"r")?;
+                    put_f64(out, radius)?;
+                }
+            }
         }
         match cut {
             Err(error) => {
@@ -331,10 +357,19 @@ impl<R: Read> BatchReader<R> {
         let n = get_count(input)?;
         let mut planned = Vec::with_capacity(n.min(1 << 16) as usize);
         for _ in 0..n {
+            let (row, ra, dec) = (get_u64(input)?, get_f64(input)?, get_f64(input)?);
+            let mut kind = [0u8];
+            input.read_exact(&mut kind)?;
+            let extent = match kind[0] {
+                b's' => Extent::Size(get_count(input)? as usize),
+                b'r' => Extent::Radius(get_f64(input)?),
+                _ => return Err(corrupt("bad extent")),
+            };
             planned.push(PlannedStamp {
-                row: get_u64(input)?,
-                ra: get_f64(input)?,
-                dec: get_f64(input)?,
+                row,
+                ra,
+                dec,
+                extent,
             });
         }
         let cut = if get_flag(input)? {
@@ -463,6 +498,12 @@ mod tests {
             row,
             ra: 10.0 + row as f64 * 1e-3,
             dec: -3.0 - row as f64 * 1e-3,
+            // Every seventh row a radius, so both kinds travel through shards and batches.
+            extent: if row % 7 == 3 {
+                Extent::Radius(1e-3 * row as f64)
+            } else {
+                Extent::Size(16)
+            },
         })
         .collect()
     }
@@ -520,6 +561,39 @@ mod tests {
             .map(|n| (format!("butler://t/img{n}"), planned(n * 10..(n + 1) * 10)))
             .collect();
         assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn a_plan_has_one_size_only_when_every_stamp_has_the_same_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let one_size = |extents: &[Extent]| {
+            let mut writer = PlanWriter::new(Vec::new(), extents.len() as u64, 2).unwrap();
+            let stamps: Vec<PlannedStamp> = extents
+                .iter()
+                .enumerate()
+                .map(|(row, &extent)| PlannedStamp {
+                    row: row as u64,
+                    ra: 1.0,
+                    dec: 2.0,
+                    extent,
+                })
+                .collect();
+            // Split over two images, so a difference between groups counts too.
+            let (a, b) = stamps.split_at(1);
+            writer.image("butler://t/a", a).unwrap();
+            writer.image("butler://t/b", b).unwrap();
+            split_plan(
+                &writer.finish().unwrap(),
+                ShardLimits::default(),
+                dir.path(),
+            )
+            .one_size
+        };
+        use Extent::{Radius, Size};
+        assert_eq!(one_size(&[Size(16), Size(16), Size(16)]), Some(16));
+        assert_eq!(one_size(&[Size(16), Size(16), Size(8)]), None);
+        assert_eq!(one_size(&[Size(16), Radius(0.01)]), None);
+        assert_eq!(one_size(&[Radius(0.01), Size(16), Size(16)]), None);
     }
 
     #[test]
@@ -595,7 +669,7 @@ mod tests {
         );
         assert_eq!(
             batch_key("abc", "shard-00001-ff"),
-            "abc/bulk/shard-00001-ff.batch1"
+            "abc/bulk/shard-00001-ff.batch2"
         );
     }
 

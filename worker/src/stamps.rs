@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 
-use soda::bulk_plan::{PlanItem, PlanReader, PlannedStamp};
+use soda::bulk_plan::{Extent, PlanItem, PlanReader, PlannedStamp};
 use soda::stamp_file::Packaging;
 use soda::stamp_table::{StampRow, StampTable, TableImage};
 use soda::{SourceId, Stencil};
@@ -67,10 +67,10 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> JobError + '_ {
 }
 
 impl StampsBuilder {
-    fn new(packaging: Packaging, size: usize, part_bytes: u64) -> StampsBuilder {
+    fn new(packaging: Packaging, table: StampTable, part_bytes: u64) -> StampsBuilder {
         StampsBuilder {
             packaging,
-            table: StampTable { size },
+            table,
             part_bytes: part_bytes.max(1),
             parts: Vec::new(),
             open: None,
@@ -103,7 +103,7 @@ impl StampsBuilder {
         stamps: &[PlannedStamp],
         scratch: &mut Scratch,
     ) -> Result<(), JobError> {
-        let cut = cut_image(sources, id, stamps, self.table.size).await;
+        let cut = cut_image(sources, id, stamps, None).await;
         self.add_cut(
             &id.to_string(),
             stamps,
@@ -151,9 +151,9 @@ impl StampsBuilder {
         scratch: &mut Scratch,
     ) -> Result<(), JobError> {
         let bytes = match self.packaging {
-            Packaging::Table => self.table.row_bytes() as u64,
+            Packaging::Table => self.table.encoded_bytes(stamp) as u64,
             Packaging::Mef | Packaging::Zip => {
-                soda::stamp_file::stamp_bytes(self.table.size, cut.wcs_cards.len(), id.len())
+                soda::stamp_file::stamp_bytes(stamp.pixels.len(), cut.wcs_cards.len(), id.len())
             }
         };
         if self.open.is_some() && self.open_bytes + bytes > self.part_bytes {
@@ -357,21 +357,40 @@ impl StampsBuilder {
     }
 }
 
-/// Opens one image and cuts the stamps of `stamps` from it, `size` pixels a side, on a
-/// blocking thread.
+/// How the stamps of a bulk plan are cut, beyond what the plan says.
+#[derive(Debug, Clone, Copy, Default)]
+struct CutRules {
+    /// The extent of a version 1 plan's stamps (the job's `SIZE`).
+    default_extent: Option<Extent>,
+    /// Most pixels a side of a `RADIUS` stamp (`[jobs] max_stamp_size`).
+    max_side: Option<usize>,
+}
+
+impl CutRules {
+    fn of(job: &uws::Job, settings: &WorkerSettings) -> CutRules {
+        CutRules {
+            default_extent: version_1_extent(job),
+            max_side: settings.max_stamp_side,
+        }
+    }
+}
+
+/// Opens one image and cuts the stamps of `stamps` from it, each of its own extent, on a
+/// blocking thread; a `RADIUS` stamp over `max_side` pixels a side is an error of its own.
 async fn cut_image(
     sources: &JobSources<'_>,
     id: &SourceId,
     stamps: &[PlannedStamp],
-    size: usize,
+    max_side: Option<usize>,
 ) -> Result<soda::ImageStamps, JobError> {
-    let positions: Vec<(f64, f64)> = stamps.iter().map(|s| (s.ra, s.dec)).collect();
+    let positions: Vec<(f64, f64, Extent)> =
+        stamps.iter().map(|s| (s.ra, s.dec, s.extent)).collect();
     // Pinned in the source cache until its stamps are cut.
     let source = sources.open(id, None, job_error).await?;
     let (path, name) = (source.path.clone(), id.to_string());
     let extension = id.extension().map(str::to_owned);
     tokio::task::spawn_blocking(move || {
-        soda::cut_stamps(&path, &name, extension.as_deref(), &positions, size)
+        soda::cut_stamps(&path, &name, extension.as_deref(), &positions, max_side)
     })
     .await
     .map_err(|e| internal(format!("stamp thread failed: {e}")))?
@@ -402,6 +421,7 @@ pub(crate) async fn stamp_table(
                     row: row as u64,
                     ra,
                     dec,
+                    extent: Extent::Size(size),
                 })
             }
             other => Err(JobError::new(
@@ -410,7 +430,7 @@ pub(crate) async fn stamp_table(
             )),
         })
         .collect::<Result<_, _>>()?;
-    let mut builder = StampsBuilder::new(Packaging::Table, size, u64::MAX);
+    let mut builder = StampsBuilder::new(Packaging::Table, StampTable::Square { size }, u64::MAX);
     for id in &request.ids {
         builder.add_image(sources, id, &stamps, scratch).await?;
     }
@@ -430,7 +450,7 @@ pub(crate) async fn bulk(
     store: &Store<'_>,
     scratch: &mut Scratch,
 ) -> Result<Vec<JobResult>, JobError> {
-    let size = bulk_size(job)?;
+    let rules = CutRules::of(job, settings);
     let format = job
         .parameters
         .iter()
@@ -446,7 +466,8 @@ pub(crate) async fn bulk(
     let file = std::fs::File::open(&plan)
         .map_err(|e| unavailable(format!("reading the bulk plan failed: {e}")))?;
     let reader = PlanReader::open(std::io::BufReader::with_capacity(1 << 16, file))
-        .map_err(|e| internal(format!("the bulk plan is unreadable: {e}")))?;
+        .map_err(|e| internal(format!("the bulk plan is unreadable: {e}")))?
+        .with_default_extent(rules.default_extent);
     let (total_stamps, total_images) = reader.totals();
     // The plan is read and split on a blocking thread: it is a file, perhaps a large one. An
     // abort drops this future but not the thread: the shard plans it wrote then go with it.
@@ -473,7 +494,12 @@ pub(crate) async fn bulk(
         scratch.adopt(shard.plan.clone());
     }
 
-    let mut builder = StampsBuilder::new(packaging, size, settings.part_bytes);
+    // Stamps of one size stack into a table's fixed-size column; others need their own shapes.
+    let table = match split.one_size {
+        Some(size) => StampTable::Square { size },
+        None => StampTable::Varied,
+    };
+    let mut builder = StampsBuilder::new(packaging, table, settings.part_bytes);
     for (row, reason) in split.errors {
         builder.note(row, "", JobError::new(ErrorCode::NoData, reason));
     }
@@ -487,7 +513,7 @@ pub(crate) async fn bulk(
             cut_plan(
                 &shard.plan,
                 sources,
-                size,
+                rules,
                 Some(&mut progress),
                 |id, stamps, cut| builder.add_cut(&id, &stamps, cut, scratch),
             )
@@ -500,7 +526,8 @@ pub(crate) async fn bulk(
 
     let shards = split.shards;
     share(job, &shards, sources.token, store).await?;
-    let batches = cut_unclaimed(job, &shards, sources, size, store, scratch, &mut progress).await?;
+    let batches =
+        cut_unclaimed(job, &shards, sources, rules, store, scratch, &mut progress).await?;
     progress.report().await;
     for (shard, batch) in shards.iter().zip(batches) {
         let path = match batch {
@@ -540,13 +567,14 @@ pub(crate) async fn bulk(
     Ok(results)
 }
 
-/// A bulk job's `SIZE`: the side of every stamp.
-fn bulk_size(job: &uws::Job) -> Result<usize, JobError> {
+/// The extent of every stamp of a bulk plan stored before stamps had their own (version 1):
+/// the job's `SIZE`.
+fn version_1_extent(job: &uws::Job) -> Option<Extent> {
     job.parameters
         .iter()
         .find(|(name, _)| name == "SIZE")
-        .ok_or_else(|| JobError::new(ErrorCode::Usage, "a bulk job needs SIZE"))
-        .and_then(|(_, value)| soda::request::parse_size(value).map_err(job_error))
+        .and_then(|(_, value)| soda::request::parse_size(value).ok())
+        .map(Extent::Size)
 }
 
 /// The metadata of a shard's objects, which no client ever sees.
@@ -600,7 +628,7 @@ async fn cut_unclaimed(
     job: &uws::Job,
     shards: &[Shard],
     sources: &JobSources<'_>,
-    size: usize,
+    rules: CutRules,
     store: &Store<'_>,
     scratch: &mut Scratch,
     progress: &mut Progress<'_>,
@@ -620,11 +648,11 @@ async fn cut_unclaimed(
             }
         }
         let path = scratch.file(&format!("{}.batch", shard.name));
-        cut_to_batch(&shard.plan, &path, sources, size, Some(progress)).await?;
+        cut_to_batch(&shard.plan, &path, sources, rules, Some(progress)).await?;
         progress.shard_finished();
         store
             .results
-            .put_file(&key, &path, &shard_meta(&shard.name, "batch1"))
+            .put_file(&key, &path, &shard_meta(&shard.name, "batch2"))
             .await
             .map_err(|e| unavailable(format!("storing a shard's stamps failed: {e}")))?;
         *batch = Some(path);
@@ -653,7 +681,6 @@ pub(crate) async fn cut_shard(
     {
         return Ok(false);
     }
-    let size = bulk_size(job)?;
     tracing::info!("cutting a bulk shard");
     let mut scratch = Scratch::new(&settings.scratch_dir, &job.id);
     let plan = scratch.file(&format!("{shard}.plan"));
@@ -662,10 +689,10 @@ pub(crate) async fn cut_shard(
         .await
         .map_err(|e| unavailable(format!("reading a shard plan failed: {e}")))?;
     let batch = scratch.file(&format!("{shard}.batch"));
-    cut_to_batch(&plan, &batch, sources, size, None).await?;
+    cut_to_batch(&plan, &batch, sources, CutRules::of(job, settings), None).await?;
     stored.record(&key);
     results
-        .put_file(&key, &batch, &shard_meta(shard, "batch1"))
+        .put_file(&key, &batch, &shard_meta(shard, "batch2"))
         .await
         .map_err(|e| unavailable(format!("storing a shard's stamps failed: {e}")))?;
     Ok(true)
@@ -676,13 +703,13 @@ async fn cut_to_batch(
     plan: &Path,
     out: &Path,
     sources: &JobSources<'_>,
-    size: usize,
+    rules: CutRules,
     progress: Option<&mut Progress<'_>>,
 ) -> Result<(), JobError> {
     let file = std::fs::File::create(out).map_err(io_error("writing a shard's stamps"))?;
     let mut writer = BatchWriter::new(std::io::BufWriter::with_capacity(1 << 20, file))
         .map_err(io_error("writing a shard's stamps"))?;
-    cut_plan(plan, sources, size, progress, |id, stamps, cut| {
+    cut_plan(plan, sources, rules, progress, |id, stamps, cut| {
         writer
             .image(&id, &stamps, &cut)
             .map_err(io_error("writing a shard's stamps"))
@@ -703,14 +730,15 @@ async fn cut_to_batch(
 async fn cut_plan(
     plan: &Path,
     sources: &JobSources<'_>,
-    size: usize,
+    rules: CutRules,
     mut progress: Option<&mut Progress<'_>>,
     mut take: impl FnMut(String, Vec<PlannedStamp>, Result<CutImage, JobError>) -> Result<(), JobError>,
 ) -> Result<(), JobError> {
     let unreadable = |e: String| internal(format!("the bulk plan is unreadable: {e}"));
     let file = std::fs::File::open(plan).map_err(|e| unreadable(e.to_string()))?;
     let mut reader = PlanReader::open(std::io::BufReader::with_capacity(1 << 16, file))
-        .map_err(|e| unreadable(e.to_string()))?;
+        .map_err(|e| unreadable(e.to_string()))?
+        .with_default_extent(rules.default_extent);
     let ahead = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let mut cutting = FuturesOrdered::new();
     let mut read_all = false;
@@ -731,7 +759,7 @@ async fn cut_plan(
                 }
                 Some(PlanItem::Image { id, stamps }) => cutting.push_back(async move {
                     let cut = match SourceId::parse(&id) {
-                        Ok(source) => cut_image(sources, &source, &stamps, size)
+                        Ok(source) => cut_image(sources, &source, &stamps, rules.max_side)
                             .await
                             .map(CutImage::from_soda),
                         Err(e) => Err(job_error(e)),

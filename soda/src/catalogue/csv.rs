@@ -122,6 +122,8 @@ fn parse_row(
         id: columns.id.map(&mut take),
         t_min: columns.t_min.map(&mut take),
         t_max: columns.t_max.map(&mut take),
+        size: columns.size.map(&mut take),
+        radius: columns.radius.map(&mut take),
     }
     .into_row(row)
 }

@@ -31,7 +31,8 @@ pub struct ParquetCatalogue {
     /// Bytes of the file.
     length: u64,
     columns: Columns,
-    /// The wanted columns, in the order of [`Role`]s: ra, dec, then id, t_min, t_max if there.
+    /// The wanted columns, in the order of [`Role`]s: ra, dec, then id, t_min, t_max, size,
+    /// radius if there.
     wanted: Vec<(usize, Role)>,
     /// The next row group to open.
     next_group: usize,
@@ -48,6 +49,8 @@ enum Role {
     Id,
     TMin,
     TMax,
+    Size,
+    Radius,
 }
 
 /// Why a Parquet file cannot be read on, as a usage error.
@@ -105,6 +108,8 @@ impl ParquetCatalogue {
             (columns.id, Role::Id),
             (columns.t_min, Role::TMin),
             (columns.t_max, Role::TMax),
+            (columns.size, Role::Size),
+            (columns.radius, Role::Radius),
         ] {
             if let Some(index) = index {
                 wanted.push((index, role));
@@ -246,6 +251,8 @@ impl ParquetCatalogue {
             id: self.columns.id.map(|_| Cell::Null),
             t_min: self.columns.t_min.map(|_| Cell::Null),
             t_max: self.columns.t_max.map(|_| Cell::Null),
+            size: self.columns.size.map(|_| Cell::Null),
+            radius: self.columns.radius.map(|_| Cell::Null),
         };
         for (cursor, &(_, role)) in self.cursors.iter_mut().zip(&self.wanted) {
             let cell = cursor.next()?;
@@ -255,6 +262,8 @@ impl ParquetCatalogue {
                 Role::Id => cells.id = Some(cell),
                 Role::TMin => cells.t_min = Some(cell),
                 Role::TMax => cells.t_max = Some(cell),
+                Role::Size => cells.size = Some(cell),
+                Role::Radius => cells.radius = Some(cell),
             }
         }
         Ok(Some(cells.into_row(row)))

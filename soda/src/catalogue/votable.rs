@@ -209,14 +209,9 @@ impl<R: BufRead> VoTableCatalogue<R> {
         let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
         let ucds: Vec<Option<String>> = fields.iter().map(|f| f.ucd.clone()).collect();
         let columns = find_columns(&names, &ucds, ra_column, dec_column)?;
-        for index in [
-            Some(columns.ra),
-            Some(columns.dec),
-            columns.t_min,
-            columns.t_max,
-        ]
-        .into_iter()
-        .flatten()
+        for index in [columns.ra, columns.dec]
+            .into_iter()
+            .chain(columns.numbers())
         {
             let field = &fields[index];
             if !field.datatype.is_text() && (field.variable || field.count != 1) {
@@ -255,6 +250,8 @@ impl<R: BufRead> VoTableCatalogue<R> {
             id: self.columns.id.map(&mut value),
             t_min: self.columns.t_min.map(&mut value),
             t_max: self.columns.t_max.map(&mut value),
+            size: self.columns.size.map(&mut value),
+            radius: self.columns.radius.map(&mut value),
         }
     }
 }
@@ -583,7 +580,8 @@ fn binary_row<R: BufRead>(
     let wanted = |n: usize| {
         n == columns.ra
             || n == columns.dec
-            || [columns.id, columns.t_min, columns.t_max].contains(&Some(n))
+            || columns.id == Some(n)
+            || columns.numbers().any(|c| c == n)
     };
     let mut nulls = vec![0u8; if binary2 { fields.len().div_ceil(8) } else { 0 }];
     stream.read_exact(&mut nulls)?;

@@ -12,6 +12,7 @@ use crate::celestial::CelestialWcs;
 use crate::demo::{SyntheticImage, write_synthetic_image};
 use crate::header::WcsKeywords;
 use crate::plan::{cutout_bytes, cutout_reads, cutout_size};
+use crate::stamp::Extent;
 
 const SCALE: f64 = 1.0 / 3600.0;
 const NX: usize = 300;
@@ -358,7 +359,11 @@ fn many_stamps_of_one_image_hold_what_single_stamp_cutouts_hold() {
         .map(|&(x, y)| wcs.pixel_to_sky(x, y).unwrap())
         .collect();
     positions.push(wcs.pixel_to_sky(-400.0, 50.0).unwrap());
-    let got = crate::stamp::cut_stamps(&source, "butler://demo/src", None, &positions, 16).unwrap();
+    let stamps: Vec<(f64, f64, Extent)> = positions
+        .iter()
+        .map(|&(ra, dec)| (ra, dec, Extent::Size(16)))
+        .collect();
+    let got = crate::stamp::cut_stamps(&source, "butler://demo/src", None, &stamps, None).unwrap();
     assert_eq!(got.stamps.len(), 5);
     assert!(matches!(got.stamps[4], Err(SodaError::NoOverlap { .. })));
     assert_eq!(
@@ -394,6 +399,79 @@ fn many_stamps_of_one_image_hold_what_single_stamp_cutouts_hold() {
 }
 
 #[test]
+fn a_radius_stamp_holds_what_a_circle_cutout_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = synthetic(dir.path());
+    let wcs = wcs_of(&source, 0);
+    // Inside, across an edge, a corner, a wide circle, and one that misses the image.
+    let spots = [
+        (80.3, 120.6, 5.0),
+        (2.0, 100.4, 7.5),
+        (299.4, 0.2, 3.2),
+        (150.0, 100.0, 40.0),
+        (-400.0, 50.0, 5.0),
+    ];
+    let stamps: Vec<(f64, f64, Extent)> = spots
+        .iter()
+        .map(|&(x, y, r)| {
+            let (ra, dec) = wcs.pixel_to_sky(x, y).unwrap();
+            (ra, dec, Extent::Radius(r * SCALE))
+        })
+        .collect();
+    let got = crate::stamp::cut_stamps(&source, "butler://demo/src", None, &stamps, None).unwrap();
+    assert!(matches!(got.stamps[4], Err(SodaError::NoOverlap { .. })));
+    for (n, &(ra, dec, extent)) in stamps.iter().enumerate().take(4) {
+        let Extent::Radius(radius) = extent else {
+            unreachable!()
+        };
+        let stamp = got.stamps[n].as_ref().unwrap();
+        let stencil = Stencil::circle(ra, dec, radius).unwrap();
+        let out = dir.path().join(format!("r{n}.fits"));
+        let cutout = cut_to_file(&source, &stencil, &provenance(&stencil), &out).unwrap();
+        let r = cutout.region;
+        assert_eq!(
+            (stamp.window.x0, stamp.window.y0),
+            (r.x0 as i64, r.y0 as i64),
+            "stamp {n}"
+        );
+        assert_eq!(
+            (stamp.window.width, stamp.window.height),
+            (r.width(), r.height()),
+            "stamp {n}"
+        );
+        let mut f = FitsFile::open(&out).unwrap();
+        let hdu = f.hdu(1).unwrap();
+        let single: Vec<f32> = hdu.read_image(&mut f).unwrap();
+        assert_eq!(single.len(), stamp.pixels.len(), "stamp {n}");
+        assert!(
+            single.iter().zip(&stamp.pixels).all(|(a, b)| a == b),
+            "stamp {n}"
+        );
+        assert_eq!(key_of(&out, "CRPIX1"), stamp.crpix(got.crpix).0);
+        assert_eq!(key_of(&out, "CRPIX2"), stamp.crpix(got.crpix).1);
+    }
+    // Clipped at the edge, so not square.
+    let edge = got.stamps[1].as_ref().unwrap();
+    assert!(edge.window.width < edge.window.height, "{:?}", edge.window);
+    // Past the limit a side, a radius stamp is refused alone, before its pixels are read.
+    let wide = stamps[3].2;
+    let limited = crate::stamp::cut_stamps(
+        &source,
+        "butler://demo/src",
+        None,
+        &[stamps[0], stamps[3]],
+        Some(60),
+    )
+    .unwrap();
+    assert!(limited.stamps[0].is_ok());
+    assert!(
+        matches!(&limited.stamps[1], Err(SodaError::Usage(m)) if m.contains("max_stamp_size")),
+        "{wide:?}: {:?}",
+        limited.stamps[1]
+    );
+}
+
+#[test]
 fn stamps_hold_physical_values_with_blank_pixels_as_nan() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("scaled.fits");
@@ -405,7 +483,14 @@ fn stamps_hold_physical_values_with_blank_pixels_as_nan() {
         hdu.write_key(&mut f, "BZERO", 10.0).unwrap();
     }
     let (ra, dec) = wcs_of(&source, 1).pixel_to_sky(21.0, 2.0).unwrap();
-    let got = crate::stamp::cut_stamps(&source, "s", Some("SCI"), &[(ra, dec)], 3).unwrap();
+    let got = crate::stamp::cut_stamps(
+        &source,
+        "s",
+        Some("SCI"),
+        &[(ra, dec, Extent::Size(3))],
+        None,
+    )
+    .unwrap();
     let stamp = got.stamps[0].as_ref().unwrap();
     // Rows 1..=3, columns 20..=22; stored 1000 y + x, and 2021 is BLANK.
     let expected: Vec<f32> = (1..=3)

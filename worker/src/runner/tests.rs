@@ -36,6 +36,7 @@ fn setup() -> Setup {
             software: "Skycut test".to_owned(),
             part_bytes: 1 << 30,
             shards: crate::ShardLimits::default(),
+            max_stamp_side: None,
         },
     );
     std::fs::create_dir_all(dir.path().join("scratch")).expect("scratch directory");
