@@ -155,6 +155,25 @@ pub struct BulkConfig {
     pub shard_stamps: u64,
     /// ...or this many images.
     pub shard_images: u64,
+    /// URL prefixes a catalogue may be fetched from (`UPLOAD=cat,https://…`); empty: none.
+    pub upload_urls: Vec<UploadUrl>,
+    /// Seconds a catalogue fetched by URL may take, from connecting to its last byte.
+    pub upload_timeout: u64,
+}
+
+/// One of `[bulk] upload_urls`, checked as the configuration is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct UploadUrl(frontend::upload::UrlPrefix);
+
+impl TryFrom<String> for UploadUrl {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        frontend::upload::UrlPrefix::parse(&text)
+            .map(UploadUrl)
+            .map_err(|e| format!("bulk.upload_urls: {e}"))
+    }
 }
 
 impl Default for BulkConfig {
@@ -167,6 +186,8 @@ impl Default for BulkConfig {
             part_bytes: 2 << 30,
             shard_stamps: worker::ShardLimits::default().stamps,
             shard_images: worker::ShardLimits::default().images,
+            upload_urls: Vec::new(),
+            upload_timeout: frontend::upload::UrlUploads::default().timeout.as_secs(),
         }
     }
 }
@@ -638,6 +659,10 @@ impl Config {
                 max_stamps: self.bulk.max_stamps,
                 max_upload_bytes: self.bulk.max_upload_bytes,
             },
+            upload_urls: frontend::upload::UrlUploads {
+                allowed: self.bulk.upload_urls.iter().map(|u| u.0.clone()).collect(),
+                timeout: Duration::from_secs(self.bulk.upload_timeout.max(1)),
+            },
         }
     }
 
@@ -892,6 +917,32 @@ mod tests {
             ..WobblyConfig::default()
         };
         assert!(w.token_key().is_ok());
+    }
+
+    #[test]
+    fn upload_urls_are_checked_as_the_configuration_is_read() {
+        let env = |value: &str| vec![("SKYCUT_BULK__UPLOAD_URLS".to_owned(), value.to_owned())];
+        let ok =
+            Config::load_from(None, env(r#"["https://data.example.org/cats/"]"#)).expect("valid");
+        let allowed = ok.config.frontend_settings().upload_urls.allowed;
+        assert_eq!(allowed.len(), 1);
+        assert_eq!(allowed[0].as_str(), "https://data.example.org/cats/");
+        assert!(
+            Config::default()
+                .frontend_settings()
+                .upload_urls
+                .allowed
+                .is_empty()
+        );
+        for bad in [
+            r#"["ftp://data.example.org/"]"#,
+            r#"["data.example.org"]"#,
+            r#"["https://data.example.org/?key=1"]"#,
+        ] {
+            let e = Config::load_from(None, env(bad)).expect_err(bad);
+            let message = format!("{e:#}");
+            assert!(message.contains("bulk.upload_urls"), "{message}");
+        }
     }
 
     #[test]

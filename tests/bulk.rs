@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::image_server::ImageServer;
 use crate::common::*;
 
 const STAMP_TABLE: &str = "application/fits;content=stamp-table";
@@ -275,7 +276,10 @@ fn a_bad_bulk_request_is_a_usage_error_and_creates_nothing() {
     for (upload, says) in [
         (None, "UPLOAD=cat,param:cat"),
         (Some("cat,param:other"), "no part \"other\""),
-        (Some("cat,https://example.org/cat.csv"), "not from a URL"),
+        (
+            Some("cat,https://example.org/cat.csv"),
+            "operator allows none: [bulk] upload_urls",
+        ),
     ] {
         let mut fields = vec![("SIZE", "8")];
         if let Some(upload) = upload {
@@ -787,4 +791,214 @@ fn a_parquet_catalogue_is_cut_and_a_truncated_one_is_a_usage_error_that_creates_
     for (_, _, crpix1, crpix2, pixels) in &stamps {
         assert_stamp_is_a_source_window(&app, (*crpix1, *crpix2), pixels, 8);
     }
+}
+
+/// A server that serves `files` (name, bytes) to anyone under `/images/`, as an archive's public
+/// download area does; the directory is removed when the second value is dropped.
+fn catalogue_server(files: &[(&str, &[u8])]) -> (ImageServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).expect("write");
+    }
+    (ImageServer::start_public(dir.path().to_path_buf()), dir)
+}
+
+/// POSTs a bulk request whose catalogue is at `url`.
+fn post_bulk_url(app: &TestApp, url: &str, params: &[(&str, &str)]) -> reqwest::blocking::Response {
+    let upload = format!("cat,{url}");
+    let mut fields = vec![("UPLOAD", upload.as_str())];
+    fields.extend_from_slice(params);
+    app.post("/bulk", &fields)
+}
+
+/// The stamps of a completed stamp-table job, as bits, so that NaN blanks compare equal.
+fn stamp_bits(app: &TestApp, doc: &str, size: usize) -> Vec<(i64, i32, u64, u64, Vec<u32>)> {
+    let hrefs = attributes(doc, "uws:result", "xlink:href");
+    stamp_rows(&app.get_url(&hrefs[0]).bytes().expect("table"), size)
+        .into_iter()
+        .map(|(row, image, x, y, pixels)| {
+            let pixels = pixels.iter().map(|p| p.to_bits()).collect();
+            (row, image, x.to_bits(), y.to_bits(), pixels)
+        })
+        .collect()
+}
+
+#[test]
+fn a_catalogue_from_an_allowed_url_gives_the_same_stamps_as_an_uploaded_one() {
+    let catalogue = three_rows();
+    let (server, _files) = catalogue_server(&[("cat.csv", catalogue.as_bytes())]);
+    let app = app()
+        .topology(Topology::Embedded)
+        .config("BULK__UPLOAD_URLS", &format!("[\"{}/\"]", server.url))
+        .start();
+    wait_for_index(&app);
+    let uploaded = run_bulk(&app, &[("SIZE", "12")], &catalogue);
+    let url = format!("{}/cat.csv", server.url);
+    let r = post_bulk_url(&app, &url, &[("SIZE", "12"), ("PHASE", "RUN")]);
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+    let fetched = app.wait_final(location(&r).rsplit('/').next().expect("id"));
+    assert_uws_valid(&fetched);
+    for doc in [&uploaded, &fetched] {
+        assert_eq!(
+            element(doc, "uws:phase").as_deref(),
+            Some("COMPLETED"),
+            "{doc}"
+        );
+        assert_eq!(attributes(doc, "uws:result", "id"), ["stamps"]);
+    }
+    let stamps = stamp_bits(&app, &fetched, 12);
+    assert_eq!(
+        stamps.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "every row, the one over the edge included"
+    );
+    assert!(
+        stamps == stamp_bits(&app, &uploaded, 12),
+        "the stamps differ from the uploaded catalogue's"
+    );
+    // Fetched once, by the frontend, with no credentials of the client's.
+    let log = server.log();
+    assert_eq!(
+        log.iter()
+            .map(|s| (s.name.as_str(), s.status))
+            .collect::<Vec<_>>(),
+        [("cat.csv", 200)]
+    );
+    assert_eq!(server.authorizations(), [""]);
+    // The job keeps the URL among its parameters.
+    let parameters = app
+        .get(&format!("/jobs/{}/parameters", doc_id(&fetched)), &[])
+        .text()
+        .expect("parameters");
+    assert!(parameters.contains(&format!("cat,{url}")), "{parameters}");
+}
+
+#[test]
+fn a_catalogue_url_outside_the_allowed_prefixes_is_refused_unfetched_and_creates_nothing() {
+    let (ra, dec) = offset(0.0, 0.0);
+    let catalogue = format!("ra,dec,id\n{ra},{dec},{IMAGE}\n");
+    let (server, _files) = catalogue_server(&[("cat.csv", catalogue.as_bytes())]);
+    // No slash at the end: the path must still continue at one.
+    let app = app()
+        .topology(Topology::Embedded)
+        .config("BULK__UPLOAD_URLS", &format!("[\"{}\"]", server.url))
+        .start();
+    let port = server
+        .url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/images")
+        .parse::<u16>()
+        .expect("port");
+    let not_under = server.url.as_str();
+    for (url, says) in [
+        (
+            format!("http://127.0.0.1.nip.io:{port}/images/cat.csv"),
+            not_under,
+        ),
+        (format!("http://localhost:{port}/images/cat.csv"), not_under),
+        (
+            format!("http://127.0.0.1:{}/images/cat.csv", port.wrapping_add(1)),
+            not_under,
+        ),
+        (
+            format!("https://127.0.0.1:{port}/images/cat.csv"),
+            not_under,
+        ),
+        (
+            format!("http://127.0.0.1:{port}/imagesX/cat.csv"),
+            not_under,
+        ),
+        (
+            format!("http://127.0.0.1:{port}/images/../cat.csv"),
+            not_under,
+        ),
+        (
+            format!("http://127.0.0.1:{port}@evil.example/images/cat.csv"),
+            "user name or password",
+        ),
+        ("file:///etc/passwd".to_owned(), "only http and https"),
+        ("catalogue.csv".to_owned(), "neither param:PART"),
+    ] {
+        let r = post_bulk_url(&app, &url, &[("SIZE", "8")]);
+        let status = r.status();
+        let body = r.text().expect("body");
+        assert_eq!(status, 400, "{url}: {body}");
+        assert!(body.starts_with("UsageError"), "{url}: {body}");
+        assert!(body.contains(says), "{url}: {body} does not say {says}");
+    }
+    assert!(server.log().is_empty(), "a refused URL was fetched");
+    assert!(
+        app.job_ids(&[]).is_empty(),
+        "a refused request created a job"
+    );
+    // The prefix itself, and a URL under it, are fetched.
+    let r = post_bulk_url(&app, &format!("{}/cat.csv", server.url), &[("SIZE", "8")]);
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+}
+
+#[test]
+fn a_catalogue_url_that_cannot_be_fetched_is_a_usage_error_naming_it_and_creates_nothing() {
+    let (ra, dec) = offset(0.0, 0.0);
+    let catalogue = format!("ra,dec,id\n{ra},{dec},{IMAGE}\n");
+    let big = format!("ra,dec\n{}", "150.000000,2.000000\n".repeat(300));
+    let (server, _files) = catalogue_server(&[
+        ("cat.csv", catalogue.as_bytes()),
+        ("big.csv", big.as_bytes()),
+    ]);
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let app = app()
+        .topology(Topology::Embedded)
+        .config(
+            "BULK__UPLOAD_URLS",
+            &format!("[\"{}/\", \"http://{closed}/\"]", server.url),
+        )
+        .config("BULK__MAX_UPLOAD_BYTES", "4000")
+        .start();
+    let under = |name: &str| format!("{}/{name}", server.url);
+    server.redirect(
+        "moved.csv",
+        &format!("http://localhost:{}/cat.csv", closed.port()),
+    );
+    let refused = |url: &str, says: &str| {
+        let r = post_bulk_url(&app, url, &[("SIZE", "8"), ("PHASE", "RUN")]);
+        let status = r.status();
+        let body = r.text().expect("body");
+        assert_eq!(status, 400, "{url}: {body}");
+        assert!(
+            body.starts_with(&format!(
+                "UsageError: cannot fetch the catalogue at {url}: "
+            )),
+            "{url}: {body}"
+        );
+        assert!(body.contains(says), "{url}: {body} does not say {says}");
+    };
+    refused(&under("missing.csv"), "the server answered 404 Not Found");
+    // Refused on its Content-Length, then, sent without one, once the spool passes the limit.
+    refused(
+        &under("big.csv"),
+        &format!(
+            "its Content-Length, {} bytes, is over the 4000 bytes",
+            big.len()
+        ),
+    );
+    server.send_without_length(true);
+    refused(
+        &under("big.csv"),
+        "it is larger than 4000 bytes, the most this service takes (max_upload_bytes)",
+    );
+    refused(&under("moved.csv"), "it redirects to http://localhost:");
+    refused(&format!("http://{closed}/cat.csv"), "error sending request");
+    assert!(
+        app.job_ids(&[]).is_empty(),
+        "a catalogue that could not be fetched created a job"
+    );
+    // A redirect to an allowed URL is followed, and a body without a length is taken whole.
+    server.redirect("alias.csv", &under("cat.csv"));
+    let r = post_bulk_url(&app, &under("alias.csv"), &[("SIZE", "8")]);
+    assert_eq!(r.status(), 303, "{:?}", r.text());
+    assert_eq!(app.job_ids(&[]).len(), 1);
 }

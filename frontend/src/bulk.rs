@@ -1,12 +1,14 @@
 //! `POST /bulk`: bulk cutouts, a catalogue of positions in and one table of stamps out.
 //!
 //! The catalogue comes as a DALI `UPLOAD`: `UPLOAD=cat,param:cat` names a part `cat` of a
-//! `multipart/form-data` body (or, for a small catalogue, a form parameter `cat`), in CSV,
-//! VOTable or Parquet ([`soda::catalogue::open`] tells which from its content). The part is
-//! spooled to a temporary file as it arrives (bounded by [`BulkLimits::max_upload_bytes`]),
-//! never held in memory whole, and read once, a batch of rows at a time, before the job exists:
-//! a catalogue without its position columns, or with a row that is not a sky position, is a
-//! `UsageError` that creates nothing, as is one over a limit.
+//! `multipart/form-data` body (or, for a small catalogue, a form parameter `cat`), and
+//! `UPLOAD=cat,https://…` a URL under a prefix the operator allows, which [`crate::upload`]
+//! fetches; in CSV, VOTable or Parquet ([`soda::catalogue::open`] tells which from its content).
+//! Either way the catalogue is spooled to a temporary file as it arrives (bounded by
+//! [`BulkLimits::max_upload_bytes`]), never held in memory whole, and read once, a batch of rows
+//! at a time, before the job exists: a catalogue without its position columns, or with a row
+//! that is not a sky position, is a `UsageError` that creates nothing, as is one over a limit or
+//! a URL that cannot be fetched.
 //!
 //! Each row is placed on the images that cover it: the one its `id` column names, else every
 //! image of the sky index whose outline holds the position (looked up once per HEALPix cell of
@@ -39,6 +41,7 @@ use crate::error::FrontendError;
 use crate::extract::{Delegated, IdempotencyKey, MAX_BODY_BYTES, Owner, PublicBase};
 use crate::quota::{self, Intent};
 use crate::state::{App, AppState};
+use crate::upload::Spool;
 
 type Result<T, E = FrontendError> = std::result::Result<T, E>;
 
@@ -160,19 +163,11 @@ impl FromRequest<AppState> for BulkRequest {
                 params.push(&name, &value);
                 continue;
             }
-            let mut file = tempfile::NamedTempFile::new()
-                .map_err(|e| FrontendError::Internal(format!("cannot spool the upload: {e}")))?;
-            let mut size = 0u64;
+            let mut spool = Spool::new(limit)?;
             while let Some(chunk) = field.chunk().await.map_err(read_error)? {
-                size += chunk.len() as u64;
-                if size > limit {
-                    return Err(too_big());
-                }
-                file.write_all(&chunk).map_err(|e| {
-                    FrontendError::Unavailable(format!("cannot spool the upload: {e}"))
-                })?;
+                spool.append(&chunk, too_big)?;
             }
-            parts.push((name, file));
+            parts.push((name, spool.into_file()));
         }
         Ok(BulkRequest { params, parts })
     }
@@ -184,10 +179,10 @@ impl FromRequest<AppState> for BulkRequest {
     operation_id = "create_bulk_job",
     path = "/bulk",
     tag = "Bulk",
-    request_body(content_type = "multipart/form-data", description = "UPLOAD=cat,param:cat with a part cat holding a catalogue in CSV, VOTable (TABLEDATA, BINARY, BINARY2) or Parquet (columns ra, dec, or by UCD pos.eq.ra;meta.main and pos.eq.dec;meta.main in a VOTable; optional id, t_min, t_max, and a row's own size (pixels) or radius (degrees)); SIZE (pixels a side) or RADIUS (degrees: the smallest rectangle of pixels holding the circle, as a CIRCLE cutout), one of them unless every row has its own; RESPONSEFORMAT (application/fits;content=stamp-table); EPOCHS (all, first, last, nearest); TIME, BAND, COLLECTION; RACOL, DECCOL; the UWS PHASE=RUN, RUNID, DESTRUCTION, EXECUTIONDURATION"),
+    request_body(content_type = "multipart/form-data", description = "UPLOAD=cat,param:cat with a part cat holding a catalogue, or UPLOAD=cat,URL for a catalogue the service fetches itself from an http(s) URL under a prefix its operator allows (none by default), in CSV, VOTable (TABLEDATA, BINARY, BINARY2) or Parquet (columns ra, dec, or by UCD pos.eq.ra;meta.main and pos.eq.dec;meta.main in a VOTable; optional id, t_min, t_max, and a row's own size (pixels) or radius (degrees)); SIZE (pixels a side) or RADIUS (degrees: the smallest rectangle of pixels holding the circle, as a CIRCLE cutout), one of them unless every row has its own; RESPONSEFORMAT (application/fits;content=stamp-table); EPOCHS (all, first, last, nearest); TIME, BAND, COLLECTION; RACOL, DECCOL; the UWS PHASE=RUN, RUNID, DESTRUCTION, EXECUTIONDURATION"),
     responses(
         (status = 303, description = "See Other: Location is the job"),
-        (status = 400, description = "UsageError: a bad parameter, a catalogue without its columns or with a row that is not a position, or a request over a limit", content_type = "text/plain", body = String),
+        (status = 400, description = "UsageError: a bad parameter, a catalogue without its columns or with a row that is not a position, a request over a limit, or a catalogue URL not allowed or that could not be fetched (an error answer, no answer in time, or a body over the upload limit); no job was created", content_type = "text/plain", body = String),
         (status = 429, description = "UsageError: over a per-user quota", content_type = "text/plain", body = String),
         (status = 503, description = "ServiceUnavailable: no sky index, or a dependency is down; no job was created", content_type = "text/plain", body = String)
     )
@@ -241,7 +236,7 @@ pub async fn create_job(
 ) -> Result<uws::JobId> {
     let BulkRequest { params, mut parts } = request;
     let options = options(app, &params)?;
-    let catalogue = catalogue_file(&params, &mut parts)?;
+    let catalogue = catalogue_source(app, &params, &mut parts)?;
     let id = key.job_id(owner);
     let repeat = crate::jobs::repeats_a_create(app, key, owner, &id).await;
     let intent = match params.first("PHASE") {
@@ -251,6 +246,16 @@ pub async fn create_job(
     if !repeat {
         quota::check(app, owner, intent).await?;
     }
+    // A URL is fetched once the request is known to be acceptable otherwise.
+    let catalogue = match catalogue {
+        Catalogue::Spooled(file) => file,
+        Catalogue::Url(url) => {
+            app.settings
+                .upload_urls
+                .fetch(&url, app.settings.bulk.max_upload_bytes)
+                .await?
+        }
+    };
     let planned = plan(app, catalogue, &options).await?;
     let planned_bytes = planned
         .stamp_bytes
@@ -432,17 +437,27 @@ fn row_extent(row: &CatalogueRow, options: &BulkOptions) -> Result<Extent> {
     }
 }
 
-/// The catalogue file that `UPLOAD` names.
-fn catalogue_file(
+/// Where the catalogue that `UPLOAD` names is.
+enum Catalogue {
+    /// Already in a local file: a part of the request.
+    Spooled(tempfile::NamedTempFile),
+    /// At a URL this service may fetch.
+    Url(reqwest::Url),
+}
+
+/// The catalogue that `UPLOAD` names.
+fn catalogue_source(
+    app: &App,
     params: &Parameters,
     parts: &mut Vec<(String, tempfile::NamedTempFile)>,
-) -> Result<tempfile::NamedTempFile> {
+) -> Result<Catalogue> {
     let uploads: Vec<&str> = params.all("UPLOAD").collect();
     let upload = match uploads.as_slice() {
         [one] => *one,
         [] => {
             return Err(FrontendError::Usage(
-                "a bulk request needs its catalogue: UPLOAD=cat,param:cat with a part named cat"
+                "a bulk request needs its catalogue: UPLOAD=cat,param:cat with a part named cat \
+                 (or UPLOAD=cat,URL where the service allows it)"
                     .to_owned(),
             ));
         }
@@ -454,17 +469,15 @@ fn catalogue_file(
     };
     let (_table, source) = upload.split_once(',').ok_or_else(|| {
         FrontendError::Usage(format!(
-            "UPLOAD {upload:?} is not NAME,param:PART (DALI): say where the catalogue is"
+            "UPLOAD {upload:?} is not NAME,param:PART or NAME,URL (DALI): say where the \
+             catalogue is"
         ))
     })?;
     let Some(part) = source.trim().strip_prefix("param:") else {
-        return Err(FrontendError::Usage(format!(
-            "UPLOAD {upload:?}: this service reads a catalogue only from the request itself \
-             (param:PART), not from a URL"
-        )));
+        return Ok(Catalogue::Url(app.settings.upload_urls.check(source)?));
     };
     if let Some(n) = parts.iter().position(|(name, _)| name == part) {
-        return Ok(parts.swap_remove(n).1);
+        return Ok(Catalogue::Spooled(parts.swap_remove(n).1));
     }
     // A small catalogue sent as a form parameter.
     if let Some(text) = params.first(part) {
@@ -472,7 +485,7 @@ fn catalogue_file(
             .map_err(|e| FrontendError::Internal(format!("cannot spool the catalogue: {e}")))?;
         file.write_all(text.as_bytes())
             .map_err(|e| FrontendError::Unavailable(format!("cannot spool the catalogue: {e}")))?;
-        return Ok(file);
+        return Ok(Catalogue::Spooled(file));
     }
     Err(FrontendError::Usage(format!(
         "UPLOAD names param:{part}, but the request has no part {part:?}"

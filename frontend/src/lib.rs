@@ -29,6 +29,7 @@ pub mod span;
 pub mod state;
 pub mod sync;
 pub mod ui;
+pub mod upload;
 pub mod vosi;
 
 pub use error::FrontendError;

@@ -41,6 +41,8 @@ pub struct FrontendSettings {
     pub max_epochs: usize,
     /// Limits on one bulk request.
     pub bulk: crate::bulk::BulkLimits,
+    /// Where a bulk catalogue may be fetched from by URL (none by default).
+    pub upload_urls: crate::upload::UrlUploads,
 }
 
 impl Default for FrontendSettings {
@@ -59,6 +61,7 @@ impl Default for FrontendSettings {
             allowed_origins: None,
             max_epochs: soda::request::MAX_PAIRS,
             bulk: crate::bulk::BulkLimits::default(),
+            upload_urls: crate::upload::UrlUploads::default(),
         }
     }
 }

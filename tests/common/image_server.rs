@@ -8,8 +8,12 @@
 //! real server would; it logs every request (range asked, bytes sent), and can misbehave on
 //! demand: replace a file between two requests, ignore `If-Match` (as some servers do), send
 //! fewer bytes than its `Content-Range` promises, or answer a shorter range than was asked.
+//!
+//! Started with [`ImageServer::start_public`], it serves anyone, like an archive's public
+//! download area (where a bulk catalogue may be fetched from); it can also redirect a name
+//! elsewhere, and send whole files without a `Content-Length`, as a server streaming them does.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -32,6 +36,12 @@ struct Shared {
     version: AtomicU64,
     short_reads: Mutex<ShortReads>,
     ignore_if_match: AtomicBool,
+    /// Serves without a token.
+    public: bool,
+    /// Names answered `302 Found` to another URL.
+    redirects: Mutex<HashMap<String, String>>,
+    /// Whole files are sent as a stream of chunks, with no `Content-Length`.
+    without_length: AtomicBool,
 }
 
 /// How a ranged answer falls short of what was asked.
@@ -69,6 +79,15 @@ pub struct ImageServer {
 impl ImageServer {
     /// Serves `dir` to the holders of `readers`' tokens.
     pub fn start(dir: PathBuf, readers: &[&str]) -> ImageServer {
+        ImageServer::start_serving(dir, readers, false)
+    }
+
+    /// Serves `dir` to anyone, token or not.
+    pub fn start_public(dir: PathBuf) -> ImageServer {
+        ImageServer::start_serving(dir, &[], true)
+    }
+
+    fn start_serving(dir: PathBuf, readers: &[&str], public: bool) -> ImageServer {
         let shared = Arc::new(Shared {
             dir,
             readers: readers.iter().map(|r| (*r).to_owned()).collect(),
@@ -78,6 +97,9 @@ impl ImageServer {
             version: AtomicU64::new(0),
             short_reads: Mutex::new(ShortReads::Off),
             ignore_if_match: AtomicBool::new(false),
+            public,
+            redirects: Mutex::new(HashMap::new()),
+            without_length: AtomicBool::new(false),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -145,6 +167,17 @@ impl ImageServer {
     pub fn ignore_if_match(&self, on: bool) {
         self.shared.ignore_if_match.store(on, Ordering::SeqCst);
     }
+
+    /// A request for `name` is answered `302 Found` with `Location: to`.
+    pub fn redirect(&self, name: &str, to: &str) {
+        let mut redirects = self.shared.redirects.lock().expect("redirects");
+        redirects.insert(name.to_owned(), to.to_owned());
+    }
+
+    /// Whole files go as a stream of chunks with no `Content-Length` from now on.
+    pub fn send_without_length(&self, on: bool) {
+        self.shared.without_length.store(on, Ordering::SeqCst);
+    }
 }
 
 impl Drop for ImageServer {
@@ -209,11 +242,16 @@ fn answer(shared: &Shared, name: &str, headers: &HeaderMap, range: Option<&str>)
         .lock()
         .expect("seen")
         .push(authorization.clone());
-    let Some(token) = authorization.strip_prefix("Bearer ") else {
-        return (StatusCode::UNAUTHORIZED, "a token is required").into_response();
-    };
-    if !shared.readers.iter().any(|r| r == token) {
-        return (StatusCode::FORBIDDEN, "this token may not read images").into_response();
+    if let Some(to) = shared.redirects.lock().expect("redirects").get(name) {
+        return (StatusCode::FOUND, [(header::LOCATION, to.clone())]).into_response();
+    }
+    if !shared.public {
+        let Some(token) = authorization.strip_prefix("Bearer ") else {
+            return (StatusCode::UNAUTHORIZED, "a token is required").into_response();
+        };
+        if !shared.readers.iter().any(|r| r == token) {
+            return (StatusCode::FORBIDDEN, "this token may not read images").into_response();
+        }
     }
     if name.contains('/') || name.starts_with('.') {
         return StatusCode::NOT_FOUND.into_response();
@@ -232,6 +270,12 @@ fn answer(shared: &Shared, name: &str, headers: &HeaderMap, range: Option<&str>)
     let Some(range) = range else {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).expect("read");
+        if shared.without_length.load(Ordering::SeqCst) {
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                bytes.chunks(4096).map(|c| Ok(c.to_vec())).collect();
+            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+            return ([(header::ETAG, etag)], body).into_response();
+        }
         return (
             [
                 (header::CONTENT_TYPE, "application/fits".to_owned()),
