@@ -244,6 +244,28 @@ fn add_domain_edge(
     stencil: &Stencil,
     bounds: &mut Bounds,
 ) {
+    for (columns, rows) in domain_edge_cells(wcs, nx, ny) {
+        let cell: Vec<(f64, f64)> = rows
+            .flat_map(|y| columns.clone().map(move |x| (x as f64, y as f64)))
+            .collect();
+        for (p, sky) in cell.iter().zip(wcs.pixels_to_sky(&cell)) {
+            if sky.is_some_and(|(ra, dec)| stencil.contains(ra, dec)) {
+                bounds.add(*p);
+            }
+        }
+    }
+}
+
+/// The cells of [`add_domain_edge`]'s grid (columns, rows, inclusive) whose corners are not all
+/// on the sky or all off it: where the edge of the projection's domain crosses the image.
+fn domain_edge_cells(
+    wcs: &CelestialWcs,
+    nx: usize,
+    ny: usize,
+) -> Vec<(
+    std::ops::RangeInclusive<usize>,
+    std::ops::RangeInclusive<usize>,
+)> {
     let ticks = |n: usize| -> Vec<usize> {
         let mut t: Vec<usize> = (0..n).step_by(EDGE_CELL).collect();
         if t.last() != Some(&(n - 1)) {
@@ -262,6 +284,7 @@ fn add_domain_edge(
         .map(Option::is_some)
         .collect();
     let on_at = |i: usize, j: usize| on[j * xs.len() + i];
+    let mut cells = Vec::new();
     for (j, rows) in ys.windows(2).enumerate() {
         for (i, columns) in xs.windows(2).enumerate() {
             let corners = [
@@ -273,16 +296,10 @@ fn add_domain_edge(
             if corners.iter().all(|&c| c == corners[0]) {
                 continue;
             }
-            let cell: Vec<(f64, f64)> = (rows[0]..=rows[1])
-                .flat_map(|y| (columns[0]..=columns[1]).map(move |x| (x as f64, y as f64)))
-                .collect();
-            for (p, sky) in cell.iter().zip(wcs.pixels_to_sky(&cell)) {
-                if sky.is_some_and(|(ra, dec)| stencil.contains(ra, dec)) {
-                    bounds.add(*p);
-                }
-            }
+            cells.push((columns[0]..=columns[1], rows[0]..=rows[1]));
         }
     }
+    cells
 }
 
 /// Whether the straight pixel-space segment between two consecutive boundary samples stays

@@ -250,6 +250,70 @@ fn a_stencil_across_the_edge_of_the_projection_domain_keeps_its_pixels() {
     }
 }
 
+/// The edge pass looks only where the domain's edge is: every on-sky pixel next to an off-sky
+/// one lies in a cell it tests, and every cell it tests holds such a pixel.
+#[test]
+fn the_domain_edge_pass_tests_the_cells_the_edge_crosses_and_no_others() {
+    for (wcs, (nx, ny)) in [
+        (sky_image("SIN", 128, 128, 0.0, 0.0, 1.0), (128, 128)),
+        (sky_image("SIN", 150, 97, 20.0, 30.0, 0.9), (150, 97)),
+        (sky_image("MOL", 360, 180, 0.0, 0.0, 1.0), (360, 180)),
+    ] {
+        let on = |x: usize, y: usize| wcs.pixel_to_sky(x as f64, y as f64).is_some();
+        let edge = |x: usize, y: usize| {
+            on(x, y)
+                && [(1i64, 0i64), (-1, 0), (0, 1), (0, -1)]
+                    .iter()
+                    .any(|(dx, dy)| {
+                        let (u, v) = (x as i64 + dx, y as i64 + dy);
+                        (0..nx as i64).contains(&u)
+                            && (0..ny as i64).contains(&v)
+                            && !on(u as usize, v as usize)
+                    })
+        };
+        let cells = domain_edge_cells(&wcs, nx, ny);
+        assert!(!cells.is_empty());
+        for (columns, rows) in &cells {
+            let holds_edge = rows.clone().any(|y| columns.clone().any(|x| edge(x, y)));
+            assert!(
+                holds_edge,
+                "{nx}x{ny}: cell {columns:?} x {rows:?} holds no edge"
+            );
+            // Cells are whole rectangles of the grid, within the image.
+            assert!(
+                *columns.end() < nx && *rows.end() < ny,
+                "{columns:?} x {rows:?}"
+            );
+            assert!(
+                columns.start() < columns.end() && rows.start() < rows.end(),
+                "{nx}x{ny}: a cell of one line {columns:?} x {rows:?}"
+            );
+        }
+        for (x, y) in every_pixel(nx, ny).filter(|&(x, y)| edge(x, y)) {
+            assert!(
+                cells.iter().any(|(c, r)| c.contains(&x) && r.contains(&y)),
+                "{nx}x{ny}: edge pixel ({x}, {y}) is in no tested cell"
+            );
+        }
+    }
+}
+
+/// A stencil just past the image's border, on sky that only lies beyond it, misses the image,
+/// even where the image's border leaves the projection's domain.
+#[test]
+fn a_stencil_just_past_the_border_misses_the_image_where_the_domain_ends_beyond_it() {
+    // A SIN sky whose limb, a circle 51 pixels around the centre (49.5, 49.5), passes 1 pixel
+    // past the right border at the middle row and cuts the corners off.
+    let scale = 180.0 / std::f64::consts::PI / 51.0;
+    let sin = sky_image("SIN", 100, 100, 0.0, 0.0, scale);
+    assert!(sin.pixel_to_sky(100.0, 50.0).is_some());
+    assert!(sin.pixel_to_sky(101.0, 50.0).is_none());
+    assert!(sin.pixel_to_sky(99.0, 99.0).is_none());
+    let (ra, dec) = sky(&sin, 100.0, 50.0);
+    let circle = Stencil::parse_circle(&format!("{ra} {dec} {}", 0.3 * scale)).expect("circle");
+    assert_eq!(pixel_box(&sin, 100, 100, &circle), None);
+}
+
 #[test]
 fn the_sampling_step_is_the_pixel_scale_at_the_image_centre() {
     let relative = |got: f64, want: f64| ((got - want) / want).abs();
