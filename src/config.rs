@@ -171,6 +171,17 @@ impl Default for BulkConfig {
     }
 }
 
+impl BulkConfig {
+    /// How a bulk job is split into shards: by the worker that runs it, and by the frontend
+    /// that counts them for the job's quote.
+    pub fn shard_limits(&self) -> soda::bulk_plan::ShardLimits {
+        soda::bulk_plan::ShardLimits {
+            stamps: self.shard_stamps,
+            images: self.shard_images,
+        }
+    }
+}
+
 /// Per-user limits; 0 is unlimited.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -638,6 +649,7 @@ impl Config {
                 max_stamps: self.bulk.max_stamps,
                 max_upload_bytes: self.bulk.max_upload_bytes,
             },
+            shards: self.bulk.shard_limits(),
         }
     }
 
@@ -647,10 +659,7 @@ impl Config {
             scratch_dir: self.data_dir.join("scratch"),
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
             part_bytes: self.bulk.part_bytes,
-            shards: worker::ShardLimits {
-                stamps: self.bulk.shard_stamps,
-                images: self.bulk.shard_images,
-            },
+            shards: self.bulk.shard_limits(),
         }
     }
 

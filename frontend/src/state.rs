@@ -41,6 +41,9 @@ pub struct FrontendSettings {
     pub max_epochs: usize,
     /// Limits on one bulk request.
     pub bulk: crate::bulk::BulkLimits,
+    /// How the workers split a bulk job into shards: the frontend counts a job's shards by the
+    /// same rule when it plans the job, for its size and quote.
+    pub shards: soda::bulk_plan::ShardLimits,
 }
 
 impl Default for FrontendSettings {
@@ -59,6 +62,7 @@ impl Default for FrontendSettings {
             allowed_origins: None,
             max_epochs: soda::request::MAX_PAIRS,
             bulk: crate::bulk::BulkLimits::default(),
+            shards: soda::bulk_plan::ShardLimits::default(),
         }
     }
 }
