@@ -192,6 +192,17 @@ impl Default for BulkConfig {
     }
 }
 
+impl BulkConfig {
+    /// How a bulk job is split into shards: by the worker that runs it, and by the frontend
+    /// that counts them for the job's quote.
+    pub fn shard_limits(&self) -> soda::bulk_plan::ShardLimits {
+        soda::bulk_plan::ShardLimits {
+            stamps: self.shard_stamps,
+            images: self.shard_images,
+        }
+    }
+}
+
 /// Per-user limits; 0 is unlimited.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -663,6 +674,7 @@ impl Config {
                 allowed: self.bulk.upload_urls.iter().map(|u| u.0.clone()).collect(),
                 timeout: Duration::from_secs(self.bulk.upload_timeout.max(1)),
             },
+            shards: self.bulk.shard_limits(),
         }
     }
 
@@ -672,10 +684,7 @@ impl Config {
             scratch_dir: self.data_dir.join("scratch"),
             software: format!("Skycut {}", env!("CARGO_PKG_VERSION")),
             part_bytes: self.bulk.part_bytes,
-            shards: worker::ShardLimits {
-                stamps: self.bulk.shard_stamps,
-                images: self.bulk.shard_images,
-            },
+            shards: self.bulk.shard_limits(),
             max_stamp_side: (self.jobs.max_stamp_size > 0)
                 .then(|| usize::try_from(self.jobs.max_stamp_size).unwrap_or(usize::MAX)),
         }

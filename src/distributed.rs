@@ -53,7 +53,8 @@ async fn connect(config: &Config, hearing: Hearing) -> anyhow::Result<Shared> {
             .await
             .context("cannot subscribe to phase events")?,
     );
-    let queue = RedisQueue::new(client, streams.clone());
+    let queue = RedisQueue::new(client, streams.clone())
+        .counting_workers_seen_within(config.worker.loop_settings().visibility_timeout);
     let signer = UrlSigner::new(&wiring::signing_key(config, &config.data_dir)?);
     let crate::buckets::ResultBucket {
         store: results,

@@ -21,7 +21,10 @@
 //! makes a job that is ERROR at once, saying why.
 //!
 //! The job itself is an ordinary UWS job in the one job list (same owner rules, quotas, events),
-//! queued on the bulk lane; its parameters are the request's bulk parameters.
+//! queued on the bulk lane; its parameters are the request's bulk parameters. It is created with
+//! its size as its first progress: its stamps, images and the shards the worker will split its
+//! plan into (counted by the worker's own rule, [`soda::bulk_plan::ShardRule`]), none done, which
+//! its `jobInfo` shows while it waits and its quote ([`crate::completion`]) reads.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -317,7 +320,7 @@ pub async fn create_job(
         .await?;
     let job = app
         .uws
-        .create(
+        .create_with_progress(
             id,
             owner,
             &params,
@@ -325,6 +328,7 @@ pub async fn create_job(
             uws::queue::Priority::Bulk,
             token,
             quota::admission(app, Some(planned_bytes)),
+            Some(size(&planned)),
         )
         .await?;
     tracing::Span::current().record("job_id", job.id.as_str());
@@ -333,9 +337,26 @@ pub async fn create_job(
         rows = planned.rows,
         stamps = planned.stamps,
         images = planned.images,
+        shards = planned.shards,
         "bulk job created"
     );
     Ok(job.id)
+}
+
+/// A bulk job's size as the progress it starts with: its stamps, images and shards, none done
+/// (the counts its worker reports against, `worker::stamps`), shown in `jobInfo` while it
+/// waits, and read by its quote ([`crate::completion`]).
+fn size(planned: &Planned) -> uws::Progress {
+    let count = |name: &str, total: u64| uws::ProgressCount {
+        name: name.to_owned(),
+        done: 0,
+        total,
+    };
+    uws::Progress(vec![
+        count(crate::completion::STAMPS, planned.stamps),
+        count("images", planned.images),
+        count(crate::completion::SHARDS, planned.shards.max(1)),
+    ])
 }
 
 /// Reads and checks the bulk parameters.
@@ -501,6 +522,8 @@ struct Planned {
     images: u64,
     /// The bytes the stamps will take, as packaged (estimated for `RADIUS` stamps).
     stamp_bytes: u64,
+    /// The shards the worker will split the plan into.
+    shards: u64,
     /// The first row that gives no stamp, and why ("N: reason").
     first_error: String,
 }
@@ -636,6 +659,11 @@ async fn plan(
         .map(|(row, reason)| format!("{row}: {reason}"))
         .unwrap_or_default();
     let images = groups.len() as u64;
+    // By the rule the worker splits the plan with, so the count is the worker's.
+    let shards = soda::bulk_plan::count_shards(
+        groups.iter().map(|(_, stamps)| stamps.len() as u64),
+        app.settings.shards,
+    );
     let file = tokio::task::spawn_blocking(move || {
         let file = tempfile::NamedTempFile::new()?;
         let mut writer = PlanWriter::new(std::io::BufWriter::new(file.reopen()?), stamps, images)?;
@@ -661,6 +689,7 @@ async fn plan(
         stamps,
         images,
         stamp_bytes,
+        shards,
         first_error,
     })
 }

@@ -43,6 +43,9 @@ pub struct FrontendSettings {
     pub bulk: crate::bulk::BulkLimits,
     /// Where a bulk catalogue may be fetched from by URL (none by default).
     pub upload_urls: crate::upload::UrlUploads,
+    /// How the workers split a bulk job into shards: the frontend counts a job's shards by the
+    /// same rule when it plans the job, for its size and quote.
+    pub shards: soda::bulk_plan::ShardLimits,
 }
 
 impl Default for FrontendSettings {
@@ -62,6 +65,7 @@ impl Default for FrontendSettings {
             max_epochs: soda::request::MAX_PAIRS,
             bulk: crate::bulk::BulkLimits::default(),
             upload_urls: crate::upload::UrlUploads::default(),
+            shards: soda::bulk_plan::ShardLimits::default(),
         }
     }
 }

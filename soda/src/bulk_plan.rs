@@ -239,6 +239,83 @@ impl<R: BufRead> PlanReader<R> {
     }
 }
 
+/// How big a shard of a bulk job may grow: a shard closes once it holds this many stamps or
+/// images (an image's stamps are never split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardLimits {
+    pub stamps: u64,
+    pub images: u64,
+}
+
+impl Default for ShardLimits {
+    fn default() -> Self {
+        ShardLimits {
+            // Sharing costs a batch's trip through the bucket: only jobs of minutes are shared
+            // (a 2-core worker cuts about 50,000 stamps of 32×32 a second).
+            stamps: 200_000,
+            images: 256,
+        }
+    }
+}
+
+/// The rule that splits a plan into shards, fed its images in plan order: the worker splits a
+/// plan by it, and the frontend counts a job's shards by it when it writes the plan (for the
+/// job's size and quote), so the two never disagree.
+#[derive(Debug, Clone)]
+pub struct ShardRule {
+    limits: ShardLimits,
+    /// Stamps and images of the shard being filled.
+    stamps: u64,
+    images: u64,
+    shards: u64,
+}
+
+impl ShardRule {
+    pub fn new(limits: ShardLimits) -> ShardRule {
+        ShardRule {
+            limits,
+            stamps: 0,
+            images: 0,
+            shards: 0,
+        }
+    }
+
+    /// Whether the shard being filled is full: the next image opens another.
+    pub fn full(&self) -> bool {
+        self.images > 0
+            && (self.stamps >= self.limits.stamps.max(1)
+                || self.images >= self.limits.images.max(1))
+    }
+
+    /// Places the plan's next image, of `stamps` stamps; true when it opens a shard (the first
+    /// image does).
+    pub fn add_image(&mut self, stamps: u64) -> bool {
+        let opens = self.images == 0 || self.full();
+        if opens {
+            self.shards += 1;
+            self.stamps = 0;
+            self.images = 0;
+        }
+        self.stamps += stamps;
+        self.images += 1;
+        opens
+    }
+
+    /// The shards of the images placed so far.
+    pub fn shards(&self) -> u64 {
+        self.shards
+    }
+}
+
+/// The shards of a plan whose images hold `stamps` stamps each, in plan order.
+pub fn count_shards(stamps: impl IntoIterator<Item = u64>, limits: ShardLimits) -> u64 {
+    let mut rule = ShardRule::new(limits);
+    for n in stamps {
+        rule.add_image(n);
+    }
+    rule.shards()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +450,37 @@ mod tests {
         let mut no_field =
             PlanReader::open(&b"# skycut bulk plan 2\nT,1,1\nI,a\nS,0,1,2\n"[..]).unwrap();
         assert!(no_field.next_item().is_err());
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_closes_at_its_stamps_or_its_images_never_inside_an_image() {
+        let limits = ShardLimits {
+            stamps: 10,
+            images: 3,
+        };
+        // Three images fill a shard; so does an image that reaches ten stamps (whole, even
+        // past the limit).
+        assert_eq!(count_shards([1, 1, 1, 1], limits), 2);
+        assert_eq!(count_shards([4, 6, 1], limits), 2);
+        assert_eq!(count_shards([25, 1], limits), 2);
+        assert_eq!(count_shards([9, 1, 1], limits), 2);
+        assert_eq!(count_shards([9], limits), 1);
+        assert_eq!(count_shards([], limits), 0);
+        // Limits of zero are read as one.
+        let zero = ShardLimits {
+            stamps: 0,
+            images: 0,
+        };
+        assert_eq!(count_shards([1, 1, 1], zero), 3);
+        let mut rule = ShardRule::new(limits);
+        assert!(rule.add_image(5));
+        assert!(!rule.full() && !rule.add_image(5));
+        assert!(rule.full() && rule.add_image(1));
+        assert_eq!(rule.shards(), 2);
     }
 }

@@ -1,14 +1,18 @@
 //! API boundary: phase-change events, so that `WAIT` and synchronous requests wake when a job
-//! moves instead of polling the store.
+//! moves instead of polling the store, and progress events, so that a live stream can show how
+//! far a running job has come.
 //!
 //! Events are hints: a missed one costs a waiter only a slow fallback re-read of the store.
+//! Progress travels on a channel of its own ([`PhaseEvents::publish_progress`]), never with the
+//! phase changes: a progress report leaves the job in its phase, and a `WAIT` woken by one would
+//! end early, which UWS forbids; [`JobWaiters`] never subscribes to it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 
-use crate::job::{ExecutionPhase, JobId};
+use crate::job::{ExecutionPhase, JobId, Progress};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhaseChange {
@@ -18,24 +22,43 @@ pub struct PhaseChange {
     pub phase: ExecutionPhase,
 }
 
+/// How far a job has come, as its worker reported it and the store recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressChange {
+    pub id: JobId,
+    /// Whose job it is, so that a per-user event stream can filter without reading the store.
+    pub owner: String,
+    pub progress: Progress,
+}
+
 pub trait PhaseEvents: Send + Sync {
     /// Announces a change that is already recorded in the store.
     fn publish(&self, change: PhaseChange);
 
     /// Every change published after this call, in this process.
     fn subscribe(&self) -> broadcast::Receiver<PhaseChange>;
+
+    /// Announces a job's progress that is already recorded in the store, apart from the phase
+    /// changes: no subscriber of [`PhaseEvents::subscribe`] ever hears it.
+    fn publish_progress(&self, change: ProgressChange);
+
+    /// Every progress report published after this call, in this process (where it is heard at
+    /// all: a distributed worker, which only needs final phases, hears none).
+    fn subscribe_progress(&self) -> broadcast::Receiver<ProgressChange>;
 }
 
-/// Phase events inside one process: a broadcast channel. Cloning shares the channel.
+/// Phase and progress events inside one process: two broadcast channels. Cloning shares them.
 #[derive(Debug, Clone)]
 pub struct LocalPhaseEvents {
     sender: broadcast::Sender<PhaseChange>,
+    progress: broadcast::Sender<ProgressChange>,
 }
 
 impl LocalPhaseEvents {
     pub fn new() -> LocalPhaseEvents {
         let (sender, _) = broadcast::channel(4096);
-        LocalPhaseEvents { sender }
+        let (progress, _) = broadcast::channel(1024);
+        LocalPhaseEvents { sender, progress }
     }
 }
 
@@ -53,6 +76,14 @@ impl PhaseEvents for LocalPhaseEvents {
 
     fn subscribe(&self) -> broadcast::Receiver<PhaseChange> {
         self.sender.subscribe()
+    }
+
+    fn publish_progress(&self, change: ProgressChange) {
+        let _ = self.progress.send(change);
+    }
+
+    fn subscribe_progress(&self) -> broadcast::Receiver<ProgressChange> {
+        self.progress.subscribe()
     }
 }
 

@@ -310,6 +310,9 @@ pub struct NewJob {
     /// The limits the store enforces on the owner atomically with this insert, and the bytes the
     /// job is planned to store.
     pub admission: Admission,
+    /// How big the job is before it runs, as counts with nothing done (a bulk job's stamps,
+    /// images and shards), stored as the job's first [`Job::progress`]; `None` for most jobs.
+    pub progress: Option<Progress>,
 }
 
 /// What the store checks before it admits a new job, in the same atomic step as the insert (one

@@ -91,6 +91,13 @@ pub trait JobQueue: Send + Sync {
     /// How long the oldest job counted by [`JobQueue::depth`] has been in the queue; `None` when
     /// the queue is empty. Operators alert on it: a growing age means workers fall behind.
     async fn oldest_age(&self) -> Result<Option<std::time::Duration>, UwsError>;
+
+    /// How many worker processes take jobs from this queue now, when the queue can tell (a
+    /// shared queue whose consumers it sees); `None` when it cannot, as for the in-process
+    /// queue of one process. The quote of a bulk job divides its run among them.
+    async fn workers(&self) -> Result<Option<u64>, UwsError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::error::UwsError;
-use crate::events::{JobWaiters, JobWatch, PhaseChange, PhaseEvents, Wake};
+use crate::events::{JobWaiters, JobWatch, PhaseChange, PhaseEvents, ProgressChange, Wake};
 use crate::job::{Admission, ErrorCode, ExecutionPhase, Job, JobError, JobId, NewJob, Progress};
 use crate::params::Parameters;
 use crate::queue::{DelegatedToken, JobQueue, Priority, QueuedJob};
@@ -279,6 +279,12 @@ impl Uws {
         self.events.subscribe()
     }
 
+    /// Every progress report recorded after this call (for live progress streams); never a
+    /// phase change.
+    pub fn subscribe_progress(&self) -> tokio::sync::broadcast::Receiver<ProgressChange> {
+        self.events.subscribe_progress()
+    }
+
     pub fn store(&self) -> &Arc<dyn JobStore> {
         &self.store
     }
@@ -316,6 +322,38 @@ impl Uws {
         token: Option<DelegatedToken>,
         admission: Admission,
     ) -> Result<Job, UwsError> {
+        self.create_with_progress(
+            id,
+            owner,
+            request,
+            job_parameters,
+            priority,
+            token,
+            admission,
+            None,
+        )
+        .await
+    }
+
+    /// [`Uws::create`] of a job that says how big it is before it runs: `progress` (its counts
+    /// with nothing done, a bulk job's stamps, images and shards) is stored in the same write
+    /// as the job, so its `jobInfo` and quote know the job's size while it waits. The worker's
+    /// reports replace it once the job runs.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the protocol's inputs; a request struct is issue 19's route-table work"
+    )]
+    pub async fn create_with_progress(
+        &self,
+        id: JobId,
+        owner: &str,
+        request: &Parameters,
+        job_parameters: Parameters,
+        priority: Priority,
+        token: Option<DelegatedToken>,
+        admission: Admission,
+        progress: Option<Progress>,
+    ) -> Result<Job, UwsError> {
         let now = timestamp::now();
         let creation = self.limits.creation(request, now)?;
         let (job, ours) = self
@@ -330,6 +368,7 @@ impl Uws {
                 queued: creation.run,
                 sync: priority == Priority::Sync,
                 admission,
+                progress,
             })
             .await?;
         if !ours {
@@ -547,13 +586,21 @@ impl Uws {
         }
     }
 
-    /// Records how far an EXECUTING job has come (shown in its `jobInfo`). A report that comes
-    /// after the job ended is refused as `WrongPhase`, which a worker may ignore.
+    /// Records how far an EXECUTING job has come (shown in its `jobInfo`), then announces it
+    /// as a progress event (never a phase event: it wakes no `WAIT`). A report that comes after
+    /// the job ended is refused as `WrongPhase`, which a worker may ignore, and announced to
+    /// nobody.
     pub async fn report_progress(&self, id: &JobId, progress: Progress) -> Result<(), UwsError> {
-        self.store
-            .update(id, JobUpdate::Progress(progress))
-            .await
-            .map(drop)
+        let job = self
+            .store
+            .update(id, JobUpdate::Progress(progress.clone()))
+            .await?;
+        self.events.publish_progress(ProgressChange {
+            id: job.id,
+            owner: job.owner,
+            progress,
+        });
+        Ok(())
     }
 
     /// Ends a job: applies a transition to a final phase (`Complete`, `Fail`, `Abort`,

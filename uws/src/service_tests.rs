@@ -1258,3 +1258,104 @@ async fn progress_is_recorded_while_executing_and_refused_before_and_after() {
         "a late report changes nothing"
     );
 }
+
+fn stamps_done(done: u64) -> crate::Progress {
+    crate::Progress(vec![crate::ProgressCount {
+        name: "stamps".into(),
+        done,
+        total: 10,
+    }])
+}
+
+#[tokio::test]
+async fn wait_is_not_woken_by_progress() {
+    let h = Harness::default();
+    let job = queued(&h, "alice", Priority::Bulk).await;
+    h.uws.begin(&job.id).await.expect("start");
+    let mut reports = h.uws.subscribe_progress();
+    let worker = {
+        let h = h.clone();
+        let id = job.id.clone();
+        tokio::spawn(async move {
+            for done in 1..=5 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                h.uws
+                    .report_progress(&id, stamps_done(done))
+                    .await
+                    .expect("report");
+            }
+        })
+    };
+    let started = Instant::now();
+    let waited = h
+        .uws
+        .wait("alice", job.id.as_str(), "1", None)
+        .await
+        .expect("wait");
+    // The job stayed EXECUTING: WAIT lasts its whole time, whatever progress came meanwhile.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(waited.phase, Executing);
+    assert_eq!(waited.progress, Some(stamps_done(5)));
+    worker.await.expect("worker");
+    for done in 1..=5 {
+        let heard = reports.try_recv().expect("a progress event per report");
+        assert_eq!(heard.progress, stamps_done(done));
+    }
+}
+
+#[tokio::test]
+async fn a_recorded_progress_report_is_announced_apart_from_the_phase_changes() {
+    let h = Harness::default();
+    let job = queued(&h, "alice", Priority::Bulk).await;
+    let mut phases = h.uws.subscribe();
+    let mut reports = h.uws.subscribe_progress();
+    // Refused before EXECUTING: nothing recorded, nothing announced.
+    assert!(
+        h.uws
+            .report_progress(&job.id, stamps_done(0))
+            .await
+            .is_err()
+    );
+    h.uws.begin(&job.id).await.expect("start");
+    h.uws
+        .report_progress(&job.id, stamps_done(3))
+        .await
+        .expect("report");
+    assert_eq!(
+        reports.try_recv().ok(),
+        Some(crate::events::ProgressChange {
+            id: job.id.clone(),
+            owner: "alice".to_owned(),
+            progress: stamps_done(3),
+        })
+    );
+    assert!(reports.try_recv().is_err(), "one event per recorded report");
+    assert_eq!(phases.try_recv().map(|c| c.phase).ok(), Some(Executing));
+    assert!(phases.try_recv().is_err(), "no phase event for a report");
+}
+
+#[tokio::test]
+async fn a_job_created_with_its_size_shows_it_before_it_runs() {
+    let h = Harness::default();
+    let job = h
+        .uws
+        .create_with_progress(
+            JobId::random(),
+            "alice",
+            &params(&[("PHASE", "RUN")]),
+            cutout(),
+            Priority::Bulk,
+            None,
+            Admission::default(),
+            Some(stamps_done(0)),
+        )
+        .await
+        .expect("create");
+    assert_eq!(job.phase, Queued);
+    let seen = h.uws.job("alice", job.id.as_str()).await.expect("job");
+    assert_eq!(seen.progress, Some(stamps_done(0)));
+}

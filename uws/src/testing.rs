@@ -127,7 +127,7 @@ impl JobStore for MemoryJobStore {
             results: Vec::new(),
             error: None,
             planned_bytes: job.admission.planned_bytes,
-            progress: None,
+            progress: job.progress,
         };
         self.insert(created.clone());
         Ok(Created::New(created))

@@ -70,6 +70,10 @@ pub struct NewJobJson {
     /// The limits the store checks atomically with the insert; absent means none.
     #[serde(default)]
     pub admission: AdmissionJson,
+    /// The job's size before it runs ([`uws::NewJob::progress`], [`uws::Progress::encode`]d);
+    /// absent when none (and from an older client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 /// [`uws::Admission`] on the wire.
@@ -390,6 +394,7 @@ impl From<&NewJob> for NewJobJson {
                 jobs_queued: j.admission.jobs_queued,
                 result_bytes: j.admission.result_bytes,
             },
+            progress: j.progress.as_ref().map(uws::Progress::encode),
         }
     }
 }
@@ -420,6 +425,10 @@ impl TryFrom<NewJobJson> for NewJob {
                 jobs_queued: j.admission.jobs_queued,
                 result_bytes: j.admission.result_bytes,
             },
+            progress: j
+                .progress
+                .map(|p| uws::Progress::decode(&p).ok_or_else(|| bad("progress")))
+                .transpose()?,
         })
     }
 }

@@ -363,6 +363,7 @@ impl JobStore for SqlJobStore {
         let creation = timestamp::to_micros(job.creation_time);
         let owner = job.owner.clone();
         let sync = job.sync;
+        let progress = Bind::OptText(job.progress.as_ref().map(uws::Progress::encode));
         let repeat = (
             job.owner.clone(),
             job.run_id.clone(),
@@ -389,10 +390,11 @@ impl JobStore for SqlJobStore {
             Bind::OptInt(planned),
         ];
         if admission.is_unlimited() {
+            binds.push(progress);
             let sql = format!(
                 "INSERT INTO uws_job (id, service, owner, run_id, phase, creation_time, execution_duration, \
-                 destruction, parameters, results, planned_bytes) \
-                 VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, '[]', $10) \
+                 destruction, parameters, results, planned_bytes, progress) \
+                 VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, '[]', $10, $11) \
                  ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
             );
             let row = self
@@ -434,11 +436,12 @@ impl JobStore for SqlJobStore {
                 -1
             }),
             Bind::Int(limit(admission.result_bytes)),
+            progress,
         ]);
         let sql = format!(
             "INSERT INTO uws_job (id, service, owner, run_id, phase, creation_time, execution_duration, \
-             destruction, parameters, results, planned_bytes) \
-             SELECT $1, $2, $3, $4, $9, $5, $6, $7, $8, '[]', $10 \
+             destruction, parameters, results, planned_bytes, progress) \
+             SELECT $1, $2, $3, $4, $9, $5, $6, $7, $8, '[]', $10, $15 \
              WHERE ($11 < 0 OR (SELECT COUNT(*) FROM uws_job_creation \
                  WHERE service = $2 AND owner = $3 AND creation_time > $12) < $11) \
              AND ($13 < 0 OR (SELECT COUNT(*) FROM uws_job \

@@ -38,6 +38,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         queued: false,
         sync: false,
         admission: uws::Admission::default(),
+        progress: None,
     }
 }
 
@@ -85,6 +86,30 @@ async fn the_client_follows_cursor_pages_to_the_end_or_to_last() {
         newest.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
         created[..7]
     );
+}
+
+#[tokio::test]
+async fn a_job_created_with_its_size_holds_it_through_the_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = TokenKey::new(b"client-test-key").expect("key");
+    let base = serve(&dir, &key).await;
+    let client = WobblyClient::new(&base, "client-test", key).expect("client");
+    let size = uws::Progress(vec![uws::ProgressCount {
+        name: "shards".into(),
+        done: 0,
+        total: 4,
+    }]);
+    let job = client
+        .create(NewJob {
+            progress: Some(size.clone()),
+            ..new_job("erin", 0)
+        })
+        .await
+        .expect("create")
+        .job();
+    assert_eq!(job.progress.as_ref(), Some(&size));
+    let read = client.get(&job.id).await.expect("get").expect("job");
+    assert_eq!(read.progress, Some(size));
 }
 
 #[tokio::test]

@@ -49,6 +49,7 @@ fn new_job(owner: &str, offset_ms: i64) -> NewJob {
         queued: false,
         sync: false,
         admission: uws::Admission::default(),
+        progress: None,
     }
 }
 
@@ -565,6 +566,63 @@ async fn a_job_created_queued_starts_at_once(store: SqlJobStore) {
     assert_eq!(started.phase, ExecutionPhase::Executing);
 }
 
+/// A job created with its size (a bulk job's counts, nothing done) holds it as its progress
+/// from the insert on, with and without admission limits (two different INSERTs), until the
+/// worker's first report replaces it.
+async fn a_job_created_with_its_size_holds_it_as_progress(store: SqlJobStore) {
+    let size = uws::Progress(vec![
+        uws::ProgressCount {
+            name: "stamps".into(),
+            done: 0,
+            total: 500,
+        },
+        uws::ProgressCount {
+            name: "shards".into(),
+            done: 0,
+            total: 3,
+        },
+    ]);
+    let limited = uws::Admission {
+        jobs_queued: Some(10),
+        ..uws::Admission::default()
+    };
+    for admission in [uws::Admission::default(), limited] {
+        let job = store
+            .create(NewJob {
+                queued: true,
+                admission,
+                progress: Some(size.clone()),
+                ..new_job("alice", 0)
+            })
+            .await
+            .expect("create")
+            .job();
+        assert_eq!(job.progress.as_ref(), Some(&size));
+        assert_eq!(
+            store
+                .get(&job.id)
+                .await
+                .expect("get")
+                .and_then(|j| j.progress),
+            Some(size.clone())
+        );
+        store
+            .transition(&job.id, Transition::Start, timestamp::now())
+            .await
+            .expect("start");
+        let report = uws::Progress(vec![uws::ProgressCount {
+            name: "stamps".into(),
+            done: 100,
+            total: 500,
+        }]);
+        let reported = store
+            .update(&job.id, JobUpdate::Progress(report.clone()))
+            .await
+            .expect("report");
+        assert_eq!(reported.progress, Some(report));
+    }
+}
+
 /// A synchronous request's job is written without waiting for the disk (PostgreSQL: through
 /// the connections with `synchronous_commit = off`), with and without admission limits, and
 /// reads back exactly like any other job at every step.
@@ -1050,6 +1108,7 @@ both_databases!(
     recent_runs_are_the_newest_completed_jobs_with_their_result_bytes,
     completed_jobs_are_found_by_end_and_archived_without_results,
     a_job_created_queued_starts_at_once,
+    a_job_created_with_its_size_holds_it_as_progress,
     a_sync_jobs_writes_read_back_like_any_others,
     concurrent_writes_each_get_their_own_answer,
     create_is_idempotent_on_the_callers_id,

@@ -120,7 +120,13 @@ impl Streams {
         format!("{}:phase:final", self.prefix)
     }
 
-    /// Every key Skycut writes under this prefix (the channel is not a key).
+    /// Progress reports of running jobs (frontends hear it, for `/jobs/events`; workers only
+    /// publish on it).
+    pub fn progress_channel(&self) -> String {
+        format!("{}:progress", self.prefix)
+    }
+
+    /// Every key Skycut writes under this prefix (the channels are not keys).
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = Priority::ALL.iter().map(|p| self.stream(*p)).collect();
         keys.push(self.epoch_key());
@@ -153,16 +159,33 @@ fn redis_error(e: fred::error::Error) -> UwsError {
     UwsError::Queue(format!("redis: {e}"))
 }
 
+/// How recently a consumer must have taken or heartbeated an entry to count as a live worker
+/// ([`JobQueue::workers`]), unless [`RedisQueue::counting_workers_seen_within`] says otherwise.
+const WORKER_SEEN: Duration = Duration::from_secs(30);
+
 /// The enqueueing side (frontends, and workers handing jobs back). Cloning shares the client.
 #[derive(Clone)]
 pub struct RedisQueue {
     client: Client,
     streams: Streams,
+    worker_seen: Duration,
 }
 
 impl RedisQueue {
     pub fn new(client: Client, streams: Streams) -> RedisQueue {
-        RedisQueue { client, streams }
+        RedisQueue {
+            client,
+            streams,
+            worker_seen: WORKER_SEEN,
+        }
+    }
+
+    /// Counts as live workers the consumers seen within `within`: the visibility timeout, past
+    /// which the queue presumes a worker dead (a running job's worker heartbeats every third
+    /// of it).
+    pub fn counting_workers_seen_within(mut self, within: Duration) -> RedisQueue {
+        self.worker_seen = within;
+        self
     }
 
     /// Adds a job; `takeover` lets the worker take a job that the store says is EXECUTING (its
@@ -233,6 +256,59 @@ impl JobQueue for RedisQueue {
             .unwrap_or_default();
         Ok(Some(now.saturating_sub(Duration::from_millis(ms))))
     }
+
+    /// The consumers of the workers' group, on any lane, that took or heartbeated an entry
+    /// within the visibility timeout (`XINFO CONSUMERS`, whose `idle` counts from the last
+    /// entry a consumer read or claimed; from Redis 7.2 also from its last empty read). A
+    /// worker that waits on an empty queue of an older Redis goes uncounted, which only makes a
+    /// quote later; a busy worker heartbeats and is counted.
+    async fn workers(&self) -> Result<Option<u64>, UwsError> {
+        let within = u64::try_from(self.worker_seen.as_millis()).unwrap_or(u64::MAX);
+        let mut seen = std::collections::HashSet::new();
+        for priority in Priority::ALL {
+            let info: Result<Value, _> = self
+                .client
+                .xinfo_consumers(self.streams.stream(priority), GROUP)
+                .await;
+            match info {
+                Ok(info) => seen.extend(consumers_seen_within(&info, within)),
+                // No stream or no group yet: no worker has read this lane.
+                Err(e)
+                    if e.details().contains("NOGROUP") || e.details().contains("no such key") => {}
+                Err(e) => return Err(redis_error(e)),
+            }
+        }
+        Ok(Some(seen.len() as u64))
+    }
+}
+
+/// The consumers of an `XINFO CONSUMERS` answer (one array of `name`, `pending`, `idle`, …
+/// pairs per consumer, or one map each over RESP3) idle for less than `within` milliseconds.
+fn consumers_seen_within(info: &Value, within: u64) -> Vec<String> {
+    let Value::Array(consumers) = info else {
+        return Vec::new();
+    };
+    consumers
+        .iter()
+        .filter_map(|consumer| {
+            let fields: Vec<(String, &Value)> = match consumer {
+                Value::Array(flat) => flat
+                    .chunks(2)
+                    .filter_map(|kv| Some((kv.first()?.as_string()?, kv.get(1)?)))
+                    .collect(),
+                Value::Map(map) => map
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v)))
+                    .collect(),
+                _ => return None,
+            };
+            let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+            let idle = field("idle")?.as_u64()?;
+            (idle < within)
+                .then(|| field("name")?.as_string())
+                .flatten()
+        })
+        .collect()
 }
 
 /// The millisecond part of the first entry ID in an `XRANGE` answer (`[[ID, [field, value…]]]`).
@@ -547,6 +623,27 @@ fn parse_entries(entries: &Value) -> Vec<(String, HashMap<String, String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_are_the_consumers_seen_within_the_visibility_timeout() {
+        let consumer = |name: &str, idle: i64| {
+            Value::Array(vec![
+                Value::from("name"),
+                Value::from(name),
+                Value::from("pending"),
+                Value::Integer(1),
+                Value::from("idle"),
+                Value::Integer(idle),
+            ])
+        };
+        let info = Value::Array(vec![
+            consumer("busy", 9_000),
+            consumer("dead", 600_000),
+            consumer("fresh", 0),
+        ]);
+        assert_eq!(consumers_seen_within(&info, 30_000), ["busy", "fresh"]);
+        assert!(consumers_seen_within(&Value::Null, 30_000).is_empty());
+    }
 
     #[test]
     fn connection_errors_are_told_as_sentences_without_secrets() {

@@ -6,31 +6,39 @@
 //! worker hears only the latter (it cancels a job on a final phase and needs nothing else), so
 //! a job's QUEUED and EXECUTING are delivered to the frontends alone, not to every worker (each
 //! delivery costs Redis and the hearing process CPU, and there are many more workers).
+//!
+//! Progress reports (a bulk job's worker records one every two seconds) go to a channel of
+//! their own, which only frontends hear (for `/jobs/events`), and come out of
+//! [`PhaseEvents::subscribe_progress`], never out of [`PhaseEvents::subscribe`]: a progress
+//! report is no phase change and must not wake a `WAIT`.
 
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use tokio::sync::broadcast;
-use uws::events::{PhaseChange, PhaseEvents};
-use uws::{ExecutionPhase, JobId};
+use uws::events::{PhaseChange, PhaseEvents, ProgressChange};
+use uws::{ExecutionPhase, JobId, Progress};
 
 use crate::redis::Streams;
 
 /// Which phase changes a process hears.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hearing {
-    /// Every change (a frontend).
+    /// Every change, and progress reports (a frontend).
     Every,
     /// Final phases only (a worker, which cancels a job on one).
     FinalOnly,
 }
 
-/// Publishes to both channels and listens on one. Cloning shares the connections.
+/// Publishes to the channels and listens on those of its [`Hearing`]. Cloning shares the
+/// connections.
 #[derive(Clone)]
 pub struct RedisPhaseEvents {
     publisher: Client,
     channel: String,
     final_channel: String,
+    progress_channel: String,
     local: broadcast::Sender<PhaseChange>,
+    local_progress: broadcast::Sender<ProgressChange>,
 }
 
 impl RedisPhaseEvents {
@@ -43,9 +51,10 @@ impl RedisPhaseEvents {
         hearing: Hearing,
     ) -> Result<RedisPhaseEvents, fred::error::Error> {
         let (channel, final_channel) = (streams.events_channel(), streams.final_events_channel());
+        let progress_channel = streams.progress_channel();
         let heard = match hearing {
-            Hearing::Every => channel.clone(),
-            Hearing::FinalOnly => final_channel.clone(),
+            Hearing::Every => vec![channel.clone(), progress_channel.clone()],
+            Hearing::FinalOnly => vec![final_channel.clone()],
         };
         let subscriber: SubscriberClient = Builder::from_config(Config::from_url(url)?)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
@@ -54,7 +63,10 @@ impl RedisPhaseEvents {
         let _resubscribe = subscriber.manage_subscriptions();
         subscriber.subscribe(heard).await?;
         let (local, _) = broadcast::channel(4096);
+        let (local_progress, _) = broadcast::channel(1024);
         let forward = local.clone();
+        let forward_progress = local_progress.clone();
+        let progress_heard = progress_channel.clone();
         let mut messages = subscriber.message_rx();
         tokio::spawn(async move {
             // Keeps the subscriber client alive as long as the forwarding task runs.
@@ -62,8 +74,13 @@ impl RedisPhaseEvents {
             loop {
                 match messages.recv().await {
                     Ok(message) => {
-                        if let Some(change) = message.value.as_string().as_deref().and_then(decode)
-                        {
+                        let text = message.value.as_string();
+                        let text = text.as_deref();
+                        if *message.channel == *progress_heard {
+                            if let Some(change) = text.and_then(decode_progress) {
+                                let _ = forward_progress.send(change);
+                            }
+                        } else if let Some(change) = text.and_then(decode) {
                             let _ = forward.send(change);
                         }
                     }
@@ -76,7 +93,9 @@ impl RedisPhaseEvents {
             publisher,
             channel,
             final_channel,
+            progress_channel,
             local,
+            local_progress,
         })
     }
 }
@@ -104,27 +123,64 @@ fn decode(text: &str) -> Option<PhaseChange> {
     Some(PhaseChange { id, owner, phase })
 }
 
+/// `ID OWNER`, then the progress as the store keeps it ([`Progress::encode`]) on the lines
+/// after: an owner never spans lines, a progress count is one line.
+fn encode_progress(change: &ProgressChange) -> String {
+    format!(
+        "{} {}\n{}",
+        change.id,
+        change.owner,
+        change.progress.encode()
+    )
+}
+
+fn decode_progress(text: &str) -> Option<ProgressChange> {
+    let (first, counts) = text.split_once('\n')?;
+    let (id, owner) = first.split_once(' ')?;
+    Some(ProgressChange {
+        id: JobId::parse(id).ok()?,
+        owner: owner.to_owned(),
+        progress: Progress::decode(counts)?,
+    })
+}
+
+/// Publishes `text` on `channels` in the background: an event is a hint, and a lost one costs
+/// a waiter a fallback re-read (a progress stream: one report of many), not correctness.
+fn publish_on(publisher: &Client, channels: Vec<String>, text: String) {
+    let publisher = publisher.clone();
+    tokio::spawn(async move {
+        for channel in channels {
+            let sent: Result<i64, _> = publisher.publish(channel, text.as_str()).await;
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "event not published");
+            }
+        }
+    });
+}
+
 impl PhaseEvents for RedisPhaseEvents {
     fn publish(&self, change: PhaseChange) {
-        let publisher = self.publisher.clone();
         let channels: Vec<String> = channels(change.phase, &self.channel, &self.final_channel)
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let text = encode(&change);
-        // An event is a hint; a lost one costs a waiter a fallback re-read, not correctness.
-        tokio::spawn(async move {
-            for channel in channels {
-                let sent: Result<i64, _> = publisher.publish(channel, text.as_str()).await;
-                if let Err(e) = sent {
-                    tracing::debug!(error = %e, "phase event not published");
-                }
-            }
-        });
+        publish_on(&self.publisher, channels, encode(&change));
     }
 
     fn subscribe(&self) -> broadcast::Receiver<PhaseChange> {
         self.local.subscribe()
+    }
+
+    fn publish_progress(&self, change: ProgressChange) {
+        publish_on(
+            &self.publisher,
+            vec![self.progress_channel.clone()],
+            encode_progress(&change),
+        );
+    }
+
+    fn subscribe_progress(&self) -> broadcast::Receiver<ProgressChange> {
+        self.local_progress.subscribe()
     }
 }
 
@@ -162,6 +218,37 @@ mod tests {
                 ["p:phase", "p:phase:final"]
             );
         }
+    }
+
+    #[test]
+    fn a_progress_report_survives_the_wire() {
+        let change = ProgressChange {
+            id: JobId::random(),
+            owner: "Ada Lovelace".to_owned(),
+            progress: Progress(vec![
+                uws::ProgressCount {
+                    name: "stamps".to_owned(),
+                    done: 1500,
+                    total: 100_000,
+                },
+                uws::ProgressCount {
+                    name: "shards".to_owned(),
+                    done: 0,
+                    total: 3,
+                },
+            ]),
+        };
+        assert_eq!(decode_progress(&encode_progress(&change)), Some(change));
+        assert_eq!(decode_progress("not-a-job someone\nstamps 1 2"), None);
+        assert_eq!(
+            decode_progress(&format!("{} someone\nstamps 1", JobId::random())),
+            None
+        );
+        // A phase message is not a progress report, nor the other way round.
+        assert_eq!(
+            decode_progress(&format!("{} EXECUTING someone", JobId::random())),
+            None
+        );
     }
 
     #[test]

@@ -23,29 +23,13 @@ use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use soda::bulk_plan::{Extent, PlanItem, PlanReader, PlanWriter, PlannedStamp};
+/// How big a shard may grow: the rule lives with the plan ([`soda::bulk_plan::ShardRule`]), where
+/// the frontend counts a job's shards by it too.
+pub use soda::bulk_plan::ShardLimits;
+use soda::bulk_plan::{Extent, PlanItem, PlanReader, PlanWriter, PlannedStamp, ShardRule};
 use uws::{ErrorCode, JobError};
 
 use crate::cutouts::internal;
-
-/// How big a shard may grow: a shard closes once it holds this many stamps or images (an
-/// image's stamps are never split).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShardLimits {
-    pub stamps: u64,
-    pub images: u64,
-}
-
-impl Default for ShardLimits {
-    fn default() -> Self {
-        ShardLimits {
-            // Sharing costs a batch's trip through the bucket: only jobs of minutes are shared
-            // (a 2-core worker cuts about 50,000 stamps of 32×32 a second).
-            stamps: 200_000,
-            images: 256,
-        }
-    }
-}
 
 /// One shard of a plan, written to a local file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,10 +109,10 @@ fn split_into<R: BufRead>(
     let mut groups: Vec<(String, Vec<PlannedStamp>)> = Vec::new();
     let mut stamps = 0u64;
     let mut sizes_differ = false;
+    let mut rule = ShardRule::new(limits);
     loop {
         let item = reader.next_item().map_err(unreadable)?;
-        let full = stamps >= limits.stamps.max(1) || groups.len() as u64 >= limits.images.max(1);
-        if (item.is_none() || full) && !groups.is_empty() {
+        if (item.is_none() || rule.full()) && !groups.is_empty() {
             let n = split.shards.len();
             let shard = write_shard(n, &std::mem::take(&mut groups), stamps, file(n))?;
             split.shards.push(shard);
@@ -151,6 +135,7 @@ fn split_into<R: BufRead>(
                         _ => sizes_differ = true,
                     }
                 }
+                rule.add_image(group.len() as u64);
                 stamps += group.len() as u64;
                 groups.push((id, group));
             }
@@ -606,6 +591,36 @@ mod tests {
         let split = split_plan(&plan(5, 1), limits, dir.path());
         let images: Vec<u64> = split.shards.iter().map(|s| s.images).collect();
         assert_eq!(images, [2, 2, 1]);
+    }
+
+    #[test]
+    fn the_split_makes_as_many_shards_as_the_frontend_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        // Images of uneven sizes, errors in between: the worker's split and the frontend's
+        // count (`count_shards` over the stamps of each image) agree for every limit.
+        let sizes = [3u64, 12, 1, 1, 7, 30, 2, 2, 2, 9, 1];
+        let total: u64 = sizes.iter().sum();
+        let mut writer = PlanWriter::new(Vec::new(), total, sizes.len() as u64).unwrap();
+        let mut row = 0;
+        for (n, size) in sizes.iter().enumerate() {
+            writer.error(1000 + n as u64, "no image").unwrap();
+            writer
+                .image(&format!("butler://t/img{n}"), &planned(row..row + size))
+                .unwrap();
+            row += size;
+        }
+        let bytes = writer.finish().unwrap();
+        for stamps in [0, 1, 2, 5, 10, 12, 13, 40, 1000] {
+            for images in [0, 1, 2, 3, 4, 11, 64] {
+                let limits = ShardLimits { stamps, images };
+                let split = split_plan(&bytes, limits, dir.path());
+                assert_eq!(
+                    split.shards.len() as u64,
+                    soda::bulk_plan::count_shards(sizes, limits),
+                    "{limits:?}"
+                );
+            }
+        }
     }
 
     #[test]
