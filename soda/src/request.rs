@@ -603,6 +603,60 @@ mod tests {
     }
 
     #[test]
+    fn a_moc_parameter_is_a_stencil() {
+        let r = CutoutRequest::from_parameters([("ID", "butler://demo/a"), ("MOC", "3/1-3 4/80")])
+            .unwrap();
+        assert!(
+            matches!(r.stencils[..], [Stencil::Moc(_)]),
+            "{:?}",
+            r.stencils
+        );
+    }
+
+    #[test]
+    fn meta_true_after_kind_header_still_asks_for_headers_only() {
+        for params in [
+            [("KIND", "HEADER"), ("META", "true")],
+            [("META", "true"), ("KIND", "HEADER")],
+            [("META", "false"), ("KIND", "HEADER")],
+        ] {
+            let mut all = vec![("ID", "butler://demo/a"), ("CIRCLE", "1 2 0.1")];
+            all.extend(params);
+            let r = CutoutRequest::from_parameters(all).unwrap();
+            assert!(r.header_only, "{params:?}");
+        }
+    }
+
+    #[test]
+    fn a_section_refuses_band_time_and_pol_each_alone() {
+        for other in [("BAND", "1e-7 2e-7"), ("TIME", "60000 60001"), ("POL", "I")] {
+            check(
+                &[("ID", "butler://demo/a"), ("SUB", "[1:10,1:10]"), other],
+                Err("BAND, TIME or POL"),
+            );
+        }
+    }
+
+    #[test]
+    fn as_many_cutouts_as_the_limit_are_accepted_and_one_more_refused() {
+        let ids: Vec<String> = (0..5).map(|n| format!("butler://demo/i{n}")).collect();
+        let mut params: Vec<(&str, &str)> = ids.iter().map(|id| ("ID", id.as_str())).collect();
+        params.extend([("CIRCLE", "1 2 0.1"), ("CIRCLE", "3 4 0.1")]);
+        let at = |max| CutoutRequest::from_parameters_up_to(params.iter().copied(), max);
+        assert_eq!(at(10).map(|r| r.pairs().count()), Ok(10));
+        assert!(matches!(at(9), Err(SodaError::Usage(m)) if m.contains("at most 9")));
+    }
+
+    #[test]
+    fn an_interval_of_one_value_is_an_interval() {
+        assert_eq!(
+            parse_interval("TIME", "MJD", "60000.5 60000.5"),
+            Ok((60000.5, 60000.5))
+        );
+        assert!(parse_interval("TIME", "MJD", "60001 60000").is_err());
+    }
+
+    #[test]
     fn responseformat_is_fits_by_default_png_or_jpeg_asks_a_preview_and_others_are_refused() {
         let format = |f: Option<&str>| {
             let mut params = vec![("ID", "butler://demo/a"), ("CIRCLE", "1 2 0.1")];
