@@ -85,6 +85,19 @@
       }
       refreshRow(change.jobId);
     });
+    // A bulk job's stamps done fill its bar as they are reported.
+    events.addEventListener('progress', function (event) {
+      const change = JSON.parse(event.data);
+      const row = document.getElementById('job-' + change.jobId);
+      const bar = row && row.querySelector('progress');
+      const stamps = change.progress.find(function (count) { return count.name === 'stamps'; });
+      if (bar && stamps) {
+        bar.max = Math.max(stamps.total, 1);
+        bar.value = stamps.done;
+        bar.setAttribute('aria-label', 'Job ' + change.jobId.slice(0, 8) + ': ' + stamps.done +
+          ' of ' + stamps.total + ' stamps');
+      }
+    });
     // Events were missed: every listed row is read again.
     events.addEventListener('resync', function () {
       rows.querySelectorAll('tr[id^="job-"]').forEach(function (row) {

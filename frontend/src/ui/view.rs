@@ -232,6 +232,17 @@ fn jobs_section(base: &PublicBase, jobs: &[Job], shown: usize) -> Markup {
     }
 }
 
+/// The stamps a bulk job has cut, of how many, as it last reported.
+fn stamps_done(job: &Job) -> Option<(u64, u64)> {
+    let stamps = job
+        .progress
+        .as_ref()?
+        .0
+        .iter()
+        .find(|c| c.name == "stamps")?;
+    Some((stamps.done, stamps.total))
+}
+
 /// One job's row; its ID is `job-{id}`, as the page's script finds it.
 pub fn job_row(base: &PublicBase, job: &Job) -> Markup {
     let id = job.id.as_str();
@@ -246,8 +257,17 @@ pub fn job_row(base: &PublicBase, job: &Job) -> Markup {
             td {
                 span.phase data-phase=(job.phase.to_string()) { (job.phase.to_string()) }
                 @if running {
-                    // No job reports a fraction done yet: an indeterminate bar says it moves.
-                    progress aria-label=(format!("Job {short} is {}", job.phase)) {}
+                    // A bulk job reports its stamps done; any other job moves without a count,
+                    // which an indeterminate bar says.
+                    @match stamps_done(job) {
+                        Some((done, total)) => {
+                            progress value=(done) max=(total.max(1))
+                                aria-label=(format!("Job {short}: {done} of {total} stamps")) {}
+                        }
+                        None => {
+                            progress aria-label=(format!("Job {short} is {}", job.phase)) {}
+                        }
+                    }
                 }
             }
             td { time datetime=(timestamp::format(job.creation_time)) { (timestamp::format(job.creation_time)) } }
@@ -292,5 +312,56 @@ fn action(base: &PublicBase, id: &str, short: &str, action: &str, label: &str) -
             input type="hidden" name="ACTION" value=(action);
             button type="submit" aria-label=(format!("{label} job {short}")) { (label) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(phase: ExecutionPhase, progress: Option<uws::Progress>) -> Job {
+        let at = |s| time::OffsetDateTime::from_unix_timestamp(s).expect("instant");
+        Job {
+            id: uws::JobId::parse("0123456789abcdef0123456789abcdef").expect("id"),
+            run_id: None,
+            owner: "alice".into(),
+            phase,
+            quote: None,
+            creation_time: at(1_000_000),
+            start_time: None,
+            end_time: None,
+            execution_duration: 600,
+            destruction: at(3_000_000),
+            parameters: Vec::new(),
+            results: Vec::new(),
+            error: None,
+            planned_bytes: None,
+            progress,
+        }
+    }
+
+    #[test]
+    fn a_running_bulk_job_s_bar_shows_its_stamps_done_and_others_a_busy_bar() {
+        let base = PublicBase("https://example.org/api/cutout".to_owned());
+        let count = |name: &str, done, total| uws::ProgressCount {
+            name: name.to_owned(),
+            done,
+            total,
+        };
+        let bulk = uws::Progress(vec![count("images", 1, 4), count("stamps", 250, 1000)]);
+        let row = job_row(&base, &job(ExecutionPhase::Executing, Some(bulk))).into_string();
+        assert!(
+            row.contains(
+                r#"<progress value="250" max="1000" aria-label="Job 01234567: 250 of 1000 stamps">"#
+            ),
+            "{row}"
+        );
+        let row = job_row(&base, &job(ExecutionPhase::Queued, None)).into_string();
+        assert!(
+            row.contains(r#"<progress aria-label="Job 01234567 is QUEUED">"#),
+            "{row}"
+        );
+        let row = job_row(&base, &job(ExecutionPhase::Completed, None)).into_string();
+        assert!(!row.contains("<progress"), "{row}");
     }
 }
