@@ -282,6 +282,66 @@ mod tests {
         );
     }
 
+    /// The near ranges of each row are what `row` relies on and no more: sorted, apart (merged
+    /// when they touch), holding both pixels of every neighbouring pair that the boundary
+    /// separates, and never farther from the boundary than a chord's reach allows.
+    #[test]
+    fn near_ranges_hold_every_boundary_crossing_and_stay_within_reach_of_it() {
+        let scale = 1.0 / 3600.0;
+        let wcs = wcs("TAN", 200, 10.0, 41.0, scale);
+        let mut circles = Vec::new();
+        // Small circles have the most curved boundaries, so the chords that sag the most.
+        for n in 0..120 {
+            let f = n as f64;
+            let (cx, cy) = (40.0 + (f * 7.31) % 120.0, 40.0 + (f * 3.77) % 120.0);
+            circles.push((cx, cy, 1.5 + (f * 0.173) % 3.0));
+        }
+        circles.push((100.2, 99.7, 60.3));
+        for (cx, cy, r) in circles {
+            let (ra, dec) = wcs.pixel_to_sky(cx, cy).unwrap();
+            let circle = Stencil::parse_circle(&format!("{ra} {dec} {}", r * scale)).unwrap();
+            let region = pixel_box(&wcs, 200, 200, &circle).unwrap();
+            let mask = Mask::new(&wcs, &circle, region, scale);
+            let near = mask
+                .near
+                .as_ref()
+                .expect("a TAN image projects the whole boundary");
+            let in_near = |x: usize, y: usize| {
+                near[y - region.y0]
+                    .iter()
+                    .any(|&(a, b)| (a..=b).contains(&x))
+            };
+            for (j, row) in near.iter().enumerate() {
+                for pair in row.windows(2) {
+                    assert!(pair[0].1 + 1 < pair[1].0, "row {j}: {row:?} not merged");
+                }
+                for &(a, b) in row {
+                    assert!(a <= b && a >= region.x0 && b <= region.x1, "{row:?}");
+                    for x in a..=b {
+                        // The boundary is a circle of r pixels on this nearly flat image.
+                        let d = ((x as f64 - cx).hypot((region.y0 + j) as f64 - cy) - r).abs();
+                        assert!(
+                            d < 4.0,
+                            "({x}, {}) is {d} px from the boundary",
+                            region.y0 + j
+                        );
+                    }
+                }
+            }
+            for y in region.y0..=region.y1 {
+                for x in region.x0..region.x1 {
+                    if mask.exact(x, y) != mask.exact(x + 1, y) {
+                        assert!(
+                            in_near(x, y) && in_near(x + 1, y),
+                            "({x}, {y}) | ({}, {y}) of r={r} at ({cx}, {cy}): not near",
+                            x + 1
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_rectangle_reaching_off_the_sky_tests_every_pixel() {
         // The whole sky in a 360 x 360 Mollweide image: the corners are off the sky.
