@@ -289,54 +289,93 @@ mod tests {
     fn near_ranges_hold_every_boundary_crossing_and_stay_within_reach_of_it() {
         let scale = 1.0 / 3600.0;
         let wcs = wcs("TAN", 200, 10.0, 41.0, scale);
-        let mut circles = Vec::new();
+        // A triangle: great circles are straight lines in a gnomonic (TAN) projection, so its
+        // boundary is three straight edges in pixels, along which chords are the longest.
+        let corners = [(30.3, 40.1), (170.2, 60.6), (90.7, 170.4)];
+        let text: Vec<String> = corners
+            .iter()
+            .map(|&(x, y)| {
+                let (ra, dec) = wcs.pixel_to_sky(x, y).unwrap();
+                format!("{ra} {dec}")
+            })
+            .collect();
+        let triangle = Stencil::parse_polygon(&text.join(" ")).unwrap();
+        let to_edges = |x: f64, y: f64| {
+            (0..3)
+                .map(|n| {
+                    let (a, b) = (corners[n], corners[(n + 1) % 3]);
+                    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+                    let t =
+                        (((x - a.0) * dx + (y - a.1) * dy) / (dx * dx + dy * dy)).clamp(0.0, 1.0);
+                    (x - a.0 - t * dx).hypot(y - a.1 - t * dy)
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        check_near_ranges(&wcs, &triangle, scale, to_edges);
+        // Sampled ten pixels apart, the edges are still cut into chords of at most two pixels.
+        check_near_ranges(&wcs, &triangle, 10.0 * scale, to_edges);
         // Small circles have the most curved boundaries, so the chords that sag the most.
-        for n in 0..120 {
-            let f = n as f64;
-            let (cx, cy) = (40.0 + (f * 7.31) % 120.0, 40.0 + (f * 3.77) % 120.0);
-            circles.push((cx, cy, 1.5 + (f * 0.173) % 3.0));
-        }
+        let mut circles: Vec<(f64, f64, f64)> = (0..120)
+            .map(|n| {
+                let f = n as f64;
+                (
+                    40.0 + (f * 7.31) % 120.0,
+                    40.0 + (f * 3.77) % 120.0,
+                    1.5 + (f * 0.173) % 3.0,
+                )
+            })
+            .collect();
         circles.push((100.2, 99.7, 60.3));
         for (cx, cy, r) in circles {
             let (ra, dec) = wcs.pixel_to_sky(cx, cy).unwrap();
             let circle = Stencil::parse_circle(&format!("{ra} {dec} {}", r * scale)).unwrap();
-            let region = pixel_box(&wcs, 200, 200, &circle).unwrap();
-            let mask = Mask::new(&wcs, &circle, region, scale);
-            let near = mask
-                .near
-                .as_ref()
-                .expect("a TAN image projects the whole boundary");
-            let in_near = |x: usize, y: usize| {
-                near[y - region.y0]
-                    .iter()
-                    .any(|&(a, b)| (a..=b).contains(&x))
-            };
-            for (j, row) in near.iter().enumerate() {
-                for pair in row.windows(2) {
-                    assert!(pair[0].1 + 1 < pair[1].0, "row {j}: {row:?} not merged");
-                }
-                for &(a, b) in row {
-                    assert!(a <= b && a >= region.x0 && b <= region.x1, "{row:?}");
-                    for x in a..=b {
-                        // The boundary is a circle of r pixels on this nearly flat image.
-                        let d = ((x as f64 - cx).hypot((region.y0 + j) as f64 - cy) - r).abs();
-                        assert!(
-                            d < 4.0,
-                            "({x}, {}) is {d} px from the boundary",
-                            region.y0 + j
-                        );
-                    }
+            // The boundary is a circle of r pixels on this nearly flat image.
+            check_near_ranges(&wcs, &circle, scale, |x, y| {
+                ((x - cx).hypot(y - cy) - r).abs()
+            });
+        }
+    }
+
+    /// Checks the near ranges of `stencil` on a 200-pixel image, its boundary sampled every
+    /// `step` degrees and `to_boundary(x, y)` pixels from (x, y).
+    fn check_near_ranges(
+        wcs: &CelestialWcs,
+        stencil: &Stencil,
+        step: f64,
+        to_boundary: impl Fn(f64, f64) -> f64,
+    ) {
+        let region = pixel_box(wcs, 200, 200, stencil).unwrap();
+        let mask = Mask::new(wcs, stencil, region, step);
+        let near = mask
+            .near
+            .as_ref()
+            .expect("a TAN image projects the whole boundary");
+        let in_near = |x: usize, y: usize| {
+            near[y - region.y0]
+                .iter()
+                .any(|&(a, b)| (a..=b).contains(&x))
+        };
+        for (j, row) in near.iter().enumerate() {
+            for pair in row.windows(2) {
+                assert!(pair[0].1 + 1 < pair[1].0, "row {j}: {row:?} not merged");
+            }
+            for &(a, b) in row {
+                assert!(a <= b && a >= region.x0 && b <= region.x1, "{row:?}");
+                for x in a..=b {
+                    let y = region.y0 + j;
+                    let d = to_boundary(x as f64, y as f64);
+                    assert!(d < 4.0, "{stencil}: ({x}, {y}) is {d} px from the boundary");
                 }
             }
-            for y in region.y0..=region.y1 {
-                for x in region.x0..region.x1 {
-                    if mask.exact(x, y) != mask.exact(x + 1, y) {
-                        assert!(
-                            in_near(x, y) && in_near(x + 1, y),
-                            "({x}, {y}) | ({}, {y}) of r={r} at ({cx}, {cy}): not near",
-                            x + 1
-                        );
-                    }
+        }
+        for y in region.y0..=region.y1 {
+            for x in region.x0..region.x1 {
+                if mask.exact(x, y) != mask.exact(x + 1, y) {
+                    assert!(
+                        in_near(x, y) && in_near(x + 1, y),
+                        "{stencil}: ({x}, {y}) | ({}, {y}) not near",
+                        x + 1
+                    );
                 }
             }
         }
