@@ -216,23 +216,7 @@ mod tests {
     use super::*;
 
     fn job(phase: ExecutionPhase) -> Job {
-        Job {
-            id: uws::JobId::parse("0123456789abcdef0123456789abcdef").expect("id"),
-            run_id: None,
-            owner: "alice".into(),
-            phase,
-            quote: None,
-            creation_time: at(1_000_000),
-            start_time: None,
-            end_time: None,
-            execution_duration: 600,
-            destruction: at(3_000_000),
-            parameters: Vec::new(),
-            results: Vec::new(),
-            error: None,
-            planned_bytes: None,
-            progress: None,
-        }
+        uws::testing::job_in(phase)
     }
 
     fn at(seconds: i64) -> OffsetDateTime {

@@ -49,6 +49,29 @@ pub struct MemoryJobStore {
     gets: AtomicUsize,
 }
 
+/// A job of `phase` owned by `alice`, created at 1,000,000 s after the epoch and with nothing
+/// else set: for tests of what renders or estimates a job.
+pub fn job_in(phase: crate::ExecutionPhase) -> Job {
+    let at = |s| OffsetDateTime::from_unix_timestamp(s).expect("instant");
+    Job {
+        id: crate::JobId::parse("0123456789abcdef0123456789abcdef").expect("id"),
+        run_id: None,
+        owner: "alice".into(),
+        phase,
+        quote: None,
+        creation_time: at(1_000_000),
+        start_time: None,
+        end_time: None,
+        execution_duration: 600,
+        destruction: at(3_000_000),
+        parameters: Vec::new(),
+        results: Vec::new(),
+        error: None,
+        planned_bytes: None,
+        progress: None,
+    }
+}
+
 impl MemoryJobStore {
     pub fn new() -> MemoryJobStore {
         MemoryJobStore::default()
