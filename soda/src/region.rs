@@ -677,4 +677,6 @@ mod tests {
 }
 
 #[cfg(test)]
+mod box_tests;
+#[cfg(test)]
 mod crossing_tests;

@@ -1,0 +1,68 @@
+//! `pixel_box` of what is located without following a sampled boundary: a `SUB` section (its
+//! ranges as they are), a MOC (cell by cell, each cell that may reach the image), and an image
+//! of no pixels.
+
+use super::*;
+use crate::fixtures::{box_of_inside, every_pixel, holds, sky, sky_image};
+
+const SCALE: f64 = 1.0 / 3600.0;
+
+/// The HEALPix cell of depth `depth` (nested) holding (`ra`, `dec`).
+fn cell_at(depth: u8, (ra, dec): (f64, f64)) -> u64 {
+    cdshealpix::nested::hash(depth, ra.to_radians(), dec.to_radians())
+}
+
+#[test]
+fn an_image_without_pixels_has_no_box() {
+    let wcs = sky_image("TAN", 10, 10, 10.0, 41.0, SCALE);
+    let circle = Stencil::parse_circle("10 41 0.01").unwrap();
+    assert_eq!(pixel_box(&wcs, 0, 10, &circle), None);
+    assert_eq!(pixel_box(&wcs, 10, 0, &circle), None);
+}
+
+#[test]
+fn a_section_s_box_is_its_ranges_clipped_to_the_image() {
+    let wcs = sky_image("TAN", 100, 80, 10.0, 41.0, SCALE);
+    let boxed = |sub: &str| pixel_box(&wcs, 100, 80, &Stencil::parse_sub(sub).unwrap());
+    let pixels = |x0, y0, x1, y1| Some(PixelBox { x0, y0, x1, y1 });
+    assert_eq!(boxed("[11:20,5:80]"), pixels(10, 4, 19, 79));
+    assert_eq!(boxed("[1:1,1:1]"), pixels(0, 0, 0, 0));
+    assert_eq!(boxed("[90:200,*]"), pixels(89, 0, 99, 79));
+    assert_eq!(boxed("[101:120,1:5]"), None);
+}
+
+/// A MOC's box holds every pixel whose centre is in one of its cells, reaches at most two
+/// pixels past them, and is none when no cell meets the image; a cell over the image's corner,
+/// whose centre lies outside the circle around the image, still counts.
+#[test]
+fn a_moc_s_box_holds_the_pixels_of_its_cells_that_meet_the_image() {
+    let wcs = sky_image("TAN", 200, 200, 10.0, 41.0, SCALE);
+    // Depth 12 cells are about 51 pixels across here.
+    let depth = 12;
+    let middle = cell_at(depth, sky(&wcs, 99.5, 99.5));
+    let corner = cell_at(depth, sky(&wcs, -4.0, -4.0));
+    let far = cell_at(depth, (200.0, -30.0));
+    for cells in [vec![middle], vec![corner], vec![middle, far], vec![far]] {
+        let list: Vec<String> = cells.iter().map(u64::to_string).collect();
+        let moc = Stencil::parse_moc(&format!("{depth}/{}", list.join(" "))).unwrap();
+        let got = pixel_box(&wcs, 200, 200, &moc);
+        match box_of_inside(&wcs, &moc, every_pixel(200, 200)) {
+            None => assert_eq!(got, None, "{moc}"),
+            Some(inside) => {
+                let got = got.unwrap_or_else(|| panic!("{moc}: no box, {inside:?} inside"));
+                assert!(holds(got, inside), "{moc}: {got:?} misses {inside:?}");
+                let loose = PixelBox {
+                    x0: inside.x0.saturating_sub(2),
+                    y0: inside.y0.saturating_sub(2),
+                    x1: inside.x1 + 2,
+                    y1: inside.y1 + 2,
+                };
+                assert!(holds(loose, got), "{moc}: {got:?} swells past {inside:?}");
+            }
+        }
+    }
+    // The corner cell really lies over the corner, its centre off the image.
+    let corner_only = Stencil::parse_moc(&format!("{depth}/{corner}")).unwrap();
+    let inside = box_of_inside(&wcs, &corner_only, every_pixel(200, 200)).unwrap();
+    assert_eq!((inside.x0, inside.y0), (0, 0), "{inside:?}");
+}
