@@ -66,3 +66,45 @@ fn a_moc_s_box_holds_the_pixels_of_its_cells_that_meet_the_image() {
     let inside = box_of_inside(&wcs, &corner_only, every_pixel(200, 200)).unwrap();
     assert_eq!((inside.x0, inside.y0), (0, 0), "{inside:?}");
 }
+
+/// The circle that rules cells out by distance holds every pixel of the image, and is not much
+/// larger: a smaller one would drop cells that meet the image, a far larger one would rule out
+/// nothing.
+#[test]
+fn the_circle_around_an_image_holds_its_pixels_and_little_more() {
+    for (wcs, (nx, ny)) in [
+        (sky_image("TAN", 200, 200, 10.0, 41.0, SCALE), (200, 200)),
+        (
+            sky_image("TAN", 300, 120, 200.0, -60.0, 0.5 * SCALE),
+            (300, 120),
+        ),
+        (sky_image("SIN", 90, 150, 45.0, 10.0, 0.01), (90, 150)),
+    ] {
+        let (centre, radius) = image_circle(&wcs, nx, ny).expect("the image is on the sky");
+        let mut farthest: f64 = 0.0;
+        for (x, y) in every_pixel(nx, ny) {
+            let (ra, dec) = sky(&wcs, x as f64, y as f64);
+            let apart = sphere::separation_deg(centre, sphere::unit_vector(ra, dec));
+            assert!(
+                apart <= radius,
+                "{nx}x{ny}: ({x}, {y}) is {apart} deg out, radius {radius}"
+            );
+            farthest = farthest.max(apart);
+        }
+        let scale = pixel_scale_deg(&wcs, nx, ny);
+        assert!(
+            radius <= farthest * 1.06 + 3.0 * scale,
+            "{nx}x{ny}: radius {radius} for pixels at most {farthest} away"
+        );
+        // The centre is the image's: its distance to opposite corners is nearly the same.
+        let corner = |x: f64, y: f64| {
+            let (ra, dec) = sky(&wcs, x, y);
+            sphere::separation_deg(centre, sphere::unit_vector(ra, dec))
+        };
+        let (a, b) = (corner(-0.5, -0.5), corner(nx as f64 - 0.5, ny as f64 - 0.5));
+        assert!(
+            (a - b).abs() < 2.0 * scale,
+            "{nx}x{ny}: corners {a} and {b} deg away"
+        );
+    }
+}
