@@ -859,26 +859,36 @@ impl Caller<'_> {
     }
 }
 
-/// The `STAMPS` rows of a stamp table: (ROW, IMAGE, CRPIX1, CRPIX2, pixels) each, read from
-/// the bytes as FITS lays them out (the header after the primary's, rows big-endian).
-pub fn stamp_rows(bytes: &[u8], size: usize) -> Vec<(i64, i32, f64, f64, Vec<f32>)> {
+/// The `STAMPS` HDU of a stamp table (the HDU after the empty primary): where its rows start,
+/// and the value of one of its header cards by name.
+fn stamps_hdu(bytes: &[u8]) -> (usize, impl Fn(&str) -> String + '_) {
     let cards: Vec<&[u8]> = bytes.chunks(80).collect();
     let ends: Vec<usize> = (0..cards.len())
         .filter(|&i| cards[i].starts_with(b"END "))
         .take(2)
         .collect();
     let start = (ends[1] * 80 / 2880 + 1) * 2880;
-    let naxis2 = cards[..ends[1]]
-        .iter()
-        .rev()
-        .find(|c| c.starts_with(b"NAXIS2  ="))
-        .map(|c| {
-            String::from_utf8_lossy(&c[10..30])
-                .trim()
-                .parse::<usize>()
-                .expect("NAXIS2")
-        })
-        .expect("NAXIS2 card");
+    let key = move |name: &str| -> String {
+        cards[ends[0]..ends[1]]
+            .iter()
+            .find(|c| c.starts_with(format!("{name:<8}=").as_bytes()))
+            .map(|c| {
+                String::from_utf8_lossy(&c[10..])
+                    .trim()
+                    .trim_matches('\'')
+                    .trim()
+                    .to_owned()
+            })
+            .unwrap_or_else(|| panic!("no {name} card"))
+    };
+    (start, key)
+}
+
+/// The `STAMPS` rows of a stamp table: (ROW, IMAGE, CRPIX1, CRPIX2, pixels) each, read from
+/// the bytes as FITS lays them out (the header after the primary's, rows big-endian).
+pub fn stamp_rows(bytes: &[u8], size: usize) -> Vec<(i64, i32, f64, f64, Vec<f32>)> {
+    let (start, key) = stamps_hdu(bytes);
+    let naxis2: usize = key("NAXIS2").parse().expect("NAXIS2");
     let row_bytes = 68 + 4 * size * size;
     let f64_at = |at: usize| f64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     (0..naxis2)
@@ -913,25 +923,7 @@ pub struct VariedStamp {
 /// The rows of a stamp table with a variable-length `STAMP` column (`1QE`), read by hand as
 /// FITS lays them out: the rows, then the heap they point into.
 pub fn varied_stamp_rows(bytes: &[u8]) -> Vec<VariedStamp> {
-    let cards: Vec<&[u8]> = bytes.chunks(80).collect();
-    let ends: Vec<usize> = (0..cards.len())
-        .filter(|&i| cards[i].starts_with(b"END "))
-        .take(2)
-        .collect();
-    let start = (ends[1] * 80 / 2880 + 1) * 2880;
-    let key = |name: &str| -> String {
-        cards[ends[0]..ends[1]]
-            .iter()
-            .find(|c| c.starts_with(format!("{name:<8}=").as_bytes()))
-            .map(|c| {
-                String::from_utf8_lossy(&c[10..])
-                    .trim()
-                    .trim_matches('\'')
-                    .trim()
-                    .to_owned()
-            })
-            .unwrap_or_else(|| panic!("no {name} card"))
-    };
+    let (start, key) = stamps_hdu(bytes);
     assert_eq!(key("TTYPE12"), "STAMP");
     assert!(key("TFORM12").starts_with("1QE("), "{}", key("TFORM12"));
     let row_bytes: usize = key("NAXIS1").parse().expect("NAXIS1");
