@@ -5,7 +5,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use fitsio::FitsFile;
 use fitsio::hdu::{FitsHdu, HduInfo};
@@ -19,21 +19,39 @@ use crate::stencil::Stencil;
 use crate::temporal::{SECONDS_PER_DAY, iso_to_mjd};
 use crate::unscaled;
 
-/// cfitsio shares one internal file structure (and its buffers) between all handles that open
-/// the same file in a process, so concurrent readers of one file must take turns. Files are
-/// spread over a fixed set of locks by path, which bounds memory and still lets different files
-/// be cut in parallel.
+/// cfitsio may share one internal file structure (and its buffers) between all handles that
+/// open the same file in a process ([`unscaled::readers_share_files`]); then concurrent readers
+/// of one file must take turns. Files are spread over a fixed set of locks by path, which bounds
+/// memory and still lets different files be cut in parallel.
 static SOURCE_LOCKS: [Mutex<()>; 64] = [const { Mutex::new(()) }; 64];
 
-/// Takes the lock that serialises cfitsio access to the file at `source` (see [`SOURCE_LOCKS`]).
-pub(crate) fn lock_source(source: &Path) -> std::sync::MutexGuard<'static, ()> {
+/// Whether this process's cfitsio shares a file's structure between its read-only handles, as
+/// seen on the first source that could be opened twice.
+static READERS_SHARE: OnceLock<bool> = OnceLock::new();
+
+/// Takes the lock that serialises cfitsio access to the file at `source` (see
+/// [`SOURCE_LOCKS`]), or none where cfitsio gives each reader a structure of its own: then
+/// every request for one popular image would wait on one lock for nothing.
+pub(crate) fn lock_source(source: &Path) -> Option<MutexGuard<'static, ()>> {
+    let shared = match READERS_SHARE.get() {
+        Some(&shared) => shared,
+        // A file that cannot be opened says nothing about cfitsio: lock, and look again at
+        // the next source.
+        None => match unscaled::readers_share_files(source) {
+            Ok(shared) => *READERS_SHARE.get_or_init(|| shared),
+            Err(_) => true,
+        },
+    };
+    if !shared {
+        return None;
+    }
     let key = source
         .canonicalize()
         .unwrap_or_else(|_| source.to_path_buf());
     let mut hasher = DefaultHasher::new();
     key.hash(&mut hasher);
     let lock = &SOURCE_LOCKS[(hasher.finish() % SOURCE_LOCKS.len() as u64) as usize];
-    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    Some(lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
 }
 
 /// An image's size and celestial WCS, read once from its header, so that many stencils can be

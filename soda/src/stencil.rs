@@ -746,6 +746,25 @@ mod tests {
         assert!(polygon.contains(10.5, 10.5));
         assert!(!polygon.contains(9.5, 10.5));
     }
+
+    #[test]
+    fn a_parsed_stencil_gives_back_its_numbers() {
+        let Stencil::Circle(circle) = Stencil::parse_circle("10.5 -20.25 0.5").unwrap() else {
+            panic!("not a circle");
+        };
+        assert_eq!((circle.center(), circle.radius()), ((10.5, -20.25), 0.5));
+        let Stencil::Polygon(polygon) = Stencil::parse_polygon("1 2 3 4.5 5 -6").unwrap() else {
+            panic!("not a polygon");
+        };
+        assert_eq!(polygon.vertices(), [(1.0, 2.0), (3.0, 4.5), (5.0, -6.0)]);
+        let Stencil::Range(range) = Stencil::parse_pos("RANGE 350 10.5 -inf 45").unwrap() else {
+            panic!("not a range");
+        };
+        assert_eq!(range.ra(), (350.0, 10.5));
+        assert_eq!(range.dec(), (f64::NEG_INFINITY, 45.0));
+        assert!(Stencil::parse_sub("[1:2,3:4]").unwrap().is_pixels());
+        assert!(!Stencil::Range(range).is_pixels());
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The two cfitsio calls that a raw pixel copy needs and fitsio does not wrap: switching off an
+//! The cfitsio calls that fitsio does not wrap: the two a raw pixel copy needs (switching off an
 //! HDU's BSCALE/BZERO scaling, so pixels are read and written as stored, and copying header
-//! cards verbatim, so a cutout declares the very scaling its source does.
+//! cards verbatim, so a cutout declares the very scaling its source does), and the check of
+//! whether readers of one file may run at once ([`readers_share_files`]).
 //!
 //! This is the one module of the workspace allowed `unsafe` (`tests/tidy.rs` checks it): every
 //! call goes through [`FitsFile::as_raw`], whose pointer lives as long as the `&mut FitsFile`
@@ -8,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, c_char, c_int};
+use std::path::Path;
 
 use fitsio::FitsFile;
 use fitsio::hdu::FitsHdu;
@@ -26,8 +28,9 @@ const CARD_BUFFER: usize = 81;
 /// header is finished and parsed first (cfitsio would otherwise parse it, and restore the
 /// header's scaling, at the first pixel write), so call this after the last header keyword.
 ///
-/// The setting lives in cfitsio's file structure, which all handles to one file share: callers
-/// hold [`crate::cutout::lock_source`] for reads of a source file.
+/// The setting lives in cfitsio's file structure, which handles to one file may share (see
+/// [`readers_share_files`]): callers hold [`crate::image::lock_source`] for reads of a source
+/// file.
 pub(crate) fn disable_scaling(file: &mut FitsFile, hdu: &FitsHdu) -> Result<(), SodaError> {
     let number = hdu_number(hdu)?;
     let mut status = 0;
@@ -83,6 +86,46 @@ pub(crate) fn copy_cards<'a>(
     Ok(copied)
 }
 
+/// Whether handles that open the file at `path` read-only share cfitsio's file structure (its
+/// I/O buffers, current HDU and scaling), so that readers in different threads must take turns.
+///
+/// A cfitsio built without thread support shares everything: then `true` without looking. A
+/// thread-safe one (4.x as Debian builds it) opens the file again for each read-only handle,
+/// and only handles opened for writing attach to one structure; older versions attached every
+/// handle. Which of these this process links is seen, not assumed: `path` is opened twice and
+/// the two handles' structures compared.
+pub(crate) fn readers_share_files(path: &Path) -> Result<bool, SodaError> {
+    // SAFETY: a plain query of a compile-time setting of the library.
+    if unsafe { sys::fits_is_reentrant() } == 0 {
+        return Ok(true);
+    }
+    let mut first = FitsFile::open(path)?;
+    let mut second = FitsFile::open(path)?;
+    Ok(same_structure(&mut first, &mut second))
+}
+
+/// Whether two handles read and write through one cfitsio file structure.
+pub(crate) fn same_structure(first: &mut FitsFile, second: &mut FitsFile) -> bool {
+    // SAFETY: both pointers are the live handles owned by `first` and `second`, borrowed
+    // mutably for this block, and point to cfitsio's `fitsfile`, whose layout `Handle` copies
+    // (fitsio's binding keeps it opaque); the structure pointers are compared, not followed.
+    unsafe {
+        let (a, b) = (
+            first.as_raw().cast::<Handle>(),
+            second.as_raw().cast::<Handle>(),
+        );
+        (*a).file == (*b).file
+    }
+}
+
+/// cfitsio's `fitsfile` as `fitsio.h` declares it: the HDU a handle is at, and the file
+/// structure it reads through, which handles may share.
+#[repr(C)]
+struct Handle {
+    hdu_position: c_int,
+    file: *const std::ffi::c_void,
+}
+
 /// cfitsio's 1-based number of `hdu`.
 fn hdu_number(hdu: &FitsHdu) -> Result<c_int, SodaError> {
     c_int::try_from(hdu.number + 1)
@@ -96,5 +139,18 @@ fn check(status: c_int, what: &str) -> Result<(), SodaError> {
         Err(SodaError::Fits(format!(
             "{what} failed: cfitsio status {status}"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handle_layout_is_cfitsio_s() {
+        assert_eq!(
+            std::mem::size_of::<Handle>(),
+            std::mem::size_of::<sys::fitsfile>()
+        );
     }
 }

@@ -1055,6 +1055,67 @@ fn many_threads_can_cut_the_same_source_at_once() {
     assert_eq!(outputs[0].len(), 121 * 121);
 }
 
+/// The source locks are taken only where cfitsio makes readers of one file share its buffers;
+/// this cfitsio (thread-safe, 4.x) gives each read-only handle its own, and attaches only handles
+/// opened for writing, which the probe must see too.
+#[test]
+fn readers_of_one_source_have_a_file_structure_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = synthetic(dir.path());
+    assert!(!unscaled::readers_share_files(&source).unwrap());
+    assert!(crate::image::lock_source(&source).is_none());
+    let mut first = FitsFile::edit(&source).unwrap();
+    let mut second = FitsFile::edit(&source).unwrap();
+    assert!(unscaled::same_structure(&mut first, &mut second));
+}
+
+/// Unlocked readers of one scaled source in many threads: cutouts (which switch scaling off on
+/// their handle) and plain readers (which keep it on) each see exactly what they see alone.
+#[test]
+fn many_threads_cut_and_read_one_scaled_source_each_as_if_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = &scaled_images()[3];
+    let source = dir.path().join("scaled.fits");
+    scaled_image(&source, image);
+    let wcs = wcs_of(&source, 1);
+    let stencils: Vec<Stencil> = [(20.0, 30.0, 5.0), (40.0, 10.0, 8.0), (5.0, 40.0, 12.0)]
+        .iter()
+        .map(|&(x, y, r)| {
+            let (ra, dec) = wcs.pixel_to_sky(x, y).unwrap();
+            Stencil::parse_circle(&format!("{ra} {dec} {}", r * SCALE)).unwrap()
+        })
+        .collect();
+    let cut = |n: usize, out: &Path| {
+        let options = CutOptions {
+            mask: n % 2 == 1,
+            ..CutOptions::default()
+        };
+        let stencil = &stencils[n % stencils.len()];
+        cut_to_file_with(&source, stencil, &provenance(stencil), out, options).unwrap();
+        stored_values(out, 1, None)
+    };
+    let alone: Vec<Vec<i64>> = (0..6)
+        .map(|n| cut(n, &dir.path().join(format!("alone{n}.fits"))))
+        .collect();
+    let physical = physical_values(&source, 1, None);
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (cut, alone, physical, source) = (&cut, &alone, &physical, &source);
+            let out = dir.path().join(format!("thread{t}.fits"));
+            scope.spawn(move || {
+                for round in 0..12 {
+                    if t % 4 == 3 {
+                        assert_eq!(&physical_values(source, 1, None), physical, "reader {t}");
+                    } else {
+                        let n = t + round;
+                        assert_eq!(&cut(n % 6, &out), &alone[n % 6], "thread {t} round {round}");
+                    }
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn mask_blanks_float_pixels_outside_the_stencil_and_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();

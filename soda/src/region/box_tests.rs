@@ -79,6 +79,8 @@ fn the_circle_around_an_image_holds_its_pixels_and_little_more() {
             (300, 120),
         ),
         (sky_image("SIN", 90, 150, 45.0, 10.0, 0.01), (90, 150)),
+        // So few pixels that the pixel of slack is most of the radius.
+        (sky_image("TAN", 4, 3, 120.0, 5.0, SCALE), (4, 3)),
     ] {
         let (centre, radius) = image_circle(&wcs, nx, ny).expect("the image is on the sky");
         let mut farthest: f64 = 0.0;
@@ -96,15 +98,70 @@ fn the_circle_around_an_image_holds_its_pixels_and_little_more() {
             radius <= farthest * 1.06 + 3.0 * scale,
             "{nx}x{ny}: radius {radius} for pixels at most {farthest} away"
         );
-        // The centre is the image's: its distance to opposite corners is nearly the same.
+        // The centre is the image's: its distances to opposite corners differ by much less
+        // than a pixel.
         let corner = |x: f64, y: f64| {
             let (ra, dec) = sky(&wcs, x, y);
             sphere::separation_deg(centre, sphere::unit_vector(ra, dec))
         };
-        let (a, b) = (corner(-0.5, -0.5), corner(nx as f64 - 0.5, ny as f64 - 0.5));
-        assert!(
-            (a - b).abs() < 2.0 * scale,
-            "{nx}x{ny}: corners {a} and {b} deg away"
-        );
+        let (right, top) = (nx as f64 - 0.5, ny as f64 - 0.5);
+        for ((ax, ay), (bx, by)) in [((-0.5, -0.5), (right, top)), ((-0.5, top), (right, -0.5))] {
+            let (a, b) = (corner(ax, ay), corner(bx, by));
+            assert!(
+                (a - b).abs() < 0.25 * scale,
+                "{nx}x{ny}: corners {a} and {b} deg away"
+            );
+        }
     }
+}
+
+/// Cells next to the image but off it have no box, however near: one beside it (whose outline
+/// would fit a box as wide again as the image) and ones too small to hold a pixel centre,
+/// lying in the half pixel past the right and the top border.
+#[test]
+fn a_moc_cell_next_to_the_image_has_no_box() {
+    let wcs = sky_image("TAN", 200, 200, 10.0, 41.0, SCALE);
+    // Depth 12 cells are about 51 pixels across here, depth 22 cells a twentieth of a pixel.
+    for (depth, (x, y)) in [
+        (12, (290.0, 100.0)),
+        (12, (100.0, 290.0)),
+        (22, (199.75, 100.0)),
+        (22, (100.0, 199.75)),
+    ] {
+        let cell = cell_at(depth, sky(&wcs, x, y));
+        let outline = wcs.sky_to_pixels(&Moc::cell_outline(depth, cell));
+        assert!(
+            outline
+                .iter()
+                .all(|p| p.is_some_and(|(px, py)| px > 199.5 || py > 199.5)),
+            "cell {depth}/{cell} reaches into the image: {outline:?}"
+        );
+        let moc = Stencil::parse_moc(&format!("{depth}/{cell}")).unwrap();
+        assert_eq!(pixel_box(&wcs, 200, 200, &moc), None, "{moc}");
+    }
+}
+
+/// A cell over the image's corner whose centre lies outside the circle around the image (so
+/// only its own radius brings it near) is boxed, not ruled out by distance.
+#[test]
+fn a_large_cell_centred_beyond_the_image_circle_is_boxed_where_it_meets_the_image() {
+    let wcs = sky_image("TAN", 200, 200, 10.0, 41.0, SCALE);
+    let (centre, radius) = image_circle(&wcs, 200, 200).expect("on the sky");
+    // Cells of depth 10 and 11 are about 200 and 100 pixels across here: large enough to
+    // reach the corner from a centre beyond the circle (150 pixels from the image centre).
+    let candidates = [10, 11]
+        .into_iter()
+        .flat_map(|depth| (1..100).map(move |s| (depth, s)));
+    let beyond = candidates.into_iter().find_map(|(depth, step)| {
+        let at = -(step as f64);
+        let cell = cell_at(depth, sky(&wcs, at, at));
+        let ((ra, dec), _) = Moc::cell_circle(depth, cell);
+        let apart = sphere::separation_deg(centre, sphere::unit_vector(ra, dec));
+        let moc = Stencil::parse_moc(&format!("{depth}/{cell}")).unwrap();
+        let inside = box_of_inside(&wcs, &moc, every_pixel(200, 200))?;
+        (apart > radius).then_some((moc, inside))
+    });
+    let (moc, inside) = beyond.expect("a cell over the corner centred beyond the circle");
+    let got = pixel_box(&wcs, 200, 200, &moc).expect("a box");
+    assert!(holds(got, inside), "{moc}: {got:?} misses {inside:?}");
 }

@@ -31,6 +31,9 @@ fn clip_keeps_the_part_of_a_segment_inside_the_rectangle() {
         // From inside out through the top, and diagonally through a corner region.
         ((0.0, 5.0), (10.0, 15.0), Some(((0.0, 5.0), (4.5, 9.5)))),
         ((-5.5, -3.5), (4.5, 6.5), Some(((-0.5, 1.5), (4.5, 6.5)))),
+        // Along a side, on it: unchanged.
+        ((-0.5, 2.0), (-0.5, 5.0), Some(((-0.5, 2.0), (-0.5, 5.0)))),
+        ((3.0, 9.5), (7.0, 9.5), Some(((3.0, 9.5), (7.0, 9.5)))),
         // Wholly inside: unchanged; a point: itself.
         ((1.0, 2.0), (3.0, 4.0), Some(((1.0, 2.0), (3.0, 4.0)))),
         ((1.0, 2.0), (1.0, 2.0), Some(((1.0, 2.0), (1.0, 2.0)))),
@@ -349,4 +352,21 @@ fn the_sampling_step_is_the_pixel_scale_at_the_image_centre() {
     // and the centre (70 px away).
     let off = sky_image_at("SIN", 100, 100, (0.0, 0.0), (1.0, 1.0), (1.0, 1.0));
     assert_eq!(pixel_scale_deg(&off, 100, 100), 1.0 / 3600.0);
+}
+
+#[test]
+fn the_border_is_sampled_evenly_along_each_side_corners_included() {
+    let r = bounds((-0.5, 99.5), (-0.5, 49.5));
+    let points: Vec<(f64, f64)> = border(&r, 4).collect();
+    assert_eq!(points.len(), 4 * 5);
+    let xs = [-0.5, 24.5, 49.5, 74.5, 99.5];
+    let ys = [-0.5, 12.0, 24.5, 37.0, 49.5];
+    for (&x, &y) in xs.iter().zip(&ys) {
+        for p in [(x, -0.5), (x, 49.5), (-0.5, y), (99.5, y)] {
+            assert!(
+                points.iter().any(|&q| close(p, q)),
+                "{p:?} not in {points:?}"
+            );
+        }
+    }
 }
