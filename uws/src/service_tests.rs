@@ -1190,15 +1190,72 @@ async fn a_waiting_sync_run_is_counted_until_it_returns() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             };
             let waiting = h.uws.sync_waiters();
+            let awaited = (
+                h.uws.awaited_here(&message.id),
+                h.uws.awaited_here(&JobId::random()),
+            );
             let job = h.store.get(&message.id).await.expect("get").expect("job");
             complete(&h, &job, "k").await;
-            waiting
+            (waiting, awaited, message.id)
         })
     };
     let done = sync_run(&h, Duration::from_secs(10)).await;
     assert_eq!(done.phase, Completed);
-    assert_eq!(worker.await.expect("worker"), 1);
+    let (waiting, awaited, id) = worker.await.expect("worker");
+    assert_eq!(waiting, 1);
+    // The job is awaited here while the request waits, another job is not, and neither after.
+    assert_eq!(awaited, (true, false));
+    assert!(!h.uws.awaited_here(&id));
     assert_eq!(h.uws.sync_waiters(), 0);
+}
+
+/// A create whose answer is lost is repeated with the same ID: one job exists, the caller gets
+/// it as its own (queued once, for `PHASE=RUN`), however many answers were lost in a row.
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_repeated_and_makes_one_job() {
+    for lost in [1, 3] {
+        let h = Harness::default();
+        h.store.lose_create_answers(lost);
+        let job = create_with(&h, "PHASE", "RUN").await;
+        assert_eq!(h.store.len(), 1, "{lost} lost");
+        assert_eq!(job.phase, Queued, "{lost} lost");
+        let sent = h.queue.sent();
+        assert_eq!(sent.len(), 1, "{lost} lost");
+        assert_eq!(sent[0].id, job.id);
+    }
+}
+
+/// A store that keeps failing past `create_retry` is an error after about that long, and no
+/// job is left behind.
+#[tokio::test]
+async fn a_create_that_keeps_failing_gives_up_after_the_retry_time_and_leaves_no_job() {
+    let limits = JobLimits {
+        create_retry: Duration::from_millis(400),
+        ..JobLimits::default()
+    };
+    let h = Harness::new(limits);
+    h.store.set_failing(true);
+    let started = std::time::Instant::now();
+    let r = h
+        .uws
+        .create(
+            JobId::random(),
+            "alice",
+            &params(&[]),
+            cutout(),
+            Priority::Async,
+            None,
+            Admission::default(),
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(matches!(r, Err(UwsError::Store(_))), "{r:?}");
+    // Pauses of 50, 100 and 200 ms fit in 400 ms; the next (400 ms) would not.
+    assert!(
+        took >= Duration::from_millis(340) && took < Duration::from_millis(1_500),
+        "{took:?}"
+    );
+    assert!(h.store.is_empty());
 }
 
 #[tokio::test]
@@ -1358,4 +1415,66 @@ async fn a_job_created_with_its_size_shows_it_before_it_runs() {
     assert_eq!(job.phase, Queued);
     let seen = h.uws.job("alice", job.id.as_str()).await.expect("job");
     assert_eq!(seen.progress, Some(stamps_done(0)));
+}
+
+/// The orphan sweep removes exactly the result prefixes that are job IDs no job of the store
+/// owns and that were left unwritten for the grace time, and counts them.
+#[tokio::test]
+async fn the_orphan_sweep_removes_only_old_prefixes_of_jobs_that_do_not_exist() {
+    let h = Harness::default();
+    let owned = pending(&h, "alice").await;
+    let (old, young, edge) = (JobId::random(), JobId::random(), JobId::random());
+    let grace = Duration::from_secs(600);
+    h.results.set_prefixes(&[
+        (old.as_str(), Duration::from_secs(3_600)),
+        (young.as_str(), Duration::from_secs(10)),
+        (edge.as_str(), grace),
+        (owned.id.as_str(), Duration::from_secs(3_600)),
+        ("not-a-job-id", Duration::from_secs(3_600)),
+    ]);
+    assert_eq!(h.uws.sweep_orphans(grace).await.expect("sweep"), 2);
+    let removed: Vec<String> = h
+        .results
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            crate::testing::ResultEvent::DeletePrefix(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, [old.as_str(), edge.as_str()]);
+    // Nothing is left to remove.
+    assert_eq!(h.uws.sweep_orphans(grace).await.expect("sweep"), 0);
+}
+
+/// A change of the awaited job that does not end the wait (EXECUTING, while waiting for the
+/// end) is noted from the event, not read from the store.
+#[tokio::test]
+async fn a_change_that_does_not_end_the_wait_is_not_read_from_the_store() {
+    let h = Harness::default();
+    let job = queued(&h, "alice", Priority::Async).await;
+    let reads = h.store.gets();
+    let worker = {
+        let h = h.clone();
+        let job = job.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            h.uws.begin(&job.id).await.expect("start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let reads_while_executing = h.store.gets();
+            h.uws
+                .finish(&job.id, Transition::Complete(vec![result("k")]))
+                .await
+                .expect("complete");
+            reads_while_executing
+        })
+    };
+    let done = h
+        .uws
+        .wait_final(&job.id, Duration::from_secs(10))
+        .await
+        .expect("wait");
+    assert_eq!(done.phase, Completed);
+    // One read to find the job, none for the change to EXECUTING.
+    assert_eq!(worker.await.expect("worker"), reads + 1);
 }

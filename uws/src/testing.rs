@@ -47,6 +47,9 @@ pub struct MemoryJobStore {
     failing: AtomicBool,
     /// Calls to [`JobStore::get`], so that a test can tell whether a waiter read the store.
     gets: AtomicUsize,
+    /// Creates still to be stored and then answered with [`UwsError::Store`], as a create whose
+    /// answer the network lost.
+    lost_answers: AtomicUsize,
 }
 
 /// A job of `phase` owned by `alice`, created at 1,000,000 s after the epoch and with nothing
@@ -80,6 +83,12 @@ impl MemoryJobStore {
     /// Makes every following call fail (`true`) or work again (`false`).
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Stores each of the next `n` creates and then answers it with [`UwsError::Store`]: the
+    /// write happened, its answer was lost.
+    pub fn lose_create_answers(&self, n: usize) {
+        self.lost_answers.store(n, Ordering::SeqCst);
     }
 
     /// How many times [`JobStore::get`] was called.
@@ -153,6 +162,12 @@ impl JobStore for MemoryJobStore {
             progress: job.progress,
         };
         self.insert(created.clone());
+        let lost = self
+            .lost_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if lost.is_ok() {
+            return Err(UwsError::Store("the answer to a create was lost".into()));
+        }
         Ok(Created::New(created))
     }
 
@@ -449,6 +464,8 @@ pub enum ResultEvent {
         content_type: String,
     },
     Delete(String),
+    /// `delete_prefix(prefix)`.
+    DeletePrefix(String),
 }
 
 /// A result store that keeps nothing but a record of the calls; objects are "stored" with the
@@ -456,6 +473,8 @@ pub enum ResultEvent {
 #[derive(Default)]
 pub struct RecordingResultStore {
     events: Mutex<Vec<ResultEvent>>,
+    /// What `prefixes` lists: each prefix with the age of its newest object.
+    prefixes: Mutex<Vec<(String, Duration)>>,
 }
 
 impl RecordingResultStore {
@@ -465,6 +484,14 @@ impl RecordingResultStore {
 
     pub fn events(&self) -> Vec<ResultEvent> {
         lock(&self.events).clone()
+    }
+
+    /// Lists these prefixes, with the age of each one's newest object, until one is deleted.
+    pub fn set_prefixes(&self, prefixes: &[(&str, Duration)]) {
+        *lock(&self.prefixes) = prefixes
+            .iter()
+            .map(|&(p, age)| (p.to_owned(), age))
+            .collect();
     }
 
     /// The file of the newest put of `key` that no delete followed.
@@ -486,7 +513,7 @@ impl RecordingResultStore {
             .iter()
             .filter_map(|e| match e {
                 ResultEvent::Delete(key) => Some(key.clone()),
-                ResultEvent::Put { .. } => None,
+                ResultEvent::Put { .. } | ResultEvent::DeletePrefix(_) => None,
             })
             .collect()
     }
@@ -528,6 +555,16 @@ impl ResultStore for RecordingResultStore {
 
     async fn exists(&self, key: &str) -> Result<bool, UwsError> {
         Ok(self.stored(key).is_some())
+    }
+
+    async fn prefixes(&self) -> Result<Vec<(String, Duration)>, UwsError> {
+        Ok(lock(&self.prefixes).clone())
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), UwsError> {
+        lock(&self.prefixes).retain(|(p, _)| p != prefix);
+        lock(&self.events).push(ResultEvent::DeletePrefix(prefix.to_owned()));
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), UwsError> {

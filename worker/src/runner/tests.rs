@@ -77,7 +77,7 @@ fn puts(h: &Harness) -> Vec<(String, String)> {
             ResultEvent::Put {
                 key, content_type, ..
             } => Some((key, content_type)),
-            ResultEvent::Delete(_) => None,
+            ResultEvent::Delete(_) | ResultEvent::DeletePrefix(_) => None,
         })
         .collect()
 }
