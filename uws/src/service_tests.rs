@@ -99,6 +99,14 @@ fn result(key: &str) -> JobResult {
     }
 }
 
+/// Waits (at most 10 s) for `job` to reach a final phase, and returns it as it ends.
+async fn wait_to_the_end(h: &Harness, job: &Job) -> Job {
+    h.uws
+        .wait_final(&job.id, Duration::from_secs(10))
+        .await
+        .expect("wait")
+}
+
 /// Runs a queued job to COMPLETED as a worker would.
 async fn complete(h: &Harness, job: &Job, key: &str) -> Job {
     h.uws.begin(&job.id).await.expect("start");
@@ -1270,12 +1278,7 @@ async fn wait_final_waits_for_the_end_of_the_job() {
             complete(&h, &job, "k").await;
         })
     };
-    let done = h
-        .uws
-        .wait_final(&job.id, Duration::from_secs(10))
-        .await
-        .expect("wait");
-    assert_eq!(done.phase, Completed);
+    assert_eq!(wait_to_the_end(&h, &job).await.phase, Completed);
     worker.await.expect("worker");
 }
 
@@ -1469,12 +1472,7 @@ async fn a_change_that_does_not_end_the_wait_is_not_read_from_the_store() {
             reads_while_executing
         })
     };
-    let done = h
-        .uws
-        .wait_final(&job.id, Duration::from_secs(10))
-        .await
-        .expect("wait");
-    assert_eq!(done.phase, Completed);
+    assert_eq!(wait_to_the_end(&h, &job).await.phase, Completed);
     // One read to find the job, none for the change to EXECUTING.
     assert_eq!(worker.await.expect("worker"), reads + 1);
 }
