@@ -42,16 +42,22 @@ pub(crate) fn lock_source(source: &Path) -> Option<MutexGuard<'static, ()>> {
             Err(_) => true,
         },
     };
-    if !shared {
-        return None;
-    }
+    shared.then(|| {
+        SOURCE_LOCKS[lock_index(source)]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    })
+}
+
+/// Which of [`SOURCE_LOCKS`] guards the file at `source`: the same for every spelling of its
+/// path.
+pub(crate) fn lock_index(source: &Path) -> usize {
     let key = source
         .canonicalize()
         .unwrap_or_else(|_| source.to_path_buf());
     let mut hasher = DefaultHasher::new();
     key.hash(&mut hasher);
-    let lock = &SOURCE_LOCKS[(hasher.finish() % SOURCE_LOCKS.len() as u64) as usize];
-    Some(lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    (hasher.finish() % SOURCE_LOCKS.len() as u64) as usize
 }
 
 /// An image's size and celestial WCS, read once from its header, so that many stencils can be

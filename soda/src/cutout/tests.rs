@@ -1069,6 +1069,23 @@ fn readers_of_one_source_have_a_file_structure_each() {
     assert!(unscaled::same_structure(&mut first, &mut second));
 }
 
+/// Where the locks are taken, one file takes one lock whatever the spelling of its path, and
+/// files spread over all of them.
+#[test]
+fn every_spelling_of_a_source_s_path_takes_the_same_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = synthetic(dir.path());
+    let detour = dir.path().join(".").join("src.fits");
+    assert_eq!(
+        crate::image::lock_index(&source),
+        crate::image::lock_index(&detour)
+    );
+    let used: std::collections::HashSet<usize> = (0..2_000)
+        .map(|i| crate::image::lock_index(Path::new(&format!("/data/image-{i}.fits"))))
+        .collect();
+    assert_eq!(used.len(), 64);
+}
+
 /// Unlocked readers of one scaled source in many threads: cutouts (which switch scaling off on
 /// their handle) and plain readers (which keep it on) each see exactly what they see alone.
 #[test]
