@@ -570,7 +570,8 @@ pub struct BucketConfig {
     /// Bytes of source images from bucket repositories a worker keeps on local disk.
     pub source_cache_max_bytes: u64,
     /// `skycut serve` with the local bucket: bytes of synchronous requests' results kept in
-    /// memory instead of on disk (0: none, every result is a file).
+    /// memory instead of on disk (0: none, every result is a file). On by default: a result
+    /// written to disk for a client that reads it once is file-system churn for nothing.
     pub sync_memory_bytes: u64,
     /// Seconds a synchronous request's result kept in memory stays readable.
     pub sync_memory_lifetime: u64,
@@ -589,7 +590,7 @@ impl Default for BucketConfig {
             request_timeout: 30,
             max_retries: 3,
             source_cache_max_bytes: 4 << 30,
-            sync_memory_bytes: 0,
+            sync_memory_bytes: 256 << 20,
             sync_memory_lifetime: 60,
         }
     }

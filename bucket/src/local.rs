@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use uws::UwsError;
-use uws::results::{ObjectMeta, ResultStore};
+use uws::results::{ObjectMeta, Offer, ResultStore};
 
 use crate::memory::MemoryObjects;
 use crate::signing::UrlSigner;
@@ -346,12 +346,36 @@ impl ResultStore for LocalBucket {
             .map_err(io)?;
             if let Some(bytes) = read {
                 let size = bytes.len() as u64;
-                if memory.insert(key, bytes.into(), meta.clone()) {
+                if memory.insert(key, bytes.into(), meta.clone()).is_ok() {
                     return Ok(size);
                 }
             }
         }
         self.put_file(key, source, meta).await
+    }
+
+    fn transient_room(&self) -> u64 {
+        self.memory.as_ref().map_or(0, |memory| memory.max_bytes())
+    }
+
+    async fn offer_transient(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        meta: &ObjectMeta,
+    ) -> Result<Offer, UwsError> {
+        let Some(memory) = &self.memory else {
+            return Ok(Offer::Declined(bytes));
+        };
+        if !is_safe_key(key) {
+            return Err(UwsError::Store(format!("unsafe object key {key:?}")));
+        }
+        let size = bytes.len() as u64;
+        Ok(match memory.insert(key, bytes.into(), meta.clone()) {
+            Ok(()) => Offer::Kept(size),
+            // Held by nobody else: the conversion back gives the same allocation.
+            Err(bytes) => Offer::Declined(Vec::from(bytes)),
+        })
     }
 
     async fn signed_url(

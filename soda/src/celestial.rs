@@ -13,14 +13,22 @@ use crate::wcslib::{self, Wcs};
 
 /// A celestial (longitude, latitude) WCS for the first two axes of an image.
 ///
-/// wcslib writes into its structure on every transformation, so the one [`Wcs`] sits behind a
-/// mutex: a `CelestialWcs` (and an `ImageGeometry` holding it) may be shared between threads,
-/// which then take turns.
+/// wcslib writes into its structure on every transformation, so a [`Wcs`] serves one thread at
+/// a time: a `CelestialWcs` (and an `ImageGeometry` or a cached header holding it) may be shared
+/// between threads, and a thread that finds the first structure busy takes a spare, set up
+/// from the same cards, rather than wait (many cutouts of one popular image are planned at once).
 pub(crate) struct CelestialWcs {
     wcs: Mutex<Wcs>,
+    /// Structures set up for threads that found `wcs` busy, kept for the next ones.
+    spares: Mutex<Vec<Wcs>>,
+    /// The cards `wcs` was set up from.
+    cards: Vec<String>,
     /// Whether the image's axes are galactic longitude and latitude.
     galactic: bool,
 }
+
+/// Spare wcslib structures kept per WCS: about the threads that plan cutouts at once.
+const SPARE_STRUCTURES: usize = 8;
 
 /// ICRS to galactic rotation (rows: galactic x, y, z in ICRS), as astropy computes it (through
 /// FK5 and FK4 B1950, the frame the galactic system is defined in), so that cutouts agree with
@@ -104,6 +112,8 @@ impl CelestialWcs {
         let wcs = Wcs::from_cards(&cards).map_err(|e| unsupported(e.0))?;
         let wcs = CelestialWcs {
             wcs: Mutex::new(wcs),
+            spares: Mutex::new(Vec::new()),
+            cards,
             galactic,
         };
         // A WCS that sets up but maps no pixel to the sky and back (wcslib finds a singular
@@ -126,17 +136,38 @@ impl CelestialWcs {
         Ok(wcs)
     }
 
-    fn wcs(&self) -> std::sync::MutexGuard<'_, Wcs> {
-        // A panic while the lock was held cannot leave the set-up structure half-written (the
+    /// Runs `f` on a wcslib structure no other thread is using: the first one if it is free,
+    /// else a spare (set up anew when there is none).
+    fn with_wcs<R>(&self, f: impl FnOnce(&mut Wcs) -> R) -> R {
+        // A panic while a lock was held cannot leave a set-up structure half-written (the
         // transformations only write scratch arrays), so a poisoned lock is still usable.
-        self.wcs.lock().unwrap_or_else(|e| e.into_inner())
+        match self.wcs.try_lock() {
+            Ok(mut wcs) => return f(&mut wcs),
+            Err(std::sync::TryLockError::Poisoned(e)) => return f(&mut e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        let spare = self.spares().pop();
+        // The cards set up once already; should wcslib refuse them now, wait for the first.
+        let Some(mut spare) = spare.or_else(|| Wcs::from_cards(&self.cards).ok()) else {
+            return f(&mut self.wcs.lock().unwrap_or_else(|e| e.into_inner()));
+        };
+        let result = f(&mut spare);
+        let mut spares = self.spares();
+        if spares.len() < SPARE_STRUCTURES {
+            spares.push(spare);
+        }
+        result
+    }
+
+    fn spares(&self) -> std::sync::MutexGuard<'_, Vec<Wcs>> {
+        self.spares.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The 0-based pixel position of a sky position, `None` where the projection is undefined
     /// (for example the far hemisphere of a TAN projection).
     pub(crate) fn sky_to_pixel(&self, ra_deg: f64, dec_deg: f64) -> Option<(f64, f64)> {
         let [lon, lat] = self.to_image_frame(ra_deg, dec_deg);
-        let [x, y] = self.wcs().world_to_pixel_one([lon, lat])?;
+        let [x, y] = self.with_wcs(|wcs| wcs.world_to_pixel_one([lon, lat]))?;
         Some((x - 1.0, y - 1.0))
     }
 
@@ -159,14 +190,13 @@ impl CelestialWcs {
         }
     }
 
-    /// [`CelestialWcs::sky_to_pixel`] of many positions at once (one lock, one wcslib call).
+    /// [`CelestialWcs::sky_to_pixel`] of many positions at once (one wcslib call).
     pub(crate) fn sky_to_pixels(&self, sky: &[(f64, f64)]) -> Vec<Option<(f64, f64)>> {
         let world: Vec<[f64; 2]> = sky
             .iter()
             .map(|&(ra, dec)| self.to_image_frame(ra, dec))
             .collect();
-        self.wcs()
-            .world_to_pixel(&world)
+        self.with_wcs(|wcs| wcs.world_to_pixel(&world))
             .into_iter()
             .map(|p| p.map(|[x, y]| (x - 1.0, y - 1.0)))
             .collect()
@@ -174,15 +204,14 @@ impl CelestialWcs {
 
     /// The sky position (RA in [0, 360), Dec) in degrees of a 0-based pixel position.
     pub(crate) fn pixel_to_sky(&self, x: f64, y: f64) -> Option<(f64, f64)> {
-        let world = self.wcs().pixel_to_world_one([x + 1.0, y + 1.0])?;
+        let world = self.with_wcs(|wcs| wcs.pixel_to_world_one([x + 1.0, y + 1.0]))?;
         Some(self.to_icrs(world))
     }
 
-    /// [`CelestialWcs::pixel_to_sky`] of many positions at once (one lock, one wcslib call).
+    /// [`CelestialWcs::pixel_to_sky`] of many positions at once (one wcslib call).
     pub(crate) fn pixels_to_sky(&self, pixels: &[(f64, f64)]) -> Vec<Option<(f64, f64)>> {
         let pixels: Vec<[f64; 2]> = pixels.iter().map(|&(x, y)| [x + 1.0, y + 1.0]).collect();
-        self.wcs()
-            .pixel_to_world(&pixels)
+        self.with_wcs(|wcs| wcs.pixel_to_world(&pixels))
             .into_iter()
             .map(|w| w.map(|w| self.to_icrs(w)))
             .collect()

@@ -58,50 +58,90 @@ pub fn cut_to_file_with(
     options: CutOptions,
 ) -> Result<Cutout, SodaError> {
     let _guard = lock_source(source);
-    let (
-        mut src,
-        Plan {
-            image,
-            wcs,
-            region,
-            window,
-            planes,
-        },
-    ) = open_and_plan(source, stencil, provenance, &options)?;
+    let (mut src, plan) = open_and_plan(source, stencil, provenance, &options)?;
     if out.exists() {
         std::fs::remove_file(out)?;
     }
-    {
+    let (region, source_bytes) = {
         let mut dst = FitsFile::create(out).open()?;
-        let cut = Cut {
-            image: &image,
-            region,
-            window,
-            planes: &planes,
-            provenance,
-            mask: options.mask.then(|| {
-                let step = pixel_scale_deg(&wcs, image.nx, image.ny);
-                Mask::new(&wcs, stencil, region, step)
-            }),
-            masked: options.mask || window != Window::of(region),
-        };
-        match image.bitpix {
-            Bitpix::U8 => cut.copy::<u8>(&mut src, &mut dst),
-            Bitpix::I16 => cut.copy::<i16>(&mut src, &mut dst),
-            Bitpix::I32 => cut.copy::<i32>(&mut src, &mut dst),
-            Bitpix::I64 => cut.copy::<i64>(&mut src, &mut dst),
-            Bitpix::F32 => cut.copy::<f32>(&mut src, &mut dst),
-            Bitpix::F64 => cut.copy::<f64>(&mut src, &mut dst),
-        }?;
+        write_cut(&mut src, plan, stencil, provenance, &options, &mut dst)?
         // Dropping `dst` closes the file and flushes cfitsio's buffers before we stat it.
-    }
+    };
     let bytes = std::fs::metadata(out)?.len();
-    let source_bytes = (region.width() * region.height()) as u64 * image.bitpix.bytes();
     Ok(Cutout {
         region,
         bytes,
         source_bytes,
     })
+}
+
+/// [`cut_to_file_with`] into memory: the same FITS file, byte for byte, returned instead of
+/// written, for a result that is served from memory (a synchronous request's), so that no file
+/// is created for it at all. `None`, and nothing cut, when the cutout's pixels would take more
+/// than `max_bytes`.
+pub fn cut_to_memory(
+    source: &Path,
+    stencil: &Stencil,
+    provenance: &Provenance,
+    options: CutOptions,
+    max_bytes: u64,
+) -> Result<Option<(Vec<u8>, Cutout)>, SodaError> {
+    let _guard = lock_source(source);
+    let (mut src, plan) = open_and_plan(source, stencil, provenance, &options)?;
+    if plan.size().bytes > max_bytes {
+        return Ok(None);
+    }
+    let mut dst = unscaled::MemoryFits::create()?;
+    let (region, source_bytes) =
+        write_cut(&mut src, plan, stencil, provenance, &options, dst.file())?;
+    let file = dst.into_bytes()?;
+    let cutout = Cutout {
+        region,
+        bytes: file.len() as u64,
+        source_bytes,
+    };
+    Ok(Some((file, cutout)))
+}
+
+/// Writes the cutout that `plan` describes into the new, empty file `dst`; returns the source
+/// pixels copied and their size in bytes.
+fn write_cut(
+    src: &mut FitsFile,
+    plan: Plan,
+    stencil: &Stencil,
+    provenance: &Provenance,
+    options: &CutOptions,
+    dst: &mut FitsFile,
+) -> Result<(PixelBox, u64), SodaError> {
+    let Plan {
+        image,
+        wcs,
+        region,
+        window,
+        planes,
+    } = plan;
+    let cut = Cut {
+        image: &image,
+        region,
+        window,
+        planes: &planes,
+        provenance,
+        mask: options.mask.then(|| {
+            let step = pixel_scale_deg(&wcs, image.nx, image.ny);
+            Mask::new(&wcs, stencil, region, step)
+        }),
+        masked: options.mask || window != Window::of(region),
+    };
+    match image.bitpix {
+        Bitpix::U8 => cut.copy::<u8>(src, dst),
+        Bitpix::I16 => cut.copy::<i16>(src, dst),
+        Bitpix::I32 => cut.copy::<i32>(src, dst),
+        Bitpix::I64 => cut.copy::<i64>(src, dst),
+        Bitpix::F32 => cut.copy::<f32>(src, dst),
+        Bitpix::F64 => cut.copy::<f64>(src, dst),
+    }?;
+    let source_bytes = (region.width() * region.height()) as u64 * image.bitpix.bytes();
+    Ok((region, source_bytes))
 }
 
 /// Writes at `out` the header that [`cut_to_file_with`] would give the cutout's `CUTOUT`
@@ -199,7 +239,7 @@ fn open_and_plan(
     } else {
         provenance.source_id.clone()
     };
-    let plan = Plan::new(&mut src, &name, stencil, options)?;
+    let plan = Plan::new(&mut src, source, &name, stencil, options)?;
     Ok((src, plan))
 }
 

@@ -7,6 +7,7 @@ use fitsio::FitsFile;
 use fitsio::hdu::FitsHdu;
 
 use crate::SodaError;
+use crate::unscaled::HeaderValues;
 
 /// A header value we know how to copy: WCS keywords are either text or real numbers.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,27 +42,29 @@ impl WcsKeywords {
         }
     }
 
-    /// Reads every WCS keyword present in `hdu`; absent ones are simply left out.
-    pub(crate) fn read(file: &mut FitsFile, hdu: &FitsHdu) -> WcsKeywords {
+    /// Reads every WCS keyword present in `hdu`; absent ones are simply left out. The header
+    /// is parsed once ([`HeaderValues`]), however many names are asked for.
+    pub(crate) fn read(file: &mut FitsFile, hdu: &FitsHdu) -> Result<WcsKeywords, SodaError> {
+        let header = HeaderValues::read(file, hdu)?;
         let mut entries = Vec::new();
         for name in text_names() {
-            if let Ok(value) = hdu.read_key::<String>(file, &name) {
+            if let Some(value) = header.text(&name) {
                 entries.push((name, Value::Text(value.trim().to_owned())));
             }
         }
         // RADECSYS is the pre-2002 spelling; keep one name in the cutout.
         if !entries.iter().any(|(n, _)| n == "RADESYS")
-            && let Ok(value) = hdu.read_key::<String>(file, "RADECSYS")
+            && let Some(value) = header.text("RADECSYS")
         {
             entries.push(("RADESYS".to_owned(), Value::Text(value.trim().to_owned())));
         }
         for name in real_names() {
-            if let Ok(value) = hdu.read_key::<f64>(file, &name) {
+            if let Some(value) = header.real(&name) {
                 entries.push((name, Value::Real(value)));
             }
         }
         // SIP coefficients: only those up to the order the header declares (at most 9, as in
-        // wcslib), so that an image without SIP costs four lookups rather than hundreds.
+        // wcslib).
         for prefix in SIP_PREFIXES {
             let order_name = format!("{prefix}_ORDER");
             let Some(Value::Real(order)) = entries
@@ -79,13 +82,13 @@ impl WcsKeywords {
             for p in 0..=order {
                 for q in 0..=(order - p) {
                     let name = format!("{prefix}_{p}_{q}");
-                    if let Ok(value) = hdu.read_key::<f64>(file, &name) {
+                    if let Some(value) = header.real(&name) {
                         entries.push((name, Value::Real(value)));
                     }
                 }
             }
         }
-        WcsKeywords { entries }
+        Ok(WcsKeywords { entries })
     }
 
     /// Writes the keywords into `hdu` of a cutout whose first pixel is source pixel

@@ -146,7 +146,7 @@ impl SourceImage {
             let compressed = hdu.read_key::<i64>(file, "ZBITPIX").is_ok();
             let bitpix: i64 = hdu.read_key(file, if compressed { "ZBITPIX" } else { "BITPIX" })?;
             let bitpix = Bitpix::from_keyword(bitpix)?;
-            let keywords = WcsKeywords::read(file, &hdu);
+            let keywords = WcsKeywords::read(file, &hdu)?;
             let blank = if bitpix.is_integer() {
                 hdu.read_key::<i64>(file, "BLANK")
                     .or_else(|e| {

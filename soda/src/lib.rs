@@ -55,6 +55,7 @@ mod header;
 mod image;
 pub mod layout;
 mod mask;
+mod parsed;
 mod plan;
 mod polarization;
 pub mod preview;
@@ -75,7 +76,9 @@ mod unscaled;
 mod wcslib;
 
 pub use coverage::MAX_MOC_CELLS;
-pub use cutout::{Cutout, combine_to_file, cut_to_file, cut_to_file_with, header_to_file};
+pub use cutout::{
+    Cutout, combine_to_file, cut_to_file, cut_to_file_with, cut_to_memory, header_to_file,
+};
 pub use demo::{
     DemoImage, DemoProgress, SyntheticImage, write_demo_repository,
     write_demo_repository_reporting, write_synthetic_image,

@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use fitsio::FitsFile;
 
@@ -48,7 +49,7 @@ pub struct CutOptions {
 /// and the planes of the other axes (all of them, or the `BAND`'s).
 pub(crate) struct Plan {
     pub(crate) image: SourceImage,
-    pub(crate) wcs: CelestialWcs,
+    pub(crate) wcs: Arc<CelestialWcs>,
     /// The source pixels read: the window's part inside the image.
     pub(crate) region: PixelBox,
     /// The output's pixels in source coordinates: the region itself, or a `SIZE` stamp that
@@ -58,9 +59,11 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// `source_name` names the image in errors.
+    /// `src` is the file at `source` (whose header is parsed once per version, see
+    /// `parsed`); `source_name` names the image in errors.
     pub(crate) fn new(
         src: &mut FitsFile,
+        source: &Path,
         source_name: &str,
         stencil: &Stencil,
         options: &CutOptions,
@@ -73,8 +76,7 @@ impl Plan {
             .extension
             .as_deref()
             .or_else(|| section.and_then(|s| s.extension()));
-        let image = SourceImage::find(src, extension)?;
-        let wcs = CelestialWcs::new(image.nx, image.ny, &image.keywords)?;
+        let (image, wcs) = crate::parsed::source_image(src, source, extension)?;
         let name = || source_name.to_owned();
         let (region, window) = match options.size {
             Some(size) => {
@@ -200,13 +202,26 @@ pub fn cutout_size(
 ) -> Result<CutoutSize, SodaError> {
     let _guard = lock_source(source);
     let mut src = FitsFile::open(source)?;
-    let plan = Plan::new(&mut src, &source.display().to_string(), stencil, options)?;
-    let planes: u64 = plan.planes.iter().map(|r| r.len() as u64).product();
-    let pixels = ((plan.window.width * plan.window.height) as u64).saturating_mul(planes);
-    Ok(CutoutSize {
-        pixels,
-        bytes: pixels.saturating_mul(plan.image.bitpix.bytes()),
-    })
+    let plan = Plan::new(
+        &mut src,
+        source,
+        &source.display().to_string(),
+        stencil,
+        options,
+    )?;
+    Ok(plan.size())
+}
+
+impl Plan {
+    /// The cutout's pixels, over every axis kept, and their bytes.
+    pub(crate) fn size(&self) -> CutoutSize {
+        let planes: u64 = self.planes.iter().map(|r| r.len() as u64).product();
+        let pixels = ((self.window.width * self.window.height) as u64).saturating_mul(planes);
+        CutoutSize {
+            pixels,
+            bytes: pixels.saturating_mul(self.image.bitpix.bytes()),
+        }
+    }
 }
 
 /// Which pixels of its source a cutout reads, planned on the source's headers alone: the image
@@ -263,7 +278,7 @@ pub fn cutout_reads(
 ) -> Result<ReadPlan, SodaError> {
     let _guard = lock_source(source);
     let mut src = FitsFile::open(source)?;
-    let plan = Plan::new(&mut src, source_name, stencil, options)?;
+    let plan = Plan::new(&mut src, source, source_name, stencil, options)?;
     let mut axes = vec![plan.image.nx, plan.image.ny];
     axes.extend(&plan.image.extra);
     Ok(ReadPlan {

@@ -18,6 +18,15 @@ pub struct ObjectMeta {
     pub filename: String,
 }
 
+/// What became of a result offered to [`ResultStore::offer_transient`].
+#[derive(Debug)]
+pub enum Offer {
+    /// Stored, this many bytes.
+    Kept(u64),
+    /// Not taken: the bytes, back.
+    Declined(Vec<u8>),
+}
+
 #[async_trait]
 pub trait ResultStore: Send + Sync {
     /// Stores the file at `path` under `key`, all or nothing, and returns its size in bytes.
@@ -35,6 +44,27 @@ pub trait ResultStore: Send + Sync {
         meta: &ObjectMeta,
     ) -> Result<u64, UwsError> {
         self.put_file(key, path, meta).await
+    }
+
+    /// The most bytes of one transient result this store would keep in memory rather than in
+    /// a file ([`ResultStore::offer_transient`]); 0, the default, when it keeps none there, so
+    /// that a worker cuts such a result to a file as any other.
+    fn transient_room(&self) -> u64 {
+        0
+    }
+
+    /// Offers a transient result (see [`ResultStore::put_transient`]) that is already in
+    /// memory, so that a store that keeps such results there takes it without a file ever
+    /// being written. A store without room (or without memory) declines and hands the bytes
+    /// back, for the caller to store as a file. A kept object is readable when this returns.
+    async fn offer_transient(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        meta: &ObjectMeta,
+    ) -> Result<Offer, UwsError> {
+        let _ = (key, meta);
+        Ok(Offer::Declined(bytes))
     }
 
     /// A URL that gives the object to anyone holding it, for `valid_for`. `public_base` is the

@@ -29,7 +29,7 @@ use soda::repository::Repositories;
 use soda::request::{CutoutRequest, FITS, HEADER};
 use soda::{CutOptions, Provenance, SodaError, SourceId, Stencil};
 use uws::queue::DelegatedToken;
-use uws::results::{ObjectMeta, ResultStore};
+use uws::results::{ObjectMeta, Offer, ResultStore};
 use uws::{ErrorCode, JobError, JobResult, timestamp};
 
 use crate::runner::{StoredKeys, WorkerSettings};
@@ -117,6 +117,32 @@ pub(crate) async fn cut_all(
         return crate::stamps::stamp_table(job, &request, &sources, &store, &mut scratch).await;
     }
     let pairs: Vec<(&SourceId, &Stencil)> = request.pairs().collect();
+    // A synchronous request's one cutout, when the store would keep it in memory: cut into
+    // memory, so that no file is created for it at all.
+    if let [(id, stencil)] = pairs[..]
+        && store.transient
+        && !request.header_only
+        && request.preview.is_none()
+        && store.results.transient_room() > 0
+    {
+        let cut = cut_one_to_memory(
+            &sources,
+            settings,
+            id,
+            stencil,
+            options(id),
+            store.results.transient_room(),
+        )
+        .await?;
+        if let Some(bytes) = cut {
+            let meta = ObjectMeta {
+                content_type: FITS.to_owned(),
+                filename: crate::sources::result_filename(id, &stencil.to_string()),
+            };
+            let stored = store.put_bytes("result", "fits", bytes, &mut scratch, meta);
+            return Ok(vec![stored.await?]);
+        }
+    }
     let mut outcomes = Vec::with_capacity(pairs.len());
     let (content_type, extension) = if request.header_only {
         (HEADER, "txt")
@@ -260,12 +286,7 @@ async fn cut_one(
         .open(id, Some((stencil, &options)), job_error)
         .await?;
     let path = source.path.clone();
-    let provenance = Provenance {
-        source_id: id.to_string(),
-        stencil: stencil.to_string(),
-        software: settings.software.clone(),
-        time_utc: timestamp::format(timestamp::now()),
-    };
+    let provenance = provenance(id, stencil, settings);
     let stencil = stencil.clone();
     let out = out.to_path_buf();
     if header_only {
@@ -291,6 +312,48 @@ async fn cut_one(
     Ok(())
 }
 
+/// Cuts one pair into memory on a blocking thread, if its cutout is at most `max_bytes` (else
+/// `None`, and nothing is cut: the caller cuts it to a file).
+async fn cut_one_to_memory(
+    sources: &JobSources<'_>,
+    settings: &WorkerSettings,
+    id: &SourceId,
+    stencil: &Stencil,
+    options: CutOptions,
+    max_bytes: u64,
+) -> Result<Option<Vec<u8>>, JobError> {
+    // Pinned in the source cache until the cut is done.
+    let source = sources
+        .open(id, Some((stencil, &options)), job_error)
+        .await?;
+    let path = source.path.clone();
+    let provenance = provenance(id, stencil, settings);
+    let stencil = stencil.clone();
+    let started = Instant::now();
+    let cut = tokio::task::spawn_blocking(move || {
+        soda::cut_to_memory(&path, &stencil, &provenance, options, max_bytes)
+    })
+    .await
+    .map_err(|e| internal(format!("cutout thread failed: {e}")))?;
+    let outcome = if cut.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("skycut_cutout_duration_seconds", "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    let Some((bytes, cutout)) = cut.map_err(|e| source.explain(job_error(e)))? else {
+        return Ok(None);
+    };
+    metrics::counter!("skycut_source_bytes_read_total").increment(cutout.source_bytes);
+    Ok(Some(bytes))
+}
+
+fn provenance(id: &SourceId, stencil: &Stencil, settings: &WorkerSettings) -> Provenance {
+    Provenance {
+        source_id: id.to_string(),
+        stencil: stencil.to_string(),
+        software: settings.software.clone(),
+        time_utc: timestamp::format(timestamp::now()),
+    }
+}
+
 /// Where one job's results go: `transient` for a synchronous request's (see
 /// [`ResultStore::put_transient`]).
 pub(crate) struct Store<'a> {
@@ -304,6 +367,64 @@ pub(crate) struct Store<'a> {
 }
 
 impl Store<'_> {
+    /// Stores a result made in memory: offered to the store as it is when the result is
+    /// transient, and otherwise (or when the store declines it) written to a scratch file and
+    /// stored as a file.
+    pub(crate) async fn put_bytes(
+        &self,
+        result_id: &str,
+        extension: &str,
+        bytes: Vec<u8>,
+        scratch: &mut Scratch,
+        meta: ObjectMeta,
+    ) -> Result<JobResult, JobError> {
+        let bytes = match self.transient {
+            true => {
+                let key = self.key(result_id, extension);
+                let started = Instant::now();
+                let offered = self.results.offer_transient(&key, bytes, &meta).await;
+                let outcome = if offered.is_ok() { "ok" } else { "error" };
+                metrics::histogram!("skycut_result_store_latency_seconds", "operation" => "put", "outcome" => outcome)
+                    .record(started.elapsed().as_secs_f64());
+                match offered.map_err(|e| unavailable(format!("storing the result failed: {e}")))? {
+                    Offer::Kept(size) => {
+                        metrics::counter!("skycut_result_bytes_written_total").increment(size);
+                        return Ok(JobResult {
+                            id: result_id.to_owned(),
+                            key,
+                            mime_type: meta.content_type,
+                            size: Some(size),
+                        });
+                    }
+                    Offer::Declined(bytes) => bytes,
+                }
+            }
+            false => bytes,
+        };
+        let path = scratch.file(&format!("{result_id}.{extension}"));
+        let file = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::write(&file, bytes))
+            .await
+            .map_err(|e| internal(format!("writing a result failed: {e}")))?
+            .map_err(|e| unavailable(format!("writing a result failed: {e}")))?;
+        self.put(result_id, extension, &path, meta).await
+    }
+
+    /// A new key for a result of this job, recorded as stored before anything is stored.
+    ///
+    /// A per-attempt prefix: a job run twice (a worker presumed dead was only slow) never
+    /// overwrites or deletes the result that the store recorded. Recorded before the store is
+    /// called: an abort may drop the storing future while the object is being written.
+    fn key(&self, result_id: &str, extension: &str) -> String {
+        let key = format!(
+            "{}/{:016x}/{result_id}.{extension}",
+            self.job.id,
+            rand::random::<u64>()
+        );
+        self.stored_keys.record(&key);
+        key
+    }
+
     pub(crate) async fn put(
         &self,
         result_id: &str,
@@ -311,16 +432,8 @@ impl Store<'_> {
         path: &std::path::Path,
         meta: ObjectMeta,
     ) -> Result<JobResult, JobError> {
-        let (job, results, stored_keys) = (self.job, self.results, self.stored_keys);
-        // A per-attempt prefix: a job run twice (a worker presumed dead was only slow) never
-        // overwrites or deletes the result that the store recorded.
-        let key = format!(
-            "{}/{:016x}/{result_id}.{extension}",
-            job.id,
-            rand::random::<u64>()
-        );
-        // Recorded before the call: an abort may drop this future while the object is being written.
-        stored_keys.record(&key);
+        let results = self.results;
+        let key = self.key(result_id, extension);
         let mime_type = meta.content_type.clone();
         let started = Instant::now();
         let stored = match self.transient {

@@ -47,7 +47,7 @@ fn wcs_of(path: &Path, hdu: usize) -> CelestialWcs {
         panic!("not an image")
     };
     let (ny, nx) = (shape[0], shape[1]);
-    CelestialWcs::new(nx, ny, &WcsKeywords::read(&mut f, &h)).unwrap()
+    CelestialWcs::new(nx, ny, &WcsKeywords::read(&mut f, &h).unwrap()).unwrap()
 }
 
 /// A circle of `radius_px` pixels centred on source pixel (`x`, `y`).
@@ -137,7 +137,7 @@ fn header_only_is_the_cutouts_header_card_for_card() {
     cube(&source);
     let mut f = FitsFile::open(&source).unwrap();
     let h = f.hdu(1).unwrap();
-    let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h)).unwrap();
+    let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h).unwrap()).unwrap();
     drop(f);
     let (ra, dec) = wcs.pixel_to_sky(20.0, 30.0).unwrap();
     let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
@@ -1274,7 +1274,7 @@ fn cut_cube(options: CutOptions) -> Result<(Vec<usize>, Vec<f32>, f64, PixelBox)
     cube(&source);
     let mut f = FitsFile::open(&source).unwrap();
     let h = f.hdu(1).unwrap();
-    let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h)).unwrap();
+    let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h).unwrap()).unwrap();
     let (ra, dec) = wcs.pixel_to_sky(20.0, 30.0).unwrap();
     let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
     let out = dir.path().join("out.fits");
@@ -1352,7 +1352,7 @@ fn a_copy_holding_only_headers_and_planned_rows_cuts_like_the_file() {
     cube(&cube_path);
     let mut f = FitsFile::open(&cube_path).unwrap();
     let h = f.hdu(1).unwrap();
-    let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h)).unwrap();
+    let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h).unwrap()).unwrap();
     let (ra, dec) = wcs.pixel_to_sky(20.0, 30.0).unwrap();
     let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
     let all = cut_from_planned_bytes(&cube_path, &stencil, CutOptions::default());
@@ -1372,7 +1372,7 @@ fn a_copy_holding_only_headers_and_planned_rows_cuts_like_the_file() {
         scaled_image(&path, image);
         let mut f = FitsFile::open(&path).unwrap();
         let h = f.hdu(1).unwrap();
-        let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h)).unwrap();
+        let wcs = CelestialWcs::new(64, 48, &WcsKeywords::read(&mut f, &h).unwrap()).unwrap();
         let (ra, dec) = wcs.pixel_to_sky(20.0, 30.0).unwrap();
         let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
         let options = CutOptions {
@@ -1751,4 +1751,77 @@ fn an_id_extension_chooses_the_hdu_by_extname_and_an_unknown_one_is_unknown() {
     let sci = cut(Some("SCI")).unwrap();
     assert_eq!(sci, first.iter().map(|p| p * 2.0).collect::<Vec<_>>());
     assert!(matches!(cut(Some("DQ")), Err(SodaError::UnknownImage(_))));
+}
+
+/// `cut_to_memory` against `cut_to_file_with` on one source, stencil and options.
+fn assert_memory_is_file(source: &Path, stencil: &Stencil, options: CutOptions, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.fits");
+    let provenance = provenance(stencil);
+    let on_disk = cut_to_file_with(source, stencil, &provenance, &out, options.clone()).unwrap();
+    let size = cutout_size(source, stencil, &options).unwrap().bytes;
+    let (bytes, in_memory) = cut_to_memory(source, stencil, &provenance, options.clone(), size)
+        .unwrap()
+        .unwrap();
+    assert!(
+        cut_to_memory(source, stencil, &provenance, options, size - 1)
+            .unwrap()
+            .is_none(),
+        "{what}: over the limit by a byte"
+    );
+    assert_eq!(in_memory, on_disk, "{what}");
+    assert_eq!(bytes.len() % 2880, 0, "{what}");
+    assert!(
+        bytes == std::fs::read(&out).unwrap(),
+        "{what}: the bytes differ"
+    );
+}
+
+#[test]
+fn a_cutout_in_memory_is_the_file_cut_to_disk_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = synthetic(dir.path());
+    let circle = circle_at(&source, 150.0, 100.0, 20.0);
+    assert_memory_is_file(&source, &circle, CutOptions::default(), "float circle");
+    let masked = CutOptions {
+        mask: true,
+        ..CutOptions::default()
+    };
+    assert_memory_is_file(&source, &circle, masked.clone(), "float circle, MASK");
+    let edge = circle_at(&source, 2.0, 3.0, 4.0);
+    assert_memory_is_file(&source, &edge, stamp_options(31), "stamp over the edge");
+    // A whole image of 300 x 200 float32 pixels: the buffer grows many times over.
+    let all = circle_at(&source, 150.0, 100.0, 400.0);
+    assert_memory_is_file(&source, &all, CutOptions::default(), "the whole image");
+    for image in scaled_images() {
+        let what = format!("{:?} BSCALE {}", image.bitpix, image.bscale);
+        let (scaled, _) = cut_scaled(&image, dir.path(), false);
+        let (ra, dec) = wcs_of(&scaled, 1).pixel_to_sky(20.0, 30.0).unwrap();
+        let stencil = Stencil::parse_circle(&format!("{ra} {dec} {}", 5.0 * SCALE)).unwrap();
+        assert_memory_is_file(&scaled, &stencil, CutOptions::default(), &what);
+        assert_memory_is_file(&scaled, &stencil, masked.clone(), &format!("{what}, MASK"));
+    }
+}
+
+#[test]
+fn a_cutout_in_memory_fails_as_the_file_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = synthetic(dir.path());
+    let off = Stencil::parse_circle("200 -30 0.01").unwrap();
+    let cut = |source: &Path| {
+        cut_to_memory(
+            source,
+            &off,
+            &provenance(&off),
+            CutOptions::default(),
+            u64::MAX,
+        )
+    };
+    let error = cut(&source);
+    assert!(
+        matches!(error, Err(SodaError::NoOverlap { .. })),
+        "{error:?}"
+    );
+    let error = cut(&dir.path().join("missing.fits"));
+    assert!(error.is_err());
 }

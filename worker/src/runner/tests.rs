@@ -270,3 +270,182 @@ async fn an_executing_job_is_skipped_unless_taken_over() {
     );
     assert_eq!(stored(&s.h, &job.id).await.phase, ExecutionPhase::Completed);
 }
+
+/// A worker whose results go to a local bucket that keeps synchronous results in `memory`.
+struct MemorySetup {
+    uws: uws::service::Uws,
+    store: Arc<uws::testing::MemoryJobStore>,
+    bucket: Arc<bucket::LocalBucket>,
+    worker: Worker,
+    dir: tempfile::TempDir,
+}
+
+fn setup_with_memory(memory: Arc<bucket::MemoryObjects>) -> MemorySetup {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let images = dir.path().join("demo");
+    soda::write_demo_repository(&images).expect("demo images");
+    for sub in ["scratch", "bucket"] {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("directory");
+    }
+    let bucket = Arc::new(
+        bucket::LocalBucket::new(dir.path().join("bucket"), bucket::UrlSigner::new(b"k"))
+            .with_memory(memory),
+    );
+    let store = Arc::new(uws::testing::MemoryJobStore::new());
+    let uws = uws::service::Uws::new(
+        store.clone(),
+        Arc::new(uws::testing::MemoryQueue::new()),
+        Arc::new(uws::events::LocalPhaseEvents::new()),
+        bucket.clone(),
+        uws::service::JobLimits::default(),
+    );
+    let worker = Worker::new(
+        uws.clone(),
+        Arc::new(Repositories::new([("demo".to_owned(), images)])),
+        WorkerSettings {
+            scratch_dir: dir.path().join("scratch"),
+            software: "Skycut test".to_owned(),
+            part_bytes: 1 << 30,
+            shards: crate::ShardLimits::default(),
+            max_stamp_side: None,
+        },
+    );
+    MemorySetup {
+        uws,
+        store,
+        bucket,
+        worker,
+        dir,
+    }
+}
+
+impl MemorySetup {
+    /// Runs the cutout of `M31_CIRCLE` as a synchronous request does: awaited here while this
+    /// worker runs it; returns the job as the waiter got it.
+    async fn run_sync(&self) -> Job {
+        let id = JobId::random();
+        let uws = self.uws.clone();
+        let parameters: Parameters = [("ID", "butler://demo/m31"), ("CIRCLE", M31_CIRCLE)]
+            .into_iter()
+            .collect();
+        let waiting = id.clone();
+        let waiter = tokio::spawn(async move {
+            uws.run_and_wait(
+                waiting,
+                "alice",
+                parameters,
+                Priority::Sync,
+                None,
+                std::time::Duration::from_secs(20),
+                uws::Admission::default(),
+            )
+            .await
+        });
+        while self.store.get(&id).await.expect("get").is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let outcome = self.worker.run_job(&id, false, None).await.expect("run");
+        assert_eq!(outcome, Outcome::Completed);
+        waiter.await.expect("waiter").expect("run_and_wait")
+    }
+
+    /// The names of the files in the test directory's `sub`.
+    fn files(&self, sub: &str) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join(sub))
+            .expect("directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// The demo cutout as `cut_to_file` makes it, but for its provenance time.
+fn expected_cutout(dir: &std::path::Path) -> Vec<u8> {
+    let out = dir.join("expected.fits");
+    let source = dir.join("demo/m31.fits");
+    let stencil = soda::Stencil::parse_circle(M31_CIRCLE).expect("circle");
+    soda::cut_to_file(&source, &stencil, &provenance_at_any_time(), &out).expect("cut");
+    std::fs::read(&out).expect("read")
+}
+
+fn provenance_at_any_time() -> soda::Provenance {
+    soda::Provenance {
+        source_id: "butler://demo/m31".to_owned(),
+        stencil: soda::Stencil::parse_circle(M31_CIRCLE)
+            .expect("circle")
+            .to_string(),
+        software: "Skycut test".to_owned(),
+        time_utc: String::new(),
+    }
+}
+
+/// The cards of a FITS file but its `DATE` ones (the time a cutout was made).
+fn without_dates(file: &[u8]) -> Vec<&[u8]> {
+    file.chunks(80)
+        .filter(|card| !card.starts_with(b"DATE"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_synchronous_cutout_is_cut_into_memory_and_no_file_is_written() {
+    let memory = Arc::new(bucket::MemoryObjects::new(
+        1 << 20,
+        std::time::Duration::from_secs(60),
+    ));
+    let s = setup_with_memory(memory.clone());
+    let job = s.run_sync().await;
+    assert_eq!(job.phase, ExecutionPhase::Completed);
+    assert_eq!(result_ids(&job), ["result"]);
+    let (bytes, meta) = s
+        .bucket
+        .memory_object(&job.results[0].key)
+        .expect("the result is held in memory");
+    assert_eq!(meta.content_type, "application/fits");
+    assert_eq!(job.results[0].size, Some(bytes.len() as u64));
+    assert_eq!(memory.bytes(), bytes.len() as u64);
+    assert!(s.files("scratch").is_empty(), "{:?}", s.files("scratch"));
+    assert!(s.files("bucket").is_empty(), "{:?}", s.files("bucket"));
+    let expected = expected_cutout(s.dir.path());
+    assert_eq!(without_dates(&bytes).len(), without_dates(&expected).len());
+    assert!(without_dates(&bytes) == without_dates(&expected));
+}
+
+#[tokio::test]
+async fn a_synchronous_cutout_larger_than_the_memory_is_cut_to_a_file() {
+    let memory = Arc::new(bucket::MemoryObjects::new(
+        100,
+        std::time::Duration::from_secs(60),
+    ));
+    let s = setup_with_memory(memory.clone());
+    let job = s.run_sync().await;
+    assert_eq!(job.phase, ExecutionPhase::Completed);
+    assert!(s.bucket.memory_object(&job.results[0].key).is_none());
+    assert_eq!(memory.bytes(), 0);
+    assert_eq!(s.files("bucket").len(), 1, "one object on disk");
+    assert!(s.files("scratch").is_empty(), "the scratch file is removed");
+}
+
+#[tokio::test]
+async fn a_synchronous_cutout_the_full_memory_declines_is_stored_as_a_file() {
+    let memory = Arc::new(bucket::MemoryObjects::new(
+        1 << 20,
+        std::time::Duration::from_secs(60),
+    ));
+    let filler = bytes::Bytes::from(vec![0u8; (1 << 20) - 100]);
+    let meta = uws::results::ObjectMeta {
+        content_type: "application/fits".to_owned(),
+        filename: "x.fits".to_owned(),
+    };
+    memory
+        .insert("other/x/result.fits", filler, meta)
+        .expect("room");
+    let s = setup_with_memory(memory.clone());
+    let job = s.run_sync().await;
+    assert_eq!(job.phase, ExecutionPhase::Completed);
+    assert!(s.bucket.memory_object(&job.results[0].key).is_none());
+    let on_disk = s.files("bucket");
+    assert_eq!(on_disk.len(), 1, "{on_disk:?}");
+    let bytes = std::fs::read(s.dir.path().join("bucket").join(&on_disk[0])).expect("read");
+    assert_eq!(job.results[0].size, Some(bytes.len() as u64));
+    assert!(without_dates(&bytes) == without_dates(&expected_cutout(s.dir.path())));
+    assert!(s.files("scratch").is_empty(), "the scratch file is removed");
+}
