@@ -119,6 +119,7 @@ fn write_cut(
         region,
         window,
         planes,
+        ..
     } = plan;
     let cut = Cut {
         image: &image,

@@ -435,4 +435,27 @@ mod tests {
             assert!(!part.ends_with(' ') && part.len() + part.matches('\'').count() <= 68);
         }
     }
+
+    /// The WCS keywords of a primary HDU holding `text` cards.
+    fn read_text(text: &[(&str, &str)]) -> WcsKeywords {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.fits");
+        let mut file = FitsFile::create(&path).open().unwrap();
+        let hdu = file.primary_hdu().unwrap();
+        for (name, value) in text {
+            hdu.write_key(&mut file, name, *value).unwrap();
+        }
+        WcsKeywords::read(&mut file, &hdu).unwrap()
+    }
+
+    #[test]
+    fn the_old_radecsys_is_read_as_radesys_unless_radesys_is_there() {
+        let old = read_text(&[("RADECSYS", "FK5")]);
+        assert_eq!(old.text("RADESYS"), Some("FK5"));
+        let both = read_text(&[("RADECSYS", "FK5"), ("RADESYS", "ICRS")]);
+        assert_eq!(both.text("RADESYS"), Some("ICRS"));
+        let named = |k: &WcsKeywords| k.entries.iter().filter(|(n, _)| n == "RADESYS").count();
+        assert_eq!((named(&old), named(&both)), (1, 1));
+        assert_eq!(read_text(&[]).text("RADESYS"), None);
+    }
 }

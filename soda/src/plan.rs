@@ -50,6 +50,8 @@ pub struct CutOptions {
 pub(crate) struct Plan {
     pub(crate) image: SourceImage,
     pub(crate) wcs: Arc<CelestialWcs>,
+    /// The hash of the image's header (see `parsed`).
+    pub(crate) header: u64,
     /// The source pixels read: the window's part inside the image.
     pub(crate) region: PixelBox,
     /// The output's pixels in source coordinates: the region itself, or a `SIZE` stamp that
@@ -76,7 +78,23 @@ impl Plan {
             .extension
             .as_deref()
             .or_else(|| section.and_then(|s| s.extension()));
-        let (image, wcs) = crate::parsed::source_image(src, source, extension)?;
+        let (image, wcs, header) = crate::parsed::source_image(src, source, extension)?;
+        let key = handover::key(source, stencil, options);
+        if let Some(Located {
+            region,
+            window,
+            planes,
+        }) = handover::take(&key, header)
+        {
+            return Ok(Plan {
+                image,
+                wcs,
+                header,
+                region,
+                window,
+                planes,
+            });
+        }
         let name = || source_name.to_owned();
         let (region, window) = match options.size {
             Some(size) => {
@@ -167,10 +185,105 @@ impl Plan {
         Ok(Plan {
             image,
             wcs,
+            header,
             region,
             window,
             planes,
         })
+    }
+
+    /// Leaves where this plan located the cutout for the next plan of the same cutout of the
+    /// same image in this process (see `handover`).
+    pub(crate) fn hand_over(&self, source: &Path, stencil: &Stencil, options: &CutOptions) {
+        handover::put(
+            handover::key(source, stencil, options),
+            self.header,
+            Located {
+                region: self.region,
+                window: self.window,
+                planes: self.planes.clone(),
+            },
+        );
+    }
+}
+
+/// Where a plan located its cutout in the image.
+#[derive(Debug, Clone, PartialEq)]
+struct Located {
+    region: PixelBox,
+    window: Window,
+    planes: Vec<Range<usize>>,
+}
+
+/// A synchronous request is planned twice in one process: by the frontend, to check and price
+/// it ([`cutout_size`]), and by the worker, to cut it. Locating a stencil on an image (mapping
+/// its outline and the image's border between sky and pixels) was a fifth of the service's
+/// CPU, so the frontend's plan leaves what it located here and the worker's plan takes it.
+///
+/// An entry is taken once, by the first plan of the same cutout (file path, stencil and
+/// options, compared exactly) of the same header (its hash, so a file changed in between is
+/// located afresh); entries nobody takes (the worker runs in another process, or the request
+/// was refused) are dropped oldest first beyond a bound. Identical requests that arrive
+/// together each locate their cutout once: the frontend puts, only the cut takes.
+mod handover {
+    use std::collections::{HashMap, VecDeque};
+    use std::path::Path;
+    use std::sync::{Mutex, OnceLock};
+
+    use super::{CutOptions, Located};
+    use crate::stencil::Stencil;
+
+    /// Entries kept at most.
+    pub(super) const MAX_ENTRIES: usize = 1024;
+
+    #[derive(Default)]
+    struct Entries {
+        /// Each entry with the number of its `put` and its header's hash.
+        located: HashMap<String, (u64, u64, Located)>,
+        /// Keys in the order they were put, with the number of that `put` (an entry taken, or
+        /// put again since, is skipped when its turn to go comes).
+        order: VecDeque<(u64, String)>,
+        puts: u64,
+    }
+
+    fn entries() -> std::sync::MutexGuard<'static, Entries> {
+        static ENTRIES: OnceLock<Mutex<Entries>> = OnceLock::new();
+        ENTRIES
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cutout, exactly: `Debug` writes every number in full.
+    pub(super) fn key(source: &Path, stencil: &Stencil, options: &CutOptions) -> String {
+        format!("{source:?}\n{stencil:?}\n{options:?}")
+    }
+
+    pub(super) fn put(key: String, header: u64, located: Located) {
+        let mut entries = entries();
+        entries.puts += 1;
+        let put = entries.puts;
+        entries.order.push_back((put, key.clone()));
+        entries.located.insert(key, (put, header, located));
+        while entries.order.len() > MAX_ENTRIES {
+            let Some((put, oldest)) = entries.order.pop_front() else {
+                break;
+            };
+            if entries.located.get(&oldest).is_some_and(|e| e.0 == put) {
+                entries.located.remove(&oldest);
+            }
+        }
+    }
+
+    /// The entry for `key`, removed, if it was made on a header of hash `header`.
+    pub(super) fn take(key: &str, header: u64) -> Option<Located> {
+        let (_, made_on, located) = entries().located.remove(key)?;
+        (made_on == header).then_some(located)
+    }
+
+    #[cfg(test)]
+    pub(super) fn held(key: &str) -> bool {
+        entries().located.contains_key(key)
     }
 }
 
@@ -209,6 +322,8 @@ pub fn cutout_size(
         stencil,
         options,
     )?;
+    // The cut that usually follows plans the same cutout again: it takes this one's location.
+    plan.hand_over(source, stencil, options);
     Ok(plan.size())
 }
 
@@ -288,4 +403,112 @@ pub fn cutout_reads(
         region: plan.region,
         planes: plan.planes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::{SyntheticImage, write_synthetic_image};
+    use crate::header::Provenance;
+
+    const SCALE: f64 = 1.0 / 3600.0;
+
+    fn image(path: &Path, ra_deg: f64) {
+        let image = SyntheticImage {
+            nx: 120,
+            ny: 90,
+            ra_deg,
+            dec_deg: 41.0,
+            pixel_scale_deg: SCALE,
+        };
+        write_synthetic_image(path, &image).unwrap();
+    }
+
+    fn provenance() -> Provenance {
+        Provenance {
+            source_id: "butler://test/src".to_owned(),
+            stencil: String::new(),
+            software: "test".to_owned(),
+            time_utc: "2026-12-01T00:00:00Z".to_owned(),
+        }
+    }
+
+    fn cut(source: &Path, stencil: &Stencil, options: &CutOptions) -> (Vec<u8>, PixelBox) {
+        let (bytes, cutout) =
+            crate::cut_to_memory(source, stencil, &provenance(), options.clone(), u64::MAX)
+                .unwrap()
+                .unwrap();
+        (bytes, cutout.region)
+    }
+
+    #[test]
+    fn a_cut_takes_the_location_its_plan_left_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src.fits");
+        image(&source, 10.0);
+        let stencil = Stencil::parse_circle(&format!("10.001 41.001 {}", 12.0 * SCALE)).unwrap();
+        let options = CutOptions::default();
+        let key = handover::key(&source, &stencil, &options);
+        let alone = cut(&source, &stencil, &options);
+        assert!(!handover::held(&key), "a cut leaves nothing");
+        let size = cutout_size(&source, &stencil, &options).unwrap();
+        assert!(handover::held(&key), "the plan left its location");
+        let after_plan = cut(&source, &stencil, &options);
+        assert!(!handover::held(&key), "the cut took it");
+        assert!(after_plan == alone, "the same cutout, byte for byte");
+        assert_eq!(
+            size.pixels,
+            (alone.1.width() * alone.1.height()) as u64,
+            "what was priced is what was cut"
+        );
+    }
+
+    #[test]
+    fn a_location_is_taken_only_by_the_same_cutout_of_the_same_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src.fits");
+        image(&source, 10.0);
+        let stencil = Stencil::parse_circle(&format!("10.0 41.0 {}", 12.0 * SCALE)).unwrap();
+        let options = CutOptions::default();
+        let masked = CutOptions {
+            mask: true,
+            ..CutOptions::default()
+        };
+        cutout_size(&source, &stencil, &options).unwrap();
+        // Other options are another cutout: the entry stays for its own cut.
+        assert_ne!(
+            handover::key(&source, &stencil, &masked),
+            handover::key(&source, &stencil, &options)
+        );
+        cut(&source, &stencil, &masked);
+        assert!(handover::held(&handover::key(&source, &stencil, &options)));
+        // The file rewritten in between, its image 20 arcseconds further east: the cut locates
+        // the stencil on the new header, not where the plan found it on the old one.
+        let before = cut(&source, &stencil, &options).1;
+        cutout_size(&source, &stencil, &options).unwrap();
+        image(&source, 10.0 + 20.0 * SCALE / 41f64.to_radians().cos());
+        let moved = cut(&source, &stencil, &options).1;
+        assert!(!handover::held(&handover::key(&source, &stencil, &options)));
+        let shift = moved.x0 as i64 - before.x0 as i64;
+        assert!((19..=21).contains(&shift), "{moved:?} after {before:?}");
+    }
+
+    #[test]
+    fn locations_nobody_takes_are_dropped_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src.fits");
+        image(&source, 10.0);
+        let stencil = |n: usize| {
+            let ra = 10.0 + n as f64 * 1e-7;
+            Stencil::parse_circle(&format!("{ra} 41.0 {}", 5.0 * SCALE)).unwrap()
+        };
+        let options = CutOptions::default();
+        for n in 0..=handover::MAX_ENTRIES {
+            cutout_size(&source, &stencil(n), &options).unwrap();
+        }
+        let held = |n| handover::held(&handover::key(&source, &stencil(n), &options));
+        // (Other tests may put entries meanwhile: only ever more of them.)
+        assert!(!held(0), "the oldest went");
+        assert!(held(handover::MAX_ENTRIES), "the newest stays");
+    }
 }
