@@ -454,4 +454,38 @@ mod tests {
             Err(SodaError::BadImage(_))
         ));
     }
+
+    /// Maps one pixel on a structure taken by `with_wcs`, and, while holding it, `depth` more
+    /// times on structures of their own.
+    fn nested(wcs: &CelestialWcs, depth: usize, found: &mut Vec<Option<[f64; 2]>>) {
+        wcs.with_wcs(|w| {
+            found.push(w.pixel_to_world_one([10.0, 20.0]));
+            if depth > 0 {
+                nested(wcs, depth - 1, found);
+            }
+        });
+    }
+
+    #[test]
+    fn threads_that_find_the_wcs_busy_map_on_spares_and_a_few_are_kept() {
+        let wcs = crate::fixtures::sky_image_at(
+            "TAN",
+            100,
+            100,
+            (10.0, 41.0),
+            (50.0, 50.0),
+            (1.0 / 3600.0, 1.0 / 3600.0),
+        );
+        let mut found = Vec::new();
+        // Twelve at once: the first structure and eleven spares, of which eight are kept.
+        nested(&wcs, SPARE_STRUCTURES + 3, &mut found);
+        assert_eq!(found.len(), SPARE_STRUCTURES + 4);
+        assert!(found[0].is_some());
+        assert!(found.iter().all(|f| *f == found[0]), "{found:?}");
+        assert_eq!(wcs.spares().len(), SPARE_STRUCTURES);
+        // One at a time, the first structure serves: the spares stay as they were.
+        found.clear();
+        nested(&wcs, 0, &mut found);
+        assert_eq!(wcs.spares().len(), SPARE_STRUCTURES);
+    }
 }
