@@ -80,8 +80,9 @@ impl MemoryObjects {
         };
         let now = Instant::now();
         held.expire(now);
+        // (`max_bytes - size` cannot underflow: a larger object is refused first.)
         if size > self.max_bytes
-            || (held.bytes + size > self.max_bytes && !held.make_room(self.max_bytes - size))
+            || (self.max_bytes - size < held.bytes && !held.make_room(self.max_bytes - size))
         {
             return Err(bytes);
         }
@@ -262,6 +263,41 @@ mod tests {
                 .is_err()
         );
         assert!(memory.get("e").is_some());
+    }
+
+    #[test]
+    fn an_object_of_exactly_the_bound_fits_an_empty_memory() {
+        let memory = MemoryObjects::new(6, Duration::from_secs(60));
+        assert_eq!(memory.max_bytes(), 6);
+        assert!(
+            memory
+                .insert("a", Bytes::from_static(b"123456"), meta())
+                .is_ok()
+        );
+        assert!(
+            memory
+                .insert("b", Bytes::from_static(b"1"), meta())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_object_stored_again_and_read_again_waits_for_its_new_turn() {
+        let memory = MemoryObjects::new(12, Duration::from_secs(60));
+        let four = Bytes::from_static(b"1234");
+        assert!(memory.insert("a", four.clone(), meta()).is_ok());
+        assert!(memory.get("a").is_some());
+        assert!(memory.insert("b", four.clone(), meta()).is_ok());
+        assert!(memory.get("b").is_some());
+        // a again, with room to spare: a new object, read after b was.
+        assert!(memory.insert("a", four.clone(), meta()).is_ok());
+        assert!(memory.get("a").is_some());
+        assert!(memory.insert("c", Bytes::from(vec![0; 8]), meta()).is_ok());
+        assert!(memory.get("b").is_none(), "b was read first");
+        assert!(
+            memory.get("a").is_some(),
+            "a's first read was of an object gone"
+        );
     }
 
     #[test]
