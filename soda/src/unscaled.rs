@@ -57,17 +57,8 @@ pub(crate) struct HeaderValues {
 impl HeaderValues {
     /// Reads every card of `hdu` of `file` (made the current HDU).
     pub(crate) fn read(file: &mut FitsFile, hdu: &FitsHdu) -> Result<HeaderValues, SodaError> {
-        let number = hdu_number(hdu)?;
+        let cards = header_cards(file, hdu)?;
         let mut status = 0;
-        let mut cards: c_int = 0;
-        // SAFETY: `fptr` is the live handle owned by `file`, borrowed mutably for this block;
-        // the other arguments are pointers to locals.
-        unsafe {
-            let fptr = file.as_raw();
-            sys::ffmahd(fptr, number, std::ptr::null_mut(), &mut status);
-            sys::ffghsp(fptr, &mut cards, std::ptr::null_mut(), &mut status);
-        }
-        check(status, "reading the header's size")?;
         let mut values = HashMap::with_capacity(usize::try_from(cards).unwrap_or(0));
         for n in 1..=cards {
             let mut card = [0 as c_char; CARD_BUFFER];
@@ -200,10 +191,9 @@ pub(crate) fn copy_cards<'a>(
     Ok(copied)
 }
 
-/// A hash of every card of `hdu`'s header, as written: two headers with the same hash say the
-/// same (to the odds of a 64-bit collision). Reads the cards without parsing them.
-pub(crate) fn header_hash(file: &mut FitsFile, hdu: &FitsHdu) -> Result<u64, SodaError> {
-    use std::hash::{Hash, Hasher};
+/// Makes `hdu` the current HDU of `file` and answers how many cards its header holds (`END`
+/// not counted).
+fn header_cards(file: &mut FitsFile, hdu: &FitsHdu) -> Result<c_int, SodaError> {
     let number = hdu_number(hdu)?;
     let mut status = 0;
     let mut cards: c_int = 0;
@@ -215,6 +205,16 @@ pub(crate) fn header_hash(file: &mut FitsFile, hdu: &FitsHdu) -> Result<u64, Sod
         sys::ffghsp(fptr, &mut cards, std::ptr::null_mut(), &mut status);
     }
     check(status, "reading the header's size")?;
+    Ok(cards)
+}
+
+/// A hash of every card of `hdu`'s header, as written: two headers with the same hash say the
+/// same (to the odds of a 64-bit collision). Reads the cards without parsing them.
+pub(crate) fn header_hash(file: &mut FitsFile, hdu: &FitsHdu) -> Result<u64, SodaError> {
+    use std::hash::{Hash, Hasher};
+    let number = hdu_number(hdu)?;
+    let cards = header_cards(file, hdu)?;
+    let mut status = 0;
     let mut hasher = std::hash::DefaultHasher::new();
     number.hash(&mut hasher);
     for n in 1..=cards {
