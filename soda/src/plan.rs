@@ -285,6 +285,12 @@ mod handover {
     pub(super) fn held(key: &str) -> bool {
         entries().located.contains_key(key)
     }
+
+    /// Entries in the order of puts, taken ones included.
+    #[cfg(test)]
+    pub(super) fn queued() -> usize {
+        entries().order.len()
+    }
 }
 
 /// The bytes of pixel data a cutout of `stencil` out of `source` would hold, without cutting it
@@ -503,12 +509,19 @@ mod tests {
             Stencil::parse_circle(&format!("{ra} 41.0 {}", 5.0 * SCALE)).unwrap()
         };
         let options = CutOptions::default();
-        for n in 0..=handover::MAX_ENTRIES {
-            cutout_size(&source, &stencil(n), &options).unwrap();
-        }
+        let plan = |n| cutout_size(&source, &stencil(n), &options).unwrap();
         let held = |n| handover::held(&handover::key(&source, &stencil(n), &options));
+        plan(0);
+        for n in 1..handover::MAX_ENTRIES {
+            plan(n);
+        }
+        // Planned again: its first entry's turn to go comes now, and it stays.
+        plan(0);
+        plan(handover::MAX_ENTRIES);
         // (Other tests may put entries meanwhile: only ever more of them.)
-        assert!(!held(0), "the oldest went");
+        assert!(held(0), "put again, it waits for its new turn");
+        assert!(!held(1), "the oldest went");
         assert!(held(handover::MAX_ENTRIES), "the newest stays");
+        assert_eq!(handover::queued(), handover::MAX_ENTRIES);
     }
 }
