@@ -437,6 +437,24 @@ pub(crate) async fn stamp_table(
     builder.finish(job, store, scratch).await
 }
 
+/// Files removed when this is dropped, unless taken over first ([`RemovedUnlessAdopted::adopt`]).
+struct RemovedUnlessAdopted(Vec<PathBuf>);
+
+impl RemovedUnlessAdopted {
+    /// The files, now the caller's to remove.
+    fn adopt(mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for RemovedUnlessAdopted {
+    fn drop(&mut self) {
+        for file in &self.0 {
+            std::fs::remove_file(file).ok();
+        }
+    }
+}
+
 /// The results of a bulk job: the stamps its plan lists, image by image.
 ///
 /// A plan of one shard is cut here, straight into the results. A plan of several is shared
@@ -470,7 +488,9 @@ pub(crate) async fn bulk(
         .with_default_extent(rules.default_extent);
     let (total_stamps, total_images) = reader.totals();
     // The plan is read and split on a blocking thread: it is a file, perhaps a large one. An
-    // abort drops this future but not the thread: the shard plans it wrote then go with it.
+    // abort drops this future but not the thread, before or after the thread sent the split:
+    // the shard plans travel with a guard that removes them wherever the split is dropped
+    // unadopted (by the thread, or in the channel with its receiver).
     let base = scratch.file("shard");
     let limits = settings.shards;
     let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -480,18 +500,18 @@ pub(crate) async fn bulk(
             path.push(format!("-{n}"));
             PathBuf::from(path)
         });
-        if let Err(Ok(unwanted)) = sender.send(split) {
-            for shard in unwanted.shards {
-                std::fs::remove_file(shard.plan).ok();
-            }
-        }
+        let split = split.map(|split| {
+            let plans = RemovedUnlessAdopted(split.shards.iter().map(|s| s.plan.clone()).collect());
+            (split, plans)
+        });
+        sender.send(split).ok();
     });
-    let split = receiver
+    let (split, plans) = receiver
         .await
         .map_err(|e| internal(format!("plan thread failed: {e}")))??;
     // Adopted at once (no await between): whenever this attempt ends, they go.
-    for shard in &split.shards {
-        scratch.adopt(shard.plan.clone());
+    for plan in plans.adopt() {
+        scratch.adopt(plan);
     }
 
     // Stamps of one size stack into a table's fixed-size column; others need their own shapes.
@@ -850,5 +870,30 @@ impl<'a> Progress<'a> {
         if let Err(e) = self.uws.report_progress(self.job, progress).await {
             tracing::debug!(error = %e, "progress report refused");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_plans_dropped_unadopted_are_removed_and_adopted_ones_kept() {
+        let dir = tempfile::tempdir().expect("directory");
+        let files: Vec<PathBuf> = (0..3).map(|n| dir.path().join(format!("s-{n}"))).collect();
+        for file in &files {
+            std::fs::write(file, "plan").expect("write");
+        }
+        let adopted = RemovedUnlessAdopted(files.clone()).adopt();
+        assert_eq!(adopted, files);
+        assert!(files.iter().all(|f| f.exists()), "adopted: kept");
+        // As when an abort drops the split in the channel before the coordinator took it.
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        sender.send(RemovedUnlessAdopted(files.clone())).ok();
+        drop(receiver);
+        assert!(
+            files.iter().all(|f| !f.exists()),
+            "dropped unadopted: removed"
+        );
     }
 }
