@@ -240,7 +240,7 @@ fn open_and_plan(
     } else {
         provenance.source_id.clone()
     };
-    let plan = Plan::new(&mut src, source, &name, stencil, options)?;
+    let plan = Plan::for_cut(&mut src, source, &name, stencil, options)?;
     Ok((src, plan))
 }
 

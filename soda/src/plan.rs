@@ -61,14 +61,38 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// `src` is the file at `source` (whose header is parsed once per version, see
-    /// `parsed`); `source_name` names the image in errors.
+    /// Plans the cut of `stencil` out of `src`, the file at `source` (whose header is parsed
+    /// once, see `parsed`); `source_name` names the image in errors.
     pub(crate) fn new(
         src: &mut FitsFile,
         source: &Path,
         source_name: &str,
         stencil: &Stencil,
         options: &CutOptions,
+    ) -> Result<Plan, SodaError> {
+        Plan::make(src, source, source_name, stencil, options, false)
+    }
+
+    /// [`Plan::new`] for the cut itself: takes the location an earlier plan of the same
+    /// cutout handed over ([`Plan::hand_over`]) rather than locating it again. Only a cut
+    /// takes, so every request locates its cutout at least once.
+    pub(crate) fn for_cut(
+        src: &mut FitsFile,
+        source: &Path,
+        source_name: &str,
+        stencil: &Stencil,
+        options: &CutOptions,
+    ) -> Result<Plan, SodaError> {
+        Plan::make(src, source, source_name, stencil, options, true)
+    }
+
+    fn make(
+        src: &mut FitsFile,
+        source: &Path,
+        source_name: &str,
+        stencil: &Stencil,
+        options: &CutOptions,
+        take_handed: bool,
     ) -> Result<Plan, SodaError> {
         let section = match stencil {
             Stencil::Pixels(section) => Some(section),
@@ -79,12 +103,15 @@ impl Plan {
             .as_deref()
             .or_else(|| section.and_then(|s| s.extension()));
         let (image, wcs, header) = crate::parsed::source_image(src, source, extension)?;
-        let key = handover::key(source, stencil, options);
+        let handed = match take_handed {
+            true => handover::take(&handover::key(source, stencil, options), header),
+            false => None,
+        };
         if let Some(Located {
             region,
             window,
             planes,
-        }) = handover::take(&key, header)
+        }) = handed
         {
             return Ok(Plan {
                 image,
@@ -399,7 +426,7 @@ pub fn cutout_reads(
 ) -> Result<ReadPlan, SodaError> {
     let _guard = lock_source(source);
     let mut src = FitsFile::open(source)?;
-    let plan = Plan::new(&mut src, source, source_name, stencil, options)?;
+    let plan = Plan::for_cut(&mut src, source, source_name, stencil, options)?;
     let mut axes = vec![plan.image.nx, plan.image.ny];
     axes.extend(&plan.image.extra);
     Ok(ReadPlan {
@@ -459,6 +486,12 @@ mod tests {
         assert!(!handover::held(&key), "a cut leaves nothing");
         let size = cutout_size(&source, &stencil, &options).unwrap();
         assert!(handover::held(&key), "the plan left its location");
+        // A second plan of the same cutout (another request's frontend) locates it itself and
+        // leaves the entry for a cut.
+        let before = handover::queued();
+        cutout_size(&source, &stencil, &options).unwrap();
+        assert!(handover::held(&key), "a plan does not take");
+        assert!(handover::queued() > before, "it put its own");
         let after_plan = cut(&source, &stencil, &options);
         assert!(!handover::held(&key), "the cut took it");
         assert!(after_plan == alone, "the same cutout, byte for byte");
