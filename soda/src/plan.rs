@@ -486,12 +486,24 @@ mod tests {
         assert!(!handover::held(&key), "a cut leaves nothing");
         let size = cutout_size(&source, &stencil, &options).unwrap();
         assert!(handover::held(&key), "the plan left its location");
-        // A second plan of the same cutout (another request's frontend) locates it itself and
-        // leaves the entry for a cut.
-        let before = handover::queued();
-        cutout_size(&source, &stencil, &options).unwrap();
-        assert!(handover::held(&key), "a plan does not take");
-        assert!(handover::queued() > before, "it put its own");
+        // A plan of the same cutout (another request's frontend) locates it itself: an entry
+        // planted with a wrong location, on the right header, is not what it prices.
+        let mut file = FitsFile::open(&source).unwrap();
+        let (_, _, header) = crate::parsed::source_image(&mut file, &source, None).unwrap();
+        let one = PixelBox {
+            x0: 0,
+            y0: 0,
+            x1: 0,
+            y1: 0,
+        };
+        let planted = Located {
+            region: one,
+            window: Window::of(one),
+            planes: Vec::new(),
+        };
+        handover::put(key.clone(), header, planted);
+        assert_eq!(cutout_size(&source, &stencil, &options).unwrap(), size);
+        assert!(handover::held(&key));
         let after_plan = cut(&source, &stencil, &options);
         assert!(!handover::held(&key), "the cut took it");
         assert!(after_plan == alone, "the same cutout, byte for byte");
