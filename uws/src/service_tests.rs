@@ -1476,3 +1476,19 @@ async fn a_change_that_does_not_end_the_wait_is_not_read_from_the_store() {
     // One read to find the job, none for the change to EXECUTING.
     assert_eq!(worker.await.expect("worker"), reads + 1);
 }
+
+#[tokio::test]
+async fn a_store_keeps_no_transient_result_in_memory_unless_it_says_so() {
+    use crate::results::{ObjectMeta, Offer, ResultStore};
+    let store = crate::testing::RecordingResultStore::new();
+    assert_eq!(store.transient_room(), 0, "a worker then cuts to a file");
+    let meta = ObjectMeta {
+        content_type: "application/fits".to_owned(),
+        filename: "x.fits".to_owned(),
+    };
+    let offered = store.offer_transient("j/a/result.fits", vec![1, 2, 3], &meta);
+    match offered.await.expect("offer") {
+        Offer::Declined(bytes) => assert_eq!(bytes, [1, 2, 3], "the bytes come back"),
+        Offer::Kept(size) => panic!("kept {size} bytes"),
+    }
+}
