@@ -394,8 +394,11 @@ pub struct JobsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Jobs one worker runs at once.
+    /// Jobs of every lane one worker runs at once (its general slots).
     pub concurrency: usize,
+    /// Synchronous requests' jobs one worker runs at once beside them (slots of their own; a
+    /// sync job also takes an idle general slot).
+    pub sync_concurrency: usize,
     /// Seconds a queue entry may go without a heartbeat before another worker takes the job.
     pub visibility_timeout: u64,
     /// Seconds a stopping worker lets running jobs finish before handing them back.
@@ -508,6 +511,7 @@ impl WorkerConfig {
     pub fn loop_settings(&self) -> worker::distributed::LoopSettings {
         worker::distributed::LoopSettings {
             concurrency: self.concurrency,
+            sync_concurrency: self.sync_concurrency,
             visibility_timeout: Duration::from_secs(self.visibility_timeout.max(1)),
             drain_timeout: Duration::from_secs(self.drain_timeout),
             recovery_interval: Duration::from_secs(self.recovery_interval.max(1)),
@@ -517,16 +521,27 @@ impl WorkerConfig {
         }
     }
 
+    /// The worker's slots, general and sync (see `worker::slots`).
+    pub fn slots(&self) -> worker::Slots {
+        worker::Slots::new(self.concurrency, self.sync_concurrency)
+    }
+
     /// When a worker retires (drains and exits 0) after its start; `None`: never.
     pub fn retire_after(&self) -> Option<Duration> {
         (self.max_uptime > 0).then(|| Duration::from_secs(self.max_uptime))
     }
 }
 
+/// The cores this process may use (2 when that cannot be told).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            concurrency: cores() * 2,
+            sync_concurrency: cores() * 16,
             visibility_timeout: 30,
             drain_timeout: 20,
             recovery_interval: 10,
@@ -688,6 +703,7 @@ impl Config {
             shards: self.bulk.shard_limits(),
             max_stamp_side: (self.jobs.max_stamp_size > 0)
                 .then(|| usize::try_from(self.jobs.max_stamp_size).unwrap_or(usize::MAX)),
+            jobs_at_once: self.worker.slots().total(),
         }
     }
 

@@ -119,7 +119,7 @@ pub async fn start(mut config: Config, demo: bool) -> anyhow::Result<Running> {
         worker,
         queue_rx,
         events.clone() as Arc<dyn PhaseEvents>,
-        config.worker.concurrency,
+        config.worker.slots(),
         shutdown.clone(),
     ));
     let requeued = uws.requeue_unfinished(100_000).await?;

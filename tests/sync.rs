@@ -319,6 +319,37 @@ fn sync_is_refused_with_retry_after_when_the_queue_is_full_and_creates_no_job() 
     assert_eq!(alice.job_ids(), vec![queued]);
 }
 
+#[test]
+fn a_sync_request_is_answered_while_async_work_fills_every_general_slot() {
+    // One worker with one general slot, taken by a long bulk job: the sync request runs in a
+    // slot of its own instead of waiting for the bulk job to end.
+    let topology = match Topology::from_env() {
+        Topology::Embedded => Topology::Embedded,
+        Topology::Distributed { .. } => Topology::Distributed { workers: 1 },
+    };
+    let app = app()
+        .config("WORKER__CONCURRENCY", "1")
+        .topology(topology)
+        .start();
+    let (catalogue, _) = slow_bulk_catalogue(&app, 60);
+    let bulk = create_bulk(&app, &catalogue);
+    assert_eq!(app.wait_until_not_queued(&bulk), "EXECUTING");
+
+    let url = sync_redirect(&app, &[("ID", IMAGE), ("CIRCLE", &circle(RA, DEC, 5.0))]);
+    let (pixels, w, h) = read_f32(&download(&app, &url), 1);
+    assert_eq!(pixels.len(), w * h);
+    assert!((10..=12).contains(&w), "{w}x{h}");
+    assert_eq!(
+        app.phase(&bulk),
+        "EXECUTING",
+        "the sync request was answered only after the bulk job"
+    );
+
+    let r = app.post(&format!("/jobs/{bulk}/phase"), &[("PHASE", "ABORT")]);
+    assert_eq!(r.status(), 303);
+    app.wait_final(&bulk);
+}
+
 /// Writes `images/mef.fits`: an empty primary HDU, then the test image as extension `VAR` and,
 /// with every pixel doubled, as extension `SCI`.
 fn write_two_extension_image(app: &TestApp) {

@@ -123,17 +123,10 @@ pub(crate) async fn cut_all(
         && store.transient
         && !request.header_only
         && request.preview.is_none()
-        && store.results.transient_room() > 0
+        && let room = memory_share(store.results.transient_room(), settings.jobs_at_once)
+        && room > 0
     {
-        let cut = cut_one_to_memory(
-            &sources,
-            settings,
-            id,
-            stencil,
-            options(id),
-            store.results.transient_room(),
-        )
-        .await?;
+        let cut = cut_one_to_memory(&sources, settings, id, stencil, options(id), room).await?;
         if let Some(bytes) = cut {
             let meta = ObjectMeta {
                 content_type: FITS.to_owned(),
@@ -314,6 +307,13 @@ async fn cut_one(
 
 /// Cuts one pair into memory on a blocking thread, if its cutout is at most `max_bytes` (else
 /// `None`, and nothing is cut: the caller cuts it to a file).
+/// The most bytes one sync result may take when cut into memory: its job's share of the
+/// store's memory (`room`) among every job this worker may run at once, so that those cuts
+/// together never hold more memory than the store keeps; a larger result is cut to a file.
+fn memory_share(room: u64, jobs_at_once: usize) -> u64 {
+    room / u64::try_from(jobs_at_once.max(1)).unwrap_or(u64::MAX)
+}
+
 async fn cut_one_to_memory(
     sources: &JobSources<'_>,
     settings: &WorkerSettings,
@@ -466,4 +466,19 @@ pub(crate) fn unavailable(message: String) -> JobError {
 /// frontend answers the same error on the request path.
 pub(crate) fn job_error(e: SodaError) -> JobError {
     JobError::new(e.code(), e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_share;
+
+    #[test]
+    fn a_cut_into_memory_may_take_its_share_of_the_memory_among_the_worker_s_slots() {
+        assert_eq!(memory_share(1000, 4), 250);
+        assert_eq!(memory_share(1000, 3), 333);
+        assert_eq!(memory_share(1000, 1), 1000);
+        // No slot count (a worker built by hand): the whole memory.
+        assert_eq!(memory_share(1000, 0), 1000);
+        assert_eq!(memory_share(0, 4), 0);
+    }
 }

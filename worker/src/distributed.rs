@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uws::events::PhaseEvents;
@@ -17,11 +16,15 @@ use uws::{ExecutionPhase, JobId, UwsError};
 use crate::local::watch_aborts;
 use crate::redis::{Delivery, RedisConsumer, RedisQueue};
 use crate::runner::Worker;
+use crate::slots::Slots;
 
 /// How the worker loop behaves.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
+    /// General slots, for jobs of every lane (`[worker] concurrency`).
     pub concurrency: usize,
+    /// Slots for synchronous requests' jobs alone (`[worker] sync_concurrency`).
+    pub sync_concurrency: usize,
     /// An entry idle this long is presumed abandoned by a dead worker.
     pub visibility_timeout: Duration,
     /// On shutdown, how long running jobs may take before they are handed back to the queue.
@@ -63,7 +66,7 @@ pub async fn run_redis(
             shutdown.clone(),
         ))
     });
-    let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    let slots = Slots::new(settings.concurrency, settings.sync_concurrency);
     let running: Arc<Mutex<HashMap<JobId, Delivery>>> = Arc::default();
     let mut tasks = JoinSet::new();
     let mut taken: u64 = 0;
@@ -72,16 +75,18 @@ pub async fn run_redis(
             tracing::info!(jobs = taken, "max_jobs reached; finishing and exiting");
             break;
         }
-        let permit = tokio::select! {
+        let free = tokio::select! {
             () = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
+            free = slots.free() => match free {
+                Some(free) => free,
+                None => break,
             },
         };
+        // Holding only a sync slot, the read asks the sync stream alone; a general slot freed
+        // meanwhile is seen at the next read, at most a second later.
         let next = tokio::select! {
             () = shutdown.cancelled() => break,
-            next = consumer.next(Duration::from_secs(1)) => next,
+            next = consumer.next(Duration::from_secs(1), free.lanes()) => next,
         };
         let delivery = match next {
             Ok(Some(d)) => d,
@@ -93,6 +98,8 @@ pub async fn run_redis(
             }
         };
         taken += 1;
+        // Always a slot: the read took only from the lanes these slots run.
+        let permit = free.take(delivery.job.priority);
         // A shard is not handed back at a drain: the job's own worker cuts whatever shard
         // nobody else finished.
         let shard = delivery.job.shard.clone();

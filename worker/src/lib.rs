@@ -22,9 +22,11 @@ pub mod redis;
 pub mod redis_events;
 pub mod runner;
 mod shards;
+pub mod slots;
 pub mod sources;
 mod stamps;
 
 pub use local::{LocalQueue, LocalQueueReceiver, run_local};
 pub use runner::{Outcome, Worker, WorkerSettings};
 pub use shards::ShardLimits;
+pub use slots::Slots;

@@ -1,21 +1,22 @@
 //! The in-process queue of `skycut serve`, and the loop that runs its jobs.
 //!
 //! One channel per lane ([`Priority`]): a worker slot always takes a waiting sync job first, then
-//! an async one, then a bulk one (fair share). Concurrency is a semaphore of worker slots; each
-//! job runs in its own task.
+//! an async one, then a bulk one (fair share). Concurrency is the worker's [`Slots`] (sync jobs
+//! have slots of their own beside the general ones); each job runs in its own task.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uws::UwsError;
 use uws::events::PhaseEvents;
 use uws::queue::{JobQueue, Priority, QueuedJob};
 
 use crate::runner::Worker;
+use crate::slots::Slots;
 
 /// One lane's channel ends, indexed like [`Priority::ALL`].
 fn lane(priority: Priority) -> usize {
@@ -114,14 +115,16 @@ impl JobQueue for LocalQueue {
 }
 
 impl LocalQueueReceiver {
-    /// The next job, from the first lane that has one; None when every sender is gone.
-    async fn next(&mut self) -> Option<QueuedJob> {
+    /// The next job of `lanes`, from the first lane that has one; None when every sender is
+    /// gone. Cancel-safe: a job is taken only when this returns it.
+    async fn next(&mut self, lanes: &[Priority]) -> Option<QueuedJob> {
         let [sync, async_, bulk] = &mut self.lanes;
+        let wants = |lane: Priority| lanes.contains(&lane);
         let job = tokio::select! {
             biased;
-            Some(job) = sync.recv() => job,
-            Some(job) = async_.recv() => job,
-            Some(job) = bulk.recv() => job,
+            Some(job) = sync.recv(), if wants(Priority::Sync) => job,
+            Some(job) = async_.recv(), if wants(Priority::Async) => job,
+            Some(job) = bulk.recv(), if wants(Priority::Bulk) => job,
             else => return None,
         };
         if let Ok(mut list) = self.waiting.list(job.priority).lock() {
@@ -133,26 +136,33 @@ impl LocalQueueReceiver {
     }
 }
 
-/// Runs jobs from the local queue, `concurrency` at a time, until `shutdown` is cancelled; then
-/// waits for the running jobs to finish.
+/// Runs jobs from the local queue, as many at once as `slots` allow, until `shutdown` is
+/// cancelled; then waits for the running jobs to finish.
 pub async fn run_local(
     worker: Worker,
     mut queue: LocalQueueReceiver,
     events: Arc<dyn PhaseEvents>,
-    concurrency: usize,
+    slots: Slots,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
     let watcher = tokio::spawn(watch_aborts(worker.clone(), events, shutdown.clone()));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let next = tokio::select! {
+        let free = tokio::select! {
             () = shutdown.cancelled() => None,
-            id = queue.next() => id,
+            free = slots.free() => free,
+        };
+        let Some(free) = free else { break };
+        let next = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            job = queue.next(free.lanes()) => job,
+            // Holding only a sync slot, a freed general slot is the moment to look at every
+            // lane again (an async job may be waiting).
+            () = slots.general_freed(), if !free.has_general() => continue,
         };
         let Some(job) = next else { break };
+        // Always a slot: `next` takes only from the lanes these slots run.
+        let permit = free.take(job.priority);
         let worker = worker.clone();
         tokio::spawn(async move {
             let id = job.id;
@@ -169,9 +179,7 @@ pub async fn run_local(
         });
     }
     // Drain: every slot back means every running job is done.
-    let _ = slots
-        .acquire_many(u32::try_from(concurrency.max(1)).unwrap_or(1))
-        .await;
+    slots.all_free().await;
     watcher.abort();
 }
 
@@ -220,10 +228,16 @@ mod tests {
             .await
             .expect("enqueue");
         // The sync job is taken first; the async one is still the oldest waiting.
-        assert_eq!(receiver.next().await, Some(job(2, Priority::Sync)));
+        assert_eq!(
+            receiver.next(&Priority::ALL).await,
+            Some(job(2, Priority::Sync))
+        );
         let age = queue.oldest_age().await.expect("age").expect("waiting");
         assert!(age >= first, "{age:?} < {first:?}");
-        assert_eq!(receiver.next().await, Some(job(1, Priority::Async)));
+        assert_eq!(
+            receiver.next(&Priority::ALL).await,
+            Some(job(1, Priority::Async))
+        );
         assert_eq!(queue.oldest_age().await.expect("age"), None);
     }
 
@@ -243,7 +257,7 @@ mod tests {
         assert_eq!(queue.depth().await.expect("depth"), 5);
         let mut taken = Vec::new();
         for _ in 0..sent.len() {
-            taken.push(receiver.next().await.expect("job").id);
+            taken.push(receiver.next(&Priority::ALL).await.expect("job").id);
         }
         let order: Vec<JobId> = [4, 2, 5, 1, 3]
             .into_iter()

@@ -385,14 +385,22 @@ impl RedisConsumer {
         Ok(())
     }
 
-    /// The next job: an entry a previous read already delivered, else a new entry of the first
-    /// lane that has one, else an entry abandoned by a dead worker, else (waiting up to `block`)
-    /// a new entry of any lane, the first lane's first.
-    pub async fn next(&self, block: Duration) -> Result<Option<Delivery>, UwsError> {
-        if let Some(d) = self.delivered.lock().ok().and_then(|mut q| q.pop_front()) {
+    /// The next job of `lanes`: an entry a previous read already delivered, else a new entry of
+    /// the first lane that has one, else an entry abandoned by a dead worker, else (waiting up
+    /// to `block`) a new entry of any of them, the first lane's first.
+    pub async fn next(
+        &self,
+        block: Duration,
+        lanes: &[Priority],
+    ) -> Result<Option<Delivery>, UwsError> {
+        let buffered = self.delivered.lock().ok().and_then(|mut q| {
+            let at = q.iter().position(|d| lanes.contains(&d.job.priority))?;
+            q.remove(at)
+        });
+        if let Some(d) = buffered {
             return Ok(Some(d));
         }
-        match self.next_inner(block).await {
+        match self.next_inner(block, lanes).await {
             Err(UwsError::Queue(m)) if m.contains("NOGROUP") => {
                 // Redis lost the streams: recreate the groups and read again next time.
                 self.ensure_groups().await?;
@@ -402,8 +410,16 @@ impl RedisConsumer {
         }
     }
 
-    async fn next_inner(&self, block: Duration) -> Result<Option<Delivery>, UwsError> {
-        let streams = Priority::ALL.map(|p| self.streams.stream(p));
+    async fn next_inner(
+        &self,
+        block: Duration,
+        lanes: &[Priority],
+    ) -> Result<Option<Delivery>, UwsError> {
+        let streams: Vec<String> = Priority::ALL
+            .into_iter()
+            .filter(|p| lanes.contains(p))
+            .map(|p| self.streams.stream(p))
+            .collect();
         for stream in &streams {
             if let Some(d) = self.read(&self.commands, &[stream.as_str()], None).await? {
                 return Ok(Some(d));
@@ -416,6 +432,10 @@ impl RedisConsumer {
         }
         let block_ms = u64::try_from(block.as_millis()).unwrap_or(u64::MAX).max(1);
         let all: Vec<&str> = streams.iter().map(String::as_str).collect();
+        if all.is_empty() {
+            tokio::time::sleep(block).await;
+            return Ok(None);
+        }
         self.read(&self.reader, &all, Some(block_ms)).await
     }
 

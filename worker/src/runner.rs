@@ -32,6 +32,10 @@ pub struct WorkerSettings {
     /// Most pixels a side of a bulk job's `RADIUS` stamp (`[jobs] max_stamp_size`); a wider
     /// one is an error of its row, refused before its pixels are read.
     pub max_stamp_side: Option<usize>,
+    /// The most jobs this worker runs at once, in slots of both kinds
+    /// ([`crate::Slots::total`]): a sync result cut into memory may take at most this share of
+    /// the result store's memory, so that cuts running together never hold more than it.
+    pub jobs_at_once: usize,
 }
 
 /// How long after an abort a store call cut short may still finish its object.

@@ -37,6 +37,7 @@ fn setup() -> Setup {
             part_bytes: 1 << 30,
             shards: crate::ShardLimits::default(),
             max_stamp_side: None,
+            jobs_at_once: 1,
         },
     );
     std::fs::create_dir_all(dir.path().join("scratch")).expect("scratch directory");
@@ -308,6 +309,7 @@ fn setup_with_memory(memory: Arc<bucket::MemoryObjects>) -> MemorySetup {
             part_bytes: 1 << 30,
             shards: crate::ShardLimits::default(),
             max_stamp_side: None,
+            jobs_at_once: 1,
         },
     );
     MemorySetup {
