@@ -5,7 +5,7 @@
 //! wcslib applies SIP and TPV distortion itself, and works in the image's own frame; the
 //! rotation between ICRS and galactic coordinates is done here.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::SodaError;
 use crate::header::{Value, WcsKeywords};
@@ -25,6 +25,25 @@ pub(crate) struct CelestialWcs {
     cards: Vec<String>,
     /// Whether the image's axes are galactic longitude and latitude.
     galactic: bool,
+    /// The image's border as every stencil located on it sees it, worked out once.
+    frame: OnceLock<Arc<ImageFrame>>,
+}
+
+/// What locating any stencil on an image needs of the image alone: the pixel scale at its
+/// centre and its border sampled in pixels with each sample's sky position. Worked out once
+/// per WCS (`CelestialWcs::frame`), since mapping the border to the sky was a third of locating
+/// a small stencil, and the answer depends on the image only.
+#[derive(Debug)]
+pub(crate) struct ImageFrame {
+    /// The image size this frame is of.
+    pub(crate) nx: usize,
+    pub(crate) ny: usize,
+    /// The angular size of one pixel at the image centre, in degrees.
+    pub(crate) scale_deg: f64,
+    /// Points along the image's outer pixel edges, 0-based pixel coordinates.
+    pub(crate) border: Vec<(f64, f64)>,
+    /// The ICRS position of each point of `border`; `None` off the projection's domain.
+    pub(crate) border_sky: Vec<Option<(f64, f64)>>,
 }
 
 /// Spare wcslib structures kept per WCS: about the threads that plan cutouts at once.
@@ -115,6 +134,7 @@ impl CelestialWcs {
             spares: Mutex::new(Vec::new()),
             cards,
             galactic,
+            frame: OnceLock::new(),
         };
         // A WCS that sets up but maps no pixel to the sky and back (wcslib finds a singular
         // matrix only when inverting it) would answer every request with "no overlap": say so.
@@ -215,6 +235,27 @@ impl CelestialWcs {
             .into_iter()
             .map(|w| w.map(|w| self.to_icrs(w)))
             .collect()
+    }
+
+    /// The frame of an `nx` x `ny` image on this WCS: the one kept, or made by `make` (and
+    /// kept, unless one of another size is kept already).
+    pub(crate) fn frame(
+        &self,
+        nx: usize,
+        ny: usize,
+        make: impl FnOnce() -> ImageFrame,
+    ) -> Arc<ImageFrame> {
+        if let Some(frame) = self.frame.get()
+            && frame.nx == nx
+            && frame.ny == ny
+        {
+            return frame.clone();
+        }
+        let frame = Arc::new(make());
+        // Refused when another thread kept one first (the same) or one of another size is
+        // kept: this one then serves its caller alone.
+        let _ = self.frame.set(frame.clone());
+        frame
     }
 }
 

@@ -247,11 +247,13 @@ struct Located {
 /// its outline and the image's border between sky and pixels) was a fifth of the service's
 /// CPU, so the frontend's plan leaves what it located here and the worker's plan takes it.
 ///
-/// An entry is taken once, by the first plan of the same cutout (file path, stencil and
-/// options, compared exactly) of the same header (its hash, so a file changed in between is
-/// located afresh); entries nobody takes (the worker runs in another process, or the request
-/// was refused) are dropped oldest first beyond a bound. Identical requests that arrive
-/// together each locate their cutout once: the frontend puts, only the cut takes.
+/// An entry is taken once per plan that left it, by the next cuts of the same cutout (file
+/// path, stencil and options, compared exactly) of the same header (its hash, so a file changed
+/// in between is located afresh); entries nobody takes (the worker runs in another process, or
+/// the request was refused) are dropped oldest first beyond a bound. Identical requests that
+/// arrive together each locate their cutout once: each frontend's plan adds a turn to the one
+/// entry of that cutout (a location depends on nothing else, so every plan left the same one),
+/// and each cut takes a turn; only cuts take.
 mod handover {
     use std::collections::{HashMap, VecDeque};
     use std::path::Path;
@@ -260,13 +262,23 @@ mod handover {
     use super::{CutOptions, Located};
     use crate::stencil::Stencil;
 
-    /// Entries kept at most.
+    /// Puts remembered at most (an entry goes when its latest put is the oldest remembered).
     pub(super) const MAX_ENTRIES: usize = 1024;
+
+    /// One cutout's location, left by plans not yet followed by their cuts.
+    struct Entry {
+        /// The number of its latest `put`.
+        put: u64,
+        /// The hash of the header it was located on.
+        header: u64,
+        located: Located,
+        /// Plans that left it and whose cuts have not taken it yet.
+        turns: usize,
+    }
 
     #[derive(Default)]
     struct Entries {
-        /// Each entry with the number of its `put` and its header's hash.
-        located: HashMap<String, (u64, u64, Located)>,
+        located: HashMap<String, Entry>,
         /// Keys in the order they were put, with the number of that `put` (an entry taken, or
         /// put again since, is skipped when its turn to go comes).
         order: VecDeque<(u64, String)>,
@@ -291,26 +303,57 @@ mod handover {
         entries.puts += 1;
         let put = entries.puts;
         entries.order.push_back((put, key.clone()));
-        entries.located.insert(key, (put, header, located));
+        match entries.located.get_mut(&key) {
+            Some(entry) if entry.header == header => {
+                entry.put = put;
+                entry.located = located;
+                entry.turns += 1;
+            }
+            _ => {
+                let entry = Entry {
+                    put,
+                    header,
+                    located,
+                    turns: 1,
+                };
+                entries.located.insert(key, entry);
+            }
+        }
         while entries.order.len() > MAX_ENTRIES {
             let Some((put, oldest)) = entries.order.pop_front() else {
                 break;
             };
-            if entries.located.get(&oldest).is_some_and(|e| e.0 == put) {
+            if entries.located.get(&oldest).is_some_and(|e| e.put == put) {
                 entries.located.remove(&oldest);
             }
         }
     }
 
-    /// The entry for `key`, removed, if it was made on a header of hash `header`.
+    /// A turn of the entry for `key`, if it was made on a header of hash `header` (an entry of
+    /// another header is removed: its file changed).
     pub(super) fn take(key: &str, header: u64) -> Option<Located> {
-        let (_, made_on, located) = entries().located.remove(key)?;
-        (made_on == header).then_some(located)
+        let mut entries = entries();
+        let entry = entries.located.get_mut(key)?;
+        if entry.header != header {
+            entries.located.remove(key);
+            return None;
+        }
+        entry.turns -= 1;
+        match entry.turns {
+            0 => entries.located.remove(key).map(|e| e.located),
+            _ => Some(entry.located.clone()),
+        }
     }
 
     #[cfg(test)]
     pub(super) fn held(key: &str) -> bool {
         entries().located.contains_key(key)
+    }
+
+    /// The turns left of the entry for `key` (0: none held).
+    #[cfg(test)]
+    pub(super) fn turns(key: &str) -> usize {
+        entries().located.get(key).map_or(0, |e| e.turns)
     }
 
     /// Entries in the order of puts, taken ones included.
@@ -502,16 +545,45 @@ mod tests {
             planes: Vec::new(),
         };
         handover::put(key.clone(), header, planted);
+        assert_eq!(handover::turns(&key), 2);
         assert_eq!(cutout_size(&source, &stencil, &options).unwrap(), size);
-        assert!(handover::held(&key));
+        assert_eq!(
+            handover::turns(&key),
+            3,
+            "the frontend's plan took no turn and left one"
+        );
         let after_plan = cut(&source, &stencil, &options);
-        assert!(!handover::held(&key), "the cut took it");
+        assert_eq!(handover::turns(&key), 2, "the cut took one turn");
         assert!(after_plan == alone, "the same cutout, byte for byte");
         assert_eq!(
             size.pixels,
             (alone.1.width() * alone.1.height()) as u64,
             "what was priced is what was cut"
         );
+    }
+
+    #[test]
+    fn identical_plans_each_hand_their_location_to_one_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src.fits");
+        image(&source, 10.0);
+        let stencil = Stencil::parse_circle(&format!("10.002 41.002 {}", 9.0 * SCALE)).unwrap();
+        let options = CutOptions::default();
+        let key = handover::key(&source, &stencil, &options);
+        let alone = cut(&source, &stencil, &options);
+        // Three identical requests priced together, then cut: each cut takes one turn.
+        for _ in 0..3 {
+            cutout_size(&source, &stencil, &options).unwrap();
+        }
+        assert_eq!(handover::turns(&key), 3);
+        for left in [2, 1, 0] {
+            assert!(cut(&source, &stencil, &options) == alone);
+            assert_eq!(handover::turns(&key), left);
+        }
+        assert!(!handover::held(&key), "the last cut took the entry");
+        // A fourth cut finds none, and locates the cutout itself.
+        assert!(cut(&source, &stencil, &options) == alone);
+        assert!(!handover::held(&key));
     }
 
     #[test]

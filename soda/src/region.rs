@@ -7,7 +7,9 @@
 //! added as well, which covers stencils that contain the whole image (whose boundary may not
 //! even be projectable).
 
-use crate::celestial::CelestialWcs;
+use std::sync::Arc;
+
+use crate::celestial::{CelestialWcs, ImageFrame};
 use crate::sphere::{self, Vec3};
 use crate::stencil::{Moc, Polygon, Stencil};
 
@@ -109,7 +111,8 @@ pub(crate) fn pixel_box(
         x: (-0.5, nx as f64 - 0.5),
         y: (-0.5, ny as f64 - 0.5),
     };
-    let scale = pixel_scale_deg(wcs, nx, ny);
+    let frame = image_frame(wcs, nx, ny);
+    let scale = frame.scale_deg;
     let samples = stencil.boundary(scale);
     let sky: Vec<(f64, f64)> = samples.iter().map(|&v| sphere::ra_dec(v)).collect();
     let ring: Vec<(Vec3, Option<(f64, f64)>)> =
@@ -136,9 +139,8 @@ pub(crate) fn pixel_box(
             bounds.add(d);
         }
     }
-    let border: Vec<(f64, f64)> = border(&image, 64).collect();
     let mut leaves_domain = false;
-    for (p, sky) in border.iter().zip(wcs.pixels_to_sky(&border)) {
+    for (p, sky) in frame.border.iter().zip(&frame.border_sky) {
         leaves_domain |= sky.is_none();
         if sky.is_some_and(|(ra, dec)| stencil.contains(ra, dec)) {
             bounds.add(*p);
@@ -210,20 +212,16 @@ fn moc_box(wcs: &CelestialWcs, nx: usize, ny: usize, moc: &Moc) -> Option<PixelB
 /// A circle on the sky holding the whole image (its centre and radius in degrees), or `None`
 /// when part of its border is off the sky (then no cell can be ruled out by distance).
 fn image_circle(wcs: &CelestialWcs, nx: usize, ny: usize) -> Option<(Vec3, f64)> {
-    let image = Bounds {
-        x: (-0.5, nx as f64 - 0.5),
-        y: (-0.5, ny as f64 - 0.5),
-    };
     let (ra, dec) = wcs.pixel_to_sky(nx as f64 / 2.0 - 0.5, ny as f64 / 2.0 - 0.5)?;
     let centre = sphere::unit_vector(ra, dec);
-    let border: Vec<(f64, f64)> = border(&image, 64).collect();
+    let frame = image_frame(wcs, nx, ny);
     let mut radius: f64 = 0.0;
-    for sky in wcs.pixels_to_sky(&border) {
+    for &sky in &frame.border_sky {
         let (ra, dec) = sky?;
         radius = radius.max(sphere::separation_deg(centre, sphere::unit_vector(ra, dec)));
     }
     // Between border samples the edge may bow out: a sample spacing's worth of slack.
-    Some((centre, radius * 1.05 + pixel_scale_deg(wcs, nx, ny)))
+    Some((centre, radius * 1.05 + frame.scale_deg))
 }
 
 /// Side, in pixels, of the cells in which [`add_domain_edge`] looks for the edge of the
@@ -364,6 +362,25 @@ fn border(b: &Bounds, n: usize) -> impl Iterator<Item = (f64, f64)> + '_ {
     })
 }
 
+/// The image's frame (its pixel scale, and its border in pixels and on the sky), kept with its
+/// WCS after the first stencil located on it.
+fn image_frame(wcs: &CelestialWcs, nx: usize, ny: usize) -> Arc<ImageFrame> {
+    wcs.frame(nx, ny, || {
+        let image = Bounds {
+            x: (-0.5, nx as f64 - 0.5),
+            y: (-0.5, ny as f64 - 0.5),
+        };
+        let border: Vec<(f64, f64)> = border(&image, 64).collect();
+        ImageFrame {
+            nx,
+            ny,
+            scale_deg: pixel_scale_deg(wcs, nx, ny),
+            border_sky: wcs.pixels_to_sky(&border),
+            border,
+        }
+    })
+}
+
 /// The angular size of one pixel at the image centre, which sets the boundary sampling step.
 pub(crate) fn pixel_scale_deg(wcs: &CelestialWcs, nx: usize, ny: usize) -> f64 {
     let (cx, cy) = (nx as f64 / 2.0, ny as f64 / 2.0);
@@ -417,6 +434,41 @@ mod tests {
         );
         // East is to the left: RA grows as x shrinks.
         assert!(sky(&wcs, 100.0, 255.5).0 > 10.0);
+    }
+
+    #[test]
+    fn an_image_frame_is_worked_out_once_per_wcs_and_image_size() {
+        let wcs = tan_wcs(10.0, 41.0);
+        let kept = image_frame(&wcs, N, N);
+        assert!(Arc::ptr_eq(&kept, &image_frame(&wcs, N, N)));
+        // Another size gets a frame of its own, which is not kept in place of the first.
+        let other = image_frame(&wcs, N / 2, N);
+        assert_eq!((other.nx, other.ny), (N / 2, N));
+        assert_eq!(other.border.len(), 4 * 65);
+        assert!(other.border.iter().all(|&(x, _)| x <= N as f64 / 2.0 - 0.5));
+        assert!(Arc::ptr_eq(&kept, &image_frame(&wcs, N, N)));
+        // What is kept is what a WCS that kept nothing works out.
+        let fresh = image_frame(&tan_wcs(10.0, 41.0), N / 2, N);
+        assert_eq!(other.border, fresh.border);
+        assert_eq!(other.border_sky, fresh.border_sky);
+        assert_eq!(other.scale_deg, fresh.scale_deg);
+        assert!((kept.scale_deg - SCALE).abs() < 1e-3 * SCALE);
+    }
+
+    #[test]
+    fn a_stencil_located_on_a_kept_frame_is_where_a_fresh_wcs_puts_it() {
+        let wcs = tan_wcs(10.0, 41.0);
+        let (ra, dec) = sky(&wcs, 0.0, 300.0);
+        let edge = Stencil::parse_circle(&format!("{ra} {dec} {}", 20.0 * SCALE)).unwrap();
+        let whole = Stencil::parse_circle("10 41 1").unwrap();
+        pixel_box(&wcs, N, N, &edge);
+        for stencil in [&edge, &whole] {
+            assert_eq!(
+                pixel_box(&wcs, N, N, stencil),
+                pixel_box(&tan_wcs(10.0, 41.0), N, N, stencil)
+            );
+        }
+        assert_eq!(pixel_box(&wcs, N, N, &whole), Some(full()));
     }
 
     #[test]
