@@ -614,6 +614,16 @@ mod tests {
         assert!(!handover::held(&handover::key(&source, &stencil, &options)));
         let shift = moved.x0 as i64 - before.x0 as i64;
         assert!((19..=21).contains(&shift), "{moved:?} after {before:?}");
+        // A plan on the old header, then one on the new: the new replaces it, with one turn,
+        // which the cut on the new header takes.
+        let key = handover::key(&source, &stencil, &options);
+        image(&source, 10.0);
+        cutout_size(&source, &stencil, &options).unwrap();
+        image(&source, 10.0 + 20.0 * SCALE / 41f64.to_radians().cos());
+        cutout_size(&source, &stencil, &options).unwrap();
+        assert_eq!(handover::turns(&key), 1, "the old header's turn is gone");
+        assert_eq!(cut(&source, &stencil, &options).1, moved);
+        assert!(!handover::held(&key));
     }
 
     #[test]

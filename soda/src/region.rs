@@ -445,7 +445,18 @@ mod tests {
         let other = image_frame(&wcs, N / 2, N);
         assert_eq!((other.nx, other.ny), (N / 2, N));
         assert_eq!(other.border.len(), 4 * 65);
-        assert!(other.border.iter().all(|&(x, _)| x <= N as f64 / 2.0 - 0.5));
+        // Along the outer edges of the outer pixels, corners included.
+        let extreme = |pick: fn(&(f64, f64)) -> f64, max: bool| {
+            let values = other.border.iter().map(pick);
+            match max {
+                true => values.fold(f64::MIN, f64::max),
+                false => values.fold(f64::MAX, f64::min),
+            }
+        };
+        assert_eq!(extreme(|p| p.0, false), -0.5);
+        assert_eq!(extreme(|p| p.0, true), N as f64 / 2.0 - 0.5);
+        assert_eq!(extreme(|p| p.1, false), -0.5);
+        assert_eq!(extreme(|p| p.1, true), N as f64 - 0.5);
         assert!(Arc::ptr_eq(&kept, &image_frame(&wcs, N, N)));
         // What is kept is what a WCS that kept nothing works out.
         let fresh = image_frame(&tan_wcs(10.0, 41.0), N / 2, N);

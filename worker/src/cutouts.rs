@@ -22,6 +22,7 @@
 //! be cut; a bulk job (one with `UPLOAD`) makes the same from its plan. Both are `stamps`'
 //! business.
 
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -123,9 +124,12 @@ pub(crate) async fn cut_all(
         && store.transient
         && !request.header_only
         && request.preview.is_none()
-        && let room = memory_share(store.results.transient_room(), settings.jobs_at_once)
-        && room > 0
+        && let Some(room) = NonZeroU64::new(memory_share(
+            store.results.transient_room(),
+            settings.jobs_at_once,
+        ))
     {
+        let room = room.get();
         let cut = cut_one_to_memory(&sources, settings, id, stencil, options(id), room).await?;
         if let Some(bytes) = cut {
             let meta = ObjectMeta {

@@ -78,9 +78,7 @@ impl Slots {
         let general = u32::try_from(self.general_count).unwrap_or(u32::MAX);
         let sync = u32::try_from(self.sync_count).unwrap_or(u32::MAX);
         let _ = self.general.acquire_many(general).await;
-        if sync > 0 {
-            let _ = self.sync.acquire_many(sync).await;
-        }
+        let _ = self.sync.acquire_many(sync).await;
     }
 }
 
@@ -140,6 +138,29 @@ mod tests {
         );
         drop((first, second, third));
         assert_eq!(slots.total(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_worker_with_every_slot_taken_gets_the_next_one_freed() {
+        let slots = Slots::new(1, 1);
+        let sync_job = slots.free().await.expect("free").take(Priority::Sync);
+        let async_job = slots.free().await.expect("free").take(Priority::Async);
+        let waiting = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.free().await.map(|free| free.lanes().to_vec()) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "every slot is taken");
+        drop(sync_job);
+        let lanes = soon(waiting).await.expect("woken").expect("task");
+        assert_eq!(lanes.as_deref(), Some(&[Priority::Sync][..]));
+        drop(async_job);
+    }
+
+    #[tokio::test]
+    async fn with_no_sync_slots_all_free_waits_for_the_general_ones_alone() {
+        let slots = Slots::new(1, 0);
+        assert!(soon(slots.all_free()).await.is_some());
     }
 
     #[tokio::test]

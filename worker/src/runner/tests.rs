@@ -412,6 +412,22 @@ async fn a_synchronous_cutout_is_cut_into_memory_and_no_file_is_written() {
 }
 
 #[tokio::test]
+async fn a_synchronous_cutout_cut_into_memory_needs_no_scratch_space() {
+    let memory = Arc::new(bucket::MemoryObjects::new(
+        1 << 20,
+        std::time::Duration::from_secs(60),
+    ));
+    let s = setup_with_memory(memory.clone());
+    // No file can be made in the scratch directory: it is a file itself.
+    let scratch = s.dir.path().join("scratch");
+    std::fs::remove_dir(&scratch).expect("scratch directory");
+    std::fs::write(&scratch, b"").expect("a file in its place");
+    let job = s.run_sync().await;
+    assert_eq!(job.phase, ExecutionPhase::Completed, "{:?}", job.error);
+    assert!(s.bucket.memory_object(&job.results[0].key).is_some());
+}
+
+#[tokio::test]
 async fn a_synchronous_cutout_larger_than_the_memory_is_cut_to_a_file() {
     let memory = Arc::new(bucket::MemoryObjects::new(
         100,
