@@ -509,6 +509,14 @@ mod tests {
         }
     }
 
+    /// A temporary directory holding `src.fits`, the test image at RA 10°.
+    fn image_in_temporary_directory() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("src.fits");
+        image(&source, 10.0);
+        (dir, source)
+    }
+
     fn cut(source: &Path, stencil: &Stencil, options: &CutOptions) -> (Vec<u8>, PixelBox) {
         let (bytes, cutout) =
             crate::cut_to_memory(source, stencil, &provenance(), options.clone(), u64::MAX)
@@ -519,9 +527,7 @@ mod tests {
 
     #[test]
     fn a_cut_takes_the_location_its_plan_left_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("src.fits");
-        image(&source, 10.0);
+        let (_dir, source) = image_in_temporary_directory();
         let stencil = Stencil::parse_circle(&format!("10.001 41.001 {}", 12.0 * SCALE)).unwrap();
         let options = CutOptions::default();
         let key = handover::key(&source, &stencil, &options);
@@ -564,9 +570,7 @@ mod tests {
 
     #[test]
     fn identical_plans_each_hand_their_location_to_one_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("src.fits");
-        image(&source, 10.0);
+        let (_dir, source) = image_in_temporary_directory();
         let stencil = Stencil::parse_circle(&format!("10.002 41.002 {}", 9.0 * SCALE)).unwrap();
         let options = CutOptions::default();
         let key = handover::key(&source, &stencil, &options);
@@ -588,9 +592,7 @@ mod tests {
 
     #[test]
     fn a_location_is_taken_only_by_the_same_cutout_of_the_same_header() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("src.fits");
-        image(&source, 10.0);
+        let (_dir, source) = image_in_temporary_directory();
         let stencil = Stencil::parse_circle(&format!("10.0 41.0 {}", 12.0 * SCALE)).unwrap();
         let options = CutOptions::default();
         let masked = CutOptions {
@@ -628,9 +630,7 @@ mod tests {
 
     #[test]
     fn locations_nobody_takes_are_dropped_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("src.fits");
-        image(&source, 10.0);
+        let (_dir, source) = image_in_temporary_directory();
         let stencil = |n: usize| {
             let ra = 10.0 + n as f64 * 1e-7;
             Stencil::parse_circle(&format!("{ra} 41.0 {}", 5.0 * SCALE)).unwrap()
