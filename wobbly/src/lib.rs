@@ -23,6 +23,7 @@ pub mod schema;
 pub mod service;
 pub mod sky;
 pub mod store;
+mod sync_jobs;
 mod wire;
 mod writer;
 

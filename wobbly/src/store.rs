@@ -19,6 +19,7 @@ use uws::{
 
 use crate::WobblyError;
 use crate::schema::MIGRATIONS;
+use crate::sync_jobs::SyncJobs;
 use crate::wire::{StoredParameter, StoredResult};
 use crate::writer::{Bind, SqliteWriter, Write};
 
@@ -47,9 +48,10 @@ pub struct SqlJobStore {
     /// last of them, never corrupt anything). Opened lazily.
     volatile_pool: Option<AnyPool>,
     /// Synchronous requests' jobs created here and not yet final: their writes are not durable
-    /// ([`NewJob::sync`]). In memory only, so after a restart, or through another process, every
-    /// write of a job is durable again (never less safe than asked).
-    sync_jobs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<JobId>>>,
+    /// ([`NewJob::sync`]), and their QUEUED ↔ EXECUTING is held here rather than written (see
+    /// [`crate::sync_jobs`]). In memory only, so after a restart, or through another process,
+    /// every write of a job is durable again (never less safe than asked).
+    sync_jobs: std::sync::Arc<std::sync::Mutex<SyncJobs>>,
     /// How many migrations [`SqlJobStore::connect`] applied (0: the schema was up to date).
     migrations_applied: usize,
 }
@@ -225,24 +227,60 @@ impl SqlJobStore {
         }
     }
 
+    /// Runs `f` on the sync jobs held here; `None` if a panic poisoned them (then every write
+    /// goes to the row, durably, as for a job created elsewhere).
+    fn sync_jobs<T>(&self, f: impl FnOnce(&mut SyncJobs) -> T) -> Option<T> {
+        self.sync_jobs.lock().ok().map(|mut jobs| f(&mut jobs))
+    }
+
     /// Whether `id` is a synchronous request's job created here and not yet final.
     fn is_sync(&self, id: &JobId) -> bool {
-        self.sync_jobs.lock().is_ok_and(|jobs| jobs.contains(id))
+        self.sync_jobs(|jobs| jobs.contains(id)).unwrap_or(false)
     }
 
     fn forget_sync(&self, id: &JobId) {
-        if let Ok(mut jobs) = self.sync_jobs.lock() {
-            jobs.remove(id);
-        }
+        self.sync_jobs(|jobs| jobs.forget(id));
     }
 
     /// Notes a synchronous request's job that this store created, so its transitions are not
-    /// made durable either.
+    /// made durable either, and it can begin in memory.
     fn created(&self, job: Job, sync: bool) -> Created {
-        if sync && let Ok(mut jobs) = self.sync_jobs.lock() {
-            jobs.insert(job.id.clone());
+        if sync {
+            self.sync_jobs(|jobs| jobs.created(job.clone(), std::time::Instant::now()));
         }
         Created::New(job)
+    }
+
+    /// A job as a write answered it, told to the sync jobs held here and seen through them.
+    fn written(&self, job: Job) -> Job {
+        let seen = self.sync_jobs(|jobs| {
+            jobs.written(&job);
+            jobs.read(job.clone())
+        });
+        seen.unwrap_or(job)
+    }
+
+    /// A sync job's QUEUED ↔ EXECUTING done in memory, when this store holds the job's phase
+    /// (see [`crate::sync_jobs`]); `None` when its row decides.
+    fn move_in_memory(
+        &self,
+        id: &JobId,
+        transition: &Transition,
+        at: OffsetDateTime,
+    ) -> Option<Result<Job, UwsError>> {
+        let moved = self.sync_jobs(|jobs| match transition {
+            Transition::Start => jobs.begin(id, at),
+            Transition::Queue => jobs.hand_back(id),
+            _ => None,
+        })??;
+        Some(match moved {
+            Ok(job) => Ok(job),
+            Err(from) => Err(UwsError::IllegalTransition {
+                id: id.to_string(),
+                from,
+                to: transition.target(),
+            }),
+        })
     }
 
     /// Applies a statement that writes: through the writer on SQLite, on the pool otherwise
@@ -510,7 +548,10 @@ impl JobStore for SqlJobStore {
             .await
             .map_err(store_error)?
             .as_ref()
-            .map(decode_job)
+            .map(|row| {
+                let job = decode_job(row)?;
+                Ok(self.sync_jobs(|jobs| jobs.read(job.clone())).unwrap_or(job))
+            })
             .transpose()
     }
 
@@ -542,13 +583,18 @@ impl JobStore for SqlJobStore {
                 .bind(cursor.id.as_str().to_owned());
         }
         let rows = query.fetch_all(&self.pool).await.map_err(store_error)?;
+        let held = self.sync_jobs.lock().ok();
         rows.iter()
             .map(|row| {
+                let id = decode_id(row)?;
+                let phase = decode_phase(row)?;
                 Ok(JobSummary {
-                    id: decode_id(row)?,
+                    phase: held
+                        .as_ref()
+                        .map_or(phase, |jobs| jobs.listed_phase(&id, phase)),
+                    id,
                     run_id: row.try_get("run_id").map_err(store_error)?,
                     owner: row.try_get("owner").map_err(store_error)?,
-                    phase: decode_phase(row)?,
                     creation_time: timestamp::from_micros(
                         row.try_get("creation_time").map_err(store_error)?,
                     ),
@@ -563,15 +609,22 @@ impl JobStore for SqlJobStore {
         transition: Transition,
         at: OffsetDateTime,
     ) -> Result<Job, UwsError> {
+        if let Some(answer) = self.move_in_memory(id, &transition, at) {
+            return answer;
+        }
         let target = transition.target();
-        let from = phase_list(
-            ExecutionPhase::ALL
-                .into_iter()
-                .filter(|p| p.can_become(target)),
-        );
+        // A sync job running in memory has a QUEUED row: its final write accepts that, and
+        // gives the row the start time held here.
+        let started = match target.is_final() {
+            true => self.sync_jobs(|jobs| jobs.started(id)).flatten(),
+            false => None,
+        };
+        let from = phase_list(ExecutionPhase::ALL.into_iter().filter(|p| {
+            p.can_become(target) || (started.is_some() && *p == ExecutionPhase::Queued)
+        }));
         let at = timestamp::to_micros(at);
         // $1 is always the new phase; the data columns follow; id and service come last.
-        let (set, data): (&str, Vec<Bind>) = match &transition {
+        let (set, mut data): (&str, Vec<Bind>) = match &transition {
             Transition::Queue => ("", vec![]),
             Transition::Start => (", start_time = $2", vec![Bind::Int(at)]),
             Transition::Complete(results) => (
@@ -596,6 +649,11 @@ impl JobStore for SqlJobStore {
                 vec![Bind::Text(encode_results(&[])?), Bind::Int(0)],
             ),
         };
+        let mut set = set.to_owned();
+        if let Some(start) = started {
+            data.push(Bind::Int(timestamp::to_micros(start)));
+            set.push_str(&format!(", start_time = ${}", data.len() + 1));
+        }
         let n = data.len();
         let sql = format!(
             "UPDATE uws_job SET phase = $1{set} WHERE id = ${} AND service = ${} AND phase IN ({from}) \
@@ -609,9 +667,6 @@ impl JobStore for SqlJobStore {
         binds.push(Bind::Text(id.as_str().to_owned()));
         binds.push(Bind::Text(self.service.clone()));
         let sync = self.is_sync(id);
-        if target.is_final() {
-            self.forget_sync(id);
-        }
         let row = self
             .write(Write {
                 sql,
@@ -627,7 +682,7 @@ impl JobStore for SqlJobStore {
             })
             .await?;
         match row {
-            Some(row) => decode_job(&row),
+            Some(row) => Ok(self.written(decode_job(&row)?)),
             None => match self.get(id).await? {
                 Some(job) => Err(UwsError::IllegalTransition {
                     id: id.to_string(),
@@ -656,12 +711,28 @@ impl JobStore for SqlJobStore {
             JobUpdate::Progress(p) => ("progress = $1", Bind::Text(p.encode()), false),
         };
         let reporting = sql.starts_with("progress");
-        let guard = if pending_only {
-            " AND phase = 'PENDING'"
-        } else if reporting {
-            " AND phase = 'EXECUTING'"
-        } else {
-            ""
+        // A sync job running in memory (see `crate::sync_jobs`) is written EXECUTING with its
+        // report: its row is QUEUED, and holds the phase from now on.
+        let started = match reporting {
+            true => self.sync_jobs(|jobs| jobs.started(id)).flatten(),
+            false => None,
+        };
+        let mut binds = vec![
+            bind,
+            Bind::Text(id.as_str().to_owned()),
+            Bind::Text(self.service.clone()),
+        ];
+        let (sql, guard) = match started {
+            Some(start) => {
+                binds.push(Bind::Int(timestamp::to_micros(start)));
+                (
+                    format!("{sql}, phase = 'EXECUTING', start_time = $4"),
+                    " AND phase IN ('EXECUTING', 'QUEUED')",
+                )
+            }
+            None if pending_only => (sql.to_owned(), " AND phase = 'PENDING'"),
+            None if reporting => (sql.to_owned(), " AND phase = 'EXECUTING'"),
+            None => (sql.to_owned(), ""),
         };
         let sql = format!(
             "UPDATE uws_job SET {sql} WHERE id = $2 AND service = $3{guard} RETURNING {COLUMNS}"
@@ -669,18 +740,14 @@ impl JobStore for SqlJobStore {
         let row = self
             .write(Write {
                 sql,
-                binds: vec![
-                    bind,
-                    Bind::Text(id.as_str().to_owned()),
-                    Bind::Text(self.service.clone()),
-                ],
+                binds,
                 // A progress report lost in a crash is only a stale count.
                 durable: !reporting,
                 then: Vec::new(),
             })
             .await?;
         match row {
-            Some(row) => decode_job(&row),
+            Some(row) => Ok(self.written(decode_job(&row)?)),
             None => match self.get(id).await? {
                 Some(job) => Err(UwsError::WrongPhase {
                     id: id.to_string(),

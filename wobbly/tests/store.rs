@@ -668,6 +668,171 @@ async fn a_sync_jobs_writes_read_back_like_any_others(store: SqlJobStore) {
     }
 }
 
+fn sync_job(owner: &str) -> NewJob {
+    NewJob {
+        queued: true,
+        sync: true,
+        ..new_job(owner, 0)
+    }
+}
+
+fn a_result(job: &uws::Job) -> JobResult {
+    JobResult {
+        id: "result".into(),
+        key: format!("{}/0a/result.fits", job.id),
+        mime_type: "application/fits".into(),
+        size: Some(5760),
+    }
+}
+
+/// A sync job's `begin` is held by the store that created it, not written: that store answers
+/// it EXECUTING from then on, its row stays QUEUED until the final write gives it the phase and
+/// the start time together. `elsewhere` is another process on the same database.
+async fn a_sync_job_begins_in_memory_and_ends_in_one_write(
+    here: SqlJobStore,
+    elsewhere: SqlJobStore,
+) {
+    let job = here.create(sync_job("alice")).await.expect("create").job();
+    let at = timestamp::now();
+    let begun = here
+        .transition(&job.id, Transition::Start, at)
+        .await
+        .expect("begin");
+    assert_eq!(begun.phase, ExecutionPhase::Executing);
+    assert_eq!(begun.start_time, Some(at));
+    let row = elsewhere.get(&job.id).await.expect("get").expect("job");
+    assert_eq!((row.phase, row.start_time), (ExecutionPhase::Queued, None));
+    assert_eq!(here.get(&job.id).await.expect("get"), Some(begun.clone()));
+    let listed = here
+        .list("alice", &JobFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.iter().map(|j| (&j.id, j.phase)).collect::<Vec<_>>(),
+        [(&job.id, ExecutionPhase::Executing)]
+    );
+    match here.transition(&job.id, Transition::Start, at).await {
+        Err(UwsError::IllegalTransition { from, .. }) => {
+            assert_eq!(from, ExecutionPhase::Executing)
+        }
+        other => panic!("a second begin must be refused: {other:?}"),
+    }
+    let end = timestamp::now();
+    let completed = here
+        .transition(&job.id, Transition::Complete(vec![a_result(&job)]), end)
+        .await
+        .expect("complete");
+    let row = elsewhere.get(&job.id).await.expect("get").expect("job");
+    assert_eq!(row, completed);
+    assert_eq!(
+        (row.phase, row.start_time, row.end_time),
+        (ExecutionPhase::Completed, Some(at), Some(end))
+    );
+    assert_eq!(row.results, [a_result(&job)]);
+}
+
+/// A sync job running in memory here and aborted by another process is refused its completion,
+/// and read as the row has it.
+async fn a_sync_job_ended_elsewhere_is_not_completed_here(
+    here: SqlJobStore,
+    elsewhere: SqlJobStore,
+) {
+    let job = here.create(sync_job("alice")).await.expect("create").job();
+    here.transition(&job.id, Transition::Start, timestamp::now())
+        .await
+        .expect("begin");
+    elsewhere
+        .transition(&job.id, Transition::Abort, timestamp::now())
+        .await
+        .expect("abort elsewhere");
+    match here
+        .transition(
+            &job.id,
+            Transition::Complete(vec![a_result(&job)]),
+            timestamp::now(),
+        )
+        .await
+    {
+        Err(UwsError::IllegalTransition { from, .. }) => assert_eq!(from, ExecutionPhase::Aborted),
+        other => panic!("the completion must be refused: {other:?}"),
+    }
+    let read = here.get(&job.id).await.expect("get").expect("job");
+    assert_eq!(read.phase, ExecutionPhase::Aborted);
+    assert!(read.results.is_empty());
+}
+
+/// A sync job handed back (a draining worker) is QUEUED again and begins anew; the final row
+/// has the start of the run that completed it.
+async fn a_sync_job_handed_back_begins_again(here: SqlJobStore, elsewhere: SqlJobStore) {
+    let job = here.create(sync_job("alice")).await.expect("create").job();
+    here.transition(&job.id, Transition::Start, timestamp::now())
+        .await
+        .expect("begin");
+    let back = here
+        .transition(&job.id, Transition::Queue, timestamp::now())
+        .await
+        .expect("hand back");
+    assert_eq!(back.phase, ExecutionPhase::Queued);
+    assert_eq!(
+        here.get(&job.id).await.expect("get").map(|j| j.phase),
+        Some(ExecutionPhase::Queued)
+    );
+    let again = timestamp::now() + Duration::from_secs(1);
+    here.transition(&job.id, Transition::Start, again)
+        .await
+        .expect("begin again");
+    here.transition(
+        &job.id,
+        Transition::Complete(vec![a_result(&job)]),
+        timestamp::now(),
+    )
+    .await
+    .expect("complete");
+    let row = elsewhere.get(&job.id).await.expect("get").expect("job");
+    assert_eq!(
+        (row.phase, row.start_time),
+        (ExecutionPhase::Completed, Some(again))
+    );
+}
+
+/// A progress report of a sync job running in memory is accepted, and writes its row EXECUTING,
+/// which holds the phase from then on.
+async fn a_sync_job_reporting_progress_is_written_executing(
+    here: SqlJobStore,
+    elsewhere: SqlJobStore,
+) {
+    let job = here.create(sync_job("alice")).await.expect("create").job();
+    let at = timestamp::now();
+    here.transition(&job.id, Transition::Start, at)
+        .await
+        .expect("begin");
+    let report = uws::Progress(vec![uws::ProgressCount {
+        name: "stamps".into(),
+        done: 1,
+        total: 2,
+    }]);
+    let reported = here
+        .update(&job.id, JobUpdate::Progress(report.clone()))
+        .await
+        .expect("report");
+    assert_eq!(
+        (reported.phase, reported.start_time, reported.progress),
+        (ExecutionPhase::Executing, Some(at), Some(report))
+    );
+    let row = elsewhere.get(&job.id).await.expect("get").expect("job");
+    assert_eq!(
+        (row.phase, row.start_time),
+        (ExecutionPhase::Executing, Some(at))
+    );
+    here.transition(
+        &job.id,
+        Transition::Complete(vec![a_result(&job)]),
+        timestamp::now(),
+    )
+    .await
+    .expect("complete");
+}
+
 /// Many writers at once (the SQLite writer commits them in batches): each gets its own answer,
 /// and a refused transition in a batch fails alone.
 async fn concurrent_writes_each_get_their_own_answer(store: SqlJobStore) {
@@ -1096,6 +1261,49 @@ macro_rules! both_databases {
         }
     };
 }
+
+/// Tests of two stores on one database and service, as two processes would open it.
+macro_rules! both_databases_twice {
+    ($($name:ident),*) => {
+        mod sqlite_twice {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let url = format!(
+                        "sqlite://{}?mode=rwc",
+                        dir.path().join("jobs.sqlite").display()
+                    );
+                    let service = super::unique_service(stringify!($name));
+                    let open = || wobbly::SqlJobStore::connect(&url, &service, 4);
+                    let here = open().await.expect("sqlite store");
+                    let elsewhere = open().await.expect("sqlite store");
+                    super::$name(here, elsewhere).await;
+                }
+            )*
+        }
+        mod postgres_twice {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let url = super::postgres_url();
+                    let service = super::unique_service(stringify!($name));
+                    let open = || wobbly::SqlJobStore::connect(&url, &service, 4);
+                    let here = open().await.expect("postgres store");
+                    let elsewhere = open().await.expect("postgres store");
+                    super::$name(here, elsewhere).await;
+                }
+            )*
+        }
+    };
+}
+
+both_databases_twice!(
+    a_sync_job_begins_in_memory_and_ends_in_one_write,
+    a_sync_job_ended_elsewhere_is_not_completed_here,
+    a_sync_job_handed_back_begins_again,
+    a_sync_job_reporting_progress_is_written_executing
+);
 
 both_databases!(
     job_lifecycle_is_stored_exactly,
