@@ -356,6 +356,29 @@ mod tests {
     }
 
     #[test]
+    fn a_job_forgotten_is_the_rows_again() {
+        let mut jobs = SyncJobs::default();
+        let job = queued_job();
+        jobs.created(job.clone(), Instant::now());
+        moved(jobs.begin(&job.id, timestamp::now()));
+        jobs.forget(&job.id);
+        assert!(!jobs.contains(&job.id));
+        assert_eq!(jobs.started(&job.id), None);
+        assert_eq!(jobs.read(job.clone()), job);
+    }
+
+    #[test]
+    fn creating_a_job_sweeps_only_every_few_thousand_creations() {
+        // A sweep walks every entry: at each creation it would make creating quadratic.
+        let mut jobs = SyncJobs::default();
+        let start = Instant::now();
+        let old = queued_job();
+        jobs.created(old.clone(), start);
+        jobs.created(queued_job(), start + FORGET_AFTER);
+        assert!(jobs.contains(&old.id), "no sweep yet");
+    }
+
+    #[test]
     fn old_entries_not_running_here_are_forgotten_at_a_sweep() {
         let mut jobs = SyncJobs::default();
         let start = Instant::now();

@@ -610,11 +610,7 @@ async fn a_job_created_with_its_size_holds_it_as_progress(store: SqlJobStore) {
             .transition(&job.id, Transition::Start, timestamp::now())
             .await
             .expect("start");
-        let report = uws::Progress(vec![uws::ProgressCount {
-            name: "stamps".into(),
-            done: 100,
-            total: 500,
-        }]);
+        let report = stamps_progress(100, 500);
         let reported = store
             .update(&job.id, JobUpdate::Progress(report.clone()))
             .await
@@ -668,6 +664,15 @@ async fn a_sync_jobs_writes_read_back_like_any_others(store: SqlJobStore) {
     }
 }
 
+/// A bulk job's progress in stamps alone.
+fn stamps_progress(done: u64, total: u64) -> uws::Progress {
+    uws::Progress(vec![uws::ProgressCount {
+        name: "stamps".into(),
+        done,
+        total,
+    }])
+}
+
 fn sync_job(owner: &str) -> NewJob {
     NewJob {
         queued: true,
@@ -683,6 +688,17 @@ fn a_result(job: &uws::Job) -> JobResult {
         mime_type: "application/fits".into(),
         size: Some(5760),
     }
+}
+
+/// Completes `job` now with its one result.
+async fn complete_now(store: &SqlJobStore, job: &uws::Job) -> Result<uws::Job, UwsError> {
+    store
+        .transition(
+            &job.id,
+            Transition::Complete(vec![a_result(job)]),
+            timestamp::now(),
+        )
+        .await
 }
 
 /// A sync job's `begin` is held by the store that created it, not written: that store answers
@@ -745,14 +761,7 @@ async fn a_sync_job_ended_elsewhere_is_not_completed_here(
         .transition(&job.id, Transition::Abort, timestamp::now())
         .await
         .expect("abort elsewhere");
-    match here
-        .transition(
-            &job.id,
-            Transition::Complete(vec![a_result(&job)]),
-            timestamp::now(),
-        )
-        .await
-    {
+    match complete_now(&here, &job).await {
         Err(UwsError::IllegalTransition { from, .. }) => assert_eq!(from, ExecutionPhase::Aborted),
         other => panic!("the completion must be refused: {other:?}"),
     }
@@ -781,13 +790,7 @@ async fn a_sync_job_handed_back_begins_again(here: SqlJobStore, elsewhere: SqlJo
     here.transition(&job.id, Transition::Start, again)
         .await
         .expect("begin again");
-    here.transition(
-        &job.id,
-        Transition::Complete(vec![a_result(&job)]),
-        timestamp::now(),
-    )
-    .await
-    .expect("complete");
+    complete_now(&here, &job).await.expect("complete");
     let row = elsewhere.get(&job.id).await.expect("get").expect("job");
     assert_eq!(
         (row.phase, row.start_time),
@@ -806,11 +809,7 @@ async fn a_sync_job_reporting_progress_is_written_executing(
     here.transition(&job.id, Transition::Start, at)
         .await
         .expect("begin");
-    let report = uws::Progress(vec![uws::ProgressCount {
-        name: "stamps".into(),
-        done: 1,
-        total: 2,
-    }]);
+    let report = stamps_progress(1, 2);
     let reported = here
         .update(&job.id, JobUpdate::Progress(report.clone()))
         .await
@@ -824,13 +823,7 @@ async fn a_sync_job_reporting_progress_is_written_executing(
         (row.phase, row.start_time),
         (ExecutionPhase::Executing, Some(at))
     );
-    here.transition(
-        &job.id,
-        Transition::Complete(vec![a_result(&job)]),
-        timestamp::now(),
-    )
-    .await
-    .expect("complete");
+    complete_now(&here, &job).await.expect("complete");
 }
 
 /// Many writers at once (the SQLite writer commits them in batches): each gets its own answer,
