@@ -377,20 +377,27 @@ fn only_soda_parameters_are_kept_and_their_size_is_capped() {
 
 /// 40 creates at once; returns how many were admitted (303), checking the others were 429.
 fn concurrent_creates(app: &TestApp, params: &[(&str, &str)]) -> usize {
-    let statuses: Vec<u16> = std::thread::scope(|s| {
+    let answers: Vec<(u16, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..40)
-            .map(|_| s.spawn(|| app.post("/jobs", params).status().as_u16()))
+            .map(|_| {
+                s.spawn(|| {
+                    let r = app.post("/jobs", params);
+                    let status = r.status().as_u16();
+                    (status, r.text().unwrap_or_default())
+                })
+            })
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("thread"))
             .collect()
     });
-    assert!(
-        statuses.iter().all(|s| *s == 303 || *s == 429),
-        "{statuses:?}"
-    );
-    statuses.iter().filter(|s| **s == 303).count()
+    let unexpected: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 303 && *status != 429)
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    answers.iter().filter(|(status, _)| *status == 303).count()
 }
 
 fn assert_jobs_per_hour_holds(app: &TestApp) {
@@ -419,11 +426,15 @@ fn forty_concurrent_creates_admit_five_per_hour_and_deleting_gives_none_back_sql
 
 #[test]
 fn forty_concurrent_creates_admit_five_per_hour_and_three_queued_postgres() {
-    let app = app()
-        .topology(Topology::Distributed { workers: 0 })
-        .config("QUOTAS__JOBS_PER_HOUR", "5")
-        .start();
-    assert_jobs_per_hour_holds(&app);
+    {
+        let app = app()
+            .topology(Topology::Distributed { workers: 0 })
+            .config("QUOTAS__JOBS_PER_HOUR", "5")
+            .start();
+        assert_jobs_per_hour_holds(&app);
+        // Stopped before the next starts: a burst grows wobbly's pool, and two such pools beside
+        // another test's services can reach PostgreSQL's 100 connections.
+    }
 
     // No worker runs: jobs created with PHASE=RUN stay QUEUED.
     let app = app_queued_limit();
