@@ -37,6 +37,10 @@ pub struct LoopSettings {
     pub summary_interval: Option<Duration>,
 }
 
+/// How long a read holding only sync slots waits for a sync job before looking again, when a
+/// general slot may have freed.
+const SYNC_ONLY_BLOCK: Duration = Duration::from_millis(50);
+
 /// Runs jobs from Redis until `shutdown` (or until it has taken `max_jobs`), then drains. Returns
 /// when every job this worker took has finished or been handed back.
 pub async fn run_redis(
@@ -83,10 +87,16 @@ pub async fn run_redis(
             },
         };
         // Holding only a sync slot, the read asks the sync stream alone; a general slot freed
-        // meanwhile is seen at the next read, at most a second later.
+        // meanwhile is seen at the next read, so that read blocks only briefly (a blocking
+        // XREADGROUP cannot be interrupted): with a second, a worker whose general slots were
+        // busy took its next async job up to a second after one freed.
+        let block = match free.has_general() {
+            true => Duration::from_secs(1),
+            false => SYNC_ONLY_BLOCK,
+        };
         let next = tokio::select! {
             () = shutdown.cancelled() => break,
-            next = consumer.next(Duration::from_secs(1), free.lanes()) => next,
+            next = consumer.next(block, free.lanes()) => next,
         };
         let delivery = match next {
             Ok(Some(d)) => d,
