@@ -207,6 +207,14 @@ mod tests {
         }
     }
 
+    /// A store's memory holding one queued sync job it just created, and that job.
+    fn created_here() -> (SyncJobs, Job) {
+        let mut jobs = SyncJobs::default();
+        let job = queued_job();
+        jobs.created(job.clone(), Instant::now());
+        (jobs, job)
+    }
+
     fn moved(answer: Option<InMemory>) -> Job {
         match answer {
             Some(Ok(job)) => job,
@@ -216,9 +224,7 @@ mod tests {
 
     #[test]
     fn a_queued_sync_job_begins_in_memory_at_the_microsecond() {
-        let mut jobs = SyncJobs::default();
-        let job = queued_job();
-        jobs.created(job.clone(), Instant::now());
+        let (mut jobs, job) = created_here();
         let at =
             OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).expect("instant");
         let begun = moved(jobs.begin(&job.id, at));
@@ -239,9 +245,7 @@ mod tests {
 
     #[test]
     fn a_second_begin_is_refused_as_from_executing() {
-        let mut jobs = SyncJobs::default();
-        let job = queued_job();
-        jobs.created(job.clone(), Instant::now());
+        let (mut jobs, job) = created_here();
         moved(jobs.begin(&job.id, timestamp::now()));
         assert_eq!(
             jobs.begin(&job.id, timestamp::now()),
@@ -251,9 +255,7 @@ mod tests {
 
     #[test]
     fn a_job_handed_back_begins_again() {
-        let mut jobs = SyncJobs::default();
-        let job = queued_job();
-        jobs.created(job.clone(), Instant::now());
+        let (mut jobs, job) = created_here();
         let first = moved(jobs.begin(&job.id, timestamp::now()));
         let back = moved(jobs.hand_back(&job.id));
         assert_eq!(back.phase, ExecutionPhase::Queued);
@@ -294,9 +296,7 @@ mod tests {
 
     #[test]
     fn a_read_of_the_queued_row_shows_the_job_running_here() {
-        let mut jobs = SyncJobs::default();
-        let job = queued_job();
-        jobs.created(job.clone(), Instant::now());
+        let (mut jobs, job) = created_here();
         assert_eq!(jobs.read(job.clone()), job, "not begun: the row as it is");
         let begun = moved(jobs.begin(&job.id, timestamp::now()));
         assert_eq!(jobs.read(job.clone()), begun);
@@ -314,9 +314,7 @@ mod tests {
     #[test]
     fn a_final_row_read_or_written_ends_the_entry() {
         for by_read in [true, false] {
-            let mut jobs = SyncJobs::default();
-            let job = queued_job();
-            jobs.created(job.clone(), Instant::now());
+            let (mut jobs, job) = created_here();
             moved(jobs.begin(&job.id, timestamp::now()));
             let aborted = Job {
                 phase: ExecutionPhase::Aborted,
@@ -334,9 +332,7 @@ mod tests {
 
     #[test]
     fn a_written_update_of_a_running_job_keeps_it_running_here() {
-        let mut jobs = SyncJobs::default();
-        let job = queued_job();
-        jobs.created(job.clone(), Instant::now());
+        let (mut jobs, job) = created_here();
         let begun = moved(jobs.begin(&job.id, timestamp::now()));
         let later = job.destruction + Duration::from_secs(60);
         let row = Job {
@@ -357,9 +353,7 @@ mod tests {
 
     #[test]
     fn a_job_forgotten_is_the_rows_again() {
-        let mut jobs = SyncJobs::default();
-        let job = queued_job();
-        jobs.created(job.clone(), Instant::now());
+        let (mut jobs, job) = created_here();
         moved(jobs.begin(&job.id, timestamp::now()));
         jobs.forget(&job.id);
         assert!(!jobs.contains(&job.id));
